@@ -1,0 +1,51 @@
+# Flywheel's front door. `make demo` runs the closed loop; `make test` runs every test.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+PY := .venv/bin/python
+STACK := $(PY) infra/stack.py
+
+.PHONY: help install up down status test test-unit bench demo schemas lint
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(UV):
+	python3 -m pip install --quiet --user 'uv>=0.9,<1'
+
+.venv/.synced: pyproject.toml uv.lock schemas/pyproject.toml libs/*/pyproject.toml services/*/pyproject.toml | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+install: .venv/.synced ## create .venv with the pinned dependencies (uv.lock)
+	$(STACK) install
+
+up: install ## start Kafka, MinIO, MLflow and the six services; returns when all are healthy
+	$(STACK) up
+
+down: ## stop exactly what `make up` started
+	@if [ -x $(PY) ]; then $(STACK) down; fi
+
+status: ## health of every component
+	$(STACK) status
+
+test-unit: .venv/.synced ## unit tests and doctests only (in-memory broker, no stack)
+	$(PY) -m pytest tests/unit
+
+# Starts the stack when it is not running and stops it afterwards only in that case.
+test: install ## unit + integration tests against the real Kafka, MinIO and MLflow
+	@started=0; if ! $(STACK) status >/dev/null 2>&1; then $(STACK) up || exit 1; started=1; fi; \
+	$(PY) -m pytest; rc=$$?; \
+	if [ $$started = 1 ] && [ -z "$$KEEP_STACK" ]; then $(STACK) down; fi; exit $$rc
+
+bench: up ## benchmarks, printed as ratios measured side by side
+	$(PY) -m tests.bench
+
+demo: install ## the whole stack and the closed loop, with a readable report
+	@echo "make demo: not yet — the closed loop lands with the monitoring issue. Try 'make up' and 'make test'."
+
+schemas: .venv/.synced ## re-export the events' JSON Schema into schemas/jsonschema
+	$(PY) -m flywheel.schemas.export
+
+lint: .venv/.synced ## ruff
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .

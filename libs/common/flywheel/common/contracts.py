@@ -1,0 +1,175 @@
+"""Data contracts: what a dataset's records must look like, declared in a YAML file.
+
+A contract names the dataset, its entity key, its timestamp and label columns,
+and per column a type, whether nulls are allowed, a range and allowed
+categories. ``DataContract.check`` returns the cleaned record or every violation.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, JsonValue, model_validator
+
+from flywheel.schemas import Violation
+
+ColumnType = Literal["int", "float", "str", "bool", "datetime"]
+
+
+class ColumnRule(BaseModel):
+    """The rules of one column."""
+
+    type: ColumnType
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    categories: list[JsonValue] | None = None
+    description: str = ""
+
+
+class DataContract(BaseModel):
+    """A dataset's data contract, loaded from ``datasets/<name>/contract.yaml``."""
+
+    dataset: str
+    version: str
+    entity_key: str
+    timestamp: str
+    label: str | None = None
+    allow_unknown_columns: bool = False
+    columns: dict[str, ColumnRule] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _key_columns_declared(self) -> DataContract:
+        for role in ("entity_key", "timestamp", "label"):
+            column = getattr(self, role)
+            if column is not None and column not in self.columns:
+                raise ValueError(f"{role} column {column!r} is not declared in columns")
+        return self
+
+    @property
+    def feature_columns(self) -> list[str]:
+        roles = {self.entity_key, self.timestamp, self.label}
+        return [c for c in self.columns if c not in roles]
+
+    def check(self, data: dict[str, Any]) -> tuple[dict[str, Any], list[Violation]]:
+        """Coerce a record to the contract's types; list every rule it breaks.
+
+        >>> contract = DataContract(dataset="d", version="1", entity_key="id", timestamp="ts",
+        ...     columns={"id": {"type": "str"}, "ts": {"type": "datetime"},
+        ...              "age": {"type": "int", "min": 18, "max": 99}})
+        >>> clean, problems = contract.check({"id": "a", "ts": "2026-01-01T00:00:00Z", "age": 7})
+        >>> [(p.column, p.rule) for p in problems]
+        [('age', 'range')]
+        """
+        clean: dict[str, Any] = {}
+        problems: list[Violation] = []
+        if not self.allow_unknown_columns:
+            for column in sorted(set(data) - set(self.columns)):
+                problems.append(
+                    Violation(
+                        column=column,
+                        rule="unknown",
+                        value=_jsonable(data[column]),
+                        message=f"column {column!r} is not in the contract",
+                    )
+                )
+        for column, rule in self.columns.items():
+            value = data.get(column)
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                if not rule.nullable:
+                    problems.append(
+                        Violation(column=column, rule="nullable", value=None, message=f"{column} is required")
+                    )
+                clean[column] = None
+                continue
+            try:
+                coerced = _coerce(value, rule.type)
+            except (TypeError, ValueError) as exc:
+                problems.append(
+                    Violation(
+                        column=column,
+                        rule="type",
+                        value=_jsonable(value),
+                        message=f"{column} must be {rule.type}: {exc}",
+                    )
+                )
+                continue
+            problems += _range_and_category(column, rule, coerced)
+            clean[column] = coerced
+        return clean, problems
+
+
+def _range_and_category(column: str, rule: ColumnRule, value: Any) -> list[Violation]:
+    found = []
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, float) and math.isinf(value):
+            found.append(
+                Violation(column=column, rule="range", value=str(value), message=f"{column} must be finite")
+            )
+        elif (rule.min is not None and value < rule.min) or (rule.max is not None and value > rule.max):
+            found.append(
+                Violation(
+                    column=column,
+                    rule="range",
+                    value=value,
+                    message=f"{column}={value} outside [{rule.min}, {rule.max}]",
+                )
+            )
+    if rule.categories is not None and value not in rule.categories:
+        found.append(
+            Violation(
+                column=column,
+                rule="category",
+                value=_jsonable(value),
+                message=f"{column}={value!r} not in {rule.categories}",
+            )
+        )
+    return found
+
+
+def _coerce(value: Any, kind: ColumnType) -> Any:
+    if kind == "int":
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (isinstance(value, float) and not value.is_integer())
+        ):
+            raise TypeError(f"got {type(value).__name__} {value!r}")
+        return int(value)
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"got {type(value).__name__} {value!r}")
+        return float(value)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise TypeError(f"got {type(value).__name__} {value!r}")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise TypeError(f"got {type(value).__name__} {value!r}")
+        return value
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        moment = datetime.fromisoformat(value)
+    else:
+        raise TypeError(f"got {type(value).__name__} {value!r}")
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _jsonable(value: Any) -> JsonValue:
+    return value if isinstance(value, str | int | float | bool) or value is None else repr(value)
+
+
+def load_contract(path: Path) -> DataContract:
+    return DataContract.model_validate(yaml.safe_load(path.read_text()))
+
+
+def load_contracts(datasets_dir: Path) -> dict[str, DataContract]:
+    """Every ``<dataset>/contract.yaml`` under the datasets directory, by dataset name."""
+    contracts = [load_contract(p) for p in sorted(Path(datasets_dir).glob("*/contract.yaml"))]
+    return {c.dataset: c for c in contracts}

@@ -1,0 +1,269 @@
+"""The Kafka broker every service uses: durable producers, commit-after-handle, dead letters.
+
+FastStream has no dead-letter support of its own, and ``NACK_ON_ERROR`` alone
+would redeliver a poison message forever. ``dead_letter_middleware`` retries a
+failing handler a bounded number of times, then publishes the message's
+original bytes and the reason to ``deadletters`` and lets the consumer go on.
+Messages that cannot parse or validate are not retried: they will not get better.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+from uuid import UUID
+
+import structlog
+from faststream import AckPolicy, BaseMiddleware
+from faststream.kafka import KafkaBroker
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from pydantic import ValidationError
+
+from flywheel.common.settings import KafkaSettings
+from flywheel.schemas import DEADLETTERS, Event, MessageDeadLettered, topic_for
+
+log = structlog.get_logger(__name__)
+
+DEAD_LETTERS = Counter(
+    "flywheel_dead_letters_total",
+    "Messages sent to the dead-letter topic.",
+    ["source_topic", "error_type"],
+)
+
+
+class InvalidMessage(ValueError):
+    """A handler's verdict that a well-formed message is semantically invalid: never retried."""
+
+
+NOT_RETRIED: tuple[type[BaseException], ...] = (
+    ValidationError,
+    json.JSONDecodeError,
+    UnicodeDecodeError,
+    InvalidMessage,
+)
+
+
+def _headers(raw: Any) -> dict[str, str]:
+    return {
+        k: (v.decode(errors="replace") if isinstance(v, bytes) else str(v))
+        for k, v in (getattr(raw, "headers", None) or ())
+    }
+
+
+def dead_letter_middleware(
+    broker_ref: Callable[[], KafkaBroker],
+    *,
+    service: str,
+    attempts: int,
+    backoff_s: float,
+) -> type[BaseMiddleware]:
+    """Build the middleware class; ``broker_ref`` returns the broker it publishes dead letters on."""
+
+    class DeadLetterMiddleware(BaseMiddleware):
+        async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: Any) -> Any:
+            headers = _headers(self.msg)
+            structlog.contextvars.bind_contextvars(
+                correlation_id=headers.get("correlation_id"),
+                event_type=headers.get("event_type"),
+            )
+            for attempt in range(1, attempts + 1):
+                try:
+                    return await call_next(msg)
+                except NOT_RETRIED:
+                    raise
+                except Exception as exc:
+                    if attempt == attempts:
+                        exc.add_note(f"failed {attempts} attempts")
+                        raise
+                    log.warning("handler failed, retrying", attempt=attempt, error=repr(exc))
+                    await asyncio.sleep(backoff_s * attempt)
+            raise AssertionError("unreachable")
+
+        async def after_processed(
+            self,
+            exc_type: Any = None,
+            exc_val: BaseException | None = None,
+            exc_tb: Any = None,
+        ) -> bool:
+            try:
+                if exc_val is None or not isinstance(exc_val, Exception):
+                    return False
+                records = self.msg if isinstance(self.msg, tuple | list) else (self.msg,)
+                for record in records:
+                    if getattr(record, "topic", None) == DEADLETTERS.name:
+                        # A dead letter that fails again is logged, never re-lettered: no loops.
+                        log.error("dead letter could not be handled", error=repr(exc_val))
+                        continue
+                    await publish_dead_letter(broker_ref(), record, exc_val, service, attempts)
+                return True
+            finally:
+                structlog.contextvars.unbind_contextvars("correlation_id", "event_type")
+
+    return DeadLetterMiddleware
+
+
+async def publish_dead_letter(
+    broker: KafkaBroker,
+    record: Any,
+    exc: Exception,
+    service: str,
+    attempts: int,
+) -> None:
+    """Publish one consumed record, bytes untouched, with why it could not be handled."""
+    value = getattr(record, "value", b"") or b""
+    key = getattr(record, "key", None)
+    topic = getattr(record, "topic", "unknown")
+    retried = not isinstance(exc, NOT_RETRIED)
+    exc = _unparseable(value) or exc
+    reason = _reason(exc)
+    correlation = _headers(record).get("correlation_id")
+    envelope: dict[str, Any] = {}
+    with contextlib.suppress(ValueError):
+        envelope["correlation_id"] = UUID(correlation) if correlation else None
+    letter = MessageDeadLettered(
+        producer=service,
+        source_topic=topic,
+        source_partition=getattr(record, "partition", None),
+        source_offset=getattr(record, "offset", None),
+        consumer_group=service,
+        reason=reason,
+        error_type=type(exc).__name__,
+        attempts=attempts if retried else 1,
+        original_key=base64.b64encode(key).decode() if isinstance(key, bytes) else None,
+        original_value=base64.b64encode(value if isinstance(value, bytes) else str(value).encode()).decode(),
+        **{k: v for k, v in envelope.items() if v is not None},
+    )
+    await publish_event(broker, letter)
+    DEAD_LETTERS.labels(topic, type(exc).__name__).inc()
+    log.error(
+        "message dead-lettered", source_topic=topic, reason=reason, offset=getattr(record, "offset", None)
+    )
+
+
+def _unparseable(value: Any) -> Exception | None:
+    """FastStream hands undecodable bodies to the handler as bytes; name the real cause."""
+    try:
+        json.loads(value)
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
+        return exc
+    return None
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError | TypeError):
+        return f"not JSON: {exc}"
+    if isinstance(exc, ValidationError):
+        errors = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<body>'}: {e['msg']}" for e in exc.errors()
+        )
+        return f"invalid {exc.title}: {errors}"[:4000]
+    return f"{type(exc).__name__}: {exc}"[:4000]
+
+
+def create_broker(
+    settings: KafkaSettings,
+    *,
+    service: str,
+    registry: CollectorRegistry = REGISTRY,
+    logger: Any = None,
+) -> KafkaBroker:
+    """A broker whose producer waits for all in-sync replicas, idempotently, and dead-letters."""
+    holder: list[KafkaBroker] = []
+    dead_letters = dead_letter_middleware(
+        lambda: holder[0],
+        service=service,
+        attempts=settings.dead_letter_attempts,
+        backoff_s=settings.retry_backoff_s,
+    )
+    broker = KafkaBroker(
+        settings.bootstrap_servers,
+        client_id=f"flywheel-{service}",
+        # aiokafka and FastStream default to acks=1 without idempotence: a leader
+        # crash could lose an acknowledged event or a retry could write it twice.
+        acks="all",
+        enable_idempotence=True,
+        middlewares=(
+            KafkaPrometheusMiddleware(registry=registry, app_name=service, metrics_prefix="flywheel"),
+            dead_letters,
+        ),
+        logger=logger if logger is not None else structlog.get_logger(f"{service}.broker"),
+    )
+    holder.append(broker)
+    return broker
+
+
+def consumer_options(service: str, **overrides: Any) -> dict[str, Any]:
+    """Subscriber options: one consumer group per service, commit only after the handler finishes."""
+    options: dict[str, Any] = {
+        "group_id": f"flywheel-{service}",
+        "auto_offset_reset": "earliest",
+        "ack_policy": AckPolicy.NACK_ON_ERROR,
+    }
+    options.update(overrides)
+    return options
+
+
+async def publish_event(broker: KafkaBroker, event: Event) -> None:
+    """Publish an event on its catalogue topic, keyed as the catalogue says, as plain JSON."""
+    topic = topic_for(event)
+    await broker.publish(
+        event.to_bytes(),
+        topic=topic.name,
+        key=topic.key_of(event),
+        headers={
+            "event_type": event.event_type,
+            "schema_version": event.schema_version,
+            "correlation_id": str(event.correlation_id),
+            "content-type": "application/json",
+        },
+    )
+
+
+class SeenEvents:
+    """Bounded memory of handled ids, so a redelivered message is handled once.
+
+    ``owner`` says who claimed an id: the same owner asking again (a redelivery
+    of the same event) is not a repeat, another owner is.
+
+    >>> seen = SeenEvents(capacity=2)
+    >>> seen.first_time("a"), seen.first_time("a"), seen.first_time("b"), seen.first_time("c")
+    (True, False, True, True)
+    >>> seen.first_time("a")  # forgotten: capacity bounds memory
+    True
+    >>> [seen.first_time("r1", owner=e) for e in ("e1", "e1", "e2")]
+    [True, True, False]
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._ids: OrderedDict[str, str | None] = OrderedDict()
+        self._capacity = capacity
+
+    def first_time(self, key: object, owner: object = None) -> bool:
+        key = str(key)
+        claimant = None if owner is None else str(owner)
+        if key in self._ids:
+            self._ids.move_to_end(key)
+            return claimant is not None and self._ids[key] == claimant
+        self._ids[key] = claimant
+        if len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+        return True
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+__all__ = [
+    "DEADLETTERS",
+    "InvalidMessage",
+    "SeenEvents",
+    "consumer_options",
+    "create_broker",
+    "publish_event",
+]

@@ -1,0 +1,142 @@
+"""What every Flywheel service has: a FastAPI app whose lifespan runs the Kafka broker,
+``/health`` over its connections, ``/metrics`` for Prometheus, OpenAPI and AsyncAPI docs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from faststream.kafka import KafkaBroker
+from faststream.specification import AsyncAPI, get_asyncapi_html
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Histogram, generate_latest
+
+from flywheel.common.settings import ServiceSettings
+
+HealthCheck = Callable[[], Awaitable[bool]]
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+HTTP_LATENCY = Histogram(
+    "flywheel_http_request_duration_seconds",
+    "HTTP request latency by route and status.",
+    ["service", "route", "method", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+
+
+def broker_check(broker: KafkaBroker, timeout: float = 2.0) -> HealthCheck:
+    async def check() -> bool:
+        return await broker.ping(timeout)
+
+    return check
+
+
+def blocking_check(probe: Callable[[], Any], timeout: float = 3.0) -> HealthCheck:
+    """Run a blocking client call (MinIO, MLflow) off the event loop as a health check."""
+
+    async def check() -> bool:
+        return bool(await asyncio.wait_for(asyncio.to_thread(probe), timeout))
+
+    return check
+
+
+def create_service_app(
+    *,
+    name: str,
+    settings: ServiceSettings,
+    broker: KafkaBroker,
+    checks: Mapping[str, HealthCheck],
+    routers: Sequence[APIRouter] = (),
+    lifespans: Sequence[Lifespan] = (),
+    description: str = "",
+    registry: CollectorRegistry = REGISTRY,
+    version: str = "0.1.0",
+) -> FastAPI:
+    """Build a service's HTTP app; ``lifespans`` run inside the broker's, in order."""
+    log = structlog.get_logger(name)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            await broker.connect()
+            stack.push_async_callback(broker.stop)
+            for extra in lifespans:
+                await stack.enter_async_context(extra(app))
+            await broker.start()
+            log.info("service started", port=settings.port, kafka=settings.kafka.bootstrap_servers)
+            yield
+            log.info("service stopping")
+
+    app = FastAPI(
+        title=f"flywheel-{name}",
+        description=description,
+        version=version,
+        lifespan=lifespan,
+    )
+    app.state.broker = broker
+    app.state.settings = settings
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        HTTP_LATENCY.labels(
+            name, getattr(route, "path", "unmatched"), request.method, str(response.status_code)
+        ).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
+            for e in exc.errors()
+        ]
+        fields = ", ".join(e["field"] or "<body>" for e in errors)
+        return JSONResponse(status_code=422, content={"detail": f"invalid {fields}", "errors": errors})
+
+    @app.get("/health", tags=["operations"])
+    async def health() -> JSONResponse:
+        """Whether the service and each of its connections (broker, store, registry) are up."""
+        results = {}
+        for component, check in checks.items():
+            try:
+                results[component] = "ok" if await check() else "down"
+            except Exception as exc:
+                results[component] = f"down: {type(exc).__name__}: {exc}"[:200]
+        healthy = all(v == "ok" for v in results.values())
+        body = {"service": name, "status": "ok" if healthy else "degraded", "checks": results}
+        return JSONResponse(status_code=200 if healthy else 503, content=body)
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    async def metrics() -> Response:
+        """Prometheus metrics: FastStream's per-handler figures and the domain's own."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    spec = AsyncAPI(broker, title=f"flywheel-{name}", version=version, description=description)
+
+    @app.get("/asyncapi.json", tags=["operations"])
+    async def asyncapi_json() -> JSONResponse:
+        """The AsyncAPI 3.0 document of the topics this service consumes and publishes."""
+        return JSONResponse(spec.to_specification().to_jsonable())
+
+    @app.get("/asyncapi", tags=["operations"], include_in_schema=False)
+    async def asyncapi_html() -> HTMLResponse:
+        return HTMLResponse(get_asyncapi_html(spec.to_specification()))
+
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def serve(app: FastAPI, settings: ServiceSettings) -> None:
+    """Run a service's app with uvicorn: the entry point of ``python -m flywheel.<service>``."""
+    import uvicorn
+
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)

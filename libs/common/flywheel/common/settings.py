@@ -1,0 +1,57 @@
+"""Settings shared by every service; each service adds its own class with its env prefix."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """Where the Kafka cluster is and how to talk to it (``FLYWHEEL_KAFKA_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_KAFKA_")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    dead_letter_attempts: int = Field(
+        default=3, ge=1, description="Tries of a failing handler before its message is dead-lettered."
+    )
+    retry_backoff_s: float = Field(default=0.2, ge=0, description="Pause between those tries.")
+
+
+class ObjectStoreSettings(BaseSettings):
+    """The S3-compatible object store, MinIO here (``FLYWHEEL_S3_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_S3_")
+
+    endpoint_url: str = "http://127.0.0.1:9000"
+    access_key: str = "flywheel"
+    secret_key: str = "flywheel-secret"
+    bucket: str = "flywheel"
+    region: str = "us-east-1"
+
+
+class MlflowSettings(BaseSettings):
+    """The MLflow tracking server and registry (``FLYWHEEL_MLFLOW_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_MLFLOW_")
+
+    tracking_uri: str = "http://127.0.0.1:5000"
+    artifact_bucket: str = "mlflow"
+
+
+class ServiceSettings(BaseSettings):
+    """What every service has: where it listens, how it logs, and the shared components.
+
+    A service subclasses this with ``env_prefix="<NAME>_"``; the shared parts keep
+    their own ``FLYWHEEL_*`` prefixes so one environment configures all six.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_format: str = Field(default="auto", description="auto (JSON unless a terminal), json, console")
+    log_level: str = "INFO"
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    s3: ObjectStoreSettings = Field(default_factory=ObjectStoreSettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)

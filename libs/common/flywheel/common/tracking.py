@@ -1,0 +1,33 @@
+"""MLflow wired to the tracking server and to MinIO as its artifact store."""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+import mlflow
+from mlflow import MlflowClient
+
+from flywheel.common.settings import MlflowSettings, ObjectStoreSettings
+
+
+def configure_mlflow(tracking: MlflowSettings, store: ObjectStoreSettings) -> MlflowClient:
+    """Point MLflow (and boto3 under it) at the tracking server and MinIO; return a client.
+
+    MLflow and boto3 read their S3 endpoint and credentials from the process
+    environment only, so this is the one place that writes them there.
+    """
+    os.environ["MLFLOW_S3_ENDPOINT_URL"] = store.endpoint_url
+    os.environ["AWS_ACCESS_KEY_ID"] = store.access_key
+    os.environ["AWS_SECRET_ACCESS_KEY"] = store.secret_key
+    os.environ.setdefault("AWS_DEFAULT_REGION", store.region)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    mlflow.set_tracking_uri(tracking.tracking_uri)
+    mlflow.set_registry_uri(tracking.tracking_uri)
+    return MlflowClient(tracking_uri=tracking.tracking_uri, registry_uri=tracking.tracking_uri)
+
+
+async def mlflow_healthy(tracking: MlflowSettings, timeout: float = 2.0) -> bool:
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        response = await client.get(f"{tracking.tracking_uri.rstrip('/')}/health")
+        return response.status_code == 200

@@ -1,0 +1,62 @@
+"""The envelope every Flywheel event carries, and how one event causes the next."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Self
+from uuid import UUID, uuid4
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    """Base of every event on a Flywheel topic.
+
+    ``event_type`` is the class name and ``schema_version`` its ``MAJOR.MINOR``;
+    both are filled in by the subclass, so a producer only sets the payload,
+    its own name, and the event that caused it (``caused_by``).
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    SCHEMA_VERSION: ClassVar[str] = "1.0"
+
+    event_id: UUID = Field(default_factory=uuid4, description="Unique id; consumers dedup on it.")
+    event_type: str = Field(default="", description="The event's class name.")
+    schema_version: str = Field(default="", description="MAJOR.MINOR of the event's schema.")
+    occurred_at: AwareDatetime = Field(default_factory=utc_now, description="When it happened (UTC).")
+    producer: str = Field(default="unknown", description="The service or client that produced it.")
+    correlation_id: UUID = Field(
+        default_factory=uuid4, description="The loop it belongs to; shared along a causation chain."
+    )
+    causation_id: UUID | None = Field(default=None, description="The event that caused this one.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stamp_type_and_version(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            data.setdefault("event_type", cls.__name__)
+            data["event_type"] = data["event_type"] or cls.__name__
+            data["schema_version"] = data.get("schema_version") or cls.SCHEMA_VERSION
+        return data
+
+    @model_validator(mode="after")
+    def _check_type(self) -> Self:
+        if self.event_type != type(self).__name__:
+            raise ValueError(f"event_type {self.event_type!r} is not {type(self).__name__!r}")
+        major = self.schema_version.split(".")[0]
+        if major != self.SCHEMA_VERSION.split(".")[0]:
+            raise ValueError(f"schema_version {self.schema_version} is not major {self.SCHEMA_VERSION}")
+        return self
+
+    def caused(self) -> dict[str, Any]:
+        """Envelope fields for an event this one causes: same loop, this event as the cause."""
+        return {"correlation_id": self.correlation_id, "causation_id": self.event_id}
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()

@@ -1,0 +1,67 @@
+"""Registry decisions and rollouts."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from flywheel.schemas.envelope import Event
+
+
+class GateResult(BaseModel):
+    """One quality gate applied to a candidate."""
+
+    gate: str
+    passed: bool
+    metric: str | None = None
+    value: float | None = None
+    threshold: float | None = None
+    message: str = ""
+
+
+class ModelApproved(Event):
+    """A candidate passed its gates and is registered as challenger (``models.approved``)."""
+
+    model_name: str
+    version: str
+    run_id: str
+    model_uri: str
+    metrics: dict[str, float]
+    gates: list[GateResult]
+    champion_version: str | None = None
+
+
+class ModelRejected(Event):
+    """A candidate failed at least one gate (``models.rejected``)."""
+
+    model_name: str
+    run_id: str
+    metrics: dict[str, float]
+    gates: list[GateResult]
+    failed_gates: list[str]
+
+
+class ChampionChanged(Event):
+    """The champion alias moved: promotion or rollback (``models.champion``)."""
+
+    model_name: str
+    version: str
+    previous_version: str | None = None
+    action: Literal["promote", "rollback"]
+    actor: str
+    reason: str = ""
+
+
+class RolloutStepped(Event):
+    """A rollout started, moved a step, finished or was rolled back (``models.rollout``)."""
+
+    model_name: str
+    candidate_version: str
+    champion_version: str | None = None
+    strategy: Literal["shadow", "canary", "ab", "blue_green"]
+    action: Literal["started", "stepped", "promoted", "rolled_back", "aborted"]
+    step: int = 0
+    candidate_traffic: float = 0.0
+    reason: str = ""
+    figures: dict[str, dict[str, float]] = {}

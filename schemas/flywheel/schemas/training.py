@@ -1,0 +1,53 @@
+"""Training commands and their outcomes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, JsonValue
+
+from flywheel.schemas.envelope import Event
+
+
+class TrainModel(Event):
+    """Command: train a model on a dataset version (``training.requested``)."""
+
+    model_name: str
+    dataset: str
+    dataset_version: str | None = Field(default=None, description="None: the newest version.")
+    model_spec: str | None = Field(default=None, description="None: the dataset's default spec.")
+    params: dict[str, JsonValue] = {}
+    trigger: Literal["drift", "schedule", "api", "manual"] = "api"
+    reason: str = ""
+
+
+class Lineage(BaseModel):
+    """What a model was made from."""
+
+    dataset: str
+    dataset_version: str
+    code_version: str
+    model_spec: str
+    params: dict[str, JsonValue] = {}
+    seed: int
+    trigger_event_id: str | None = None
+
+
+class ModelTrained(Event):
+    """A training run finished and its model is logged (``training.completed``)."""
+
+    model_name: str
+    run_id: str
+    model_uri: str
+    metrics: dict[str, float]
+    lineage: Lineage
+    duration_s: float
+
+
+class TrainingFailed(Event):
+    """A training run could not finish (``training.failed``)."""
+
+    model_name: str
+    reason: str
+    run_id: str | None = None
+    dataset_version: str | None = None

@@ -1,0 +1,18 @@
+"""Ingestion's settings (``INGESTION_*``)."""
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from flywheel.common.settings import ServiceSettings
+
+
+class IngestionSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="INGESTION_", extra="ignore")
+
+    port: int = 8001
+    datasets_dir: Path = Field(default=Path("datasets"), description="Where the data contracts live.")
+    max_batch: int = Field(default=1000, ge=1, description="Most records one POST /records may carry.")
+    version_max_rows: int = Field(default=5000, ge=1, description="Seal a dataset version at this many rows.")
+    version_max_age_s: float = Field(default=60.0, gt=0, description="...or when its oldest row is this old.")

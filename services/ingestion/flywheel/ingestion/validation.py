@@ -1,0 +1,70 @@
+"""Validating submitted records against their dataset's data contract."""
+
+from __future__ import annotations
+
+from uuid import NAMESPACE_URL, uuid5
+
+from flywheel.common.contracts import DataContract
+from flywheel.common.kafka import SeenEvents
+from flywheel.schemas import RecordRejected, RecordSubmitted, RecordValidated, Violation
+
+PRODUCER = "ingestion"
+
+
+def validate(
+    submitted: RecordSubmitted, contracts: dict[str, DataContract], seen_records: SeenEvents
+) -> RecordValidated | RecordRejected:
+    """Check one record against its contract: a validated record, or a rejection with every reason.
+
+    The outcome's event id is derived from the submission's, so a redelivered
+    submission yields the same event and downstream dedup by ``event_id`` holds.
+    """
+    outcome_id = uuid5(NAMESPACE_URL, f"flywheel:ingestion:{submitted.event_id}")
+    envelope = {"event_id": outcome_id, "producer": PRODUCER, **submitted.caused()}
+    contract = contracts.get(submitted.dataset)
+    if contract is None:
+        return RecordRejected(
+            **envelope,
+            dataset=submitted.dataset,
+            record_id=submitted.record_id,
+            data=submitted.data,
+            violations=[
+                Violation(
+                    column="<dataset>",
+                    rule="contract",
+                    value=submitted.dataset,
+                    message=f"no data contract for dataset {submitted.dataset!r}; known: {sorted(contracts)}",
+                )
+            ],
+        )
+    clean, violations = contract.check(submitted.data)
+    if not violations and not seen_records.first_time(
+        f"{submitted.dataset}/{submitted.record_id}", owner=submitted.event_id
+    ):
+        violations.append(
+            Violation(
+                column="record_id",
+                rule="duplicate",
+                value=submitted.record_id,
+                message=f"record {submitted.record_id!r} was already accepted",
+            )
+        )
+    if violations:
+        return RecordRejected(
+            **envelope,
+            dataset=submitted.dataset,
+            record_id=submitted.record_id,
+            data=submitted.data,
+            violations=violations,
+            contract_version=contract.version,
+        )
+    event_time = clean[contract.timestamp]
+    return RecordValidated(
+        **envelope,
+        dataset=submitted.dataset,
+        record_id=submitted.record_id,
+        entity_id=str(clean[contract.entity_key]),
+        event_time=event_time,
+        data={k: (v.isoformat() if k == contract.timestamp else v) for k, v in clean.items()},
+        contract_version=contract.version,
+    )

@@ -1,0 +1,14 @@
+"""Marks each test by the folder it lives in, so `-m "not integration"` and friends work."""
+
+from pathlib import Path
+
+import pytest
+
+FOLDER_MARKS = {"integration": "integration", "e2e": "e2e", "reliability": "reliability"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for part in Path(item.fspath).parts:
+            if part in FOLDER_MARKS:
+                item.add_marker(FOLDER_MARKS[part])

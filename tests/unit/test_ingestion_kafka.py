@@ -1,0 +1,130 @@
+"""Ingestion's subscriber and the dead-letter middleware on the in-memory broker."""
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+from faststream.kafka import TestKafkaBroker
+
+from flywheel.common.contracts import load_contracts
+from flywheel.common.kafka import SeenEvents, create_broker
+from flywheel.common.settings import KafkaSettings
+from flywheel.ingestion.subscribers import register_subscribers
+from flywheel.schemas import (
+    DEADLETTERS,
+    RECORDS_RAW,
+    RECORDS_REJECTED,
+    RECORDS_VALIDATED,
+    MessageDeadLettered,
+    RecordRejected,
+    RecordSubmitted,
+    RecordValidated,
+)
+
+DATASETS = Path(__file__).resolve().parents[2] / "datasets"
+
+
+def loan(**overrides) -> dict:
+    record = {
+        "applicant_id": "a-1",
+        "applied_at": "2026-01-01T10:00:00Z",
+        "salary": 50_000.0,
+        "commission": 0.0,
+        "age": 40,
+        "elevel": 2,
+        "car": 3,
+        "zipcode": 4,
+        "hvalue": 200_000.0,
+        "hyears": 10,
+        "loan": 100_000.0,
+        "approved": 1,
+    }
+    return {**record, **overrides}
+
+
+def collector(bodies: list):
+    async def collect(body: dict) -> None:
+        bodies.append(body)
+
+    return collect
+
+
+@pytest.fixture
+def wired():
+    broker = create_broker(KafkaSettings(retry_backoff_s=0), service="ingestion-test")
+    register_subscribers(broker, load_contracts(DATASETS), SeenEvents())
+    seen: dict[str, list] = {RECORDS_VALIDATED.name: [], RECORDS_REJECTED.name: [], DEADLETTERS.name: []}
+    for topic, bodies in seen.items():
+        broker.subscriber(topic)(collector(bodies))
+    return broker, seen
+
+
+async def test_valid_record_is_published_validated_with_its_cause(wired):
+    broker, seen = wired
+    submitted = RecordSubmitted(dataset="loans", record_id="r1", data=loan(), producer="test")
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish(submitted.to_bytes(), RECORDS_RAW.name)
+    [validated] = [RecordValidated.model_validate(b) for b in seen[RECORDS_VALIDATED.name]]
+    assert validated.entity_id == "a-1"
+    assert validated.causation_id == submitted.event_id
+    assert validated.correlation_id == submitted.correlation_id
+    assert seen[RECORDS_REJECTED.name] == [] and seen[DEADLETTERS.name] == []
+
+
+async def test_invalid_record_goes_to_rejected_with_every_reason(wired):
+    broker, seen = wired
+    submitted = RecordSubmitted(dataset="loans", record_id="r2", data=loan(age=7, car=99), producer="t")
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish(submitted.to_bytes(), RECORDS_RAW.name)
+    [rejected] = [RecordRejected.model_validate(b) for b in seen[RECORDS_REJECTED.name]]
+    assert {(v.column, v.rule) for v in rejected.violations} == {("age", "range"), ("car", "category")}
+
+
+async def test_redelivered_submission_gives_the_same_event_but_a_resend_is_a_duplicate(wired):
+    broker, seen = wired
+    first = RecordSubmitted(dataset="loans", record_id="r3", data=loan(), producer="t")
+    resend = RecordSubmitted(dataset="loans", record_id="r3", data=loan(), producer="t")
+    async with TestKafkaBroker(broker) as test_broker:
+        for event in (first, first, resend):
+            await test_broker.publish(event.to_bytes(), RECORDS_RAW.name)
+    validated = [RecordValidated.model_validate(b) for b in seen[RECORDS_VALIDATED.name]]
+    assert len(validated) == 2 and validated[0].event_id == validated[1].event_id
+    [rejected] = [RecordRejected.model_validate(b) for b in seen[RECORDS_REJECTED.name]]
+    assert rejected.violations[0].rule == "duplicate"
+
+
+@pytest.mark.parametrize(
+    ("payload", "error_type"),
+    [(b"{not json", "JSONDecodeError"), (json.dumps({"dataset": "loans"}).encode(), "ValidationError")],
+)
+async def test_malformed_message_goes_to_dead_letters_with_reason_and_bytes(wired, payload, error_type):
+    broker, seen = wired
+    good = RecordSubmitted(dataset="loans", record_id="r4", data=loan(), producer="t")
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish(payload, RECORDS_RAW.name)
+        await test_broker.publish(good.to_bytes(), RECORDS_RAW.name)
+    [letter] = [MessageDeadLettered.model_validate(b) for b in seen[DEADLETTERS.name]]
+    assert letter.source_topic == RECORDS_RAW.name
+    assert letter.error_type == error_type
+    assert letter.reason
+    assert base64.b64decode(letter.original_value) == payload
+    assert len(seen[RECORDS_VALIDATED.name]) == 1, "the consumer kept going after the bad message"
+
+
+async def test_failing_handler_is_retried_a_bounded_number_of_times_then_dead_lettered():
+    broker = create_broker(KafkaSettings(dead_letter_attempts=3, retry_backoff_s=0), service="t")
+    calls = []
+
+    @broker.subscriber("flaky")
+    async def flaky(body: dict) -> None:
+        calls.append(body)
+        raise RuntimeError("downstream unavailable")
+
+    letters = []
+    broker.subscriber(DEADLETTERS.name)(collector(letters))
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish({"n": 1}, "flaky")
+    assert len(calls) == 3
+    [letter] = [MessageDeadLettered.model_validate(b) for b in letters]
+    assert letter.attempts == 3 and "downstream unavailable" in letter.reason
