@@ -8,6 +8,7 @@ lives under `.stack/`: the jars, the MinIO binary, data, logs and pid files.
     python infra/stack.py install            # download and build only
     python infra/stack.py up [--only infra]  # start, wait until healthy
     python infra/stack.py status
+    python infra/stack.py restart training   # after changing a service's code
     python infra/stack.py down
 """
 
@@ -160,6 +161,26 @@ def kafka_jvm_flags() -> list[str]:
         "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={ROOT / 'infra/kafka/log4j2.properties'}",
     ]
+
+
+def create_topics() -> None:
+    """Create every catalogue topic up front with its partitions, so no consumer races auto-creation."""
+    code = (
+        "import asyncio\n"
+        "from aiokafka.admin import AIOKafkaAdminClient, NewTopic\n"
+        "from flywheel.schemas import TOPICS\n"
+        "async def main():\n"
+        "    admin = AIOKafkaAdminClient(bootstrap_servers='127.0.0.1:9092')\n"
+        "    await admin.start()\n"
+        "    try:\n"
+        "        missing = set(TOPICS) - set(await admin.list_topics())\n"
+        "        if missing:\n"
+        "            await admin.create_topics([NewTopic(t, 3, 1) for t in sorted(missing)])\n"
+        "    finally:\n"
+        "        await admin.close()\n"
+        "asyncio.run(main())\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 def create_buckets() -> None:
@@ -381,6 +402,20 @@ def down() -> None:
             step(component.name, "stopped")
 
 
+def restart(names: list[str]) -> None:
+    """Stop and start some components (a service after a code change), leaving the rest running."""
+    by_name = {c.name: c for c in components()}
+    unknown = sorted(set(names) - set(by_name))
+    if unknown:
+        sys.exit(f"stack: unknown components {unknown}; known: {sorted(by_name)}")
+    for name in names:
+        stop(by_name[name])
+    processes = {name: start(by_name[name]) for name in names}
+    for name, process in processes.items():
+        wait_healthy(by_name[name], process)
+        step(name, f"✓ restarted  {by_name[name].url}")
+
+
 def status() -> int:
     bad = 0
     for component in components():
@@ -393,13 +428,16 @@ def status() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["install", "up", "down", "status"])
+    parser.add_argument("command", choices=["install", "up", "down", "status", "restart"])
+    parser.add_argument("names", nargs="*", help="with restart: the components to restart")
     parser.add_argument("--only", choices=["infra"], help="start only Kafka, MinIO and MLflow")
     args = parser.parse_args()
     if args.command == "install":
         install()
     elif args.command == "up":
         up(only_infra=args.only == "infra")
+    elif args.command == "restart":
+        restart(args.names)
     elif args.command == "down":
         down()
     else:
