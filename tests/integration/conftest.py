@@ -47,9 +47,7 @@ def store_settings() -> ObjectStoreSettings:
     try:
         ObjectStore(settings).ping()
     except Exception as exc:
-        pytest.fail(
-            f"MinIO is not reachable at {settings.endpoint_url} ({exc}): run `make up`", pytrace=False
-        )
+        pytest.fail(f"MinIO is not reachable at {settings.endpoint_url} ({exc}): run `make up`", pytrace=False)
     return settings
 
 
@@ -59,9 +57,7 @@ def mlflow_settings() -> MlflowSettings:
     try:
         httpx.get(f"{settings.tracking_uri}/health", timeout=3).raise_for_status()
     except Exception as exc:
-        pytest.fail(
-            f"MLflow is not reachable at {settings.tracking_uri} ({exc}): run `make up`", pytrace=False
-        )
+        pytest.fail(f"MLflow is not reachable at {settings.tracking_uri} ({exc}): run `make up`", pytrace=False)
     return settings
 
 

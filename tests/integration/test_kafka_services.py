@@ -46,9 +46,7 @@ async def test_enveloped_event_from_a_plain_producer_is_consumed_by_the_service(
     assert event["producer"] == "ingestion"
 
 
-async def test_malformed_message_lands_on_dead_letters_and_the_consumer_keeps_consuming(
-    kafka, topics, services
-):
+async def test_malformed_message_lands_on_dead_letters_and_the_consumer_keeps_consuming(kafka, topics, services):
     garbage = f"not json {uuid.uuid4()}".encode()
     follower = RecordSubmitted(
         dataset="loans", record_id=f"it-{uuid.uuid4()}", data=loan("it-2"), producer="integration-test"
@@ -67,9 +65,7 @@ async def test_malformed_message_lands_on_dead_letters_and_the_consumer_keeps_co
             until=lambda seen: len(seen) >= 1,
             where=lambda b: base64.b64decode(b["original_value"]) == garbage,
         )
-        await validated.collect(
-            until=lambda seen: len(seen) >= 1, where=lambda b: b["record_id"] == follower.record_id
-        )
+        await validated.collect(until=lambda seen: len(seen) >= 1, where=lambda b: b["record_id"] == follower.record_id)
     assert letter["source_topic"] == RECORDS_RAW.name
     assert letter["reason"].startswith("not JSON")
     assert letter["error_type"] == "JSONDecodeError"

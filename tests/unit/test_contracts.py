@@ -60,6 +60,4 @@ def test_label_may_be_missing_but_booleans_are_not_ints(loans):
 
 def test_a_contract_must_declare_its_key_columns():
     with pytest.raises(ValueError, match="entity_key"):
-        DataContract(
-            dataset="d", version="1", entity_key="id", timestamp="ts", columns={"ts": {"type": "datetime"}}
-        )
+        DataContract(dataset="d", version="1", entity_key="id", timestamp="ts", columns={"ts": {"type": "datetime"}})

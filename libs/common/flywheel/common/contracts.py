@@ -107,9 +107,7 @@ def _range_and_category(column: str, rule: ColumnRule, value: Any) -> list[Viola
     found = []
     if isinstance(value, int | float) and not isinstance(value, bool):
         if isinstance(value, float) and math.isinf(value):
-            found.append(
-                Violation(column=column, rule="range", value=str(value), message=f"{column} must be finite")
-            )
+            found.append(Violation(column=column, rule="range", value=str(value), message=f"{column} must be finite"))
         elif (rule.min is not None and value < rule.min) or (rule.max is not None and value > rule.max):
             found.append(
                 Violation(

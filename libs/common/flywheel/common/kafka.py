@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -141,9 +142,7 @@ async def publish_dead_letter(
     )
     await publish_event(broker, letter)
     DEAD_LETTERS.labels(topic, type(exc).__name__).inc()
-    log.error(
-        "message dead-lettered", source_topic=topic, reason=reason, offset=getattr(record, "offset", None)
-    )
+    log.error("message dead-lettered", source_topic=topic, reason=reason, offset=getattr(record, "offset", None))
 
 
 def _unparseable(value: Any) -> Exception | None:
@@ -159,9 +158,7 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError | TypeError):
         return f"not JSON: {exc}"
     if isinstance(exc, ValidationError):
-        errors = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<body>'}: {e['msg']}" for e in exc.errors()
-        )
+        errors = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<body>'}: {e['msg']}" for e in exc.errors())
         return f"invalid {exc.title}: {errors}"[:4000]
     return f"{type(exc).__name__}: {exc}"[:4000]
 
@@ -193,6 +190,8 @@ def create_broker(
             dead_letters,
         ),
         logger=logger if logger is not None else structlog.get_logger(f"{service}.broker"),
+        # "Received"/"Processed" for every message is debugging detail, not an operator's log.
+        log_level=logging.DEBUG,
     )
     holder.append(broker)
     return broker

@@ -95,8 +95,7 @@ def create_service_app(
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
-            for e in exc.errors()
+            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]} for e in exc.errors()
         ]
         fields = ", ".join(e["field"] or "<body>" for e in errors)
         return JSONResponse(status_code=422, content={"detail": f"invalid {fields}", "errors": errors})

@@ -31,3 +31,18 @@ async def mlflow_healthy(tracking: MlflowSettings, timeout: float = 2.0) -> bool
     async with httpx.AsyncClient(timeout=timeout) as client:
         response = await client.get(f"{tracking.tracking_uri.rstrip('/')}/health")
         return response.status_code == 200
+
+
+class Tags:
+    """MLflow run tags every service agrees on: a model's lineage, readable by anyone."""
+
+    DATASET = "flywheel.dataset"
+    DATASET_VERSION = "flywheel.dataset_version"
+    CODE_VERSION = "flywheel.code_version"
+    FEATURE_SET = "flywheel.feature_set"
+    FEATURE_SET_VERSION = "flywheel.feature_set_version"
+    MODEL_SPEC = "flywheel.model_spec"
+    TRIGGER_EVENT_ID = "flywheel.trigger_event_id"
+    CORRELATION_ID = "flywheel.correlation_id"
+    CAUSATION_CHAIN = "flywheel.causation_chain"
+    SEED = "flywheel.seed"
