@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import FastAPI
 
 from flywheel.common.components import Components
+from flywheel.common.datasets import DatasetCatalog
 from flywheel.common.service import create_service_app
+from flywheel.monitoring.http import create_router
+from flywheel.monitoring.reference import load_reference
 from flywheel.monitoring.settings import MonitoringSettings
+from flywheel.monitoring.subscribers import register_subscribers
+from flywheel.monitoring.watch import Watch
 
 
 def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
     settings = settings or MonitoringSettings()
     parts = Components.connect("monitoring", settings)
-    return create_service_app(
+    loader = partial(load_reference, parts.mlflow, DatasetCatalog(parts.store), settings.datasets_dir)
+    watch = Watch(settings.monitor_config(), loader)
+    register_subscribers(parts.broker, watch)
+    app = create_service_app(
         name="monitoring",
         settings=settings,
         broker=parts.broker,
         checks=parts.checks(),
+        routers=[create_router(watch)],
         description="Detects data and concept drift and raises alerts.",
     )
+    app.state.watch = watch
+    return app

@@ -1,0 +1,68 @@
+"""Concept drift and performance on delayed labels: a streaming detector on the error stream."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Literal
+
+from river import drift
+
+
+class ErrorStream:
+    """Whether the model's recent answers are wrong more often than before.
+
+    Each label joined to its prediction adds one 0/1 error to a river detector
+    (Page-Hinkley watching for an increase, or ADWIN) and to a rolling accuracy.
+
+    >>> import random
+    >>> rng = random.Random(0)
+    >>> stream = ErrorStream()
+    >>> stable = [stream.update(rng.random() < 0.06) for _ in range(3000)]
+    >>> any(stable)
+    False
+    >>> after = [stream.update(rng.random() < 0.45) for _ in range(200)]
+    >>> after.index(True) < 60
+    True
+    """
+
+    def __init__(
+        self,
+        detector: Literal["page_hinkley", "adwin"] = "page_hinkley",
+        window: int = 500,
+        ph_threshold: float = 12.0,
+        ph_delta: float = 0.02,
+        adwin_delta: float = 0.002,
+    ) -> None:
+        self._make = (
+            (lambda: drift.PageHinkley(min_instances=30, delta=ph_delta, threshold=ph_threshold, mode="up"))
+            if detector == "page_hinkley"
+            else (lambda: drift.ADWIN(delta=adwin_delta, clock=1))
+        )
+        self.detector_name = detector
+        self._detector = self._make()
+        self._recent: deque[int] = deque(maxlen=window)
+        self.seen = 0
+
+    def update(self, wrong: bool) -> bool:
+        """Add one outcome; True when the detector signals drift (it then starts afresh)."""
+        self.seen += 1
+        self._recent.append(int(wrong))
+        self._detector.update(int(wrong))
+        if self._detector.drift_detected:
+            self._detector = self._make()
+            return True
+        return False
+
+    def reset(self) -> None:
+        self._detector = self._make()
+        self._recent.clear()
+        self.seen = 0
+
+    @property
+    def accuracy(self) -> float | None:
+        """Accuracy over the rolling window; None before any label."""
+        return 1 - sum(self._recent) / len(self._recent) if self._recent else None
+
+    @property
+    def window_size(self) -> int:
+        return len(self._recent)

@@ -1,0 +1,58 @@
+"""Loading the reference: the features of the data the champion was trained on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from flywheel.common.contracts import load_contracts
+from flywheel.common.datasets import DatasetCatalog
+from flywheel.common.featuresets import FeatureSet, load_feature_set
+from flywheel.common.tracking import Tags
+from flywheel.monitoring.monitor import Reference
+
+CATEGORICAL_TRANSFORMS = {"one_hot", "bucket"}
+
+
+def categorical_features(feature_set: FeatureSet, datasets_dir: Path) -> set[str]:
+    """Features that take a few discrete values: one-hot, buckets, and categorical inputs."""
+    contract = load_contracts(datasets_dir).get(feature_set.dataset)
+    categorical_columns = {
+        name for name, rule in (contract.columns.items() if contract else []) if rule.categories is not None
+    }
+    return {
+        f.name
+        for f in feature_set.features
+        if f.transform in CATEGORICAL_TRANSFORMS or (f.transform == "identity" and f.inputs[0] in categorical_columns)
+    }
+
+
+def load_reference(
+    client: MlflowClient, catalog: DatasetCatalog, datasets_dir: Path, model_name: str
+) -> Reference | None:
+    """The champion's training data as per-feature samples; None while there is no champion."""
+    try:
+        version = client.get_model_version_by_alias(model_name, "champion")
+    except MlflowException:
+        return None
+    run = client.get_run(version.run_id)
+    tags, metrics = run.data.tags, run.data.metrics
+    dataset = tags.get(Tags.DATASET)
+    versions = [v for v in tags.get(Tags.DATASET_VERSION, "").split(",") if v]
+    if not dataset or not versions:
+        return None
+    feature_set = load_feature_set(datasets_dir, dataset)
+    records = pd.concat([catalog.load(dataset, v) for v in versions], ignore_index=True)
+    features = feature_set.frame(records)
+    return Reference(
+        model_name=model_name,
+        model_version=str(version.version),
+        dataset=dataset,
+        dataset_version=",".join(versions),
+        features={name: features[name].to_numpy(dtype=float) for name in feature_set.names},
+        categorical=categorical_features(feature_set, datasets_dir),
+        train_accuracy=metrics.get("accuracy"),
+    )

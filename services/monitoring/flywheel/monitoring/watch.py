@@ -1,0 +1,72 @@
+"""The monitors of every model, with their references loaded on demand."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import structlog
+
+from flywheel.monitoring.metrics import observe
+from flywheel.monitoring.monitor import ModelMonitor, MonitorConfig, Reference
+from flywheel.schemas import ChampionChanged, Event, LabelObserved, PredictionMade
+
+log = structlog.get_logger(__name__)
+
+ReferenceLoader = Callable[[str], Reference | None]
+
+
+class Watch:
+    """Routes predictions and labels to the monitor of their model; swaps references on new champions.
+
+    Loading a reference reads MLflow and MinIO (blocking), so it runs in a thread.
+    """
+
+    def __init__(self, config: MonitorConfig, load_reference: ReferenceLoader) -> None:
+        self.config = config
+        self._load = load_reference
+        self.monitors: dict[str, ModelMonitor] = {}
+        self.model_of_dataset: dict[str, str] = {}
+
+    async def monitor(self, model_name: str) -> ModelMonitor:
+        monitor = self.monitors.get(model_name)
+        if monitor is None:
+            monitor = self.monitors[model_name] = ModelMonitor(model_name, self.config)
+        if monitor.reference is None:
+            await self.refresh(model_name)
+        return monitor
+
+    async def refresh(self, model_name: str) -> None:
+        monitor = self.monitors.setdefault(model_name, ModelMonitor(model_name, self.config))
+        reference = await asyncio.to_thread(self._load, model_name)
+        if reference is None:
+            return
+        if monitor.reference is None or monitor.reference.model_version != reference.model_version:
+            monitor.set_reference(reference)
+            self.model_of_dataset[reference.dataset] = model_name
+            log.info(
+                "reference loaded",
+                model=model_name,
+                version=reference.model_version,
+                dataset_version=reference.dataset_version,
+                rows=len(next(iter(reference.features.values()))),
+            )
+
+    async def on_prediction(self, prediction: PredictionMade) -> list[Event]:
+        self.model_of_dataset.setdefault(prediction.dataset, prediction.model_name)
+        monitor = await self.monitor(prediction.model_name)
+        events = monitor.on_prediction(prediction)
+        observe(monitor)
+        return events
+
+    async def on_label(self, label: LabelObserved) -> list[Event]:
+        model_name = self.model_of_dataset.get(label.dataset)
+        if model_name is None:
+            return []
+        monitor = await self.monitor(model_name)
+        events = monitor.on_label(label)
+        observe(monitor)
+        return events
+
+    async def on_champion_changed(self, change: ChampionChanged) -> None:
+        await self.refresh(change.model_name)

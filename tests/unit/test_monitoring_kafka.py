@@ -1,0 +1,60 @@
+"""Monitoring's subscribers on the in-memory broker: labels in, drift and alerts out."""
+
+import uuid
+
+import numpy as np
+from faststream.kafka import TestKafkaBroker
+
+from flywheel.common.kafka import create_broker
+from flywheel.common.settings import KafkaSettings
+from flywheel.monitoring.monitor import MonitorConfig, Reference
+from flywheel.monitoring.subscribers import register_subscribers
+from flywheel.monitoring.watch import Watch
+from flywheel.schemas import (
+    ALERTS,
+    LABELS,
+    MONITORING_DRIFT,
+    PREDICTIONS,
+    AlertRaised,
+    DriftDetected,
+    LabelObserved,
+    PredictionMade,
+)
+
+
+def reference() -> Reference:
+    rng = np.random.default_rng(0)
+    return Reference(model_name="m", model_version="1", dataset="loans", dataset_version="v1",
+                     features={"x": rng.normal(size=2000)}, categorical=set(), train_accuracy=0.95)
+
+
+async def test_a_model_that_turns_wrong_leads_to_a_concept_drift_event_and_one_alert():
+    broker = create_broker(KafkaSettings(retry_backoff_s=0), service="monitoring-test")
+    register_subscribers(broker, Watch(MonitorConfig(), lambda name: reference()))
+    drifts, alerts = [], []
+
+    @broker.subscriber(MONITORING_DRIFT.name)
+    async def collect_drift(body: dict) -> None:
+        drifts.append(DriftDetected.model_validate(body))
+
+    @broker.subscriber(ALERTS.name)
+    async def collect_alert(body: dict) -> None:
+        alerts.append(AlertRaised.model_validate(body))
+
+    rng = np.random.default_rng(1)
+    async with TestKafkaBroker(broker) as test_broker:
+        for i in range(600):
+            prediction = PredictionMade(
+                producer="serving", dataset="loans", prediction_id=str(uuid.uuid4()), model_name="m",
+                model_version="1", variant="champion", prediction=1, features={"x": float(rng.normal())},
+                latency_ms=1.0,
+            )
+            await test_broker.publish(prediction.to_bytes(), PREDICTIONS.name)
+            wrong = rng.random() < (0.05 if i < 400 else 0.6)
+            label = LabelObserved(producer="t", dataset="loans", label=0 if wrong else 1,
+                                  prediction_id=prediction.prediction_id)
+            await test_broker.publish(label.to_bytes(), LABELS.name)
+    concept = [d for d in drifts if d.kind == "concept"]
+    assert concept and concept[0].retrain and concept[0].model_version == "1"
+    assert [a.kind for a in alerts].count("concept_drift") == 1
+    assert not [d for d in drifts if d.kind == "data"], "the feature distribution never moved"

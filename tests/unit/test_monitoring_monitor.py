@@ -1,0 +1,121 @@
+"""The monitor on a realistic stream: a model trained on Agrawal, labels arriving late."""
+
+import itertools
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from river.datasets import synth
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from flywheel.common.featuresets import load_feature_set
+from flywheel.monitoring.monitor import ModelMonitor, MonitorConfig, Reference
+from flywheel.monitoring.reference import categorical_features
+from flywheel.schemas import AlertRaised, DriftDetected, LabelObserved, PredictionMade
+
+DATASETS = Path(__file__).resolve().parents[2] / "datasets"
+FEATURES = load_feature_set(DATASETS, "loans")
+
+
+def agrawal(function: int, seed: int, n: int) -> list[tuple[dict, int]]:
+    return list(itertools.islice(synth.Agrawal(classification_function=function, seed=seed), n))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    rows = agrawal(0, seed=1, n=5000)
+    X = np.array(FEATURES.matrix([x for x, _ in rows]))
+    y = np.array([label for _, label in rows])
+    model = HistGradientBoostingClassifier(random_state=0).fit(X, y)
+    reference = Reference(
+        model_name="loans-approval", model_version="1", dataset="loans", dataset_version="v1",
+        features={name: X[:, i] for i, name in enumerate(FEATURES.names)},
+        categorical=categorical_features(FEATURES, DATASETS), train_accuracy=float(model.score(X, y)),
+    )
+    return model, reference
+
+
+def serve_and_label(monitor: ModelMonitor, model, rows, start: datetime, mutate=None) -> list:
+    """Score each record like serving would, then deliver its label; collect what the monitor publishes."""
+    published = []
+    for i, (x, label) in enumerate(rows):
+        x = mutate(x) if mutate else x
+        features = dict(zip(FEATURES.names, FEATURES.vector(x), strict=True))
+        predicted = int(model.predict(np.array([list(features.values())]))[0])
+        prediction = PredictionMade(
+            producer="serving", dataset="loans", prediction_id=str(uuid.uuid4()), model_name="loans-approval",
+            model_version="1", variant="champion", prediction=predicted, features=features, latency_ms=2.0,
+            occurred_at=start + timedelta(seconds=i),
+        )
+        published += monitor.on_prediction(prediction, now=float(i))
+        published += monitor.on_label(
+            LabelObserved(producer="demo", dataset="loans", label=label, prediction_id=prediction.prediction_id),
+            now=float(i),
+        )
+    return published
+
+
+def test_a_stable_stream_raises_no_drift_and_no_alert(trained):
+    model, reference = trained
+    monitor = ModelMonitor("loans-approval", MonitorConfig())
+    monitor.set_reference(reference)
+    published = serve_and_label(monitor, model, agrawal(0, seed=7, n=5000), datetime(2026, 1, 1, tzinfo=UTC))
+    assert [e for e in published if isinstance(e, DriftDetected)] == []
+    assert [e for e in published if isinstance(e, AlertRaised)] == []
+    assert monitor.errors.accuracy > 0.9
+    assert monitor.last_verdicts and not any(v.alert for v in monitor.last_verdicts)
+
+
+def test_abrupt_concept_drift_is_detected_within_a_few_dozen_labels_and_requests_one_retrain(trained):
+    model, reference = trained
+    monitor = ModelMonitor("loans-approval", MonitorConfig())
+    monitor.set_reference(reference)
+    serve_and_label(monitor, model, agrawal(0, seed=8, n=1000), datetime(2026, 1, 1, tzinfo=UTC))
+    published = serve_and_label(monitor, model, agrawal(2, seed=9, n=400), datetime(2026, 1, 2, tzinfo=UTC))
+    drifts = [e for e in published if isinstance(e, DriftDetected)]
+    assert drifts, "concept drift was not detected"
+    first = drifts[0]
+    assert first.kind == "concept" and first.retrain
+    labels_until_detection = next(i for i, e in enumerate(published) if isinstance(e, DriftDetected))
+    assert labels_until_detection <= 60
+    assert sum(d.retrain for d in drifts) == 1, "a persisting drift must request one retrain per champion"
+    alerts = [e for e in published if isinstance(e, AlertRaised) and e.kind == "concept_drift"]
+    assert len(alerts) == 1 and alerts[0].causation_id == first.event_id
+
+
+def test_a_shifted_feature_distribution_is_data_drift_naming_the_feature(trained):
+    model, reference = trained
+    monitor = ModelMonitor("loans-approval", MonitorConfig(check_every=250))
+    monitor.set_reference(reference)
+
+    def richer(x: dict) -> dict:
+        return {**x, "salary": x["salary"] * 3, "commission": x["commission"]}
+
+    published = serve_and_label(monitor, model, agrawal(0, seed=10, n=1000), datetime(2026, 1, 1, tzinfo=UTC),
+                                mutate=richer)
+    data_drifts = [e for e in published if isinstance(e, DriftDetected) and e.kind == "data"]
+    assert data_drifts
+    drifted = {f.feature for f in data_drifts[0].features}
+    assert "salary" in drifted and "age" not in drifted
+    assert data_drifts[0].retrain and data_drifts[0].reference_version == "v1"
+    alerts = [e for e in published if isinstance(e, AlertRaised) and e.kind == "data_drift"]
+    assert len(alerts) == 1, "a persisting data drift is one alert, not one per check"
+
+
+def test_slow_predictions_and_missing_features_raise_service_health_alerts(trained):
+    _, reference = trained
+    monitor = ModelMonitor("loans-approval", MonitorConfig(check_every=50, min_window=50))
+    monitor.set_reference(reference)
+    rng = random.Random(0)
+    published = []
+    for i in range(100):
+        features = {name: (None if rng.random() < 0.2 else 1.0) for name in FEATURES.names}
+        published += monitor.on_prediction(PredictionMade(
+            producer="serving", dataset="loans", prediction_id=str(i), model_name="loans-approval",
+            model_version="1", variant="champion", prediction=1, features=features, latency_ms=900.0,
+        ))
+    kinds = {e.kind for e in published if isinstance(e, AlertRaised)}
+    assert {"latency", "missing_features"} <= kinds
