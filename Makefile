@@ -1,7 +1,7 @@
 # Flywheel's front door. `make demo` runs the closed loop; `make test` runs every test.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+UV ?= python3 -m uv
 PY := .venv/bin/python
 STACK := $(PY) infra/stack.py
 
@@ -10,10 +10,8 @@ STACK := $(PY) infra/stack.py
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(UV):
-	python3 -m pip install --quiet --user 'uv>=0.9,<1'
-
-.venv/.synced: pyproject.toml uv.lock schemas/pyproject.toml libs/*/pyproject.toml services/*/pyproject.toml | $(UV)
+.venv/.synced: pyproject.toml uv.lock schemas/pyproject.toml libs/*/pyproject.toml services/*/pyproject.toml cli/pyproject.toml
+	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet 'uv==0.13.9'
 	$(UV) sync --frozen
 	@touch $@
 
