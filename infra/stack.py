@@ -7,19 +7,24 @@ lives under `.stack/`: the jars, the MinIO binary, data, logs and pid files.
 
     python infra/stack.py install            # download and build only
     python infra/stack.py up [--only infra]  # start, wait until healthy
-    python infra/stack.py status
+    python infra/stack.py status             # exit 1 when any component is unhealthy
     python infra/stack.py restart training   # after changing a service's code
-    python infra/stack.py down
+    python infra/stack.py down               # stop exactly what `up` started
+
+A second stack beside the first: FLYWHEEL_STACK_DIR=<dir> plus FLYWHEEL_STACK_<NAME>_PORT
+for each port to move (KAFKA, KAFKA_CONTROLLER, MINIO, MINIO_CONSOLE, MLFLOW, INGESTION, ...).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -30,21 +35,46 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STACK = Path(os.environ.get("FLYWHEEL_STACK_DIR", ROOT / ".stack"))
+STACK = Path(os.environ.get("FLYWHEEL_STACK_DIR", ROOT / ".stack")).resolve()
 VENV_BIN = Path(sys.executable).parent
+KAFKA_POM = ROOT / "infra" / "kafka" / "pom.xml"
 KAFKA_LIBS = STACK / "kafka" / "libs"
+KAFKA_POM_STAMP = STACK / "kafka" / "pom.sha256"
 MINIO_BIN = STACK / "bin" / "minio"
-MINIO_MODULE = "github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c"
+MINIO_MODULE, MINIO_VERSION = "github.com/minio/minio", "v0.0.0-20260212201848-7aac2a2c5b7c"
 MINIO_USER, MINIO_PASSWORD = "flywheel", "flywheel-secret"
 BUCKETS = ("flywheel", "mlflow")
+HOST = "127.0.0.1"
+
+
+def _port(name: str, default: int) -> int:
+    return int(os.environ.get(f"FLYWHEEL_STACK_{name.upper()}_PORT", default))
+
+
+KAFKA_PORT = _port("kafka", 9092)
+KAFKA_CONTROLLER_PORT = _port("kafka_controller", 9093)
+MINIO_PORT = _port("minio", 9000)
+MINIO_CONSOLE_PORT = _port("minio_console", 9001)
+MLFLOW_PORT = _port("mlflow", 5000)
+SERVICE_PORTS = {
+    name: _port(name, default)
+    for name, default in [
+        ("ingestion", 8001),
+        ("features", 8002),
+        ("training", 8003),
+        ("registry", 8004),
+        ("serving", 8005),
+        ("monitoring", 8006),
+    ]
+}
 
 SHARED_ENV = {
-    "FLYWHEEL_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
-    "FLYWHEEL_S3_ENDPOINT_URL": "http://127.0.0.1:9000",
+    "FLYWHEEL_KAFKA_BOOTSTRAP_SERVERS": f"{HOST}:{KAFKA_PORT}",
+    "FLYWHEEL_S3_ENDPOINT_URL": f"http://{HOST}:{MINIO_PORT}",
     "FLYWHEEL_S3_ACCESS_KEY": MINIO_USER,
     "FLYWHEEL_S3_SECRET_KEY": MINIO_PASSWORD,
-    "FLYWHEEL_MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
-    "MLFLOW_S3_ENDPOINT_URL": "http://127.0.0.1:9000",
+    "FLYWHEEL_MLFLOW_TRACKING_URI": f"http://{HOST}:{MLFLOW_PORT}",
+    "MLFLOW_S3_ENDPOINT_URL": f"http://{HOST}:{MINIO_PORT}",
     "AWS_ACCESS_KEY_ID": MINIO_USER,
     "AWS_SECRET_ACCESS_KEY": MINIO_PASSWORD,
 }
@@ -55,6 +85,7 @@ class Component:
     """One process of the stack: how to start it and how to tell it is healthy."""
 
     name: str
+    port: int
     command: Callable[[], list[str]]
     healthy: Callable[[], bool]
     timeout_s: float
@@ -73,6 +104,15 @@ class Component:
         return STACK / "logs" / f"{self.name}.log"
 
 
+class StartFailed(Exception):
+    def __init__(self, component: Component, why: str, show_log: bool = True) -> None:
+        super().__init__(f"{component.name} {why}")
+        self.component, self.why, self.show_log = component, why, show_log
+
+
+# -- health -------------------------------------------------------------------------------
+
+
 def http_ok(url: str) -> Callable[[], bool]:
     def check() -> bool:
         try:
@@ -85,67 +125,122 @@ def http_ok(url: str) -> Callable[[], bool]:
 
 
 def kafka_ready() -> bool:
-    """The broker accepts connections and has logged that it started."""
+    """The broker answers an ApiVersions request (v0) on its client listener.
+
+    A KRaft broker starts processing requests only as the last step of its startup, after it
+    has caught up with the metadata log and been unfenced, so an answer means it is usable.
+    """
+    client_id = b"flywheel-stack"
+    request = struct.pack(">hhih", 18, 0, 7, len(client_id)) + client_id  # ApiVersions v0, correlation 7
     try:
-        socket.create_connection(("127.0.0.1", 9092), timeout=1).close()
-    except OSError:
+        with socket.create_connection((HOST, KAFKA_PORT), timeout=2) as sock:
+            sock.settimeout(2)
+            sock.sendall(struct.pack(">i", len(request)) + request)
+            (size,) = struct.unpack(">i", _recv_exactly(sock, 4))
+            correlation_id, error_code = struct.unpack(">ih", _recv_exactly(sock, min(size, 6)))
+    except (OSError, struct.error):
         return False
-    log = STACK / "logs" / "kafka.log"
-    return log.exists() and "Kafka Server started" in log.read_text(errors="replace")
+    return correlation_id == 7 and error_code == 0
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("closed by the broker")
+        data += chunk
+    return data
 
 
 # -- install ------------------------------------------------------------------------------
 
 
 def install() -> None:
-    """Fetch the Kafka jars and build MinIO, once; later calls find them and do nothing."""
-    if not any(KAFKA_LIBS.glob("kafka_2.13-*.jar")):
+    """Fetch the Kafka jars and build MinIO, once; later calls find them and do nothing.
+
+    The jars are fetched again when infra/kafka/pom.xml changes, MinIO is rebuilt when the
+    binary is not the pinned version.
+    """
+    pom_hash = hashlib.sha256(KAFKA_POM.read_bytes()).hexdigest()
+    have_jars = any(KAFKA_LIBS.glob("kafka_2.13-*.jar"))
+    stamp = KAFKA_POM_STAMP.read_text().strip() if KAFKA_POM_STAMP.exists() else None
+    if not have_jars or (stamp is not None and stamp != pom_hash):
         step("kafka", "downloading the broker's jars from Maven Central")
+        shutil.rmtree(KAFKA_LIBS, ignore_errors=True)
         run(
             [
                 "mvn",
                 "-q",
                 "-B",
                 "-f",
-                str(ROOT / "infra/kafka/pom.xml"),
+                str(KAFKA_POM),
                 "dependency:copy-dependencies",
                 f"-DoutputDirectory={KAFKA_LIBS}",
                 "-DincludeScope=runtime",
             ]
         )
+    KAFKA_POM_STAMP.parent.mkdir(parents=True, exist_ok=True)
+    KAFKA_POM_STAMP.write_text(pom_hash + "\n")
+    if minio_version() != MINIO_VERSION:
+        step("minio", f"building {MINIO_MODULE}@{MINIO_VERSION} with go install (a few minutes, once)")
+        env = {**os.environ, "GOBIN": str(MINIO_BIN.parent), "CGO_ENABLED": "0"}
+        run(["go", "install", f"{MINIO_MODULE}@{MINIO_VERSION}"], env=env)
+
+
+def minio_version() -> str | None:
+    """The module version `go install` recorded in the MinIO binary, None without one."""
     if not MINIO_BIN.exists():
-        step("minio", f"building {MINIO_MODULE} with go install (a few minutes, once)")
-        run(["go", "install", MINIO_MODULE], env={**os.environ, "GOBIN": str(MINIO_BIN.parent), "CGO_ENABLED": "0"})
+        return None
+    if shutil.which("go") is None:  # cannot tell; trust the binary that is there
+        return MINIO_VERSION
+    info = subprocess.run(["go", "version", "-m", str(MINIO_BIN)], capture_output=True, text=True).stdout
+    for line in info.splitlines():
+        fields = line.split()
+        if fields[:2] == ["mod", MINIO_MODULE] and len(fields) >= 3:
+            return fields[2]
+    return None
 
 
 def run(command: list[str], env: dict[str, str] | None = None) -> None:
-    missing = shutil.which(command[0]) is None
-    if missing or subprocess.run(command, env=env).returncode != 0:
-        sys.exit(f"stack: `{' '.join(command)}` failed" + (f": {command[0]} is not installed" if missing else ""))
+    """Run a download or build step; show its output only when it fails."""
+    if shutil.which(command[0]) is None:
+        sys.exit(f"stack: `{' '.join(command)}` failed: {command[0]} is not installed")
+    result = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if result.returncode != 0:
+        sys.exit(f"{result.stdout}\nstack: `{' '.join(command)}` failed with code {result.returncode}")
 
 
 # -- the components -----------------------------------------------------------------------
 
 
 def prepare_kafka() -> None:
+    """Write server.properties from the template and format the storage directory once."""
     data = STACK / "data" / "kafka"
     config = STACK / "kafka" / "server.properties"
     config.parent.mkdir(parents=True, exist_ok=True)
     template = (ROOT / "infra/kafka/server.properties").read_text()
-    config.write_text(template.replace("@DATA_DIR@", str(data)))
+    for key, value in {
+        "@DATA_DIR@": str(data),
+        "@HOST@": HOST,
+        "@KAFKA_PORT@": str(KAFKA_PORT),
+        "@CONTROLLER_PORT@": str(KAFKA_CONTROLLER_PORT),
+    }.items():
+        template = template.replace(key, value)
+    config.write_text(template)
     if not (data / "meta.properties").exists():
-        cluster_id = uuid.uuid4().hex[:22]
+        cluster_id = uuid.uuid4().hex[:22]  # 22 base64url characters, never starting with '-'
         subprocess.run(
             [
                 "java",
+                *kafka_jvm_flags(),
                 "-cp",
                 f"{KAFKA_LIBS}/*",
-                *kafka_jvm_flags(),
                 "kafka.tools.StorageTool",
                 "format",
-                "-t",
+                "--cluster-id",
                 cluster_id,
-                "-c",
+                "--config",
                 str(config),
             ],
             check=True,
@@ -155,7 +250,7 @@ def prepare_kafka() -> None:
 
 def kafka_jvm_flags() -> list[str]:
     return [
-        "-Xms256m",
+        "-Xms512m",
         "-Xmx1g",
         "-XX:+UseG1GC",
         "-Djava.awt.headless=true",
@@ -170,7 +265,7 @@ def create_topics() -> None:
         "from aiokafka.admin import AIOKafkaAdminClient, NewTopic\n"
         "from flywheel.schemas import TOPICS\n"
         "async def main():\n"
-        "    admin = AIOKafkaAdminClient(bootstrap_servers='127.0.0.1:9092')\n"
+        f"    admin = AIOKafkaAdminClient(bootstrap_servers='{HOST}:{KAFKA_PORT}')\n"
         "    await admin.start()\n"
         "    try:\n"
         "        missing = set(TOPICS) - set(await admin.list_topics())\n"
@@ -186,17 +281,19 @@ def create_topics() -> None:
 def create_buckets() -> None:
     from minio import Minio
 
-    client = Minio("127.0.0.1:9000", access_key=MINIO_USER, secret_key=MINIO_PASSWORD, secure=False)
+    client = Minio(f"{HOST}:{MINIO_PORT}", access_key=MINIO_USER, secret_key=MINIO_PASSWORD, secure=False)
     for bucket in BUCKETS:
         if not client.bucket_exists(bucket):
             client.make_bucket(bucket)
 
 
 def components() -> list[Component]:
+    """The stack, in start order: the three infrastructure components, then the six services."""
     mlflow_dir = STACK / "data" / "mlflow"
     infra = [
         Component(
             "kafka",
+            KAFKA_PORT,
             lambda: [
                 "java",
                 *kafka_jvm_flags(),
@@ -207,25 +304,27 @@ def components() -> list[Component]:
             ],
             kafka_ready,
             90,
-            "127.0.0.1:9092",
+            f"{HOST}:{KAFKA_PORT}",
             prepare=prepare_kafka,
+            after_start=create_topics,
             infra=True,
         ),
         Component(
             "minio",
+            MINIO_PORT,
             lambda: [
                 str(MINIO_BIN),
                 "server",
                 str(STACK / "data" / "minio"),
                 "--address",
-                "127.0.0.1:9000",
+                f"{HOST}:{MINIO_PORT}",
                 "--console-address",
-                "127.0.0.1:9001",
+                f"{HOST}:{MINIO_CONSOLE_PORT}",
                 "--quiet",
             ],
-            http_ok("http://127.0.0.1:9000/minio/health/live"),
+            http_ok(f"http://{HOST}:{MINIO_PORT}/minio/health/live"),
             30,
-            "http://127.0.0.1:9000",
+            f"http://{HOST}:{MINIO_PORT}  (console :{MINIO_CONSOLE_PORT})",
             env={
                 "MINIO_ROOT_USER": MINIO_USER,
                 "MINIO_ROOT_PASSWORD": MINIO_PASSWORD,
@@ -237,13 +336,14 @@ def components() -> list[Component]:
         ),
         Component(
             "mlflow",
+            MLFLOW_PORT,
             lambda: [
                 str(VENV_BIN / "mlflow"),
                 "server",
                 "--host",
-                "127.0.0.1",
+                HOST,
                 "--port",
-                "5000",
+                str(MLFLOW_PORT),
                 "--workers",
                 "1",
                 "--backend-store-uri",
@@ -252,10 +352,11 @@ def components() -> list[Component]:
                 "s3://mlflow",
                 "--serve-artifacts",
             ],
-            http_ok("http://127.0.0.1:5000/health"),
+            http_ok(f"http://{HOST}:{MLFLOW_PORT}/health"),
             120,
-            "http://127.0.0.1:5000",
-            env=SHARED_ENV,
+            f"http://{HOST}:{MLFLOW_PORT}",
+            # MLflow 3 otherwise starts seven huey job consumers (GenAI jobs, ~1.7 GB) Flywheel never uses.
+            env={**SHARED_ENV, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
             prepare=lambda: mlflow_dir.mkdir(parents=True, exist_ok=True),
             infra=True,
         ),
@@ -263,10 +364,11 @@ def components() -> list[Component]:
     services = [
         Component(
             name,
+            port,
             (lambda name=name: [sys.executable, "-m", f"flywheel.{name}"]),
-            http_ok(f"http://127.0.0.1:{port}/health"),
+            http_ok(f"http://{HOST}:{port}/health"),
             60,
-            f"http://127.0.0.1:{port}",
+            f"http://{HOST}:{port}",
             env={
                 **SHARED_ENV,
                 f"{name.upper()}_PORT": str(port),
@@ -274,100 +376,149 @@ def components() -> list[Component]:
                 f"{name.upper()}_DATASETS_DIR": str(ROOT / "datasets"),
             },
         )
-        for name, port in [
-            ("ingestion", 8001),
-            ("features", 8002),
-            ("training", 8003),
-            ("registry", 8004),
-            ("serving", 8005),
-            ("monitoring", 8006),
-        ]
+        for name, port in SERVICE_PORTS.items()
     ]
     return infra + services
 
 
 # -- processes ----------------------------------------------------------------------------
+# A pid file holds "<pid> <start time>": the process group leader `up` started, and when it
+# started (from /proc), so that a pid the system has since given to another process is not
+# mistaken for ours. Each component runs in its own session, so its process group id is its pid.
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat from field 3 on (state, ppid, pgrp, ...), None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _start_time(pid: int) -> str | None:
+    fields = _proc_stat(pid)
+    return fields[19] if fields else None  # field 22: start time in clock ticks since boot
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status of a child this process started, so it is not left a zombie."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes in a process group."""
+    _reap(pgid)
+    if not Path("/proc/self/stat").exists():  # no procfs: ask the kernel whether the group exists
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        return [pgid]
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _proc_stat(int(entry.name))
+            if fields and fields[2] == str(pgid) and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+def recorded_group(component: Component) -> int | None:
+    """The process group `up` started for the component, while any process of it runs."""
+    try:
+        pid_text, *rest = component.pid_file.read_text().split()
+        pgid = int(pid_text)
+    except (OSError, ValueError):
+        return None
+    started = _start_time(pgid)
+    if started is not None and rest and started != rest[0]:
+        return None  # the pid now belongs to an unrelated process
+    return pgid if group_members(pgid) else None
 
 
 def running_pid(component: Component) -> int | None:
-    try:
-        pid = int(component.pid_file.read_text())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid
+    """The component's main process (its group leader), when it is alive."""
+    pgid = recorded_group(component)
+    return pgid if pgid is not None and pgid in group_members(pgid) else None
 
 
 def start(component: Component) -> subprocess.Popen | None:
+    """Start the component detached, unless it is running already (then None)."""
     if running_pid(component):
         return None
+    stop(component)  # stragglers of a previous run whose main process died
+    if port_in_use(component.port):
+        raise StartFailed(
+            component,
+            f"cannot start: port {component.port} is in use by a process this stack did not start",
+            show_log=False,
+        )
     if component.prepare:
         component.prepare()
     component.log_file.parent.mkdir(parents=True, exist_ok=True)
     component.pid_file.parent.mkdir(parents=True, exist_ok=True)
-    log = component.log_file.open("ab")
-    process = subprocess.Popen(
-        component.command(),
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, **component.env},
-        start_new_session=True,
-    )
-    component.pid_file.write_text(str(process.pid))
+    with component.log_file.open("ab") as log:
+        log.write(f"\n=== stack.py: starting {component.name} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        log.flush()
+        process = subprocess.Popen(
+            component.command(),
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **component.env},
+            start_new_session=True,
+        )
+    component.pid_file.write_text(f"{process.pid} {_start_time(process.pid) or ''}".strip() + "\n")
     return process
+
+
+def port_in_use(port: int) -> bool:
+    try:
+        socket.create_connection((HOST, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def wait_healthy(component: Component, process: subprocess.Popen | None) -> None:
     deadline = time.monotonic() + component.timeout_s
     while not component.healthy():
         if process is not None and process.poll() is not None:
-            fail(component, f"exited with code {process.returncode}")
+            raise StartFailed(component, f"exited with code {process.returncode}")
         if time.monotonic() > deadline:
-            fail(component, f"not healthy after {component.timeout_s:.0f} s")
-        time.sleep(0.3)
+            raise StartFailed(component, f"not healthy after {component.timeout_s:.0f} s")
+        time.sleep(0.25)
     if component.after_start:
         component.after_start()
 
 
-def fail(component: Component, why: str) -> None:
-    tail = component.log_file.read_text(errors="replace").splitlines()[-40:] if component.log_file.exists() else []
-    print(f"\n✗ {component.name} {why}; last lines of {component.log_file}:", file=sys.stderr)
+def report_failure(failure: StartFailed) -> None:
+    log_file = failure.component.log_file
+    if not failure.show_log:
+        print(f"\n✗ {failure.component.name} {failure.why}", file=sys.stderr)
+        return
+    tail = log_file.read_text(errors="replace").splitlines()[-40:] if log_file.exists() else []
+    print(f"\n✗ {failure.component.name} {failure.why}; last lines of {log_file}:", file=sys.stderr)
     print("\n".join(f"    {line}" for line in tail), file=sys.stderr)
-    stop(component)
-    sys.exit(1)
 
 
 def stop(component: Component, grace_s: float = 15.0) -> bool:
-    pid = running_pid(component)
+    """SIGTERM the component's process group, SIGKILL what is left after grace_s; True if it ran."""
+    pgid = recorded_group(component)
+    if pgid is not None:
+        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, sig)
+            deadline = time.monotonic() + wait_s
+            while group_members(pgid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if not group_members(pgid):
+                break
     component.pid_file.unlink(missing_ok=True)
-    if pid is None:
-        return False
-    signal_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and alive(pid):
-        time.sleep(0.2)
-    if alive(pid):
-        signal_group(pid, signal.SIGKILL)
-    return True
-
-
-def signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, sig)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie child of ours counts as gone
-        finished, _ = os.waitpid(pid, os.WNOHANG)
-        return finished == 0
-    except ChildProcessError:
-        return True
+    return pgid is not None
 
 
 def step(name: str, message: str) -> None:
@@ -377,23 +528,48 @@ def step(name: str, message: str) -> None:
 # -- commands -----------------------------------------------------------------------------
 
 
+def start_and_wait(wanted: list[Component], waves: list[list[str]]) -> list[Component]:
+    """Start the waves in order, each wave's components together; stop what this call started
+    and exit 1 when one fails or the user interrupts."""
+    by_name = {c.name: c for c in wanted}
+    started: list[Component] = []
+    try:
+        for wave in waves:
+            t0 = time.monotonic()
+            processes = {}
+            for name in wave:
+                processes[name] = start(by_name[name])
+                if processes[name] is not None:
+                    started.append(by_name[name])
+            for name, process in processes.items():
+                wait_healthy(by_name[name], process)
+                state = "started" if process else "already running"
+                step(name, f"✓ {state}, healthy after {time.monotonic() - t0:.1f} s")
+    except (StartFailed, KeyboardInterrupt) as failure:
+        if isinstance(failure, StartFailed):
+            report_failure(failure)
+        for component in reversed(started):
+            if stop(component):
+                step(component.name, "stopped (this start failed)")
+        sys.exit(1)
+    return started
+
+
 def up(only_infra: bool) -> None:
-    """Start in dependency order, in parallel where nothing depends: Kafka beside MinIO,
-    MLflow once MinIO is up, then the six services together."""
+    """Start Kafka, MinIO and MLflow together (MLflow reaches MinIO only when artifacts move),
+    then, once all three are healthy, the six services together."""
     started_at = time.monotonic()
     install()
-    by_name = {c.name: c for c in components()}
-    waves = [["minio", "kafka"], ["mlflow"]]
+    wanted = [c for c in components() if c.infra or not only_infra]
+    waves = [["minio", "kafka", "mlflow"]]
     if not only_infra:
-        waves.append([c.name for c in by_name.values() if not c.infra])
-    for wave in waves:
-        t0 = time.monotonic()
-        processes = {name: start(by_name[name]) for name in wave}
-        for name, process in processes.items():
-            wait_healthy(by_name[name], process)
-            state = "started" if process else "already running"
-            step(name, f"✓ {state}, healthy after {time.monotonic() - t0:.1f} s  {by_name[name].url}")
-    print(f"stack healthy in {time.monotonic() - started_at:.1f} s (logs in {STACK / 'logs'})")
+        waves.append([c.name for c in wanted if not c.infra])
+    start_and_wait(wanted, waves)
+    elapsed = time.monotonic() - started_at
+    print()
+    for component in wanted:
+        print(f"  {component.name:<11} pid {running_pid(component) or '-':<8} {component.url}")
+    print(f"\nstack healthy in {elapsed:.1f} s (logs in {STACK / 'logs'})")
 
 
 def down() -> None:
@@ -410,19 +586,19 @@ def restart(names: list[str]) -> None:
         sys.exit(f"stack: unknown components {unknown}; known: {sorted(by_name)}")
     for name in names:
         stop(by_name[name])
-    processes = {name: start(by_name[name]) for name in names}
-    for name, process in processes.items():
-        wait_healthy(by_name[name], process)
-        step(name, f"✓ restarted  {by_name[name].url}")
+    start_and_wait([by_name[name] for name in names], [names])
 
 
-def status() -> int:
+def status(only_infra: bool) -> int:
     bad = 0
     for component in components():
+        if only_infra and not component.infra:
+            continue
         pid = running_pid(component)
         ok = component.healthy()
         bad += not ok
-        step(component.name, f"{'✓ healthy' if ok else '✗ down'}  pid={pid or '-'}  {component.url}")
+        process = f"pid {pid} alive" if pid else "no process"
+        step(component.name, f"{'✓ healthy' if ok else '✗ down   '}  {process:<16} {component.url}")
     return 1 if bad else 0
 
 
@@ -430,7 +606,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["install", "up", "down", "status", "restart"])
     parser.add_argument("names", nargs="*", help="with restart: the components to restart")
-    parser.add_argument("--only", choices=["infra"], help="start only Kafka, MinIO and MLflow")
+    parser.add_argument("--only", choices=["infra"], help="up/status: only Kafka, MinIO and MLflow")
     args = parser.parse_args()
     if args.command == "install":
         install()
@@ -441,7 +617,7 @@ def main() -> None:
     elif args.command == "down":
         down()
     else:
-        sys.exit(status())
+        sys.exit(status(only_infra=args.only == "infra"))
 
 
 if __name__ == "__main__":
