@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from flywheel.schemas.envelope import Event
 
@@ -30,6 +30,7 @@ class ModelApproved(Event):
     metrics: dict[str, float]
     gates: list[GateResult]
     champion_version: str | None = None
+    causation_chain: list[str] = Field(default=[], description="Event ids from the trigger on, oldest first.")
 
 
 class ModelRejected(Event):
@@ -40,6 +41,10 @@ class ModelRejected(Event):
     metrics: dict[str, float]
     gates: list[GateResult]
     failed_gates: list[str]
+    version: str | None = Field(default=None, description="The registered (rejected) version, if any.")
+    model_uri: str | None = None
+    champion_version: str | None = None
+    causation_chain: list[str] = Field(default=[], description="Event ids from the trigger on, oldest first.")
 
 
 class ChampionChanged(Event):

@@ -19,6 +19,9 @@ class TrainModel(Event):
     params: dict[str, JsonValue] = {}
     trigger: Literal["drift", "schedule", "api", "manual"] = "api"
     reason: str = ""
+    causation_chain: list[str] = Field(
+        default=[], description="Ids of the events that led to this request, oldest first (e.g. the drift)."
+    )
 
 
 class Lineage(BaseModel):
@@ -31,6 +34,16 @@ class Lineage(BaseModel):
     params: dict[str, JsonValue] = {}
     seed: int
     trigger_event_id: str | None = None
+    dataset_versions: list[str] = Field(default=[], description="Every version trained on, oldest first.")
+    feature_set: str | None = None
+    feature_set_version: str | None = None
+    causation_chain: list[str] = Field(
+        default=[], description="Event ids from the trigger to the training request, oldest first."
+    )
+    eval_artifact: str | None = Field(default=None, description="Run artifact path of the held-out split.")
+    label: str | None = None
+    train_rows: int | None = None
+    eval_rows: int | None = None
 
 
 class ModelTrained(Event):
@@ -42,6 +55,8 @@ class ModelTrained(Event):
     metrics: dict[str, float]
     lineage: Lineage
     duration_s: float
+    experiment_id: str | None = None
+    merged_requests: int = Field(default=1, description="Requests coalesced into this run.")
 
 
 class TrainingFailed(Event):

@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import FastAPI
 
 from flywheel.common.components import Components
+from flywheel.common.datasets import DatasetCatalog
+from flywheel.common.kafka import SeenEvents
 from flywheel.common.service import create_service_app
+from flywheel.registry.http import create_router
+from flywheel.registry.modelstore import ModelStore
+from flywheel.registry.registrar import Registrar
 from flywheel.registry.settings import RegistrySettings
+from flywheel.registry.subscribers import register_subscribers
 
 
 def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     settings = settings or RegistrySettings()
     parts = Components.connect("registry", settings)
-    return create_service_app(
+    # Scoring the champion loads models Flywheel's training logged (skops, trusted types listed).
+    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    registrar = Registrar(ModelStore(parts.mlflow), DatasetCatalog(parts.store), parts.broker, settings)
+    register_subscribers(parts.broker, registrar, SeenEvents(), settings.consumer_group)
+    app = create_service_app(
         name="registry",
         settings=settings,
         broker=parts.broker,
         checks=parts.checks(),
+        routers=[create_router(registrar, settings.api_token)],
         description="Gates candidates against thresholds and the champion; owns the MLflow Model Registry.",
     )
+    app.state.registrar = registrar
+    return app

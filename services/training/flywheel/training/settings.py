@@ -1,5 +1,8 @@
 """Training's settings (``TRAINING_*``)."""
 
+from pathlib import Path
+
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from flywheel.common.settings import ServiceSettings
@@ -9,3 +12,12 @@ class TrainingSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="TRAINING_", extra="ignore")
 
     port: int = 8003
+    datasets_dir: Path = Field(default=Path("datasets"), description="Feature sets and model specs.")
+    consumer_group: str = Field(default="training", description="Kafka consumer group suffix (tests: unique).")
+    debounce_s: float = Field(default=5.0, ge=0, description="Per-model window that merges a burst of requests.")
+    workers: int = Field(default=1, ge=1, description="Training threads; one run per model at a time regardless.")
+    schedule_interval_s: float = Field(default=0.0, ge=0, description="Retrain every N seconds; 0: off.")
+    schedule_datasets: list[str] = Field(default=["loans"], description="Datasets retrained on the schedule.")
+    experiment_prefix: str = Field(default="flywheel", description="MLflow experiment = <prefix>/<model_name>.")
+    importance_repeats: int = Field(default=5, ge=1, description="Permutation importance repeats.")
+    max_runs_kept: int = Field(default=200, ge=1, description="Runs remembered for GET /runs.")

@@ -1,0 +1,105 @@
+"""Model specs: a dataset's declarative recipe for a model (``datasets/<dataset>/model.yaml``).
+
+A spec names the model, its dataset and feature set, the label, and the scikit-learn
+estimator (an import path and params, optionally behind preprocessing steps). The
+trainer builds the estimator from it; nothing about a dataset is hard-coded.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+DEFAULT_SPEC = "model"
+
+
+class EstimatorSpec(BaseModel):
+    """One scikit-learn step: its import path and constructor params."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    path: str = Field(description="Import path, e.g. sklearn.ensemble.HistGradientBoostingClassifier.")
+    params: dict[str, JsonValue] = {}
+
+    def build(self, seed: int | None = None) -> Any:
+        """Instantiate the step; ``seed`` fills ``random_state`` when the class takes one."""
+        module, _, attr = self.path.rpartition(".")
+        if not module:
+            raise ValueError(f"estimator path {self.path!r} is not a dotted import path")
+        cls = getattr(importlib.import_module(module), attr)
+        params = dict(self.params)
+        if seed is not None and "random_state" not in params and "random_state" in cls().get_params():
+            params["random_state"] = seed
+        return cls(**params)
+
+
+class ModelSpec(BaseModel):
+    """How to train a model on a dataset.
+
+    >>> spec = ModelSpec(model_name="m", dataset="d", label="y",
+    ...     estimator={"path": "sklearn.linear_model.LogisticRegression", "params": {"C": 1.0}})
+    >>> spec.with_overrides({"C": 0.5, "seed": 7}).estimator.params, spec.with_overrides({"seed": 7}).seed
+    ({'C': 0.5}, 7)
+    >>> type(spec.build()).__name__
+    'LogisticRegression'
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_name: str
+    dataset: str
+    feature_set: str | None = Field(default=None, description="Must match features.yaml; None: whatever it names.")
+    label: str
+    task: Literal["classification"] = "classification"
+    estimator: EstimatorSpec
+    pipeline: list[EstimatorSpec] = Field(default=[], description="Preprocessing steps before the estimator.")
+    seed: int = 42
+    test_size: float = Field(default=0.25, gt=0, lt=1, description="Held-out fraction for evaluation.")
+    window_versions: int = Field(default=1, ge=1, description="How many newest dataset versions to train on.")
+    min_rows: int = Field(default=50, ge=2, description="Fewer labelled rows than this fail the run.")
+    shuffle_labels: bool = Field(default=False, description="Testing only: a deliberately useless model.")
+    spec_name: str = Field(default=DEFAULT_SPEC, description="The spec's file stem; set by the loader.")
+
+    def build(self) -> Any:
+        """The estimator, or a Pipeline of the steps and the estimator, seeded."""
+        final = self.estimator.build(self.seed)
+        if not self.pipeline:
+            return final
+        from sklearn.pipeline import Pipeline
+
+        steps = [(s.name or f"step{i}", s.build(self.seed)) for i, s in enumerate(self.pipeline)]
+        return Pipeline([*steps, (self.estimator.name or "estimator", final)])
+
+    def with_overrides(self, params: dict[str, JsonValue]) -> ModelSpec:
+        """A copy with a request's params: spec fields by name, anything else an estimator param."""
+        if not params:
+            return self
+        own = {k: v for k, v in params.items() if k in type(self).model_fields and k != "estimator"}
+        estimator_params = {k: v for k, v in params.items() if k not in own}
+        estimator = self.estimator.model_copy(update={"params": {**self.estimator.params, **estimator_params}})
+        data = {**self.model_dump(), **own, "estimator": estimator.model_dump()}
+        return type(self).model_validate(data)
+
+
+def spec_path(datasets_dir: Path, dataset: str, spec: str | None = None) -> Path:
+    name = spec or DEFAULT_SPEC
+    if "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"model spec {name!r} must be a plain name in datasets/{dataset}/")
+    return Path(datasets_dir) / dataset / f"{name.removesuffix('.yaml')}.yaml"
+
+
+def load_model_spec(datasets_dir: Path, dataset: str, spec: str | None = None) -> ModelSpec:
+    """The spec ``<datasets_dir>/<dataset>/<spec or 'model'>.yaml``."""
+    path = spec_path(datasets_dir, dataset, spec)
+    if not path.exists():
+        raise FileNotFoundError(f"no model spec {spec or DEFAULT_SPEC!r} for dataset {dataset!r} at {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    loaded = ModelSpec.model_validate({**data, "spec_name": path.stem})
+    if loaded.dataset != dataset:
+        raise ValueError(f"model spec {path} is for dataset {loaded.dataset!r}, not {dataset!r}")
+    return loaded

@@ -1,0 +1,107 @@
+"""Registry's HTTP routes: models, versions, lineage; promote, roll back and approve (with a token)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Body, Depends, Header, HTTPException
+from mlflow.exceptions import MlflowException
+from pydantic import BaseModel, Field
+
+from flywheel.registry.modelstore import NotFound
+from flywheel.registry.registrar import Conflict, Registrar
+
+T = TypeVar("T")
+
+
+class PromoteBody(BaseModel):
+    version: str = Field(min_length=1)
+    reason: str = ""
+    actor: str = Field(default="unknown", min_length=1)
+
+
+class RollbackBody(BaseModel):
+    reason: str = ""
+    actor: str = Field(default="unknown", min_length=1)
+
+
+class ApproveBody(BaseModel):
+    reason: str = ""
+    actor: str = Field(default="unknown", min_length=1)
+
+
+async def answer(call: Awaitable[T]) -> T:
+    """Map domain errors to 404/409 and a failing backend to 503: never a 500."""
+    try:
+        return await call
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except Conflict as exc:
+        raise HTTPException(409, str(exc)) from exc
+    except MlflowException as exc:
+        raise HTTPException(503, f"the MLflow registry failed: {exc.message[:300]}") from exc
+    except OSError as exc:
+        raise HTTPException(503, f"a backend is unreachable: {exc}"[:300]) from exc
+
+
+def bearer(token: str):
+    async def check(authorization: Annotated[str | None, Header()] = None) -> None:
+        if not authorization:
+            raise HTTPException(
+                401,
+                "missing Authorization header: send 'Bearer <REGISTRY_API_TOKEN>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        scheme, _, given = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise HTTPException(401, "Authorization must be 'Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
+        if not secrets.compare_digest(given.strip().encode(), token.encode()):
+            raise HTTPException(403, "the bearer token is not valid for this registry")
+
+    return check
+
+
+def create_router(registrar: Registrar, token: str) -> APIRouter:
+    router = APIRouter(tags=["models"])
+    authorized = [Depends(bearer(token))]
+
+    @router.get("/models")
+    async def list_models() -> dict[str, Any]:
+        """Every registered model's name."""
+        names = await answer(registrar.read(registrar.store.names))
+        return {"models": [{"name": n} for n in names]}
+
+    @router.get("/models/{name}")
+    async def get_model(name: str) -> dict[str, Any]:
+        """A model's versions (with status and gate results), aliases and champion history."""
+        return await answer(registrar.read(registrar.describe_sync, name))
+
+    @router.get("/models/{name}/versions/{version}")
+    async def get_version(name: str, version: str) -> dict[str, Any]:
+        """One version: status, aliases, metrics, gate results, tags."""
+        return await answer(registrar.read(registrar.describe_version_sync, name, version))
+
+    @router.get("/models/{name}/versions/{version}/lineage")
+    async def get_lineage(name: str, version: str) -> dict[str, Any]:
+        """What the version was made from (data, code, params) and the events that led to it."""
+        return await answer(registrar.read(registrar.lineage_sync, name, version))
+
+    @router.post("/models/{name}/promote", dependencies=authorized)
+    async def promote(name: str, body: Annotated[PromoteBody, Body()]) -> dict[str, Any]:
+        """Make a version champion; the old champion is kept as ``previous``."""
+        return await answer(registrar.promote(name, body.version, body.actor, body.reason))
+
+    @router.post("/models/{name}/rollback", dependencies=authorized)
+    async def rollback(name: str, body: Annotated[RollbackBody, Body()]) -> dict[str, Any]:
+        """Put the previous champion back."""
+        return await answer(registrar.rollback(name, body.actor, body.reason))
+
+    @router.post("/models/{name}/versions/{version}/approve", dependencies=authorized)
+    async def approve(name: str, version: str, body: Annotated[ApproveBody | None, Body()] = None) -> dict[str, Any]:
+        """Release a candidate held for manual approval (challenger, or champion if first)."""
+        body = body or ApproveBody()
+        return await answer(registrar.approve(name, version, body.actor, body.reason))
+
+    return router

@@ -1,0 +1,194 @@
+"""The MLflow Model Registry as the registry service sees it: versions, aliases, tags, history.
+
+Blocking MLflow calls; the service runs them in threads and serializes the writes.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.artifacts
+import mlflow.sklearn
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from flywheel.common.evaluation import score_model
+from flywheel.schemas import GateResult
+
+ALIASES = ("champion", "challenger", "previous")
+STATUS = "flywheel.status"
+GATES = "flywheel.gates"
+METRICS = "flywheel.metrics"
+CHAIN = "flywheel.causation_chain"
+CORRELATION = "flywheel.correlation_id"
+HISTORY = "flywheel.history"
+TAG_LIMIT = 5000  # MLflow's limit on a tag value
+
+
+class NotFound(LookupError):
+    """No such model or version."""
+
+
+def missing(exc: MlflowException) -> bool:
+    return exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"} or "not found" in str(exc).lower()
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class ModelStore:
+    """Reads and writes registered models; knows Flywheel's tag names."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self.client = client
+        self._champions: dict[tuple[str, str], Any] = {}
+
+    # -- reads -----------------------------------------------------------------------
+
+    def aliases(self, name: str) -> dict[str, str]:
+        try:
+            model = self.client.get_registered_model(name)
+        except MlflowException as exc:
+            if missing(exc):
+                return {}
+            raise
+        return {alias: str(version) for alias, version in (model.aliases or {}).items()}
+
+    def version_for_run(self, name: str, run_id: str) -> str | None:
+        found = self.client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+        return str(found[0].version) if found else None
+
+    def model_tags(self, name: str) -> dict[str, str]:
+        try:
+            return dict(self.client.get_registered_model(name).tags or {})
+        except MlflowException as exc:
+            if missing(exc):
+                raise NotFound(f"no model {name!r} in the registry") from exc
+            raise
+
+    def version(self, name: str, version: str) -> Any:
+        if not version.isdigit():
+            raise NotFound(f"model {name!r} has no version {version!r} (versions are numbers)")
+        try:
+            return self.client.get_model_version(name, version)
+        except MlflowException as exc:
+            if missing(exc):
+                self.model_tags(name)  # a missing model says so, not just a missing version
+                raise NotFound(f"model {name!r} has no version {version!r}") from exc
+            raise
+
+    def describe_version(self, mv: Any, aliases: dict[str, str]) -> dict[str, Any]:
+        tags = dict(mv.tags or {})
+        return {
+            "name": mv.name,
+            "version": str(mv.version),
+            "run_id": mv.run_id,
+            "model_uri": f"models:/{mv.name}/{mv.version}",
+            "source": mv.source,
+            "status": tags.get(STATUS, "unknown"),
+            "aliases": sorted(a for a, v in aliases.items() if v == str(mv.version)),
+            "metrics": json.loads(tags.get(METRICS, "{}")),
+            "gates": json.loads(tags.get(GATES, "[]")),
+            "created_at": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(),
+            "tags": {k: v for k, v in tags.items() if k not in {METRICS, GATES}},
+        }
+
+    def describe(self, name: str) -> dict[str, Any]:
+        tags = self.model_tags(name)
+        aliases = self.aliases(name)
+        versions = self.client.search_model_versions(f"name='{name}'", max_results=1000)
+        described = sorted(
+            (self.describe_version(mv, aliases) for mv in versions), key=lambda v: int(v["version"]), reverse=True
+        )
+        return {
+            "name": name,
+            "aliases": aliases,
+            "champion": aliases.get("champion"),
+            "challenger": aliases.get("challenger"),
+            "previous": aliases.get("previous"),
+            "versions": described,
+            "history": json.loads(tags.get(HISTORY, "[]")),
+        }
+
+    def names(self) -> list[str]:
+        return sorted(m.name for m in self.client.search_registered_models(max_results=1000))
+
+    def run(self, run_id: str) -> Any:
+        return self.client.get_run(run_id)
+
+    # -- the champion on the candidate's data ------------------------------------------
+
+    def eval_split(self, run_id: str, artifact: str, label: str) -> tuple[pd.DataFrame, pd.Series]:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=tmp)
+            frame = pd.read_parquet(Path(path))
+        if label not in frame.columns:
+            raise ValueError(f"eval split of run {run_id} has no label column {label!r}")
+        return frame.drop(columns=[label]), frame[label]
+
+    def score_version(self, name: str, version: str, features: pd.DataFrame, labels: pd.Series) -> dict[str, float]:
+        """Metrics of a registered version on someone else's evaluation data."""
+        key = (name, version)
+        if key not in self._champions:
+            self._champions = {key: mlflow.sklearn.load_model(f"models:/{name}/{version}")}  # keep one
+        model = self._champions[key]
+        wanted = list(getattr(model, "feature_names_in_", features.columns))
+        absent = sorted(set(wanted) - set(features.columns))
+        if absent:
+            raise ValueError(f"the evaluation data lacks the champion's features {absent}")
+        return score_model(model, features[wanted], labels)
+
+    # -- writes (serialized by the caller) ------------------------------------------------
+
+    def ensure_model(self, name: str) -> None:
+        try:
+            self.client.get_registered_model(name)
+        except MlflowException as exc:
+            if not missing(exc):
+                raise
+            try:
+                self.client.create_registered_model(name, description="Registered by flywheel-registry.")
+            except MlflowException as again:
+                if "ALREADY_EXISTS" not in (again.error_code or ""):
+                    raise
+
+    def register(self, name: str, model_uri: str, run_id: str, tags: dict[str, str]) -> str:
+        self.ensure_model(name)
+        # MLflow 3 logs models as LoggedModels (models:/m-<id>); the version must name that id.
+        model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+        mv = self.client.create_model_version(name=name, source=model_uri, run_id=run_id, tags=tags, model_id=model_id)
+        return str(mv.version)
+
+    def set_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, version, key, value)
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(name, alias, version)
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        try:
+            self.client.delete_registered_model_alias(name, alias)
+        except MlflowException as exc:
+            if not missing(exc):
+                raise
+
+    def record(self, name: str, entry: dict[str, Any], keep: int) -> None:
+        """Append a champion move to the model's history tag (newest last, bounded)."""
+        history = json.loads(self.model_tags(name).get(HISTORY, "[]"))
+        history = [*history, entry][-keep:]
+        while len(json.dumps(history)) > TAG_LIMIT and len(history) > 1:
+            history = history[1:]
+        self.client.set_registered_model_tag(name, HISTORY, json.dumps(history))
+
+
+def gates_tag(gates: list[GateResult]) -> str:
+    text = json.dumps([g.model_dump() for g in gates])
+    return text if len(text) <= TAG_LIMIT else json.dumps([{"gate": g.gate, "passed": g.passed} for g in gates])

@@ -1,0 +1,361 @@
+"""The registry's use cases: gate a candidate, approve, promote, roll back, explain lineage.
+
+Only this class writes to the MLflow Model Registry, and every write happens under
+one lock, so two decisions about one model can never interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import structlog
+from faststream.kafka import KafkaBroker
+
+from flywheel.common.datasets import DatasetCatalog
+from flywheel.common.kafka import publish_event
+from flywheel.common.tracking import Tags
+from flywheel.registry import metrics
+from flywheel.registry.decisions import FIRST_MODEL, approved, chain_of, champion_changed, rejected
+from flywheel.registry.gates import champion_gate, failed, threshold_gates
+from flywheel.registry.modelstore import (
+    CHAIN,
+    CORRELATION,
+    GATES,
+    METRICS,
+    STATUS,
+    TAG_LIMIT,
+    ModelStore,
+    NotFound,
+    gates_tag,
+    now,
+)
+from flywheel.registry.settings import RegistrySettings
+from flywheel.schemas import Event, GateResult, ModelTrained
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+TRAINED_EVENT = "flywheel.trained_event_id"
+DECISION_EVENT = "flywheel.decision_event_id"
+
+
+HELD_EVENT = "flywheel.held_event"
+
+
+def held(trained: ModelTrained) -> str:
+    """The candidate's event as a tag value; params go first if it would not fit a tag."""
+    text = trained.model_dump_json()
+    if len(text) > TAG_LIMIT:
+        text = trained.model_copy(
+            update={"lineage": trained.lineage.model_copy(update={"params": {}})}
+        ).model_dump_json()
+    return text
+
+
+class Conflict(ValueError):
+    """The request contradicts the model's current state (409)."""
+
+
+class Registrar:
+    def __init__(
+        self, store: ModelStore, catalog: DatasetCatalog, broker: KafkaBroker, settings: RegistrySettings
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.broker = broker
+        self.settings = settings
+        self.lock = asyncio.Lock()
+
+    async def _write(self, work: Callable[[], tuple[T, list[Event]]]) -> T:
+        """Run blocking registry writes under the lock, then publish their events in order."""
+        async with self.lock:
+            result, events = await asyncio.to_thread(work)
+            for event in events:
+                await publish_event(self.broker, event)
+        return result
+
+    # -- candidates --------------------------------------------------------------------
+
+    async def on_trained(self, trained: ModelTrained) -> str | None:
+        """Gate a new candidate, register it, and approve or reject it."""
+        return await self._write(lambda: self._gate_and_register(trained))
+
+    def gates_for(self, trained: ModelTrained, champion: str | None) -> list[GateResult]:
+        s = self.settings
+        gates = threshold_gates(trained.metrics, s.thresholds)
+        candidate = trained.metrics.get(s.champion_metric)
+        champion_score, problem = None, None
+        if champion is not None:
+            try:
+                label = trained.lineage.label or "label"
+                features, labels = self.store.eval_split(trained.run_id, trained.lineage.eval_artifact or "", label)
+                champion_score = self.store.score_version(trained.model_name, champion, features, labels)[
+                    s.champion_metric
+                ]
+            except Exception as exc:  # an incomparable champion fails the gate, named, not the service
+                problem = f"{type(exc).__name__}: {exc}"[:500]
+        gates.append(champion_gate(s.champion_metric, candidate, champion_score, s.min_improvement, champion, problem))
+        return gates
+
+    def _gate_and_register(self, trained: ModelTrained) -> tuple[str | None, list[Event]]:
+        name = trained.model_name
+        existing = self.store.version_for_run(name, trained.run_id)
+        if existing is not None:  # a redelivered ModelTrained: decided already
+            log.info("candidate already registered", model_name=name, version=existing, run_id=trained.run_id)
+            return existing, []
+        champion = self.store.aliases(name).get("champion")
+        gates = self.gates_for(trained, champion)
+        passed = not failed(gates)
+        status = "rejected" if not passed else ("pending_approval" if self.settings.manual_approval else "approved")
+        tags = {
+            STATUS: status,
+            GATES: gates_tag(gates),
+            METRICS: json.dumps(trained.metrics),
+            CHAIN: json.dumps(chain_of(trained)),
+            CORRELATION: str(trained.correlation_id),
+            TRAINED_EVENT: str(trained.event_id),
+            "flywheel.champion_at_gate": champion or "",
+            Tags.DATASET: trained.lineage.dataset,
+            Tags.DATASET_VERSION: trained.lineage.dataset_version,
+            Tags.CODE_VERSION: trained.lineage.code_version,
+            **{f"flywheel.gate.{g.gate}": "passed" if g.passed else "failed" for g in gates},
+        }
+        version = self.store.register(name, trained.model_uri, trained.run_id, tags)
+        metrics.DECISIONS.labels(name, status).inc()
+        log.info(
+            "candidate gated",
+            model_name=name,
+            version=version,
+            status=status,
+            failed=failed(gates),
+            correlation_id=str(trained.correlation_id),
+        )
+        if not passed:
+            event = rejected(trained, version, gates, champion)
+            self.store.set_tags(name, version, {DECISION_EVENT: str(event.event_id)})
+            return version, [event]
+        if self.settings.manual_approval:  # the event is kept with the version, to approve it later
+            self.store.set_tags(name, version, {HELD_EVENT: held(trained)})
+            return version, []
+        return version, self._accept(trained, version, gates, champion, actor="registry", reason="passed all gates")
+
+    def _accept(
+        self,
+        trained: ModelTrained,
+        version: str,
+        gates: list[GateResult],
+        champion: str | None,
+        actor: str,
+        reason: str,
+    ) -> list[Event]:
+        """Challenger when a champion exists; otherwise the first champion, directly."""
+        name = trained.model_name
+        approval = approved(trained, version, gates, champion)
+        tags = {
+            STATUS: "approved",
+            DECISION_EVENT: str(approval.event_id),
+            "flywheel.approved_by": actor,
+            "flywheel.approved_at": now(),
+            "flywheel.approve_reason": reason[:1000],
+        }
+        if champion is not None:
+            self.store.set_alias(name, "challenger", version)
+            self.store.set_tags(name, version, tags)
+            return [approval]
+        self.store.set_alias(name, "champion", version)
+        self.store.set_tags(
+            name,
+            version,
+            {
+                **tags,
+                "flywheel.promoted_by": actor,
+                "flywheel.promoted_at": now(),
+                "flywheel.promote_reason": FIRST_MODEL,
+            },
+        )
+        self.store.record(
+            name,
+            {
+                "action": "promote",
+                "version": version,
+                "previous": None,
+                "actor": actor,
+                "reason": FIRST_MODEL,
+                "at": now(),
+            },
+            self.settings.history_kept,
+        )
+        changed = champion_changed(
+            name, version, None, "promote", actor, FIRST_MODEL, approval.correlation_id, approval.event_id
+        )
+        metrics.CHAMPION_MOVES.labels(name, "promote").inc()
+        return [approval, changed]
+
+    # -- operator actions ----------------------------------------------------------------
+
+    async def approve(self, name: str, version: str, actor: str, reason: str) -> dict[str, Any]:
+        """Release a candidate held for manual approval."""
+
+        def work() -> tuple[dict[str, Any], list[Event]]:
+            mv = self.store.version(name, version)
+            tags = dict(mv.tags or {})
+            if tags.get(STATUS) != "pending_approval":
+                raise Conflict(f"{name} v{version} is {tags.get(STATUS, 'unknown')}, not awaiting approval")
+            trained = ModelTrained.model_validate_json(tags[HELD_EVENT])
+            gates = [GateResult.model_validate(g) for g in json.loads(tags.get(GATES, "[]"))]
+            champion = self.store.aliases(name).get("champion")
+            events = self._accept(trained, version, gates, champion, actor=actor, reason=reason)
+            return self.describe_version_sync(name, version), events
+
+        return await self._write(work)
+
+    async def promote(self, name: str, version: str, actor: str, reason: str) -> dict[str, Any]:
+        """Make a version champion; the old champion becomes ``previous``."""
+
+        def work() -> tuple[dict[str, Any], list[Event]]:
+            mv = self.store.version(name, version)
+            status = (mv.tags or {}).get(STATUS, "unknown")
+            if status in {"rejected", "pending_approval"}:
+                raise Conflict(f"{name} v{version} is {status}; only approved versions can be promoted")
+            aliases = self.store.aliases(name)
+            champion = aliases.get("champion")
+            if champion == version:
+                raise Conflict(f"{name} v{version} is already the champion")
+            self.store.set_alias(name, "champion", version)
+            if champion is not None:
+                self.store.set_alias(name, "previous", champion)
+            if aliases.get("challenger") == version:
+                self.store.delete_alias(name, "challenger")
+            at = now()
+            self.store.set_tags(
+                name,
+                version,
+                {"flywheel.promoted_by": actor, "flywheel.promoted_at": at, "flywheel.promote_reason": reason[:1000]},
+            )
+            self.store.record(
+                name,
+                {
+                    "action": "promote",
+                    "version": version,
+                    "previous": champion,
+                    "actor": actor,
+                    "reason": reason,
+                    "at": at,
+                },
+                self.settings.history_kept,
+            )
+            correlation = (mv.tags or {}).get(CORRELATION)
+            event = champion_changed(
+                name, version, champion, "promote", actor, reason, uuid.UUID(correlation) if correlation else None
+            )
+            metrics.CHAMPION_MOVES.labels(name, "promote").inc()
+            log.info("champion promoted", model_name=name, version=version, previous=champion, actor=actor)
+            return self.describe_sync(name), [event]
+
+        return await self._write(work)
+
+    async def rollback(self, name: str, actor: str, reason: str) -> dict[str, Any]:
+        """Put the previous champion back; the rolled-back version loses the champion alias."""
+
+        def work() -> tuple[dict[str, Any], list[Event]]:
+            self.store.model_tags(name)
+            aliases = self.store.aliases(name)
+            previous, champion = aliases.get("previous"), aliases.get("champion")
+            if previous is None:
+                raise Conflict(f"{name} has no previous champion to roll back to")
+            self.store.set_alias(name, "champion", previous)
+            self.store.delete_alias(name, "previous")
+            at = now()
+            if champion is not None:
+                self.store.set_tags(
+                    name,
+                    champion,
+                    {
+                        "flywheel.rolled_back_by": actor,
+                        "flywheel.rolled_back_at": at,
+                        "flywheel.rollback_reason": reason[:1000],
+                    },
+                )
+            self.store.record(
+                name,
+                {
+                    "action": "rollback",
+                    "version": previous,
+                    "previous": champion,
+                    "actor": actor,
+                    "reason": reason,
+                    "at": at,
+                },
+                self.settings.history_kept,
+            )
+            event = champion_changed(name, previous, champion, "rollback", actor, reason)
+            metrics.CHAMPION_MOVES.labels(name, "rollback").inc()
+            log.info("champion rolled back", model_name=name, version=previous, from_version=champion, actor=actor)
+            return self.describe_sync(name), [event]
+
+        return await self._write(work)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def describe_sync(self, name: str) -> dict[str, Any]:
+        return self.store.describe(name)
+
+    def describe_version_sync(self, name: str, version: str) -> dict[str, Any]:
+        mv = self.store.version(name, version)
+        return self.store.describe_version(mv, self.store.aliases(name))
+
+    def lineage_sync(self, name: str, version: str) -> dict[str, Any]:
+        """What a version was made from and why it exists, back to the triggering event."""
+        mv = self.store.version(name, version)
+        described = self.store.describe_version(mv, self.store.aliases(name))
+        run = self.store.run(mv.run_id)
+        tags, params = run.data.tags, run.data.params
+        dataset, dataset_version = tags.get(Tags.DATASET), tags.get(Tags.DATASET_VERSION)
+        manifest, manifest_error = None, None
+        try:
+            manifest = self.catalog.manifest(dataset, dataset_version).model_dump(mode="json")
+        except Exception as exc:
+            manifest_error = f"{type(exc).__name__}: {exc}"
+        chain = json.loads(tags.get(Tags.CAUSATION_CHAIN, "[]"))
+        version_tags = dict(mv.tags or {})
+        events = [*chain, version_tags.get(TRAINED_EVENT), version_tags.get(DECISION_EVENT)]
+        history = json.loads(self.store.model_tags(name).get("flywheel.history", "[]"))
+        return {
+            "model_name": name,
+            "version": version,
+            "status": described["status"],
+            "aliases": described["aliases"],
+            "run_id": mv.run_id,
+            "model_uri": described["model_uri"],
+            "dataset": dataset,
+            "dataset_version": dataset_version,
+            "dataset_versions": [v for v in params.get("dataset_versions", "").split(",") if v],
+            "manifest": manifest,
+            "manifest_error": manifest_error,
+            "code_version": tags.get(Tags.CODE_VERSION),
+            "feature_set": tags.get(Tags.FEATURE_SET),
+            "feature_set_version": tags.get(Tags.FEATURE_SET_VERSION),
+            "model_spec": tags.get(Tags.MODEL_SPEC),
+            "seed": int(tags[Tags.SEED]) if tags.get(Tags.SEED) else None,
+            "params": params,
+            "metrics": {k: v for k, v in run.data.metrics.items() if not k.startswith("importance.")},
+            "feature_importance": {
+                k.removeprefix("importance."): v for k, v in run.data.metrics.items() if k.startswith("importance.")
+            },
+            "gates": described["gates"],
+            "trigger": tags.get("flywheel.trigger"),
+            "trigger_event_id": tags.get(Tags.TRIGGER_EVENT_ID),
+            "correlation_id": tags.get(Tags.CORRELATION_ID),
+            "causation_chain": [e for e in events if e],
+            "history": [h for h in history if h.get("version") == version or h.get("previous") == version],
+        }
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(fn, *args)
+
+
+__all__ = ["Conflict", "NotFound", "Registrar"]

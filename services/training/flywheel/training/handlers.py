@@ -1,0 +1,46 @@
+"""Pure handlers: which training request an event asks for (no I/O)."""
+
+from __future__ import annotations
+
+import uuid
+
+from flywheel.schemas import DriftDetected, TrainModel
+
+PRODUCER = "training"
+
+
+def request_from_drift(drift: DriftDetected) -> TrainModel | None:
+    """A retrain command caused by a drift finding that asks for one, else None.
+
+    Its id derives from the drift's, so a redelivered drift yields the same command (deduped).
+
+    >>> drift = DriftDetected(dataset="loans", model_name="m", kind="data", window_size=10, retrain=True)
+    >>> request = request_from_drift(drift)
+    >>> request.causation_id == drift.event_id, request.causation_chain == [str(drift.event_id)]
+    (True, True)
+    >>> request_from_drift(drift).event_id == request.event_id
+    True
+    >>> request_from_drift(drift.model_copy(update={"retrain": False})) is None
+    True
+    """
+    if not drift.retrain:
+        return None
+    drifted = [f.feature for f in drift.features if f.drifted]
+    detail = f" in {', '.join(sorted(set(drifted))[:5])}" if drifted else ""
+    return TrainModel(
+        event_id=uuid.uuid5(drift.event_id, "training.requested"),
+        producer=PRODUCER,
+        model_name=drift.model_name,
+        dataset=drift.dataset,
+        trigger="drift",
+        reason=f"{drift.kind} drift{detail} over {drift.window_size} records",
+        causation_chain=[str(drift.event_id)],
+        **drift.caused(),
+    )
+
+
+def scheduled_request(dataset: str, model_name: str) -> TrainModel:
+    """The periodic retrain of a dataset's default model on its newest data."""
+    return TrainModel(
+        producer=PRODUCER, model_name=model_name, dataset=dataset, trigger="schedule", reason="scheduled retrain"
+    )

@@ -1,0 +1,235 @@
+"""One training run end to end, in a worker thread: resolve data, fit, log to MLflow, report.
+
+Returns the event to publish (``ModelTrained`` or ``TrainingFailed``); publishing is the caller's.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.sklearn
+import pandas as pd
+import structlog
+from mlflow import MlflowClient
+from mlflow.models import infer_signature
+
+from flywheel.common.datasets import DatasetCatalog
+from flywheel.common.featuresets import FeatureSet, load_feature_set
+from flywheel.common.modelspec import ModelSpec, load_model_spec
+from flywheel.common.tracking import Tags
+from flywheel.schemas import DatasetManifest, Lineage, ModelTrained, TrainingFailed, TrainModel
+from flywheel.training.trainer import Progress, Trained, TrainingError, fit_and_evaluate
+
+log = structlog.get_logger(__name__)
+
+PRODUCER = "training"
+EVAL_ARTIFACT = "eval/eval.parquet"
+MERGED_TAG = "flywheel.merged_request_ids"
+JOB_TAG = "flywheel.training_run"
+
+
+@dataclass
+class RunContext:
+    """What a run needs from the outside world, built once by the composition root."""
+
+    catalog: DatasetCatalog
+    mlflow: MlflowClient
+    datasets_dir: Path
+    code_version: str
+    experiment_prefix: str = "flywheel"
+    importance_repeats: int = 5
+
+
+def causation_chain(request: TrainModel) -> list[str]:
+    """Event ids from the trigger to this request, oldest first."""
+    return [*request.causation_chain, str(request.event_id)]
+
+
+def resolve_spec(ctx: RunContext, request: TrainModel) -> tuple[ModelSpec, FeatureSet]:
+    spec = load_model_spec(ctx.datasets_dir, request.dataset, request.model_spec).with_overrides(request.params)
+    features = load_feature_set(ctx.datasets_dir, request.dataset)
+    if spec.feature_set and spec.feature_set != features.feature_set:
+        raise TrainingError(f"spec wants feature set {spec.feature_set!r}, features.yaml is {features.feature_set!r}")
+    return spec, features
+
+
+def resolve_versions(catalog: DatasetCatalog, dataset: str, version: str | None, window: int) -> list[DatasetManifest]:
+    """The requested version (default: newest) and the ``window - 1`` versions before it, oldest first."""
+    manifests = catalog.manifests(dataset)
+    if not manifests:
+        raise TrainingError(f"no dataset version of {dataset!r} yet")
+    if version is None:
+        end = len(manifests) - 1
+    else:
+        found = [i for i, m in enumerate(manifests) if m.version == version]
+        if not found:
+            raise TrainingError(f"no version {version!r} of dataset {dataset!r}")
+        end = found[0]
+    return manifests[max(0, end - window + 1) : end + 1]
+
+
+def train(
+    ctx: RunContext,
+    request: TrainModel,
+    merged: list[TrainModel],
+    run_label: str,
+    progress: Progress,
+) -> ModelTrained | TrainingFailed:
+    """Train the model the request asks for; every failure becomes a ``TrainingFailed`` with why."""
+    started = time.perf_counter()
+    envelope = {"producer": PRODUCER, **request.caused()}
+    versions: list[DatasetManifest] = []
+    try:
+        spec, features = resolve_spec(ctx, request)
+        progress("resolving data", 0.02)
+        versions = resolve_versions(ctx.catalog, request.dataset, request.dataset_version, spec.window_versions)
+        frame = pd.concat([ctx.catalog.load(request.dataset, m.version) for m in versions], ignore_index=True)
+        progress("loaded", 0.05)
+        trained = fit_and_evaluate(frame, spec, features, importance_repeats=ctx.importance_repeats, progress=progress)
+    except (TrainingError, FileNotFoundError, ValueError, KeyError, ImportError, AttributeError) as exc:
+        reason = str(exc) if isinstance(exc, TrainingError) else f"{type(exc).__name__}: {exc}"
+        return TrainingFailed(
+            model_name=request.model_name,
+            reason=reason,
+            dataset_version=versions[-1].version if versions else request.dataset_version,
+            **envelope,
+        )
+    lineage = Lineage(
+        dataset=request.dataset,
+        dataset_version=versions[-1].version,
+        dataset_versions=[m.version for m in versions],
+        code_version=ctx.code_version,
+        model_spec=spec.spec_name,
+        params=spec.estimator.params,
+        seed=spec.seed,
+        trigger_event_id=causation_chain(request)[0],
+        feature_set=features.feature_set,
+        feature_set_version=features.version,
+        causation_chain=causation_chain(request),
+        eval_artifact=EVAL_ARTIFACT,
+        label=spec.label,
+        train_rows=len(trained.x_train),
+        eval_rows=len(trained.x_eval),
+    )
+    progress("logging to MLflow", 0.85)
+    run_id, model_uri, experiment_id = log_run(ctx, request, merged, run_label, spec, trained, lineage)
+    progress("logged", 1.0)
+    return ModelTrained(
+        model_name=request.model_name,
+        run_id=run_id,
+        model_uri=model_uri,
+        metrics=trained.metrics,
+        lineage=lineage,
+        duration_s=round(time.perf_counter() - started, 3),
+        experiment_id=experiment_id,
+        merged_requests=len(merged),
+        **envelope,
+    )
+
+
+def experiment_id(client: MlflowClient, name: str) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name)
+    except Exception:  # created meanwhile by another replica
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def run_params(spec: ModelSpec, lineage: Lineage) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "estimator": spec.estimator.path,
+        "pipeline": ",".join(s.path for s in spec.pipeline) or "none",
+        "seed": spec.seed,
+        "test_size": spec.test_size,
+        "window_versions": spec.window_versions,
+        "label": spec.label,
+        "shuffle_labels": spec.shuffle_labels,
+        "dataset_versions": ",".join(lineage.dataset_versions),
+        "train_rows": lineage.train_rows,
+        "eval_rows": lineage.eval_rows,
+    }
+    params.update({f"estimator.{k}": v for k, v in spec.estimator.params.items()})
+    for i, step in enumerate(spec.pipeline):
+        params.update({f"step{i}.{k}": v for k, v in step.params.items()})
+    return {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in params.items()}
+
+
+def log_run(
+    ctx: RunContext,
+    request: TrainModel,
+    merged: list[TrainModel],
+    run_label: str,
+    spec: ModelSpec,
+    trained: Trained,
+    lineage: Lineage,
+) -> tuple[str, str, str]:
+    """Log params, metrics, tags, the eval split, importances and the model; returns (run, model uri, experiment)."""
+    experiment = experiment_id(ctx.mlflow, f"{ctx.experiment_prefix}/{request.model_name}")
+    tags = {
+        Tags.DATASET: lineage.dataset,
+        Tags.DATASET_VERSION: lineage.dataset_version,
+        Tags.CODE_VERSION: lineage.code_version,
+        Tags.FEATURE_SET: lineage.feature_set or "",
+        Tags.FEATURE_SET_VERSION: lineage.feature_set_version or "",
+        Tags.MODEL_SPEC: lineage.model_spec,
+        Tags.TRIGGER_EVENT_ID: lineage.trigger_event_id or "",
+        Tags.CORRELATION_ID: str(request.correlation_id),
+        Tags.CAUSATION_CHAIN: json.dumps(lineage.causation_chain),
+        Tags.SEED: str(lineage.seed),
+        MERGED_TAG: json.dumps([str(r.event_id) for r in merged])[:5000],
+        JOB_TAG: run_label,
+        "flywheel.model_name": request.model_name,
+        "flywheel.trigger": request.trigger,
+        "flywheel.label": spec.label,
+    }
+    x_train, x_eval = trained.x_train, trained.x_eval
+    with mlflow.start_run(experiment_id=experiment, run_name=f"{request.model_name}-{run_label[:8]}", tags=tags) as run:
+        mlflow.log_params(run_params(spec, lineage))
+        mlflow.log_metrics(trained.metrics)
+        mlflow.log_metrics({f"importance.{k}": v for k, v in trained.importance.items()})
+        mlflow.log_dict({"kind": trained.importance_kind, "importance": trained.importance}, "feature_importance.json")
+        mlflow.log_dict(lineage.model_dump(mode="json"), "lineage.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(EVAL_ARTIFACT).name
+            x_eval.assign(**{spec.label: trained.y_eval.to_numpy()}).to_parquet(path, index=False)
+            mlflow.log_artifact(str(path), str(Path(EVAL_ARTIFACT).parent))
+        example = x_train.head(5)
+        info = mlflow.sklearn.log_model(
+            trained.model,
+            name="model",
+            signature=infer_signature(example, trained.model.predict_proba(example)),
+            input_example=example,
+            # skops, not pickle; the types it must trust are the ones this very run produced.
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+            skops_trusted_types=trusted_types(trained.model),
+        )
+    return run.info.run_id, info.model_uri, experiment
+
+
+def trusted_types(model: Any) -> list[str]:
+    """The non-default types skops must trust to load this model (we built it, so we trust them)."""
+    import skops.io
+
+    return sorted(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
+
+
+def log_progress(record_update: Callable[[str, float], None], **context: Any) -> Progress:
+    """A progress callback that updates the run record and logs each stage."""
+
+    def progress(stage: str, fraction: float) -> None:
+        record_update(stage, fraction)
+        log.info("training progress", stage=stage, progress=round(fraction, 2), **context)
+
+    return progress

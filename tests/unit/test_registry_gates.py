@@ -1,0 +1,234 @@
+"""Registry: gates, and the registrar's decisions over an in-memory model store."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+from fastapi import FastAPI
+from faststream.kafka import TestKafkaBroker
+
+from flywheel.common.kafka import create_broker
+from flywheel.common.settings import KafkaSettings
+from flywheel.registry.gates import champion_gate, threshold_gates
+from flywheel.registry.http import create_router
+from flywheel.registry.modelstore import HISTORY, STATUS, NotFound
+from flywheel.registry.registrar import Registrar
+from flywheel.registry.settings import RegistrySettings
+from flywheel.schemas import MODELS_APPROVED, MODELS_CHAMPION, MODELS_REJECTED, Lineage, ModelTrained
+
+
+class FakeStore:
+    """The ModelStore's interface over dicts; the champion scores ``champion_score`` on any data."""
+
+    def __init__(self, champion_score: float = 0.9) -> None:
+        self.versions: dict[str, dict[str, SimpleNamespace]] = {}
+        self.model_aliases: dict[str, dict[str, str]] = {}
+        self.tags: dict[str, dict[str, str]] = {}
+        self.champion_score = champion_score
+
+    def aliases(self, name: str) -> dict[str, str]:
+        return dict(self.model_aliases.get(name, {}))
+
+    def version_for_run(self, name: str, run_id: str) -> str | None:
+        return next((v for v, mv in self.versions.get(name, {}).items() if mv.run_id == run_id), None)
+
+    def model_tags(self, name: str) -> dict[str, str]:
+        if name not in self.versions:
+            raise NotFound(f"no model {name!r} in the registry")
+        return self.tags.setdefault(name, {})
+
+    def version(self, name: str, version: str) -> SimpleNamespace:
+        self.model_tags(name)
+        if version not in self.versions[name]:
+            raise NotFound(f"model {name!r} has no version {version!r}")
+        return self.versions[name][version]
+
+    def describe_version(self, mv: SimpleNamespace, aliases: dict[str, str]) -> dict[str, Any]:
+        return {
+            "version": mv.version,
+            "status": mv.tags.get(STATUS),
+            "aliases": sorted(a for a, v in aliases.items() if v == mv.version),
+        }
+
+    def describe(self, name: str) -> dict[str, Any]:
+        self.model_tags(name)
+        aliases = self.aliases(name)
+        versions = [self.describe_version(mv, aliases) for mv in self.versions[name].values()]
+        return {
+            "name": name,
+            "aliases": aliases,
+            "versions": versions,
+            "history": json.loads(self.model_tags(name).get(HISTORY, "[]")),
+        }
+
+    def eval_split(self, run_id: str, artifact: str, label: str):
+        return pd.DataFrame({"x": [1.0]}), pd.Series([1])
+
+    def score_version(self, name, version, features, labels) -> dict[str, float]:
+        return {"f1": self.champion_score, "accuracy": self.champion_score}
+
+    def register(self, name: str, model_uri: str, run_id: str, tags: dict[str, str]) -> str:
+        versions = self.versions.setdefault(name, {})
+        version = str(len(versions) + 1)
+        versions[version] = SimpleNamespace(
+            name=name, version=version, run_id=run_id, source=model_uri, tags=dict(tags)
+        )
+        return version
+
+    def set_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
+        self.versions[name][version].tags.update(tags)
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self.model_aliases.setdefault(name, {})[alias] = version
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self.model_aliases.get(name, {}).pop(alias, None)
+
+    def record(self, name: str, entry: dict, keep: int) -> None:
+        tags = self.model_tags(name)
+        tags[HISTORY] = json.dumps([*json.loads(tags.get(HISTORY, "[]")), entry][-keep:])
+
+
+def trained(f1: float, accuracy: float = 0.95, name: str = "m", run: str = "r1") -> ModelTrained:
+    lineage = Lineage(
+        dataset="loans",
+        dataset_version="v1",
+        code_version="c",
+        model_spec="model",
+        seed=1,
+        label="approved",
+        eval_artifact="eval/eval.parquet",
+        causation_chain=["drift-1", "req-1"],
+    )
+    return ModelTrained(
+        producer="training",
+        model_name=name,
+        run_id=run,
+        model_uri=f"models:/m-{run}",
+        metrics={"accuracy": accuracy, "f1": f1},
+        lineage=lineage,
+        duration_s=1.0,
+    )
+
+
+def collect(broker, topic: str) -> list[dict]:
+    bodies: list[dict] = []
+
+    @broker.subscriber(topic)
+    async def on(body: dict) -> None:
+        bodies.append(body)
+
+    return bodies
+
+
+@pytest.fixture
+def wired():
+    broker = create_broker(KafkaSettings(retry_backoff_s=0), service="registry-test")
+    seen = {t.name: collect(broker, t.name) for t in (MODELS_APPROVED, MODELS_REJECTED, MODELS_CHAMPION)}
+    return broker, seen
+
+
+def registrar(broker, store: FakeStore, **settings: Any) -> Registrar:
+    return Registrar(store, catalog=None, broker=broker, settings=RegistrySettings(**settings))
+
+
+def test_threshold_and_champion_gates_name_what_failed():
+    gates = threshold_gates({"accuracy": 0.8, "f1": 0.9}, {"accuracy": 0.85, "f1": 0.8})
+    assert [(g.gate, g.passed) for g in gates] == [("threshold:accuracy", False), ("threshold:f1", True)]
+    assert not champion_gate("f1", 0.9, 0.91, 0.0, "1").passed
+    assert not champion_gate("f1", 0.92, 0.91, 0.02, "1").passed
+    assert champion_gate("f1", 0.93, 0.91, 0.02, "1").passed
+    incomparable = champion_gate("f1", 0.93, None, 0.0, "1", problem="no features")
+    assert not incomparable.passed and "no features" in incomparable.message
+
+
+async def test_the_first_passing_candidate_becomes_champion_directly(wired):
+    broker, seen = wired
+    store = FakeStore()
+    async with TestKafkaBroker(broker):
+        version = await registrar(broker, store).on_trained(trained(0.95))
+    assert version == "1" and store.aliases("m") == {"champion": "1"}
+    [approval] = seen[MODELS_APPROVED.name]
+    [changed] = seen[MODELS_CHAMPION.name]
+    assert approval["champion_version"] is None and approval["causation_chain"][:2] == ["drift-1", "req-1"]
+    assert (changed["reason"], changed["actor"], changed["causation_id"]) == (
+        "first model",
+        "registry",
+        approval["event_id"],
+    )
+
+
+async def test_a_candidate_that_beats_the_champion_becomes_challenger_and_a_worse_one_is_rejected(wired):
+    broker, seen = wired
+    store = FakeStore(champion_score=0.9)
+    async with TestKafkaBroker(broker):
+        r = registrar(broker, store)
+        await r.on_trained(trained(0.95, run="r1"))
+        await r.on_trained(trained(0.92, run="r2"))
+        await r.on_trained(trained(0.85, run="r3"))
+        await r.on_trained(trained(0.85, run="r3"))  # redelivered: decided already
+    assert store.aliases("m") == {"champion": "1", "challenger": "2"}
+    assert [a["champion_version"] for a in seen[MODELS_APPROVED.name]] == [None, "1"]
+    [rejection] = seen[MODELS_REJECTED.name]
+    assert rejection["failed_gates"] == ["beats_champion:f1"] and rejection["version"] == "3"
+    assert store.versions["m"]["3"].tags[STATUS] == "rejected" and len(store.versions["m"]) == 3
+
+
+async def test_manual_approval_holds_a_candidate_until_approved_over_http(wired):
+    broker, seen = wired
+    store = FakeStore()
+    r = registrar(broker, store, manual_approval=True)
+    app = FastAPI()
+    app.include_router(create_router(r, "secret"))
+    auth = {"Authorization": "Bearer secret"}
+    async with (
+        TestKafkaBroker(broker),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as http,
+    ):
+        await r.on_trained(trained(0.95))
+        assert store.aliases("m") == {} and seen[MODELS_APPROVED.name] == []
+        assert (await http.post("/models/m/versions/1/approve", json={"actor": "ann"})).status_code == 401
+        approved = await http.post("/models/m/versions/1/approve", json={"actor": "ann"}, headers=auth)
+        again = await http.post("/models/m/versions/1/approve", json={"actor": "ann"}, headers=auth)
+    assert approved.status_code == 200 and approved.json()["status"] == "approved"
+    assert again.status_code == 409 and "not awaiting approval" in again.json()["detail"]
+    assert store.aliases("m") == {"champion": "1"} and store.versions["m"]["1"].tags["flywheel.approved_by"] == "ann"
+    assert len(seen[MODELS_CHAMPION.name]) == 1
+
+
+async def test_promote_keeps_the_previous_champion_and_rollback_restores_it(wired):
+    broker, seen = wired
+    store = FakeStore(champion_score=0.5)
+    r = registrar(broker, store)
+    app = FastAPI()
+    app.include_router(create_router(r, "secret"))
+    auth = {"Authorization": "Bearer secret"}
+    async with (
+        TestKafkaBroker(broker),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as http,
+    ):
+        await r.on_trained(trained(0.95, run="r1"))
+        await r.on_trained(trained(0.96, run="r2"))
+        forbidden = await http.post("/models/m/promote", json={"version": "2"}, headers={"Authorization": "Bearer x"})
+        promoted = await http.post(
+            "/models/m/promote", json={"version": "2", "actor": "serving", "reason": "canary ok"}, headers=auth
+        )
+        rolled = await http.post("/models/m/rollback", json={"actor": "ops", "reason": "worse"}, headers=auth)
+        nothing = await http.post("/models/m/rollback", json={"actor": "ops"}, headers=auth)
+        unknown = await http.get("/models/zzz")
+    assert forbidden.status_code == 403
+    assert promoted.json()["aliases"] == {"champion": "2", "previous": "1"}
+    assert rolled.json()["aliases"] == {"champion": "1"}
+    assert nothing.status_code == 409 and unknown.status_code == 404
+    moves = [(c["action"], c["version"], c["previous_version"], c["actor"]) for c in seen[MODELS_CHAMPION.name]]
+    assert moves == [
+        ("promote", "1", None, "registry"),
+        ("promote", "2", "1", "serving"),
+        ("rollback", "1", "2", "ops"),
+    ]
+    assert [h["actor"] for h in rolled.json()["history"]] == ["registry", "serving", "ops"]
