@@ -5,7 +5,7 @@ UV ?= python3 -m uv
 PY := .venv/bin/python
 STACK := $(PY) infra/stack.py
 
-.PHONY: help install up down status test test-unit bench demo schemas lint
+.PHONY: help install up down status test test-unit bench demo schemas lint docs
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,3 +47,6 @@ schemas: .venv/.synced ## re-export the events' JSON Schema into schemas/jsonsch
 
 lint: .venv/.synced ## ruff
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+docs: .venv/.synced ## build docs/generated (AsyncAPI, OpenAPI, topics, configuration) from the code, offline
+	$(PY) -m docs.generate

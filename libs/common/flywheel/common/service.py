@@ -57,8 +57,12 @@ def create_service_app(
     description: str = "",
     registry: CollectorRegistry = REGISTRY,
     version: str = "0.1.0",
+    status: Callable[[], dict[str, Any]] | None = None,
 ) -> FastAPI:
-    """Build a service's HTTP app; ``lifespans`` run inside the broker's, in order."""
+    """Build a service's HTTP app; ``lifespans`` run inside the broker's, in order.
+
+    ``status`` adds the service's own facts to ``/health`` without deciding its health.
+    """
     log = structlog.get_logger(name)
 
     @asynccontextmanager
@@ -111,6 +115,8 @@ def create_service_app(
                 results[component] = f"down: {type(exc).__name__}: {exc}"[:200]
         healthy = all(v == "ok" for v in results.values())
         body = {"service": name, "status": "ok" if healthy else "degraded", "checks": results}
+        if status is not None:  # what the service itself reports, e.g. which models it serves
+            body.update(status())
         return JSONResponse(status_code=200 if healthy else 503, content=body)
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)

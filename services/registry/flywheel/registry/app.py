@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from fastapi import FastAPI
 
 from flywheel.common.components import Components
@@ -20,8 +18,6 @@ from flywheel.registry.subscribers import register_subscribers
 def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     settings = settings or RegistrySettings()
     parts = Components.connect("registry", settings)
-    # Scoring the champion loads models Flywheel's training logged (skops, trusted types listed).
-    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
     registrar = Registrar(ModelStore(parts.mlflow), DatasetCatalog(parts.store), parts.broker, settings)
     register_subscribers(parts.broker, registrar, SeenEvents(), settings.consumer_group)
     app = create_service_app(

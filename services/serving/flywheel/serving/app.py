@@ -2,20 +2,74 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
 from fastapi import FastAPI
 
 from flywheel.common.components import Components
+from flywheel.common.contracts import load_contracts
+from flywheel.common.kafka import publish_event
 from flywheel.common.service import create_service_app
+from flywheel.schemas import Event
+from flywheel.serving.engine import Engine
+from flywheel.serving.http import create_router
+from flywheel.serving.models import ServedModel, load_version, served_models
+from flywheel.serving.registry import RegistryClient
 from flywheel.serving.settings import ServingSettings
+from flywheel.serving.subscribers import register_subscribers
 
 
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
     settings = settings or ServingSettings()
     parts = Components.connect("serving", settings)
-    return create_service_app(
+    registry = RegistryClient(settings.registry_url, settings.registry_token)
+    model_of_dataset = {dataset: name for name, dataset in served_models(settings.datasets_dir).items()}
+
+    async def publish(event: Event) -> None:
+        await publish_event(parts.broker, event)
+
+    async def load(name: str, version: str) -> ServedModel | None:
+        return await asyncio.to_thread(load_version, parts.mlflow, settings.datasets_dir, name, version)
+
+    engine = Engine(settings, publish, registry.promote, load)
+    register_subscribers(parts.broker, engine, model_of_dataset)
+
+    @contextlib.asynccontextmanager
+    async def serve_champions(app: FastAPI) -> AsyncIterator[None]:
+        for name in model_of_dataset.values():
+            champion = await asyncio.to_thread(
+                load_version, parts.mlflow, settings.datasets_dir, name, None, "champion"
+            )
+            if champion is not None:
+                engine.champions[name] = champion
+                parts.log.info("champion loaded", model=name, version=champion.version)
+            else:
+                parts.log.warning("no champion yet; /predict answers 503", model=name)
+        drain = asyncio.create_task(engine.drain_log(publish))
+        yield
+        drain.cancel()
+        await registry.close()
+
+    def status() -> dict[str, Any]:
+        return {
+            "models": {
+                name: getattr(engine.champions.get(name), "version", "no champion yet")
+                for name in model_of_dataset.values()
+            }
+        }
+
+    app = create_service_app(
         name="serving",
         settings=settings,
         broker=parts.broker,
         checks=parts.checks(),
+        routers=[create_router(engine, model_of_dataset, load_contracts(settings.datasets_dir), settings.batch_max)],
+        lifespans=[serve_champions],
         description="Serves predictions over HTTP and Kafka and rolls out new models safely.",
+        status=status,
     )
+    app.state.engine = engine
+    return app

@@ -1,0 +1,133 @@
+"""How the CLI shows things: one readable line per event, trees for nested answers."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.text import Text
+from rich.tree import Tree
+
+from flywheel.cli.kafka import Message
+
+ENVELOPE = {"event_id", "event_type", "schema_version", "occurred_at", "producer", "correlation_id", "causation_id"}
+SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def compact(value: Any, width: int = 80) -> str:
+    """A value as short JSON, cut to ``width`` characters.
+
+    >>> compact({"age": 30, "car": "car1"})
+    '{"age":30,"car":"car1"}'
+    >>> compact("x" * 100, width=10)
+    '"xxxxxxxx…'
+    """
+    text = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    text = json.dumps(value, separators=(",", ":"), default=str) if text is None else str(text)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def event_line(message: Message) -> Text:
+    """One line per event: when, where, what type, its key, then its payload fields."""
+    when = datetime.fromtimestamp(message.timestamp_ms / 1000, UTC).strftime("%H:%M:%S.%f")[:-3]
+    line = Text()
+    line.append(f"{when} ", style="dim")
+    line.append(f"{message.topic}[{message.partition}]@{message.offset} ", style="dim")
+    if not message.is_json:
+        line.append("not JSON: ", style="bold red")
+        line.append(compact(message.body, 200))
+        return line
+    body: dict[str, Any] = message.body
+    line.append(str(body.get("event_type", "?")), style="bold")
+    if severity := body.get("severity"):
+        line.append(f" {str(severity).upper()}", style=SEVERITY_STYLE.get(str(severity), ""))
+    if message.key is not None:
+        line.append(f" key={message.key}", style="magenta")
+    for name, value in body.items():
+        if name in ENVELOPE or name == "severity":
+            continue
+        line.append(f" {name}=", style="cyan")
+        line.append(compact(value))
+    return line
+
+
+def tree(label: str | Text, value: Any, *, first: tuple[str, ...] = ()) -> Tree:
+    """A nested JSON answer as a rich Tree; ``first`` names keys shown before the others."""
+    root = Tree(label)
+    _grow(root, value, first)
+    return root
+
+
+def _grow(node: Tree, value: Any, first: tuple[str, ...]) -> None:
+    if isinstance(value, dict):
+        keys = [k for k in first if k in value] + [k for k in value if k not in first]
+        for key in keys:
+            item = value[key]
+            if isinstance(item, dict | list) and item:
+                _grow(node.add(Text(str(key), style="bold cyan")), item, first)
+            else:
+                leaf = Text()
+                leaf.append(f"{key}: ", style="cyan")
+                leaf.append(compact(item, 120) if not isinstance(item, str) else item)
+                node.add(leaf)
+    elif isinstance(value, list):
+        for index, item in enumerate(value, start=1):
+            if isinstance(item, dict | list):
+                _grow(node.add(Text(f"#{index}", style="dim")), item, first)
+            else:
+                node.add(compact(item, 120) if not isinstance(item, str) else item)
+    else:
+        node.add(compact(value, 120))
+
+
+_LINEAGE_GROUPS: dict[str, tuple[str, ...]] = {
+    "data": ("dataset", "dataset_version", "dataset_versions", "manifest", "manifest_error"),
+    "code": ("code_version", "model_spec", "feature_set", "feature_set_version", "seed"),
+    "run": ("run_id", "model_uri", "params"),
+    "metrics": ("metrics",),
+    "why": ("trigger", "trigger_event_id", "correlation_id", "causation_chain", "history"),
+}
+_MANIFEST_KEYS = ("version", "row_count", "content_hash", "parent_version", "time_min", "time_max", "created_at")
+
+
+def lineage_tree(model: str, version: str, lineage: dict[str, Any]) -> Tree:
+    """A version's lineage grouped by question: what data, what code, which run, which gates, why.
+
+    >>> t = lineage_tree("m", "2", {"status": "approved", "dataset": "loans", "run_id": "r1", "extra": 1,
+    ...     "gates": [{"gate": "threshold:f1", "passed": True, "message": "f1 0.9 >= 0.8"}]})
+    >>> [str(child.label).split(" ")[0] for child in t.children]
+    ['status:', 'data', 'run', 'gates', 'extra:']
+    """
+    root = Tree(Text(f"{model} v{version}", style="bold"))
+    shown = {"model_name", "version", "gates"}
+    for key in ("status", "aliases"):
+        if lineage.get(key):
+            _grow(root, {key: lineage[key]}, ())
+            shown.add(key)
+    for group, keys in _LINEAGE_GROUPS.items():
+        if group == "why":
+            _gates(root, lineage.get("gates") or [])
+        present = {k: lineage[k] for k in keys if lineage.get(k) not in (None, [], {}, "")}
+        shown.update(keys)
+        if not present:
+            continue
+        if isinstance(present.get("manifest"), dict):
+            manifest = present["manifest"]
+            present["manifest"] = {k: manifest[k] for k in _MANIFEST_KEYS if manifest.get(k) is not None}
+        _grow(root.add(Text(group, style="bold cyan")), present["metrics"] if group == "metrics" else present, ())
+    _grow(root, {k: v for k, v in lineage.items() if k not in shown}, ())
+    return root
+
+
+def _gates(root: Tree, gates: list[dict[str, Any]]) -> None:
+    if not gates:
+        return
+    branch = root.add(Text("gates", style="bold cyan"))
+    for gate in gates:
+        passed = bool(gate.get("passed"))
+        line = Text("✓ " if passed else "✗ ", style="green" if passed else "bold red")
+        line.append(str(gate.get("gate", "?")), style="bold")
+        if gate.get("message"):
+            line.append(f"  {gate['message']}")
+        branch.add(line)

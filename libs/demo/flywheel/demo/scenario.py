@@ -1,0 +1,396 @@
+"""The closed-loop scenario of `make demo` and the end-to-end test, against the running stack.
+
+1. Labelled loan applications flow in; a first model is trained, gated and becomes champion.
+2. Applications are scored by serving; their labels arrive a little later; no drift.
+3. The concept changes (Agrawal classification function A -> B). Monitoring detects it, the
+   trainer retrains on the newest data version, the registry approves the challenger, serving
+   rolls it out by canary, and accuracy recovers, with no human step.
+4. A report: detection delay, time to recovery, accuracy before/during/after, lineage.
+
+The scenario only uses what a user has: HTTP APIs and Kafka topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from rich.console import Console
+from river.datasets import synth
+
+from flywheel.schemas import (
+    DATASETS_VERSIONED,
+    LABELS,
+    MODELS_APPROVED,
+    MODELS_CHAMPION,
+    MODELS_REJECTED,
+    MODELS_ROLLOUT,
+    MONITORING_DRIFT,
+    RECORDS_RAW,
+    TRAINING_COMPLETED,
+    TRAINING_FAILED,
+    TRAINING_REQUESTED,
+    LabelObserved,
+    RecordSubmitted,
+)
+
+WATCHED = [
+    DATASETS_VERSIONED.name,
+    TRAINING_REQUESTED.name,
+    TRAINING_COMPLETED.name,
+    TRAINING_FAILED.name,
+    MODELS_APPROVED.name,
+    MODELS_REJECTED.name,
+    MODELS_CHAMPION.name,
+    MODELS_ROLLOUT.name,
+    MONITORING_DRIFT.name,
+]
+
+
+@dataclass
+class ScenarioConfig:
+    """How the scenario runs; the defaults fit `make demo` on a 2-core machine."""
+
+    dataset: str = "loans"
+    model_name: str = "loans-approval"
+    function_before: int = 0
+    function_after: int = 2
+    seed: int = 42
+    warmup_records: int = 2000
+    stable_records: int = 1200
+    max_drifted_records: int = 6000
+    after_recovery_records: int = 400
+    rate_per_s: float = 80.0
+    label_delay_s: float = 1.0
+    timeout_s: float = 900.0
+    bootstrap_servers: str = "127.0.0.1:9092"
+    ingestion_url: str = "http://127.0.0.1:8001"
+    training_url: str = "http://127.0.0.1:8003"
+    registry_url: str = "http://127.0.0.1:8004"
+    serving_url: str = "http://127.0.0.1:8005"
+    monitoring_url: str = "http://127.0.0.1:8006"
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+
+@dataclass
+class Moment:
+    """One thing that happened, for the timeline and the report."""
+
+    at: float
+    record: int
+    topic: str
+    body: dict[str, Any]
+
+
+@dataclass
+class ScenarioResult:
+    """What the scenario observed, hop by hop."""
+
+    change_at: float | None = None
+    change_record: int | None = None
+    first_champion: str | None = None
+    new_champion: str | None = None
+    drift: Moment | None = None
+    retrain_request: Moment | None = None
+    training_run: Moment | None = None
+    approval: Moment | None = None
+    rollout_steps: list[Moment] = field(default_factory=list)
+    promotion: Moment | None = None
+    accuracy: dict[str, float | None] = field(default_factory=dict)
+    lineage: dict[str, Any] | None = None
+    moments: list[Moment] = field(default_factory=list)
+
+    @property
+    def detection_delay(self) -> tuple[int, float] | None:
+        if self.drift is None or self.change_at is None or self.change_record is None:
+            return None
+        return self.drift.record - self.change_record, self.drift.at - self.change_at
+
+    @property
+    def time_to_recovery(self) -> float | None:
+        if self.promotion is None or self.change_at is None:
+            return None
+        return self.promotion.at - self.change_at
+
+
+def applications(config: ScenarioConfig, function: int, seed_offset: int) -> Iterator[dict[str, Any]]:
+    """Loan applications with their true label, as the data contract wants them."""
+    stream = synth.Agrawal(classification_function=function, seed=config.seed + seed_offset)
+    for i, (x, y) in enumerate(stream):
+        yield {
+            "applicant_id": f"demo-{config.run_id}-{function}-{seed_offset}-{i}",
+            "applied_at": datetime.now(UTC).isoformat(),
+            **{k: (float(v) if k in {"salary", "commission", "hvalue", "loan"} else int(v)) for k, v in x.items()},
+            "approved": int(y),
+        }
+
+
+class Scenario:
+    """Drives the stream and watches the loop's topics; ``run`` returns the observations."""
+
+    def __init__(self, config: ScenarioConfig, console: Console | None = None) -> None:
+        self.config = config
+        self.console = console or Console()
+        self.result = ScenarioResult()
+        self.record_index = 0
+        self.started = time.monotonic()
+        self.outcomes: list[tuple[int, bool, str]] = []  # (record index, correct, model version)
+        self._pending_labels: list[tuple[float, LabelObserved, RecordSubmitted]] = []
+
+    # -- output -----------------------------------------------------------------------
+
+    def say(self, message: str, style: str = "") -> None:
+        elapsed = time.monotonic() - self.started
+        self.console.print(f"[dim]{elapsed:7.1f}s  #{self.record_index:<6}[/dim] {message}", style=style)
+
+    # -- the run ----------------------------------------------------------------------
+
+    async def run(self) -> ScenarioResult:
+        c = self.config
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=c.bootstrap_servers, acks="all", enable_idempotence=True, linger_ms=5
+        )
+        self.http = httpx.AsyncClient(timeout=30)
+        await self.producer.start()
+        watcher = asyncio.create_task(self._watch())
+        try:
+            await self._wait_healthy()
+            async with asyncio.timeout(c.timeout_s):
+                await self._first_model()
+                await self._stream()
+            self.result.lineage = await self._lineage()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await self.producer.stop()
+            await self.http.aclose()
+        self.result.accuracy = self._accuracy_by_phase()
+        return self.result
+
+    async def _wait_healthy(self) -> None:
+        c = self.config
+        urls = [c.ingestion_url, c.training_url, c.registry_url, c.serving_url, c.monitoring_url]
+        for url in urls:
+            response = await self.http.get(f"{url}/health")
+            if response.status_code >= 500 and "model" not in response.text:
+                raise RuntimeError(f"{url} is not healthy: {response.text}")
+        self.say("all services answer /health", "green")
+
+    async def _first_model(self) -> None:
+        """Ingest labelled history, train the first model, wait until serving answers with it."""
+        c = self.config
+        champion = await self._champion()
+        if champion:
+            self.result.first_champion = champion
+            self.say(f"a champion already serves: {c.model_name} v{champion}")
+            return
+        self.say(f"ingesting {c.warmup_records} labelled applications (function {c.function_before})")
+        for record in itertools.islice(applications(c, c.function_before, 0), c.warmup_records):
+            await self._submit(record)
+        await self.producer.flush()
+        await self._wait_for(lambda: self._seen(DATASETS_VERSIONED.name), "a dataset version", 120)
+        response = await self.http.post(
+            f"{c.training_url}/train",
+            json={"model_name": c.model_name, "dataset": c.dataset, "reason": "demo: first model"},
+        )
+        response.raise_for_status()
+        self.say(f"training requested: {response.json()}")
+        await self._wait_for(self._champion_now, "the first champion", 300)
+        self.result.first_champion = await self._champion()
+        self.say(f"first champion: {c.model_name} v{self.result.first_champion}", "bold green")
+
+    async def _stream(self) -> None:
+        """Score applications at a steady rate; the concept changes after ``stable_records``."""
+        c = self.config
+        before = applications(c, c.function_before, 1)
+        after = applications(c, c.function_after, 2)
+        recovered_at: int | None = None
+        interval = 1 / c.rate_per_s
+        next_at = time.monotonic()
+        limit = c.stable_records + c.max_drifted_records
+        while self.record_index < limit:
+            if self.record_index == c.stable_records:
+                self.result.change_at, self.result.change_record = time.monotonic(), self.record_index
+                self.say(f"the concept changes: function {c.function_before} -> {c.function_after}", "bold yellow")
+            source = before if self.record_index < c.stable_records else after
+            record = next(source)
+            await self._score(record)
+            self.record_index += 1
+            await self._deliver_due_labels()
+            if recovered_at is None and self.result.promotion is not None:
+                recovered_at = self.record_index
+            if recovered_at is not None and self.record_index - recovered_at >= c.after_recovery_records:
+                break
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        await self._deliver_due_labels(everything=True)
+
+    # -- one application --------------------------------------------------------------
+
+    async def _score(self, record: dict[str, Any]) -> None:
+        features = {k: v for k, v in record.items() if k != "approved"}
+        response = await self.http.post(
+            f"{self.config.serving_url}/predict", json={"dataset": self.config.dataset, "records": [features]}
+        )
+        if response.status_code != 200:
+            self.say(f"predict answered {response.status_code}: {response.text[:200]}", "red")
+            return
+        answer = response.json()["predictions"][0]
+        correct = int(answer["prediction"]) == record["approved"]
+        self.outcomes.append((self.record_index, correct, str(answer.get("model_version"))))
+        label = LabelObserved(
+            producer="demo",
+            dataset=self.config.dataset,
+            label=record["approved"],
+            prediction_id=answer["prediction_id"],
+            entity_id=record["applicant_id"],
+        )
+        submitted = RecordSubmitted(
+            producer="demo", dataset=self.config.dataset, record_id=record["applicant_id"], data=record
+        )
+        self._pending_labels.append((time.monotonic() + self.config.label_delay_s, label, submitted))
+
+    async def _deliver_due_labels(self, everything: bool = False) -> None:
+        """Labels arrive late: publish each one ``label_delay_s`` after its prediction."""
+        now = time.monotonic()
+        while self._pending_labels and (everything or self._pending_labels[0][0] <= now):
+            _, label, submitted = self._pending_labels.pop(0)
+            await self.producer.send(LABELS.name, label.to_bytes(), key=(label.entity_id or "").encode())
+            await self.producer.send(RECORDS_RAW.name, submitted.to_bytes(), key=submitted.record_id.encode())
+
+    async def _submit(self, record: dict[str, Any]) -> None:
+        event = RecordSubmitted(
+            producer="demo", dataset=self.config.dataset, record_id=record["applicant_id"], data=record
+        )
+        await self.producer.send(RECORDS_RAW.name, event.to_bytes(), key=event.record_id.encode())
+
+    # -- watching the loop ------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        consumer = AIOKafkaConsumer(
+            *WATCHED,
+            bootstrap_servers=self.config.bootstrap_servers,
+            auto_offset_reset="latest",
+            group_id=f"demo-watch-{self.config.run_id}",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            async for message in consumer:
+                self._observe(Moment(time.monotonic(), self.record_index, message.topic, json.loads(message.value)))
+        finally:
+            await consumer.stop()
+
+    def _observe(self, moment: Moment) -> None:
+        r, body, topic = self.result, moment.body, moment.topic
+        if body.get("model_name") not in (None, self.config.model_name) or (
+            body.get("dataset") not in (None, self.config.dataset)
+        ):
+            return
+        r.moments.append(moment)
+        after_change = r.change_at is not None
+        if topic == MONITORING_DRIFT.name and after_change and r.drift is None:
+            r.drift = moment
+            detail = ", ".join(f"{f['feature']} {f['statistic']}={f['value']:.2f}" for f in body.get("features", []))
+            self.say(f"monitoring.drift: {body['kind']} drift ({detail}); retrain={body['retrain']}", "bold red")
+        elif topic == TRAINING_REQUESTED.name and after_change and r.retrain_request is None:
+            r.retrain_request = moment
+            self.say(f"training.requested by {body.get('trigger')}: {body.get('reason', '')[:80]}")
+        elif topic == TRAINING_COMPLETED.name:
+            if after_change and r.training_run is None:
+                r.training_run = moment
+            metrics = body.get("metrics", {})
+            self.say(
+                f"training.completed: run {body['run_id'][:8]} accuracy={metrics.get('accuracy', 0):.3f} "
+                f"on {body.get('lineage', {}).get('dataset_version')}"
+            )
+        elif topic == TRAINING_FAILED.name:
+            self.say(f"training.failed: {body.get('reason')}", "red")
+        elif topic == MODELS_APPROVED.name:
+            if after_change and r.approval is None:
+                r.approval = moment
+            self.say(f"models.approved: v{body['version']} (champion v{body.get('champion_version')})", "green")
+        elif topic == MODELS_REJECTED.name:
+            self.say(f"models.rejected: failed gates {body.get('failed_gates')}", "red")
+        elif topic == MODELS_ROLLOUT.name:
+            if after_change:
+                r.rollout_steps.append(moment)
+            self.say(
+                f"models.rollout: {body['strategy']} {body['action']} step {body.get('step')} "
+                f"-> {body.get('candidate_traffic', 0):.0%} to v{body['candidate_version']} {body.get('reason', '')}"
+            )
+        elif topic == MODELS_CHAMPION.name:
+            self.say(f"models.champion: v{body['version']} ({body['action']} by {body.get('actor')})", "bold green")
+            if after_change and body["action"] == "promote" and r.promotion is None:
+                r.promotion, r.new_champion = moment, str(body["version"])
+        elif topic == DATASETS_VERSIONED.name:
+            manifest = body.get("manifest", {})
+            self.say(f"datasets.versioned: {manifest.get('version')} ({manifest.get('row_count')} rows)", "dim")
+
+    def _seen(self, topic: str) -> bool:
+        return any(m.topic == topic for m in self.result.moments)
+
+    async def _wait_for(self, condition: Any, what: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            done = condition()
+            if asyncio.iscoroutine(done):
+                done = await done
+            if done:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"waited {timeout_s:.0f} s for {what}")
+            await asyncio.sleep(0.5)
+
+    async def _champion(self) -> str | None:
+        response = await self.http.get(f"{self.config.registry_url}/models/{self.config.model_name}")
+        if response.status_code != 200:
+            return None
+        aliases = response.json().get("aliases", {})
+        return str(aliases["champion"]) if aliases.get("champion") else None
+
+    async def _champion_now(self) -> bool:
+        if await self._champion() is None:
+            return False
+        probe = next(applications(self.config, self.config.function_before, 99))
+        probe.pop("approved")
+        response = await self.http.post(
+            f"{self.config.serving_url}/predict", json={"dataset": self.config.dataset, "records": [probe]}
+        )
+        return response.status_code == 200
+
+    async def _lineage(self) -> dict[str, Any] | None:
+        version = self.result.new_champion
+        if version is None:
+            return None
+        response = await self.http.get(
+            f"{self.config.registry_url}/models/{self.config.model_name}/versions/{version}/lineage"
+        )
+        return response.json() if response.status_code == 200 else None
+
+    # -- figures ----------------------------------------------------------------------
+
+    def _accuracy_by_phase(self) -> dict[str, float | None]:
+        r = self.result
+        change = r.change_record if r.change_record is not None else len(self.outcomes)
+        recovered = r.promotion.record if r.promotion else None
+
+        def share(rows: list[tuple[int, bool, str]]) -> float | None:
+            return sum(ok for _, ok, _ in rows) / len(rows) if rows else None
+
+        return {
+            "before": share([o for o in self.outcomes if o[0] < change]),
+            "during": share([o for o in self.outcomes if change <= o[0] < (recovered or 10**9)]),
+            "after": share([o for o in self.outcomes if recovered is not None and o[0] >= recovered]),
+        }

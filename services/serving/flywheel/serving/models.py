@@ -1,0 +1,69 @@
+"""Models as serving holds them: a scikit-learn estimator and the feature set it was trained with."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow.sklearn
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from flywheel.common.featuresets import FeatureSet, load_feature_set
+from flywheel.common.modelspec import load_model_spec
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One loaded model version, ready to score feature rows."""
+
+    name: str
+    version: str
+    dataset: str
+    estimator: Any
+    features: FeatureSet
+
+    def score(self, rows: list[list[float]]) -> tuple[list[Any], list[float | None]]:
+        """Predictions and the probability of the positive class for feature rows (no pandas)."""
+        matrix = np.asarray(rows, dtype=float)
+        if hasattr(self.estimator, "predict_proba"):
+            probabilities = self.estimator.predict_proba(matrix)
+            classes = self.estimator.classes_
+            picked = probabilities.argmax(axis=1)
+            positive = probabilities[:, -1]
+            return [_plain(classes[i]) for i in picked], [float(p) for p in positive]
+        return [_plain(p) for p in self.estimator.predict(matrix)], [None] * len(rows)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars to JSON-friendly Python values."""
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def served_models(datasets_dir: Path) -> dict[str, str]:
+    """Model name -> dataset, for every ``datasets/<name>/model.yaml``."""
+    found = {}
+    for spec_file in sorted(Path(datasets_dir).glob("*/model.yaml")):
+        spec = load_model_spec(datasets_dir, spec_file.parent.name)
+        found[spec.model_name] = spec.dataset
+    return found
+
+
+def load_version(
+    client: MlflowClient, datasets_dir: Path, name: str, version: str | None = None, alias: str | None = None
+) -> ServedModel | None:
+    """Load a registered version (by number or alias) and warm it up; None when the alias is unset."""
+    try:
+        found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    except MlflowException:
+        return None
+    run = client.get_run(found.run_id)
+    dataset = run.data.tags.get("flywheel.dataset") or name
+    estimator = mlflow.sklearn.load_model(f"models:/{name}/{found.version}")
+    model = ServedModel(name, str(found.version), dataset, estimator, load_feature_set(datasets_dir, dataset))
+    model.score([[0.0] * len(model.features.names)])  # warm up before it takes traffic
+    return model

@@ -1,0 +1,21 @@
+"""The registry's HTTP API, as serving uses it: only the registry moves the champion alias."""
+
+from __future__ import annotations
+
+import httpx
+
+
+class RegistryClient:
+    def __init__(self, base_url: str, token: str) -> None:
+        self._client = httpx.AsyncClient(base_url=base_url, timeout=30, headers={"Authorization": f"Bearer {token}"})
+
+    async def promote(self, model_name: str, version: str, reason: str) -> None:
+        """Ask the registry to make ``version`` the champion; raise with its answer when it refuses."""
+        response = await self._client.post(
+            f"/models/{model_name}/promote", json={"version": version, "reason": reason, "actor": "serving"}
+        )
+        if response.status_code >= 300:
+            raise RuntimeError(f"registry refused promotion ({response.status_code}): {response.text[:300]}")
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,44 @@
+"""The closed loop on the real stack: drift → retrain → approval → canary → new champion → recovery."""
+
+import pytest
+from rich.console import Console
+
+from flywheel.demo.closed_loop import report
+from flywheel.demo.scenario import Scenario, ScenarioConfig
+from flywheel.schemas import MODELS_ROLLOUT, MONITORING_DRIFT, TRAINING_REQUESTED
+
+pytestmark = pytest.mark.timeout(1200)
+
+
+async def test_concept_drift_is_detected_retrained_rolled_out_and_accuracy_recovers(services, topics):
+    config = ScenarioConfig(stable_records=800, max_drifted_records=5000, after_recovery_records=300,
+                            rate_per_s=60.0, timeout_s=1000)
+    result = await Scenario(config, Console(force_terminal=False, width=140)).run()
+    report(result, config, Console(width=140))
+
+    before_change = [m for m in result.moments if m.record < (result.change_record or 0)]
+    assert not [m for m in before_change if m.topic == MONITORING_DRIFT.name and result.first_champion], (
+        "monitoring raised drift on the stable stream"
+    )
+    assert result.drift is not None, "the concept change was never detected"
+    assert result.drift.body["retrain"] is True
+    delay_records, _ = result.detection_delay
+    assert delay_records <= 150, f"detected {delay_records} records after the change"
+
+    assert result.retrain_request is not None, "no training request followed the drift"
+    assert result.retrain_request.body["causation_id"] == result.drift.body["event_id"]
+    assert result.training_run is not None and result.approval is not None
+
+    steps = [m.body for m in result.rollout_steps if m.topic == MODELS_ROLLOUT.name]
+    assert any(s["strategy"] == "canary" and s["action"] == "stepped" for s in steps)
+    assert any(s["action"] == "promoted" for s in steps)
+    assert result.new_champion is not None and result.new_champion != result.first_champion
+
+    accuracy = result.accuracy
+    assert accuracy["before"] > 0.9
+    assert accuracy["during"] < accuracy["before"]
+    assert accuracy["after"] > 0.85 and accuracy["after"] > accuracy["during"]
+
+    assert result.lineage is not None
+    assert str(result.drift.body["event_id"]) in str(result.lineage), "lineage does not lead back to the drift"
+    assert any(m.topic == TRAINING_REQUESTED.name for m in result.moments)
