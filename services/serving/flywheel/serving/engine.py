@@ -10,7 +10,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,6 +143,10 @@ class Engine:
                 answers[i] = Answer(uuid.uuid4().hex, predictions[j], probabilities[j], name, model.version, variant)
         elapsed_ms = (time.perf_counter() - started) * 1000
         done = [a for a in answers if a is not None]
+        for variant, served in Counter(a.variant for a in done).items():
+            PREDICTIONS_SERVED.labels(name, variant).inc(served)
+        if shadow:
+            PREDICTIONS_SERVED.labels(name, "shadow").inc(len(shadow))
         for index, answer in enumerate(done):
             self._remember(answer, shadow.get(index))
             if rollout is not None:
@@ -182,7 +186,6 @@ class Engine:
         if variant == "candidate":
             rollout.step_figures.requests += n
             rollout.step_figures.errors += errors
-        PREDICTIONS_SERVED.labels(rollout.model_name, variant).inc(n)
 
     def _remember(self, answer: Answer, shadow: tuple[Any, float | None] | None) -> None:
         variants = {answer.variant: answer.prediction}
@@ -265,6 +268,7 @@ class Engine:
             candidate = await self._load(name, approved.version)
             if candidate is None:
                 raise LookupError(f"version {approved.version} of {name} is not in the registry")
+            candidate.score([[0.0] * len(candidate.features.names)])  # warm: a model that cannot score aborts here
         except Exception as exc:
             aborted = RolloutStepped(
                 producer=PRODUCER,

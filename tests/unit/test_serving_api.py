@@ -1,0 +1,93 @@
+"""Serving's HTTP answers and its Kafka micro-batches, on the in-memory broker."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from faststream.kafka import TestKafkaBroker
+
+from flywheel.common.contracts import load_contracts
+from flywheel.common.kafka import create_broker
+from flywheel.common.settings import KafkaSettings
+from flywheel.schemas import PREDICTIONS, PREDICTIONS_REQUESTS, PredictionMade, PredictionRequested
+from flywheel.serving.engine import Engine
+from flywheel.serving.http import create_router
+from flywheel.serving.settings import ServingSettings
+from flywheel.serving.subscribers import register_subscribers
+from tests.unit.test_serving_engine import DATASETS, RichApproved, application, served, truth
+
+MODELS = {"loans": "loans-approval"}
+
+
+def engine(with_champion: bool = True) -> Engine:
+    async def nothing(*args) -> None:
+        return None
+
+    built = Engine(ServingSettings(), nothing, nothing, nothing)
+    if with_champion:
+        built.champions["loans-approval"] = served("1", RichApproved())
+    return built
+
+
+def client(built: Engine) -> TestClient:
+    app = FastAPI()
+    app.include_router(create_router(built, MODELS, load_contracts(DATASETS), batch_max=100))
+    return TestClient(app)
+
+
+def test_predict_answers_each_record_with_the_model_version_and_variant() -> None:
+    records = [application(i) for i in range(3)]
+    response = client(engine()).post("/predict", json={"dataset": "loans", "records": records})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_name"] == "loans-approval"
+    assert [p["prediction"] for p in body["predictions"]] == [truth(r) for r in records]
+    first = body["predictions"][0]
+    assert first["model_version"] == "1" and first["variant"] == "champion" and len(first["prediction_id"]) == 32
+
+
+def test_predict_without_a_champion_is_a_503_that_says_so() -> None:
+    response = client(engine(with_champion=False)).post("/predict", json={"records": [application(0)]})
+    assert response.status_code == 503 and "no champion" in response.json()["detail"]
+
+
+def test_an_invalid_field_is_a_422_that_names_it() -> None:
+    bad = {**application(0), "age": "old"}
+    response = client(engine()).post("/predict", json={"dataset": "loans", "records": [application(1), bad]})
+    assert response.status_code == 422
+    assert "records.1.age" in response.text
+
+
+def test_a_malformed_body_and_an_unknown_dataset_are_4xx_not_500() -> None:
+    api = client(engine())
+    assert api.post("/predict", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+    assert api.post("/predict", json={"records": []}).status_code == 422
+    unknown = api.post("/predict", json={"dataset": "houses", "records": [application(0)]})
+    assert unknown.status_code == 404 and "houses" in unknown.json()["detail"]
+    too_many = api.post("/predict", json={"records": [application(i) for i in range(101)]})
+    assert too_many.status_code == 413
+
+
+def test_rollout_status_shows_nothing_running() -> None:
+    body = client(engine()).get("/rollout").json()
+    assert body == {"active": [], "recent": []}
+
+
+async def test_kafka_requests_are_scored_in_micro_batches_and_published_once_each() -> None:
+    broker = create_broker(KafkaSettings(retry_backoff_s=0), service="serving-test")
+    register_subscribers(broker, engine(), MODELS)
+    answers: list[PredictionMade] = []
+
+    @broker.subscriber(PREDICTIONS.name)
+    async def collect(body: dict) -> None:
+        answers.append(PredictionMade.model_validate(body))
+
+    requests = [
+        PredictionRequested(producer="t", dataset="loans", request_id=f"r-{i}", data=application(i)) for i in range(20)
+    ]
+    async with TestKafkaBroker(broker) as test_broker:
+        for request in [*requests, requests[0]]:  # the last one is a redelivery
+            await test_broker.publish(request.to_bytes(), PREDICTIONS_REQUESTS.name)
+    assert sorted(a.request_id for a in answers) == sorted(r.request_id for r in requests)
+    by_request = {a.request_id: a.prediction for a in answers}
+    assert all(by_request[f"r-{i}"] == truth(application(i)) for i in range(20))

@@ -1,0 +1,243 @@
+"""Serving's engine: routing, the prediction log, and rollouts to promotion or rollback."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from flywheel.common.featuresets import load_feature_set
+from flywheel.schemas import Event, LabelObserved, ModelApproved, PredictionMade, RolloutStepped
+from flywheel.serving.engine import Engine
+from flywheel.serving.models import ServedModel
+from flywheel.serving.settings import ServingSettings
+
+DATASETS = Path(__file__).resolve().parents[2] / "datasets"
+FEATURES = load_feature_set(DATASETS, "loans")
+SALARY = FEATURES.names.index("salary")
+
+
+class RichApproved:
+    """Approves applicants earning over 50k: the 'truth' of these tests."""
+
+    classes_ = [0, 1]
+
+    def predict_proba(self, matrix):
+        import numpy as np
+
+        positive = (matrix[:, SALARY] > 50_000).astype(float)
+        return np.column_stack([1 - positive, positive])
+
+
+class Constant:
+    """Always the same answer: the deliberately bad model."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def predict(self, matrix):
+        return [self.value] * len(matrix)
+
+
+class Broken:
+    def predict(self, matrix):
+        raise RuntimeError("model exploded")
+
+
+class FailsOnTheRich:
+    """Warms up fine, then fails on real traffic."""
+
+    def predict(self, matrix):
+        if (matrix[:, SALARY] > 50_000).any():
+            raise RuntimeError("model exploded")
+        return [0] * len(matrix)
+
+
+def served(version: str, estimator) -> ServedModel:
+    return ServedModel("loans-approval", version, "loans", estimator, FEATURES)
+
+
+def application(i: int) -> dict:
+    return {
+        "applicant_id": f"a-{i}",
+        "applied_at": "2026-01-01T10:00:00Z",
+        "salary": 20_000.0 + (i * 7919) % 100_000,
+        "commission": 0.0,
+        "age": 40,
+        "elevel": 2,
+        "car": 3,
+        "zipcode": 4,
+        "hvalue": 200_000.0,
+        "hyears": 10,
+        "loan": 100_000.0,
+    }
+
+
+def truth(record: dict) -> int:
+    return int(record["salary"] > 50_000)
+
+
+class Harness:
+    def __init__(self, candidate: ServedModel | None, **overrides) -> None:
+        settings = ServingSettings(
+            **{"min_requests": 20, "min_labels": 10, "canary_steps": [0.25, 0.5, 1.0], **overrides}
+        )
+        self.published: list[Event] = []
+        self.promoted: list[tuple[str, str]] = []
+        self.candidate = candidate
+
+        async def publish(event: Event) -> None:
+            self.published.append(event)
+
+        async def promote(name: str, version: str, reason: str) -> None:
+            self.promoted.append((name, version))
+
+        async def load(name: str, version: str) -> ServedModel | None:
+            if isinstance(self.candidate, Exception):
+                raise self.candidate
+            return self.candidate
+
+        self.engine = Engine(settings, publish, promote, load)
+        self.engine.champions["loans-approval"] = served("1", RichApproved())
+
+    def approve(self, version: str = "2") -> ModelApproved:
+        return ModelApproved(
+            producer="test",
+            model_name="loans-approval",
+            version=version,
+            run_id="r",
+            model_uri=f"models:/loans-approval/{version}",
+            metrics={},
+            gates=[],
+            champion_version="1",
+        )
+
+    async def traffic(self, n: int, start: int = 0) -> list:
+        """Score ``n`` single-record requests and label every answer at once."""
+        answers = []
+        for i in range(start, start + n):
+            record = application(i)
+            answer = self.engine.score("loans-approval", [record])[0]
+            answers.append(answer)
+            self.engine.on_label(
+                LabelObserved(producer="test", dataset="loans", label=truth(record), prediction_id=answer.prediction_id)
+            )
+            await asyncio.sleep(0)  # let decisions the engine scheduled run
+        return answers
+
+    def rollout_events(self) -> list[RolloutStepped]:
+        return [e for e in self.published if isinstance(e, RolloutStepped)]
+
+    def logged(self) -> list[PredictionMade]:
+        queue = self.engine.log_queue
+        return [queue.get_nowait() for _ in range(queue.qsize())]
+
+
+async def test_the_champion_answers_when_no_rollout_runs() -> None:
+    h = Harness(None)
+    answers = await h.traffic(5)
+    assert {(a.model_version, a.variant) for a in answers} == {("1", "champion")}
+    assert [a.prediction for a in answers] == [truth(application(i)) for i in range(5)]
+    assert all(a.probability in (0.0, 1.0) for a in answers)
+    logged = h.logged()
+    assert len(logged) == 5 and all(e.served and e.features["salary"] is not None for e in logged)
+
+
+async def test_shadow_logs_both_variants_and_returns_only_the_champion() -> None:
+    h = Harness(served("2", Constant(1)), strategy="shadow")
+    started = await h.engine.start_rollout(h.approve())
+    assert started is not None and started.action == "started" and started.strategy == "shadow"
+    answers = await h.traffic(8)
+    assert {a.variant for a in answers} == {"champion"}
+    logged = h.logged()
+    shadow = [e for e in logged if not e.served]
+    assert len(shadow) == 8 and {e.model_version for e in shadow} == {"2"} and {e.variant for e in shadow} == {"shadow"}
+    assert {e.prediction for e in shadow} == {1}
+    assert len([e for e in logged if e.served]) == 8
+
+
+async def test_a_good_canary_steps_up_to_full_traffic_and_is_promoted() -> None:
+    h = Harness(served("2", RichApproved()))
+    await h.engine.start_rollout(h.approve())
+    answers = await h.traffic(400)
+    actions = [e.action for e in h.rollout_events()]
+    assert actions[:4] == ["started", "stepped", "stepped", "promoted"], actions
+    traffic = [e.candidate_traffic for e in h.rollout_events()]
+    assert traffic[:4] == [0.25, 0.5, 1.0, 1.0]
+    assert h.promoted == [("loans-approval", "2")]
+    assert h.engine.champions["loans-approval"].version == "2" and not h.engine.rollouts
+    assert answers[-1].model_version == "2"
+
+
+async def test_a_constant_canary_is_rolled_back_with_the_reason_and_the_champion_stays() -> None:
+    h = Harness(served("2", Constant(0)))
+    await h.engine.start_rollout(h.approve())
+    await h.traffic(400)
+    rolled_back = [e for e in h.rollout_events() if e.action == "rolled_back"]
+    assert len(rolled_back) == 1 and "accuracy" in rolled_back[0].reason
+    assert rolled_back[0].figures["candidate"]["accuracy"] < rolled_back[0].figures["champion"]["accuracy"]
+    assert h.promoted == [] and h.engine.champions["loans-approval"].version == "1" and not h.engine.rollouts
+
+
+async def test_a_failing_candidate_never_fails_a_request_and_is_rolled_back() -> None:
+    h = Harness(served("2", FailsOnTheRich()), canary_steps=[1.0])
+    await h.engine.start_rollout(h.approve())
+    answers = await h.traffic(10)
+    assert all(a.prediction == truth(application(i)) for i, a in enumerate(answers))
+    assert all(a.model_version == "1" for a in answers if a.prediction == 1)
+    rolled_back = [e for e in h.rollout_events() if e.action == "rolled_back"]
+    assert len(rolled_back) == 1 and "error rate" in rolled_back[0].reason
+
+
+async def test_a_candidate_that_cannot_score_is_never_switched_to() -> None:
+    h = Harness(served("2", Broken()), strategy="blue_green")
+    aborted = await h.engine.start_rollout(h.approve())
+    assert aborted is not None and aborted.action == "aborted" and "exploded" in aborted.reason
+    assert h.engine.champions["loans-approval"].version == "1"
+
+
+async def test_a_candidate_that_fails_to_load_aborts_and_the_old_model_keeps_serving() -> None:
+    h = Harness(RuntimeError("artifact missing"))
+    aborted = await h.engine.start_rollout(h.approve())
+    assert aborted is not None and aborted.action == "aborted" and "artifact missing" in aborted.reason
+    assert (await h.traffic(3))[0].model_version == "1"
+
+
+async def test_ab_is_sticky_per_entity_and_keeps_per_variant_figures() -> None:
+    h = Harness(served("2", RichApproved()), strategy="ab", min_requests=10_000)
+    await h.engine.start_rollout(h.approve())
+    first = {a.prediction_id: a.variant for a in await h.traffic(50)}
+    again = [a.variant for a in await h.traffic(50)]  # the same 50 entities
+    assert list(first.values()) == again
+    figures = h.engine.rollouts["loans-approval"].describe()["figures"]
+    assert figures["champion"]["requests"] > 0 and figures["candidate"]["requests"] > 0
+
+
+async def test_blue_green_switches_all_traffic_at_once() -> None:
+    h = Harness(served("2", RichApproved()), strategy="blue_green")
+    await h.engine.start_rollout(h.approve())
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert [e.action for e in h.rollout_events()] == ["started", "promoted"]
+    assert (await h.traffic(1))[0].model_version == "2"
+
+
+async def test_a_refused_promotion_rolls_back_instead_of_serving_an_unregistered_champion() -> None:
+    h = Harness(served("2", RichApproved()), strategy="blue_green")
+
+    async def refuse(name: str, version: str, reason: str) -> None:
+        raise RuntimeError("registry refused promotion (401)")
+
+    h.engine._promote = refuse
+    await h.engine.start_rollout(h.approve())
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert h.rollout_events()[-1].action == "rolled_back"
+    assert h.engine.champions["loans-approval"].version == "1"
+
+
+@pytest.mark.parametrize("version", ["1"])
+async def test_approving_the_serving_champion_starts_nothing(version: str) -> None:
+    h = Harness(served("1", RichApproved()))
+    assert await h.engine.start_rollout(h.approve(version)) is None
