@@ -40,6 +40,8 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
         code_version=code_version(),
         experiment_prefix=settings.experiment_prefix,
         importance_repeats=settings.importance_repeats,
+        drift_fresh_rows=settings.drift_fresh_rows,
+        drift_fresh_timeout_s=settings.drift_fresh_timeout_s,
     )
     runs = RunBook(settings.max_runs_kept)
     # Fits run in threads: a long fit never blocks the loop that heartbeats the consumers.

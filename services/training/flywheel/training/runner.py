@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,9 @@ class RunContext:
     code_version: str
     experiment_prefix: str = "flywheel"
     importance_repeats: int = 5
+    drift_fresh_rows: int = 0
+    drift_fresh_timeout_s: float = 0.0
+    poll_s: float = 2.0
 
 
 def causation_chain(request: TrainModel) -> list[str]:
@@ -75,6 +79,46 @@ def resolve_versions(catalog: DatasetCatalog, dataset: str, version: str | None,
     return manifests[max(0, end - window + 1) : end + 1]
 
 
+def versions_since(manifests: list[DatasetManifest], since: datetime, rows: int) -> list[DatasetManifest] | None:
+    """The versions whose every record is from ``since`` on, once they hold ``rows`` rows; else None.
+
+    >>> from datetime import UTC, datetime, timedelta
+    >>> t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> def m(v, start, n): return DatasetManifest(dataset="d", version=v, content_hash=v, row_count=n,
+    ...     columns={}, uri="", time_min=t0 + timedelta(minutes=start))
+    >>> [v.version for v in versions_since([m("a", -5, 900), m("b", 1, 600), m("c", 2, 600)], t0, 1000)]
+    ['b', 'c']
+    >>> versions_since([m("a", -5, 900), m("b", 1, 600)], t0, 1000) is None
+    True
+    """
+    fresh = [m for m in manifests if m.time_min is not None and m.time_min >= since]
+    return fresh if fresh and sum(m.row_count for m in fresh) >= rows else None
+
+
+def wait_for_fresh_data(ctx: RunContext, request: TrainModel, progress: Progress) -> list[DatasetManifest] | None:
+    """After drift, the newest version still holds the old concept: wait for data from after it.
+
+    Returns the versions recorded since the request (the drift's moment), or None when the
+    wait does not apply or times out (then the newest version is used, and the log says so).
+    """
+    if request.trigger != "drift" or request.dataset_version is not None or ctx.drift_fresh_rows <= 0:
+        return None
+    deadline = time.monotonic() + ctx.drift_fresh_timeout_s
+    while True:
+        fresh = versions_since(ctx.catalog.manifests(request.dataset), request.occurred_at, ctx.drift_fresh_rows)
+        if fresh is not None:
+            return fresh
+        if time.monotonic() >= deadline:
+            log.warning(
+                "no fresh data after the drift in time; training on the newest version",
+                dataset=request.dataset,
+                waited_s=ctx.drift_fresh_timeout_s,
+            )
+            return None
+        progress(f"waiting for {ctx.drift_fresh_rows} rows recorded after the drift", 0.01)
+        time.sleep(ctx.poll_s)
+
+
 def train(
     ctx: RunContext,
     request: TrainModel,
@@ -89,7 +133,9 @@ def train(
     try:
         spec, features = resolve_spec(ctx, request)
         progress("resolving data", 0.02)
-        versions = resolve_versions(ctx.catalog, request.dataset, request.dataset_version, spec.window_versions)
+        versions = wait_for_fresh_data(ctx, request, progress) or resolve_versions(
+            ctx.catalog, request.dataset, request.dataset_version, spec.window_versions
+        )
         frame = pd.concat([ctx.catalog.load(request.dataset, m.version) for m in versions], ignore_index=True)
         progress("loaded", 0.05)
         trained = fit_and_evaluate(frame, spec, features, importance_repeats=ctx.importance_repeats, progress=progress)

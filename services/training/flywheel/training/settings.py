@@ -20,4 +20,10 @@ class TrainingSettings(ServiceSettings):
     schedule_datasets: list[str] = Field(default=["loans"], description="Datasets retrained on the schedule.")
     experiment_prefix: str = Field(default="flywheel", description="MLflow experiment = <prefix>/<model_name>.")
     importance_repeats: int = Field(default=5, ge=1, description="Permutation importance repeats.")
+    drift_fresh_rows: int = Field(
+        default=1000, ge=0, description="A drift retrain waits for this many rows recorded after the drift; 0: no wait."
+    )
+    drift_fresh_timeout_s: float = Field(
+        default=300.0, ge=0, description="...for at most this long, then trains on the newest version."
+    )
     max_runs_kept: int = Field(default=200, ge=1, description="Runs remembered for GET /runs.")
