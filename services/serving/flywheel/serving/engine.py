@@ -70,6 +70,7 @@ class Rollout:
 @dataclass
 class Answer:
     prediction_id: str
+    request_id: str | None
     prediction: Any
     probability: float | None
     model_name: str
@@ -140,7 +141,10 @@ class Engine:
                 model, variant = champion, "champion"
                 predictions, probabilities = champion.score([rows[i] for i in indexes])
             for j, i in enumerate(indexes):
-                answers[i] = Answer(uuid.uuid4().hex, predictions[j], probabilities[j], name, model.version, variant)
+                request_id = request_ids[i] if request_ids else None
+                answers[i] = Answer(
+                    uuid.uuid4().hex, request_id, predictions[j], probabilities[j], name, model.version, variant
+                )
         elapsed_ms = (time.perf_counter() - started) * 1000
         done = [a for a in answers if a is not None]
         for variant, served in Counter(a.variant for a in done).items():
@@ -151,12 +155,13 @@ class Engine:
             self._remember(answer, shadow.get(index))
             if rollout is not None:
                 self._count(rollout, answer.variant, 1, latency_ms=elapsed_ms)
-            request_id = request_ids[index] if request_ids else None
-            self._log(champion, records[index], rows[index], answer, elapsed_ms, request_id, sink)
+            self._log(champion, records[index], rows[index], answer, elapsed_ms, sink)
         for index, (prediction, probability) in shadow.items():
-            shadow_answer = Answer(uuid.uuid4().hex, prediction, probability, name, rollout.candidate.version, "shadow")
             request_id = request_ids[index] if request_ids else None
-            self._log(champion, records[index], rows[index], shadow_answer, elapsed_ms, request_id, sink, served=False)
+            shadow_answer = Answer(
+                uuid.uuid4().hex, request_id, prediction, probability, name, rollout.candidate.version, "shadow"
+            )
+            self._log(champion, records[index], rows[index], shadow_answer, elapsed_ms, sink, served=False)
         PREDICT_LATENCY.labels(name).observe(elapsed_ms / 1000)
         if rollout is not None:
             self._consider(rollout)
@@ -202,7 +207,6 @@ class Engine:
         row: list[float],
         answer: Answer,
         latency_ms: float,
-        request_id: str | None,
         sink: list[PredictionMade] | None,
         served: bool = True,
     ) -> None:
@@ -212,7 +216,7 @@ class Engine:
             producer=PRODUCER,
             dataset=champion.dataset,
             prediction_id=answer.prediction_id,
-            request_id=request_id,
+            request_id=answer.request_id,
             entity_id=_entity(record, champion.features.entity_key),
             model_name=answer.model_name,
             model_version=answer.model_version,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
@@ -22,6 +23,7 @@ class PredictRequest(BaseModel):
 
 class Prediction(BaseModel):
     prediction_id: str
+    request_id: str | None = None
     prediction: JsonValue
     probability: float | None
     model_name: str
@@ -76,7 +78,8 @@ def create_router(
         if name not in engine.champions:
             raise HTTPException(503, f"model {name!r} has no champion yet: train and approve one first")
         check_inputs(name, records)
-        answers = engine.score(name, records)
+        # one id per record ties its served answer to a shadow's in the prediction log
+        answers = engine.score(name, records, [uuid.uuid4().hex for _ in records])
         return PredictResponse(model_name=name, predictions=[Prediction(**a.__dict__) for a in answers])
 
     @router.post("/predict", response_model=PredictResponse)
@@ -86,9 +89,9 @@ def create_router(
 
     @router.post("/models/{name}/predict", response_model=PredictResponse)
     async def predict_model(name: str, request: PredictRequest) -> PredictResponse:
-        """Score records with a named model."""
-        if name not in model_of_dataset.values():
-            raise HTTPException(404, f"model {name!r} is not served; served: {sorted(model_of_dataset.values())}")
+        """Score records with a named model (any model whose champion the registry announced)."""
+        if name not in engine.champions and name not in model_of_dataset.values():
+            raise HTTPException(404, f"model {name!r} is not served; served: {sorted(engine.champions)}")
         return await predict_with(name, request.records)
 
     @router.get("/models", tags=["rollouts"])
@@ -100,7 +103,7 @@ def create_router(
                 "champion_version": getattr(engine.champions.get(name), "version", None),
                 "rollout": name in engine.rollouts,
             }
-            for dataset, name in model_of_dataset.items()
+            for dataset, name in {**{m.dataset: n for n, m in engine.champions.items()}, **model_of_dataset}.items()
         }
 
     @router.get("/rollout", tags=["rollouts"])

@@ -3,7 +3,9 @@
 from prometheus_client import Counter, Gauge, Histogram
 
 PREDICTIONS_SERVED = Counter(
-    "flywheel_serving_predictions_total", "Predictions answered, by variant (champion, candidate; shadow answers are not returned).", ["model", "variant"]
+    "flywheel_serving_predictions_total",
+    "Predictions made, by variant (champion, candidate, and shadow answers never returned).",
+    ["model", "variant"],
 )
 PREDICT_LATENCY = Histogram(
     "flywheel_serving_predict_seconds",

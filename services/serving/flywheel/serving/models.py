@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,10 @@ from mlflow.exceptions import MlflowException
 
 from flywheel.common.featuresets import FeatureSet, load_feature_set
 from flywheel.common.modelspec import load_model_spec
+
+# Serving scores plain rows in the feature set's order (no per-request pandas), which is the order
+# the model was fitted in; scikit-learn would warn about the missing column names on every call.
+warnings.filterwarnings("ignore", message="X does not have valid feature names")
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,7 @@ class ServingSettings(ServiceSettings):
     min_labels: int = Field(default=30, description="Labelled candidate answers needed before a step is judged.")
     accuracy_margin: float = Field(default=0.02, description="Roll back when the candidate is this much less accurate.")
     error_rate_margin: float = Field(default=0.01, description="Roll back when its error rate is this much higher.")
-    latency_p99_ratio: float = Field(
-        default=3.0, description="Roll back when its p99 is this many times worse."
-    )
+    latency_p99_ratio: float = Field(default=3.0, description="Roll back when its p99 is this many times worse.")
     latency_floor_ms: float = Field(default=5.0, description="p99 differences below this never count as worse.")
     log_sample_rate: float = Field(default=1.0, ge=0, le=1, description="Share of predictions logged to Kafka.")
     log_queue_size: int = Field(default=10_000, description="Predictions waiting to be logged before drops.")

@@ -28,14 +28,13 @@ def register_subscribers(broker: KafkaBroker, engine: Engine, model_of_dataset: 
     @broker.subscriber(MODELS_APPROVED.name, **consumer_options("serving"))
     async def on_model_approved(approved: ModelApproved) -> None:
         """Roll an approved challenger out against the champion."""
-        if seen.first_time(approved.event_id) and approved.model_name in model_of_dataset.values():
+        if seen.first_time(approved.event_id):
             await engine.start_rollout(approved)
 
     @broker.subscriber(MODELS_CHAMPION.name, **consumer_options("serving"))
     async def on_champion_changed(change: ChampionChanged) -> None:
-        """Serve the registry's champion: the first model, a promotion, or a rollback."""
-        if change.model_name in model_of_dataset.values():
-            await engine.use_champion(change.model_name, change.version)
+        """Serve the registry's champion of any model: the first one, a promotion, or a rollback."""
+        await engine.use_champion(change.model_name, change.version)
 
     @broker.subscriber(LABELS.name, **consumer_options("serving"))
     async def on_label_observed(label: LabelObserved) -> None:
