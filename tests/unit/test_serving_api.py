@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from faststream.kafka import TestKafkaBroker
@@ -9,7 +11,14 @@ from faststream.kafka import TestKafkaBroker
 from flywheel.common.contracts import load_contracts
 from flywheel.common.kafka import create_broker
 from flywheel.common.settings import KafkaSettings
-from flywheel.schemas import PREDICTIONS, PREDICTIONS_REQUESTS, PredictionMade, PredictionRequested
+from flywheel.schemas import (
+    DEADLETTERS,
+    PREDICTIONS,
+    PREDICTIONS_REQUESTS,
+    MessageDeadLettered,
+    PredictionMade,
+    PredictionRequested,
+)
 from flywheel.serving.engine import Engine
 from flywheel.serving.http import create_router
 from flywheel.serving.settings import ServingSettings
@@ -91,3 +100,20 @@ async def test_kafka_requests_are_scored_in_micro_batches_and_published_once_eac
     assert sorted(a.request_id for a in answers) == sorted(r.request_id for r in requests)
     by_request = {a.request_id: a.prediction for a in answers}
     assert all(by_request[f"r-{i}"] == truth(application(i)) for i in range(20))
+
+
+async def test_a_request_no_champion_can_answer_is_dead_lettered_with_the_reason() -> None:
+    broker = create_broker(KafkaSettings(retry_backoff_s=0), service="serving-test")
+    register_subscribers(broker, engine(with_champion=False), MODELS)
+    letters: list[MessageDeadLettered] = []
+
+    @broker.subscriber(DEADLETTERS.name)
+    async def collect(body: dict) -> None:
+        letters.append(MessageDeadLettered.model_validate(body))
+
+    request = PredictionRequested(producer="t", dataset="loans", request_id="r-1", data=application(0))
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish(request.to_bytes(), PREDICTIONS_REQUESTS.name)
+    [letter] = letters
+    assert "no champion" in letter.reason and letter.source_topic == PREDICTIONS_REQUESTS.name
+    assert PredictionRequested.model_validate_json(base64.b64decode(letter.original_value)) == request

@@ -14,6 +14,7 @@ class PredictionRequested(Event):
     request_id: str
     entity_id: str | None = None
     data: dict[str, JsonValue]
+    model_name: str | None = Field(default=None, description="None: the dataset's default model.")
 
 
 class PredictionMade(Event):

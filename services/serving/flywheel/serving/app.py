@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
+from threadpoolctl import threadpool_limits
 
 from flywheel.common.components import Components
 from flywheel.common.contracts import load_contracts
@@ -24,6 +25,8 @@ from flywheel.serving.subscribers import register_subscribers
 
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
     settings = settings or ServingSettings()
+    # scikit-learn's OpenMP pool costs more than it saves on a few rows, and spins on busy cores
+    threadpool_limits(limits=settings.model_threads)
     parts = Components.connect("serving", settings)
     registry = RegistryClient(settings.registry_url, settings.registry_token)
     model_of_dataset = {dataset: name for name, dataset in served_models(settings.datasets_dir).items()}
@@ -32,7 +35,10 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         await publish_event(parts.broker, event)
 
     async def load(name: str, version: str) -> ServedModel | None:
-        return await asyncio.to_thread(load_version, parts.mlflow, settings.datasets_dir, name, version)
+        alias = "champion" if version == "champion" else None
+        return await asyncio.to_thread(
+            load_version, parts.mlflow, settings.datasets_dir, name, None if alias else version, alias
+        )
 
     engine = Engine(settings, publish, registry.promote, load)
     register_subscribers(parts.broker, engine, model_of_dataset)

@@ -28,7 +28,7 @@ PRODUCER = "serving"
 
 Publish = Callable[[Event], Awaitable[None]]
 Promote = Callable[[str, str, str], Awaitable[None]]
-Loader = Callable[[str, str], Awaitable[ServedModel | None]]
+Loader = Callable[[str, str], Awaitable[ServedModel | None]]  # (name, version number or "champion")
 
 
 @dataclass
@@ -99,6 +99,7 @@ class Engine:
         self.log_queue: asyncio.Queue[PredictionMade] = asyncio.Queue(settings.log_queue_size)
         self._rng = random.Random()
         self._tasks: set[asyncio.Task] = set()
+        self._misses: dict[str, float] = {}
 
     # -- scoring ----------------------------------------------------------------------
 
@@ -372,6 +373,24 @@ class Engine:
         return event
 
     # -- champions --------------------------------------------------------------------
+
+    async def find_champion(self, name: str) -> bool:
+        """Serve a model whose champion is in the registry but not loaded here (e.g. after a restart)."""
+        if name in self.champions:
+            return True
+        missed = self._misses.get(name)
+        if missed is not None and time.monotonic() - missed < 30:  # don't ask MLflow on every request
+            return False
+        try:
+            model = await self._load(name, "champion")
+        except Exception as exc:  # a broken artifact is this model's problem, not the request's server
+            log.warning("champion failed to load", model=name, error=repr(exc))
+            model = None
+        if model is None:
+            self._misses[name] = time.monotonic()
+            return False
+        self.champions.setdefault(name, model)
+        return True
 
     async def use_champion(self, name: str, version: str) -> None:
         """Serve ``version`` as champion (a registry promote or rollback, or the first model)."""

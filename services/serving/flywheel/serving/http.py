@@ -90,8 +90,10 @@ def create_router(
     @router.post("/models/{name}/predict", response_model=PredictResponse)
     async def predict_model(name: str, request: PredictRequest) -> PredictResponse:
         """Score records with a named model (any model whose champion the registry announced)."""
-        if name not in engine.champions and name not in model_of_dataset.values():
-            raise HTTPException(404, f"model {name!r} is not served; served: {sorted(engine.champions)}")
+        if name not in model_of_dataset.values() and not await engine.find_champion(name):
+            raise HTTPException(
+                404, f"model {name!r} has no champion in the registry; served: {sorted(engine.champions)}"
+            )
         return await predict_with(name, request.records)
 
     @router.get("/models", tags=["rollouts"])

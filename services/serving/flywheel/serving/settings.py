@@ -29,4 +29,7 @@ class ServingSettings(ServiceSettings):
     latency_floor_ms: float = Field(default=5.0, description="p99 differences below this never count as worse.")
     log_sample_rate: float = Field(default=1.0, ge=0, le=1, description="Share of predictions logged to Kafka.")
     log_queue_size: int = Field(default=10_000, description="Predictions waiting to be logged before drops.")
+    model_threads: int = Field(
+        default=1, ge=1, description="OpenMP/BLAS threads per model call; 1 avoids thread start-up on small batches."
+    )
     batch_max: int = Field(default=1000, description="Most records one /predict call may carry.")

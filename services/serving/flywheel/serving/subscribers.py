@@ -3,6 +3,7 @@ labels judge rollouts, and prediction requests are scored in micro-batches."""
 
 from __future__ import annotations
 
+import base64
 from collections import defaultdict
 
 from faststream.kafka import KafkaBroker
@@ -15,6 +16,7 @@ from flywheel.schemas import (
     PREDICTIONS_REQUESTS,
     ChampionChanged,
     LabelObserved,
+    MessageDeadLettered,
     ModelApproved,
     PredictionMade,
     PredictionRequested,
@@ -24,6 +26,19 @@ from flywheel.serving.engine import Engine
 
 def register_subscribers(broker: KafkaBroker, engine: Engine, model_of_dataset: dict[str, str]) -> None:
     seen = SeenEvents()
+
+    async def dead_letter(request: PredictionRequested, reason: str) -> None:
+        letter = MessageDeadLettered(
+            producer="serving",
+            source_topic=PREDICTIONS_REQUESTS.name,
+            consumer_group="serving",
+            reason=reason,
+            error_type="NoChampion",
+            original_key=base64.b64encode(request.request_id.encode()).decode(),
+            original_value=base64.b64encode(request.to_bytes()).decode(),
+            **request.caused(),
+        )
+        await publish_event(broker, letter)
 
     @broker.subscriber(MODELS_APPROVED.name, **consumer_options("serving"))
     async def on_model_approved(approved: ModelApproved) -> None:
@@ -48,9 +63,13 @@ def register_subscribers(broker: KafkaBroker, engine: Engine, model_of_dataset: 
         """Score a micro-batch of requests; each answer is published to ``predictions``."""
         by_model: dict[str, list[PredictionRequested]] = defaultdict(list)
         for request in requests:
-            name = model_of_dataset.get(request.dataset)
-            if name is not None and name in engine.champions and seen.first_time(request.event_id):
+            if not seen.first_time(request.event_id):
+                continue
+            name = request.model_name or model_of_dataset.get(request.dataset)
+            if name is not None and await engine.find_champion(name):
                 by_model[name].append(request)
+            else:  # nothing can answer it: a dead letter with the reason, never a silent drop
+                await dead_letter(request, f"no champion serves model {name!r} of dataset {request.dataset!r}")
         for name, batch in by_model.items():
             answers: list[PredictionMade] = []
             engine.score(name, [r.data for r in batch], [r.request_id for r in batch], sink=answers)

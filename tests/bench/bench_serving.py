@@ -1,0 +1,231 @@
+"""/predict latency and throughput vs `mlflow models serve` on the same model; Kafka streaming inference.
+
+Both servers get the same client (httpx, keep-alive) on this machine, in the same run:
+- fixed concurrency (8 clients), single records and batches of 100: throughput and p50/p99;
+- open loop at 300 requests/s of single records: p50/p99 (MLServer's CI gate: p99 < 10 ms);
+- streaming: ``predictions.requests`` in, ``predictions`` out, requests per second end to end.
+Flywheel's /predict takes raw records and computes the features itself; mlflow gets the
+ready feature rows, so it does strictly less work per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from aiokafka import AIOKafkaProducer
+
+from flywheel.common.featuresets import load_feature_set
+from flywheel.common.settings import KafkaSettings, MlflowSettings, ObjectStoreSettings
+from flywheel.common.tracking import configure_mlflow
+from flywheel.schemas import PREDICTIONS, PREDICTIONS_REQUESTS, PredictionRequested
+from tests.bench.support import percentile, table
+from tests.integration.test_serving_rollouts import live_applications
+from tests.integration.test_training_runs import agrawal_rows, write_version
+from tests.support.kafka import TopicReader
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVING = "http://127.0.0.1:8005"
+MLFLOW_PORT = 5055
+MODEL = "bench-serving"
+CONCURRENCY = 8
+DURATION_S = 8.0
+
+
+async def ensure_model() -> str:
+    """A champion of ``bench-serving`` that serving answers with; trained once, then reused."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        probe = {"records": [live_applications(1)[0][0]]}
+        response = await http.post(f"{SERVING}/models/{MODEL}/predict", json=probe)
+        if response.status_code == 200:
+            return response.json()["predictions"][0]["model_version"]
+        version = write_version(ObjectStoreSettings(), agrawal_rows(2000, 0, 5))
+        body = {"dataset": "loans", "model_name": MODEL, "dataset_version": version, "reason": "bench"}
+        (await http.post("http://127.0.0.1:8003/train", json=body)).raise_for_status()
+        for _ in range(240):
+            await asyncio.sleep(0.5)
+            response = await http.post(f"{SERVING}/models/{MODEL}/predict", json=probe)
+            if response.status_code == 200:
+                return response.json()["predictions"][0]["model_version"]
+    raise RuntimeError("serving never loaded the bench model")
+
+
+def start_mlflow_serve(version: str) -> subprocess.Popen:
+    configure_mlflow(MlflowSettings(), ObjectStoreSettings())  # exports MinIO credentials for the child
+    log = open(ROOT / ".stack" / "logs" / "bench-mlflow-serve.log", "w")  # noqa: SIM115 - lives with the child
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            f"models:/{MODEL}/{version}",
+            "-p",
+            str(MLFLOW_PORT),
+            "--env-manager",
+            "local",
+            "--workers",
+            "1",  # serving runs one process too
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={
+            **os.environ,
+            "MLFLOW_TRACKING_URI": MlflowSettings().tracking_uri,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # its uvicorn
+        },
+    )
+
+
+async def wait_up(url: str, timeout: float = 120) -> None:
+    async with httpx.AsyncClient(timeout=5) as http:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if (await http.get(url)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+async def closed_loop(url: str, bodies: list[dict]) -> tuple[float, list[float]]:
+    """``CONCURRENCY`` clients sending back to back for ``DURATION_S``: requests/s and latencies (ms)."""
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + DURATION_S
+
+    async def client(http: httpx.AsyncClient, k: int) -> None:
+        nonlocal errors
+        i = k
+        while time.perf_counter() < stop:
+            started = time.perf_counter()
+            response = await http.post(url, json=bodies[i % len(bodies)])
+            latencies.append((time.perf_counter() - started) * 1000)
+            errors += response.status_code != 200
+            i += CONCURRENCY
+
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=CONCURRENCY)) as http:
+        await http.post(url, json=bodies[0])  # warm
+        began = time.perf_counter()
+        await asyncio.gather(*(client(http, k) for k in range(CONCURRENCY)))
+        elapsed = time.perf_counter() - began
+    if errors:
+        raise RuntimeError(f"{errors} failed requests to {url}")
+    return len(latencies) / elapsed, latencies
+
+
+async def open_loop(url: str, bodies: list[dict], rate: float = 300.0) -> tuple[float, list[float], int]:
+    """Requests at a fixed rate regardless of answers: the latency a steady client sees, and failures."""
+    latencies: list[float] = []
+    failures = 0
+    n = int(rate * DURATION_S)
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=32)) as http:
+        await http.post(url, json=bodies[0])
+
+        async def one(i: int) -> None:
+            nonlocal failures
+            started = time.perf_counter()
+            try:
+                response = await http.post(url, json=bodies[i % len(bodies)])
+                failures += response.status_code != 200
+            except httpx.TransportError:
+                failures += 1
+                return
+            latencies.append((time.perf_counter() - started) * 1000)
+
+        began = time.perf_counter()
+        tasks = []
+        for i in range(n):
+            await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+        achieved = n / (time.perf_counter() - began)
+    return achieved, latencies, failures
+
+
+async def streaming(n: int = 5000) -> float:
+    """Requests per second through predictions.requests -> serving -> predictions."""
+    bootstrap = KafkaSettings().bootstrap_servers
+    run = uuid.uuid4().hex[:8]
+    answers = TopicReader(bootstrap, PREDICTIONS.name)
+    await answers.__aenter__()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    await producer.start()
+    records = [r for r, _ in live_applications(500)]
+    began = time.perf_counter()
+    for i in range(n):
+        request = PredictionRequested(
+            producer="bench", dataset="loans", model_name=MODEL, request_id=f"{run}-{i}", data=records[i % len(records)]
+        )
+        await producer.send(PREDICTIONS_REQUESTS.name, request.to_bytes(), key=request.request_id.encode())
+    await producer.flush()
+    try:
+        await answers.collect(
+            lambda found: len(found) >= n, timeout=120, where=lambda b: str(b.get("request_id")).startswith(run)
+        )
+    finally:
+        await producer.stop()
+        await answers.__aexit__()
+    return n / (time.perf_counter() - began)
+
+
+async def main() -> None:
+    version = await ensure_model()
+    features = load_feature_set(ROOT / "datasets", "loans")
+    raw = [r for r, _ in live_applications(1000)]
+    flywheel_url = f"{SERVING}/models/{MODEL}/predict"
+    mlflow_url = f"http://127.0.0.1:{MLFLOW_PORT}/invocations"
+
+    def flywheel_bodies(size: int) -> list[dict]:
+        return [{"records": raw[i : i + size]} for i in range(0, len(raw) - size + 1, max(size, 1))]
+
+    def mlflow_bodies(size: int) -> list[dict]:
+        rows = features.matrix(raw)
+        return [
+            {"dataframe_split": {"columns": features.names, "data": rows[i : i + size]}}
+            for i in range(0, len(rows) - size + 1, max(size, 1))
+        ]
+
+    server = start_mlflow_serve(version)
+    try:
+        await wait_up(f"http://127.0.0.1:{MLFLOW_PORT}/ping")
+        rows = []
+        for size in (1, 100):
+            ours_rps, ours = await closed_loop(flywheel_url, flywheel_bodies(size))
+            theirs_rps, theirs = await closed_loop(mlflow_url, mlflow_bodies(size))
+            rows.append(
+                (
+                    f"batch {size}, {CONCURRENCY} clients",
+                    f"{ours_rps * size:,.0f} rec/s  p50 {percentile(ours, 50):.1f}  p99 {percentile(ours, 99):.1f} ms",
+                    f"{theirs_rps * size:,.0f} rec/s  p50 {percentile(theirs, 50):.1f}  "
+                    f"p99 {percentile(theirs, 99):.1f} ms",
+                    f"{ours_rps / theirs_rps:.2f}x",
+                )
+            )
+        ours_rate, ours, ours_failed = await open_loop(flywheel_url, flywheel_bodies(1))
+        theirs_rate, theirs, theirs_failed = await open_loop(mlflow_url, mlflow_bodies(1))
+        rows.append(
+            (
+                "single, open loop 300 req/s",
+                f"{ours_rate:.0f} req/s  p50 {percentile(ours, 50):.1f}  p99 {percentile(ours, 99):.1f} ms"
+                f"  {ours_failed} failed",
+                f"{theirs_rate:.0f} req/s  p50 {percentile(theirs, 50):.1f}  p99 {percentile(theirs, 99):.1f} ms"
+                f"  {theirs_failed} failed",
+                f"p99 {percentile(theirs, 99) / percentile(ours, 99):.2f}x lower",
+            )
+        )
+        table(rows, ("load", "flywheel /predict", "mlflow models serve", "flywheel vs mlflow"))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print(f"   streaming inference (predictions.requests -> predictions): {await streaming():,.0f} requests/s")
