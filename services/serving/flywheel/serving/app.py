@@ -25,8 +25,6 @@ from flywheel.serving.subscribers import register_subscribers
 
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
     settings = settings or ServingSettings()
-    # scikit-learn's OpenMP pool costs more than it saves on a few rows, and spins on busy cores
-    threadpool_limits(limits=settings.model_threads)
     parts = Components.connect("serving", settings)
     registry = RegistryClient(settings.registry_url, settings.registry_token)
     model_of_dataset = {dataset: name for name, dataset in served_models(settings.datasets_dir).items()}
@@ -36,9 +34,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     async def load(name: str, version: str) -> ServedModel | None:
         alias = "champion" if version == "champion" else None
-        return await asyncio.to_thread(
+        model = await asyncio.to_thread(
             load_version, parts.mlflow, settings.datasets_dir, name, None if alias else version, alias
         )
+        # scikit-learn's OpenMP pool (loaded with the model) costs more than it saves on a few rows
+        threadpool_limits(limits=settings.model_threads)
+        return model
 
     engine = Engine(settings, publish, registry.promote, load)
     register_subscribers(parts.broker, engine, model_of_dataset)
@@ -46,9 +47,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def serve_champions(app: FastAPI) -> AsyncIterator[None]:
         for name in model_of_dataset.values():
-            champion = await asyncio.to_thread(
-                load_version, parts.mlflow, settings.datasets_dir, name, None, "champion"
-            )
+            champion = await load(name, "champion")
             if champion is not None:
                 engine.champions[name] = champion
                 parts.log.info("champion loaded", model=name, version=champion.version)
