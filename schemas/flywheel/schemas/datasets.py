@@ -36,6 +36,10 @@ class DatasetManifest(BaseModel):
     uri: str = Field(description="Where the Parquet data lives, e.g. s3://flywheel/datasets/...")
     contract_version: str | None = None
     created_at: AwareDatetime | None = None
+    source_offsets: dict[str, int] | None = Field(
+        default=None,
+        description="Kafka partition -> next offset of records.validated sealed up to: where a restart resumes.",
+    )
 
 
 class DatasetVersioned(Event):

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
 from fastapi import FastAPI
 
 from flywheel.common.components import Components
 from flywheel.common.contracts import load_contracts
-from flywheel.common.kafka import SeenEvents
+from flywheel.common.datasets import DatasetCatalog
+from flywheel.common.kafka import SeenEvents, publish_event
 from flywheel.common.service import create_service_app
+from flywheel.ingestion.datasets_http import create_dataset_router
 from flywheel.ingestion.http import create_router
+from flywheel.ingestion.roller import Roller
 from flywheel.ingestion.settings import IngestionSettings
 from flywheel.ingestion.subscribers import register_subscribers
+from flywheel.schemas import Event
 
 
 def create_app(settings: IngestionSettings | None = None) -> FastAPI:
@@ -19,11 +28,48 @@ def create_app(settings: IngestionSettings | None = None) -> FastAPI:
     contracts = load_contracts(settings.datasets_dir)
     seen_records = SeenEvents()
     register_subscribers(parts.broker, contracts, seen_records)
+    catalog = DatasetCatalog(parts.store)
+
+    async def publish(event: Event) -> None:
+        await publish_event(parts.broker, event)
+
+    roller = Roller(
+        catalog,
+        contracts,
+        publish,
+        settings.kafka.bootstrap_servers,
+        bucket=settings.s3.bucket,
+        max_rows=settings.version_max_rows,
+        max_age_s=settings.version_max_age_s,
+    )
+
+    def report_stop(done: asyncio.Task) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            roller.state = "failed"
+            parts.log.error("roller stopped", error=repr(done.exception()))
+
+    @contextlib.asynccontextmanager
+    async def roll_versions(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(roller.run())
+        task.add_done_callback(report_stop)
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    def status() -> dict[str, Any]:
+        return {"roller": roller.state, "buffered_rows": {d: len(b.records) for d, b in roller.buffers.items()}}
+
     return create_service_app(
         name="ingestion",
         settings=settings,
         broker=parts.broker,
         checks=parts.checks(),
-        routers=[create_router(parts.broker, contracts, seen_records, settings.max_batch)],
+        routers=[
+            create_router(parts.broker, contracts, seen_records, settings.max_batch),
+            create_dataset_router(catalog, roller),
+        ],
+        lifespans=[roll_versions],
         description="Validates records against data contracts and versions them into datasets.",
+        status=status,
     )

@@ -56,9 +56,7 @@ def create_router(
         if len(batch.records) > max_batch:
             raise HTTPException(413, f"batch of {len(batch.records)} records exceeds {max_batch}")
         if batch.dataset not in contracts:
-            raise HTTPException(
-                404, f"no data contract for dataset {batch.dataset!r}; known: {sorted(contracts)}"
-            )
+            raise HTTPException(404, f"no data contract for dataset {batch.dataset!r}; known: {sorted(contracts)}")
         results = []
         for index, record in enumerate(batch.records):
             data = {k: v for k, v in record.items() if k != "record_id"}

@@ -1,12 +1,15 @@
 """Ingestion's domain metrics."""
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from flywheel.schemas import RecordRejected, RecordValidated
 
 RECORDS = Counter(
     "flywheel_ingestion_records_total", "Records validated or rejected.", ["dataset", "outcome", "source"]
 )
+
+VERSIONS = Counter("flywheel_ingestion_versions_sealed_total", "Dataset versions sealed.", ["dataset"])
+BUFFERED = Gauge("flywheel_ingestion_buffered_rows", "Validated rows waiting for the next version.", ["dataset"])
 
 
 def count_outcome(outcome: RecordValidated | RecordRejected, *, source: str) -> None:

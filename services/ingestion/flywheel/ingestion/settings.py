@@ -14,5 +14,5 @@ class IngestionSettings(ServiceSettings):
     port: int = 8001
     datasets_dir: Path = Field(default=Path("datasets"), description="Where the data contracts live.")
     max_batch: int = Field(default=1000, ge=1, description="Most records one POST /records may carry.")
-    version_max_rows: int = Field(default=5000, ge=1, description="Seal a dataset version at this many rows.")
-    version_max_age_s: float = Field(default=60.0, gt=0, description="...or when its oldest row is this old.")
+    version_max_rows: int = Field(default=1000, ge=1, description="Seal a dataset version at this many rows.")
+    version_max_age_s: float = Field(default=15.0, gt=0, description="...or when its oldest row is this old.")

@@ -11,9 +11,7 @@ from flywheel.ingestion.validation import validate
 from flywheel.schemas import RECORDS_RAW, RecordSubmitted
 
 
-def register_subscribers(
-    broker: KafkaBroker, contracts: dict[str, DataContract], seen_records: SeenEvents
-) -> None:
+def register_subscribers(broker: KafkaBroker, contracts: dict[str, DataContract], seen_records: SeenEvents) -> None:
     @broker.subscriber(RECORDS_RAW.name, **consumer_options("ingestion"))
     async def on_record_submitted(submitted: RecordSubmitted) -> None:
         """Validate a raw record against its data contract and publish the outcome."""

@@ -1,0 +1,77 @@
+"""Ingestion's dataset routes: the versions, their manifests and their data."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import Response
+
+from flywheel.common.datasets import DatasetCatalog, data_key
+from flywheel.ingestion.roller import Roller
+from flywheel.schemas import DatasetManifest
+
+
+def create_dataset_router(catalog: DatasetCatalog, roller: Roller) -> APIRouter:
+    router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+    def known(dataset: str) -> None:
+        if dataset not in roller.contracts:
+            raise HTTPException(404, f"no dataset {dataset!r}; known: {sorted(roller.contracts)}")
+
+    async def manifest_of(dataset: str, version: str) -> DatasetManifest:
+        known(dataset)
+        try:
+            return await asyncio.to_thread(catalog.manifest, dataset, version)
+        except KeyError as exc:
+            raise HTTPException(404, str(exc).strip("'\"")) from exc
+
+    @router.get("")
+    async def datasets() -> dict[str, Any]:
+        """Every dataset with its versions (oldest first) and the rows waiting for the next one."""
+        answer = {}
+        for dataset in sorted(roller.contracts):
+            manifests = await asyncio.to_thread(catalog.manifests, dataset)
+            answer[dataset] = {
+                "buffered_rows": len(roller.buffers[dataset].records),
+                "versions": [
+                    {
+                        "version": m.version,
+                        "parent_version": m.parent_version,
+                        "rows": m.row_count,
+                        "time_min": m.time_min,
+                        "time_max": m.time_max,
+                        "created_at": m.created_at,
+                    }
+                    for m in manifests
+                ],
+            }
+        return answer
+
+    @router.get("/{dataset}/versions/{version}")
+    async def manifest(dataset: str, version: str) -> dict[str, Any]:
+        """A version's manifest, and a presigned URL to download its Parquet data for an hour."""
+        found = await manifest_of(dataset, version)
+        url = await asyncio.to_thread(catalog.store.presigned_url, data_key(dataset, version))
+        return {**found.model_dump(mode="json"), "download_url": url}
+
+    @router.get("/{dataset}/versions/{version}/data", response_class=Response)
+    async def data(dataset: str, version: str) -> Response:
+        """The version's data as Parquet."""
+        await manifest_of(dataset, version)
+        body = await asyncio.to_thread(catalog.store.get_bytes, data_key(dataset, version))
+        return Response(
+            body,
+            media_type="application/vnd.apache.parquet",
+            headers={"Content-Disposition": f'attachment; filename="{dataset}-{version}.parquet"'},
+        )
+
+    @router.post("/{dataset}/seal")
+    async def seal(dataset: str) -> dict[str, Any]:
+        """Seal the rows buffered for a dataset into a version now, without waiting for size or age."""
+        known(dataset)
+        sealed = await roller.seal_now(dataset)
+        return {"sealed": sealed is not None, "manifest": sealed.model_dump(mode="json") if sealed else None}
+
+    return router

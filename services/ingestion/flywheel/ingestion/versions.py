@@ -1,0 +1,123 @@
+"""Sealing validated records into immutable, content-addressed dataset versions (pure: no I/O).
+
+The same records always give the same bytes, hence the same hash and version: rows are
+sorted by timestamp then record id, columns follow the contract, dtypes come from it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from flywheel.common.contracts import DataContract
+from flywheel.common.objectstore import parquet_bytes, sha256
+from flywheel.schemas import ColumnSummary, DatasetManifest, RecordValidated
+
+RECORD_ID = "record_id"
+VERSION_LENGTH = 16
+
+DTYPES = {"int": "Int64", "float": "float64", "str": "string", "bool": "boolean"}
+
+
+@dataclass
+class Buffered:
+    """Validated records of one dataset waiting to be sealed, with where each came from."""
+
+    records: dict[str, RecordValidated] = field(default_factory=dict)
+    offsets: dict[str, int] = field(default_factory=dict)  # partition -> next offset
+    first_at: float | None = None
+
+    def add(self, record: RecordValidated, partition: int, offset: int, now: float) -> bool:
+        """Buffer a record (a record id seen already is kept once); False when it was a duplicate."""
+        self.offsets[str(partition)] = max(self.offsets.get(str(partition), 0), offset + 1)
+        if record.record_id in self.records:
+            return False
+        self.records[record.record_id] = record
+        if self.first_at is None:
+            self.first_at = now
+        return True
+
+    def due(self, now: float, max_rows: int, max_age_s: float) -> bool:
+        return bool(self.records) and (
+            len(self.records) >= max_rows or (self.first_at is not None and now - self.first_at >= max_age_s)
+        )
+
+
+def frame_of(records: list[RecordValidated], contract: DataContract) -> pd.DataFrame:
+    """The canonical frame: contract columns (plus ``record_id``), contract dtypes, a fixed row order."""
+    rows = [{RECORD_ID: r.record_id, **r.data} for r in records]
+    frame = pd.DataFrame(rows, columns=[RECORD_ID, *contract.columns])
+    for column, rule in contract.columns.items():
+        if rule.type == "datetime":
+            frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
+        else:
+            frame[column] = frame[column].astype(DTYPES.get(rule.type, "object"))
+    frame[RECORD_ID] = frame[RECORD_ID].astype("string")
+    return frame.sort_values([contract.timestamp, RECORD_ID], kind="mergesort").reset_index(drop=True)
+
+
+def summarize(frame: pd.DataFrame) -> dict[str, ColumnSummary]:
+    """Null rate and basic statistics per column: the data-quality summary of a manifest."""
+    summary = {}
+    for column in frame.columns:
+        series = frame[column]
+        figures: dict[str, Any] = {
+            "dtype": str(series.dtype),
+            "null_rate": float(series.isna().mean()) if len(series) else 0.0,
+            "count": int(series.notna().sum()),
+        }
+        present = series.dropna()
+        if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series) and len(present):
+            values = present.astype(float)
+            figures |= {
+                "mean": _finite(values.mean()),
+                "std": _finite(values.std(ddof=0)),
+                "min": _finite(values.min()),
+                "max": _finite(values.max()),
+            }
+        elif not pd.api.types.is_datetime64_any_dtype(series):
+            counts = present.astype(str).value_counts()
+            figures |= {"distinct": len(counts), "top_categories": {str(k): int(v) for k, v in counts.head(10).items()}}
+        summary[column] = ColumnSummary(**figures)
+    return summary
+
+
+def seal(
+    records: list[RecordValidated],
+    contract: DataContract,
+    *,
+    parent: DatasetManifest | None,
+    offsets: dict[str, int],
+    bucket: str,
+    created_at: datetime,
+) -> tuple[DatasetManifest, bytes]:
+    """The version's Parquet bytes and manifest. ``offsets`` extend the parent's checkpoint."""
+    frame = frame_of(records, contract)
+    data = parquet_bytes(frame)
+    digest = sha256(data)
+    version = digest[:VERSION_LENGTH]
+    times = frame[contract.timestamp].dropna()
+    manifest = DatasetManifest(
+        dataset=contract.dataset,
+        version=version,
+        content_hash=digest,
+        parent_version=parent.version if parent else None,
+        row_count=len(frame),
+        columns={c: str(t) for c, t in frame.dtypes.items()},
+        time_min=times.min().to_pydatetime() if len(times) else None,
+        time_max=times.max().to_pydatetime() if len(times) else None,
+        quality=summarize(frame),
+        uri=f"s3://{bucket}/datasets/{contract.dataset}/{version}/data.parquet",
+        contract_version=contract.version,
+        created_at=created_at,
+        source_offsets={**((parent.source_offsets or {}) if parent else {}), **offsets},
+    )
+    return manifest, data
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
