@@ -11,8 +11,9 @@ pytestmark = pytest.mark.timeout(1200)
 
 
 async def test_concept_drift_is_detected_retrained_rolled_out_and_accuracy_recovers(services, topics):
-    config = ScenarioConfig(stable_records=800, max_drifted_records=5000, after_recovery_records=300,
-                            rate_per_s=60.0, timeout_s=1000)
+    config = ScenarioConfig(
+        stable_records=800, max_drifted_records=5000, after_recovery_records=300, rate_per_s=60.0, timeout_s=1000
+    )
     result = await Scenario(config, Console(force_terminal=False, width=140)).run()
     report(result, config, Console(width=140))
 
@@ -42,3 +43,21 @@ async def test_concept_drift_is_detected_retrained_rolled_out_and_accuracy_recov
     assert result.lineage is not None
     assert str(result.drift.body["event_id"]) in str(result.lineage), "lineage does not lead back to the drift"
     assert any(m.topic == TRAINING_REQUESTED.name for m in result.moments)
+
+
+async def test_a_stable_stream_of_the_same_length_raises_no_drift_and_trains_nothing(services, topics):
+    # runs after the loop above: the champion now knows function 2, and the stream stays on it
+    config = ScenarioConfig(
+        function_before=2,
+        function_after=2,
+        stable_records=800,
+        max_drifted_records=1700,
+        rate_per_s=80.0,
+        timeout_s=600,
+    )
+    result = await Scenario(config, Console(force_terminal=False, width=140)).run()
+    assert result.first_champion is not None
+    drifts = [m.body for m in result.moments if m.topic == MONITORING_DRIFT.name]
+    assert drifts == [], f"false alarms on a stable stream: {drifts}"
+    assert not [m for m in result.moments if m.topic == TRAINING_REQUESTED.name], "trained without a reason"
+    assert result.accuracy["before"] > 0.9 and result.accuracy["during"] > 0.9

@@ -66,7 +66,7 @@ class ScenarioConfig:
     function_before: int = 0
     function_after: int = 2
     seed: int = 42
-    warmup_records: int = 2000
+    warmup_records: int = 1000
     stable_records: int = 1200
     max_drifted_records: int = 6000
     after_recovery_records: int = 400
@@ -199,10 +199,17 @@ class Scenario:
         for record in itertools.islice(applications(c, c.function_before, 0), c.warmup_records):
             await self._submit(record)
         await self.producer.flush()
-        await self._wait_for(lambda: self._seen(DATASETS_VERSIONED.name), "a dataset version", 120)
+        await self._wait_for(self._history_sealed, f"{c.warmup_records} rows in dataset versions", 120)
+        versions = [m.body["manifest"] for m in self.result.moments if m.topic == DATASETS_VERSIONED.name]
+        history = max(versions, key=lambda m: m["row_count"])["version"]
         response = await self.http.post(
             f"{c.training_url}/train",
-            json={"model_name": c.model_name, "dataset": c.dataset, "reason": "demo: first model"},
+            json={
+                "model_name": c.model_name,
+                "dataset": c.dataset,
+                "dataset_version": history,
+                "reason": "demo: first model",
+            },
         )
         response.raise_for_status()
         self.say(f"training requested: {response.json()}")
@@ -338,8 +345,14 @@ class Scenario:
             manifest = body.get("manifest", {})
             self.say(f"datasets.versioned: {manifest.get('version')} ({manifest.get('row_count')} rows)", "dim")
 
-    def _seen(self, topic: str) -> bool:
-        return any(m.topic == topic for m in self.result.moments)
+    async def _history_sealed(self) -> bool:
+        """True once the warm-up rows are in versions; asks ingestion to seal what it still buffers."""
+        rows = sum(m.body["manifest"]["row_count"] for m in self.result.moments if m.topic == DATASETS_VERSIONED.name)
+        if rows >= self.config.warmup_records:
+            return True
+        await self.http.post(f"{self.config.ingestion_url}/datasets/{self.config.dataset}/seal")
+        await asyncio.sleep(1.0)
+        return False
 
     async def _wait_for(self, condition: Any, what: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
