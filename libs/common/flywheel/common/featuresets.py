@@ -98,7 +98,10 @@ class FeatureSet(BaseModel):
 def _number(value: Any) -> float:
     if value is None or isinstance(value, bool | str):
         return math.nan if not isinstance(value, bool) else float(value)
-    return float(value)
+    try:
+        return float(value)
+    except TypeError:  # pandas' NA in a nullable column of a dataset version
+        return math.nan
 
 
 def _identity(f: FeatureDefinition, xs: list[Any]) -> float:

@@ -1,21 +1,68 @@
-"""Features's composition root: the one place that builds its adapters."""
+"""Features' composition root: the one place that builds its adapters."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
 from flywheel.common.components import Components
+from flywheel.common.contracts import load_contracts
+from flywheel.common.featuresets import load_feature_set
+from flywheel.common.kafka import SeenEvents
 from flywheel.common.service import create_service_app
+from flywheel.features.http import create_router
+from flywheel.features.metrics import ENTITIES
+from flywheel.features.replay import replay
 from flywheel.features.settings import FeaturesSettings
+from flywheel.features.store import OnlineStore
+from flywheel.features.subscribers import register_subscribers
+
+
+def feature_sets_in(datasets_dir: Path) -> dict[str, Any]:
+    return {
+        p.parent.name: load_feature_set(datasets_dir, p.parent.name)
+        for p in sorted(datasets_dir.glob("*/features.yaml"))
+    }
 
 
 def create_app(settings: FeaturesSettings | None = None) -> FastAPI:
     settings = settings or FeaturesSettings()
     parts = Components.connect("features", settings)
+    store = OnlineStore(feature_sets_in(settings.datasets_dir))
+    seen = SeenEvents(capacity=settings.dedup_capacity)
+    register_subscribers(parts.broker, store, seen)
+    state = {"store": "rebuilding", "replayed": 0}
+
+    async def rebuild() -> None:
+        state["replayed"] = await replay(settings.kafka.bootstrap_servers, store, seen)
+        state["store"] = "ready"
+        parts.log.info("online store rebuilt", records=state["replayed"], entities=store.entities())
+
+    @contextlib.asynccontextmanager
+    async def rebuild_store(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(rebuild())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    def status() -> dict[str, Any]:
+        for dataset in store.feature_sets:
+            ENTITIES.labels(dataset).set(store.entities(dataset))
+        return {**state, "entities": store.entities()}
+
     return create_service_app(
         name="features",
         settings=settings,
         broker=parts.broker,
         checks=parts.checks(),
+        routers=[create_router(store, load_contracts(settings.datasets_dir))],
+        lifespans=[rebuild_store],
         description="One set of feature definitions, online and offline; keeps the online store.",
+        status=status,
     )

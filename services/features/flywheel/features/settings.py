@@ -1,5 +1,8 @@
 """Features's settings (``FEATURES_*``)."""
 
+from pathlib import Path
+
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from flywheel.common.settings import ServiceSettings
@@ -9,3 +12,5 @@ class FeaturesSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="FEATURES_", extra="ignore")
 
     port: int = 8002
+    datasets_dir: Path = Field(default=Path("datasets"), description="Where the feature sets live.")
+    dedup_capacity: int = Field(default=1_000_000, ge=1, description="Event ids remembered to count each record once.")

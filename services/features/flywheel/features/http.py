@@ -1,0 +1,80 @@
+"""Features' HTTP routes: the online store, its statistics, and online computation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, Field, JsonValue
+
+from flywheel.common.contracts import DataContract
+from flywheel.common.featuresets import FeatureSet
+from flywheel.features.store import OnlineStore
+
+
+class ComputeRequest(BaseModel):
+    records: list[dict[str, JsonValue]] = Field(min_length=1, max_length=1000)
+
+
+def create_router(store: OnlineStore, contracts: dict[str, DataContract]) -> APIRouter:
+    router = APIRouter(tags=["features"])
+
+    def feature_set(dataset: str) -> FeatureSet:
+        if dataset not in store.feature_sets:
+            raise HTTPException(404, f"no feature set for dataset {dataset!r}; known: {sorted(store.feature_sets)}")
+        return store.feature_sets[dataset]
+
+    @router.get("/featuresets")
+    async def featuresets() -> dict[str, FeatureSet]:
+        """The feature definitions, by dataset: the same ones training and serving compute."""
+        return store.feature_sets
+
+    @router.get("/features/{dataset}/statistics")
+    async def statistics(dataset: str) -> dict[str, Any]:
+        """Streaming statistics per feature over every record seen."""
+        feature_set(dataset)
+        return {
+            "entities": store.entities(dataset),
+            "features": {name: s.as_dict() for name, s in store.statistics[dataset].items()},
+        }
+
+    @router.get("/features/{dataset}/{entity_id}")
+    async def latest(dataset: str, entity_id: str) -> dict[str, Any]:
+        """The entity's latest feature vector, from memory."""
+        fs = feature_set(dataset)
+        stored = store.latest.get((dataset, entity_id))
+        if stored is None:
+            raise HTTPException(404, f"no features for entity {entity_id!r} of dataset {dataset!r}")
+        return {
+            "dataset": dataset,
+            "entity_id": entity_id,
+            "feature_set": fs.feature_set,
+            "feature_set_version": fs.version,
+            "event_time": stored.event_time,
+            "record_id": stored.record_id,
+            "values": stored.values,
+        }
+
+    @router.post("/features/{dataset}/compute")
+    async def compute(dataset: str, request: ComputeRequest) -> dict[str, Any]:
+        """Feature vectors of raw records, computed online (invalid fields: a 422 that names them)."""
+        fs = feature_set(dataset)
+        contract = contracts.get(dataset)
+        if contract is not None:
+            inputs = set(fs.inputs)
+            problems = [
+                f"records.{i}.{v.column}: {v.message}"
+                for i, record in enumerate(request.records)
+                for v in contract.check(record)[1]
+                if v.column in inputs and v.rule != "unknown"
+            ]
+            if problems:
+                raise HTTPException(422, "; ".join(problems[:10]))
+        vectors = [fs.compute(r) for r in request.records]
+        return {
+            "feature_set": fs.feature_set,
+            "version": fs.version,
+            "vectors": [{k: (None if v != v else v) for k, v in vector.items()} for vector in vectors],
+        }
+
+    return router

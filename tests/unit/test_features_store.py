@@ -1,0 +1,57 @@
+"""The online store and its subscriber on the in-memory broker."""
+
+from __future__ import annotations
+
+from faststream.kafka import TestKafkaBroker
+
+from flywheel.common.kafka import SeenEvents, create_broker
+from flywheel.common.settings import KafkaSettings
+from flywheel.features.store import OnlineStore
+from flywheel.features.subscribers import register_subscribers
+from flywheel.schemas import FEATURES_ONLINE, RECORDS_VALIDATED, FeaturesComputed, RecordValidated
+from tests.unit.test_feature_skew import FEATURES
+from tests.unit.test_ingestion_kafka import loan
+
+
+def validated(entity: str, minute: int, salary: float) -> RecordValidated:
+    data = loan(applicant_id=entity, applied_at=f"2026-01-01T10:{minute:02d}:00+00:00", salary=salary)
+    return RecordValidated(
+        producer="t",
+        dataset="loans",
+        record_id=f"{entity}-{minute}",
+        entity_id=entity,
+        event_time=data["applied_at"],
+        data=data,
+        contract_version="1.0",
+    )
+
+
+def test_the_latest_record_by_event_time_wins_and_late_ones_only_count_in_statistics() -> None:
+    store = OnlineStore({"loans": FEATURES})
+    assert store.apply(validated("a", 5, 100.0)).values["salary"] == 100.0
+    assert store.apply(validated("a", 3, 50.0)) is None  # late: older than the stored vector
+    assert store.latest[("loans", "a")].values["salary"] == 100.0
+    store.apply(validated("a", 9, 300.0))
+    salary = store.statistics["loans"]["salary"].as_dict()
+    assert salary["count"] == 3 and salary["mean"] == 150.0 and salary["min"] == 50.0 and salary["max"] == 300.0
+    assert store.entities("loans") == 1
+
+
+async def test_each_validated_record_updates_the_store_once_and_publishes_its_vector() -> None:
+    broker = create_broker(KafkaSettings(retry_backoff_s=0), service="features-test")
+    store = OnlineStore({"loans": FEATURES})
+    register_subscribers(broker, store, SeenEvents())
+    vectors: list[FeaturesComputed] = []
+
+    @broker.subscriber(FEATURES_ONLINE.name)
+    async def collect(body: dict) -> None:
+        vectors.append(FeaturesComputed.model_validate(body))
+
+    records = [validated(f"e-{i}", i, 1000.0 * i) for i in range(5)]
+    async with TestKafkaBroker(broker) as test_broker:
+        for record in [*records, records[0]]:  # the last is a redelivery
+            await test_broker.publish(record.to_bytes(), RECORDS_VALIDATED.name)
+    assert [v.entity_id for v in vectors] == [f"e-{i}" for i in range(5)]
+    assert vectors[3].values["income"] == 3000.0 and vectors[3].feature_set == "loans_features"
+    assert vectors[0].causation_id == records[0].event_id
+    assert store.statistics["loans"]["salary"].count == 5
