@@ -1,0 +1,40 @@
+"""The demo stream generator: records the contract accepts, deterministic, with the drift where asked."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from river.datasets import synth
+
+from flywheel.common.contracts import load_contracts
+from flywheel.demo.generator import loan_stream
+
+CONTRACT = load_contracts(Path(__file__).resolve().parents[2] / "datasets")["loans"]
+
+
+def take(n: int, **kwargs) -> list:
+    return list(itertools.islice(loan_stream(**kwargs), n))
+
+
+def test_every_record_passes_the_loans_contract() -> None:
+    for application, label in take(300, drift_at=150):
+        _, violations = CONTRACT.check({**application, "approved": label})
+        assert violations == [], violations
+
+
+def test_the_same_seed_gives_the_same_stream_and_another_seed_another() -> None:
+    assert take(50, seed=7) == take(50, seed=7)
+    assert take(50, seed=7) != take(50, seed=8)
+
+
+def test_the_concept_changes_at_the_drift_point() -> None:
+    stable = take(2000, function_before=0, seed=5)
+    drifted = take(2000, function_before=0, function_after=2, drift_at=1000, seed=5)
+    assert stable[:1000] == drifted[:1000]
+    labels_after = [y for _, (_, y) in zip(range(1000), synth.Agrawal(classification_function=2, seed=6), strict=False)]
+    assert [y for _, y in drifted[1000:]] == labels_after  # from the change on, function 2 decides
+
+
+def test_a_gradual_drift_mixes_both_concepts() -> None:
+    assert len(take(400, drift_at=200, drift_width=100)) == 400
