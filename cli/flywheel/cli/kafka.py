@@ -149,21 +149,28 @@ async def tail(
             consumer.seek(tp, start)
         on_ready()
         pending = {tp for tp in assignment if consumer_position_before(begins, ends, tp, from_beginning, last)}
+        if not follow:
+            # Without --follow the tail is a snapshot: what each partition held at start-up, nothing newer.
+            consumer.pause(*(tp for tp in assignment if tp not in pending))
         while follow or pending:
             batches = await consumer.getmany(timeout_ms=500)
             for tp, records in sorted(batches.items(), key=lambda kv: kv[0].partition):
                 for record in records:
+                    if not follow and record.offset >= ends[tp]:
+                        break
                     result = handle(decode(record))
                     if asyncio.iscoroutine(result):
                         result = await result
                     if result is False:
                         return
-                    if record.offset + 1 >= ends[tp]:
-                        pending.discard(tp)
+                if not follow and tp in pending and (not records or records[-1].offset + 1 >= ends[tp]):
+                    pending.discard(tp)
+                    consumer.pause(tp)
             if not follow:
                 for tp in list(pending):
                     if await consumer.position(tp) >= ends[tp]:
                         pending.discard(tp)
+                        consumer.pause(tp)
     finally:
         await consumer.stop()
 
