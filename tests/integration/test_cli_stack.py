@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -16,8 +18,13 @@ pytestmark = pytest.mark.integration
 FLYWHEEL = Path(sys.executable).parent / "flywheel"
 
 
-def run(*args: str, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(FLYWHEEL), *args], input=input, capture_output=True, text=True, timeout=timeout)
+def run(
+    *args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [str(FLYWHEEL), *args], input=input, capture_output=True, text=True, timeout=timeout, env=environ
+    )
 
 
 class Tail:
@@ -164,3 +171,34 @@ def test_status_reports_every_component_of_the_running_stack(kafka, topics):
     assert components["mlflow"]["health"] == "ok" and components["mlflow"]["version"]
     assert components["ingestion"]["version"]
     assert shown.returncode == (0 if body["healthy"] else 1)
+
+
+def test_every_dashboard_query_names_a_metric_the_running_services_serve_on_metrics(services):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.unit.test_dashboard_metrics import DASHBOARDS, SUFFIXES, metric_names, targets
+
+    served: set[str] = set()
+    for name, url in services.items():
+        response = httpx.get(f"{url}/metrics", timeout=10)
+        assert response.status_code == 200, f"{name}: GET /metrics answered {response.status_code}"
+        for family in text_string_to_metric_families(response.text):
+            served.update(f"{family.name}{suffix}" for suffix in SUFFIXES.get(family.type, ("",)))
+            served.update(sample.name for sample in family.samples)
+    assert "flywheel_serving_predictions_total" in served
+    for path in DASHBOARDS:
+        unknown = {
+            title: sorted(metric_names(expr) - served)
+            for title, expr in targets(json.loads(path.read_text()))
+            if metric_names(expr) - served
+        }
+        assert unknown == {}, f"{path.name}: panels query metrics the live services do not serve: {unknown}"
+
+
+def test_unknown_topic_and_unreachable_services_are_one_line_failures(kafka):
+    unknown = run("tail", "records.cooked")
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip() == "error: no topic 'records.cooked' in the catalogue; `flywheel topics` lists them"
+    down = run("status", env={"FLYWHEEL_SERVING_URL": "http://127.0.0.1:1"})
+    assert down.returncode == 1
+    assert down.stderr.strip().splitlines()[-1] == "error: not healthy: serving"

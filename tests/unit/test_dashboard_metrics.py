@@ -1,5 +1,6 @@
 """The Grafana dashboard and Prometheus config only name what the services really export."""
 
+import ast
 import importlib
 import json
 import re
@@ -45,6 +46,46 @@ def exported() -> set[str]:
         names.update(f"{family.name}{suffix}" for suffix in SUFFIXES.get(family.type, ("",)))
         names.update(sample.name for sample in family.samples)
     return names
+
+
+METRIC_CLASSES = {"Counter", "Gauge", "Histogram", "Summary", "Info", "Enum"}
+
+
+def defined_in_code() -> dict[str, str]:
+    """Every metric a ``prometheus_client`` constructor defines in services/ and libs/: name -> kind.
+
+    Only calls of names imported from ``prometheus_client`` count (``collections.Counter`` does not).
+    """
+    found = {}
+    for path in [*(ROOT / "services").rglob("*.py"), *(ROOT / "libs").rglob("*.py")]:
+        if "tests" in path.relative_to(ROOT).parts:
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        imported = {
+            alias.asname or alias.name: alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module == "prometheus_client"
+            for alias in node.names
+            if alias.name in METRIC_CLASSES
+        }
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name) or node.func.id not in imported:
+                continue
+            name = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg == "name"), None)
+            assert isinstance(name, ast.Constant), f"{path}:{node.lineno}: a metric name that is not a literal"
+            found[name.value] = imported[node.func.id].lower()
+    return found
+
+
+def test_every_metric_defined_in_code_is_exported_once_the_apps_are_built(exported):
+    defined = defined_in_code()
+    assert {"flywheel_ingestion_records_total", "flywheel_serving_predictions_total"} <= set(defined)
+    missing = {
+        name
+        for name, kind in defined.items()
+        if not any(f"{name.removesuffix('_total')}{suffix}" in exported for suffix in SUFFIXES[kind])
+    }
+    assert missing == set(), f"defined but not registered by any create_app(): {sorted(missing)}"
 
 
 def metric_names(expr: str) -> set[str]:
@@ -112,3 +153,34 @@ def test_prometheus_scrapes_all_six_services(config):
     assert ports == set(SERVICES.values())
     if config == "prometheus.yml":
         assert targets == {f"{service}:{port}" for service, port in SERVICES.items()}
+
+
+# What the issue asks the dashboard to show: a panel whose query selects the metric, grouped or
+# labelled by what must be told apart (variant, feature, model).
+LOOP_PANELS = {
+    "ingestion rate": ("flywheel_ingestion_records_total", "dataset"),
+    "rejects": ("flywheel_ingestion_records_total", 'outcome="rejected"'),
+    "per-variant traffic": ("flywheel_serving_predictions_total", "variant"),
+    "prediction latency": ("flywheel_serving_predict_seconds_bucket", "model"),
+    "accuracy on labels": ("flywheel_monitoring_rolling_accuracy", "model"),
+    "drift per feature": ("flywheel_monitoring_feature_psi", "feature"),
+    "model versions": ("flywheel_monitoring_reference_model_version", "model"),
+}
+
+
+@pytest.mark.parametrize("what", LOOP_PANELS)
+def test_the_dashboard_shows_the_loop(what):
+    metric, told_apart = LOOP_PANELS[what]
+    shown = [
+        (title, expr, legend)
+        for path in DASHBOARDS
+        for panel in json.loads(path.read_text())["panels"]
+        for title, expr, legend in [
+            (panel["title"], t["expr"], t.get("legendFormat", "")) for t in panel.get("targets", [])
+        ]
+        if metric in metric_names(expr)
+    ]
+    assert shown, f"no panel shows {what} ({metric})"
+    assert any(told_apart in expr or f"{{{{{told_apart}}}}}" in legend for _, expr, legend in shown), (
+        f"{what}: no panel on {metric} tells {told_apart} apart: {shown}"
+    )
