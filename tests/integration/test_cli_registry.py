@@ -79,6 +79,21 @@ def model_state(registry: str, name: str, check, timeout: float = 45) -> dict:
         time.sleep(0.5)
 
 
+def rollout_of(model: str, version: str, timeout: float = 45) -> dict:
+    """Poll `flywheel rollout status MODEL --json` until serving reports the candidate's rollout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = run("rollout", "status", model, "--json")
+        assert shown.returncode == 0, shown.stderr
+        body = json.loads(shown.stdout)
+        found = [r for r in body["active"] + body["recent"] if r["candidate_version"] == version]
+        if found:
+            return found[0]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"serving never reported a rollout of {model} v{version}: {body}")
+        time.sleep(0.5)
+
+
 def test_train_lineage_promote_and_rollback_through_the_cli(store_settings, services, topics):
     registry = services["registry"]
     model = f"cli-{uuid.uuid4().hex[:8]}"
@@ -93,6 +108,13 @@ def test_train_lineage_promote_and_rollback_through_the_cli(store_settings, serv
     again = run("train", "loans", "--model", model, "--dataset-version", version, "--wait")
     assert again.returncode == 0, again.stderr
     model_state(registry, model, lambda m: m.get("challenger") == "2")
+
+    # The approved candidate goes to serving, which starts rolling it out; the CLI reports it.
+    rollout = rollout_of(model, "2")
+    assert rollout["strategy"] and rollout["champion_version"] == "1"
+    table = run("rollout", "status", model, env={"COLUMNS": "200"})
+    assert table.returncode == 0, table.stderr
+    assert model in table.stdout and "v1 → v2" in table.stdout
 
     lineage = run("lineage", model, "--json")
     assert lineage.returncode == 0, lineage.stderr

@@ -173,13 +173,60 @@ def test_train_refuses_a_param_without_a_value(fake, env):
     assert "expected NAME=VALUE" in result.stderr
 
 
-def test_rollout_status_shows_serving_s_answer(fake, env):
+ROLLOUT = {
+    "active": [
+        {
+            "model_name": "loans-approval",
+            "strategy": "canary",
+            "candidate_version": "4",
+            "champion_version": "3",
+            "step": 1,
+            "steps": [0.1, 0.5, 1.0],
+            "candidate_traffic": 0.5,
+            "figures": {
+                "champion": {"requests": 300, "errors": 0, "error_rate": 0.0, "labelled": 90, "accuracy": 0.88,
+                             "p99_ms": 5.1},
+                "candidate": {"requests": 280, "errors": 3, "error_rate": 0.0107, "labelled": 80, "accuracy": -1.0,
+                              "p99_ms": 6.4},
+            },
+        }
+    ],
+    "recent": [
+        {"occurred_at": "2026-11-23T02:43:53.36Z", "model_name": "churn", "strategy": "shadow", "action": "rolled_back",
+         "candidate_version": "2", "champion_version": "1", "step": 0, "candidate_traffic": 0.0, "reason": "worse f1"},
+        {"occurred_at": "2026-11-23T02:50:00.00Z", "model_name": "loans-approval", "strategy": "canary",
+         "action": "stepped", "candidate_version": "4", "champion_version": "3", "step": 1, "candidate_traffic": 0.5,
+         "reason": "not worse"},
+    ],
+}  # fmt: skip
+
+
+def test_rollout_status_shows_each_rollout_with_both_variants_figures_and_the_recent_steps(fake, env):
     recorder, _ = fake
-    answer = {"loans-approval": {"strategy": "canary", "candidate_version": "4", "candidate_traffic": 0.1}}
-    recorder.answers[("GET", "/rollout")] = (200, answer)
+    recorder.answers[("GET", "/rollout")] = (200, ROLLOUT)
     result = CliRunner().invoke(app, ["rollout", "status"], env=env)
     assert result.exit_code == 0, result.output
-    assert "strategy: canary" in result.stdout and "candidate_traffic: 0.1" in result.stdout
+    assert recorder.requests[0]["path"] == "/rollout"
+    for shown in ("loans-approval", "canary", "1/3", "50%", "300 req", "acc 0.880 (90)", "acc n/a", "p99 6.4 ms"):
+        assert shown in result.stdout, shown
+    assert "rolled_back" in result.stdout and "v1 → v2" in result.stdout and "worse f1" in result.stdout
+
+
+def test_rollout_status_of_one_model_keeps_only_its_rollouts(fake, env):
+    recorder, _ = fake
+    recorder.answers[("GET", "/rollout")] = (200, ROLLOUT)
+    result = CliRunner().invoke(app, ["rollout", "status", "churn", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    assert body["active"] == [] and [e["action"] for e in body["recent"]] == ["rolled_back"]
+
+
+def test_rollout_status_against_a_serving_without_the_endpoint_says_so_in_one_line(fake, env):
+    result = CliRunner().invoke(app, ["rollout", "status"], env=env)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"error: serving at {fake[1]} has no GET /rollout (404): it cannot report rollouts"
+    )
 
 
 def test_status_lists_each_models_champion(fake, env):

@@ -28,7 +28,7 @@ from flywheel.cli.events import prepare
 from flywheel.cli.filters import FilterError, matches, parse_filters
 from flywheel.cli.registry import champion_of, model_names
 from flywheel.cli.remote import CliError, NotFound, call
-from flywheel.cli.render import event_line, lineage_tree, tree
+from flywheel.cli.render import event_line, lineage_tree, rollouts_table, steps_table, tree
 from flywheel.cli.settings import SERVICES, CliSettings
 from flywheel.schemas import TOPICS, Topic
 
@@ -571,18 +571,37 @@ def approve(
     out.print(tree(Text(f"approved {model} v{version}", style="bold green"), answer or {}))
 
 
-@rollout_app.command("status", epilog="Example: flywheel rollout status")
+@rollout_app.command(
+    "status", epilog="Examples: flywheel rollout status  ·  flywheel rollout status loans-approval --last 20 --json"
+)
 @expected_failures
 def rollout_status(
+    model: Annotated[str | None, typer.Argument(help="Only this model's rollouts; default: all.")] = None,
+    last: Annotated[int, typer.Option("--last", "-n", min=0, help="How many recent rollout steps to show.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print serving's answer as JSON.")] = False,
 ) -> None:
-    """What serving is rolling out: stage, traffic split and the versions involved (GET /rollout)."""
+    """What serving is rolling out: strategy, step, candidate traffic and live figures per variant (GET /rollout)."""
     cfg = settings()
-    answer = call("serving", "GET", f"{cfg.serving_url}/rollout", timeout=cfg.http_timeout_s)
-    if as_json:
-        typer.echo(json.dumps(answer, indent=2))
+    url = f"{cfg.serving_url}/rollout"
+    try:
+        answer = call("serving", "GET", url, timeout=cfg.http_timeout_s)
+    except NotFound as exc:
+        raise CliError(f"serving at {cfg.serving_url} has no GET /rollout (404): it cannot report rollouts") from exc
+    if not isinstance(answer, dict) or not {"active", "recent"} <= set(answer):
+        # An answer in a shape this CLI does not know: show it as it is rather than guess.
+        if as_json:
+            typer.echo(json.dumps(answer, indent=2))
+        else:
+            out.print(tree(Text("rollout", style="bold"), answer))
         return
-    out.print(tree(Text("rollout", style="bold"), answer))
+    active = [r for r in answer["active"] if model in (None, r.get("model_name"))]
+    recent = [e for e in answer["recent"] if model in (None, e.get("model_name"))][-last:] if last else []
+    if as_json:
+        typer.echo(json.dumps({"active": active, "recent": recent}, indent=2))
+        return
+    out.print(rollouts_table(active) if active else Text("no rollout in progress", style="dim"))
+    if recent:
+        out.print(steps_table(recent))
 
 
 @app.command(epilog="Example: flywheel version")

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
@@ -131,3 +132,67 @@ def _gates(root: Tree, gates: list[dict[str, Any]]) -> None:
         if gate.get("message"):
             line.append(f"  {gate['message']}")
         branch.add(line)
+
+
+ACTION_STYLE = {"promoted": "green", "rolled_back": "bold red", "aborted": "bold red", "started": "cyan"}
+
+
+def _figure(figures: dict[str, Any], variant: str) -> str:
+    """A variant's live figures in one cell: requests, error rate, accuracy on labels, p99.
+
+    >>> _figure({"candidate": {"requests": 120, "error_rate": 0.0, "labelled": 40, "accuracy": 0.9, "p99_ms": 4.2}},
+    ...         "candidate")
+    '120 req · 0.0% err · acc 0.900 (40) · p99 4.2 ms'
+    >>> _figure({"champion": {"requests": 0, "error_rate": 0, "labelled": 0, "accuracy": -1.0, "p99_ms": 0}},
+    ...         "champion")
+    '0 req · 0.0% err · acc n/a · p99 0.0 ms'
+    """
+    f = figures.get(variant) or {}
+    if not f:
+        return ""
+    accuracy = f.get("accuracy", -1.0)
+    acc = "n/a" if accuracy is None or accuracy < 0 else f"{accuracy:.3f} ({int(f.get('labelled', 0))})"
+    return (
+        f"{int(f.get('requests', 0))} req · {100 * float(f.get('error_rate', 0)):.1f}% err · "
+        f"acc {acc} · p99 {float(f.get('p99_ms', 0)):.1f} ms"
+    )
+
+
+def rollouts_table(active: list[dict[str, Any]]) -> Table:
+    """The rollouts in progress, one row each, with the live figures of both variants."""
+    table = Table(title="Rollouts in progress", title_justify="left")
+    for column in ("model", "strategy", "step", "candidate traffic", "champion", "candidate"):
+        table.add_column(column)
+    for r in active:
+        steps = r.get("steps")
+        step = f"{r.get('step', 0)}/{len(steps) if isinstance(steps, list) else steps}" if steps else str(r.get("step"))
+        figures = r.get("figures") or {}
+        table.add_row(
+            str(r.get("model_name")),
+            str(r.get("strategy")),
+            step,
+            f"{100 * float(r.get('candidate_traffic') or 0):.0f}%",
+            Text(f"v{r.get('champion_version')}\n{_figure(figures, 'champion')}".rstrip()),
+            Text(f"v{r.get('candidate_version')}\n{_figure(figures, 'candidate')}".rstrip()),
+        )
+    return table
+
+
+def steps_table(steps: list[dict[str, Any]]) -> Table:
+    """Recent ``RolloutStepped`` events, oldest first."""
+    table = Table(title="Recent rollout steps", title_justify="left")
+    for column in ("at", "model", "action", "strategy", "versions", "step", "traffic", "reason"):
+        table.add_column(column, overflow="fold")
+    for e in steps:
+        action = str(e.get("action"))
+        table.add_row(
+            str(e.get("occurred_at", ""))[:19].replace("T", " "),
+            str(e.get("model_name")),
+            Text(action, style=ACTION_STYLE.get(action, "")),
+            str(e.get("strategy")),
+            f"v{e.get('champion_version')} → v{e.get('candidate_version')}",
+            str(e.get("step", "")),
+            f"{100 * float(e.get('candidate_traffic') or 0):.0f}%",
+            str(e.get("reason", "")),
+        )
+    return table
