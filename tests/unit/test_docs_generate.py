@@ -77,3 +77,39 @@ def test_pages_load_nothing_from_the_network(generated):
         text = page.read_text()
         assert "<script" not in text, page.name
         assert not re.search(r'(src|href)="(https?:)?//', text), page.name
+
+
+EXTENDING = Path(__file__).resolve().parents[2] / "docs" / "extending.md"
+
+
+@pytest.mark.parametrize(
+    ("section", "model_path"),
+    [
+        ("## Add a dataset and its data contract", "flywheel.common.contracts:DataContract"),
+        ("## Add a feature set", "flywheel.common.featuresets:FeatureSet"),
+        ("## Add a model spec", "flywheel.common.modelspec:ModelSpec"),
+    ],
+    ids=["contract", "feature set", "model spec"],
+)
+def test_the_extending_guides_yaml_examples_are_valid(section, model_path):
+    import importlib
+
+    import yaml
+
+    text = EXTENDING.read_text().split(section, 1)[1].split("\n## ", 1)[0]
+    (example,) = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    module, name = model_path.split(":")
+    getattr(importlib.import_module(module), name).model_validate(yaml.safe_load(example))
+
+
+def test_the_docs_cover_architecture_running_and_extending():
+    docs = EXTENDING.parent
+    architecture = (docs / "architecture.md").read_text()
+    assert architecture.count("```mermaid") == 1 and "records.raw" in architecture
+    running = (docs / "running.md").read_text()
+    assert "## Locally, without Docker" in running and "## With Docker Compose" in running
+    extending = EXTENDING.read_text()
+    for section in ("## Add a feature set", "## Add a model spec", "## Add a rollout strategy"):
+        assert section in extending
+    for topic in TOPICS:
+        assert f"`{topic}`" in architecture or topic in architecture, f"{topic} missing from architecture.md"

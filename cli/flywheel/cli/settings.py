@@ -23,7 +23,11 @@ class CliSettings(BaseSettings):
     registry_url: str = Field(default="http://127.0.0.1:8004", description="Registry's HTTP API.")
     serving_url: str = Field(default="http://127.0.0.1:8005", description="Serving's HTTP API.")
     monitoring_url: str = Field(default="http://127.0.0.1:8006", description="Monitoring's HTTP API.")
-    token: str = Field(default="", description="Bearer token for the registry's promote and rollback.")
+    token: str = Field(
+        default="flywheel-dev-token",
+        description="Bearer token for the registry's promote, rollback and approve; the default is the local "
+        "stack's (REGISTRY_API_TOKEN's default), so set it for any real deployment.",
+    )
     actor: str = Field(default="", description="Who the CLI acts as in audit trails; default: $USER.")
     http_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one HTTP call.")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
