@@ -185,14 +185,17 @@ def _champions() -> list[tuple[str, str]]:
         return [("*", "unknown (the registry has no GET /models)")]
     except CliError as exc:
         return [("*", f"unknown ({exc})")]
-    found = []
-    for name in model_names(listing):
+
+    def champion(name: str) -> tuple[str, str]:
         try:
             detail = call("registry", "GET", f"{base}/models/{quote(name)}", timeout=cfg.http_timeout_s)
-            found.append((name, champion_of(detail) or "none"))
         except CliError:
-            found.append((name, "unknown"))
-    return found
+            return name, "unknown"
+        return name, champion_of(detail) or "none"
+
+    # One request per model: in parallel, so status stays quick with many models registered.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(champion, model_names(listing)))
 
 
 @app.command(epilog="Example: flywheel status")
