@@ -135,6 +135,19 @@ def test_tail_without_follow_prints_the_last_events_and_ends(kafka, topics):
     pretty = run("tail", "alerts", "--last", "5", "--filter", f"dedup_key={dedup_key}")
     assert "AlertRaised INFO" in pretty.stdout and dedup_key in pretty.stdout
 
+    # Without --follow a tail is a snapshot: at most --last per partition, even while events keep coming.
+    partitions = {row["topic"]: row["partitions"] for row in json.loads(run("topics", "--json").stdout)}
+    flood = "\n".join(
+        json.dumps({"severity": "info", "kind": "t", "message": "m", "dedup_key": f"f{i}"}) for i in range(300)
+    )
+    publisher = subprocess.Popen([str(FLYWHEEL), "publish", "alerts", "-"], stdin=subprocess.PIPE, text=True)
+    publisher.stdin.write(flood)
+    publisher.stdin.close()  # the publisher sends while the tail reads
+    last_one = run("tail", "alerts", "--last", "1", "--json")
+    assert publisher.wait(timeout=60) == 0
+    assert last_one.returncode == 0, last_one.stderr
+    assert 1 <= len(last_one.stdout.splitlines()) <= partitions["alerts"]
+
 
 def test_topics_counts_messages_from_kafka_offsets(kafka, topics):
     def count() -> int:
