@@ -113,3 +113,26 @@ def test_the_docs_cover_architecture_running_and_extending():
         assert section in extending
     for topic in TOPICS:
         assert f"`{topic}`" in architecture or topic in architecture, f"{topic} missing from architecture.md"
+
+
+def test_every_settings_class_in_the_code_is_in_the_configuration_reference():
+    import importlib
+    import inspect
+    import pkgutil
+
+    from pydantic_settings import BaseSettings
+
+    import flywheel
+
+    documented = set(settings_classes().values())
+    found = set()
+    for info in pkgutil.walk_packages(flywheel.__path__, prefix="flywheel."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, BaseSettings) and cls.__module__ == module.__name__:
+                found.add(cls)
+    # A base class (ServiceSettings) is documented through the classes that inherit it.
+    bases = {base for cls in documented for base in cls.__mro__[1:]}
+    assert found - documented - bases == set()
