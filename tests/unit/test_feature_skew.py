@@ -2,22 +2,30 @@
 
 - the feature service (online store) folds validated records through ``FeatureSet.compute``;
 - serving scores ``FeatureSet.matrix`` rows of the raw request;
-- training reads a dataset version (Parquet, as ingestion seals it) through ``FeatureSet.frame``.
+- training reads a dataset version (Parquet, as ingestion seals it) through ``FeatureSet.frame``
+  and the point-in-time ``training_matrix`` (labels observed after the records).
+
+Hypothesis is not a dependency of the workspace, so the inputs are a few hundred records of
+river's Agrawal generator plus hand-made edge values, and a seeded random mix of nulls, NaN,
+pandas' NA, missing keys, zeros, negatives and huge numbers over every transform.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from river.datasets import synth
 
 from flywheel.common.contracts import load_contracts
-from flywheel.common.featuresets import load_feature_set
+from flywheel.common.featuresets import FeatureSet, load_feature_set
 from flywheel.common.kafka import SeenEvents
+from flywheel.common.offline import training_matrix
 from flywheel.features.store import OnlineStore
 from flywheel.ingestion.validation import validate
 from flywheel.ingestion.versions import seal
@@ -77,13 +85,20 @@ def test_feature_service_serving_and_training_compute_identical_values() -> None
     version = pd.read_parquet(io.BytesIO(parquet))
     offline = FEATURES.frame(version)
     offline.index = version["applicant_id"]
+    labels = version[["applicant_id", "applied_at", "approved"]].assign(
+        applied_at=version["applied_at"] + pd.Timedelta(seconds=30)  # a label is observed after the record
+    )
+    trained = training_matrix(FEATURES, version, labels).set_index("applicant_id")
 
-    assert len(online) == len(served) == len(offline) == 400
+    assert len(online) == len(served) == len(offline) == len(trained) == 400
     mismatches = [
-        (entity, name, online[entity][name], served[entity][i], offline.loc[entity, name])
+        (entity, name, online[entity][name], served[entity][i], offline.loc[entity, name], trained.loc[entity, name])
         for entity in served
         for i, name in enumerate(FEATURES.names)
-        if not (same(online[entity][name], served[entity][i]) and same(served[entity][i], offline.loc[entity, name]))
+        if not all(
+            same(online[entity][name], other)
+            for other in (served[entity][i], offline.loc[entity, name], trained.loc[entity, name])
+        )
     ]
     assert mismatches == []
     assert online["e-0"]["loan_to_income"] == 0.0  # the zero-income edge really was computed
@@ -98,3 +113,82 @@ def test_offline_features_are_point_in_time_correct() -> None:
     changed.loc[25:, ["salary", "commission", "loan", "hvalue", "age"]] = [1.0, 2.0, 3.0, 4.0, 99]
     after = FEATURES.frame(changed).iloc[:25]
     pd.testing.assert_frame_equal(before, after)
+
+
+EVERY_TRANSFORM = FeatureSet(
+    feature_set="edges",
+    version="1",
+    dataset="edges",
+    entity_key="id",
+    timestamp="ts",
+    features=[
+        {"name": "x", "input": "x"},
+        {"name": "log_x", "input": "x", "transform": "log1p"},
+        {"name": "total", "inputs": ["x", "y"], "transform": "sum"},
+        {"name": "share", "inputs": ["x", "y", "z"], "transform": "ratio"},
+        {"name": "is_b", "input": "grade", "transform": "one_hot", "value": "b"},
+        {"name": "is_two", "input": "n", "transform": "one_hot", "value": 2},
+        {"name": "bounded", "input": "x", "transform": "clip", "min": -1.0, "max": 100.0},
+        {"name": "band", "input": "n", "transform": "bucket", "edges": [1, 3]},
+    ],
+)
+
+
+def edge_records(n: int, seed: int = 11) -> list[dict]:
+    rng = random.Random(seed)
+    numbers = [None, 0.0, -0.0, -1.0, -0.5, 1e-300, 1e300, -1e300, 7.25, 100.0, 1e6]
+    records = []
+    for i in range(n):
+        record = {
+            "id": f"e-{i}",
+            "ts": f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}+00:00",
+            "x": rng.choice(numbers),
+            "y": rng.choice(numbers),
+            "z": rng.choice(numbers),
+            "grade": rng.choice([None, "a", "b", "c"]),
+            "n": rng.choice([None, 0, 1, 2, 3, 4]),
+        }
+        for key in ("x", "y", "z", "grade", "n"):
+            if rng.random() < 0.1:
+                del record[key]  # a field the request did not send at all
+        records.append(record)
+    return records
+
+
+@pytest.mark.parametrize("offline_dtypes", ["sealed", "from_json"])
+def test_nulls_missing_fields_and_edge_values_give_the_same_features_everywhere(offline_dtypes: str) -> None:
+    raw = edge_records(600)
+    store = OnlineStore({"edges": EVERY_TRANSFORM})
+    for record in raw:
+        store.apply(
+            RecordValidated(
+                producer="t",
+                dataset="edges",
+                record_id=record["id"],
+                entity_id=record["id"],
+                event_time=record["ts"],
+                data=record,
+                contract_version="1",
+            )
+        )
+    online = {entity: stored.values for (_, entity), stored in store.latest.items()}
+    served = dict(zip((r["id"] for r in raw), EVERY_TRANSFORM.matrix(raw), strict=True))
+    # offline as a dataset version holds them (nullable dtypes: a null is pandas' NA), or as a frame
+    # built straight from the JSON records (object columns: a missing field is a float NaN)
+    version = pd.DataFrame(raw)
+    if offline_dtypes == "sealed":
+        version = version.astype({"x": "float64", "y": "float64", "z": "float64", "grade": "string", "n": "Int64"})
+    frame = EVERY_TRANSFORM.frame(version).set_index(version["id"])
+    trained = training_matrix(EVERY_TRANSFORM, version, version[["id", "ts"]]).set_index("id")
+    mismatches = [
+        (entity, name, online[entity][name], served[entity][i], frame.loc[entity, name], trained.loc[entity, name])
+        for entity in served
+        for i, name in enumerate(EVERY_TRANSFORM.names)
+        if not all(
+            same(online[entity][name], other)
+            for other in (served[entity][i], frame.loc[entity, name], trained.loc[entity, name])
+        )
+    ]
+    assert mismatches == []
+    assert any(v["share"] == 0.0 for v in online.values())  # the zero-denominator edge was reached
+    assert any(v["is_b"] is None for v in online.values()) and any(v["band"] is None for v in online.values())

@@ -124,8 +124,13 @@ def _ratio(f: FeatureDefinition, xs: list[Any]) -> float:
     return numerator / denominator if denominator else 0.0
 
 
+def _missing(value: Any) -> bool:
+    """None, a float NaN or pandas' NA: how a null looks online (JSON) and offline (a frame)."""
+    return value is None or (isinstance(value, float) and math.isnan(value)) or type(value).__name__ == "NAType"
+
+
 def _one_hot(f: FeatureDefinition, xs: list[Any]) -> float:
-    if xs[0] is None:
+    if _missing(xs[0]):  # a null is unknown, not "another category": NaN, whichever caller
         return math.nan
     return 1.0 if xs[0] == f.value else 0.0
 
