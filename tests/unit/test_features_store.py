@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from faststream.kafka import TestKafkaBroker
 
-from flywheel.common.kafka import SeenEvents, create_broker
+from flywheel.common.kafka import DEADLETTERS, SeenEvents, create_broker
 from flywheel.common.settings import KafkaSettings
 from flywheel.features.store import OnlineStore
 from flywheel.features.subscribers import register_subscribers
@@ -51,7 +51,48 @@ async def test_each_validated_record_updates_the_store_once_and_publishes_its_ve
     async with TestKafkaBroker(broker) as test_broker:
         for record in [*records, records[0]]:  # the last is a redelivery
             await test_broker.publish(record.to_bytes(), RECORDS_VALIDATED.name)
-    assert [v.entity_id for v in vectors] == [f"e-{i}" for i in range(5)]
+    # the redelivery counts once in the statistics, but its vector (still e-0's latest) goes out
+    # again: had the first publish failed, it would otherwise never reach features.online
+    assert [v.entity_id for v in vectors] == [*(f"e-{i}" for i in range(5)), "e-0"]
+    assert vectors[5].values == vectors[0].values
     assert vectors[3].values["income"] == 3000.0 and vectors[3].feature_set == "loans_features"
     assert vectors[0].causation_id == records[0].event_id
     assert store.statistics["loans"]["salary"].count == 5
+
+
+async def test_records_the_replay_folded_in_are_published_once_the_subscriber_reaches_them() -> None:
+    broker = create_broker(KafkaSettings(retry_backoff_s=0), service="features-test")
+    store, seen = OnlineStore({"loans": FEATURES}), SeenEvents()
+    register_subscribers(broker, store, seen)
+    newer, older = validated("r", 30, 900.0), validated("r", 10, 100.0)
+    for record in (newer, older):  # what the start-up replay does with the log's tail
+        store.apply(record, count=seen.first_time(record.event_id))
+    vectors: list[FeaturesComputed] = []
+
+    @broker.subscriber(FEATURES_ONLINE.name)
+    async def collect(body: dict) -> None:
+        vectors.append(FeaturesComputed.model_validate(body))
+
+    async with TestKafkaBroker(broker) as test_broker:
+        for record in (older, newer):  # the subscriber resumes from its committed offset
+            await test_broker.publish(record.to_bytes(), RECORDS_VALIDATED.name)
+    assert [v.values["salary"] for v in vectors] == [900.0]  # the stale one is never published
+    assert store.statistics["loans"]["salary"].count == 2
+    assert store.latest[("loans", "r")].values["salary"] == 900.0
+
+
+async def test_a_bad_message_is_dead_lettered_and_the_consumer_goes_on() -> None:
+    broker = create_broker(KafkaSettings(retry_backoff_s=0), service="features-test")
+    store = OnlineStore({"loans": FEATURES})
+    register_subscribers(broker, store, SeenEvents())
+    letters: list[dict] = []
+
+    @broker.subscriber(DEADLETTERS.name)
+    async def collect(body: dict) -> None:
+        letters.append(body)
+
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish(b"{not json", RECORDS_VALIDATED.name)
+        await test_broker.publish(validated("ok", 1, 10.0).to_bytes(), RECORDS_VALIDATED.name)
+    assert store.entities("loans") == 1
+    assert len(letters) == 1 and letters[0]["source_topic"] == RECORDS_VALIDATED.name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,27 @@ def create_app(settings: FeaturesSettings | None = None) -> FastAPI:
     store = OnlineStore(feature_sets_in(settings.datasets_dir))
     seen = SeenEvents(capacity=settings.dedup_capacity)
     register_subscribers(parts.broker, store, seen)
-    state = {"store": "rebuilding", "replayed": 0}
+    state: dict[str, Any] = {"store": "rebuilding", "replayed": 0}
 
     async def rebuild() -> None:
-        state["replayed"] = await replay(settings.kafka.bootstrap_servers, store, seen)
+        delay = 1.0
+        while True:  # Kafka not up yet, or gone mid-replay: retry; the dedup makes a rerun harmless
+            started = time.monotonic()
+            try:
+                state["replayed"] = await replay(settings.kafka.bootstrap_servers, store, seen)
+            except Exception as error:  # any failure of the replay is retried, never fatal
+                state["replay_error"] = f"{type(error).__name__}: {error}"
+                parts.log.warning("online store replay failed; retrying", error=state["replay_error"], in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, settings.replay_max_backoff_s)
+                continue
+            break
+        state.pop("replay_error", None)
         state["store"] = "ready"
-        parts.log.info("online store rebuilt", records=state["replayed"], entities=store.entities())
+        state["replay_s"] = round(time.monotonic() - started, 3)
+        parts.log.info(
+            "online store rebuilt", records=state["replayed"], entities=store.entities(), seconds=state["replay_s"]
+        )
 
     @contextlib.asynccontextmanager
     async def rebuild_store(app: FastAPI) -> AsyncIterator[None]:
@@ -61,7 +77,7 @@ def create_app(settings: FeaturesSettings | None = None) -> FastAPI:
         settings=settings,
         broker=parts.broker,
         checks=parts.checks(),
-        routers=[create_router(store, load_contracts(settings.datasets_dir))],
+        routers=[create_router(store, load_contracts(settings.datasets_dir), ready=lambda: state["store"] == "ready")],
         lifespans=[rebuild_store],
         description="One set of feature definitions, online and offline; keeps the online store.",
         status=status,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
@@ -16,7 +17,9 @@ class ComputeRequest(BaseModel):
     records: list[dict[str, JsonValue]] = Field(min_length=1, max_length=1000)
 
 
-def create_router(store: OnlineStore, contracts: dict[str, DataContract]) -> APIRouter:
+def create_router(
+    store: OnlineStore, contracts: dict[str, DataContract], ready: Callable[[], bool] = lambda: True
+) -> APIRouter:
     router = APIRouter(tags=["features"])
 
     def feature_set(dataset: str) -> FeatureSet:
@@ -44,6 +47,8 @@ def create_router(store: OnlineStore, contracts: dict[str, DataContract]) -> API
         fs = feature_set(dataset)
         stored = store.latest.get((dataset, entity_id))
         if stored is None:
+            if not ready():  # it may well be in the part of the log not replayed yet
+                raise HTTPException(503, f"online store is rebuilding; entity {entity_id!r} not found yet")
             raise HTTPException(404, f"no features for entity {entity_id!r} of dataset {dataset!r}")
         return {
             "dataset": dataset,

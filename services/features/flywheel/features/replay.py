@@ -1,9 +1,17 @@
 """Rebuilding the online store after a restart by replaying ``records.validated``.
 
-The store lives in memory; the topic is its log. On start, a consumer without a group
-reads every partition from the beginning up to the end offsets of that moment, folding
-records in with the same dedup (by event id) as the subscriber, so a record the
-subscriber also sees counts once. Until then ``/health`` reports ``rebuilding``.
+The store lives in memory; the topic (retained, not compacted) is its log. On start, a
+consumer without a group reads every partition from the beginning up to the end offsets
+of that moment, while the ``flywheel-features`` subscriber resumes from its committed
+offsets beside it. Both fold records in with the same dedup by event id, so a record
+both see counts once in the statistics; the latest vector per entity is idempotent.
+
+Why a bounded replay and not a consumer group that rereads from the beginning: the
+group's committed offsets are what make ``features.online`` at-least-once (a record is
+published before its offset is committed), and a reread through the subscriber would
+republish every historical vector on each start. The replay only rebuilds state; it
+publishes nothing. Until it has reached the end offsets ``/health`` reports
+``store: rebuilding`` (and an unknown entity answers 503, not 404).
 """
 
 from __future__ import annotations
@@ -43,8 +51,7 @@ async def replay(bootstrap_servers: str, store: OnlineStore, seen: SeenEvents) -
                         record = RecordValidated.model_validate_json(message.value)
                     except ValidationError:
                         continue
-                    if seen.first_time(record.event_id):
-                        store.apply(record)
+                    store.apply(record, count=seen.first_time(record.event_id))
             for tp in list(left):
                 if await consumer.position(tp) >= ends[tp]:
                     left.discard(tp)

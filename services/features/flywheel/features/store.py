@@ -64,14 +64,19 @@ class OnlineStore:
             name: {f: FeatureStatistics() for f in fs.names} for name, fs in feature_sets.items()
         }
 
-    def apply(self, record: RecordValidated) -> FeaturesComputed | None:
-        """Fold one validated record in; the entity's new vector, or None when it is older than the stored one."""
+    def apply(self, record: RecordValidated, *, count: bool = True) -> FeaturesComputed | None:
+        """Fold one validated record in; the entity's new vector, or None when it is older than the stored one.
+
+        ``count=False`` (a record seen before: a redelivery, or one the start-up replay
+        already folded in) leaves the statistics alone; the latest vector is idempotent anyway.
+        """
         feature_set = self.feature_sets.get(record.dataset)
         if feature_set is None:
             return None
         values = feature_set.compute(record.data)
-        for name, value in values.items():
-            self.statistics[record.dataset][name].update(value)
+        if count:
+            for name, value in values.items():
+                self.statistics[record.dataset][name].update(value)
         key = (record.dataset, record.entity_id)
         current = self.latest.get(key)
         if current is not None and current.event_time > record.event_time:

@@ -13,10 +13,15 @@ from flywheel.schemas import RECORDS_VALIDATED, RecordValidated
 def register_subscribers(broker: KafkaBroker, store: OnlineStore, seen: SeenEvents) -> None:
     @broker.subscriber(RECORDS_VALIDATED.name, **consumer_options("features"))
     async def on_record_validated(record: RecordValidated) -> None:
-        """Update the entity's vector and the feature statistics (each record once)."""
-        if not seen.first_time(record.event_id):
-            return
-        vector = store.apply(record)
-        UPDATES.labels(record.dataset, "updated" if vector else "stale").inc()
+        """Update the entity's vector and the feature statistics (each record once); publish the vector.
+
+        Dedup guards the statistics only. A record seen before (a redelivery after a failed
+        publish, or one the start-up replay folded in before this consumer reached it) is
+        published again if it is still its entity's latest: at-least-once on
+        ``features.online``, where the same vector twice is harmless and a lost one is not.
+        """
+        first = seen.first_time(record.event_id)
+        vector = store.apply(record, count=first)
+        UPDATES.labels(record.dataset, ("updated" if first else "repeated") if vector else "stale").inc()
         if vector is not None:
             await publish_event(broker, vector)
