@@ -42,9 +42,11 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def agrawal_rows(n: int, function: int = 0, seed: int = 7, perturbation: float = 0.0) -> pd.DataFrame:
+def agrawal_rows(
+    n: int, function: int = 0, seed: int = 7, perturbation: float = 0.0, start: datetime | None = None
+) -> pd.DataFrame:
     """Loan applications as the data contract wants them, labelled by an Agrawal function."""
-    start = datetime(2026, 1, 1, tzinfo=UTC)
+    start = start or datetime(2026, 1, 1, tzinfo=UTC)
     stream = synth.Agrawal(classification_function=function, seed=seed, perturbation=perturbation)
     rows = [
         {
@@ -178,7 +180,6 @@ async def test_training_the_same_request_twice_gives_identical_metrics(kafka: Ka
 async def test_fifty_drift_events_in_a_burst_lead_to_exactly_one_training_run(
     kafka: KafkaSettings, store_settings, services
 ):
-    write_version(store_settings, agrawal_rows(800, function=2, seed=11))  # the newest data
     name = unique("it-burst")
     drifts = [
         DriftDetected(
@@ -199,6 +200,9 @@ async def test_fifty_drift_events_in_a_burst_lead_to_exactly_one_training_run(
             TopicReader(kafka.bootstrap_servers, TRAINING_FAILED.name) as failed,
         ):
             await asyncio.gather(*(send_event(p, d) for d in drifts))
+            # a drift retrain waits for data recorded after the drift (1,000 rows by default): here it comes
+            fresh = agrawal_rows(1000, function=2, seed=11, start=datetime.now(UTC) + timedelta(seconds=5))
+            fresh_version = write_version(store_settings, fresh)
             [trained] = await wait_for(completed, name)
             await asyncio.sleep(8)  # longer than the debounce window: a second run would have started
             more = await completed.collect(lambda _: True, timeout=1, where=lambda b: b.get("model_name") == name)
@@ -207,6 +211,7 @@ async def test_fifty_drift_events_in_a_burst_lead_to_exactly_one_training_run(
         await p.stop()
     assert len(more) == 1 and failures == []
     assert trained["merged_requests"] == 50
+    assert trained["lineage"]["dataset_version"] == fresh_version
     drift_ids = {str(d.event_id) for d in drifts}
     assert trained["lineage"]["trigger_event_id"] in drift_ids
     assert trained["lineage"]["causation_chain"][0] in drift_ids

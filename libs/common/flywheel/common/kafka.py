@@ -257,6 +257,9 @@ class SeenEvents:
     def __len__(self) -> int:
         return len(self._ids)
 
+    def __contains__(self, key: object) -> bool:
+        return str(key) in self._ids
+
 
 __all__ = [
     "DEADLETTERS",

@@ -6,6 +6,10 @@ offsets: each manifest stores, per partition, the offset it sealed up to
 of any dataset and skips, per dataset, what that dataset already sealed. A crash
 between writing a version and anything after it therefore neither loses nor repeats a
 record: what was sealed is skipped, what was buffered is read again.
+
+A validated record can still reach the topic twice (a crash after publishing it and before
+committing its submission). The roller remembers the record ids of recent versions (loaded
+from them on start, ``remember_rows`` at most) and seals each id once.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from pydantic import ValidationError
 
 from flywheel.common.contracts import DataContract
 from flywheel.common.datasets import DatasetCatalog
+from flywheel.common.kafka import SeenEvents
 from flywheel.ingestion.metrics import BUFFERED, VERSIONS
-from flywheel.ingestion.versions import Buffered, seal
+from flywheel.ingestion.versions import RECORD_ID, Buffered, seal
 from flywheel.schemas import RECORDS_VALIDATED, DatasetManifest, DatasetVersioned, Event, RecordValidated
 
 log = structlog.get_logger(__name__)
@@ -43,10 +48,13 @@ class Roller:
         bucket: str,
         max_rows: int,
         max_age_s: float,
+        remember_rows: int = 1_000_000,
     ) -> None:
         self.catalog, self.contracts, self.publish = catalog, contracts, publish
         self.bootstrap_servers, self.bucket = bootstrap_servers, bucket
         self.max_rows, self.max_age_s = max_rows, max_age_s
+        self.sealed: dict[str, SeenEvents] = {name: SeenEvents(capacity=remember_rows) for name in contracts}
+        self.remember_rows = remember_rows
         self.buffers: dict[str, Buffered] = {name: Buffered() for name in contracts}
         self.latest: dict[str, DatasetManifest | None] = {}
         self.state = "starting"
@@ -62,10 +70,24 @@ class Roller:
         rolled = [m for m in self.catalog.manifests(dataset) if m.source_offsets is not None]
         return rolled[-1] if rolled else None
 
+    def _remember_sealed(self, dataset: str) -> None:
+        """Load the record ids of the newest versions this roller sealed, up to ``remember_rows``."""
+        rolled = [m for m in self.catalog.manifests(dataset) if m.source_offsets is not None]
+        recent, rows = [], 0
+        for manifest in reversed(rolled):
+            if rows + manifest.row_count > self.remember_rows:
+                break
+            recent.append(manifest)
+            rows += manifest.row_count
+        for manifest in reversed(recent):  # oldest first, so the newest are forgotten last
+            for record_id in self.catalog.load(dataset, manifest.version)[RECORD_ID]:
+                self.sealed[dataset].first_time(record_id)
+
     async def run(self) -> None:
         """Consume until cancelled; seal by size as records arrive and by age once a second."""
         for dataset in self.contracts:
             self.latest[dataset] = await asyncio.to_thread(self._last_rolled, dataset)
+            await asyncio.to_thread(self._remember_sealed, dataset)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest"
         )
@@ -115,6 +137,8 @@ class Roller:
             return
         if offset < self.checkpoint(record.dataset).get(str(partition), 0):
             return  # already in a sealed version
+        if record.record_id in self.sealed[record.dataset]:
+            return  # validated twice (a redelivered submission); sealed once already
         async with self._lock:
             buffer = self.buffers[record.dataset]
             if buffer.add(record, partition, offset, time.monotonic()):
@@ -149,6 +173,8 @@ class Roller:
             created_at=datetime.now(UTC),
         )
         await asyncio.to_thread(self.catalog.write, manifest, data)  # the checkpoint is in the manifest
+        for record_id in buffer.records:
+            self.sealed[dataset].first_time(record_id)
         self.latest[dataset] = manifest
         self.buffers[dataset] = Buffered()
         BUFFERED.labels(dataset).set(0)

@@ -23,7 +23,7 @@ from flywheel.training.coalesce import Coalescer
 from flywheel.training.codeversion import code_version
 from flywheel.training.handlers import scheduled_request
 from flywheel.training.http import create_router
-from flywheel.training.runner import RunContext, log_progress, train
+from flywheel.training.runner import RunContext, fresh_data, log_progress, train
 from flywheel.training.runs import RunBook, RunRecord
 from flywheel.training.settings import TrainingSettings
 from flywheel.training.subscribers import register_subscribers
@@ -67,10 +67,11 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
             trigger=request.trigger,
             correlation_id=str(request.correlation_id),
         )
+        fresh = await fresh_data(ctx, request, progress)
         metrics.RUNNING.inc()
         try:
             with metrics.DURATION.labels(request.model_name).time():
-                outcome = await loop.run_in_executor(pool, train, ctx, request, requests, record.id, progress)
+                outcome = await loop.run_in_executor(pool, train, ctx, request, requests, record.id, progress, fresh)
         finally:
             metrics.RUNNING.dec()
         record.finished_at = utc_now()

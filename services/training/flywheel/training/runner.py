@@ -5,6 +5,7 @@ Returns the event to publish (``ModelTrained`` or ``TrainingFailed``); publishin
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tempfile
 import time
@@ -95,17 +96,19 @@ def versions_since(manifests: list[DatasetManifest], since: datetime, rows: int)
     return fresh if fresh and sum(m.row_count for m in fresh) >= rows else None
 
 
-def wait_for_fresh_data(ctx: RunContext, request: TrainModel, progress: Progress) -> list[DatasetManifest] | None:
+async def fresh_data(ctx: RunContext, request: TrainModel, progress: Progress) -> list[DatasetManifest] | None:
     """After drift, the newest version still holds the old concept: wait for data from after it.
 
     Returns the versions recorded since the request (the drift's moment), or None when the
     wait does not apply or times out (then the newest version is used, and the log says so).
+    Awaited on the event loop, never in a training thread, so waiting holds no worker.
     """
     if request.trigger != "drift" or request.dataset_version is not None or ctx.drift_fresh_rows <= 0:
         return None
     deadline = time.monotonic() + ctx.drift_fresh_timeout_s
     while True:
-        fresh = versions_since(ctx.catalog.manifests(request.dataset), request.occurred_at, ctx.drift_fresh_rows)
+        manifests = await asyncio.to_thread(ctx.catalog.manifests, request.dataset)
+        fresh = versions_since(manifests, request.occurred_at, ctx.drift_fresh_rows)
         if fresh is not None:
             return fresh
         if time.monotonic() >= deadline:
@@ -116,7 +119,7 @@ def wait_for_fresh_data(ctx: RunContext, request: TrainModel, progress: Progress
             )
             return None
         progress(f"waiting for {ctx.drift_fresh_rows} rows recorded after the drift", 0.01)
-        time.sleep(ctx.poll_s)
+        await asyncio.sleep(ctx.poll_s)
 
 
 def train(
@@ -125,15 +128,16 @@ def train(
     merged: list[TrainModel],
     run_label: str,
     progress: Progress,
+    versions: list[DatasetManifest] | None = None,
 ) -> ModelTrained | TrainingFailed:
-    """Train the model the request asks for; every failure becomes a ``TrainingFailed`` with why."""
+    """Train the model the request asks for (on ``versions`` when given); every failure becomes a
+    ``TrainingFailed`` with why."""
     started = time.perf_counter()
     envelope = {"producer": PRODUCER, **request.caused()}
-    versions: list[DatasetManifest] = []
     try:
         spec, features = resolve_spec(ctx, request)
         progress("resolving data", 0.02)
-        versions = wait_for_fresh_data(ctx, request, progress) or resolve_versions(
+        versions = versions or resolve_versions(
             ctx.catalog, request.dataset, request.dataset_version, spec.window_versions
         )
         frame = pd.concat([ctx.catalog.load(request.dataset, m.version) for m in versions], ignore_index=True)
