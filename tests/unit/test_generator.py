@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 from river.datasets import synth
 
 from flywheel.common.contracts import load_contracts
+from flywheel.common.featuresets import load_feature_set
+from flywheel.common.offline import training_matrix
 from flywheel.demo.generator import loan_stream
 
-CONTRACT = load_contracts(Path(__file__).resolve().parents[2] / "datasets")["loans"]
+DATASETS = Path(__file__).resolve().parents[2] / "datasets"
+CONTRACT = load_contracts(DATASETS)["loans"]
+FEATURES = load_feature_set(DATASETS, "loans")
 
 
 def take(n: int, **kwargs) -> list:
@@ -38,3 +44,20 @@ def test_the_concept_changes_at_the_drift_point() -> None:
 
 def test_a_gradual_drift_mixes_both_concepts() -> None:
     assert len(take(400, drift_at=200, drift_width=100)) == 400
+
+
+def test_event_times_follow_the_rate_so_delayed_labels_join_to_their_applications() -> None:
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    stream = take(200, start=start, interval=timedelta(milliseconds=20), seed=3)
+    records = pd.DataFrame([{**application, "approved": None} for application, _ in stream])
+    assert records["applied_at"].iloc[-1] == (start + 199 * timedelta(milliseconds=20)).isoformat()
+    labels = pd.DataFrame(
+        {
+            "applicant_id": records["applicant_id"],
+            "applied_at": pd.to_datetime(records["applied_at"], utc=True, format="ISO8601") + timedelta(seconds=2),
+            "approved": [label for _, label in stream],
+        }
+    )
+    matrix = training_matrix(FEATURES, records, labels)
+    assert matrix[FEATURES.names].notna().all().all()
+    pd.testing.assert_frame_equal(matrix[FEATURES.names], FEATURES.frame(records), check_index_type=False)

@@ -36,9 +36,14 @@ def loan_stream(
     drift_at: int | None = None,
     drift_width: int = 1,
     start: datetime | None = None,
+    interval: timedelta = timedelta(seconds=1),
     run_id: str = "gen",
 ) -> Iterator[tuple[dict[str, Any], int]]:
-    """(application, label) pairs as the loans data contract wants them; deterministic for a seed."""
+    """(application, label) pairs as the loans data contract wants them; deterministic for a seed.
+
+    Application ``i`` is made at ``start + i * interval``: live, the interval is the rate's,
+    so event times follow the wall clock and a label observed later is later in event time too.
+    """
     before = synth.Agrawal(classification_function=function_before, seed=seed)
     if drift_at is None:
         stream = before
@@ -52,10 +57,16 @@ def loan_stream(
     for i, (x, y) in enumerate(stream):
         application = {
             "applicant_id": f"{run_id}-{i}",
-            "applied_at": (start + timedelta(seconds=i)).isoformat(),
+            "applied_at": (start + i * interval).isoformat(),
             **{k: float(v) if k in FLOATS else int(v) for k, v in x.items()},
         }
         yield application, int(y)
+
+
+async def send_label(producer: AIOKafkaProducer, label: LabelObserved) -> None:
+    """Publish a label, stamped with when it was observed (now), for point-in-time joins."""
+    observed = label.model_copy(update={"observed_at": datetime.now(UTC)})
+    await producer.send(LABELS.name, observed.to_bytes(), key=(observed.entity_id or "").encode())
 
 
 async def publish(args: argparse.Namespace) -> None:
@@ -70,6 +81,7 @@ async def publish(args: argparse.Namespace) -> None:
         drift_at=args.drift_at,
         drift_width=args.drift_width,
         start=datetime.now(UTC),
+        interval=timedelta(seconds=1 / args.rate),
         run_id=run_id,
     )
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
@@ -96,8 +108,7 @@ async def publish(args: argparse.Namespace) -> None:
                     )
                     pending.append((time.monotonic() + args.label_delay, observed))
                 while pending and pending[0][0] <= time.monotonic():
-                    _, due = pending.popleft()
-                    await producer.send(LABELS.name, due.to_bytes(), key=due.entity_id.encode())
+                    await send_label(producer, pending.popleft()[1])
                 progress.advance(task)
                 if args.drift_at is not None and i + 1 == args.drift_at:
                     progress.console.print(
@@ -106,8 +117,7 @@ async def publish(args: argparse.Namespace) -> None:
                 await asyncio.sleep(max(0.0, began + (i + 1) / args.rate - time.monotonic()))
             while pending:
                 await asyncio.sleep(max(0.0, pending[0][0] - time.monotonic()))
-                _, due = pending.popleft()
-                await producer.send(LABELS.name, due.to_bytes(), key=due.entity_id.encode())
+                await send_label(producer, pending.popleft()[1])
     finally:
         await producer.stop()
 
