@@ -222,7 +222,12 @@ async def test_promote_through_the_registry_api_is_followed_by_serving(kafka: Ka
     async with httpx.AsyncClient(base_url=services["registry"], timeout=10) as http:
         promoted = await http.post(f"/models/{name}/promote", json={"version": "2", "actor": "it"}, headers=TOKEN)
         assert promoted.status_code == 200, promoted.text
-    await served(services["serving"], name, "2")
+    # a probe may be answered by the canary's candidate (also v2): ask serving which champion it holds
+    deadline = asyncio.get_running_loop().time() + 60
     async with httpx.AsyncClient(base_url=services["serving"], timeout=10) as http:
+        while (model := (await http.get("/models")).json().get(name, {})).get("champion_version") != "2":
+            assert asyncio.get_running_loop().time() < deadline, f"serving still holds {model}"
+            await asyncio.sleep(0.5)
         status = (await http.get("/rollout")).json()
+    assert model["rollout"] is False
     assert not [r for r in status["active"] if r["model_name"] == name]  # the rollout ended with the promotion

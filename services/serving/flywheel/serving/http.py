@@ -99,13 +99,15 @@ def create_router(
     @router.get("/models", tags=["rollouts"])
     async def models() -> dict[str, Any]:
         """The models served, their champion versions and whether a rollout is running."""
+        dataset_of = {name: model.dataset for name, model in engine.champions.items()}
+        dataset_of |= {name: dataset for dataset, name in model_of_dataset.items()}
         return {
             name: {
                 "dataset": dataset,
                 "champion_version": getattr(engine.champions.get(name), "version", None),
                 "rollout": name in engine.rollouts,
             }
-            for dataset, name in {**{m.dataset: n for n, m in engine.champions.items()}, **model_of_dataset}.items()
+            for name, dataset in sorted(dataset_of.items())
         }
 
     @router.get("/rollout", tags=["rollouts"])
