@@ -7,6 +7,7 @@ is sealed loses no accepted record and a restart seals none twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import signal
@@ -19,9 +20,12 @@ import httpx
 import pandas as pd
 import pytest
 
+from flywheel.common.contracts import load_contracts
 from flywheel.common.datasets import DatasetCatalog
 from flywheel.common.objectstore import ObjectStore
 from flywheel.common.settings import KafkaSettings
+from flywheel.ingestion.roller import Roller
+from flywheel.ingestion.settings import IngestionSettings
 from flywheel.schemas import DATASETS_VERSIONED
 from tests.support.kafka import TopicReader
 from tests.unit.test_ingestion_kafka import loan
@@ -100,4 +104,50 @@ async def test_records_accepted_before_a_crash_are_in_exactly_one_version_after_
     start_ingestion()
     async with httpx.AsyncClient(base_url=services["ingestion"], timeout=30) as http:
         mine = await rows_sealed(http, catalog, tag, 60)
+    assert len(mine) == 60 and mine.is_unique, mine[mine.duplicated()].tolist()
+
+
+async def test_two_rollers_in_one_group_share_the_partitions_and_seal_each_record_once(
+    kafka: KafkaSettings, store_settings, services
+):
+    """A second replica's roller joins the service's group mid-stream, then leaves again."""
+    tag = f"pair-{uuid.uuid4().hex[:8]}"
+    store = ObjectStore(store_settings)
+    catalog = DatasetCatalog(store)
+    contracts = load_contracts(ROOT / "datasets")
+    announced = []
+
+    async def publish(event) -> None:
+        announced.append(event)
+
+    group = IngestionSettings().roller_group
+    replica = Roller(
+        catalog,
+        contracts,
+        publish,
+        kafka.bootstrap_servers,
+        bucket=store.bucket,
+        max_rows=1000,
+        max_age_s=3600,
+        group_id=group,
+    )
+    async with httpx.AsyncClient(base_url=services["ingestion"], timeout=30) as http:
+        await post(http, applications(f"{tag}-a", 30))
+        task = asyncio.create_task(replica.run())
+        try:
+            for _ in range(60):
+                if replica.state == "rolling" and replica.owned:
+                    break
+                await asyncio.sleep(0.5)
+            assert replica.owned, "the second roller got no partition"
+            await post(http, applications(f"{tag}-b", 30))
+            for _ in range(20):
+                await replica.seal_now("loans")
+                await http.post("/datasets/loans/seal")
+                await asyncio.sleep(0.5)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        mine = await rows_sealed(http, catalog, tag, 60)  # the service's roller has every partition again
     assert len(mine) == 60 and mine.is_unique, mine[mine.duplicated()].tolist()

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import random
 from datetime import UTC, datetime
 from pathlib import Path
+from unittest.mock import patch
+
+import httpx
+import pandas as pd
+from aiokafka import TopicPartition
+from fastapi import FastAPI
 
 from flywheel.common.contracts import load_contracts
-from flywheel.ingestion.versions import Buffered, seal
-from flywheel.schemas import RecordValidated
+from flywheel.common.datasets import DatasetCatalog
+from flywheel.ingestion.datasets_http import create_dataset_router
+from flywheel.ingestion.roller import Roller, versioned_event
+from flywheel.ingestion.versions import RECORD_ID, Buffered, merge_offsets, seal
+from flywheel.schemas import RECORDS_VALIDATED, RecordValidated
 from tests.unit.test_ingestion_kafka import loan
 
 CONTRACT = load_contracts(Path(__file__).resolve().parents[2] / "datasets")["loans"]
@@ -74,3 +84,142 @@ def test_a_redelivered_record_is_buffered_once() -> None:
     assert buffer.add(validated(1), 0, 1, 0.0) is True
     assert buffer.add(validated(1), 0, 1, 0.0) is False
     assert len(buffer.records) == 1
+
+
+# --- the roller's bookkeeping, with the object store and Kafka faked at the edges ---------------
+
+
+class MemoryStore:
+    """Just enough of ObjectStore for DatasetCatalog: bytes by key."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "") -> str:
+        self.objects[key] = data
+        return key
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.objects[key]
+
+    def exists(self, key: str) -> bool:
+        return key in self.objects
+
+    def list_keys(self, prefix: str) -> list[str]:
+        return sorted(k for k in self.objects if k.startswith(prefix))
+
+    def get_parquet(self, key: str):
+        return pd.read_parquet(io.BytesIO(self.objects[key]))
+
+
+class FakeConsumer:
+    def __init__(self) -> None:
+        self.positions: dict[int, int] = {}
+
+    async def beginning_offsets(self, partitions):
+        return {tp: 0 for tp in partitions}
+
+    def seek(self, tp, offset: int) -> None:
+        self.positions[tp.partition] = offset
+
+
+def roller_on(store: MemoryStore, published: list, *, fail_publish: bool = False) -> Roller:
+    async def publish(event) -> None:
+        if fail_publish:
+            raise ConnectionError("kafka down")
+        published.append(event)
+
+    return Roller(
+        DatasetCatalog(store), {"loans": CONTRACT}, publish, "unused:9092", bucket="b", max_rows=1000, max_age_s=60
+    )
+
+
+PARTITIONS = [TopicPartition(RECORDS_VALIDATED.name, p) for p in range(2)]
+
+
+async def claimed(roller: Roller) -> FakeConsumer:
+    consumer = FakeConsumer()
+    await roller.claim(consumer, PARTITIONS)
+    return consumer
+
+
+async def feed(roller: Roller, stream: list[tuple[int, int, RecordValidated]]) -> None:
+    for partition, offset, record in stream:
+        await roller._take(roller.generation, partition, offset, record.to_bytes())
+
+
+def sealed_ids(store: MemoryStore) -> list[str]:
+    catalog = DatasetCatalog(store)
+    return [i for m in catalog.manifests("loans") for i in catalog.load("loans", m.version)[RECORD_ID]]
+
+
+async def test_after_a_crash_the_stream_replayed_from_the_start_is_sealed_exactly_once() -> None:
+    store, published = MemoryStore(), []
+    stream = [(i % 2, i // 2, validated(i)) for i in range(40)]  # two partitions, offsets 0..19 each
+    first = roller_on(store, published)
+    await claimed(first)
+    await feed(first, stream[:20])
+    await first.seal_now("loans")
+    await feed(first, stream[20:30])  # buffered, then the process dies
+    second = roller_on(store, published)  # a restart: memory gone, the store kept
+    consumer = await claimed(second)
+    assert consumer.positions == {0: 10, 1: 10}  # resumes past what the first version sealed
+    await feed(second, stream)  # a replay from earlier offsets is harmless too
+    manifest = await second.seal_now("loans")
+    ids = sealed_ids(store)
+    assert sorted(ids) == sorted(f"r-{i}" for i in range(40)) and len(ids) == len(set(ids))
+    assert manifest.parent_version == published[0].version and manifest.source_offsets == {"0": 20, "1": 20}
+    assert [e.event_id for e in published] == [
+        versioned_event(m, None).event_id for m in (published[0].manifest, manifest)
+    ]
+
+
+async def test_a_rebalance_drops_the_buffer_and_ignores_batches_fetched_before_it() -> None:
+    store, published = MemoryStore(), []
+    roller = roller_on(store, published)
+    await claimed(roller)
+    await feed(roller, [(0, 0, validated(1))])
+    stale = roller.generation
+    await roller.release()  # partitions revoked: another replica re-reads them from the checkpoint
+    assert roller.buffers["loans"].records == {} and await roller.seal_now("loans") is None
+    await roller._take(stale, 0, 1, validated(2).to_bytes())
+    assert roller.buffers["loans"].records == {}
+    await claimed(roller)
+    await roller._take(stale, 0, 1, validated(2).to_bytes())  # fetched before the new assignment
+    assert roller.buffers["loans"].records == {}
+
+
+async def test_a_version_is_sealed_even_when_announcing_it_fails() -> None:
+    store, published = MemoryStore(), []
+    roller = roller_on(store, published, fail_publish=True)
+    await claimed(roller)
+    await feed(roller, [(0, 0, validated(1)), (0, 1, validated(2))])
+    with patch("flywheel.ingestion.roller._retrying", side_effect=_once):
+        manifest = await roller.seal_now("loans")
+    assert manifest.row_count == 2 and roller.buffers["loans"].records == {}
+    assert DatasetCatalog(store).latest("loans").version == manifest.version
+
+
+async def _once(call, **_) -> None:
+    await call()
+
+
+def test_checkpoints_merge_per_partition_to_the_furthest() -> None:
+    assert merge_offsets({"0": 5, "1": 9}, {"0": 7}, {"2": 1}) == {"0": 7, "1": 9, "2": 1}
+
+
+async def test_bad_version_names_are_404_not_500() -> None:
+    roller = roller_on(MemoryStore(), [])
+    app = FastAPI()
+    app.include_router(create_dataset_router(roller.catalog, roller))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        for path in (
+            "/datasets/loans/versions/%2e%2e",
+            "/datasets/loans/versions/" + "a" * 2000,
+            "/datasets/x/versions/ab",
+        ):
+            response = await http.get(path)
+            assert response.status_code == 404, (path, response.text)
+        assert (await http.get("/datasets/loans/versions/abc/data")).status_code == 404
+        assert (await http.post("/datasets/nope/seal")).status_code == 404
+        assert (await http.get("/datasets")).json()["loans"]["versions"] == []

@@ -41,6 +41,7 @@ def create_app(settings: IngestionSettings | None = None) -> FastAPI:
         bucket=settings.s3.bucket,
         max_rows=settings.version_max_rows,
         max_age_s=settings.version_max_age_s,
+        group_id=settings.roller_group,
     )
 
     def report_stop(done: asyncio.Task) -> None:
@@ -57,6 +58,9 @@ def create_app(settings: IngestionSettings | None = None) -> FastAPI:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
+    async def roller_check() -> bool:
+        return roller.state != "recovering"
+
     def status() -> dict[str, Any]:
         return {"roller": roller.state, "buffered_rows": {d: len(b.records) for d, b in roller.buffers.items()}}
 
@@ -64,7 +68,7 @@ def create_app(settings: IngestionSettings | None = None) -> FastAPI:
         name="ingestion",
         settings=settings,
         broker=parts.broker,
-        checks=parts.checks(),
+        checks={**parts.checks(), "roller": roller_check},
         routers=[
             create_router(parts.broker, contracts, seen_records, settings.max_batch),
             create_dataset_router(catalog, roller),

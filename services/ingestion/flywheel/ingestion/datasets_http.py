@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
-from fastapi.responses import Response
+from fastapi.responses import StreamingResponse
 
 from flywheel.common.datasets import DatasetCatalog, data_key
 from flywheel.ingestion.roller import Roller
 from flywheel.schemas import DatasetManifest
+
+VERSION = re.compile(r"[0-9a-f]{1,64}")
+CHUNK = 1 << 16
 
 
 def create_dataset_router(catalog: DatasetCatalog, roller: Roller) -> APIRouter:
@@ -22,10 +27,14 @@ def create_dataset_router(catalog: DatasetCatalog, roller: Roller) -> APIRouter:
 
     async def manifest_of(dataset: str, version: str) -> DatasetManifest:
         known(dataset)
+        if not VERSION.fullmatch(version):  # versions are hex hash prefixes; anything else cannot exist
+            raise HTTPException(404, f"no version {version[:80]!r} of dataset {dataset!r}: versions are hex")
         try:
             return await asyncio.to_thread(catalog.manifest, dataset, version)
         except KeyError as exc:
             raise HTTPException(404, str(exc).strip("'\"")) from exc
+        except Exception as exc:
+            raise HTTPException(503, f"object store unavailable: {type(exc).__name__}") from exc
 
     @router.get("")
     async def datasets() -> dict[str, Any]:
@@ -56,22 +65,36 @@ def create_dataset_router(catalog: DatasetCatalog, roller: Roller) -> APIRouter:
         url = await asyncio.to_thread(catalog.store.presigned_url, data_key(dataset, version))
         return {**found.model_dump(mode="json"), "download_url": url}
 
-    @router.get("/{dataset}/versions/{version}/data", response_class=Response)
-    async def data(dataset: str, version: str) -> Response:
-        """The version's data as Parquet."""
+    @router.get("/{dataset}/versions/{version}/data", response_class=StreamingResponse)
+    async def data(dataset: str, version: str) -> StreamingResponse:
+        """The version's data as Parquet, streamed from the object store."""
         await manifest_of(dataset, version)
-        body = await asyncio.to_thread(catalog.store.get_bytes, data_key(dataset, version))
-        return Response(
-            body,
-            media_type="application/vnd.apache.parquet",
-            headers={"Content-Disposition": f'attachment; filename="{dataset}-{version}.parquet"'},
-        )
+        store = catalog.store
+        try:
+            body = await asyncio.to_thread(store.client.get_object, store.bucket, data_key(dataset, version))
+        except Exception as exc:
+            raise HTTPException(503, f"data of {dataset}/{version} unavailable: {type(exc).__name__}") from exc
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from body.stream(CHUNK)
+            finally:
+                body.close()
+                body.release_conn()
+
+        headers = {"Content-Disposition": f'attachment; filename="{dataset}-{version}.parquet"'}
+        if body.headers.get("Content-Length"):
+            headers["Content-Length"] = body.headers["Content-Length"]
+        return StreamingResponse(chunks(), media_type="application/vnd.apache.parquet", headers=headers)
 
     @router.post("/{dataset}/seal")
     async def seal(dataset: str) -> dict[str, Any]:
         """Seal the rows buffered for a dataset into a version now, without waiting for size or age."""
         known(dataset)
-        sealed = await roller.seal_now(dataset)
+        try:
+            sealed = await roller.seal_now(dataset)
+        except Exception as exc:  # the buffer is intact; the roller retries by age
+            raise HTTPException(503, f"could not seal {dataset} now: {type(exc).__name__}: {exc}"[:300]) from exc
         return {"sealed": sealed is not None, "manifest": sealed.model_dump(mode="json") if sealed else None}
 
     return router

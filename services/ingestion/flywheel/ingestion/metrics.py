@@ -9,6 +9,9 @@ RECORDS = Counter(
 )
 
 VERSIONS = Counter("flywheel_ingestion_versions_sealed_total", "Dataset versions sealed.", ["dataset"])
+RECOVERIES = Counter(
+    "flywheel_ingestion_roller_recoveries_total", "Times the roller failed and resumed from its checkpoints."
+)
 BUFFERED = Gauge("flywheel_ingestion_buffered_rows", "Validated rows waiting for the next version.", ["dataset"])
 
 

@@ -1,15 +1,23 @@
-"""The roller: validated records into dataset versions, exactly once across crashes.
+"""The roller: validated records into dataset versions, exactly once across crashes and replicas.
 
-It reads ``records.validated`` with its own consumer and never trusts Kafka's committed
-offsets: each manifest stores, per partition, the offset it sealed up to
-(``source_offsets``). On start it resumes every partition from the smallest checkpoint
-of any dataset and skips, per dataset, what that dataset already sealed. A crash
-between writing a version and anything after it therefore neither loses nor repeats a
-record: what was sealed is skipped, what was buffered is read again.
+It reads ``records.validated`` with its own consumer and never commits offsets to Kafka:
+each manifest stores, per partition, the offset its dataset is sealed up to
+(``source_offsets``). A dataset's checkpoint is the per-partition maximum over its
+versions. When partitions are assigned, the roller resumes each from the smallest
+checkpoint of any dataset and skips, per dataset, what that dataset already sealed. A
+crash between writing a version and anything after it therefore neither loses nor
+repeats a record: what was sealed is skipped, what was buffered is read again.
+
+Replicas share the work through one consumer group (``group_id``), which is used only to
+assign partitions. When partitions are revoked the roller drops its buffers instead of
+sealing them: nothing buffered is in a checkpoint yet, so whoever is assigned the
+partition next reads those records again from the checkpoint. Batches fetched before a
+rebalance are discarded by generation. Any failure (Kafka, MinIO) makes the roller start
+over from the checkpoints after a backoff: the restart path is the recovery path.
 
 A validated record can still reach the topic twice (a crash after publishing it and before
 committing its submission). The roller remembers the record ids of recent versions (loaded
-from them on start, ``remember_rows`` at most) and seals each id once.
+from them, ``remember_rows`` at most) and seals each id once.
 """
 
 from __future__ import annotations
@@ -22,19 +30,42 @@ from datetime import UTC, datetime
 from uuid import NAMESPACE_URL, uuid5
 
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from pydantic import ValidationError
 
 from flywheel.common.contracts import DataContract
-from flywheel.common.datasets import DatasetCatalog
+from flywheel.common.datasets import PREFIX, DatasetCatalog
 from flywheel.common.kafka import SeenEvents
-from flywheel.ingestion.metrics import BUFFERED, VERSIONS
-from flywheel.ingestion.versions import RECORD_ID, Buffered, seal
+from flywheel.ingestion.metrics import BUFFERED, RECOVERIES, VERSIONS
+from flywheel.ingestion.versions import RECORD_ID, Buffered, merge_offsets, seal
 from flywheel.schemas import RECORDS_VALIDATED, DatasetManifest, DatasetVersioned, Event, RecordValidated
 
 log = structlog.get_logger(__name__)
 
 Publish = Callable[[Event], Awaitable[None]]
+
+
+def versioned_event(manifest: DatasetManifest, cause: RecordValidated | None) -> DatasetVersioned:
+    """The event announcing a version; its id derives from dataset and version, so a re-publish dedups."""
+    return DatasetVersioned(
+        event_id=uuid5(NAMESPACE_URL, f"flywheel:dataset:{manifest.dataset}:{manifest.version}"),
+        producer="ingestion",
+        dataset=manifest.dataset,
+        version=manifest.version,
+        manifest=manifest,
+        **(cause.caused() if cause else {}),
+    )
+
+
+class _Handover(ConsumerRebalanceListener):
+    def __init__(self, roller: Roller, consumer: AIOKafkaConsumer) -> None:
+        self.roller, self.consumer = roller, consumer
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.roller.release()
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self.roller.claim(self.consumer, assigned)
 
 
 class Roller:
@@ -48,98 +79,155 @@ class Roller:
         bucket: str,
         max_rows: int,
         max_age_s: float,
+        group_id: str = "flywheel-ingestion-roller",
+        session_timeout_ms: int = 10_000,
+        max_backoff_s: float = 30.0,
         remember_rows: int = 1_000_000,
     ) -> None:
         self.catalog, self.contracts, self.publish = catalog, contracts, publish
-        self.bootstrap_servers, self.bucket = bootstrap_servers, bucket
+        self.bootstrap_servers, self.bucket, self.group_id = bootstrap_servers, bucket, group_id
         self.max_rows, self.max_age_s = max_rows, max_age_s
-        self.sealed: dict[str, SeenEvents] = {name: SeenEvents(capacity=remember_rows) for name in contracts}
+        self.session_timeout_ms, self.max_backoff_s = session_timeout_ms, max_backoff_s
         self.remember_rows = remember_rows
+        self.sealed: dict[str, SeenEvents] = {name: SeenEvents(capacity=remember_rows) for name in contracts}
         self.buffers: dict[str, Buffered] = {name: Buffered() for name in contracts}
-        self.latest: dict[str, DatasetManifest | None] = {}
+        self.checkpoints: dict[str, dict[str, int]] = {name: {} for name in contracts}
+        self.latest: dict[str, DatasetManifest | None] = {name: None for name in contracts}
+        self.owned: set[int] = set()
+        self.generation = 0
         self.state = "starting"
+        self._known: dict[str, dict[str, DatasetManifest]] = {name: {} for name in contracts}
+        self._remembered: set[tuple[str, str]] = set()
         self._lock = asyncio.Lock()
         self._last: dict[str, RecordValidated] = {}
 
     def checkpoint(self, dataset: str) -> dict[str, int]:
-        manifest = self.latest.get(dataset)
-        return dict(manifest.source_offsets or {}) if manifest else {}
+        return dict(self.checkpoints.get(dataset, {}))
 
-    def _last_rolled(self, dataset: str) -> DatasetManifest | None:
-        """The newest version this roller sealed (versions written by other tools carry no offsets)."""
-        rolled = [m for m in self.catalog.manifests(dataset) if m.source_offsets is not None]
-        return rolled[-1] if rolled else None
+    # --- the object store side: what is sealed already -------------------------------------------
 
-    def _remember_sealed(self, dataset: str) -> None:
-        """Load the record ids of the newest versions this roller sealed, up to ``remember_rows``."""
-        rolled = [m for m in self.catalog.manifests(dataset) if m.source_offsets is not None]
+    def _refresh(self) -> None:
+        """Read the versions sealed so far (new manifests only: versions are immutable)."""
+        for dataset in self.contracts:
+            known = self._known[dataset]
+            keys = self.catalog.store.list_keys(f"{PREFIX}/{dataset}/")
+            for key in keys:
+                version = key.split("/")[-2]
+                if key.endswith("/manifest.json") and version not in known:
+                    known[version] = self.catalog.manifest(dataset, version)
+            rolled = sorted(
+                (m for m in known.values() if m.source_offsets is not None),
+                key=lambda m: (m.created_at is None, m.created_at, m.version),
+            )
+            checkpoint: dict[str, int] = {}
+            for manifest in rolled:
+                checkpoint = merge_offsets(checkpoint, manifest.source_offsets or {})
+            self.checkpoints[dataset] = checkpoint
+            self.latest[dataset] = rolled[-1] if rolled else None
+            self._remember(dataset, rolled)
+
+    def _remember(self, dataset: str, rolled: list[DatasetManifest]) -> None:
+        """Remember the record ids of the newest versions, up to ``remember_rows``."""
         recent, rows = [], 0
         for manifest in reversed(rolled):
             if rows + manifest.row_count > self.remember_rows:
                 break
-            recent.append(manifest)
             rows += manifest.row_count
+            if (dataset, manifest.version) not in self._remembered:
+                recent.append(manifest)
         for manifest in reversed(recent):  # oldest first, so the newest are forgotten last
             for record_id in self.catalog.load(dataset, manifest.version)[RECORD_ID]:
                 self.sealed[dataset].first_time(record_id)
+            self._remembered.add((dataset, manifest.version))
+
+    # --- the Kafka side ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Consume until cancelled; seal by size as records arrive and by age once a second."""
-        for dataset in self.contracts:
-            self.latest[dataset] = await asyncio.to_thread(self._last_rolled, dataset)
-            await asyncio.to_thread(self._remember_sealed, dataset)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest"
-        )
-        await consumer.start()
+        """Roll until cancelled; after any failure, start over from the checkpoints with a backoff."""
         ticker = asyncio.create_task(self._tick())
+        failures = 0
         try:
-            partitions = await self._assign(consumer)
-            self.state = "rolling"
-            log.info("roller resumed", partitions=partitions, datasets=sorted(self.contracts))
             while True:
-                batches = await consumer.getmany(timeout_ms=500, max_records=1000)
-                for tp, messages in batches.items():
-                    for message in messages:
-                        await self._take(tp.partition, message.offset, message.value)
+                started = time.monotonic()
+                try:
+                    await self._consume()
+                except Exception as exc:
+                    failures = 1 if time.monotonic() - started > 60 else failures + 1
+                    delay = min(self.max_backoff_s, 0.5 * 2**failures)
+                    self.state = "recovering"
+                    RECOVERIES.inc()
+                    log.error("roller failed; resuming from the checkpoints", error=repr(exc), retry_in_s=delay)
+                    await asyncio.sleep(delay)
         finally:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
-            await consumer.stop()
 
-    async def _assign(self, consumer: AIOKafkaConsumer) -> dict[int, int]:
-        found = None
-        for _ in range(100):
-            found = consumer.partitions_for_topic(RECORDS_VALIDATED.name)
-            if found:
-                break
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(0.2)
-        if not found:
-            raise RuntimeError(f"topic {RECORDS_VALIDATED.name} has no partitions")
-        partitions = [TopicPartition(RECORDS_VALIDATED.name, p) for p in sorted(found)]
-        consumer.assign(partitions)
-        beginnings = await consumer.beginning_offsets(partitions)
+    async def _consume(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=max(1000, self.session_timeout_ms // 4),
+        )
+        await consumer.start()
+        try:
+            consumer.subscribe([RECORDS_VALIDATED.name], listener=_Handover(self, consumer))
+            while True:
+                batches = await consumer.getmany(timeout_ms=500, max_records=1000)
+                generation = self.generation
+                for tp, messages in batches.items():
+                    for message in messages:
+                        await self._take(generation, tp.partition, message.offset, message.value)
+        finally:
+            await self.release()
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
+    async def claim(self, consumer: AIOKafkaConsumer, assigned: list[TopicPartition]) -> None:
+        """Partitions assigned: read the checkpoints anew and resume each partition from them."""
+        await asyncio.to_thread(self._refresh)
+        beginnings = await consumer.beginning_offsets(assigned) if assigned else {}
         resume = {}
-        for tp in partitions:
-            checkpoints = [self.checkpoint(d).get(str(tp.partition), 0) for d in self.contracts]
-            resume[tp.partition] = max(min(checkpoints, default=0), beginnings[tp])
-            consumer.seek(tp, resume[tp.partition])
-        return resume
+        async with self._lock:
+            self.generation += 1
+            for tp in assigned:
+                checkpoints = [self.checkpoints[d].get(str(tp.partition), 0) for d in self.contracts]
+                resume[tp.partition] = max(min(checkpoints, default=0), beginnings[tp])
+                consumer.seek(tp, resume[tp.partition])
+            self.owned = set(resume)
+            self.state = "rolling"
+        log.info("roller resumed", group=self.group_id, partitions=resume, datasets=sorted(self.contracts))
 
-    async def _take(self, partition: int, offset: int, value: bytes) -> None:
+    async def release(self) -> None:
+        """Partitions revoked (or the consumer stopped): drop what is buffered; it is re-read from the checkpoints."""
+        async with self._lock:
+            self.generation += 1
+            self.owned = set()
+            dropped = {d: len(b.records) for d, b in self.buffers.items() if b.records}
+            self.buffers = {name: Buffered() for name in self.contracts}
+            self._last.clear()
+            for dataset in self.contracts:
+                BUFFERED.labels(dataset).set(0)
+        if dropped:
+            log.info("roller released its partitions; buffered rows will be read again", dropped=dropped)
+
+    async def _take(self, generation: int, partition: int, offset: int, value: bytes) -> None:
         try:
             record = RecordValidated.model_validate_json(value)
         except ValidationError:
             return  # not ours to judge: ingestion wrote it; the dead-letter path is upstream
         if record.dataset not in self.contracts:
             return
-        if offset < self.checkpoint(record.dataset).get(str(partition), 0):
-            return  # already in a sealed version
-        if record.record_id in self.sealed[record.dataset]:
-            return  # validated twice (a redelivered submission); sealed once already
         async with self._lock:
+            if generation != self.generation or partition not in self.owned:
+                return  # fetched before a rebalance: the partition was re-seeked, or is someone else's
+            if offset < self.checkpoints[record.dataset].get(str(partition), 0):
+                return  # already in a sealed version
+            if record.record_id in self.sealed[record.dataset]:
+                return  # validated twice (a redelivered submission); sealed once already
             buffer = self.buffers[record.dataset]
             if buffer.add(record, partition, offset, time.monotonic()):
                 self._last[record.dataset] = record
@@ -148,13 +236,19 @@ class Roller:
                 await self._seal(record.dataset)
 
     async def _tick(self) -> None:
+        """Seal by age: a buffer's oldest row waits at most ``max_age_s`` (plus the tick)."""
+        period = min(1.0, self.max_age_s / 4)
         while True:
-            await asyncio.sleep(1.0)
-            for dataset, buffer in self.buffers.items():
-                if buffer.due(time.monotonic(), self.max_rows, self.max_age_s):
+            await asyncio.sleep(period)
+            for dataset in self.contracts:
+                if not self.buffers[dataset].due(time.monotonic(), self.max_rows, self.max_age_s):
+                    continue
+                try:
                     async with self._lock:
                         if self.buffers[dataset].due(time.monotonic(), self.max_rows, self.max_age_s):
                             await self._seal(dataset)
+                except Exception as exc:  # the buffer is intact: the next tick tries again
+                    log.warning("sealing by age failed; will retry", dataset=dataset, error=repr(exc))
 
     async def seal_now(self, dataset: str) -> DatasetManifest | None:
         """Seal what is buffered for a dataset now (``POST /datasets/{dataset}/seal``)."""
@@ -162,32 +256,47 @@ class Roller:
             return await self._seal(dataset) if self.buffers[dataset].records else None
 
     async def _seal(self, dataset: str) -> DatasetManifest:
+        """Write the buffer as a version (the checkpoint travels in its manifest), then announce it.
+
+        Raises only while the buffer is still intact (nothing sealed yet).
+        """
         buffer = self.buffers[dataset]
-        parent = self.latest.get(dataset)
         manifest, data = seal(
             list(buffer.records.values()),
             self.contracts[dataset],
-            parent=parent,
-            offsets=buffer.offsets,
+            parent=self.latest.get(dataset),
+            offsets=merge_offsets(self.checkpoints[dataset], buffer.offsets),
             bucket=self.bucket,
             created_at=datetime.now(UTC),
         )
-        await asyncio.to_thread(self.catalog.write, manifest, data)  # the checkpoint is in the manifest
+        await _retrying(lambda: asyncio.to_thread(self.catalog.write, manifest, data), attempts=3)
         for record_id in buffer.records:
             self.sealed[dataset].first_time(record_id)
+        self._known[dataset][manifest.version] = manifest
+        self._remembered.add((dataset, manifest.version))
+        self.checkpoints[dataset] = dict(manifest.source_offsets or {})
         self.latest[dataset] = manifest
         self.buffers[dataset] = Buffered()
         BUFFERED.labels(dataset).set(0)
         VERSIONS.labels(dataset).inc()
-        last = self._last.pop(dataset, None)
-        event = DatasetVersioned(
-            event_id=uuid5(NAMESPACE_URL, f"flywheel:dataset:{dataset}:{manifest.version}"),
-            producer="ingestion",
-            dataset=dataset,
-            version=manifest.version,
-            manifest=manifest,
-            **(last.caused() if last else {}),
-        )
-        await self.publish(event)
+        event = versioned_event(manifest, self._last.pop(dataset, None))
+        try:
+            await _retrying(lambda: self.publish(event), attempts=6)
+        except Exception as exc:  # the version is sealed and listed; only its announcement is lost
+            log.error(
+                "dataset version sealed but not announced", dataset=dataset, version=manifest.version, error=repr(exc)
+            )
         log.info("dataset version sealed", dataset=dataset, version=manifest.version, rows=manifest.row_count)
         return manifest
+
+
+async def _retrying(call: Callable[[], Awaitable[object]], *, attempts: int, first_delay_s: float = 0.25) -> None:
+    """Await ``call`` until it succeeds, backing off exponentially; re-raise the last failure."""
+    for attempt in range(attempts):
+        try:
+            await call()
+            return
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(first_delay_s * 2**attempt)

@@ -95,7 +95,7 @@ def seal(
     bucket: str,
     created_at: datetime,
 ) -> tuple[DatasetManifest, bytes]:
-    """The version's Parquet bytes and manifest. ``offsets`` extend the parent's checkpoint."""
+    """The version's Parquet bytes and manifest. ``offsets`` advance the parent's checkpoint."""
     frame = frame_of(records, contract)
     data = parquet_bytes(frame)
     digest = sha256(data)
@@ -114,9 +114,22 @@ def seal(
         uri=f"s3://{bucket}/datasets/{contract.dataset}/{version}/data.parquet",
         contract_version=contract.version,
         created_at=created_at,
-        source_offsets={**((parent.source_offsets or {}) if parent else {}), **offsets},
+        source_offsets=merge_offsets((parent.source_offsets or {}) if parent else {}, offsets),
     )
     return manifest, data
+
+
+def merge_offsets(*checkpoints: dict[str, int]) -> dict[str, int]:
+    """Per partition, the furthest of several checkpoints (partition -> next offset).
+
+    >>> merge_offsets({"0": 5, "1": 3}, {"0": 12})
+    {'0': 12, '1': 3}
+    """
+    merged: dict[str, int] = {}
+    for checkpoint in checkpoints:
+        for partition, offset in checkpoint.items():
+            merged[partition] = max(merged.get(partition, 0), offset)
+    return dict(sorted(merged.items(), key=lambda item: int(item[0])))
 
 
 def _finite(value: float) -> float | None:
