@@ -12,14 +12,22 @@ import pytest
 from fastapi import FastAPI
 from faststream.kafka import TestKafkaBroker
 
-from flywheel.common.kafka import create_broker
+from flywheel.common.kafka import DEADLETTERS, ExactlyOnce, create_broker
 from flywheel.common.settings import KafkaSettings
 from flywheel.registry.gates import champion_gate, threshold_gates
 from flywheel.registry.http import create_router
 from flywheel.registry.modelstore import HISTORY, STATUS, NotFound
 from flywheel.registry.registrar import Registrar
 from flywheel.registry.settings import RegistrySettings
-from flywheel.schemas import MODELS_APPROVED, MODELS_CHAMPION, MODELS_REJECTED, Lineage, ModelTrained
+from flywheel.registry.subscribers import register_subscribers
+from flywheel.schemas import (
+    MODELS_APPROVED,
+    MODELS_CHAMPION,
+    MODELS_REJECTED,
+    TRAINING_COMPLETED,
+    Lineage,
+    ModelTrained,
+)
 
 
 class FakeStore:
@@ -134,7 +142,15 @@ def wired():
 
 
 def registrar(broker, store: FakeStore, **settings: Any) -> Registrar:
-    return Registrar(store, catalog=None, broker=broker, settings=RegistrySettings(**settings))
+    """A registrar whose ``on_trained`` is reached the way Kafka reaches it: through its subscriber."""
+    r = Registrar(store, catalog=None, broker=broker, settings=RegistrySettings(**settings))
+    register_subscribers(broker, r, ExactlyOnce(), "registry-test")
+    return r
+
+
+async def deliver(broker, *events: ModelTrained) -> None:
+    for event in events:
+        await broker.publish(event.to_bytes(), topic=TRAINING_COMPLETED.name)
 
 
 def test_threshold_and_champion_gates_name_what_failed():
@@ -150,9 +166,10 @@ def test_threshold_and_champion_gates_name_what_failed():
 async def test_the_first_passing_candidate_becomes_champion_directly(wired):
     broker, seen = wired
     store = FakeStore()
+    registrar(broker, store)
     async with TestKafkaBroker(broker):
-        version = await registrar(broker, store).on_trained(trained(0.95))
-    assert version == "1" and store.aliases("m") == {"champion": "1"}
+        await deliver(broker, trained(0.95))
+    assert store.aliases("m") == {"champion": "1"}
     [approval] = seen[MODELS_APPROVED.name]
     [changed] = seen[MODELS_CHAMPION.name]
     assert approval["champion_version"] is None and approval["causation_chain"][:2] == ["drift-1", "req-1"]
@@ -166,12 +183,10 @@ async def test_the_first_passing_candidate_becomes_champion_directly(wired):
 async def test_a_candidate_that_beats_the_champion_becomes_challenger_and_a_worse_one_is_rejected(wired):
     broker, seen = wired
     store = FakeStore(champion_score=0.9)
+    registrar(broker, store)
     async with TestKafkaBroker(broker):
-        r = registrar(broker, store)
-        await r.on_trained(trained(0.95, run="r1"))
-        await r.on_trained(trained(0.92, run="r2"))
-        await r.on_trained(trained(0.85, run="r3"))
-        await r.on_trained(trained(0.85, run="r3"))  # redelivered: decided already
+        third = trained(0.85, run="r3")
+        await deliver(broker, trained(0.95, run="r1"), trained(0.92, run="r2"), third, third)  # third redelivered
     assert store.aliases("m") == {"champion": "1", "challenger": "2"}
     assert [a["champion_version"] for a in seen[MODELS_APPROVED.name]] == [None, "1"]
     [rejection] = seen[MODELS_REJECTED.name]
@@ -190,7 +205,7 @@ async def test_manual_approval_holds_a_candidate_until_approved_over_http(wired)
         TestKafkaBroker(broker),
         httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as http,
     ):
-        await r.on_trained(trained(0.95))
+        await deliver(broker, trained(0.95))
         assert store.aliases("m") == {} and seen[MODELS_APPROVED.name] == []
         assert (await http.post("/models/m/versions/1/approve", json={"actor": "ann"})).status_code == 401
         approved = await http.post("/models/m/versions/1/approve", json={"actor": "ann"}, headers=auth)
@@ -212,8 +227,7 @@ async def test_promote_keeps_the_previous_champion_and_rollback_restores_it(wire
         TestKafkaBroker(broker),
         httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as http,
     ):
-        await r.on_trained(trained(0.95, run="r1"))
-        await r.on_trained(trained(0.96, run="r2"))
+        await deliver(broker, trained(0.95, run="r1"), trained(0.96, run="r2"))
         forbidden = await http.post("/models/m/promote", json={"version": "2"}, headers={"Authorization": "Bearer x"})
         promoted = await http.post(
             "/models/m/promote", json={"version": "2", "actor": "serving", "reason": "canary ok"}, headers=auth
@@ -232,3 +246,67 @@ async def test_promote_keeps_the_previous_champion_and_rollback_restores_it(wire
         ("rollback", "1", "2", "ops"),
     ]
     assert [h["actor"] for h in rolled.json()["history"]] == ["registry", "serving", "ops"]
+
+
+async def test_a_transient_registry_failure_is_retried_and_the_candidate_registered_once(wired):
+    broker, seen = wired
+    store = FakeStore()
+    failures = iter([RuntimeError("MLflow 503")])
+    register = store.register
+
+    def flaky_register(*args: Any) -> str:
+        if (error := next(failures, None)) is not None:
+            raise error
+        return register(*args)
+
+    store.register = flaky_register  # type: ignore[method-assign]
+    registrar(broker, store)
+    async with TestKafkaBroker(broker):
+        await deliver(broker, trained(0.95))
+    assert list(store.versions["m"]) == ["1"] and store.aliases("m") == {"champion": "1"}
+    assert len(seen[MODELS_APPROVED.name]) == 1 and len(seen[MODELS_CHAMPION.name]) == 1
+
+
+async def test_a_permanent_registry_failure_lands_on_deadletters_with_the_reason(wired):
+    broker, _ = wired
+    store = FakeStore()
+
+    def broken(*args: Any) -> str:
+        raise RuntimeError("MLflow is gone")
+
+    store.register = broken  # type: ignore[method-assign]
+    letters = collect(broker, DEADLETTERS.name)
+    registrar(broker, store)
+    async with TestKafkaBroker(broker):
+        await deliver(broker, trained(0.95))
+    [letter] = letters
+    assert letter["source_topic"] == TRAINING_COMPLETED.name and "MLflow is gone" in letter["reason"]
+    assert letter["attempts"] == KafkaSettings().dead_letter_attempts
+
+
+async def test_a_redelivery_after_a_restart_finishes_an_interrupted_decision_with_the_same_event_ids(wired):
+    broker, seen = wired
+    store = FakeStore()
+    candidate = trained(0.95)
+    registrar(broker, store)
+    async with TestKafkaBroker(broker):
+        await deliver(broker, candidate)
+    first = [e["event_id"] for e in seen[MODELS_APPROVED.name] + seen[MODELS_CHAMPION.name]]
+    # a new process (empty memory) gets the same message again: the same decision, the same ids
+    broker2 = create_broker(KafkaSettings(retry_backoff_s=0), service="registry-test")
+    again = {t.name: collect(broker2, t.name) for t in (MODELS_APPROVED, MODELS_CHAMPION)}
+    registrar(broker2, store)
+    async with TestKafkaBroker(broker2):
+        await deliver(broker2, candidate)
+    assert [e["event_id"] for e in again[MODELS_APPROVED.name] + again[MODELS_CHAMPION.name]] == first
+    assert list(store.versions["m"]) == ["1"]
+    # a crash between registering and accepting: the redelivery accepts it
+    interrupted = trained(0.97, run="r9")
+    store.register("m", "models:/m-r9", "r9", {STATUS: "approved", "flywheel.champion_at_gate": "1"})
+    broker3 = create_broker(KafkaSettings(retry_backoff_s=0), service="registry-test")
+    approvals = collect(broker3, MODELS_APPROVED.name)
+    registrar(broker3, store)
+    async with TestKafkaBroker(broker3):
+        await deliver(broker3, interrupted)
+    assert [(a["version"], a["run_id"]) for a in approvals] == [("2", "r9")]
+    assert store.aliases("m") == {"champion": "1", "challenger": "2"}

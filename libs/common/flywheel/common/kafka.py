@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
+import inspect
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid5
 
 import structlog
 from faststream import AckPolicy, BaseMiddleware
@@ -261,11 +263,124 @@ class SeenEvents:
         return str(key) in self._ids
 
 
+Caused = Event | Iterable[Event] | None
+
+
+def derived_id(cause: Event, index: int, event: Event) -> UUID:
+    """The id of the ``index``-th event ``cause`` caused: the same on every redelivery of ``cause``.
+
+    A handler re-run after a crash or a failed publish publishes the same ids again, so
+    every consumer's dedup by ``event_id`` sees one event, not two.
+
+    >>> from flywheel.schemas import LabelObserved
+    >>> cause = LabelObserved(dataset="d", label=1)
+    >>> derived_id(cause, 0, cause) == derived_id(cause, 0, cause) != derived_id(cause, 1, cause)
+    True
+    """
+    return uuid5(cause.event_id, f"{index}/{event.event_type}")
+
+
+def with_derived_ids(cause: Event, events: Iterable[Event]) -> list[Event]:
+    """Stamp the events a handler of ``cause`` returned with ids derived from it, by position."""
+    return [e.model_copy(update={"event_id": derived_id(cause, i, e)}) for i, e in enumerate(events)]
+
+
+class ExactlyOnce:
+    """Effects of each event exactly once, even when its handler is retried.
+
+    An event id is marked done only after the handler's effect happened *and* the events it
+    caused were published (acks=all); until then a redelivery runs it again. The handler's
+    result is kept between the two steps, so a retry after a failed publish publishes the
+    same events again instead of applying the effect twice. Effects that must outlive the
+    process (a registered model, a sealed version) are made idempotent by their own key
+    where they are stored; this memory covers retries and redeliveries within a process.
+
+    >>> once = ExactlyOnce(capacity=10)
+    >>> calls = []
+    >>> async def effect():
+    ...     calls.append(1)
+    ...     return []
+    >>> async def twice():
+    ...     from flywheel.schemas import LabelObserved
+    ...     label = LabelObserved(dataset="d", label=1)
+    ...     return [await once.run(label, effect, publish=None) for _ in range(2)]
+    >>> asyncio.run(twice()), len(calls)
+    ([[], None], 1)
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.done = SeenEvents(capacity)
+        self._applied: OrderedDict[str, list[Event]] = OrderedDict()
+        self._capacity = capacity
+
+    def is_done(self, event: Event) -> bool:
+        return event.event_id in self.done
+
+    async def run(
+        self,
+        event: Event,
+        effect: Callable[[], Awaitable[Caused]],
+        publish: Callable[[Event], Awaitable[None]] | None,
+    ) -> list[Event] | None:
+        """Apply ``effect`` once for ``event`` and publish what it caused; None when already done."""
+        key = str(event.event_id)
+        if key in self.done:
+            return None
+        if key in self._applied:  # the effect happened; only its publication failed
+            caused = self._applied[key]
+        else:
+            caused = with_derived_ids(event, _as_list(await effect()))
+            self._applied[key] = caused
+            if len(self._applied) > self._capacity:
+                self._applied.popitem(last=False)
+        if publish is not None:
+            for out in caused:
+                await publish(out)
+        self._applied.pop(key, None)
+        self.done.first_time(key)
+        return caused
+
+
+def _as_list(caused: Caused) -> list[Event]:
+    if caused is None:
+        return []
+    if isinstance(caused, Event):
+        return [caused]
+    return list(caused)
+
+
+def exactly_once(broker: KafkaBroker, once: ExactlyOnce | None = None) -> Callable[[Any], Any]:
+    """Decorate a subscriber of one event: its effect runs once, the events it returns are published.
+
+    The subscriber stays a typed function of its event that returns what it causes; this
+    wrapper dedups by ``event_id``, publishes the returned events (ids derived from the
+    cause), and only then lets the message be committed. A failure propagates, so the
+    dead-letter middleware retries it with backoff and finally dead-letters it.
+    """
+    memory = once or ExactlyOnce()
+
+    def decorate(handler: Callable[..., Awaitable[Caused]]) -> Callable[..., Awaitable[None]]:
+        @functools.wraps(handler)
+        async def wrapper(*args: Any, **kwargs: Any) -> None:
+            event = next(a for a in (*args, *kwargs.values()) if isinstance(a, Event))
+            await memory.run(event, lambda: handler(*args, **kwargs), lambda e: publish_event(broker, e))
+
+        # FastStream reads the event type from this signature; the wrapper itself returns nothing.
+        wrapper.__signature__ = inspect.signature(handler, eval_str=True).replace(return_annotation=None)  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
 __all__ = [
     "DEADLETTERS",
+    "ExactlyOnce",
     "InvalidMessage",
     "SeenEvents",
     "consumer_options",
     "create_broker",
+    "derived_id",
+    "exactly_once",
     "publish_event",
+    "with_derived_ids",
 ]

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from flywheel.common.components import Components
 from flywheel.common.datasets import DatasetCatalog
-from flywheel.common.kafka import SeenEvents
+from flywheel.common.kafka import ExactlyOnce
 from flywheel.common.service import create_service_app
 from flywheel.registry.http import create_router
 from flywheel.registry.modelstore import ModelStore
@@ -19,7 +19,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     settings = settings or RegistrySettings()
     parts = Components.connect("registry", settings)
     registrar = Registrar(ModelStore(parts.mlflow), DatasetCatalog(parts.store), parts.broker, settings)
-    register_subscribers(parts.broker, registrar, SeenEvents(), settings.consumer_group)
+    register_subscribers(parts.broker, registrar, ExactlyOnce(), settings.consumer_group)
     app = create_service_app(
         name="registry",
         settings=settings,

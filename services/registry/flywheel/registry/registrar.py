@@ -16,7 +16,7 @@ import structlog
 from faststream.kafka import KafkaBroker
 
 from flywheel.common.datasets import DatasetCatalog
-from flywheel.common.kafka import publish_event
+from flywheel.common.kafka import publish_event, with_derived_ids
 from flywheel.common.tracking import Tags
 from flywheel.registry import metrics
 from flywheel.registry.decisions import FIRST_MODEL, approved, chain_of, champion_changed, rejected
@@ -80,9 +80,16 @@ class Registrar:
 
     # -- candidates --------------------------------------------------------------------
 
-    async def on_trained(self, trained: ModelTrained) -> str | None:
-        """Gate a new candidate, register it, and approve or reject it."""
-        return await self._write(lambda: self._gate_and_register(trained))
+    async def on_trained(self, trained: ModelTrained) -> list[Event]:
+        """Gate a new candidate, register it, and approve or reject it: the events of the decision.
+
+        Idempotent by run: a redelivered ``ModelTrained`` whose version exists finishes a
+        decision a crash interrupted, or returns the same decision's events again (their ids
+        derive from the trained event, so consumers see them once).
+        """
+        async with self.lock:
+            _, events = await asyncio.to_thread(self._gate_and_register, trained)
+        return events
 
     def gates_for(self, trained: ModelTrained, champion: str | None) -> list[GateResult]:
         s = self.settings
@@ -104,9 +111,9 @@ class Registrar:
     def _gate_and_register(self, trained: ModelTrained) -> tuple[str | None, list[Event]]:
         name = trained.model_name
         existing = self.store.version_for_run(name, trained.run_id)
-        if existing is not None:  # a redelivered ModelTrained: decided already
+        if existing is not None:  # a redelivered ModelTrained: registered already
             log.info("candidate already registered", model_name=name, version=existing, run_id=trained.run_id)
-            return existing, []
+            return existing, self._decided(trained, existing)
         champion = self.store.aliases(name).get("champion")
         gates = self.gates_for(trained, champion)
         passed = not failed(gates)
@@ -135,13 +142,40 @@ class Registrar:
             correlation_id=str(trained.correlation_id),
         )
         if not passed:
-            event = rejected(trained, version, gates, champion)
+            event = with_derived_ids(trained, [rejected(trained, version, gates, champion)])[0]
             self.store.set_tags(name, version, {DECISION_EVENT: str(event.event_id)})
             return version, [event]
         if self.settings.manual_approval:  # the event is kept with the version, to approve it later
             self.store.set_tags(name, version, {HELD_EVENT: held(trained)})
             return version, []
         return version, self._accept(trained, version, gates, champion, actor="registry", reason="passed all gates")
+
+    def _decided(self, trained: ModelTrained, version: str) -> list[Event]:
+        """The events of a decision already stored with ``version``; an interrupted one is finished."""
+        tags = dict(self.store.version(trained.model_name, version).tags or {})
+        gates = [GateResult.model_validate(g) for g in json.loads(tags.get(GATES, "[]"))]
+        champion = tags.get("flywheel.champion_at_gate") or None
+        status = tags.get(STATUS)
+        if status == "rejected":
+            return [rejected(trained, version, gates, champion)]
+        if status != "approved":  # held for a human: nothing to publish until approval
+            return []
+        if DECISION_EVENT not in tags:  # crashed between registering and accepting
+            return self._accept(trained, version, gates, champion, actor="registry", reason="passed all gates")
+        approval = with_derived_ids(trained, [approved(trained, version, gates, champion)])[0]
+        if champion is not None:
+            return [approval]
+        changed = champion_changed(
+            trained.model_name,
+            version,
+            None,
+            "promote",
+            "registry",
+            FIRST_MODEL,
+            approval.correlation_id,
+            approval.event_id,
+        )
+        return [approval, changed]
 
     def _accept(
         self,
@@ -154,7 +188,8 @@ class Registrar:
     ) -> list[Event]:
         """Challenger when a champion exists; otherwise the first champion, directly."""
         name = trained.model_name
-        approval = approved(trained, version, gates, champion)
+        # the decision's id derives from the trained event, so a redelivery re-publishes the same one
+        approval = with_derived_ids(trained, [approved(trained, version, gates, champion)])[0]
         tags = {
             STATUS: "approved",
             DECISION_EVENT: str(approval.event_id),
@@ -209,7 +244,7 @@ class Registrar:
             gates = [GateResult.model_validate(g) for g in json.loads(tags.get(GATES, "[]"))]
             champion = self.store.aliases(name).get("champion")
             events = self._accept(trained, version, gates, champion, actor=actor, reason=reason)
-            return self.describe_version_sync(name, version), events
+            return self.describe_version_sync(name, version), with_derived_ids(trained, events)
 
         return await self._write(work)
 

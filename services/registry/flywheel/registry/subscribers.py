@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import structlog
 from faststream.kafka import KafkaBroker
 
-from flywheel.common.kafka import SeenEvents, consumer_options
+from flywheel.common.kafka import ExactlyOnce, consumer_options, exactly_once
 from flywheel.registry.registrar import Registrar
-from flywheel.schemas import TRAINING_COMPLETED, ModelTrained
-
-log = structlog.get_logger(__name__)
+from flywheel.schemas import TRAINING_COMPLETED, Event, ModelTrained
 
 
-def register_subscribers(broker: KafkaBroker, registrar: Registrar, seen: SeenEvents, group: str) -> None:
+def register_subscribers(broker: KafkaBroker, registrar: Registrar, once: ExactlyOnce, group: str) -> None:
     @broker.subscriber(TRAINING_COMPLETED.name, **consumer_options(group))
-    async def on_model_trained(trained: ModelTrained) -> None:
+    @exactly_once(broker, once)
+    async def on_model_trained(trained: ModelTrained) -> list[Event]:
         """Gate a candidate; register it approved (challenger or first champion) or rejected."""
-        if not seen.first_time(trained.event_id):
-            return
-        await registrar.on_trained(trained)
+        return await registrar.on_trained(trained)
