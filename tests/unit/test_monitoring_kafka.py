@@ -5,7 +5,7 @@ import uuid
 import numpy as np
 from faststream.kafka import TestKafkaBroker
 
-from flywheel.common.kafka import create_broker
+from flywheel.common.kafka import DEADLETTERS, create_broker
 from flywheel.common.settings import KafkaSettings
 from flywheel.monitoring.monitor import MonitorConfig, Reference
 from flywheel.monitoring.subscribers import register_subscribers
@@ -58,3 +58,51 @@ async def test_a_model_that_turns_wrong_leads_to_a_concept_drift_event_and_one_a
     assert concept and concept[0].retrain and concept[0].model_version == "1"
     assert [a.kind for a in alerts].count("concept_drift") == 1
     assert not [d for d in drifts if d.kind == "data"], "the feature distribution never moved"
+
+
+def prediction_of(x: float) -> PredictionMade:
+    return PredictionMade(
+        producer="serving", dataset="loans", prediction_id=str(uuid.uuid4()), model_name="m", model_version="1",
+        variant="champion", prediction=1, features={"x": x}, latency_ms=1.0,
+    )
+
+
+async def test_a_transient_failure_is_retried_and_the_prediction_counted_once():
+    broker = create_broker(KafkaSettings(retry_backoff_s=0), service="monitoring-test")
+    watch = Watch(MonitorConfig(), lambda name: reference())
+    failures = iter([RuntimeError("reference store hiccup")])
+    on_prediction = watch.on_prediction
+
+    async def flaky(prediction: PredictionMade) -> list:
+        if (error := next(failures, None)) is not None:
+            raise error
+        return await on_prediction(prediction)
+
+    watch.on_prediction = flaky  # type: ignore[method-assign]
+    register_subscribers(broker, watch)
+    prediction = prediction_of(0.1)
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish(prediction.to_bytes(), PREDICTIONS.name)
+        await test_broker.publish(prediction.to_bytes(), PREDICTIONS.name)  # a redelivery
+    assert watch.monitors["m"].predictions_seen == 1
+
+
+async def test_a_permanent_failure_lands_on_deadletters_with_the_reason():
+    broker = create_broker(KafkaSettings(retry_backoff_s=0), service="monitoring-test")
+    watch = Watch(MonitorConfig(), lambda name: reference())
+
+    async def broken(prediction: PredictionMade) -> list:
+        raise RuntimeError("window corrupted")
+
+    watch.on_prediction = broken  # type: ignore[method-assign]
+    register_subscribers(broker, watch)
+    letters = []
+
+    @broker.subscriber(DEADLETTERS.name)
+    async def collect(body: dict) -> None:
+        letters.append(body)
+
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish(prediction_of(0.2).to_bytes(), PREDICTIONS.name)
+    [letter] = letters
+    assert letter["source_topic"] == PREDICTIONS.name and "window corrupted" in letter["reason"]

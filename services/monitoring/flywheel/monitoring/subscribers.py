@@ -4,27 +4,33 @@ from __future__ import annotations
 
 from faststream.kafka import KafkaBroker
 
-from flywheel.common.kafka import SeenEvents, consumer_options, publish_event
+from flywheel.common.kafka import ExactlyOnce, consumer_options, exactly_once
 from flywheel.monitoring.watch import Watch
-from flywheel.schemas import LABELS, MODELS_CHAMPION, PREDICTIONS, ChampionChanged, LabelObserved, PredictionMade
+from flywheel.schemas import (
+    LABELS,
+    MODELS_CHAMPION,
+    PREDICTIONS,
+    ChampionChanged,
+    Event,
+    LabelObserved,
+    PredictionMade,
+)
 
 
-def register_subscribers(broker: KafkaBroker, watch: Watch) -> None:
-    seen = SeenEvents()
+def register_subscribers(broker: KafkaBroker, watch: Watch, once: ExactlyOnce | None = None) -> None:
+    once = once or ExactlyOnce()
 
     @broker.subscriber(PREDICTIONS.name, **consumer_options("monitoring"))
-    async def on_prediction_made(prediction: PredictionMade) -> None:
+    @exactly_once(broker, once)
+    async def on_prediction_made(prediction: PredictionMade) -> list[Event]:
         """Add a served prediction to its model's window; publish drift and alerts it reveals."""
-        if seen.first_time(prediction.event_id):
-            for event in await watch.on_prediction(prediction):
-                await publish_event(broker, event)
+        return await watch.on_prediction(prediction)
 
     @broker.subscriber(LABELS.name, **consumer_options("monitoring"))
-    async def on_label_observed(label: LabelObserved) -> None:
+    @exactly_once(broker, once)
+    async def on_label_observed(label: LabelObserved) -> list[Event]:
         """Join a late label to its prediction; publish concept drift and accuracy alerts."""
-        if seen.first_time(label.event_id):
-            for event in await watch.on_label(label):
-                await publish_event(broker, event)
+        return await watch.on_label(label)
 
     @broker.subscriber(MODELS_CHAMPION.name, **consumer_options("monitoring"))
     async def on_champion_changed(change: ChampionChanged) -> None:
