@@ -24,8 +24,15 @@ from flywheel.schemas import (
 
 def reference() -> Reference:
     rng = np.random.default_rng(0)
-    return Reference(model_name="m", model_version="1", dataset="loans", dataset_version="v1",
-                     features={"x": rng.normal(size=2000)}, categorical=set(), train_accuracy=0.95)
+    return Reference(
+        model_name="m",
+        model_version="1",
+        dataset="loans",
+        dataset_version="v1",
+        features={"x": rng.normal(size=2000)},
+        categorical=set(),
+        train_accuracy=0.95,
+    )
 
 
 async def test_a_model_that_turns_wrong_leads_to_a_concept_drift_event_and_one_alert():
@@ -45,14 +52,21 @@ async def test_a_model_that_turns_wrong_leads_to_a_concept_drift_event_and_one_a
     async with TestKafkaBroker(broker) as test_broker:
         for i in range(600):
             prediction = PredictionMade(
-                producer="serving", dataset="loans", prediction_id=str(uuid.uuid4()), model_name="m",
-                model_version="1", variant="champion", prediction=1, features={"x": float(rng.normal())},
+                producer="serving",
+                dataset="loans",
+                prediction_id=str(uuid.uuid4()),
+                model_name="m",
+                model_version="1",
+                variant="champion",
+                prediction=1,
+                features={"x": float(rng.normal())},
                 latency_ms=1.0,
             )
             await test_broker.publish(prediction.to_bytes(), PREDICTIONS.name)
             wrong = rng.random() < (0.05 if i < 400 else 0.6)
-            label = LabelObserved(producer="t", dataset="loans", label=0 if wrong else 1,
-                                  prediction_id=prediction.prediction_id)
+            label = LabelObserved(
+                producer="t", dataset="loans", label=0 if wrong else 1, prediction_id=prediction.prediction_id
+            )
             await test_broker.publish(label.to_bytes(), LABELS.name)
     concept = [d for d in drifts if d.kind == "concept"]
     assert concept and concept[0].retrain and concept[0].model_version == "1"
@@ -62,8 +76,15 @@ async def test_a_model_that_turns_wrong_leads_to_a_concept_drift_event_and_one_a
 
 def prediction_of(x: float) -> PredictionMade:
     return PredictionMade(
-        producer="serving", dataset="loans", prediction_id=str(uuid.uuid4()), model_name="m", model_version="1",
-        variant="champion", prediction=1, features={"x": x}, latency_ms=1.0,
+        producer="serving",
+        dataset="loans",
+        prediction_id=str(uuid.uuid4()),
+        model_name="m",
+        model_version="1",
+        variant="champion",
+        prediction=1,
+        features={"x": x},
+        latency_ms=1.0,
     )
 
 

@@ -31,9 +31,13 @@ def trained():
     y = np.array([label for _, label in rows])
     model = HistGradientBoostingClassifier(random_state=0).fit(X, y)
     reference = Reference(
-        model_name="loans-approval", model_version="1", dataset="loans", dataset_version="v1",
+        model_name="loans-approval",
+        model_version="1",
+        dataset="loans",
+        dataset_version="v1",
         features={name: X[:, i] for i, name in enumerate(FEATURES.names)},
-        categorical=categorical_features(FEATURES, DATASETS), train_accuracy=float(model.score(X, y)),
+        categorical=categorical_features(FEATURES, DATASETS),
+        train_accuracy=float(model.score(X, y)),
     )
     return model, reference
 
@@ -46,8 +50,15 @@ def serve_and_label(monitor: ModelMonitor, model, rows, start: datetime, mutate=
         features = dict(zip(FEATURES.names, FEATURES.vector(x), strict=True))
         predicted = int(model.predict(np.array([list(features.values())]))[0])
         prediction = PredictionMade(
-            producer="serving", dataset="loans", prediction_id=str(uuid.uuid4()), model_name="loans-approval",
-            model_version="1", variant="champion", prediction=predicted, features=features, latency_ms=2.0,
+            producer="serving",
+            dataset="loans",
+            prediction_id=str(uuid.uuid4()),
+            model_name="loans-approval",
+            model_version="1",
+            variant="champion",
+            prediction=predicted,
+            features=features,
+            latency_ms=2.0,
             occurred_at=start + timedelta(seconds=i),
         )
         published += monitor.on_prediction(prediction, now=float(i))
@@ -94,8 +105,9 @@ def test_a_shifted_feature_distribution_is_data_drift_naming_the_feature(trained
     def richer(x: dict) -> dict:
         return {**x, "salary": x["salary"] * 3, "commission": x["commission"]}
 
-    published = serve_and_label(monitor, model, agrawal(0, seed=10, n=1000), datetime(2026, 1, 1, tzinfo=UTC),
-                                mutate=richer)
+    published = serve_and_label(
+        monitor, model, agrawal(0, seed=10, n=1000), datetime(2026, 1, 1, tzinfo=UTC), mutate=richer
+    )
     data_drifts = [e for e in published if isinstance(e, DriftDetected) and e.kind == "data"]
     assert data_drifts
     drifted = {f.feature for f in data_drifts[0].features}
@@ -113,9 +125,18 @@ def test_slow_predictions_and_missing_features_raise_service_health_alerts(train
     published = []
     for i in range(100):
         features = {name: (None if rng.random() < 0.2 else 1.0) for name in FEATURES.names}
-        published += monitor.on_prediction(PredictionMade(
-            producer="serving", dataset="loans", prediction_id=str(i), model_name="loans-approval",
-            model_version="1", variant="champion", prediction=1, features=features, latency_ms=900.0,
-        ))
+        published += monitor.on_prediction(
+            PredictionMade(
+                producer="serving",
+                dataset="loans",
+                prediction_id=str(i),
+                model_name="loans-approval",
+                model_version="1",
+                variant="champion",
+                prediction=1,
+                features=features,
+                latency_ms=900.0,
+            )
+        )
     kinds = {e.kind for e in published if isinstance(e, AlertRaised)}
     assert {"latency", "missing_features"} <= kinds

@@ -21,6 +21,7 @@ from flywheel.schemas import (
 )
 from flywheel.serving.engine import Engine
 from flywheel.serving.http import create_router
+from flywheel.serving.predictlog import PredictionLog
 from flywheel.serving.settings import ServingSettings
 from flywheel.serving.subscribers import register_subscribers
 from tests.unit.test_serving_engine import DATASETS, RichApproved, application, served, truth
@@ -40,7 +41,12 @@ def engine(with_champion: bool = True) -> Engine:
 
 def client(built: Engine) -> TestClient:
     app = FastAPI()
-    app.include_router(create_router(built, MODELS, load_contracts(DATASETS), batch_max=100))
+
+    async def nowhere(event) -> None:
+        return None
+
+    log = PredictionLog(nowhere, capacity=1000, wait_s=1.0)
+    app.include_router(create_router(built, MODELS, load_contracts(DATASETS), batch_max=100, prediction_log=log))
     return TestClient(app)
 
 
@@ -117,3 +123,65 @@ async def test_a_request_no_champion_can_answer_is_dead_lettered_with_the_reason
     [letter] = letters
     assert "no champion" in letter.reason and letter.source_topic == PREDICTIONS_REQUESTS.name
     assert PredictionRequested.model_validate_json(base64.b64decode(letter.original_value)) == request
+
+
+async def test_a_transient_scoring_failure_is_retried_and_each_request_answered_once_with_stable_ids() -> None:
+    broker = create_broker(KafkaSettings(retry_backoff_s=0), service="serving-test")
+    built = engine()
+    failures = iter([RuntimeError("model server hiccup")])
+    score = built.score
+
+    def flaky(*args, **kwargs):
+        if (error := next(failures, None)) is not None:
+            raise error
+        return score(*args, **kwargs)
+
+    built.score = flaky  # type: ignore[method-assign]
+    register_subscribers(broker, built, MODELS)
+    answers: list[PredictionMade] = []
+
+    @broker.subscriber(PREDICTIONS.name)
+    async def collect(body: dict) -> None:
+        answers.append(PredictionMade.model_validate(body))
+
+    requests = [
+        PredictionRequested(producer="t", dataset="loans", request_id=f"r-{i}", data=application(i)) for i in range(5)
+    ]
+    async with TestKafkaBroker(broker) as test_broker:
+        for request in requests:
+            await test_broker.publish(request.to_bytes(), PREDICTIONS_REQUESTS.name)
+    assert sorted(a.request_id for a in answers) == sorted(r.request_id for r in requests)
+    # a new process scoring the same requests again logs the same prediction and event ids
+    again: list[PredictionMade] = []
+    broker2 = create_broker(KafkaSettings(retry_backoff_s=0), service="serving-test")
+    register_subscribers(broker2, engine(), MODELS)
+
+    @broker2.subscriber(PREDICTIONS.name)
+    async def collect_again(body: dict) -> None:
+        again.append(PredictionMade.model_validate(body))
+
+    async with TestKafkaBroker(broker2) as test_broker:
+        for request in requests:
+            await test_broker.publish(request.to_bytes(), PREDICTIONS_REQUESTS.name)
+    assert {(a.event_id, a.prediction_id) for a in again} == {(a.event_id, a.prediction_id) for a in answers}
+
+
+async def test_a_permanent_scoring_failure_lands_on_deadletters_with_the_reason() -> None:
+    broker = create_broker(KafkaSettings(retry_backoff_s=0), service="serving-test")
+    built = engine()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("model file corrupted")
+
+    built.score = broken  # type: ignore[method-assign]
+    register_subscribers(broker, built, MODELS)
+    letters: list[MessageDeadLettered] = []
+
+    @broker.subscriber(DEADLETTERS.name)
+    async def collect(body: dict) -> None:
+        letters.append(MessageDeadLettered.model_validate(body))
+
+    request = PredictionRequested(producer="t", dataset="loans", request_id="r-1", data=application(0))
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish(request.to_bytes(), PREDICTIONS_REQUESTS.name)
+    assert letters and "model file corrupted" in letters[0].reason

@@ -6,9 +6,19 @@ import asyncio
 from pathlib import Path
 
 from flywheel.common.featuresets import load_feature_set
-from flywheel.schemas import Event, LabelObserved, ModelApproved, PredictionMade, RolloutStepped
+from flywheel.schemas import (
+    AlertRaised,
+    ChampionChanged,
+    Event,
+    LabelObserved,
+    ModelApproved,
+    PredictionMade,
+    RolloutStepped,
+)
 from flywheel.serving.engine import Engine
 from flywheel.serving.models import ServedModel
+from flywheel.serving.predictlog import PredictionLog
+from flywheel.serving.rollouts import RolloutLog
 from flywheel.serving.settings import ServingSettings
 from tests.unit.test_ingestion_kafka import loan
 
@@ -71,10 +81,18 @@ def truth(record: dict) -> int:
 class Harness:
     def __init__(self, candidate: ServedModel | None, **overrides) -> None:
         settings = ServingSettings(
-            **{"min_requests": 20, "min_labels": 10, "canary_steps": [0.25, 0.5, 1.0], **overrides}
+            **{
+                "min_requests": 20,
+                "min_labels": 10,
+                "canary_steps": [0.25, 0.5, 1.0],
+                "latency_floor_ms": 10_000,  # wall-clock latency on a busy test machine is noise
+                **overrides,
+            }
         )
         self.published: list[Event] = []
         self.promoted: list[tuple[str, str]] = []
+        self.rolled_back: list[tuple[str, str]] = []
+        self.log: list[PredictionMade] = []
         self.candidate = candidate
 
         async def publish(event: Event) -> None:
@@ -88,7 +106,10 @@ class Harness:
                 raise self.candidate
             return self.candidate
 
-        self.engine = Engine(settings, publish, promote, load)
+        async def rollback(name: str, reason: str) -> None:
+            self.rolled_back.append((name, reason))
+
+        self.engine = Engine(settings, publish, promote, load, rollback)
         self.engine.champions["loans-approval"] = served("1", RichApproved())
 
     def approve(self, version: str = "2") -> ModelApproved:
@@ -108,7 +129,8 @@ class Harness:
         answers = []
         for i in range(start, start + n):
             record = application(i)
-            answer = self.engine.score("loans-approval", [record])[0]
+            [answer], logged = self.engine.score("loans-approval", [record])
+            self.log.extend(logged)
             answers.append(answer)
             self.engine.on_label(
                 LabelObserved(producer="test", dataset="loans", label=truth(record), prediction_id=answer.prediction_id)
@@ -120,8 +142,7 @@ class Harness:
         return [e for e in self.published if isinstance(e, RolloutStepped)]
 
     def logged(self) -> list[PredictionMade]:
-        queue = self.engine.log_queue
-        return [queue.get_nowait() for _ in range(queue.qsize())]
+        return self.log
 
 
 async def test_the_champion_answers_when_no_rollout_runs() -> None:
@@ -219,7 +240,7 @@ async def test_a_refused_promotion_rolls_back_instead_of_serving_an_unregistered
     async def refuse(name: str, version: str, reason: str) -> None:
         raise RuntimeError("registry refused promotion (401)")
 
-    h.engine._promote = refuse
+    h.engine.driver._promote = refuse
     await h.engine.start_rollout(h.approve())
     for _ in range(3):
         await asyncio.sleep(0)
@@ -230,3 +251,119 @@ async def test_a_refused_promotion_rolls_back_instead_of_serving_an_unregistered
 async def test_approving_the_serving_champion_starts_nothing() -> None:
     h = Harness(served("1", RichApproved()))
     assert await h.engine.start_rollout(h.approve("1")) is None
+
+
+def stepped(action: str, step: int = 0, champion: str = "1", figures: dict | None = None) -> RolloutStepped:
+    return RolloutStepped(
+        producer="serving",
+        model_name="loans-approval",
+        candidate_version="2",
+        champion_version=champion,
+        strategy="canary",
+        action=action,
+        step=step,
+        figures=figures or {},
+    )
+
+
+async def test_a_restarted_engine_resumes_a_canary_at_its_step_from_the_rollout_log() -> None:
+    h = Harness(served("2", RichApproved()))
+    resumed = await h.engine.resume(RolloutLog.fold([stepped("started"), stepped("stepped", step=1)]))
+    assert [(e.action, e.step) for e in resumed] == [("started", 1)] and "resumed" in resumed[0].reason
+    assert h.engine.rollouts["loans-approval"].traffic == 0.5
+    await h.traffic(400)
+    assert h.promoted == [("loans-approval", "2")]
+    # the approval redelivered after the restart does not start the decided rollout again
+    assert await h.engine.start_rollout(h.approve().model_copy(update={"producer": "registry"})) is None
+
+
+async def test_a_rollout_whose_champion_changed_while_serving_was_down_ends_with_the_reason() -> None:
+    h = Harness(served("2", RichApproved()))
+    [aborted] = await h.engine.resume(RolloutLog.fold([stepped("started", champion="0")]))
+    assert aborted.action == "aborted" and "champion is now 1, not 0" in aborted.reason
+    assert not h.engine.rollouts and h.engine.champions["loans-approval"].version == "1"
+
+
+async def test_a_resumed_candidate_that_fails_to_load_aborts_with_the_reason() -> None:
+    h = Harness(RuntimeError("artifact gone"))
+    [aborted] = await h.engine.resume(RolloutLog.fold([stepped("started")]))
+    assert aborted.action == "aborted" and "artifact gone" in aborted.reason
+
+
+async def test_a_champion_that_worsens_in_its_bake_period_is_rolled_back_by_itself() -> None:
+    h = Harness(None, bake_s=600)
+    await h.traffic(40)  # the old champion's live figures: always right
+    new = served("2", Constant(0))
+    h.candidate = new
+    await h.engine.use_champion(
+        ChampionChanged(model_name="loans-approval", version="2", action="promote", actor="ops", previous_version="1")
+    )
+    await h.traffic(40, start=40)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    [(name, reason)] = h.rolled_back
+    assert name == "loans-approval" and "bake period" in reason and "accuracy" in reason
+
+
+async def test_a_champion_as_good_as_its_predecessor_stays_after_its_bake_period() -> None:
+    h = Harness(None, bake_s=600)
+    await h.traffic(40)
+    h.candidate = served("2", RichApproved())
+    await h.engine.use_champion(
+        ChampionChanged(model_name="loans-approval", version="2", action="promote", actor="ops", previous_version="1")
+    )
+    await h.traffic(60, start=40)
+    assert h.rolled_back == [] and h.engine.champions["loans-approval"].version == "2"
+
+
+async def test_the_bake_period_is_rebuilt_from_a_recent_promotion_in_the_log() -> None:
+    h = Harness(None, bake_s=600)
+    h.engine.champions["loans-approval"] = served("2", Constant(0))
+    baseline = {"requests": 50, "labelled": 40, "correct": 40}
+    await h.engine.resume(RolloutLog.fold([stepped("promoted", champion="1", figures={"champion": baseline})]))
+    await h.traffic(40)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert len(h.rolled_back) == 1
+
+
+async def test_the_prediction_log_waits_for_room_and_counts_alerts_what_it_cannot_log() -> None:
+    published: list[Event] = []
+    gate = asyncio.Event()
+
+    async def slow_publish(event: Event) -> None:
+        await gate.wait()
+        published.append(event)
+
+    log = PredictionLog(slow_publish, capacity=2, wait_s=0.05, alert_every_s=0)
+    h = Harness(None)
+    await h.traffic(5)
+    entries = h.log
+    await log.record(entries[:2])  # fits
+    await log.record(entries[2:])  # no room for 3 within the wait: counted and alerted
+    assert log.dropped == 3 and log.queue.qsize() == 2
+    drain = asyncio.create_task(log.drain())
+    gate.set()
+    await asyncio.sleep(0.05)
+    drain.cancel()
+    alerts = [e for e in published if isinstance(e, AlertRaised)]
+    assert len(alerts) == 1 and alerts[0].kind == "prediction_log_dropped" and "3 predictions" in alerts[0].message
+    assert len([e for e in published if isinstance(e, PredictionMade)]) == 2
+
+
+async def test_back_pressure_lets_every_prediction_through_when_the_log_catches_up() -> None:
+    published: list[Event] = []
+
+    async def publish(event: Event) -> None:
+        await asyncio.sleep(0.001)
+        published.append(event)
+
+    log = PredictionLog(publish, capacity=3, wait_s=5.0)
+    drain = asyncio.create_task(log.drain())
+    h = Harness(None)
+    await h.traffic(30)
+    for entry in h.log:
+        await log.record([entry])
+    await asyncio.sleep(0.2)
+    drain.cancel()
+    assert log.dropped == 0 and len(published) == 30

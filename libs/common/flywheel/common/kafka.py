@@ -319,7 +319,7 @@ class ExactlyOnce:
     async def run(
         self,
         event: Event,
-        effect: Callable[[], Awaitable[Caused]],
+        effect: Callable[[], Awaitable[Caused] | Caused],
         publish: Callable[[Event], Awaitable[None]] | None,
     ) -> list[Event] | None:
         """Apply ``effect`` once for ``event`` and publish what it caused; None when already done."""
@@ -329,7 +329,8 @@ class ExactlyOnce:
         if key in self._applied:  # the effect happened; only its publication failed
             caused = self._applied[key]
         else:
-            caused = with_derived_ids(event, _as_list(await effect()))
+            result = effect()
+            caused = with_derived_ids(event, _as_list(await result if inspect.isawaitable(result) else result))
             self._applied[key] = caused
             if len(self._applied) > self._capacity:
                 self._applied.popitem(last=False)

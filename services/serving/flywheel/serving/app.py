@@ -8,17 +8,21 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
+from pydantic import ValidationError
 from threadpoolctl import threadpool_limits
 
 from flywheel.common.components import Components
 from flywheel.common.contracts import load_contracts
+from flywheel.common.history import read_history
 from flywheel.common.kafka import publish_event
 from flywheel.common.service import create_service_app
-from flywheel.schemas import Event
+from flywheel.schemas import MODELS_ROLLOUT, Event, RolloutStepped
 from flywheel.serving.engine import Engine
 from flywheel.serving.http import create_router
 from flywheel.serving.models import ServedModel, load_version, served_models
+from flywheel.serving.predictlog import PredictionLog
 from flywheel.serving.registry import RegistryClient
+from flywheel.serving.rollouts import RolloutLog
 from flywheel.serving.settings import ServingSettings
 from flywheel.serving.subscribers import register_subscribers
 
@@ -41,8 +45,18 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         threadpool_limits(limits=settings.model_threads)
         return model
 
-    engine = Engine(settings, publish, registry.promote, load)
+    engine = Engine(settings, publish, registry.promote, load, registry.rollback)
+    prediction_log = PredictionLog(publish, settings.log_queue_size, settings.log_wait_s)
     register_subscribers(parts.broker, engine, model_of_dataset)
+
+    async def resume_rollouts() -> None:
+        """Continue (or end, with the reason) the rollouts ``models.rollout`` says were running."""
+        history = []
+        async for message in read_history(settings.kafka.bootstrap_servers, MODELS_ROLLOUT.name):
+            with contextlib.suppress(ValidationError):
+                history.append(RolloutStepped.model_validate_json(message.value))
+        for event in await engine.resume(RolloutLog.fold(history)):
+            parts.log.info("rollout after restart", model=event.model_name, action=event.action, reason=event.reason)
 
     @contextlib.asynccontextmanager
     async def serve_champions(app: FastAPI) -> AsyncIterator[None]:
@@ -53,7 +67,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 parts.log.info("champion loaded", model=name, version=champion.version)
             else:
                 parts.log.warning("no champion yet; /predict answers 503", model=name)
-        drain = asyncio.create_task(engine.drain_log(publish))
+        await resume_rollouts()
+        drain = asyncio.create_task(prediction_log.drain())
         yield
         drain.cancel()
         await registry.close()
@@ -71,10 +86,15 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         settings=settings,
         broker=parts.broker,
         checks=parts.checks(),
-        routers=[create_router(engine, model_of_dataset, load_contracts(settings.datasets_dir), settings.batch_max)],
+        routers=[
+            create_router(
+                engine, model_of_dataset, load_contracts(settings.datasets_dir), settings.batch_max, prediction_log
+            )
+        ],
         lifespans=[serve_champions],
         description="Serves predictions over HTTP and Kafka and rolls out new models safely.",
         status=status,
     )
     app.state.engine = engine
+    app.state.prediction_log = prediction_log
     return app

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, JsonValue
 from flywheel.common.contracts import DataContract
 from flywheel.schemas import ModelApproved
 from flywheel.serving.engine import Engine
+from flywheel.serving.predictlog import PredictionLog
 from flywheel.serving.settings import Strategy
 
 
@@ -43,7 +44,11 @@ class RolloutRequest(BaseModel):
 
 
 def create_router(
-    engine: Engine, model_of_dataset: dict[str, str], contracts: dict[str, DataContract], batch_max: int
+    engine: Engine,
+    model_of_dataset: dict[str, str],
+    contracts: dict[str, DataContract],
+    batch_max: int,
+    prediction_log: PredictionLog,
 ) -> APIRouter:
     router = APIRouter(tags=["predictions"])
 
@@ -79,7 +84,8 @@ def create_router(
             raise HTTPException(503, f"model {name!r} has no champion yet: train and approve one first")
         check_inputs(name, records)
         # one id per record ties its served answer to a shadow's in the prediction log
-        answers = engine.score(name, records, [uuid.uuid4().hex for _ in records])
+        answers, logged = engine.score(name, records, [uuid.uuid4().hex for _ in records])
+        await prediction_log.record(logged)  # waits while the log is behind: back-pressure, not loss
         return PredictResponse(model_name=name, predictions=[Prediction(**a.__dict__) for a in answers])
 
     @router.post("/predict", response_model=PredictResponse)

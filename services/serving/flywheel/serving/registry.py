@@ -17,5 +17,13 @@ class RegistryClient:
         if response.status_code >= 300:
             raise RuntimeError(f"registry refused promotion ({response.status_code}): {response.text[:300]}")
 
+    async def rollback(self, model_name: str, reason: str) -> None:
+        """Ask the registry to put the previous champion back; raise with its answer when it refuses."""
+        response = await self._client.post(
+            f"/models/{model_name}/rollback", json={"reason": reason, "actor": "serving"}
+        )
+        if response.status_code >= 300:
+            raise RuntimeError(f"registry refused rollback ({response.status_code}): {response.text[:300]}")
+
     async def close(self) -> None:
         await self._client.aclose()

@@ -44,6 +44,7 @@ class VariantFigures:
             "errors": self.errors,
             "error_rate": self.error_rate,
             "labelled": self.labelled,
+            "correct": self.correct,
             "accuracy": -1.0 if self.accuracy is None else self.accuracy,
             "p99_ms": self.p99_ms,
         }

@@ -27,8 +27,15 @@ class ServingSettings(ServiceSettings):
     error_rate_margin: float = Field(default=0.01, description="Roll back when its error rate is this much higher.")
     latency_p99_ratio: float = Field(default=3.0, description="Roll back when its p99 is this many times worse.")
     latency_floor_ms: float = Field(default=5.0, description="p99 differences below this never count as worse.")
-    log_sample_rate: float = Field(default=1.0, ge=0, le=1, description="Share of predictions logged to Kafka.")
-    log_queue_size: int = Field(default=10_000, description="Predictions waiting to be logged before drops.")
+    log_queue_size: int = Field(default=10_000, ge=1, description="Predictions waiting to be published to the log.")
+    log_wait_s: float = Field(
+        default=5.0, ge=0, description="How long a request waits for room in a full prediction log before it drops."
+    )
+    bake_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="After a promotion, how long a champion worse than its predecessor is rolled back.",
+    )
     model_threads: int = Field(
         default=1, ge=1, description="OpenMP/BLAS threads per model call; 1 avoids thread start-up on small batches."
     )

@@ -1,0 +1,234 @@
+"""Driving rollouts: start, step, promote or roll back on live figures, and resume after a restart.
+
+The decisions are ``rollout.py``'s (pure); this module applies them: it loads candidates,
+publishes every step on ``models.rollout`` (the durable log a restarted serving resumes
+from), and asks the registry to promote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from flywheel.schemas import Event, ModelApproved, RolloutStepped
+from flywheel.serving.guard import Bake, Guard
+from flywheel.serving.metrics import ROLLOUT_TRAFFIC
+from flywheel.serving.models import ServedModel
+from flywheel.serving.rollout import Decision, Margins, VariantFigures, decide, worse
+from flywheel.serving.rollouts import Rollout, RolloutLog, figures_from
+from flywheel.serving.settings import ServingSettings
+
+log = structlog.get_logger(__name__)
+PRODUCER = "serving"
+
+Publish = Callable[[Event], Awaitable[None]]
+Promote = Callable[[str, str, str], Awaitable[None]]
+Loader = Callable[[str, str], Awaitable[ServedModel | None]]  # (name, version number or "champion")
+
+
+class RolloutDriver:
+    """The rollouts of every model served here, from approval to promotion, rollback or abort."""
+
+    def __init__(
+        self,
+        settings: ServingSettings,
+        margins: Margins,
+        champions: dict[str, ServedModel],
+        guard: Guard,
+        publish: Publish,
+        promote: Promote,
+        load: Loader,
+    ) -> None:
+        self.settings, self.margins, self.champions, self.guard = settings, margins, champions, guard
+        self._publish, self._promote, self._load = publish, promote, load
+        self.active: dict[str, Rollout] = {}
+        self.history: list[RolloutStepped] = []
+        self.decided: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task] = set()
+
+    def steps_of(self, strategy: str) -> list[float]:
+        if strategy == "canary":
+            return list(self.settings.canary_steps)
+        return [self.settings.ab_split] if strategy == "ab" else [1.0]
+
+    async def start_rollout(self, approved: ModelApproved, strategy: str | None = None) -> RolloutStepped | None:
+        """Load the approved candidate and roll it out; a candidate that fails to load aborts the rollout."""
+        name = approved.model_name
+        champion = self.champions.get(name)
+        if champion is None or champion.version == approved.version:
+            return None
+        running = self.active.get(name)
+        if running is not None and running.candidate.version == approved.version:
+            return None  # a redelivered approval of the rollout in progress (or resumed)
+        if (name, approved.version) in self.decided and approved.producer == "registry":
+            return None  # this version's rollout already ended; a redelivery does not start it again
+        strategy = strategy or self.settings.strategy
+        previous = self.active.pop(name, None)
+        if previous is not None:
+            await self._emit(previous, "aborted", f"superseded by version {approved.version}")
+        try:
+            candidate = await self._candidate(name, approved.version)
+        except Exception as exc:
+            return await self._abort_unloaded(approved, champion.version, strategy, f"candidate failed to load: {exc}")
+        rollout = Rollout(name, strategy, candidate, champion.version, self.steps_of(strategy), cause=approved)
+        self.active[name] = rollout
+        started = await self._emit(rollout, "started", f"{strategy} rollout of version {candidate.version}")
+        self._consider(rollout)
+        return started
+
+    async def _candidate(self, name: str, version: str) -> ServedModel:
+        candidate = await self._load(name, version)
+        if candidate is None:
+            raise LookupError(f"version {version} of {name} is not in the registry")
+        candidate.score([[0.0] * len(candidate.features.names)])  # warm: a model that cannot score aborts here
+        return candidate
+
+    async def _abort_unloaded(
+        self, cause: Event, champion_version: str | None, strategy: str, reason: str, **where: Any
+    ) -> RolloutStepped:
+        aborted = RolloutStepped(
+            producer=PRODUCER,
+            model_name=getattr(cause, "model_name", ""),
+            candidate_version=getattr(cause, "version", None) or getattr(cause, "candidate_version", ""),
+            champion_version=champion_version,
+            strategy=strategy,
+            action="aborted",
+            reason=reason,
+            **where,
+            **cause.caused(),
+        )
+        await self._publish(aborted)
+        self.remember(aborted)
+        return aborted
+
+    async def resume(self, folded: RolloutLog) -> list[RolloutStepped]:
+        """After a restart: continue each rollout the log says is running, or end it with the reason.
+
+        Also re-arms the guard of promotions still in their bake period. Returns the events it published.
+        """
+        self.decided |= folded.decided
+        published = []
+        for last in folded.running():
+            published.append(await self._resume_one(last))
+        now = time.time()
+        for promoted in folded.promotions():
+            until = promoted.occurred_at.timestamp() + self.settings.bake_s
+            baseline = figures_from(promoted.figures.get("champion", {}))
+            if until > now and promoted.champion_version:
+                self.guard.bakes[promoted.model_name] = Bake(
+                    promoted.model_name, promoted.candidate_version, promoted.champion_version, baseline, until
+                )
+        return published
+
+    async def _resume_one(self, last: RolloutStepped) -> RolloutStepped:
+        name = last.model_name
+        champion = self.champions.get(name)
+        if champion is None or champion.version != last.champion_version:
+            now_serving = champion.version if champion else "none"
+            return await self._abort_unloaded(
+                last,
+                last.champion_version,
+                last.strategy,
+                f"serving restarted and the champion is now {now_serving}, not {last.champion_version}",
+                step=last.step,
+            )
+        try:
+            candidate = await self._candidate(name, last.candidate_version)
+        except Exception as exc:
+            reason = f"serving restarted and the candidate failed to load: {exc}"
+            return await self._abort_unloaded(last, last.champion_version, last.strategy, reason, step=last.step)
+        steps = self.steps_of(last.strategy)
+        rollout = Rollout(name, last.strategy, candidate, champion.version, steps, cause=last, step=last.step)
+        self.active[name] = rollout
+        ROLLOUT_TRAFFIC.labels(name).set(rollout.traffic)
+        return await self._emit(
+            rollout,
+            "started",
+            f"resumed after a serving restart at step {last.step} ({rollout.traffic:.0%} of traffic); "
+            "live figures start afresh",
+        )
+
+    def _consider(self, rollout: Rollout) -> None:
+        if rollout.deciding or self.active.get(rollout.model_name) is not rollout:
+            return
+        candidate, champion = rollout.figures["candidate"], rollout.figures["champion"]
+        why = worse(candidate, champion, self.margins)  # over the whole rollout: roll back at once
+        if why:
+            decision = Decision("rollback", why)
+        elif rollout.strategy == "canary":  # each step is judged on its own evidence
+            decision = decide("canary", rollout.step, rollout.steps, rollout.step_figures, champion, self.margins)
+        else:
+            decision = decide(rollout.strategy, 0, rollout.steps, candidate, champion, self.margins)
+        if decision.action == "hold":
+            return
+        rollout.deciding = True
+        self._spawn(self._apply(rollout, decision))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _apply(self, rollout: Rollout, decision: Decision) -> None:
+        name = rollout.model_name
+        try:
+            if decision.action == "step":
+                rollout.step += 1
+                rollout.step_figures = VariantFigures()
+                ROLLOUT_TRAFFIC.labels(name).set(rollout.traffic)
+                await self._emit(rollout, "stepped", decision.reason)
+            elif decision.action == "rollback":
+                self.active.pop(name, None)
+                ROLLOUT_TRAFFIC.labels(name).set(0)
+                await self._emit(rollout, "rolled_back", decision.reason)
+            elif decision.action == "promote":
+                await self._promote(name, rollout.candidate.version, decision.reason)
+                self.guard.serve(name, rollout.candidate, baseline=rollout.figures["champion"])
+                self.active.pop(name, None)
+                ROLLOUT_TRAFFIC.labels(name).set(0)
+                await self._emit(rollout, "promoted", decision.reason, traffic=1.0)
+        except Exception as exc:
+            log.error("rollout decision failed; rolling back", action=decision.action, error=repr(exc))
+            self.active.pop(name, None)
+            await self._emit(rollout, "rolled_back", f"{decision.action} failed: {exc}")
+        finally:
+            rollout.deciding = False
+
+    async def _emit(self, rollout: Rollout, action: str, reason: str, traffic: float | None = None) -> RolloutStepped:
+        cause = rollout.cause
+        event = RolloutStepped(
+            producer=PRODUCER,
+            model_name=rollout.model_name,
+            candidate_version=rollout.candidate.version,
+            champion_version=rollout.champion_version,
+            strategy=rollout.strategy,
+            action=action,
+            step=rollout.step,
+            candidate_traffic=rollout.traffic if traffic is None else traffic,
+            reason=reason,
+            figures={k: v.as_dict() for k, v in rollout.figures.items()},
+            **(cause.caused() if cause else {}),
+        )
+        rollout.cause = event
+        self.remember(event)
+        log.info(
+            "rollout",
+            action=action,
+            model=rollout.model_name,
+            candidate=rollout.candidate.version,
+            step=rollout.step,
+            traffic=event.candidate_traffic,
+            reason=reason,
+        )
+        await self._publish(event)
+        return event
+
+    def remember(self, event: RolloutStepped) -> None:
+        self.history.append(event)
+        del self.history[:-200]
+        if event.action in {"promoted", "rolled_back", "aborted"}:
+            self.decided.add((event.model_name, event.candidate_version))

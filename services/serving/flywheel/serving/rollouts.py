@@ -1,0 +1,121 @@
+"""Rollouts in progress, and how they are rebuilt from the ``models.rollout`` log after a restart.
+
+Every step of a rollout is an event on ``models.rollout``, so the log is the durable state:
+the last event per model says whether a rollout is still running (``started``, ``stepped``)
+and at which step, or ended (``promoted``, ``rolled_back``, ``aborted``). A restarted serving
+folds the log and resumes each running rollout at its step with fresh live figures (the
+counts of the dead process are gone; judging a step on new evidence is the safe choice),
+and rebuilds the bake period of recent promotions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flywheel.schemas import Event, RolloutStepped
+from flywheel.serving.models import ServedModel
+from flywheel.serving.rollout import VariantFigures
+
+RUNNING = {"started", "stepped"}
+ENDED = {"promoted", "rolled_back", "aborted"}
+
+
+@dataclass
+class Rollout:
+    """A candidate being rolled out against the champion."""
+
+    model_name: str
+    strategy: str
+    candidate: ServedModel
+    champion_version: str
+    steps: list[float]
+    cause: Event | None = None
+    step: int = 0
+    figures: dict[str, VariantFigures] = field(
+        default_factory=lambda: {"champion": VariantFigures(), "candidate": VariantFigures()}
+    )
+    step_figures: VariantFigures = field(default_factory=VariantFigures)
+    deciding: bool = False
+
+    @property
+    def traffic(self) -> float:
+        if self.strategy == "shadow":
+            return 0.0
+        return self.steps[min(self.step, len(self.steps) - 1)]
+
+    def count(self, variant: str, n: int, errors: int = 0, latency_ms: float | None = None) -> None:
+        """Add answers of a variant to the rollout's figures (and the candidate's to its step's)."""
+        figures = self.figures[variant]
+        figures.requests += n
+        figures.errors += errors
+        if latency_ms is not None:
+            figures.latencies_ms.append(latency_ms)
+        if variant == "candidate":
+            self.step_figures.requests += n
+            self.step_figures.errors += errors
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "strategy": self.strategy,
+            "candidate_version": self.candidate.version,
+            "champion_version": self.champion_version,
+            "step": self.step,
+            "steps": self.steps,
+            "candidate_traffic": self.traffic,
+            "figures": {k: v.as_dict() for k, v in self.figures.items()},
+        }
+
+
+@dataclass
+class RolloutLog:
+    """What the ``models.rollout`` history says, folded: the last event per model, and every decided version.
+
+    >>> from flywheel.schemas import RolloutStepped
+    >>> def step(action, version="2", step=0):
+    ...     return RolloutStepped(model_name="m", candidate_version=version, champion_version="1",
+    ...                           strategy="canary", action=action, step=step)
+    >>> folded = RolloutLog.fold([step("started"), step("stepped", step=1)])
+    >>> [(e.action, e.step) for e in folded.running()]
+    [('stepped', 1)]
+    >>> folded = RolloutLog.fold([step("started"), step("rolled_back"), step("started", "3")])
+    >>> sorted(folded.decided), [e.candidate_version for e in folded.running()]
+    ([('m', '2')], ['3'])
+    """
+
+    last: dict[str, RolloutStepped] = field(default_factory=dict)
+    decided: set[tuple[str, str]] = field(default_factory=set)
+
+    @classmethod
+    def fold(cls, events: Iterable[RolloutStepped]) -> RolloutLog:
+        folded = cls()
+        for event in events:
+            folded.add(event)
+        return folded
+
+    def add(self, event: RolloutStepped) -> None:
+        self.last[event.model_name] = event
+        if event.action in ENDED:
+            self.decided.add((event.model_name, event.candidate_version))
+
+    def running(self) -> list[RolloutStepped]:
+        return [e for e in self.last.values() if e.action in RUNNING]
+
+    def promotions(self) -> list[RolloutStepped]:
+        return [e for e in self.last.values() if e.action == "promoted"]
+
+
+def figures_from(summary: dict[str, float]) -> VariantFigures:
+    """A variant's figures as a rollout event carries them (no latencies: only their p99).
+
+    >>> figures_from({"requests": 10, "errors": 1, "labelled": 8, "correct": 6}).accuracy
+    0.75
+    """
+    return VariantFigures(
+        requests=int(summary.get("requests", 0)),
+        errors=int(summary.get("errors", 0)),
+        labelled=int(summary.get("labelled", 0)),
+        correct=int(summary.get("correct", round(summary.get("accuracy", 0) * summary.get("labelled", 0)))),
+    )
