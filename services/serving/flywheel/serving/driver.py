@@ -61,11 +61,8 @@ class RolloutDriver:
         champion = self.champions.get(name)
         if champion is None or champion.version == approved.version:
             return None
-        running = self.active.get(name)
-        if running is not None and running.candidate.version == approved.version:
-            return None  # a redelivered approval of the rollout in progress (or resumed)
-        if (name, approved.version) in self.decided and approved.producer == "registry":
-            return None  # this version's rollout already ended; a redelivery does not start it again
+        if approved.producer == "registry" and self._seen_before(name, approved.version):
+            return None  # a redelivered approval: its rollout runs (or resumed) or has ended
         strategy = strategy or self.settings.strategy
         previous = self.active.pop(name, None)
         if previous is not None:
@@ -79,6 +76,10 @@ class RolloutDriver:
         started = await self._emit(rollout, "started", f"{strategy} rollout of version {candidate.version}")
         self._consider(rollout)
         return started
+
+    def _seen_before(self, name: str, version: str) -> bool:
+        running = self.active.get(name)
+        return (running is not None and running.candidate.version == version) or (name, version) in self.decided
 
     async def _candidate(self, name: str, version: str) -> ServedModel:
         candidate = await self._load(name, version)
