@@ -12,16 +12,8 @@ import pytest
 
 from flywheel.common.objectstore import ObjectStore
 from flywheel.common.settings import KafkaSettings, MlflowSettings, ObjectStoreSettings
+from infra.stack import SERVICE_PORTS  # the launcher's port table (FLYWHEEL_STACK_<NAME>_PORT moves a port)
 from tests.support.kafka import ensure_topics
-
-SERVICE_PORTS = {
-    "ingestion": 8001,
-    "features": 8002,
-    "training": 8003,
-    "registry": 8004,
-    "serving": 8005,
-    "monitoring": 8006,
-}
 
 
 def _reachable(hostport: str) -> bool:
