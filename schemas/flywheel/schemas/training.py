@@ -57,6 +57,9 @@ class ModelTrained(Event):
     duration_s: float
     experiment_id: str | None = None
     merged_requests: int = Field(default=1, description="Requests coalesced into this run.")
+    request_ids: list[str] = Field(
+        default=[], description="Ids of the training requests this run ends, oldest first (empty: the causation id)."
+    )
 
 
 class TrainingFailed(Event):
@@ -66,3 +69,6 @@ class TrainingFailed(Event):
     reason: str
     run_id: str | None = None
     dataset_version: str | None = None
+    request_ids: list[str] = Field(
+        default=[], description="Ids of the training requests this run ends, oldest first (empty: the causation id)."
+    )
