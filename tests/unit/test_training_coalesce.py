@@ -73,3 +73,23 @@ async def test_a_crashing_run_does_not_block_the_next_one():
     coalescer.submit(request())
     await asyncio.sleep(0.05)
     assert calls == [1, 1]
+
+
+async def test_release_cancels_queued_runs_and_waits_for_running_ones():
+    started = asyncio.Event()
+
+    async def execute(record, requests):
+        record.status = "running"
+        started.set()
+        await asyncio.sleep(0.1)
+        record.status = "completed"
+
+    runs = RunBook()
+    coalescer = Coalescer(0.01, execute, runs.add)
+    running = coalescer.submit(request("a"))
+    await started.wait()
+    coalescer.debounce_s = 10.0
+    queued = coalescer.submit(request("b"))
+    left = await coalescer.release({"a", "b"}, timeout_s=5.0)
+    assert left == [] and running.status == "completed" and queued.status == "released"
+    assert not coalescer.busy("a") and not coalescer.busy("b")

@@ -1,30 +1,38 @@
-"""Training's subscribers on the in-memory broker: drift to request, dedup of requests."""
+"""Training's subscribers on the in-memory broker: drift to request, requests to the intake."""
 
 from faststream.kafka import TestKafkaBroker
 
-from flywheel.common.kafka import SeenEvents, create_broker
+from flywheel.common.kafka import create_broker
 from flywheel.common.settings import KafkaSettings
-from flywheel.schemas import MONITORING_DRIFT, TRAINING_REQUESTED, DriftDetected, TrainModel
-from flywheel.training.subscribers import register_subscribers
+from flywheel.schemas import DEADLETTERS, MONITORING_DRIFT, TRAINING_REQUESTED, DriftDetected, TrainModel
+from flywheel.training.coalesce import Coalescer
+from flywheel.training.ended import EndedRequests
+from flywheel.training.intake import Intake
+from flywheel.training.runs import RunBook
 
 
-class FakeCoalescer:
+class FakeCoalescer(Coalescer):
     def __init__(self) -> None:
+        super().__init__(0.0, None, RunBook().add)  # type: ignore[arg-type]
         self.submitted: list[TrainModel] = []
 
-    def submit(self, request: TrainModel) -> None:
+    def submit(self, request: TrainModel) -> None:  # type: ignore[override]
         self.submitted.append(request)
 
 
-def wired():
+async def wired():
+    from flywheel.training.subscribers import register_subscribers
+
     broker = create_broker(KafkaSettings(retry_backoff_s=0), service="training-test")
     coalescer = FakeCoalescer()
-    register_subscribers(broker, coalescer, SeenEvents(), "training-test")
+    intake = Intake(coalescer, EndedRequests())
+    register_subscribers(broker, intake, "training-test")
+    await intake.assigned({0})  # what the consumer group does before any message arrives
     return broker, coalescer
 
 
 async def test_a_retrain_drift_publishes_a_train_command_that_reaches_the_coalescer():
-    broker, coalescer = wired()
+    broker, coalescer = await wired()
     drift = DriftDetected(dataset="loans", model_name="m", kind="data", window_size=10, retrain=True, producer="t")
     async with TestKafkaBroker(broker) as test_broker:
         await test_broker.publish(drift.to_bytes(), MONITORING_DRIFT.name)
@@ -35,7 +43,7 @@ async def test_a_retrain_drift_publishes_a_train_command_that_reaches_the_coales
 
 
 async def test_drift_without_retrain_requests_nothing_and_duplicate_requests_are_dropped():
-    broker, coalescer = wired()
+    broker, coalescer = await wired()
     drift = DriftDetected(dataset="loans", model_name="m", kind="data", window_size=10, retrain=False, producer="t")
     request = TrainModel(model_name="m", dataset="loans", producer="t")
     async with TestKafkaBroker(broker) as test_broker:
@@ -43,3 +51,19 @@ async def test_drift_without_retrain_requests_nothing_and_duplicate_requests_are
         for _ in range(3):
             await test_broker.publish(request.to_bytes(), TRAINING_REQUESTED.name)
     assert [r.event_id for r in coalescer.submitted] == [request.event_id]
+
+
+async def test_a_malformed_request_goes_to_dead_letters_and_the_next_one_is_taken():
+    broker, coalescer = await wired()
+    request = TrainModel(model_name="m", dataset="loans", producer="t")
+    letters: list[dict] = []
+
+    @broker.subscriber(DEADLETTERS.name)
+    async def collect(body: dict) -> None:
+        letters.append(body)
+
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish(b'{"model_name": 1}', TRAINING_REQUESTED.name)
+        await test_broker.publish(request.to_bytes(), TRAINING_REQUESTED.name)
+    assert [r.event_id for r in coalescer.submitted] == [request.event_id]
+    assert len(letters) == 1 and letters[0]["source_topic"] == TRAINING_REQUESTED.name

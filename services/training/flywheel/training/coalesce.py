@@ -5,6 +5,10 @@ joins the same pending run. When the window closes the run waits for that model'
 in-flight run (if any) to finish, then starts with all its requests merged. A
 request arriving while a run is in flight opens the next window: at most one run
 queued behind the one running, whatever the rate of requests.
+
+``release`` hands runs back (the partition went to another replica, or the service
+stops): queued runs are cancelled (their requests are still open, whoever owns them next
+runs them), runs already fitting are awaited for a while.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ class Coalescer:
         self._on_queued = on_queued
         self._pending: dict[str, _Pending] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], RunRecord] = {}
 
     def submit(self, request: TrainModel) -> RunRecord:
         """Join the model's pending run, or open a new one; returns the run the request joined."""
@@ -63,8 +67,8 @@ class Coalescer:
         self._pending[request.model_name] = _Pending(record, [request])
         self._on_queued(record)
         task = asyncio.create_task(self._fire(request.model_name, record))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = record
+        task.add_done_callback(lambda done: self._tasks.pop(done, None))
         log.info(
             "training request queued",
             model_name=request.model_name,
@@ -75,22 +79,52 @@ class Coalescer:
         return record
 
     async def _fire(self, model_name: str, record: RunRecord) -> None:
-        await asyncio.sleep(self.debounce_s)
-        lock = self._locks.setdefault(model_name, asyncio.Lock())
-        async with lock:
-            pending = self._pending.pop(model_name)
-            assert pending.record is record
-            try:
-                await self._execute(record, pending.requests)
-            except Exception as exc:  # a failed run must not wedge the model's queue
-                log.exception("training run crashed", model_name=model_name, run=record.id, error=repr(exc))
+        try:
+            await asyncio.sleep(self.debounce_s)
+            lock = self._locks.setdefault(model_name, asyncio.Lock())
+            async with lock:
+                pending = self._pending.pop(model_name)
+                assert pending.record is record
+                try:
+                    await self._execute(record, pending.requests)
+                except Exception as exc:  # a failed run must not wedge the model's queue
+                    log.exception("training run crashed", model_name=model_name, run=record.id, error=repr(exc))
+        except asyncio.CancelledError:
+            self._released(record)
+            raise
+
+    def _released(self, record: RunRecord) -> None:
+        pending = self._pending.get(record.model_name)
+        if pending is not None and pending.record is record:
+            del self._pending[record.model_name]
+        if record.status == "queued":
+            record.status, record.stage = "released", "released: its requests run wherever they are owned next"
 
     def busy(self, model_name: str) -> bool:
         lock = self._locks.get(model_name)
         return model_name in self._pending or bool(lock and lock.locked())
 
-    async def drain(self) -> None:
-        """Cancel queued runs (shutdown); a run in a worker thread finishes on its own."""
-        for task in list(self._tasks):
+    async def release(self, models: set[str] | None = None, timeout_s: float = 0.0) -> list[RunRecord]:
+        """Cancel the queued runs of these models (None: all); wait up to ``timeout_s`` for running ones.
+
+        Returns the runs still running when the wait ended (their outcome is no longer ours to publish).
+        """
+        chosen = {t: r for t, r in self._tasks.items() if models is None or r.model_name in models}
+        running = [t for t, r in chosen.items() if r.status == "running"]
+        queued = [t for t in chosen if t not in running]
+        for task in queued:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*queued, return_exceptions=True)
+        for task in queued:  # a task cancelled before it ever ran has no chance to say so itself
+            self._released(chosen[task])
+        if running:
+            log.info("waiting for running training runs before handing them over", runs=len(running))
+            if timeout_s <= 0:
+                return [chosen[t] for t in running]
+            _, left = await asyncio.wait(running, timeout=timeout_s)
+            return [chosen[t] for t in left]
+        return []
+
+    async def drain(self, timeout_s: float = 0.0) -> list[RunRecord]:
+        """Shutdown: release every run."""
+        return await self.release(None, timeout_s)

@@ -1,12 +1,14 @@
 """One training run end to end, in a worker thread: resolve data, fit, log to MLflow, report.
 
-Returns the event to publish (``ModelTrained`` or ``TrainingFailed``); publishing is the caller's.
+Returns the event to publish (``ModelTrained`` or ``TrainingFailed``), or raises what a retry
+may cure; retrying and publishing are the orchestrator's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,6 +37,8 @@ PRODUCER = "training"
 EVAL_ARTIFACT = "eval/eval.parquet"
 MERGED_TAG = "flywheel.merged_request_ids"
 JOB_TAG = "flywheel.training_run"
+FAILURE_TAG = "flywheel.failure_reason"
+UUID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @dataclass
@@ -107,7 +111,11 @@ async def fresh_data(ctx: RunContext, request: TrainModel, progress: Progress) -
         return None
     deadline = time.monotonic() + ctx.drift_fresh_timeout_s
     while True:
-        manifests = await asyncio.to_thread(ctx.catalog.manifests, request.dataset)
+        try:
+            manifests = await asyncio.to_thread(ctx.catalog.manifests, request.dataset)
+        except Exception as exc:  # the store away for a moment: keep waiting, the deadline bounds it
+            log.warning("reading dataset versions failed while waiting for fresh data", error=repr(exc))
+            manifests = []
         fresh = versions_since(manifests, request.occurred_at, ctx.drift_fresh_rows)
         if fresh is not None:
             return fresh
@@ -122,6 +130,35 @@ async def fresh_data(ctx: RunContext, request: TrainModel, progress: Progress) -
         await asyncio.sleep(ctx.poll_s)
 
 
+PERMANENT: tuple[type[Exception], ...] = (
+    TrainingError,
+    FileNotFoundError,
+    ValueError,
+    KeyError,
+    TypeError,
+    ImportError,
+    AttributeError,
+)
+"""What a retry cannot fix: bad data, spec or params (``params={"foo": 1}`` raises TypeError in the fit).
+Anything else (the object store or MLflow away) may be transient, so it is raised for the caller to retry."""
+
+
+def reason_of(exc: BaseException) -> str:
+    return (str(exc) if isinstance(exc, TrainingError) else f"{type(exc).__name__}: {exc}")[:4000]
+
+
+def failure(request: TrainModel, merged: list[TrainModel], reason: str, **fields: Any) -> TrainingFailed:
+    """The ``TrainingFailed`` that ends these requests, with why."""
+    return TrainingFailed(
+        model_name=request.model_name,
+        reason=reason,
+        request_ids=[str(r.event_id) for r in merged],
+        producer=PRODUCER,
+        **{"dataset_version": request.dataset_version, **fields},
+        **request.caused(),
+    )
+
+
 def train(
     ctx: RunContext,
     request: TrainModel,
@@ -130,10 +167,13 @@ def train(
     progress: Progress,
     versions: list[DatasetManifest] | None = None,
 ) -> ModelTrained | TrainingFailed:
-    """Train the model the request asks for (on ``versions`` when given); every failure becomes a
-    ``TrainingFailed`` with why."""
+    """Train the model the request asks for (on ``versions`` when given).
+
+    A permanent failure becomes a ``TrainingFailed`` with why; any other exception is raised
+    for the caller to retry. Either way the MLflow run, once opened, is ended: FINISHED, or
+    FAILED with the reason in its ``flywheel.failure_reason`` tag.
+    """
     started = time.perf_counter()
-    envelope = {"producer": PRODUCER, **request.caused()}
     try:
         spec, features = resolve_spec(ctx, request)
         progress("resolving data", 0.02)
@@ -141,47 +181,76 @@ def train(
             ctx.catalog, request.dataset, request.dataset_version, spec.window_versions
         )
         frame = pd.concat([ctx.catalog.load(request.dataset, m.version) for m in versions], ignore_index=True)
-        progress("loaded", 0.05)
-        trained = fit_and_evaluate(frame, spec, features, importance_repeats=ctx.importance_repeats, progress=progress)
-    except (TrainingError, FileNotFoundError, ValueError, KeyError, ImportError, AttributeError) as exc:
-        reason = str(exc) if isinstance(exc, TrainingError) else f"{type(exc).__name__}: {exc}"
-        return TrainingFailed(
-            model_name=request.model_name,
-            reason=reason,
-            dataset_version=versions[-1].version if versions else request.dataset_version,
-            **envelope,
+    except PERMANENT as exc:
+        dataset_version = versions[-1].version if versions else request.dataset_version
+        return failure(request, merged, reason_of(exc), dataset_version=dataset_version)
+    progress("loaded", 0.05)
+    experiment = experiment_id(ctx.mlflow, f"{ctx.experiment_prefix}/{request.model_name}")
+    end_interrupted_runs(ctx.mlflow, experiment, merged)
+    tags = run_tags(ctx, request, merged, run_label, spec, features, versions)
+    run = mlflow.start_run(experiment_id=experiment, run_name=f"{request.model_name}-{run_label[:8]}", tags=tags)
+    status = "FAILED"
+    try:
+        try:
+            trained = fit_and_evaluate(
+                frame, spec, features, importance_repeats=ctx.importance_repeats, progress=progress
+            )
+        except PERMANENT as exc:
+            mlflow.set_tag(FAILURE_TAG, reason_of(exc))
+            return failure(
+                request, merged, reason_of(exc), run_id=run.info.run_id, dataset_version=versions[-1].version
+            )
+        lineage = Lineage(
+            dataset=request.dataset,
+            dataset_version=versions[-1].version,
+            dataset_versions=[m.version for m in versions],
+            code_version=ctx.code_version,
+            model_spec=spec.spec_name,
+            params=spec.estimator.params,
+            seed=spec.seed,
+            trigger_event_id=causation_chain(request)[0],
+            feature_set=features.feature_set,
+            feature_set_version=features.version,
+            causation_chain=causation_chain(request),
+            eval_artifact=EVAL_ARTIFACT,
+            label=spec.label,
+            train_rows=len(trained.x_train),
+            eval_rows=len(trained.x_eval),
         )
-    lineage = Lineage(
-        dataset=request.dataset,
-        dataset_version=versions[-1].version,
-        dataset_versions=[m.version for m in versions],
-        code_version=ctx.code_version,
-        model_spec=spec.spec_name,
-        params=spec.estimator.params,
-        seed=spec.seed,
-        trigger_event_id=causation_chain(request)[0],
-        feature_set=features.feature_set,
-        feature_set_version=features.version,
-        causation_chain=causation_chain(request),
-        eval_artifact=EVAL_ARTIFACT,
-        label=spec.label,
-        train_rows=len(trained.x_train),
-        eval_rows=len(trained.x_eval),
-    )
-    progress("logging to MLflow", 0.85)
-    run_id, model_uri, experiment_id = log_run(ctx, request, merged, run_label, spec, trained, lineage)
+        progress("logging to MLflow", 0.85)
+        model_uri = log_results(spec, trained, lineage)
+        status = "FINISHED"
+    finally:
+        mlflow.end_run(status)
     progress("logged", 1.0)
     return ModelTrained(
         model_name=request.model_name,
-        run_id=run_id,
+        run_id=run.info.run_id,
         model_uri=model_uri,
         metrics=trained.metrics,
         lineage=lineage,
         duration_s=round(time.perf_counter() - started, 3),
-        experiment_id=experiment_id,
+        experiment_id=experiment,
         merged_requests=len(merged),
-        **envelope,
+        request_ids=[str(r.event_id) for r in merged],
+        producer=PRODUCER,
+        **request.caused(),
     )
+
+
+def end_interrupted_runs(client: MlflowClient, experiment: str, merged: list[TrainModel]) -> list[str]:
+    """End KILLED the runs a crash left RUNNING for any of these requests (they are run again now)."""
+    ours = {str(r.event_id) for r in merged}
+    found = client.search_runs([experiment], filter_string="attributes.status = 'RUNNING'", max_results=200)
+    killed = []
+    for stale in found:
+        if ours & set(UUID_PATTERN.findall(stale.data.tags.get(MERGED_TAG, ""))):
+            client.set_tag(stale.info.run_id, FAILURE_TAG, "interrupted; its requests were run again")
+            client.set_terminated(stale.info.run_id, "KILLED")
+            killed.append(stale.info.run_id)
+    if killed:
+        log.warning("ended interrupted MLflow runs", runs=killed, experiment=experiment)
+    return killed
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
@@ -216,56 +285,59 @@ def run_params(spec: ModelSpec, lineage: Lineage) -> dict[str, Any]:
     return {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in params.items()}
 
 
-def log_run(
+def run_tags(
     ctx: RunContext,
     request: TrainModel,
     merged: list[TrainModel],
     run_label: str,
     spec: ModelSpec,
-    trained: Trained,
-    lineage: Lineage,
-) -> tuple[str, str, str]:
-    """Log params, metrics, tags, the eval split, importances and the model; returns (run, model uri, experiment)."""
-    experiment = experiment_id(ctx.mlflow, f"{ctx.experiment_prefix}/{request.model_name}")
-    tags = {
-        Tags.DATASET: lineage.dataset,
-        Tags.DATASET_VERSION: lineage.dataset_version,
-        Tags.CODE_VERSION: lineage.code_version,
-        Tags.FEATURE_SET: lineage.feature_set or "",
-        Tags.FEATURE_SET_VERSION: lineage.feature_set_version or "",
-        Tags.MODEL_SPEC: lineage.model_spec,
-        Tags.TRIGGER_EVENT_ID: lineage.trigger_event_id or "",
+    features: FeatureSet,
+    versions: list[DatasetManifest],
+) -> dict[str, str]:
+    """The run's tags, known before the fit: what it trains on, why, and which requests it ends."""
+    chain = causation_chain(request)
+    return {
+        Tags.DATASET: request.dataset,
+        Tags.DATASET_VERSION: versions[-1].version,
+        Tags.CODE_VERSION: ctx.code_version,
+        Tags.FEATURE_SET: features.feature_set or "",
+        Tags.FEATURE_SET_VERSION: features.version or "",
+        Tags.MODEL_SPEC: spec.spec_name,
+        Tags.TRIGGER_EVENT_ID: chain[0],
         Tags.CORRELATION_ID: str(request.correlation_id),
-        Tags.CAUSATION_CHAIN: json.dumps(lineage.causation_chain),
-        Tags.SEED: str(lineage.seed),
+        Tags.CAUSATION_CHAIN: json.dumps(chain),
+        Tags.SEED: str(spec.seed),
         MERGED_TAG: json.dumps([str(r.event_id) for r in merged])[:5000],
         JOB_TAG: run_label,
         "flywheel.model_name": request.model_name,
         "flywheel.trigger": request.trigger,
         "flywheel.label": spec.label,
     }
+
+
+def log_results(spec: ModelSpec, trained: Trained, lineage: Lineage) -> str:
+    """Log params, metrics, the eval split, importances and the model to the active run; the model's uri."""
     x_train, x_eval = trained.x_train, trained.x_eval
-    with mlflow.start_run(experiment_id=experiment, run_name=f"{request.model_name}-{run_label[:8]}", tags=tags) as run:
-        mlflow.log_params(run_params(spec, lineage))
-        mlflow.log_metrics(trained.metrics)
-        mlflow.log_metrics({f"importance.{k}": v for k, v in trained.importance.items()})
-        mlflow.log_dict({"kind": trained.importance_kind, "importance": trained.importance}, "feature_importance.json")
-        mlflow.log_dict(lineage.model_dump(mode="json"), "lineage.json")
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / Path(EVAL_ARTIFACT).name
-            x_eval.assign(**{spec.label: trained.y_eval.to_numpy()}).to_parquet(path, index=False)
-            mlflow.log_artifact(str(path), str(Path(EVAL_ARTIFACT).parent))
-        example = x_train.head(5)
-        info = mlflow.sklearn.log_model(
-            trained.model,
-            name="model",
-            signature=infer_signature(example, trained.model.predict_proba(example)),
-            input_example=example,
-            # skops, not pickle; the types it must trust are the ones this very run produced.
-            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
-            skops_trusted_types=trusted_types(trained.model),
-        )
-    return run.info.run_id, info.model_uri, experiment
+    mlflow.log_params(run_params(spec, lineage))
+    mlflow.log_metrics(trained.metrics)
+    mlflow.log_metrics({f"importance.{k}": v for k, v in trained.importance.items()})
+    mlflow.log_dict({"kind": trained.importance_kind, "importance": trained.importance}, "feature_importance.json")
+    mlflow.log_dict(lineage.model_dump(mode="json"), "lineage.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(EVAL_ARTIFACT).name
+        x_eval.assign(**{spec.label: trained.y_eval.to_numpy()}).to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), str(Path(EVAL_ARTIFACT).parent))
+    example = x_train.head(5)
+    info = mlflow.sklearn.log_model(
+        trained.model,
+        name="model",
+        signature=infer_signature(example, trained.model.predict_proba(example)),
+        input_example=example,
+        # skops, not pickle; the types it must trust are the ones this very run produced.
+        serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+        skops_trusted_types=trusted_types(trained.model),
+    )
+    return info.model_uri
 
 
 def trusted_types(model: Any) -> list[str]:

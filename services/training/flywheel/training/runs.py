@@ -11,11 +11,13 @@ from pydantic import BaseModel, Field
 
 from flywheel.schemas.envelope import utc_now
 
-Status = Literal["queued", "running", "completed", "failed"]
+# "released": a queued run handed back (partition reassigned, or shutdown); its requests stay open.
+Status = Literal["queued", "running", "completed", "failed", "released"]
 
 
 class RunRecord(BaseModel):
-    """One training run: queued (collecting a burst of requests), running, or finished."""
+    """One training run: queued (collecting a burst of requests, or waiting for fresh data), running
+    (fitting in a worker thread), finished, or released."""
 
     id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     model_name: str

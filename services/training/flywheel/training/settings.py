@@ -27,3 +27,17 @@ class TrainingSettings(ServiceSettings):
         default=300.0, ge=0, description="...for at most this long, then trains on the newest version."
     )
     max_runs_kept: int = Field(default=200, ge=1, description="Runs remembered for GET /runs.")
+    run_attempts: int = Field(default=3, ge=1, description="Attempts of a run whose failure may be transient.")
+    retry_backoff_s: float = Field(default=2.0, ge=0, description="Backoff before a run's second attempt; doubles.")
+    handover_timeout_s: float = Field(
+        default=240.0,
+        ge=0,
+        description="On a rebalance, how long running runs may finish before their partition is handed over "
+        "(below the consumer's 300 s rebalance timeout); a run still going is abandoned and run by the next owner.",
+    )
+    shutdown_grace_s: float = Field(
+        default=8.0,
+        ge=0,
+        description="On shutdown, how long running runs may finish (within the 10 s a stop grants); "
+        "the rest run again after the restart.",
+    )

@@ -1,19 +1,22 @@
-"""Training's Kafka side: drift findings become training requests; requests join the coalescer."""
+"""Training's Kafka side: drift findings become training requests; requests go to the intake."""
 
 from __future__ import annotations
 
 import structlog
+from aiokafka import TopicPartition
+from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
 
-from flywheel.common.kafka import SeenEvents, consumer_options, publish_event
+from flywheel.common.kafka import consumer_options, publish_event
 from flywheel.schemas import MONITORING_DRIFT, TRAINING_REQUESTED, DriftDetected, TrainModel
-from flywheel.training.coalesce import Coalescer
 from flywheel.training.handlers import request_from_drift
+from flywheel.training.intake import Handover, Intake
 
 log = structlog.get_logger(__name__)
 
 
-def register_subscribers(broker: KafkaBroker, coalescer: Coalescer, seen: SeenEvents, group: str) -> None:
+def register_subscribers(broker: KafkaBroker, intake: Intake, group: str) -> None:
     @broker.subscriber(MONITORING_DRIFT.name, **consumer_options(group))
     async def on_drift_detected(drift: DriftDetected) -> None:
         """Turn a drift finding that asks for a retrain into a ``TrainModel`` caused by it."""
@@ -22,10 +25,20 @@ def register_subscribers(broker: KafkaBroker, coalescer: Coalescer, seen: SeenEv
             await publish_event(broker, request)
             log.info("retrain requested by drift", model_name=request.model_name, drift=str(drift.event_id))
 
-    @broker.subscriber(TRAINING_REQUESTED.name, **consumer_options(group))
-    async def on_train_model(request: TrainModel) -> None:
-        """Queue a training request; a burst for one model is merged into one run."""
-        if not seen.first_time(request.event_id):
-            log.info("duplicate training request ignored", request=str(request.event_id))
-            return
-        coalescer.submit(request)
+    # Offsets are committed by the intake, once the requests' runs have ended: never on receipt.
+    requests = broker.subscriber(
+        TRAINING_REQUESTED.name,
+        **consumer_options(group, ack_policy=AckPolicy.MANUAL, listener=Handover(intake, TRAINING_REQUESTED.name)),
+    )
+
+    @requests
+    async def on_train_model(request: TrainModel, message: KafkaMessage) -> None:
+        """Take a training request: its run is coalesced per model, its offset committed when the run ends."""
+        await intake.take(request, message.raw_message.partition, message.raw_message.offset)
+
+    async def commit(points: dict[int, int]) -> None:
+        consumer = requests.consumer
+        if consumer is not None:
+            await consumer.commit({TopicPartition(TRAINING_REQUESTED.name, p): o for p, o in points.items()})
+
+    intake.commit = commit
