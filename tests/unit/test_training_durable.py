@@ -316,3 +316,18 @@ async def test_messages_of_a_partition_not_assigned_are_left_to_its_owner():
     await replica.intake.take(request(), 2, 0)
     await asyncio.sleep(DEBOUNCE_S + 0.05)
     assert outbox.events == [] and replica.commits == {} and replica.coalescer._tasks == {}
+
+
+async def test_a_run_abandoned_at_a_handover_stays_dropped_when_its_partition_comes_back():
+    outbox = Outbox()
+    replica = Replica(Fit(seconds=0.4), outbox, OutcomeLog(outbox), handover_timeout_s=0.05)
+    await replica.intake.assigned({0})
+    req = request()
+    await replica.intake.take(req, 0, 0)
+    await asyncio.sleep(DEBOUNCE_S + 0.05)  # fitting
+    await replica.intake.revoked({0})  # times out: the run is abandoned
+    await replica.intake.assigned({0})  # ...and the partition comes straight back
+    await replica.intake.take(req, 0, 0)
+    await replica.settled()
+    assert len(outcomes_for(outbox, req)) == 1 and replica.commits[0] == 1
+    assert sorted(r.status for r in replica.runs.list()) == ["completed", "released"]

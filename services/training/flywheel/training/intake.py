@@ -55,8 +55,9 @@ class Intake:
         self.ledger = Ledger()
         self.commit: Commit = _no_commit
         self.owned: set[int] = set()
-        self.epoch = 0  # bumped when partitions are handed over: runs taken before are no longer ours
-        self._taken: dict[str, tuple[int, int]] = {}  # open request id -> (partition, epoch)
+        self.epoch = 0  # bumped when partitions are handed over: runs started before are no longer ours
+        self.closing = False
+        self._taken: set[str] = set()  # ids of the open requests
         self._models: dict[str, str] = {}  # open request id -> model name
         self._ready = asyncio.Event()
         self._ready.set()
@@ -89,7 +90,7 @@ class Intake:
         await self.flush()
         self.epoch += 1
         for request_id in open_ids:
-            self._taken.pop(request_id, None)
+            self._taken.discard(request_id)
             self._models.pop(request_id, None)
         self.ledger.drop(partitions)
         self.owned -= partitions
@@ -102,15 +103,16 @@ class Intake:
             )
 
     async def close(self, timeout_s: float) -> None:
-        """Shutdown: hand everything over, as a revocation would."""
+        """Shutdown: take nothing more, hand everything over as a revocation would."""
+        self.closing = True
         await self.revoked(set(self.owned), timeout_s)
 
     # --- requests ----------------------------------------------------------------------------------
 
     async def take(self, request: TrainModel, partition: int, offset: int) -> None:
         """One message of ``training.requested``: settle it (duplicate, already ended) or queue its run."""
-        if partition not in self.owned:
-            return  # fetched before a rebalance; whoever owns the partition reads it again
+        if partition not in self.owned or self.closing:
+            return  # fetched before a rebalance, or stopping: whoever owns the partition next reads it again
         await self._ready.wait()
         request_id = str(request.event_id)
         if request_id in self.ended:
@@ -120,14 +122,14 @@ class Intake:
             self.ledger.take(partition, offset, request_id)
         else:
             self.ledger.take(partition, offset, request_id)
-            self._taken[request_id] = (partition, self.epoch)
+            self._taken.add(request_id)
             self._models[request_id] = request.model_name
             self.coalescer.submit(request)
         await self.flush()
 
-    def holds(self, requests: list[TrainModel]) -> bool:
-        """Whether these requests are still this replica's to end (not handed over since they were taken)."""
-        return all((taken := self._taken.get(str(r.event_id))) is not None and taken[1] == self.epoch for r in requests)
+    def holds(self, requests: list[TrainModel], epoch: int) -> bool:
+        """Whether a run that started in ``epoch`` may still end these requests (no handover since)."""
+        return epoch == self.epoch and all(str(r.event_id) in self._taken for r in requests)
 
     async def settle(self, requests: list[TrainModel]) -> None:
         """Their run ended and its outcome is published: commit past them."""
@@ -135,7 +137,7 @@ class Intake:
         self.ended.add(ids)
         self.ledger.end(ids)
         for request_id in ids:
-            self._taken.pop(request_id, None)
+            self._taken.discard(request_id)
             self._models.pop(request_id, None)
         await self.flush()
 

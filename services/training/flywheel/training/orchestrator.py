@@ -31,9 +31,11 @@ Train = Callable[..., Outcome]
 
 
 class Claims(Protocol):
-    """Who may end requests: the intake that took them."""
+    """Who may end requests: the intake that took them. ``epoch`` moves on at every handover."""
 
-    def holds(self, requests: list[TrainModel]) -> bool: ...
+    epoch: int
+
+    def holds(self, requests: list[TrainModel], epoch: int) -> bool: ...
 
     async def settle(self, requests: list[TrainModel]) -> None: ...
 
@@ -41,7 +43,9 @@ class Claims(Protocol):
 class Unclaimed:
     """Claims of a run started outside any consumer group (tests, tools): always ours, nothing to commit."""
 
-    def holds(self, requests: list[TrainModel]) -> bool:
+    epoch = 0
+
+    def holds(self, requests: list[TrainModel], epoch: int) -> bool:
         return True
 
     async def settle(self, requests: list[TrainModel]) -> None:
@@ -70,6 +74,7 @@ class Orchestrator:
 
     async def __call__(self, record: RunRecord, requests: list[TrainModel]) -> None:
         request = requests[-1]  # the newest request speaks for the burst
+        epoch = self.claims.epoch  # a handover after this makes the run's outcome someone else's
         context = {"model_name": request.model_name, "run": record.id, "correlation_id": str(request.correlation_id)}
         record.dataset_version = request.dataset_version
 
@@ -86,7 +91,7 @@ class Orchestrator:
             log.exception("training run crashed", error=repr(exc), **context)
             outcome = failure(request, requests, reason_of(exc))
         self._record(record, outcome, context)
-        await self._deliver(record, requests, outcome, context)
+        await self._deliver(record, requests, outcome, epoch, context)
 
     async def _fit(
         self,
@@ -136,12 +141,12 @@ class Orchestrator:
             log.warning("training failed", reason=outcome.reason, **context)
 
     async def _deliver(
-        self, record: RunRecord, requests: list[TrainModel], outcome: Outcome, context: dict[str, str]
+        self, record: RunRecord, requests: list[TrainModel], outcome: Outcome, epoch: int, context: dict[str, str]
     ) -> None:
         """Publish the outcome, then settle its requests; drop it if they were handed over meanwhile."""
         attempt = 0
         while True:
-            if not self.claims.holds(requests):
+            if not self.claims.holds(requests, epoch):
                 await self._abandon(record, outcome, context)
                 return
             try:
