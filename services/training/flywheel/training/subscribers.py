@@ -8,7 +8,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
-from flywheel.common.kafka import consumer_options, publish_event
+from flywheel.common.kafka import consumer_options, exactly_once
 from flywheel.schemas import MONITORING_DRIFT, TRAINING_REQUESTED, DriftDetected, TrainModel
 from flywheel.training.handlers import request_from_drift
 from flywheel.training.intake import Handover, Intake
@@ -18,12 +18,13 @@ log = structlog.get_logger(__name__)
 
 def register_subscribers(broker: KafkaBroker, intake: Intake, group: str) -> None:
     @broker.subscriber(MONITORING_DRIFT.name, **consumer_options(group))
-    async def on_drift_detected(drift: DriftDetected) -> None:
+    @exactly_once(broker)
+    async def on_drift_detected(drift: DriftDetected) -> TrainModel | None:
         """Turn a drift finding that asks for a retrain into a ``TrainModel`` caused by it."""
         request = request_from_drift(drift)
         if request is not None:
-            await publish_event(broker, request)
             log.info("retrain requested by drift", model_name=request.model_name, drift=str(drift.event_id))
+        return request
 
     # Offsets are committed by the intake, once the requests' runs have ended: never on receipt.
     requests = broker.subscriber(
