@@ -87,7 +87,10 @@ async def test_a_request_survives_a_sigkill_of_training_and_ends_exactly_once(
     assert len(ended) == 1 and failures == []
     assert trained["request_ids"] == [request_id] and trained["causation_id"] == request_id
     # Nothing hangs: the restarted service ran the request to its end, and no MLflow run is left running.
-    assert [(r["status"], r["request_ids"]) for r in await runs_of(training, name)] == [("completed", [request_id])]
+    # (A rebalance as the restarted process's consumers join may release a queued run once: it is taken again.)
+    runs = await runs_of(training, name)
+    assert [r["request_ids"] for r in runs if r["status"] == "completed"] == [[request_id]], runs
+    assert {r["status"] for r in runs} <= {"completed", "released"}, runs
     client: MlflowClient = configure_mlflow(mlflow_settings, store_settings)
     experiment = client.get_experiment_by_name(f"flywheel/{name}")
     statuses = sorted(r.info.status for r in client.search_runs([experiment.experiment_id]))
