@@ -61,3 +61,52 @@ def test_label_may_be_missing_but_booleans_are_not_ints(loans):
 def test_a_contract_must_declare_its_key_columns():
     with pytest.raises(ValueError, match="entity_key"):
         DataContract(dataset="d", version="1", entity_key="id", timestamp="ts", columns={"ts": {"type": "datetime"}})
+
+
+ABSURD = [
+    ("salary", 10**401, "range", "float range"),
+    ("salary", -(10**401), "range", "float range"),
+    ("salary", 1e308, "range", "outside"),
+    ("salary", float("inf"), "range", "finite"),
+    ("salary", float("-inf"), "range", "finite"),
+    ("age", 10**401, "range", "64-bit"),
+    ("age", 1e308, "range", "64-bit"),
+    ("age", float("inf"), "type", "must be int"),
+    ("age", "x" * 10_000, "type", "must be int"),
+    ("age", [[[[1]]]], "type", "must be int"),
+    ("age", {"nested": {"deeper": 1}}, "type", "must be int"),
+    ("elevel", 2**63, "range", "64-bit"),
+    ("applied_at", "9999-12-31T23:59:59-05:00", "range", "outside"),
+    ("applied_at", "0001-01-01T00:00:00+05:00", "range", "outside"),
+    ("applied_at", "2300-01-01T00:00:00", "range", "outside"),
+    ("applied_at", "x" * 10_000, "type", "ISO 8601"),
+    ("applied_at", 1e308, "type", "must be datetime"),
+    ("applicant_id", 10**401, "type", "must be str"),
+]
+
+
+@pytest.mark.parametrize(("column", "value", "rule", "says"), ABSURD, ids=[f"{c}={v!r:.16}" for c, v, *_ in ABSURD])
+def test_an_absurd_value_is_a_violation_with_a_short_reason_never_an_exception(loans, column, value, rule, says):
+    _, problems = loans.check({**good_record(), column: value})
+    [problem] = problems
+    assert (problem.column, problem.rule) == (column, rule)
+    assert says in problem.message and len(problem.message) < 300
+
+
+def test_without_a_declared_range_values_are_still_bounded_by_what_can_be_stored():
+    contract = DataContract(
+        dataset="d",
+        version="1",
+        entity_key="id",
+        timestamp="ts",
+        columns={"id": {"type": "str"}, "ts": {"type": "datetime"}, "n": {"type": "int"}, "x": {"type": "float"}},
+    )
+    record = {"id": "a", "ts": "2026-01-01T00:00:00Z"}
+    assert contract.check({**record, "n": 2**63 - 1, "x": 1e308})[1] == []
+    _, problems = contract.check({**record, "n": 2**63, "x": 10**309})
+    assert {(p.column, p.rule) for p in problems} == {("n", "range"), ("x", "range")}
+
+
+def test_nan_is_a_null():
+    _, problems = load_contracts(DATASETS)["loans"].check({**good_record(), "salary": float("nan")})
+    assert [(p.column, p.rule) for p in problems] == [("salary", "nullable")]

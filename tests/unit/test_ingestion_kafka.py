@@ -95,6 +95,36 @@ async def test_redelivered_submission_gives_the_same_event_but_a_resend_is_a_dup
 
 
 @pytest.mark.parametrize(
+    ("field", "raw", "rule"),
+    [
+        ("salary", "1" * 401, "range"),
+        ("salary", "1e308", "range"),
+        ("salary", "Infinity", "range"),
+        ("age", "-" + "9" * 401, "range"),
+        ("age", "NaN", "nullable"),
+        ("age", '"' + "x" * 10_000 + '"', "type"),
+        ("applied_at", '"9999-12-31T23:59:59-05:00"', "range"),
+    ],
+    ids=lambda v: v[:16],
+)
+async def test_an_absurd_value_on_the_wire_is_rejected_with_its_reason_and_the_consumer_goes_on(
+    wired, field, raw, rule
+):
+    broker, seen = wired
+    data = json.dumps(loan(**{field: "@"})).replace('"@"', raw)
+    envelope = RecordSubmitted(dataset="loans", record_id="bad", data={}, producer="t").model_dump(mode="json")
+    payload = json.dumps(envelope).replace('"data": {}', f'"data": {data}').encode()
+    good = RecordSubmitted(dataset="loans", record_id="good", data=loan(), producer="t")
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish(payload, RECORDS_RAW.name)
+        await test_broker.publish(good.to_bytes(), RECORDS_RAW.name)
+    [rejected] = [RecordRejected.model_validate(b) for b in seen[RECORDS_REJECTED.name]]
+    assert [(v.column, v.rule) for v in rejected.violations] == [(field, rule)]
+    assert rejected.record_id == "bad" and seen[DEADLETTERS.name] == []
+    assert len(seen[RECORDS_VALIDATED.name]) == 1, "the consumer kept going after the bad record"
+
+
+@pytest.mark.parametrize(
     ("payload", "error_type"),
     [(b"{not json", "JSONDecodeError"), (json.dumps({"dataset": "loans"}).encode(), "ValidationError")],
 )

@@ -19,6 +19,12 @@ from flywheel.schemas import Violation
 
 ColumnType = Literal["int", "float", "str", "bool", "datetime"]
 
+# Past these a value cannot be stored (Parquet int64, pandas' nanosecond timestamps) or computed
+# with (floats), whatever the contract's own range: reject the record rather than fail downstream.
+INT64 = 2**63 - 1
+TIME_MIN = datetime(1678, 1, 1, tzinfo=UTC)
+TIME_MAX = datetime(2261, 12, 31, tzinfo=UTC)
+
 
 class ColumnRule(BaseModel):
     """The rules of one column."""
@@ -88,6 +94,11 @@ class DataContract(BaseModel):
                 continue
             try:
                 coerced = _coerce(value, rule.type)
+            except OutOfRange as exc:
+                problems.append(
+                    Violation(column=column, rule="range", value=_jsonable(value), message=f"{column} {exc}")
+                )
+                continue
             except (TypeError, ValueError) as exc:
                 problems.append(
                     Violation(
@@ -129,34 +140,73 @@ def _range_and_category(column: str, rule: ColumnRule, value: Any) -> list[Viola
     return found
 
 
+class OutOfRange(ValueError):
+    """A value of the right type that no column can hold (a 401-digit integer, the year 9999)."""
+
+
 def _coerce(value: Any, kind: ColumnType) -> Any:
+    """The value as ``kind``; TypeError for a wrong type, OutOfRange for a value beyond any range.
+
+    >>> _coerce(10**400, "float")
+    Traceback (most recent call last):
+    ...
+    flywheel.common.contracts.OutOfRange: is beyond the float range (±1.8e308)
+    >>> _coerce(1e300, "int")
+    Traceback (most recent call last):
+    ...
+    flywheel.common.contracts.OutOfRange: is outside the 64-bit integer range
+    """
     if kind == "int":
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
             or (isinstance(value, float) and not value.is_integer())
         ):
-            raise TypeError(f"got {type(value).__name__} {value!r}")
+            raise TypeError(f"got {type(value).__name__} {_short(value)}")
+        if not -INT64 - 1 <= value <= INT64:
+            raise OutOfRange("is outside the 64-bit integer range")
         return int(value)
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"got {type(value).__name__} {value!r}")
-        return float(value)
+            raise TypeError(f"got {type(value).__name__} {_short(value)}")
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond 1.8e308
+            raise OutOfRange("is beyond the float range (±1.8e308)") from None
     if kind == "str":
         if not isinstance(value, str):
-            raise TypeError(f"got {type(value).__name__} {value!r}")
+            raise TypeError(f"got {type(value).__name__} {_short(value)}")
         return value
     if kind == "bool":
         if not isinstance(value, bool):
-            raise TypeError(f"got {type(value).__name__} {value!r}")
+            raise TypeError(f"got {type(value).__name__} {_short(value)}")
         return value
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, str):
-        moment = datetime.fromisoformat(value)
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"not an ISO 8601 time: {_short(value)}") from None
     else:
-        raise TypeError(f"got {type(value).__name__} {value!r}")
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        raise TypeError(f"got {type(value).__name__} {_short(value)}")
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:
+        within = TIME_MIN <= moment <= TIME_MAX
+    except OverflowError:  # an offset that moves the year 1 or 9999 out of the calendar
+        within = False
+    if not within:
+        raise OutOfRange(f"is outside [{TIME_MIN.date()}, {TIME_MAX.date()}]")
+    return moment
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """A value's repr, cut short: a 10,000-character string must not be echoed in every message."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an int past Python's 4,300 digits, a deep nesting
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} chars)"
 
 
 def _jsonable(value: Any) -> JsonValue:
