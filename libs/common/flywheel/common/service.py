@@ -7,16 +7,18 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import structlog
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI, get_asyncapi_html
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict
 
+from flywheel.common.problems import declare_input_problems
 from flywheel.common.settings import ServiceSettings
 
 HealthCheck = Callable[[], Awaitable[bool]]
@@ -28,6 +30,16 @@ HTTP_LATENCY = Histogram(
     ["service", "route", "method", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
+
+
+class Health(BaseModel):
+    """Whether the service is up (200) or degraded (503), per connection; services add their own facts."""
+
+    model_config = ConfigDict(extra="allow")
+
+    service: str
+    status: Literal["ok", "degraded"]
+    checks: dict[str, str]
 
 
 def broker_check(broker: KafkaBroker, timeout: float = 2.0) -> HealthCheck:
@@ -99,12 +111,19 @@ def create_service_app(
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]} for e in exc.errors()
+            {"field": ".".join(str(p) for p in e["loc"] if p != "body")[:200], "message": e["msg"][:300]}
+            for e in exc.errors()[:50]
         ]
-        fields = ", ".join(e["field"] or "<body>" for e in errors)
-        return JSONResponse(status_code=422, content={"detail": f"invalid {fields}", "errors": errors})
+        fields = ", ".join(e["field"] or "<body>" for e in errors[:10])
+        return JSONResponse(status_code=422, content={"detail": f"invalid {fields}"[:1000], "errors": errors})
 
-    @app.get("/health", tags=["operations"])
+    @app.exception_handler(HTTPException)
+    async def problem(request: Request, exc: HTTPException) -> JSONResponse:
+        # a route may raise a whole Problem (detail and errors) as the detail: answer it flat
+        content = exc.detail if isinstance(exc.detail, dict) else {"detail": str(exc.detail)}
+        return JSONResponse(status_code=exc.status_code, content=content, headers=exc.headers)
+
+    @app.get("/health", tags=["operations"], responses={200: {"model": Health}, 503: {"model": Health}})
     async def health() -> JSONResponse:
         """Whether the service and each of its connections (broker, store, registry) are up."""
         results = {}
@@ -137,6 +156,7 @@ def create_service_app(
 
     for router in routers:
         app.include_router(router)
+    declare_input_problems(app)
     return app
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, JsonValue
 
 from flywheel.common.contracts import DataContract
 from flywheel.common.featuresets import FeatureSet
+from flywheel.common.problems import problems
 from flywheel.features.store import OnlineStore
 
 
@@ -24,7 +25,9 @@ def create_router(
 
     def feature_set(dataset: str) -> FeatureSet:
         if dataset not in store.feature_sets:
-            raise HTTPException(404, f"no feature set for dataset {dataset!r}; known: {sorted(store.feature_sets)}")
+            raise HTTPException(
+                404, f"no feature set for dataset {dataset[:80]!r}; known: {sorted(store.feature_sets)}"
+            )
         return store.feature_sets[dataset]
 
     @router.get("/featuresets")
@@ -32,7 +35,7 @@ def create_router(
         """The feature definitions, by dataset: the same ones training and serving compute."""
         return store.feature_sets
 
-    @router.get("/features/{dataset}/statistics")
+    @router.get("/features/{dataset}/statistics", responses=problems(404))
     async def statistics(dataset: str) -> dict[str, Any]:
         """Streaming statistics per feature over every record seen."""
         feature_set(dataset)
@@ -41,15 +44,15 @@ def create_router(
             "features": {name: s.as_dict() for name, s in store.statistics[dataset].items()},
         }
 
-    @router.get("/features/{dataset}/{entity_id}")
+    @router.get("/features/{dataset}/{entity_id}", responses=problems(404, 503))
     async def latest(dataset: str, entity_id: str) -> dict[str, Any]:
         """The entity's latest feature vector, from memory."""
         fs = feature_set(dataset)
         stored = store.latest.get((dataset, entity_id))
         if stored is None:
             if not ready():  # it may well be in the part of the log not replayed yet
-                raise HTTPException(503, f"online store is rebuilding; entity {entity_id!r} not found yet")
-            raise HTTPException(404, f"no features for entity {entity_id!r} of dataset {dataset!r}")
+                raise HTTPException(503, f"online store is rebuilding; entity {entity_id[:80]!r} not found yet")
+            raise HTTPException(404, f"no features for entity {entity_id[:80]!r} of dataset {dataset!r}")
         return {
             "dataset": dataset,
             "entity_id": entity_id,
@@ -60,7 +63,7 @@ def create_router(
             "values": stored.values,
         }
 
-    @router.post("/features/{dataset}/compute")
+    @router.post("/features/{dataset}/compute", responses=problems(404))
     async def compute(dataset: str, request: ComputeRequest) -> dict[str, Any]:
         """Feature vectors of raw records, computed online (invalid fields: a 422 that names them)."""
         fs = feature_set(dataset)
@@ -75,7 +78,10 @@ def create_router(
             ]
             if problems:
                 raise HTTPException(422, "; ".join(problems[:10]))
-        vectors = [fs.compute(r) for r in request.records]
+        try:
+            vectors = [fs.compute(r) for r in request.records]
+        except (TypeError, ValueError, OverflowError) as exc:  # a dataset without a contract: nothing checked it
+            raise HTTPException(422, f"cannot compute features of these records: {exc}"[:300]) from exc
         return {
             "feature_set": fs.feature_set,
             "version": fs.version,

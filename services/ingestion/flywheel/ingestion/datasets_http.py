@@ -11,11 +11,13 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import StreamingResponse
 
 from flywheel.common.datasets import DatasetCatalog, data_key
+from flywheel.common.problems import problems
 from flywheel.ingestion.roller import Roller
 from flywheel.schemas import DatasetManifest
 
 VERSION = re.compile(r"[0-9a-f]{1,64}")
 CHUNK = 1 << 16
+PARQUET = "application/vnd.apache.parquet"
 
 
 def create_dataset_router(catalog: DatasetCatalog, roller: Roller) -> APIRouter:
@@ -23,7 +25,7 @@ def create_dataset_router(catalog: DatasetCatalog, roller: Roller) -> APIRouter:
 
     def known(dataset: str) -> None:
         if dataset not in roller.contracts:
-            raise HTTPException(404, f"no dataset {dataset!r}; known: {sorted(roller.contracts)}")
+            raise HTTPException(404, f"no dataset {dataset[:80]!r}; known: {sorted(roller.contracts)}")
 
     async def manifest_of(dataset: str, version: str) -> DatasetManifest:
         known(dataset)
@@ -58,14 +60,21 @@ def create_dataset_router(catalog: DatasetCatalog, roller: Roller) -> APIRouter:
             }
         return answer
 
-    @router.get("/{dataset}/versions/{version}")
+    @router.get("/{dataset}/versions/{version}", responses=problems(404, 503))
     async def manifest(dataset: str, version: str) -> dict[str, Any]:
         """A version's manifest, and a presigned URL to download its Parquet data for an hour."""
         found = await manifest_of(dataset, version)
         url = await asyncio.to_thread(catalog.store.presigned_url, data_key(dataset, version))
         return {**found.model_dump(mode="json"), "download_url": url}
 
-    @router.get("/{dataset}/versions/{version}/data", response_class=StreamingResponse)
+    @router.get(
+        "/{dataset}/versions/{version}/data",
+        response_class=StreamingResponse,
+        responses={
+            200: {"content": {PARQUET: {}}, "description": "The version's rows as a Parquet file."},
+            **problems(404, 503),
+        },
+    )
     async def data(dataset: str, version: str) -> StreamingResponse:
         """The version's data as Parquet, streamed from the object store."""
         await manifest_of(dataset, version)
@@ -85,9 +94,9 @@ def create_dataset_router(catalog: DatasetCatalog, roller: Roller) -> APIRouter:
         headers = {"Content-Disposition": f'attachment; filename="{dataset}-{version}.parquet"'}
         if body.headers.get("Content-Length"):
             headers["Content-Length"] = body.headers["Content-Length"]
-        return StreamingResponse(chunks(), media_type="application/vnd.apache.parquet", headers=headers)
+        return StreamingResponse(chunks(), media_type=PARQUET, headers=headers)
 
-    @router.post("/{dataset}/seal")
+    @router.post("/{dataset}/seal", responses=problems(404, 503))
     async def seal(dataset: str) -> dict[str, Any]:
         """Seal the rows buffered for a dataset into a version now, without waiting for size or age."""
         known(dataset)

@@ -12,9 +12,14 @@ from pydantic import BaseModel, Field, JsonValue
 
 from flywheel.common.contracts import DataContract
 from flywheel.common.kafka import SeenEvents, publish_event
+from flywheel.common.problems import problems
 from flywheel.ingestion.metrics import count_outcome
 from flywheel.ingestion.validation import PRODUCER, validate
 from flywheel.schemas import RecordRejected, RecordSubmitted, Violation
+
+# A record travels as one Kafka message (1 MiB at most), twice over when rejected (its data and the
+# values the violations quote): bigger records are refused at the door, not failed at the broker.
+MAX_RECORD_BYTES = 256 * 1024
 
 
 class RecordBatch(BaseModel):
@@ -50,13 +55,17 @@ def create_router(
 ) -> APIRouter:
     router = APIRouter(tags=["records"])
 
-    @router.post("/records", response_model=BatchOutcome)
+    @router.post("/records", response_model=BatchOutcome, responses=problems(404, 413, 503))
     async def post_records(batch: Annotated[RecordBatch, Body()]) -> BatchOutcome:
         """Validate a batch of records; publish each as validated or rejected, and say why."""
         if len(batch.records) > max_batch:
             raise HTTPException(413, f"batch of {len(batch.records)} records exceeds {max_batch}")
         if batch.dataset not in contracts:
-            raise HTTPException(404, f"no data contract for dataset {batch.dataset!r}; known: {sorted(contracts)}")
+            raise HTTPException(404, f"no data contract for dataset {batch.dataset[:80]!r}; known: {sorted(contracts)}")
+        for index, record in enumerate(batch.records):
+            size = len(json.dumps(record, default=str))
+            if size > MAX_RECORD_BYTES:
+                raise HTTPException(413, f"record {index} is {size} bytes of JSON; the limit is {MAX_RECORD_BYTES}")
         results = []
         for index, record in enumerate(batch.records):
             data = {k: v for k, v in record.items() if k != "record_id"}
@@ -64,7 +73,12 @@ def create_router(
                 producer=PRODUCER, dataset=batch.dataset, record_id=record_id_of(record), data=data
             )
             outcome = validate(submitted, contracts, seen_records)
-            await publish_event(broker, outcome)
+            try:
+                await publish_event(broker, outcome)
+            except Exception as exc:  # the broker is unavailable: not the request's fault
+                raise HTTPException(
+                    503, f"could not publish record {index}: {type(exc).__name__}: {exc}"[:300]
+                ) from exc
             count_outcome(outcome, source="http")
             rejected = isinstance(outcome, RecordRejected)
             results.append(

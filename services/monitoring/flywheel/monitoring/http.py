@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import HTMLResponse
 
+from flywheel.common.problems import problems
 from flywheel.monitoring.report import render_report
 from flywheel.monitoring.watch import Watch
 
@@ -50,11 +51,11 @@ def drift_summary(watch: Watch, model_name: str) -> dict[str, Any]:
 def create_router(watch: Watch) -> APIRouter:
     router = APIRouter(tags=["monitoring"])
 
-    @router.get("/drift")
+    @router.get("/drift", responses=problems(404))
     async def get_drift(model: str | None = None) -> dict[str, Any]:
         """Latest drift statistics per feature, per monitored model (or one with ``?model=``)."""
         if model is not None and model not in watch.monitors:
-            raise HTTPException(404, f"model {model!r} is not monitored yet; monitored: {sorted(watch.monitors)}")
+            raise HTTPException(404, f"model {model[:80]!r} is not monitored yet; monitored: {sorted(watch.monitors)}")
         names = [model] if model else sorted(watch.monitors)
         return {"models": [drift_summary(watch, name) for name in names]}
 

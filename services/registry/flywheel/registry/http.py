@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
@@ -10,26 +11,32 @@ from fastapi import APIRouter, Body, Depends, Header, HTTPException
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, Field
 
+from flywheel.common.problems import problems
 from flywheel.registry.modelstore import NotFound
 from flywheel.registry.registrar import Conflict, Registrar
 
 T = TypeVar("T")
+REFUSED = {"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "RESOURCE_DOES_NOT_EXIST"}  # MLflow's "no such name"
+VERSION = re.compile(r"[0-9]{1,9}")  # MLflow numbers versions; a longer number overflows its store
+READS = problems(404, 503)
+WRITES = problems(401, 403, 404, 409, 503)
 
 
+# reason and actor end up in MLflow tags (5,000 characters at most, with the history around them)
 class PromoteBody(BaseModel):
-    version: str = Field(min_length=1)
-    reason: str = ""
-    actor: str = Field(default="unknown", min_length=1)
+    version: str = Field(min_length=1, max_length=20)
+    reason: str = Field(default="", max_length=1000)
+    actor: str = Field(default="unknown", min_length=1, max_length=200)
 
 
 class RollbackBody(BaseModel):
-    reason: str = ""
-    actor: str = Field(default="unknown", min_length=1)
+    reason: str = Field(default="", max_length=1000)
+    actor: str = Field(default="unknown", min_length=1, max_length=200)
 
 
 class ApproveBody(BaseModel):
-    reason: str = ""
-    actor: str = Field(default="unknown", min_length=1)
+    reason: str = Field(default="", max_length=1000)
+    actor: str = Field(default="unknown", min_length=1, max_length=200)
 
 
 async def answer(call: Awaitable[T]) -> T:
@@ -37,13 +44,22 @@ async def answer(call: Awaitable[T]) -> T:
     try:
         return await call
     except NotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
+        raise HTTPException(404, str(exc)[:500]) from exc
     except Conflict as exc:
-        raise HTTPException(409, str(exc)) from exc
+        raise HTTPException(409, str(exc)[:500]) from exc
     except MlflowException as exc:
+        if exc.error_code in REFUSED:  # a name or version MLflow refuses cannot exist
+            raise HTTPException(404, f"no such model or version: {exc.message[:300]}") from exc
         raise HTTPException(503, f"the MLflow registry failed: {exc.message[:300]}") from exc
     except OSError as exc:
         raise HTTPException(503, f"a backend is unreachable: {exc}"[:300]) from exc
+
+
+def numbered(name: str, version: str) -> str:
+    """The version, if it is one MLflow could have: anything else is a 404 without asking it."""
+    if not VERSION.fullmatch(version):
+        raise HTTPException(404, f"model {name[:80]!r} has no version {version[:80]!r} (versions are numbers)")
+    return version
 
 
 def bearer(token: str):
@@ -67,41 +83,41 @@ def create_router(registrar: Registrar, token: str) -> APIRouter:
     router = APIRouter(tags=["models"])
     authorized = [Depends(bearer(token))]
 
-    @router.get("/models")
+    @router.get("/models", responses=problems(503))
     async def list_models() -> dict[str, Any]:
         """Every registered model's name."""
         names = await answer(registrar.read(registrar.store.names))
         return {"models": [{"name": n} for n in names]}
 
-    @router.get("/models/{name}")
+    @router.get("/models/{name}", responses=READS)
     async def get_model(name: str) -> dict[str, Any]:
         """A model's versions (with status and gate results), aliases and champion history."""
         return await answer(registrar.read(registrar.describe_sync, name))
 
-    @router.get("/models/{name}/versions/{version}")
+    @router.get("/models/{name}/versions/{version}", responses=READS)
     async def get_version(name: str, version: str) -> dict[str, Any]:
         """One version: status, aliases, metrics, gate results, tags."""
-        return await answer(registrar.read(registrar.describe_version_sync, name, version))
+        return await answer(registrar.read(registrar.describe_version_sync, name, numbered(name, version)))
 
-    @router.get("/models/{name}/versions/{version}/lineage")
+    @router.get("/models/{name}/versions/{version}/lineage", responses=READS)
     async def get_lineage(name: str, version: str) -> dict[str, Any]:
         """What the version was made from (data, code, params) and the events that led to it."""
-        return await answer(registrar.read(registrar.lineage_sync, name, version))
+        return await answer(registrar.read(registrar.lineage_sync, name, numbered(name, version)))
 
-    @router.post("/models/{name}/promote", dependencies=authorized)
+    @router.post("/models/{name}/promote", dependencies=authorized, responses=WRITES)
     async def promote(name: str, body: Annotated[PromoteBody, Body()]) -> dict[str, Any]:
         """Make a version champion; the old champion is kept as ``previous``."""
-        return await answer(registrar.promote(name, body.version, body.actor, body.reason))
+        return await answer(registrar.promote(name, numbered(name, body.version), body.actor, body.reason))
 
-    @router.post("/models/{name}/rollback", dependencies=authorized)
+    @router.post("/models/{name}/rollback", dependencies=authorized, responses=WRITES)
     async def rollback(name: str, body: Annotated[RollbackBody, Body()]) -> dict[str, Any]:
         """Put the previous champion back."""
         return await answer(registrar.rollback(name, body.actor, body.reason))
 
-    @router.post("/models/{name}/versions/{version}/approve", dependencies=authorized)
+    @router.post("/models/{name}/versions/{version}/approve", dependencies=authorized, responses=WRITES)
     async def approve(name: str, version: str, body: Annotated[ApproveBody | None, Body()] = None) -> dict[str, Any]:
         """Release a candidate held for manual approval (challenger, or champion if first)."""
         body = body or ApproveBody()
-        return await answer(registrar.approve(name, version, body.actor, body.reason))
+        return await answer(registrar.approve(name, numbered(name, version), body.actor, body.reason))
 
     return router

@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field, JsonValue
 
 from flywheel.common.contracts import DataContract
+from flywheel.common.problems import problems
 from flywheel.schemas import ModelApproved
 from flywheel.serving.engine import Engine
 from flywheel.serving.predictlog import PredictionLog
@@ -39,7 +40,7 @@ class PredictResponse(BaseModel):
 
 class RolloutRequest(BaseModel):
     model_name: str
-    version: str
+    version: str = Field(pattern=r"^[0-9]{1,9}$", description="A registered version's number.")
     strategy: Strategy | None = None
 
 
@@ -58,7 +59,7 @@ def create_router(
                 raise HTTPException(422, f"name the dataset: one of {sorted(model_of_dataset)}")
             return next(iter(model_of_dataset.values()))
         if dataset not in model_of_dataset:
-            raise HTTPException(404, f"no model serves dataset {dataset!r}; served: {sorted(model_of_dataset)}")
+            raise HTTPException(404, f"no model serves dataset {dataset[:80]!r}; served: {sorted(model_of_dataset)}")
         return model_of_dataset[dataset]
 
     def check_inputs(name: str, records: list[dict[str, Any]]) -> None:
@@ -88,17 +89,17 @@ def create_router(
         await prediction_log.record(logged)  # waits while the log is behind: back-pressure, not loss
         return PredictResponse(model_name=name, predictions=[Prediction(**a.__dict__) for a in answers])
 
-    @router.post("/predict", response_model=PredictResponse)
+    @router.post("/predict", response_model=PredictResponse, responses=problems(404, 413, 503))
     async def predict(request: PredictRequest) -> PredictResponse:
         """Score records with the champion (or, during a rollout, the variant routing picks)."""
         return await predict_with(model_for(request.dataset), request.records)
 
-    @router.post("/models/{name}/predict", response_model=PredictResponse)
+    @router.post("/models/{name}/predict", response_model=PredictResponse, responses=problems(404, 413, 503))
     async def predict_model(name: str, request: PredictRequest) -> PredictResponse:
         """Score records with a named model (any model whose champion the registry announced)."""
         if name not in model_of_dataset.values() and not await engine.find_champion(name):
             raise HTTPException(
-                404, f"model {name!r} has no champion in the registry; served: {sorted(engine.champions)}"
+                404, f"model {name[:80]!r} has no champion in the registry; served: {sorted(engine.champions)}"
             )
         return await predict_with(name, request.records)
 
@@ -124,11 +125,11 @@ def create_router(
             "recent": [e.model_dump(mode="json") for e in engine.history[-20:]],
         }
 
-    @router.post("/rollouts", tags=["rollouts"], status_code=202)
+    @router.post("/rollouts", tags=["rollouts"], status_code=202, responses=problems(409))
     async def start_rollout(request: RolloutRequest) -> dict[str, Any]:
         """Roll out a registered version against the champion with a strategy."""
         if request.model_name not in engine.champions:
-            raise HTTPException(409, f"model {request.model_name!r} has no champion to compare a candidate with")
+            raise HTTPException(409, f"model {request.model_name[:80]!r} has no champion to compare a candidate with")
         approved = ModelApproved(
             producer="serving-api",
             model_name=request.model_name,

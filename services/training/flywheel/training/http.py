@@ -11,20 +11,24 @@ from pydantic import BaseModel, Field, JsonValue
 
 from flywheel.common.kafka import publish_event
 from flywheel.common.modelspec import load_model_spec
+from flywheel.common.problems import problems
 from flywheel.schemas import TrainModel
 from flywheel.training.handlers import PRODUCER
 from flywheel.training.runs import RunBook, RunRecord
+
+NAME = 200  # longest name of a dataset, model, version or spec: names, not documents
+MAX_REQUEST_BYTES = 256 * 1024  # it travels as one Kafka message
 
 
 class TrainRequest(BaseModel):
     """Train a model; everything but the dataset has a default."""
 
-    dataset: str
-    model_name: str | None = Field(default=None, description="None: the spec's model_name.")
-    dataset_version: str | None = Field(default=None, description="None: the newest version.")
-    model_spec: str | None = Field(default=None, description="None: datasets/<dataset>/model.yaml.")
-    params: dict[str, JsonValue] = {}
-    reason: str = ""
+    dataset: str = Field(max_length=NAME)
+    model_name: str | None = Field(default=None, max_length=NAME, description="None: the spec's model_name.")
+    dataset_version: str | None = Field(default=None, max_length=NAME, description="None: the newest version.")
+    model_spec: str | None = Field(default=None, max_length=NAME, description="None: datasets/<dataset>/model.yaml.")
+    params: dict[str, JsonValue] = Field(default={}, max_length=100)
+    reason: str = Field(default="", max_length=2000)
 
 
 class TrainAccepted(BaseModel):
@@ -36,15 +40,18 @@ class TrainAccepted(BaseModel):
 def create_router(broker: KafkaBroker, runs: RunBook, datasets_dir: Path) -> APIRouter:
     router = APIRouter(tags=["training"])
 
-    @router.post("/train", status_code=202, response_model=TrainAccepted)
+    @router.post("/train", status_code=202, response_model=TrainAccepted, responses=problems(404, 413, 503))
     async def post_train(body: Annotated[TrainRequest, Body()]) -> TrainAccepted:
         """Request a training run; it is published on ``training.requested`` and coalesced per model."""
+        known = sorted(p.name for p in datasets_dir.iterdir() if p.is_dir())
+        if body.dataset not in known:  # by name only: no path, no "..", nothing the OS refuses
+            raise HTTPException(404, f"no model spec for dataset {body.dataset!r}: no such dataset; known: {known}")
         try:
             spec = load_model_spec(datasets_dir, body.dataset, body.model_spec).with_overrides(body.params)
         except FileNotFoundError as exc:
             raise HTTPException(404, str(exc)) from exc
-        except ValueError as exc:
-            raise HTTPException(422, f"invalid model spec or params: {exc}") from exc
+        except (ValueError, TypeError) as exc:
+            raise HTTPException(422, f"invalid model spec or params: {exc}"[:1000]) from exc
         request = TrainModel(
             producer=PRODUCER,
             model_name=body.model_name or spec.model_name,
@@ -55,7 +62,12 @@ def create_router(broker: KafkaBroker, runs: RunBook, datasets_dir: Path) -> API
             trigger="api",
             reason=body.reason,
         )
-        await publish_event(broker, request)
+        if len(request.to_bytes()) > MAX_REQUEST_BYTES:
+            raise HTTPException(413, f"the request is larger than {MAX_REQUEST_BYTES} bytes of JSON")
+        try:
+            await publish_event(broker, request)
+        except Exception as exc:  # the broker is unavailable: not the request's fault
+            raise HTTPException(503, f"could not publish the request: {type(exc).__name__}: {exc}"[:300]) from exc
         return TrainAccepted(request_id=str(request.event_id), model_name=request.model_name)
 
     @router.get("/runs", response_model=list[RunRecord])
@@ -65,12 +77,12 @@ def create_router(broker: KafkaBroker, runs: RunBook, datasets_dir: Path) -> API
         """Recent training runs, newest first, optionally of one model or status."""
         return runs.list(model_name, status)
 
-    @router.get("/runs/{run_id}", response_model=RunRecord)
+    @router.get("/runs/{run_id}", response_model=RunRecord, responses=problems(404))
     async def get_run(run_id: str) -> RunRecord:
         """One run with its stage and progress; by the service's run id or the MLflow run id."""
         record = runs.get(run_id)
         if record is None:
-            raise HTTPException(404, f"no training run {run_id!r} (runs are kept in memory, newest only)")
+            raise HTTPException(404, f"no training run {run_id[:80]!r} (runs are kept in memory, newest only)")
         return record
 
     return router
