@@ -192,3 +192,16 @@ def test_nulls_missing_fields_and_edge_values_give_the_same_features_everywhere(
     assert mismatches == []
     assert any(v["share"] == 0.0 for v in online.values())  # the zero-denominator edge was reached
     assert any(v["is_b"] is None for v in online.values()) and any(v["band"] is None for v in online.values())
+
+
+@pytest.mark.parametrize(
+    "absurd", [10**401, -(10**401), 1e308, -1.7976931348623157e308, math.inf, -math.inf, [1, 2], {"a": 1}]
+)
+def test_an_absurd_input_is_a_missing_feature_never_an_infinity_or_an_exception(absurd) -> None:
+    record = {"id": "e", "ts": "2026-01-01T00:00:00+00:00", "x": absurd, "y": 1e308, "z": 1e-308, "n": 2}
+    online = EVERY_TRANSFORM.compute(record)
+    offline = EVERY_TRANSFORM.frame(pd.DataFrame([record], dtype=object)).iloc[0].to_dict()
+    assert all(math.isnan(v) or math.isfinite(v) for v in online.values()), online
+    assert all(same(online[name], offline[name]) for name in EVERY_TRANSFORM.names), (online, offline)
+    assert math.isnan(online["x"]) == (not isinstance(absurd, float) or math.isinf(absurd))
+    assert online["is_two"] == 1.0

@@ -96,11 +96,25 @@ class FeatureSet(BaseModel):
 
 
 def _number(value: Any) -> float:
+    """A feature input as a finite float; anything else (null, text, infinity, a 401-digit int) is NaN.
+
+    >>> _number(10**401), _number(float("inf")), _number("7"), _number(True)
+    (nan, nan, nan, 1.0)
+    """
     if value is None or isinstance(value, bool | str):
         return math.nan if not isinstance(value, bool) else float(value)
     try:
-        return float(value)
-    except TypeError:  # pandas' NA in a nullable column of a dataset version
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):  # pandas' NA; a list or dict; an int past the float range
+        return math.nan
+    return number if math.isfinite(number) else math.nan
+
+
+def _total(xs: Iterable[float]) -> float:
+    """The exact sum, or NaN where even finite values add up past the float range."""
+    try:
+        return math.fsum(xs)
+    except OverflowError:
         return math.nan
 
 
@@ -114,14 +128,14 @@ def _log1p(f: FeatureDefinition, xs: list[Any]) -> float:
 
 
 def _sum(f: FeatureDefinition, xs: list[Any]) -> float:
-    return math.fsum(_number(x) for x in xs)
+    return _total(_number(x) for x in xs)
 
 
 def _ratio(f: FeatureDefinition, xs: list[Any]) -> float:
-    numerator, denominator = _number(xs[0]), math.fsum(_number(x) for x in xs[1:])
+    numerator, denominator = _number(xs[0]), _total(_number(x) for x in xs[1:])
     if math.isnan(numerator) or math.isnan(denominator):
         return math.nan
-    return numerator / denominator if denominator else 0.0
+    return _number(numerator / denominator) if denominator else 0.0  # a tiny denominator may overflow
 
 
 def _missing(value: Any) -> bool:
