@@ -158,3 +158,34 @@ async def test_failing_handler_is_retried_a_bounded_number_of_times_then_dead_le
     assert len(calls) == 3
     [letter] = [MessageDeadLettered.model_validate(b) for b in letters]
     assert letter.attempts == 3 and "downstream unavailable" in letter.reason
+
+
+def test_a_record_whose_publication_failed_is_accepted_when_resent_not_called_a_duplicate() -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from flywheel.ingestion.http import create_router
+
+    class FlakyBroker:
+        """Kafka that is down for the first publication, then back."""
+
+        def __init__(self) -> None:
+            self.calls = 0
+            self.published: list[bytes] = []
+
+        async def publish(self, body: bytes, **kwargs) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                raise ConnectionError("broker unavailable")
+            self.published.append(body)
+
+    broker = FlakyBroker()
+    app = FastAPI()
+    app.include_router(create_router(broker, load_contracts(DATASETS), SeenEvents(), max_batch=10))
+    api = TestClient(app)
+    body = {"dataset": "loans", "records": [{**loan(), "record_id": "r-1"}]}
+    first = api.post("/records", json=body)
+    again = api.post("/records", json=body)
+    assert first.status_code == 503 and "broker unavailable" in first.json()["detail"]
+    assert again.status_code == 200 and again.json()["accepted"] == 1, again.text
+    assert len(broker.published) == 1

@@ -256,6 +256,10 @@ class SeenEvents:
             self._ids.popitem(last=False)
         return True
 
+    def forget(self, key: object) -> None:
+        """Drop a claim whose effect did not happen (its publication failed), so a resend is new."""
+        self._ids.pop(str(key), None)
+
     def __len__(self) -> int:
         return len(self._ids)
 

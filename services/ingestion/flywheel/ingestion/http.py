@@ -15,7 +15,7 @@ from flywheel.common.kafka import SeenEvents, publish_event
 from flywheel.common.problems import problems
 from flywheel.ingestion.metrics import count_outcome
 from flywheel.ingestion.validation import PRODUCER, validate
-from flywheel.schemas import RecordRejected, RecordSubmitted, Violation
+from flywheel.schemas import RecordRejected, RecordSubmitted, RecordValidated, Violation
 
 # A record travels as one Kafka message (1 MiB at most), twice over when rejected (its data and the
 # values the violations quote): bigger records are refused at the door, not failed at the broker.
@@ -76,6 +76,8 @@ def create_router(
             try:
                 await publish_event(broker, outcome)
             except Exception as exc:  # the broker is unavailable: not the request's fault
+                if isinstance(outcome, RecordValidated):  # not accepted after all: a resend is not a duplicate
+                    seen_records.forget(f"{outcome.dataset}/{outcome.record_id}")
                 raise HTTPException(
                     503, f"could not publish record {index}: {type(exc).__name__}: {exc}"[:300]
                 ) from exc

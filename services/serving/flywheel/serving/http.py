@@ -68,15 +68,15 @@ def create_router(
         if contract is None:
             return
         inputs = set(model.features.inputs)
-        problems = []
+        invalid = []
         for index, record in enumerate(records):
             _, violations = contract.check(record)
             for v in violations:
                 if v.column in inputs and v.rule in {"type", "nullable", "range", "category"}:
-                    problems.append({"field": f"records.{index}.{v.column}", "rule": v.rule, "message": v.message})
-        if problems:
-            fields = ", ".join(p["field"] for p in problems[:5])
-            raise HTTPException(422, {"detail": f"invalid {fields}", "errors": problems})
+                    invalid.append({"field": f"records.{index}.{v.column}", "rule": v.rule, "message": v.message})
+        if invalid:
+            fields = ", ".join(p["field"] for p in invalid[:5])
+            raise HTTPException(422, {"detail": f"invalid {fields}", "errors": invalid})
 
     async def predict_with(name: str, records: list[dict[str, Any]]) -> PredictResponse:
         if len(records) > batch_max:
