@@ -12,8 +12,8 @@ import pytest
 
 from flywheel.common.objectstore import ObjectStore
 from flywheel.common.settings import KafkaSettings, MlflowSettings, ObjectStoreSettings
-from infra.stack import SERVICE_PORTS  # the launcher's port table (FLYWHEEL_STACK_<NAME>_PORT moves a port)
 from tests.support.kafka import ensure_topics
+from tests.support.stack import SERVICE_PORTS, service_url  # the launcher's one port table
 
 
 def _reachable(hostport: str) -> bool:
@@ -56,10 +56,6 @@ def mlflow_settings() -> MlflowSettings:
 @pytest.fixture(scope="session")
 async def topics(kafka: KafkaSettings) -> None:
     await ensure_topics(kafka.bootstrap_servers)
-
-
-def service_url(name: str) -> str:
-    return f"http://127.0.0.1:{SERVICE_PORTS[name]}"
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 import uuid
 
@@ -13,7 +11,7 @@ import pytest
 
 from flywheel.common.settings import KafkaSettings
 from flywheel.schemas import FEATURES_ONLINE
-from tests.integration.test_ingestion_versions import ROOT
+from tests.support import stack
 from tests.support.kafka import TopicReader
 from tests.unit.test_ingestion_kafka import loan
 
@@ -73,7 +71,7 @@ async def test_ingested_records_are_served_from_the_online_store_and_survive_a_r
 
     assert late_vector["values"]["salary"] == 7000.0
 
-    subprocess.run([sys.executable, str(ROOT / "infra" / "stack.py"), "restart", "features"], check=True, cwd=ROOT)
+    stack.restart("features")
     async with httpx.AsyncClient(base_url=services["features"], timeout=30) as features:
         again = await vector_of(features, entity, timeout=60)
         late_again = await vector_of(features, late)

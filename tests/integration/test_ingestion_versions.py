@@ -9,10 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import os
-import signal
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -27,6 +23,7 @@ from flywheel.common.settings import KafkaSettings
 from flywheel.ingestion.roller import Roller
 from flywheel.ingestion.settings import IngestionSettings
 from flywheel.schemas import DATASETS_VERSIONED
+from tests.support import stack
 from tests.support.kafka import TopicReader
 from tests.unit.test_ingestion_kafka import loan
 
@@ -85,12 +82,11 @@ async def test_posted_records_become_a_version_with_a_manifest_an_event_and_down
 
 
 def kill_ingestion() -> None:
-    pid = int((ROOT / ".stack" / "run" / "ingestion.pid").read_text().split()[0])
-    os.killpg(pid, signal.SIGKILL)
+    stack.kill("ingestion")
 
 
 def start_ingestion() -> None:
-    subprocess.run([sys.executable, str(ROOT / "infra" / "stack.py"), "up", "ingestion"], check=True, cwd=ROOT)
+    stack.restart("ingestion")
 
 
 async def test_records_accepted_before_a_crash_are_in_exactly_one_version_after_restart(store_settings, services):

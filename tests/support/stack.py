@@ -1,0 +1,51 @@
+"""The running stack as the launcher (``infra/stack.py``) knows it: one port table, one pid directory.
+
+Tests import the launcher's own table, so a second stack started with
+``FLYWHEEL_STACK_<NAME>_PORT`` and ``FLYWHEEL_STACK_DIR`` is the stack the tests talk to.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+from infra import stack as launcher
+
+LAUNCHER = launcher.ROOT / "infra" / "stack.py"
+ROOT = launcher.ROOT
+SERVICE_PORTS: dict[str, int] = dict(launcher.SERVICE_PORTS)
+
+
+def service_url(name: str) -> str:
+    return f"http://{launcher.HOST}:{SERVICE_PORTS[name]}"
+
+
+def component(name: str):  # -> launcher.Component
+    [found] = [c for c in launcher.components() if c.name == name]
+    return found
+
+
+def recorded_pid(name: str) -> int:
+    """The process group the launcher started for a component (its pid file); fails when it is not running."""
+    pid = launcher.running_pid(component(name))
+    assert pid is not None, f"{name} is not running (no live pid in {component(name).pid_file})"
+    return pid
+
+
+def kill(name: str, sig: signal.Signals = signal.SIGKILL) -> int:
+    """Signal a component's whole process group, by the pid the launcher recorded; returns that pid."""
+    pid = recorded_pid(name)
+    os.killpg(pid, sig)
+    return pid
+
+
+def launch(command: str, *names: str) -> None:
+    """Run the launcher (``up``, ``restart``, ...) with this environment; it returns once all is healthy."""
+    subprocess.run([sys.executable, str(LAUNCHER), command, *names], check=True, cwd=ROOT)
+
+
+def restart(*names: str) -> None:
+    """Stop what is left of the components, start them again, and wait until they are healthy."""
+    launch("restart", *names)
