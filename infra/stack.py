@@ -374,6 +374,8 @@ def components() -> list[Component]:
                 f"{name.upper()}_PORT": str(port),
                 f"{name.upper()}_LOG_FORMAT": "json",
                 f"{name.upper()}_DATASETS_DIR": str(ROOT / "datasets"),
+                # serving calls the registry's API: this stack's, wherever its port was moved
+                **({"SERVING_REGISTRY_URL": f"http://{HOST}:{SERVICE_PORTS['registry']}"} if name == "serving" else {}),
             },
         )
         for name, port in SERVICE_PORTS.items()
