@@ -55,6 +55,7 @@ async def test_each_validated_record_updates_the_store_once_and_publishes_its_ve
     # again: had the first publish failed, it would otherwise never reach features.online
     assert [v.entity_id for v in vectors] == [*(f"e-{i}" for i in range(5)), "e-0"]
     assert vectors[5].values == vectors[0].values
+    assert vectors[5].event_id == vectors[0].event_id  # the same event again: consumers dedup it
     assert vectors[3].values["income"] == 3000.0 and vectors[3].feature_set == "loans_features"
     assert vectors[0].causation_id == records[0].event_id
     assert store.statistics["loans"]["salary"].count == 5

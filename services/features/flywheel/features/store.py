@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
+from uuid import NAMESPACE_URL, uuid5
 
 from river import stats
 
@@ -84,6 +85,8 @@ class OnlineStore:
         plain = {k: (None if math.isnan(v) else v) for k, v in values.items()}
         self.latest[key] = Stored(plain, record.event_time, record.record_id)
         return FeaturesComputed(
+            # one record, one vector event: a republished vector (a redelivered record) dedups downstream
+            event_id=uuid5(NAMESPACE_URL, f"flywheel:features:{record.event_id}"),
             producer=PRODUCER,
             dataset=record.dataset,
             feature_set=feature_set.feature_set,
