@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import io
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -41,17 +42,29 @@ async def post(http: httpx.AsyncClient, records: list[dict]) -> None:
     assert response.json()["accepted"] == len(records)
 
 
-async def rows_sealed(http: httpx.AsyncClient, catalog: DatasetCatalog, tag: str, expected: int) -> pd.Series:
-    """Seal until every tagged row is in some version; return the applicant ids over all versions."""
-    for _ in range(60):
+async def rows_sealed(
+    http: httpx.AsyncClient,
+    catalog: DatasetCatalog,
+    tag: str,
+    expected: int,
+    since: datetime | None = None,
+    attempts: int = 60,
+) -> pd.Series:
+    """Seal until every tagged row is in some version (of those created ``since``, when given);
+    return the applicant ids over all those versions."""
+    loaded: dict[str, pd.Series] = {}  # versions are immutable: each is read once
+    for attempt in range(attempts):
         await http.post("/datasets/loans/seal")
-        ids = pd.concat(
-            [catalog.load("loans", m.version)["applicant_id"] for m in catalog.manifests("loans") if m.source_offsets]
-        )
-        mine = ids[ids.str.startswith(f"{tag}-")]
+        for m in catalog.manifests("loans"):
+            fresh = since is None or (m.created_at is not None and m.created_at >= since)
+            if m.source_offsets and fresh and m.version not in loaded:
+                ids = catalog.load("loans", m.version)["applicant_id"]
+                loaded[m.version] = ids[ids.str.startswith(f"{tag}-")]
+        mine = pd.concat([pd.Series([], dtype=object), *loaded.values()], ignore_index=True)
         if len(mine) >= expected:
             return mine
-        await asyncio.sleep(1)
+        if attempt < attempts - 1:
+            await asyncio.sleep(1)
     raise AssertionError(f"only {len(mine)} of {expected} rows of {tag} were sealed")
 
 

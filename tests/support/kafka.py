@@ -34,6 +34,7 @@ class TopicReader:
         self.topic = topic
         self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
         self.seen: list[dict[str, Any]] = []
+        self.unparseable = 0  # messages that are no JSON object (a test may have poisoned the topic)
 
     async def __aenter__(self) -> TopicReader:
         await self.consumer.start()
@@ -69,7 +70,13 @@ class TopicReader:
             batches = await self.consumer.getmany(timeout_ms=int(min(left, 0.5) * 1000))
             for records in batches.values():
                 for record in records:
-                    body = json.loads(record.value)
+                    try:
+                        body = json.loads(record.value)
+                    except ValueError:
+                        body = None
+                    if not isinstance(body, dict):  # every event is a JSON object
+                        self.unparseable += 1
+                        continue
                     if where(body):
                         self.seen.append(body)
         return self.seen

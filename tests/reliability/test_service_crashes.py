@@ -1,0 +1,265 @@
+"""SIGKILL of each of the six services in the middle of a stream, then a restart by the launcher.
+
+Each test sends half of its records, prediction requests and labels, kills the service as soon as
+its first output of the stream is out (so the kill lands while it works), sends the other half
+while it is down, restarts it, and then counts every output exactly: nothing accepted is lost,
+nothing is counted twice, and every consumer has caught up with everything sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from flywheel.common.settings import KafkaSettings, MlflowSettings
+from flywheel.common.tracking import configure_mlflow
+from flywheel.schemas import (
+    FEATURES_ONLINE,
+    MODELS_APPROVED,
+    MODELS_CHAMPION,
+    MODELS_REJECTED,
+    MODELS_ROLLOUT,
+    PREDICTIONS,
+    RECORDS_VALIDATED,
+    TRAINING_COMPLETED,
+    TRAINING_FAILED,
+    LabelObserved,
+    PredictionMade,
+)
+from tests.integration.test_training_runs import agrawal_rows, request_training, write_version
+from tests.reliability.conftest import restart, sigkill
+from tests.reliability.outcomes import (
+    assert_exact,
+    counted,
+    first_output,
+    outcome,
+    run_outcomes,
+    running_mlflow_runs,
+    tag,
+    trigger_of,
+    wait_for_stage,
+)
+from tests.reliability.traffic import (
+    FAST,
+    SharedModel,
+    Stream,
+    Tally,
+    answered,
+    caught_up,
+    drain,
+    report,
+    tally,
+    unfinished_runs,
+)
+from tests.support import stack
+from tests.support.kafka import TopicReader, producer, send_event
+
+pytestmark = [pytest.mark.usefixtures("topics"), pytest.mark.timeout(300)]
+
+
+@pytest.mark.parametrize(
+    ("service", "topic", "field"),
+    [("ingestion", RECORDS_VALIDATED.name, "record_id"), ("features", FEATURES_ONLINE.name, "entity_id")],
+)
+async def test_a_record_service_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
+    kafka: KafkaSettings, store_settings, model: SharedModel, service: str, topic: str, field: str
+):
+    async with Stream(kafka, tag(service), model.name) as stream:
+        await stream.send(0)
+        await first_output(stream, topic, field)
+        pid = sigkill(service)
+        await stream.send(1)  # while it is down
+        await stream.label()
+        took = await restart(service)
+        tallies, behind, text = await outcome(
+            stream, store_settings, kafka, f"SIGKILL {service} (pid {pid}) mid-stream, back in {took:.0f} s"
+        )
+    assert_exact(tallies, behind, text)
+
+
+async def test_serving_killed_mid_stream_and_mid_canary_answers_every_request_once_and_resumes_or_ends_the_rollout(
+    kafka: KafkaSettings, store_settings, model: SharedModel
+):
+    async with httpx.AsyncClient(base_url=stack.service_url("serving"), timeout=30) as http:
+        state = await answered(http, model.name)
+        if not state.get("rollout"):  # a canary of the other version, so a rollout is under way
+            other = next(v for v in model.versions if v != state["champion_version"])
+            started = await http.post(
+                "/rollouts", json={"model_name": model.name, "version": other, "strategy": "canary"}
+            )
+            assert started.status_code == 202, started.text
+        [active] = [r for r in (await http.get("/rollout")).json()["active"] if r["model_name"] == model.name]
+    async with (
+        Stream(kafka, tag("serving"), model.name) as stream,
+        TopicReader(kafka.bootstrap_servers, MODELS_ROLLOUT.name) as rollouts,
+    ):
+        await stream.send(0)
+        await first_output(stream, PREDICTIONS.name, "request_id")
+        pid = sigkill("serving")
+        killed_at = time.time()
+        await stream.send(1)
+        took = await restart("serving")
+        tallies, behind, text = await outcome(
+            stream,
+            store_settings,
+            kafka,
+            f"SIGKILL serving (pid {pid}) mid-stream and mid-canary, back in {took:.0f} s",
+        )
+        await drain(rollouts, lambda _: False, 1, lambda b: b["model_name"] == model.name)
+        async with httpx.AsyncClient(base_url=stack.service_url("serving"), timeout=30) as http:
+            after = [r for r in (await http.get("/rollout")).json()["active"] if r["model_name"] == model.name]
+    ended = [
+        e
+        for e in rollouts.seen
+        if e["model_name"] == model.name
+        and e["candidate_version"] == active["candidate_version"]
+        and e["action"] in ("promoted", "rolled_back", "aborted")
+    ]
+    resumed = [r for r in after if r["candidate_version"] == active["candidate_version"]]
+    report(
+        "  rollout",
+        f"canary of v{active['candidate_version']} at step {active['step']} before the kill; after: "
+        f"{'resumed at step ' + str(resumed[0]['step']) if resumed else 'not active'}; "
+        f"ending events: {[e['action'] for e in ended]}",
+    )
+    assert_exact(tallies, behind, text)
+    assert resumed or ended, f"the canary of v{active['candidate_version']} vanished at the restart ({killed_at=})"
+
+
+async def test_monitoring_killed_mid_stream_joins_every_label_to_its_prediction_once(
+    kafka: KafkaSettings, store_settings, model: SharedModel
+):
+    """Monitoring's inputs are the prediction log and labels: a dataset and model of this test alone."""
+    name = tag("monitoring")
+    total = 300
+    predictions = [
+        PredictionMade(
+            producer="reliability",
+            dataset=name,
+            prediction_id=f"{name}-{i}",
+            entity_id=f"{name}-e{i}",
+            model_name=name,
+            model_version="1",
+            variant="champion",
+            prediction=i % 2,
+            features={"salary": 20_000.0 + i},
+            latency_ms=1.0,
+        )
+        for i in range(total)
+    ]
+    labels = [
+        LabelObserved(producer="reliability", dataset=name, label=(i * 7) % 2, prediction_id=p.prediction_id)
+        for i, p in enumerate(predictions)
+    ]
+    monitoring = stack.service_url("monitoring")
+
+    async def seen() -> dict:
+        async with httpx.AsyncClient(timeout=10) as http:
+            response = await http.get(f"{monitoring}/drift", params={"model": name})
+        return response.json()["models"][0] if response.status_code == 200 else {}
+
+    async def publish(events) -> None:
+        send = await producer(kafka.bootstrap_servers)
+        try:
+            for event in events:
+                await send_event(send, event)
+        finally:
+            await send.stop()
+
+    async with Stream(kafka, name, model.name) as stream:
+        await stream.send(0)
+        await publish(predictions[: total // 2])
+        deadline = time.monotonic() + 60
+        while not (await seen()).get("predictions_seen") and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        pid = sigkill("monitoring")
+        await publish(predictions[total // 2 :])
+        await stream.send(1)
+        took = await restart("monitoring")
+        await caught_up(kafka, timeout=60)
+        await publish(labels)
+        lines, behind = await counted(stream, store_settings, kafka)
+        state = await seen()
+    joined = Tally("monitoring labels joined", total, distinct=state.get("labels_joined", 0))
+    predicted = Tally("monitoring predictions counted", total, distinct=state.get("predictions_seen", 0))
+    text = report(
+        f"SIGKILL monitoring (pid {pid}) mid-stream, back in {took:.0f} s",
+        *lines,
+        predicted,
+        joined,
+        f"consumer lag left: {behind or 'none'}",
+    )
+    assert_exact([*[t for t in lines if isinstance(t, Tally)], predicted, joined], behind, text)
+
+
+async def test_training_killed_mid_run_ends_the_run_exactly_once(
+    kafka: KafkaSettings, store_settings, mlflow_settings: MlflowSettings, model: SharedModel
+):
+    name = tag("training")
+    version = write_version(store_settings, agrawal_rows(1200, function=0, seed=5))
+    tracking = configure_mlflow(mlflow_settings, store_settings)
+    async with (
+        Stream(kafka, name, model.name) as stream,
+        TopicReader(kafka.bootstrap_servers, TRAINING_COMPLETED.name) as completed,
+        TopicReader(kafka.bootstrap_servers, TRAINING_FAILED.name) as failed,
+        httpx.AsyncClient(base_url=stack.service_url("training"), timeout=10) as http,
+    ):
+        await stream.send(0)
+        request_id = await request_training(stack.service_url("training"), name, version, params=FAST)
+        stage = await wait_for_stage(http, name, lambda run: run["status"] == "running")
+        pid = sigkill("training")
+        await stream.send(1)
+        took = await restart("training")
+        ended = await run_outcomes(completed, failed, name, timeout=120)
+        tallies, behind, text = await outcome(
+            stream, store_settings, kafka, f"SIGKILL training (pid {pid}) at stage {stage!r}, back in {took:.0f} s"
+        )
+        open_runs = await unfinished_runs(http, {name}, timeout=5)
+    runs = tally("training outcomes (request)", 1, ended, lambda e: trigger_of(e) or request_id)
+    mlflow_open = running_mlflow_runs(tracking, name)
+    report(
+        "  training",
+        runs,
+        f"outcomes: {[e['event_type'] for e in ended]}; runs still open in the service: {len(open_runs)}; "
+        f"MLflow runs left RUNNING: {len(mlflow_open)}",
+    )
+    assert_exact(tallies, behind, text)
+    assert len(ended) == 1 and trigger_of(ended[0]) in (request_id, None), f"run outcomes of {request_id}: {ended}"
+    assert not open_runs and not mlflow_open, f"open runs {open_runs}, MLflow RUNNING {mlflow_open}"
+
+
+async def test_registry_killed_while_gating_decides_each_candidate_exactly_once(
+    kafka: KafkaSettings, store_settings, model: SharedModel
+):
+    name = tag("registry")
+    version = write_version(store_settings, agrawal_rows(1200, function=0, seed=6))
+    async with (
+        Stream(kafka, name, model.name) as stream,
+        TopicReader(kafka.bootstrap_servers, TRAINING_COMPLETED.name) as completed,
+        TopicReader(kafka.bootstrap_servers, MODELS_APPROVED.name) as approved,
+        TopicReader(kafka.bootstrap_servers, MODELS_REJECTED.name) as rejected,
+        TopicReader(kafka.bootstrap_servers, MODELS_CHAMPION.name) as champion,
+    ):
+        await stream.send(0)
+        await request_training(stack.service_url("training"), name, version, params=FAST)
+        [trained] = await completed.collect(
+            lambda seen: len(seen) >= 1, timeout=240, where=lambda b: b["model_name"] == name
+        )
+        pid = sigkill("registry")  # the registry is gating this candidate now
+        await stream.send(1)
+        took = await restart("registry")
+        mine = lambda b: b.get("model_name") == name  # noqa: E731
+        await drain(approved, lambda seen: len(seen) >= 1, 60, mine)
+        await asyncio.sleep(3)
+        for reader in (approved, rejected, champion):
+            await drain(reader, lambda _: False, 0.5, mine)
+        tallies, behind, text = await outcome(
+            stream, store_settings, kafka, f"SIGKILL registry (pid {pid}) while gating, back in {took:.0f} s"
+        )
+    decisions = tally("gate decisions (run id)", 1, [*approved.seen, *rejected.seen], lambda e: e["run_id"])
+    promotions = tally("champion moves (version)", 1, champion.seen, lambda e: e["version"])
+    report("  registry", decisions, promotions, f"run {trained['run_id']}")
+    assert_exact([*tallies, decisions, promotions], behind, text)
