@@ -79,8 +79,8 @@ def write_version(store_settings: ObjectStoreSettings, frame: pd.DataFrame) -> s
     return version
 
 
-async def request_training(base: str, model_name: str, version: str | None, **extra: Any) -> str:
-    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+async def request_training(base: str, model_name: str, version: str | None, timeout: float = 10, **extra: Any) -> str:
+    async with httpx.AsyncClient(base_url=base, timeout=timeout) as http:
         body = {"dataset": DATASET, "model_name": model_name, "dataset_version": version, **extra}
         response = await http.post("/train", json=body)
     assert response.status_code == 202, response.text

@@ -70,8 +70,9 @@ async def outage(name: str, seconds: float) -> AsyncIterator[None]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Poison last: on today's code it can wedge consumers, which the test then repairs by restarts."""
-    items.sort(key=lambda item: "test_poison" in item.nodeid)
+    """Faults after everything else in the run (the cheap tests fail first), and poison last of all:
+    on code that cannot dead-letter a message, it wedges consumers, which the test then repairs."""
+    items.sort(key=lambda item: ("tests/reliability/" in item.nodeid, "test_poison" in item.nodeid))
 
 
 @pytest.fixture(autouse=True)

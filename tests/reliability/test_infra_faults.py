@@ -10,29 +10,20 @@ import httpx
 import pytest
 
 from flywheel.common.settings import KafkaSettings, MlflowSettings
-from flywheel.common.tracking import configure_mlflow
 from flywheel.schemas import (
-    MODELS_APPROVED,
-    MODELS_REJECTED,
     PREDICTIONS,
     RECORDS_VALIDATED,
-    TRAINING_COMPLETED,
-    TRAINING_FAILED,
 )
-from tests.integration.test_training_runs import agrawal_rows, request_training, write_version
 from tests.reliability.conftest import outage, restart, sigkill
 from tests.reliability.outcomes import (
     assert_exact,
     first_output,
     outcome,
-    run_outcomes,
-    running_mlflow_runs,
     tag,
-    wait_for_stage,
+    train_through,
 )
-from tests.reliability.traffic import FAST, SharedModel, Stream, drain, report, tally, unfinished_runs
+from tests.reliability.traffic import SharedModel, Stream
 from tests.support import stack
-from tests.support.kafka import TopicReader
 
 pytestmark = [pytest.mark.usefixtures("topics"), pytest.mark.timeout(300)]
 
@@ -78,44 +69,10 @@ async def test_minio_gone_for_30_s_while_versions_seal_seals_every_record_once(
 async def test_mlflow_gone_during_a_training_run_ends_the_run_exactly_once(
     kafka: KafkaSettings, store_settings, mlflow_settings: MlflowSettings, model: SharedModel
 ):
-    name = tag("mlflow")
-    version = write_version(store_settings, agrawal_rows(1200, function=0, seed=8))
-    tracking = configure_mlflow(mlflow_settings, store_settings)
-    async with (
-        Stream(kafka, name, model.name) as stream,
-        TopicReader(kafka.bootstrap_servers, TRAINING_COMPLETED.name) as completed,
-        TopicReader(kafka.bootstrap_servers, TRAINING_FAILED.name) as failed,
-        TopicReader(kafka.bootstrap_servers, MODELS_APPROVED.name) as approved,
-        TopicReader(kafka.bootstrap_servers, MODELS_REJECTED.name) as rejected,
-        httpx.AsyncClient(base_url=stack.service_url("training"), timeout=10) as http,
-    ):
-        await stream.send(0)
-        request_id = await request_training(stack.service_url("training"), name, version, params=FAST)
-        # MLflow is written to only once the model is fit: be gone by then
-        stage = await wait_for_stage(http, name, lambda run: run["status"] == "running")
-        async with outage("mlflow", 30):
+    async def gone(stream: Stream, stage: str) -> str:
+        async with outage("mlflow", 30):  # MLflow is written to once the model is fit: be gone by then
             await stream.send(1)
-        ended = await run_outcomes(completed, failed, name, timeout=120)
-        mine = lambda b: b.get("model_name") == name  # noqa: E731
-        if completed.seen:
-            await drain(approved, lambda seen: len(seen) >= 1, 30, mine)
-            await drain(rejected, lambda _: False, 1, mine)
-        tallies, behind, text = await outcome(
-            stream, store_settings, kafka, f"MLflow down 30 s from training stage {stage!r}"
-        )
-        open_runs = await unfinished_runs(http, {name}, timeout=10)
-    runs = tally("training outcomes (request)", 1, ended, lambda e: request_id)
-    decisions = tally(
-        "gate decisions (run id)", len(completed.seen), [*approved.seen, *rejected.seen], lambda e: e["run_id"]
-    )
-    mlflow_open = running_mlflow_runs(tracking, name)
-    report(
-        "  training",
-        runs,
-        decisions,
-        f"outcomes: {[(e['event_type'], e.get('reason', '')[:80]) for e in ended]}; "
-        f"runs open in the service: {len(open_runs)}; MLflow runs left RUNNING: {len(mlflow_open)}",
-    )
-    assert_exact([*tallies, decisions], behind, text)
-    assert len(ended) == 1, f"training outcomes of request {request_id}: {ended}"
-    assert not open_runs and not mlflow_open, f"open runs {open_runs}, MLflow RUNNING {mlflow_open}"
+        return f"MLflow down 30 s from training stage {stage!r}"
+
+    *_, ended = await train_through(kafka, store_settings, mlflow_settings, model.name, "mlflow", gone)
+    assert len(ended) == 1, f"run outcomes: {ended}"

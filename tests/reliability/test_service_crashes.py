@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from flywheel.common.settings import KafkaSettings, MlflowSettings
-from flywheel.common.tracking import configure_mlflow
 from flywheel.schemas import (
     FEATURES_ONLINE,
     MODELS_APPROVED,
@@ -25,7 +24,6 @@ from flywheel.schemas import (
     PREDICTIONS,
     RECORDS_VALIDATED,
     TRAINING_COMPLETED,
-    TRAINING_FAILED,
     LabelObserved,
     PredictionMade,
 )
@@ -36,11 +34,8 @@ from tests.reliability.outcomes import (
     counted,
     first_output,
     outcome,
-    run_outcomes,
-    running_mlflow_runs,
     tag,
-    trigger_of,
-    wait_for_stage,
+    train_through,
 )
 from tests.reliability.traffic import (
     FAST,
@@ -52,7 +47,6 @@ from tests.reliability.traffic import (
     drain,
     report,
     tally,
-    unfinished_runs,
 )
 from tests.support import stack
 from tests.support.kafka import TopicReader, producer, send_event
@@ -198,37 +192,14 @@ async def test_monitoring_killed_mid_stream_joins_every_label_to_its_prediction_
 async def test_training_killed_mid_run_ends_the_run_exactly_once(
     kafka: KafkaSettings, store_settings, mlflow_settings: MlflowSettings, model: SharedModel
 ):
-    name = tag("training")
-    version = write_version(store_settings, agrawal_rows(1200, function=0, seed=5))
-    tracking = configure_mlflow(mlflow_settings, store_settings)
-    async with (
-        Stream(kafka, name, model.name) as stream,
-        TopicReader(kafka.bootstrap_servers, TRAINING_COMPLETED.name) as completed,
-        TopicReader(kafka.bootstrap_servers, TRAINING_FAILED.name) as failed,
-        httpx.AsyncClient(base_url=stack.service_url("training"), timeout=10) as http,
-    ):
-        await stream.send(0)
-        request_id = await request_training(stack.service_url("training"), name, version, params=FAST)
-        stage = await wait_for_stage(http, name, lambda run: run["status"] == "running")
+    async def crash(stream: Stream, stage: str) -> str:
         pid = sigkill("training")
         await stream.send(1)
         took = await restart("training")
-        ended = await run_outcomes(completed, failed, name, timeout=120)
-        tallies, behind, text = await outcome(
-            stream, store_settings, kafka, f"SIGKILL training (pid {pid}) at stage {stage!r}, back in {took:.0f} s"
-        )
-        open_runs = await unfinished_runs(http, {name}, timeout=5)
-    runs = tally("training outcomes (request)", 1, ended, lambda e: trigger_of(e) or request_id)
-    mlflow_open = running_mlflow_runs(tracking, name)
-    report(
-        "  training",
-        runs,
-        f"outcomes: {[e['event_type'] for e in ended]}; runs still open in the service: {len(open_runs)}; "
-        f"MLflow runs left RUNNING: {len(mlflow_open)}",
-    )
-    assert_exact(tallies, behind, text)
-    assert len(ended) == 1 and trigger_of(ended[0]) in (request_id, None), f"run outcomes of {request_id}: {ended}"
-    assert not open_runs and not mlflow_open, f"open runs {open_runs}, MLflow RUNNING {mlflow_open}"
+        return f"SIGKILL training (pid {pid}) at run stage {stage!r}, back in {took:.0f} s"
+
+    *_, ended = await train_through(kafka, store_settings, mlflow_settings, model.name, "training", crash)
+    assert len(ended) == 1, f"run outcomes: {ended}"
 
 
 async def test_registry_killed_while_gating_decides_each_candidate_exactly_once(
@@ -244,7 +215,7 @@ async def test_registry_killed_while_gating_decides_each_candidate_exactly_once(
         TopicReader(kafka.bootstrap_servers, MODELS_CHAMPION.name) as champion,
     ):
         await stream.send(0)
-        await request_training(stack.service_url("training"), name, version, params=FAST)
+        await request_training(stack.service_url("training"), name, version, params=FAST, timeout=60)
         [trained] = await completed.collect(
             lambda seen: len(seen) >= 1, timeout=240, where=lambda b: b["model_name"] == name
         )
