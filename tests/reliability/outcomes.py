@@ -112,7 +112,7 @@ async def train_through(
         request_id = await request_training(stack.service_url("training"), name, version, params=FAST, timeout=60)
         stage = await wait_for_stage(http, name, lambda run: run["status"] == "running")
         title = await fault(stream, stage)
-        ended = await run_outcomes(completed, failed, name, timeout=180)
+        ended = await run_outcomes(completed, failed, name, timeout=150)
         mine = lambda b: b.get("model_name") == name  # noqa: E731
         if completed.seen:
             await drain(approved, lambda seen: len(seen) >= 1, 30, mine)

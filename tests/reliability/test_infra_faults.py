@@ -57,15 +57,19 @@ async def test_minio_gone_for_30_s_while_versions_seal_seals_every_record_once(
         async with outage("minio", 30):
             await stream.send(1, pause_s=10)  # more than a version's worth of rows arrives while it is gone
             for _ in range(3):
-                statuses.append((await ingestion.post("/datasets/loans/seal")).status_code)
+                try:
+                    statuses.append((await ingestion.post("/datasets/loans/seal")).status_code)
+                except httpx.TimeoutException:
+                    statuses.append("no answer in 10 s")
                 await asyncio.sleep(3)
         tallies, behind, text = await outcome(
             stream, store_settings, kafka, f"MinIO down 30 s while versions seal (seal calls answered {statuses})"
         )
     assert_exact(tallies, behind, text)
-    assert all(code < 500 for code in statuses), f"seal calls while MinIO was gone: {statuses}"
+    assert all(isinstance(code, int) and code < 500 for code in statuses), f"seals while MinIO was gone: {statuses}"
 
 
+@pytest.mark.timeout(480)  # a training run on two busy cores, and a 30 s outage
 async def test_mlflow_gone_during_a_training_run_ends_the_run_exactly_once(
     kafka: KafkaSettings, store_settings, mlflow_settings: MlflowSettings, model: SharedModel
 ):

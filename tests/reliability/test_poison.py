@@ -8,7 +8,8 @@ dataset or model), then a good message again.
 
 What must hold:
 
-- every consumer group of the topic commits past the last good message: alive, caught up;
+- every consumer group of the topic commits past the last good message: alive, caught up
+  (the 900 KB message is the last poison, so a consumer it stops has judged all the others);
 - every bad message is on ``deadletters`` once per consumer group, with a reason and its exact
   bytes; a well-formed event with absurd values may instead be refused by the service's own
   rejection event in the same loop (same ``correlation_id``): ``records.rejected``,
@@ -254,13 +255,14 @@ def messages(topic: str, tag: str, model: str, champion: str) -> list[Sent]:
     add("empty", b"", bad=True)
     add("JSON array", json.dumps([tag, 1, 2]).encode(), bad=True)
     add("another event's shape", json.dumps(envelope("AlertRaised", str(uuid.uuid4()), tag=tag)).encode(), bad=True)
-    add("900 KB", json.dumps({"tag": tag, "padding": "x" * 900_000}).encode(), bad=True)
     for kind, change in absurd:
         correlation = str(uuid.uuid4())
         body = {**(good or {}), **change}
         if topic == "training.requested":
             body.setdefault("model_name", f"{tag}-{len(sent)}")  # one model each: requests are not merged
         add(kind, json.dumps(envelope(event_type, correlation, **body)).encode(), bad=True, correlation=correlation)
+    # last of the poison: a consumer that cannot dead-letter it stops here, and the rest was judged
+    add("900 KB", json.dumps({"tag": tag, "padding": "x" * 900_000}).encode(), bad=True)
     if good is not None:
         again = {**good}
         if "record_id" in again and topic == "records.raw":

@@ -189,6 +189,7 @@ async def test_monitoring_killed_mid_stream_joins_every_label_to_its_prediction_
     assert_exact([*[t for t in lines if isinstance(t, Tally)], predicted, joined], behind, text)
 
 
+@pytest.mark.timeout(480)  # a training run on two busy cores, and a restart
 async def test_training_killed_mid_run_ends_the_run_exactly_once(
     kafka: KafkaSettings, store_settings, mlflow_settings: MlflowSettings, model: SharedModel
 ):
