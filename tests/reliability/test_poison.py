@@ -258,6 +258,9 @@ def messages(topic: str, tag: str, model: str, champion: str) -> list[Sent]:
     for kind, change in absurd:
         correlation = str(uuid.uuid4())
         body = {**(good or {}), **change}
+        for own_id in ("record_id", "request_id", "prediction_id"):  # its own logical id: counts stay clean
+            if own_id in body and own_id not in change:
+                body[own_id] = f"{tag}-bad{len(sent)}"
         if topic == "training.requested":
             body.setdefault("model_name", f"{tag}-{len(sent)}")  # one model each: requests are not merged
         add(kind, json.dumps(envelope(event_type, correlation, **body)).encode(), bad=True, correlation=correlation)

@@ -43,7 +43,7 @@ from flywheel.schemas import (
 )
 from tests.integration.test_ingestion_stream import stream as record_stream
 from tests.integration.test_ingestion_versions import rows_sealed
-from tests.integration.test_serving_rollouts import live_applications, served
+from tests.integration.test_serving_rollouts import live_applications
 from tests.integration.test_training_runs import agrawal_rows, request_training, wait_for, write_version
 from tests.support import stack
 from tests.support.kafka import TopicReader, producer, send_event
@@ -207,6 +207,15 @@ class SharedModel:
 FAST = {"max_iter": 20}  # a small model: a run takes seconds, not minutes, on two busy cores
 
 
+async def champion_served(model: str, version: str, timeout: float) -> None:
+    """Wait until serving holds ``version`` as the model's champion (it loads it from MLflow)."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=30) as http:
+        while (state := await answered(http, model)).get("champion_version") != version:
+            assert time.monotonic() < deadline, f"serving holds {state} for {model}, not champion v{version}"
+            await asyncio.sleep(1)
+
+
 async def ensure_model(kafka: KafkaSettings, store: ObjectStoreSettings, services: dict, name: str) -> SharedModel:
     """Train v1 (the first model: champion) and v2 on the same data (approved: serving starts its canary)."""
     async with (
@@ -217,7 +226,7 @@ async def ensure_model(kafka: KafkaSettings, store: ObjectStoreSettings, service
             services["training"], name, write_version(store, agrawal_rows(1200, 0, 41)), params=FAST, timeout=60
         )
         await wait_for(champion, name, timeout=240)
-        await served(services["serving"], name, "1", timeout=120)
+        await champion_served(name, "1", timeout=180)
         await request_training(
             services["training"], name, write_version(store, agrawal_rows(1200, 0, 41)), params=FAST, timeout=60
         )
