@@ -189,3 +189,15 @@ def test_a_record_whose_publication_failed_is_accepted_when_resent_not_called_a_
     assert first.status_code == 503 and "broker unavailable" in first.json()["detail"]
     assert again.status_code == 200 and again.json()["accepted"] == 1, again.text
     assert len(broker.published) == 1
+
+
+async def test_a_message_too_big_to_dead_letter_whole_is_dead_lettered_cut_with_its_digest(wired) -> None:
+    from flywheel.common.kafka import MAX_KEPT_BYTES
+
+    broker, seen = wired
+    huge = b"x" * (900 * 1024)  # not JSON, and bigger than a dead letter may carry
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish(huge, RECORDS_RAW.name)
+    [letter] = seen[DEADLETTERS.name]
+    assert "not JSON" in letter["reason"] and f"cut from {len(huge)} to {MAX_KEPT_BYTES} bytes" in letter["reason"]
+    assert len(base64.b64decode(letter["original_value"])) == MAX_KEPT_BYTES

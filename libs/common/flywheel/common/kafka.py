@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import functools
+import hashlib
 import inspect
 import json
 import logging
@@ -38,6 +39,10 @@ DEAD_LETTERS = Counter(
     "Messages sent to the dead-letter topic.",
     ["source_topic", "error_type"],
 )
+
+
+# Base64 grows bytes by a third: 512 KiB kept is ~700 KB in the letter, under Kafka's 1 MB default.
+MAX_KEPT_BYTES = 512 * 1024
 
 
 class InvalidMessage(ValueError):
@@ -125,6 +130,11 @@ async def publish_dead_letter(
     retried = not isinstance(exc, NOT_RETRIED)
     exc = _unparseable(value) or exc
     reason = _reason(exc)
+    raw = value if isinstance(value, bytes) else str(value).encode()
+    if len(raw) > MAX_KEPT_BYTES:  # a letter must fit in a Kafka message; the whole one stays at its offset
+        digest = hashlib.sha256(raw).hexdigest()
+        reason = f"{reason} [original value cut from {len(raw)} to {MAX_KEPT_BYTES} bytes; sha256 {digest}]"
+        raw = raw[:MAX_KEPT_BYTES]
     correlation = _headers(record).get("correlation_id")
     envelope: dict[str, Any] = {}
     with contextlib.suppress(ValueError):
@@ -139,7 +149,7 @@ async def publish_dead_letter(
         error_type=type(exc).__name__,
         attempts=attempts if retried else 1,
         original_key=base64.b64encode(key).decode() if isinstance(key, bytes) else None,
-        original_value=base64.b64encode(value if isinstance(value, bytes) else str(value).encode()).decode(),
+        original_value=base64.b64encode(raw).decode(),
         **{k: v for k, v in envelope.items() if v is not None},
     )
     await publish_event(broker, letter)

@@ -71,7 +71,7 @@ def create_app(settings: IngestionSettings | None = None) -> FastAPI:
         checks={**parts.checks(), "roller": roller_check},
         routers=[
             create_router(parts.broker, contracts, seen_records, settings.max_batch),
-            create_dataset_router(catalog, roller),
+            create_dataset_router(catalog, roller, settings.seal_timeout_s),
         ],
         lifespans=[roll_versions],
         description="Validates records against data contracts and versions them into datasets.",

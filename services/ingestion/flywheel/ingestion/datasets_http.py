@@ -20,7 +20,7 @@ CHUNK = 1 << 16
 PARQUET = "application/vnd.apache.parquet"
 
 
-def create_dataset_router(catalog: DatasetCatalog, roller: Roller) -> APIRouter:
+def create_dataset_router(catalog: DatasetCatalog, roller: Roller, seal_timeout_s: float = 10.0) -> APIRouter:
     router = APIRouter(prefix="/datasets", tags=["datasets"])
 
     def known(dataset: str) -> None:
@@ -100,8 +100,14 @@ def create_dataset_router(catalog: DatasetCatalog, roller: Roller) -> APIRouter:
     async def seal(dataset: str) -> dict[str, Any]:
         """Seal the rows buffered for a dataset into a version now, without waiting for size or age."""
         known(dataset)
+        # shielded: a seal the object store is slow to take goes on (the roller owns it), the caller hears 503
+        sealing = asyncio.ensure_future(roller.seal_now(dataset))
         try:
-            sealed = await roller.seal_now(dataset)
+            sealed = await asyncio.wait_for(asyncio.shield(sealing), seal_timeout_s)
+        except TimeoutError as exc:
+            raise HTTPException(
+                503, f"sealing {dataset} is taking over {seal_timeout_s:g} s (is the object store down?); it goes on"
+            ) from exc
         except Exception as exc:  # the buffer is intact; the roller retries by age
             raise HTTPException(503, f"could not seal {dataset} now: {type(exc).__name__}: {exc}"[:300]) from exc
         return {"sealed": sealed is not None, "manifest": sealed.model_dump(mode="json") if sealed else None}

@@ -231,6 +231,8 @@ class Engine:
 
     async def resume(self, folded: RolloutLog) -> list[RolloutStepped]:
         """After a restart: continue the rollouts the log says were running, re-arm recent bake periods."""
+        for running in folded.running():  # a model served on demand is loaded before its rollout resumes
+            await self.find_champion(running.model_name)
         return await self.driver.resume(folded)
 
     def _consider(self, rollout: Rollout) -> None:
