@@ -5,10 +5,10 @@ UV ?= python3 -m uv
 PY := .venv/bin/python
 STACK := $(PY) infra/stack.py
 
-.PHONY: help install up down status test test-unit bench demo schemas lint docs
+.PHONY: help install up down status test test-unit bench demo schemas lint docs compose-images compose-test
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 .venv/.synced: pyproject.toml uv.lock schemas/pyproject.toml libs/*/pyproject.toml services/*/pyproject.toml cli/pyproject.toml
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet 'uv==0.13.9'
@@ -52,3 +52,11 @@ lint: .venv/.synced ## ruff
 
 docs: .venv/.synced ## build docs/generated (AsyncAPI, OpenAPI, topics, configuration) from the code, offline
 	$(PY) -m docs.generate
+
+compose-images: install ## every docker-compose image without a registry (Debian + what `make install` fetched)
+	$(PY) infra/docker/images.py
+
+# Starts a Docker engine when none runs (and stops it after), builds the images registry-less,
+# runs the closed loop inside compose and removes what it made; see infra/docker/compose_test.py.
+compose-test: install ## the compose deployment for real: images, up --wait, the loop inside it, down
+	$(PY) infra/docker/compose_test.py

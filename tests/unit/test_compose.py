@@ -1,6 +1,11 @@
-"""docker-compose.yml deploys the same nine components, each configured completely."""
+"""docker-compose.yml deploys the same nine components, each configured completely, from images
+whose build context holds every file they need (`make compose-test` runs the deployment itself)."""
 
+import fnmatch
 import importlib
+import os
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -10,6 +15,8 @@ from flywheel.common.envvars import env_vars
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ["ingestion", "features", "training", "registry", "serving", "monitoring"]
+THIRD_PARTY = {"kafka": "FLYWHEEL_KAFKA_IMAGE", "minio": "FLYWHEEL_MINIO_IMAGE"}
+THIRD_PARTY_PROFILED = {"prometheus": "FLYWHEEL_PROMETHEUS_IMAGE", "grafana": "FLYWHEEL_GRAFANA_IMAGE"}
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +47,186 @@ def test_each_service_waits_for_healthy_dependencies_and_has_a_health_check(comp
     spec = compose["services"][service]
     assert spec["depends_on"]["kafka"]["condition"] == "service_healthy"
     assert spec["depends_on"]["mlflow"]["condition"] == "service_healthy"
-    assert "/health" in " ".join(spec["healthcheck"]["test"])
+    assert spec["depends_on"]["bootstrap"]["condition"] == "service_completed_successfully"
+    assert "/app/bin/healthcheck.py" in spec["healthcheck"]["test"]
     port = str(settings_class(service)().port)
-    assert any(p.startswith(f"{port}:") for p in spec["ports"])
+    assert spec["environment"][f"{service.upper()}_PORT"] == port
+    published = f"${{FLYWHEEL_PUBLISH_ADDRESS:-127.0.0.1}}:${{FLYWHEEL_STACK_{service.upper()}_PORT:-{port}}}:{port}"
+    assert spec["ports"] == [published]
 
 
 @pytest.mark.parametrize("component", ["kafka", "minio", "mlflow"])
 def test_infrastructure_has_health_checks(compose, component):
     assert compose["services"][component]["healthcheck"]["test"]
+
+
+def test_every_published_port_binds_the_publish_address(compose):
+    for name, spec in compose["services"].items():
+        for port in spec.get("ports", []):
+            assert port.startswith("${FLYWHEEL_PUBLISH_ADDRESS:-127.0.0.1}:"), f"{name} publishes {port}"
+
+
+@pytest.mark.parametrize("service", [*THIRD_PARTY, *THIRD_PARTY_PROFILED])
+def test_every_third_party_image_is_named_by_a_variable(compose, service):
+    variable = {**THIRD_PARTY, **THIRD_PARTY_PROFILED}[service]
+    assert compose["services"][service]["image"].startswith(f"${{{variable}:-")
+
+
+def test_prometheus_and_grafana_are_a_profile_and_the_rest_is_not(compose):
+    profiled = {name for name, spec in compose["services"].items() if spec.get("profiles")}
+    assert profiled == set(THIRD_PARTY_PROFILED)
+
+
+def test_images_built_from_the_dockerfile_name_their_base_and_extra_certificates(compose):
+    built = {name: spec for name, spec in compose["services"].items() if "build" in spec}
+    assert {"bootstrap", "mlflow", *SERVICES} <= set(built)
+    for spec in built.values():
+        assert spec["image"] == "${FLYWHEEL_IMAGE:-flywheel:latest}"
+        assert set(spec["build"]["args"]) == {"BASE_IMAGE", "EXTRA_CA_CERTS"}
+
+
+def test_prometheus_scrapes_each_service_by_its_compose_name_and_port(compose):
+    config = yaml.safe_load((ROOT / "infra/prometheus/prometheus.yml").read_text())
+    targets = {t for job in config["scrape_configs"] for s in job["static_configs"] for t in s["targets"]}
+    assert targets == {f"{s}:{compose['services'][s]['environment'][f'{s.upper()}_PORT']}" for s in SERVICES}
+
+
+# -- the build context ----------------------------------------------------------------------
+
+
+def dockerignore() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def _pattern(pattern: str) -> re.Pattern:
+    """A .dockerignore pattern as a regex (Go's filepath.Match plus `**`)."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        else:
+            out += {"*": "[^/]*", "?": "[^/]"}.get(pattern[i], re.escape(pattern[i]))
+            i += 1
+    return re.compile(out + "$")
+
+
+def in_context(path: str, patterns: list[str]) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parent folders decides."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    included = True
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        regex = _pattern(pattern.lstrip("!").strip("/"))
+        if any(regex.match(candidate) for candidate in candidates):
+            included = negated
+    return included
+
+
+def context_files() -> set[str]:
+    patterns, files = dockerignore(), set()
+    for folder, subfolders, names in os.walk(ROOT):
+        where = Path(folder).relative_to(ROOT).as_posix()
+        prefix = "" if where == "." else f"{where}/"
+        # Not in the context, and large: skip the walk (the rules would leave them out anyway).
+        subfolders[:] = [d for d in subfolders if d not in {".git", ".venv", ".stack", "__pycache__"}]
+        files |= {prefix + name for name in names if in_context(prefix + name, patterns)}
+    return files
+
+
+def stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's stages, each a list of (instruction, arguments), continuation lines joined."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    result: list[list[tuple[str, str]]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        instruction, _, arguments = line.partition(" ")
+        if instruction.upper() == "FROM":
+            result.append([])
+        if result:
+            result[-1].append((instruction.upper(), arguments.strip()))
+    return result
+
+
+def copied(instructions: list[tuple[str, str]], context: set[str]) -> list[set[str]]:
+    """For each RUN, the context files copied before it (COPY from the context, not --from)."""
+    seen: set[str] = set()
+    before_runs: list[set[str]] = []
+    for instruction, arguments in instructions:
+        if instruction == "COPY" and "--from=" not in arguments:
+            *sources, _ = arguments.split()
+            for source in sources:
+                matched = {f for f in context if fnmatch.fnmatch(f, source) or f.startswith(source.rstrip("/") + "/")}
+                assert matched, f"COPY {source}: nothing in the build context (.dockerignore?)"
+                seen |= matched
+        elif instruction == "RUN":
+            before_runs.append(set(seen))
+    return before_runs
+
+
+def workspace_members() -> list[Path]:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    members = [p for pattern in pyproject["tool"]["uv"]["workspace"]["members"] for p in ROOT.glob(pattern)]
+    return sorted(p for p in members if (p / "pyproject.toml").exists())
+
+
+def test_the_build_stage_installs_every_workspace_member_from_files_in_the_context():
+    context = context_files()
+    build = stages()[0]
+    syncs = [args for instruction, args in build if instruction == "RUN" and "uv sync" in args]
+    assert len(syncs) == 2, "one sync for the dependencies, one for the workspace"
+    runs = [args for instruction, args in build if instruction == "RUN"]
+    deps_files, all_files = (copied(build, context)[runs.index(sync)] for sync in syncs)
+    assert {"pyproject.toml", "uv.lock"} <= deps_files
+    for member in workspace_members():
+        name = member.relative_to(ROOT).as_posix()
+        assert f"{name}/pyproject.toml" in deps_files, f"the dependency layer lacks {name}/pyproject.toml"
+        sources = {p.relative_to(ROOT).as_posix() for p in member.rglob("*.py") if "__pycache__" not in p.parts}
+        assert sources, name
+        assert sources <= all_files, f"not copied into the image: {sorted(sources - all_files)[:5]}"
+
+
+def test_the_image_installs_runtime_dependencies_only():
+    syncs = [args for instruction, args in stages()[0] if instruction == "RUN" and "uv sync" in args]
+    groups = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]
+    assert {"dev", "bench"} <= set(groups)
+    for sync in syncs:
+        assert "--frozen" in sync and "--no-default-groups" in sync and "--group" not in sync
+
+
+def test_the_runtime_stage_has_the_datasets_the_scripts_compose_runs_and_a_non_root_user(compose):
+    context = context_files()
+    runtime = stages()[-1]
+    files = copied([*runtime, ("RUN", "")], context)[-1]
+    assert any(f.startswith("datasets/") and f.endswith("contract.yaml") for f in files)
+    assert ("USER", "flywheel") in runtime and any(i == "HEALTHCHECK" for i, _ in runtime)
+    scripts = {
+        word.removeprefix("/app/bin/")
+        for spec in compose["services"].values()
+        for part in (spec.get("command"), spec.get("healthcheck", {}).get("test"))
+        if isinstance(part, list)
+        for word in part
+        if word.startswith("/app/bin/")
+    }
+    assert scripts == {"bootstrap.py", "healthcheck.py"}
+    assert {f"infra/docker/{script}" for script in scripts} <= files
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("libs/common/flywheel/common/service.py", True),
+        ("libs/common/flywheel/common/__pycache__/service.cpython-311.pyc", False),
+        ("tests/unit/test_compose.py", False),
+        (".stack/kafka/libs/kafka_2.13-4.1.1.jar", False),
+        ("infra/docker/bootstrap.py", True),
+        ("infra/docker/images.py", False),
+    ],
+)
+def test_dockerignore_reading_follows_dockers_rules(path, expected):
+    assert in_context(path, dockerignore()) is expected

@@ -1,0 +1,50 @@
+"""The compose deployment's one-shot `bootstrap`: every catalogue topic and both buckets, once.
+
+The same as `infra/stack.py up` does for the local stack: topics are created up front with their
+partitions so that no consumer races auto-creation; existing topics and buckets are left alone.
+Runs in the Flywheel image; reads the shared FLYWHEEL_* settings the services read.
+"""
+
+import asyncio
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from minio import Minio
+
+from flywheel.common.settings import KafkaSettings, MlflowSettings, ObjectStoreSettings
+from flywheel.schemas import TOPICS
+
+PARTITIONS = 3
+
+
+async def create_topics(bootstrap_servers: str) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        missing = sorted(set(TOPICS) - set(await admin.list_topics()))
+        if missing:
+            await admin.create_topics([NewTopic(topic, PARTITIONS, 1) for topic in missing])
+        return missing
+    finally:
+        await admin.close()
+
+
+def create_buckets(store: ObjectStoreSettings, buckets: list[str]) -> list[str]:
+    endpoint = store.endpoint_url.split("://", 1)
+    client = Minio(
+        endpoint[-1], access_key=store.access_key, secret_key=store.secret_key, secure=endpoint[0] == "https"
+    )
+    created = [bucket for bucket in buckets if not client.bucket_exists(bucket)]
+    for bucket in created:
+        client.make_bucket(bucket)
+    return created
+
+
+def main() -> None:
+    kafka, store, mlflow = KafkaSettings(), ObjectStoreSettings(), MlflowSettings()
+    topics = asyncio.run(create_topics(kafka.bootstrap_servers))
+    buckets = create_buckets(store, [store.bucket, mlflow.artifact_bucket])
+    print(f"bootstrap: created {len(topics)} topics {topics} and buckets {buckets}")
+
+
+if __name__ == "__main__":
+    main()
