@@ -10,6 +10,8 @@ Phases (each timed; the table is printed at the end, also on failure):
     metrics   Prometheus' scrape targets are the compose services, and each serves /metrics
     demo      the closed-loop demo from the host against the published ports; its report
     kafka     an outside client (kcat) reads `alerts` and `predictions`: every message plain JSON
+    browser   headless Chromium renders each service's /docs (Swagger UI, from assets the service
+              serves itself: no CDN is reachable) and monitoring's /report; screenshots kept
     restart   `docker compose restart kafka minio` keeps the topics' messages and the objects
     down      `docker compose down -v`; dangling images removed
 
@@ -60,6 +62,19 @@ PORTS = {
 }
 SERVICES = ["ingestion", "features", "training", "registry", "serving", "monitoring"]
 TOPICS_READ_OUTSIDE = ["alerts", "predictions"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--virtual-time-budget=15000",  # let the page's scripts fetch and render before the capture
+]
+SHOTS = WORK / "screenshots"
 
 
 def url(name: str, path: str = "") -> str:
@@ -247,6 +262,40 @@ def read_outside(topic: str) -> int:
     return len(messages)
 
 
+def render(address: str, shot: Path) -> tuple[str, float]:
+    """Headless Chromium: the page's DOM after its scripts ran, and the inked share of a screenshot."""
+    from PIL import Image
+
+    browser = shutil.which("chromium")
+    if browser is None:
+        raise RuntimeError("chromium is missing")
+    profile = WORK / "chromium-profile"
+    common = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
+    dom = subprocess.run([*common, "--dump-dom", address], capture_output=True, text=True, timeout=120).stdout
+    subprocess.run(
+        [*common, "--window-size=1280,1000", f"--screenshot={shot}", address], capture_output=True, timeout=120
+    )
+    if not shot.exists():
+        raise RuntimeError(f"chromium took no screenshot of {address}")
+    pixels = Image.open(shot).convert("L").getdata()
+    inked = sum(1 for value in pixels if value < 200) / len(pixels)
+    return dom, inked
+
+
+def check_pages() -> None:
+    """/docs of every service shows its operations (Swagger UI ran); /report shows the drift report."""
+    shutil.rmtree(SHOTS, ignore_errors=True)
+    SHOTS.mkdir(parents=True)
+    pages = [(name, url(name, "/docs"), ['class="opblock', f"flywheel-{name}"]) for name in SERVICES]
+    pages.append(("report", url("monitoring", "/report"), ["Flywheel drift report", "<svg"]))
+    for name, address, expected in pages:
+        dom, inked = render(address, SHOTS / f"{name}.png")
+        missing = [text for text in expected if text not in dom]
+        print(f"  {address:<36} {len(dom):7} bytes of DOM, {inked:6.1%} of the screenshot inked", flush=True)
+        if missing or inked < 0.01:
+            raise RuntimeError(f"{address} did not render: lacks {missing}, {inked:.1%} inked (see {SHOTS})")
+
+
 def durable_state() -> dict[str, object]:
     """What must survive a restart: every topic's end offsets and the objects in both buckets."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -317,7 +366,8 @@ def main() -> int:
     failed = False
     try:
         with phases.phase("engine"):
-            missing = [tool for tool in ("kcat", "debootstrap") if shutil.which(tool) is None]
+            tools = {"kcat": "kcat", "debootstrap": "debootstrap", "chromium": "chromium"}
+            missing = [package for tool, package in tools.items() if shutil.which(tool) is None]
             if missing:
                 apt_install(missing)
             engine = Engine(WORK / "logs" / "dockerd.log")
@@ -342,6 +392,8 @@ def main() -> int:
                 with phases.phase("kafka"):
                     for topic in TOPICS_READ_OUTSIDE:
                         read_outside(topic)
+                with phases.phase("browser"):
+                    check_pages()
                 with phases.phase("restart"):
                     check_restart(compose)
             except BaseException:

@@ -13,6 +13,7 @@ import structlog
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI, get_asyncapi_html
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Histogram, generate_latest
@@ -89,7 +90,9 @@ def create_service_app(
             yield
             log.info("service stopping")
 
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI's and ReDoc's assets served by the service itself (a
+    # package ships them), not from a CDN: the docs load on a machine without internet.
+    app = FastAPIOffline(
         title=f"flywheel-{name}",
         description=description,
         version=version,
