@@ -3,8 +3,8 @@
 Phases (each timed; the table is printed at the end, also on failure):
 
     engine    a Docker engine (started here when none answers; stopped again at the end, engine.py)
-    compose   Compose v2 (a `docker compose` plugin, or built once from the Go module proxy into .stack/bin)
-    images    every image, registry-less (images.py), sizes printed
+    images    every image, registry-less (images.py), sizes printed; beside it Compose v2 (a
+              `docker compose` plugin, or built once from the Go module proxy into .stack/bin)
     up        `docker compose up -d --wait` on ports that clash with no local stack, bound to 127.0.0.1
     health    every service's /health and MLflow's, from the host
     metrics   Prometheus' scrape targets are the compose services, and each serves /metrics
@@ -21,6 +21,7 @@ It fails, never skips: no engine, no image, an unhealthy service or an open loop
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -373,11 +374,12 @@ def main() -> int:
             engine = Engine(WORK / "logs" / "dockerd.log")
             engine.__enter__()
         try:
-            with phases.phase("compose"):
-                command = compose_command()
-                print("  " + subprocess.run([*command, "version"], capture_output=True, text=True).stdout.strip())
-            with phases.phase("images"):
+            # Compose (maybe a Go build, CPU) and the images (mostly downloads) side by side.
+            with phases.phase("images"), concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+                building_compose = pool.submit(compose_command)
                 variables = images.build_all()
+                command = building_compose.result()
+                print("  " + subprocess.run([*command, "version"], capture_output=True, text=True).stdout.strip())
             compose = Compose(command, variables)
             compose_config = yaml.safe_load(compose("config", capture=True))
             try:
