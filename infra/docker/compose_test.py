@@ -287,8 +287,8 @@ def render(address: str, shot: Path) -> tuple[str, float]:
     )
     if not shot.exists():
         raise RuntimeError(f"chromium took no screenshot of {address}")
-    pixels = Image.open(shot).convert("L").getdata()
-    inked = sum(1 for value in pixels if value < 200) / len(pixels)
+    histogram = Image.open(shot).convert("L").histogram()  # pixels per grey level, 0 (black) to 255
+    inked = sum(histogram[:200]) / sum(histogram)
     return dom, inked
 
 
@@ -309,22 +309,27 @@ def check_pages() -> None:
 def durable_state() -> dict[str, object]:
     """What must survive a restart: every topic's end offsets and the objects in both buckets."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
     from minio import Minio
 
+    bootstrap = f"{HOST}:{PORTS['KAFKA']}"
+
     async def offsets() -> dict[str, int]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=f"{HOST}:{PORTS['KAFKA']}")
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            topics = [topic for topic in await admin.list_topics() if not topic.startswith("__")]
+            described = await admin.describe_topics(topics)
+        finally:
+            await admin.close()
+        partitions = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
         await consumer.start()
         try:
-            partitions = [
-                TopicPartition(topic, p)
-                for topic in sorted(await consumer.topics())
-                if not topic.startswith("__")
-                for p in sorted(consumer.partitions_for_topic(topic) or [])
-            ]
             ends = await consumer.end_offsets(partitions)
-            return {f"{tp.topic}/{tp.partition}": end for tp, end in ends.items()}
         finally:
             await consumer.stop()
+        return {f"{tp.topic}/{tp.partition}": end for tp, end in ends.items()}
 
     client = Minio(f"{HOST}:{PORTS['MINIO']}", access_key="flywheel", secret_key="flywheel-secret", secure=False)
     objects = sorted(
@@ -342,7 +347,7 @@ def check_restart(compose: Compose) -> None:
     after = retry(durable_state, attempts=10)
     messages = sum(before["offsets"].values())
     if messages == 0 or not before["objects"]:
-        raise RuntimeError("nothing to keep: no messages or no objects before the restart")
+        raise RuntimeError(f"nothing to keep: {messages} messages, {len(before['objects'])} objects before the restart")
     # The services keep running, so there may be more afterwards, never less.
     lost = {k: v for k, v in before["offsets"].items() if after["offsets"].get(k, -1) < v}
     gone = sorted(set(before["objects"]) - set(after["objects"]))
