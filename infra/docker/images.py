@@ -46,6 +46,7 @@ DEFAULT_CA_DIR = Path("/usr/local/share/ca-certificates")
 DEBIAN = "flywheel-base/debian:bookworm"
 PYTHON = "flywheel-base/python:3.11-bookworm"
 FLYWHEEL = os.environ.get("FLYWHEEL_IMAGE", "flywheel:latest")
+BUILD_STAGE = "flywheel-build-stage:latest"
 
 
 def kafka_version() -> str:
@@ -91,16 +92,16 @@ def image_size(tag: str) -> int:
     return int(docker("image", "inspect", "--format", "{{.Size}}", tag).strip())
 
 
-def build(tag: str, context: Path, dockerfile: Path, args: dict[str, str], log: Path) -> float:
+def build(tag: str, context: Path, dockerfile: Path, args: dict[str, str], log: Path, target: str = "") -> float:
     """`docker build` with the classic builder (no BuildKit frontend image to pull); its output goes to log."""
     started = time.monotonic()
     wants_ca = "ARG EXTRA_CA_CERTS" in dockerfile.read_text()
     build_args = {**args, **({"EXTRA_CA_CERTS": extra_ca_certs()} if wants_ca else {})}
-    command = ["docker", "build", "--tag", tag, "--file", str(dockerfile)]
+    command = ["docker", "build", "--tag", tag, "--file", str(dockerfile), *(["--target", target] if target else [])]
     for key, value in build_args.items():
         command += ["--build-arg", f"{key}={value}"]
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("w") as out:
+    with log.open("a" if target else "w") as out:
         result = subprocess.run(
             [*command, str(context)], stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "DOCKER_BUILDKIT": "0"}
         )
@@ -188,7 +189,12 @@ def python(tag: str) -> float:
 
 
 def flywheel(tag: str) -> float:
-    return build(tag, ROOT, ROOT / "Dockerfile", {"BASE_IMAGE": PYTHON}, WORK / "logs" / "flywheel.log")
+    # The build stage gets a tag of its own: untagged, `docker image prune` would take its layers
+    # (the installed dependencies) and the next build would install them all again.
+    args, log = {"BASE_IMAGE": PYTHON}, WORK / "logs" / "flywheel.log"
+    return build(tag, ROOT, ROOT / "Dockerfile", args, log) + build(
+        BUILD_STAGE, ROOT, ROOT / "Dockerfile", args, log, target="build"
+    )
 
 
 def images() -> list[Image]:
