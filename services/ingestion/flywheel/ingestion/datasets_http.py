@@ -20,7 +20,7 @@ CHUNK = 1 << 16
 PARQUET = "application/vnd.apache.parquet"
 
 
-def create_dataset_router(catalog: DatasetCatalog, roller: Roller, seal_timeout_s: float = 10.0) -> APIRouter:
+def create_dataset_router(catalog: DatasetCatalog, roller: Roller, seal_timeout_s: float = 3.0) -> APIRouter:
     router = APIRouter(prefix="/datasets", tags=["datasets"])
 
     def known(dataset: str) -> None:

@@ -17,7 +17,7 @@ class IngestionSettings(ServiceSettings):
     version_max_rows: int = Field(default=1000, ge=1, description="Seal a dataset version at this many rows.")
     version_max_age_s: float = Field(default=15.0, gt=0, description="...or when its oldest row is this old.")
     seal_timeout_s: float = Field(
-        default=10.0, gt=0, description="POST /datasets/{d}/seal answers 503 after this long (the seal goes on)."
+        default=3.0, gt=0, description="POST /datasets/{d}/seal answers 503 after this long (the seal goes on)."
     )
     roller_group: str = Field(
         default="flywheel-ingestion-roller",
