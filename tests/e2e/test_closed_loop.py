@@ -12,7 +12,7 @@ pytestmark = pytest.mark.timeout(1200)
 
 async def test_concept_drift_is_detected_retrained_rolled_out_and_accuracy_recovers(services, topics):
     config = ScenarioConfig(
-        stable_records=800, max_drifted_records=5000, after_recovery_records=300, rate_per_s=60.0, timeout_s=1000
+        stable_records=800, max_drifted_records=12000, after_recovery_records=300, rate_per_s=60.0, timeout_s=1000
     )
     result = await Scenario(config, Console(force_terminal=False, width=140)).run()
     report(result, config, Console(width=140))
