@@ -451,6 +451,9 @@ def start(component: Component) -> subprocess.Popen | None:
     if running_pid(component):
         return None
     stop(component)  # stragglers of a previous run whose main process died
+    deadline = time.monotonic() + 10  # a process killed a moment ago may still be letting go of its port
+    while port_in_use(component.port) and time.monotonic() < deadline:
+        time.sleep(0.25)
     if port_in_use(component.port):
         raise StartFailed(
             component,

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from infra import stack as launcher
 
@@ -38,6 +39,10 @@ def kill(name: str, sig: signal.Signals = signal.SIGKILL) -> int:
     """Signal a component's whole process group, by the pid the launcher recorded; returns that pid."""
     pid = recorded_pid(name)
     os.killpg(pid, sig)
+    if sig == signal.SIGKILL:  # gone for good before anyone restarts it (its port is free again)
+        deadline = time.monotonic() + 15
+        while launcher.group_members(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
     return pid
 
 
