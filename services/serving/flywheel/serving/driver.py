@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import structlog
 
@@ -70,11 +69,12 @@ class RolloutDriver:
         try:
             candidate = await self._candidate(name, approved.version)
         except Exception as exc:
-            return await self._abort_unloaded(approved, champion.version, strategy, f"candidate failed to load: {exc}")
+            reason = f"candidate failed to load: {exc}"
+            return await self._abort_unloaded(approved, name, approved.version, champion.version, strategy, reason)
         rollout = Rollout(name, strategy, candidate, champion.version, self.steps_of(strategy), cause=approved)
         self.active[name] = rollout
         started = await self._emit(rollout, "started", f"{strategy} rollout of version {candidate.version}")
-        self._consider(rollout)
+        self.consider(rollout)
         return started
 
     def _seen_before(self, name: str, version: str) -> bool:
@@ -89,17 +89,25 @@ class RolloutDriver:
         return candidate
 
     async def _abort_unloaded(
-        self, cause: Event, champion_version: str | None, strategy: str, reason: str, **where: Any
+        self,
+        cause: Event,
+        name: str,
+        candidate_version: str,
+        champion_version: str | None,
+        strategy: str,
+        reason: str,
+        step: int = 0,
     ) -> RolloutStepped:
+        """End a rollout whose candidate never served, with the reason, caused by ``cause``."""
         aborted = RolloutStepped(
             producer=PRODUCER,
-            model_name=getattr(cause, "model_name", ""),
-            candidate_version=getattr(cause, "version", None) or getattr(cause, "candidate_version", ""),
+            model_name=name,
+            candidate_version=candidate_version,
             champion_version=champion_version,
             strategy=strategy,
             action="aborted",
+            step=step,
             reason=reason,
-            **where,
             **cause.caused(),
         )
         await self._publish(aborted)
@@ -132,6 +140,8 @@ class RolloutDriver:
             now_serving = champion.version if champion else "none"
             return await self._abort_unloaded(
                 last,
+                name,
+                last.candidate_version,
                 last.champion_version,
                 last.strategy,
                 f"serving restarted and the champion is now {now_serving}, not {last.champion_version}",
@@ -141,7 +151,9 @@ class RolloutDriver:
             candidate = await self._candidate(name, last.candidate_version)
         except Exception as exc:
             reason = f"serving restarted and the candidate failed to load: {exc}"
-            return await self._abort_unloaded(last, last.champion_version, last.strategy, reason, step=last.step)
+            return await self._abort_unloaded(
+                last, name, last.candidate_version, last.champion_version, last.strategy, reason, last.step
+            )
         steps = self.steps_of(last.strategy)
         rollout = Rollout(name, last.strategy, candidate, champion.version, steps, cause=last, step=last.step)
         self.active[name] = rollout
@@ -153,7 +165,8 @@ class RolloutDriver:
             "live figures start afresh",
         )
 
-    def _consider(self, rollout: Rollout) -> None:
+    def consider(self, rollout: Rollout) -> None:
+        """Decide on the rollout's latest figures; a step, promotion or rollback is applied in the background."""
         if rollout.deciding or self.active.get(rollout.model_name) is not rollout:
             return
         candidate, champion = rollout.figures["candidate"], rollout.figures["champion"]
@@ -216,15 +229,7 @@ class RolloutDriver:
         )
         rollout.cause = event
         self.remember(event)
-        log.info(
-            "rollout",
-            action=action,
-            model=rollout.model_name,
-            candidate=rollout.candidate.version,
-            step=rollout.step,
-            traffic=event.candidate_traffic,
-            reason=reason,
-        )
+        log.info("rollout", **event.model_dump(include={"action", "model_name", "candidate_version", "step", "reason"}))
         await self._publish(event)
         return event
 

@@ -148,7 +148,7 @@ class Engine:
             logged.append(self._entry(champion, records[index], rows[index], shadow_answer, elapsed_ms, served=False))
         PREDICT_LATENCY.labels(name).observe(elapsed_ms / 1000)
         if rollout is not None:
-            self._consider(rollout)
+            self.driver.consider(rollout)
         return done, logged
 
     def _live(self, name: str) -> VariantFigures:
@@ -221,7 +221,7 @@ class Engine:
             if variant == "candidate":
                 rollout.step_figures.labelled += 1
                 rollout.step_figures.correct += correct
-        self._consider(rollout)
+        self.driver.consider(rollout)
 
     # -- rollouts ---------------------------------------------------------------------
 
@@ -234,9 +234,6 @@ class Engine:
         for running in folded.running():  # a model served on demand is loaded before its rollout resumes
             await self.find_champion(running.model_name)
         return await self.driver.resume(folded)
-
-    def _consider(self, rollout: Rollout) -> None:
-        self.driver._consider(rollout)
 
     # -- champions and the guard after promotion ------------------------------------------------
 
