@@ -223,3 +223,18 @@ async def test_bad_version_names_are_404_not_500() -> None:
         assert (await http.get("/datasets/loans/versions/abc/data")).status_code == 404
         assert (await http.post("/datasets/nope/seal")).status_code == 404
         assert (await http.get("/datasets")).json()["loans"]["versions"] == []
+
+
+async def test_a_claim_the_object_store_refuses_owns_nothing_and_makes_the_roller_start_over() -> None:
+    """aiokafka swallows a rebalance listener's exception: the roller keeps it and raises it from its loop."""
+    store, published = MemoryStore(), []
+    roller = roller_on(store, published)
+
+    def down(prefix: str) -> list[str]:
+        raise ConnectionError("minio down")
+
+    store.list_keys = down  # type: ignore[method-assign]
+    consumer = await claimed(roller)
+    await feed(roller, [(0, 0, validated(0))])
+    assert consumer.positions == {} and roller.owned == set() and not roller.buffers["loans"].records
+    assert isinstance(roller._claim_failed, ConnectionError)

@@ -100,6 +100,7 @@ class Roller:
         self._remembered: set[tuple[str, str]] = set()
         self._lock = asyncio.Lock()
         self._last: dict[str, RecordValidated] = {}
+        self._claim_failed: Exception | None = None
 
     def checkpoint(self, dataset: str) -> dict[str, int]:
         return dict(self.checkpoints.get(dataset, {}))
@@ -177,6 +178,9 @@ class Roller:
             consumer.subscribe([RECORDS_VALIDATED.name], listener=_Handover(self, consumer))
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=1000)
+                if self._claim_failed is not None:
+                    failed, self._claim_failed = self._claim_failed, None
+                    raise failed
                 generation = self.generation
                 for tp, messages in batches.items():
                     for message in messages:
@@ -187,9 +191,18 @@ class Roller:
                 await consumer.stop()
 
     async def claim(self, consumer: AIOKafkaConsumer, assigned: list[TopicPartition]) -> None:
-        """Partitions assigned: read the checkpoints anew and resume each partition from them."""
-        await asyncio.to_thread(self._refresh)
-        beginnings = await consumer.beginning_offsets(assigned) if assigned else {}
+        """Partitions assigned: read the checkpoints anew and resume each partition from them.
+
+        aiokafka only logs what a rebalance listener raises and goes on consuming, so a failure
+        (the object store down) is kept for the consume loop to raise: the roller owns no
+        partition meanwhile, and starts over from the checkpoints after its backoff.
+        """
+        try:
+            await asyncio.to_thread(self._refresh)
+            beginnings = await consumer.beginning_offsets(assigned) if assigned else {}
+        except Exception as exc:
+            self._claim_failed = exc
+            return
         resume = {}
         async with self._lock:
             self.generation += 1
