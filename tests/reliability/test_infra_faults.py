@@ -9,7 +9,7 @@ import asyncio
 import httpx
 import pytest
 
-from flywheel.common.settings import KafkaSettings
+from flywheel.common.settings import KafkaSettings, MlflowSettings
 from flywheel.schemas import (
     PREDICTIONS,
     RECORDS_VALIDATED,
@@ -20,6 +20,7 @@ from tests.reliability.outcomes import (
     first_output,
     outcome,
     tag,
+    train_through,
 )
 from tests.reliability.traffic import SharedModel, Stream
 from tests.support import stack
@@ -67,3 +68,16 @@ async def test_minio_gone_for_30_s_while_versions_seal_seals_every_record_once(
     assert_exact(tallies, behind, text)
     # an outage is not the caller's fault: answered at once, sealed (200) or "not now" (503), never hung
     assert all(code in (200, 503) for code in statuses), f"seals while MinIO was gone: {statuses}"
+
+
+@pytest.mark.timeout(480)  # a training run on two busy cores, and a 30 s outage
+async def test_mlflow_gone_during_a_training_run_ends_the_run_exactly_once(
+    kafka: KafkaSettings, store_settings, mlflow_settings: MlflowSettings, model: SharedModel
+):
+    async def gone(stream: Stream, stage: str) -> str:
+        async with outage("mlflow", 30):  # MLflow is written to once the model is fit: be gone by then
+            await stream.send(1)
+        return f"MLflow down 30 s from training stage {stage!r}"
+
+    *_, ended = await train_through(kafka, store_settings, mlflow_settings, model.name, "mlflow", gone)
+    assert len(ended) == 1, f"run outcomes: {ended}"

@@ -24,11 +24,14 @@ from flywheel.schemas import (
     PREDICTIONS,
     RECORDS_VALIDATED,
     TRAINING_COMPLETED,
+    LabelObserved,
+    PredictionMade,
 )
 from tests.integration.test_training_runs import agrawal_rows, request_training, write_version
 from tests.reliability.conftest import restart, sigkill
 from tests.reliability.outcomes import (
     assert_exact,
+    counted,
     first_output,
     outcome,
     tag,
@@ -38,13 +41,15 @@ from tests.reliability.traffic import (
     FAST,
     SharedModel,
     Stream,
+    Tally,
     answered,
+    caught_up,
     drain,
     report,
     tally,
 )
 from tests.support import stack
-from tests.support.kafka import TopicReader
+from tests.support.kafka import TopicReader, producer, send_event
 
 pytestmark = [pytest.mark.usefixtures("topics"), pytest.mark.timeout(300)]
 
@@ -118,6 +123,73 @@ async def test_serving_killed_mid_stream_and_mid_canary_answers_every_request_on
     assert resumed or ended, f"the canary of v{active['candidate_version']} vanished at the restart ({killed_at=})"
 
 
+async def test_monitoring_killed_mid_stream_joins_every_label_to_its_prediction_once(
+    kafka: KafkaSettings, store_settings, model: SharedModel
+):
+    """Monitoring's inputs are the prediction log and labels: a dataset and model of this test alone."""
+    name = tag("monitoring")
+    total = 300
+    predictions = [
+        PredictionMade(
+            producer="reliability",
+            dataset=name,
+            prediction_id=f"{name}-{i}",
+            entity_id=f"{name}-e{i}",
+            model_name=name,
+            model_version="1",
+            variant="champion",
+            prediction=i % 2,
+            features={"salary": 20_000.0 + i},
+            latency_ms=1.0,
+        )
+        for i in range(total)
+    ]
+    labels = [
+        LabelObserved(producer="reliability", dataset=name, label=(i * 7) % 2, prediction_id=p.prediction_id)
+        for i, p in enumerate(predictions)
+    ]
+    monitoring = stack.service_url("monitoring")
+
+    async def seen() -> dict:
+        async with httpx.AsyncClient(timeout=10) as http:
+            response = await http.get(f"{monitoring}/drift", params={"model": name})
+        return response.json()["models"][0] if response.status_code == 200 else {}
+
+    async def publish(events) -> None:
+        send = await producer(kafka.bootstrap_servers)
+        try:
+            for event in events:
+                await send_event(send, event)
+        finally:
+            await send.stop()
+
+    async with Stream(kafka, name, model.name) as stream:
+        await stream.send(0)
+        await publish(predictions[: total // 2])
+        deadline = time.monotonic() + 60
+        while not (await seen()).get("predictions_seen") and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        pid = sigkill("monitoring")
+        await publish(predictions[total // 2 :])
+        await stream.send(1)
+        took = await restart("monitoring")
+        await caught_up(kafka, timeout=60)
+        await publish(labels)
+        lines, behind = await counted(stream, store_settings, kafka)
+        state = await seen()
+    joined = Tally("monitoring labels joined", total, distinct=state.get("labels_joined", 0))
+    predicted = Tally("monitoring predictions counted", total, distinct=state.get("predictions_seen", 0))
+    text = report(
+        f"SIGKILL monitoring (pid {pid}) mid-stream, back in {took:.0f} s",
+        *lines,
+        predicted,
+        joined,
+        f"consumer lag left: {behind or 'none'}",
+    )
+    assert_exact([*[t for t in lines if isinstance(t, Tally)], predicted, joined], behind, text)
+
+
+@pytest.mark.timeout(480)  # a training run on two busy cores, and a restart
 async def test_training_killed_mid_run_ends_the_run_exactly_once(
     kafka: KafkaSettings, store_settings, mlflow_settings: MlflowSettings, model: SharedModel
 ):

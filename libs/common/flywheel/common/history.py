@@ -1,8 +1,10 @@
 """Reading a topic's history once, from the beginning up to the end offsets of that moment.
 
-State that lives in memory (the online store, rollouts in progress) is rebuilt from the
-topic that is its log. The reader has no consumer group and commits nothing, so it never
-moves the offsets of the service's subscribers beside it.
+State that lives in memory (the online store, rollouts in progress, monitoring's windows) is
+rebuilt from the topic that is its log. The reader has no consumer group and commits
+nothing, so it never moves the offsets of the service's subscribers beside it. Read up to a
+group's committed offsets, it rebuilds exactly what that group's handlers had applied and
+acknowledged; the group resumes from there.
 """
 
 from __future__ import annotations
@@ -10,10 +12,33 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 
-async def read_history(bootstrap_servers: str, topic: str, batch: int = 2000) -> AsyncIterator[ConsumerRecord]:
-    """Every record of ``topic`` written before the call, partition by partition in offset order."""
+async def committed_offsets(bootstrap_servers: str, group_id: str, topic: str) -> dict[int, int]:
+    """The offsets ``group_id`` has committed on ``topic``, by partition (absent: nothing committed)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group_id)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
+
+
+async def read_history(
+    bootstrap_servers: str,
+    topic: str,
+    batch: int = 2000,
+    *,
+    upto: dict[int, int] | None = None,
+    last: int | None = None,
+) -> AsyncIterator[ConsumerRecord]:
+    """Every record of ``topic`` written before the call, partition by partition in offset order.
+
+    ``upto`` stops each partition at that offset instead (a partition it lacks is not read);
+    ``last`` reads at most that many records per partition, the newest.
+    """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -23,9 +48,13 @@ async def read_history(bootstrap_servers: str, topic: str, batch: int = 2000) ->
         if not partitions:
             return
         consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        beginnings = await consumer.beginning_offsets(partitions)
         ends = await consumer.end_offsets(partitions)
-        left = {tp for tp in partitions if ends[tp] > 0}
+        if upto is not None:
+            ends = {tp: min(end, upto.get(tp.partition, 0)) for tp, end in ends.items()}
+        for tp in partitions:
+            consumer.seek(tp, max(beginnings[tp], ends[tp] - last) if last is not None else beginnings[tp])
+        left = {tp for tp in partitions if ends[tp] > beginnings[tp] and ends[tp] > 0}
         while left:
             batches = await consumer.getmany(*left, timeout_ms=1000, max_records=batch)
             for tp, messages in batches.items():

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from functools import partial
 
 from fastapi import FastAPI
 
 from flywheel.common.components import Components
 from flywheel.common.datasets import DatasetCatalog
+from flywheel.common.kafka import consumer_options
 from flywheel.common.service import create_service_app
 from flywheel.monitoring.http import create_router
+from flywheel.monitoring.rebuild import rebuild
 from flywheel.monitoring.reference import load_reference
 from flywheel.monitoring.settings import MonitoringSettings
 from flywheel.monitoring.subscribers import register_subscribers
@@ -22,12 +26,22 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
     loader = partial(load_reference, parts.mlflow, DatasetCatalog(parts.store), settings.datasets_dir)
     watch = Watch(settings.monitor_config(), loader)
     register_subscribers(parts.broker, watch)
+
+    @contextlib.asynccontextmanager
+    async def refold(app: FastAPI) -> AsyncIterator[None]:
+        """Before the subscribers start: the monitors as they were when the group last committed."""
+        group = consumer_options("monitoring")["group_id"]
+        done = await rebuild(settings.kafka.bootstrap_servers, group, watch, settings.replay_last)
+        parts.log.info("monitors rebuilt", predictions=done.predictions, labels=done.labels, seconds=done.seconds)
+        yield
+
     app = create_service_app(
         name="monitoring",
         settings=settings,
         broker=parts.broker,
         checks=parts.checks(),
         routers=[create_router(watch)],
+        lifespans=[refold],
         description="Detects data and concept drift and raises alerts.",
     )
     app.state.watch = watch

@@ -30,6 +30,9 @@ class MonitoringSettings(ServiceSettings):
     detector: Literal["page_hinkley", "adwin"] = Field(default="page_hinkley", description="Error-stream detector.")
     retrain_cooldown_s: float = Field(default=600.0, description="At most one retrain request per champion per this.")
     renotify_s: float = Field(default=3600.0, description="Re-send a persisting alert after this long.")
+    replay_last: int = Field(
+        default=100_000, ge=0, description="On start, refold at most this many acknowledged messages per partition."
+    )
 
     def monitor_config(self) -> MonitorConfig:
         return MonitorConfig(

@@ -27,7 +27,9 @@ class TrainingSettings(ServiceSettings):
         default=300.0, ge=0, description="...for at most this long, then trains on the newest version."
     )
     max_runs_kept: int = Field(default=200, ge=1, description="Runs remembered for GET /runs.")
-    run_attempts: int = Field(default=3, ge=1, description="Attempts of a run whose failure may be transient.")
+    run_attempts: int = Field(
+        default=5, ge=1, description="Attempts of a run whose failure may be transient (the backoffs outlast ~30 s)."
+    )
     retry_backoff_s: float = Field(default=2.0, ge=0, description="Backoff before a run's second attempt; doubles.")
     handover_timeout_s: float = Field(
         default=240.0,
