@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AwareDatetime, BaseModel, Field
 
 from flywheel.schemas.envelope import Event
@@ -38,7 +40,11 @@ class DatasetManifest(BaseModel):
     created_at: AwareDatetime | None = None
     source_offsets: dict[str, int] | None = Field(
         default=None,
-        description="Kafka partition -> next offset of records.validated sealed up to: where a restart resumes.",
+        description="Kafka partition -> next offset of the source topic sealed up to: where a restart resumes.",
+    )
+    kind: Literal["records", "labels"] = Field(
+        default="records",
+        description="records: a batch of validated records (records.validated); labels: a batch of outcomes (labels).",
     )
 
 

@@ -84,34 +84,41 @@ class DataContract(BaseModel):
                     )
                 )
         for column, rule in self.columns.items():
-            value = data.get(column)
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                if not rule.nullable:
-                    problems.append(
-                        Violation(column=column, rule="nullable", value=None, message=f"{column} is required")
-                    )
-                clean[column] = None
-                continue
-            try:
-                coerced = _coerce(value, rule.type)
-            except OutOfRange as exc:
-                problems.append(
-                    Violation(column=column, rule="range", value=_jsonable(value), message=f"{column} {exc}")
-                )
-                continue
-            except (TypeError, ValueError) as exc:
-                problems.append(
-                    Violation(
-                        column=column,
-                        rule="type",
-                        value=_jsonable(value),
-                        message=f"{column} must be {rule.type}: {exc}",
-                    )
-                )
-                continue
-            problems += _range_and_category(column, rule, coerced)
-            clean[column] = coerced
+            coerced, broken = _check_value(column, rule, data.get(column))
+            problems += broken
+            if not broken or broken[0].rule == "nullable" or coerced is not None:
+                clean[column] = coerced
         return clean, problems
+
+    def check_label(self, value: Any) -> tuple[Any, list[Violation]]:
+        """Coerce an outcome to the label column's type; a missing outcome is a violation too.
+
+        >>> contract = DataContract(dataset="d", version="1", entity_key="id", timestamp="ts", label="y",
+        ...     columns={"id": {"type": "str"}, "ts": {"type": "datetime"},
+        ...              "y": {"type": "int", "nullable": True, "categories": [0, 1]}})
+        >>> contract.check_label(1)[0], [p.rule for p in contract.check_label(7)[1]]
+        (1, ['category'])
+        """
+        if self.label is None:
+            return None, [Violation(column="label", rule="unknown", value=None, message="the contract has no label")]
+        rule = self.columns[self.label].model_copy(update={"nullable": False})
+        return _check_value(self.label, rule, value)
+
+
+def _check_value(column: str, rule: ColumnRule, value: Any) -> tuple[Any, list[Violation]]:
+    """One value coerced to its column's type, and the rules it breaks (coerced is None when it breaks one)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        if rule.nullable:
+            return None, []
+        return None, [Violation(column=column, rule="nullable", value=None, message=f"{column} is required")]
+    try:
+        coerced = _coerce(value, rule.type)
+    except OutOfRange as exc:
+        return None, [Violation(column=column, rule="range", value=_jsonable(value), message=f"{column} {exc}")]
+    except (TypeError, ValueError) as exc:
+        message = f"{column} must be {rule.type}: {exc}"
+        return None, [Violation(column=column, rule="type", value=_jsonable(value), message=message)]
+    return coerced, _range_and_category(column, rule, coerced)
 
 
 def _range_and_category(column: str, rule: ColumnRule, value: Any) -> list[Violation]:

@@ -13,11 +13,17 @@ Two shapes of training data:
 
 Either way the values are computed by ``FeatureSet.compute`` (through ``frame``), the
 one implementation online and serving also run, so offline and online cannot disagree.
+
+Labels that arrive later are data too (sealed batches of ``labels``): ``attach_labels`` is
+the one label join of training data. A label names its record, or its entity and the
+time of the outcome (then it labels the entity's latest record at or before that time,
+never a later one); of several labels for one record the latest observed wins.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -29,6 +35,10 @@ FEATURE_TIME = "feature_time"
 """The column naming the timestamp of the record each row's features came from."""
 
 _ENTITY, _TIME, _ROW = "__entity", "__time", "__row"
+
+LABEL_ID = "label_event_id"
+LABEL_COLUMNS = (LABEL_ID, "record_id", "entity_id", "prediction_id", "label", "observed_at")
+"""The columns of a sealed label batch."""
 
 
 def _times(values: pd.Series) -> pd.Series:
@@ -149,3 +159,102 @@ def label_frame(events: Iterable[Any], *, entity_key: str, timestamp: str, label
     frame = pd.DataFrame(rows, columns=[entity_key, timestamp, label])
     frame[timestamp] = _times(frame[timestamp])
     return frame
+
+
+@dataclass(frozen=True)
+class LabelJoin:
+    """What the label join did, for the run's record."""
+
+    rows: int
+    labelled_with_record: int
+    labelled_late: int
+    unlabelled_left_out: int
+    labels: int
+    labels_superseded: int
+    labels_unmatched: int
+
+    def as_metrics(self) -> dict[str, float]:
+        return {f"labels.{k}": float(v) for k, v in asdict(self).items()}
+
+
+def attach_labels(
+    records: pd.DataFrame,
+    labels: pd.DataFrame,
+    *,
+    entity_key: str,
+    timestamp: str,
+    label: str,
+    record_id: str = "record_id",
+) -> tuple[pd.DataFrame, LabelJoin]:
+    """The records with the outcomes of ``labels`` (a sealed batch's columns) in their ``label`` column.
+
+    A label with a ``record_id`` labels that record; one with only an entity labels the
+    entity's latest record at or before its ``observed_at``; one that names neither (only a
+    prediction) or matches no record is counted as unmatched. Of several labels for one
+    record the latest observed wins (the others are counted as superseded); a late label
+    replaces the record's own. Rows left without a label stay, for the caller to leave out.
+
+    >>> records = pd.DataFrame({"record_id": ["r1", "r2", "r3"], "id": ["a", "a", "b"],
+    ...     "ts": ["2026-01-01T10:00Z", "2026-01-01T12:00Z", "2026-01-01T10:00Z"], "y": [None, None, 1]})
+    >>> labels = pd.DataFrame({"label_event_id": ["e1", "e2", "e3", "e4"], "record_id": ["r1", "r1", None, None],
+    ...     "entity_id": [None, None, "a", "b"], "prediction_id": [None] * 4, "label": [0, 1, 1, 0],
+    ...     "observed_at": ["2026-01-01T11:00Z", "2026-01-01T11:30Z", "2026-01-01T12:30Z", "2026-01-01T09:00Z"]})
+    >>> frame, join = attach_labels(records, labels, entity_key="id", timestamp="ts", label="y")
+    >>> [int(v) for v in frame["y"]], join.labelled_late, join.labels_superseded, join.labels_unmatched
+    ([1, 1, 1], 2, 1, 1)
+    """
+    frame = records.copy()
+    if label not in frame.columns:
+        frame[label] = pd.Series([None] * len(frame), dtype=object)
+    own = frame[label].notna()
+    if labels.empty or record_id not in frame.columns:
+        counts = LabelJoin(len(frame), int(own.sum()), 0, int((~own).sum()), len(labels), 0, len(labels))
+        return frame, counts
+    targets = _targets(frame, labels, entity_key=entity_key, timestamp=timestamp, record_id=record_id)
+    placed = labels.assign(__target=targets, __observed=_times(labels["observed_at"]))
+    placed = placed[placed["__target"].notna()]
+    latest = placed.sort_values("__observed", kind="stable").drop_duplicates("__target", keep="last")
+    outcome = dict(zip(latest["__target"], latest["label"], strict=True))
+    late = frame[record_id].astype(str).map(outcome)
+    has_late = late.notna() & frame[record_id].notna()
+    values = frame[label].astype(object).where(~has_late, late.astype(object))
+    frame[label] = values.where(values.notna(), None)
+    labelled = frame[label].notna()
+    return frame, LabelJoin(
+        rows=len(frame),
+        labelled_with_record=int((own & ~has_late).sum()),
+        labelled_late=int(has_late.sum()),
+        unlabelled_left_out=int((~labelled).sum()),
+        labels=len(labels),
+        labels_superseded=len(placed) - len(latest),
+        labels_unmatched=len(labels) - len(placed),
+    )
+
+
+def _targets(
+    records: pd.DataFrame, labels: pd.DataFrame, *, entity_key: str, timestamp: str, record_id: str
+) -> pd.Series:
+    """The record id each label labels (None when it labels none of ``records``)."""
+    known = set(records[record_id].dropna().astype(str))
+    by_record = labels["record_id"].map(lambda r: str(r) if pd.notna(r) and str(r) in known else None)
+    by_entity = labels["record_id"].isna() & labels["entity_id"].notna()
+    targets = by_record.astype(object)
+    if by_entity.any() and entity_key in records.columns and timestamp in records.columns:
+        right = pd.DataFrame(
+            {
+                _ENTITY: _entities(records[entity_key]).to_numpy(),
+                _TIME: _times(records[timestamp]).to_numpy(),
+                "__record": records[record_id].astype(str).to_numpy(),
+            }
+        )
+        right = right[right[_ENTITY].notna() & right[_TIME].notna()].sort_values(_TIME, kind="stable")
+        left = pd.DataFrame(
+            {
+                _ROW: labels.index[by_entity],
+                _ENTITY: _entities(labels.loc[by_entity, "entity_id"]).to_numpy(),
+                _TIME: _times(labels.loc[by_entity, "observed_at"]).to_numpy(),
+            }
+        ).sort_values(_TIME, kind="stable")
+        joined = pd.merge_asof(left, right, on=_TIME, by=_ENTITY, direction="backward", allow_exact_matches=True)
+        targets.loc[joined[_ROW].to_numpy()] = joined["__record"].where(joined["__record"].notna(), None).to_numpy()
+    return targets

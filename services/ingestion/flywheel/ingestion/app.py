@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -12,12 +12,13 @@ from fastapi import FastAPI
 from flywheel.common.components import Components
 from flywheel.common.contracts import load_contracts
 from flywheel.common.datasets import DatasetCatalog
-from flywheel.common.kafka import SeenEvents, publish_event
+from flywheel.common.kafka import InvalidMessage, SeenEvents, publish_dead_letter, publish_event
 from flywheel.common.service import create_service_app
 from flywheel.ingestion.datasets_http import create_dataset_router
 from flywheel.ingestion.http import create_router
 from flywheel.ingestion.roller import Roller
 from flywheel.ingestion.settings import IngestionSettings
+from flywheel.ingestion.sources import LABELS_SOURCE
 from flywheel.ingestion.subscribers import register_subscribers
 from flywheel.schemas import Event
 
@@ -44,25 +45,56 @@ def create_app(settings: IngestionSettings | None = None) -> FastAPI:
         group_id=settings.roller_group,
     )
 
-    def report_stop(done: asyncio.Task) -> None:
-        if not done.cancelled() and done.exception() is not None:
-            roller.state = "failed"
-            parts.log.error("roller stopped", error=repr(done.exception()))
+    async def dead_letter(raw: Any, reason: str) -> None:
+        await publish_dead_letter(parts.broker, raw, InvalidMessage(reason), service="ingestion", attempts=1)
+
+    labels = Roller(
+        DatasetCatalog.labels(parts.store),
+        contracts,
+        publish,
+        settings.kafka.bootstrap_servers,
+        bucket=settings.s3.bucket,
+        max_rows=settings.version_max_rows,
+        max_age_s=settings.version_max_age_s,
+        group_id=f"{settings.roller_group}-labels",
+        source=LABELS_SOURCE,
+        ready=lambda label: label.record_id is None or roller.knows(label.dataset, label.record_id),
+        wait_s=settings.label_wait_s,
+        dead_letter=dead_letter,
+    )
+    rollers = {"records": roller, "labels": labels}
+
+    def report_stop(which: Roller) -> Callable[[asyncio.Task], None]:
+        def stopped(done: asyncio.Task) -> None:
+            if not done.cancelled() and done.exception() is not None:
+                which.state = "failed"
+                parts.log.error("roller stopped", source=which.source.topic, error=repr(done.exception()))
+
+        return stopped
 
     @contextlib.asynccontextmanager
     async def roll_versions(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(roller.run())
-        task.add_done_callback(report_stop)
+        tasks = []
+        for each in rollers.values():
+            tasks.append(asyncio.create_task(each.run()))
+            tasks[-1].add_done_callback(report_stop(each))
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def roller_check() -> bool:
-        return roller.state != "recovering"
+        return all(each.state != "recovering" for each in rollers.values())
 
     def status() -> dict[str, Any]:
-        return {"roller": roller.state, "buffered_rows": {d: len(b.records) for d, b in roller.buffers.items()}}
+        return {
+            "roller": roller.state,
+            "labels_roller": labels.state,
+            "buffered_rows": {d: len(b.records) for d, b in roller.buffers.items()},
+            "buffered_labels": {d: len(b.records) for d, b in labels.buffers.items()},
+            "waiting_labels": {d: len(w.held) for d, w in labels.waiting.items()},
+        }
 
     return create_service_app(
         name="ingestion",
@@ -71,7 +103,7 @@ def create_app(settings: IngestionSettings | None = None) -> FastAPI:
         checks={**parts.checks(), "roller": roller_check},
         routers=[
             create_router(parts.broker, contracts, seen_records, settings.max_batch),
-            create_dataset_router(catalog, roller, settings.seal_timeout_s),
+            create_dataset_router(catalog, roller, settings.seal_timeout_s, labels),
         ],
         lifespans=[roll_versions],
         description="Validates records against data contracts and versions them into datasets.",

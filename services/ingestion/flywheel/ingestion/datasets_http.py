@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
@@ -20,7 +20,9 @@ CHUNK = 1 << 16
 PARQUET = "application/vnd.apache.parquet"
 
 
-def create_dataset_router(catalog: DatasetCatalog, roller: Roller, seal_timeout_s: float = 3.0) -> APIRouter:
+def create_dataset_router(
+    catalog: DatasetCatalog, roller: Roller, seal_timeout_s: float = 3.0, labels: Roller | None = None
+) -> APIRouter:
     router = APIRouter(prefix="/datasets", tags=["datasets"])
 
     def known(dataset: str) -> None:
@@ -96,20 +98,62 @@ def create_dataset_router(catalog: DatasetCatalog, roller: Roller, seal_timeout_
             headers["Content-Length"] = body.headers["Content-Length"]
         return StreamingResponse(chunks(), media_type=PARQUET, headers=headers)
 
-    @router.post("/{dataset}/seal", responses=problems(404, 503))
-    async def seal(dataset: str) -> dict[str, Any]:
-        """Seal the rows buffered for a dataset into a version now, without waiting for size or age."""
+    async def seal_now(which: Roller, dataset: str, what: str) -> dict[str, Any]:
         known(dataset)
         # shielded: a seal the object store is slow to take goes on (the roller owns it), the caller hears 503
-        sealing = asyncio.ensure_future(roller.seal_now(dataset))
+        sealing = asyncio.ensure_future(which.seal_now(dataset))
         try:
             sealed = await asyncio.wait_for(asyncio.shield(sealing), seal_timeout_s)
         except TimeoutError as exc:
             raise HTTPException(
-                503, f"sealing {dataset} is taking over {seal_timeout_s:g} s (is the object store down?); it goes on"
+                503,
+                f"sealing {what} of {dataset} is taking over {seal_timeout_s:g} s (is the object store down?)"
+                "; it goes on",
             ) from exc
         except Exception as exc:  # the buffer is intact; the roller retries by age
-            raise HTTPException(503, f"could not seal {dataset} now: {type(exc).__name__}: {exc}"[:300]) from exc
+            raise HTTPException(
+                503, f"could not seal {what} of {dataset} now: {type(exc).__name__}: {exc}"[:300]
+            ) from exc
         return {"sealed": sealed is not None, "manifest": sealed.model_dump(mode="json") if sealed else None}
 
+    @router.post("/{dataset}/seal", responses=problems(404, 503))
+    async def seal(dataset: str) -> dict[str, Any]:
+        """Seal the rows buffered for a dataset into a version now, without waiting for size or age."""
+        return await seal_now(roller, dataset, "records")
+
+    if labels is not None:
+        label_router(router, labels, known, seal_now)
+
     return router
+
+
+def label_router(router: APIRouter, labels: Roller, known: Callable[[str], None], seal_now: Callable) -> None:
+    """The label batches of a dataset: listed, and sealed on demand."""
+
+    @router.get("/{dataset}/labels", responses=problems(404, 503))
+    async def label_batches(dataset: str) -> dict[str, Any]:
+        """The sealed label batches of a dataset (oldest first), and the labels buffered or waiting for their record."""
+        known(dataset)
+        try:
+            manifests = await asyncio.to_thread(labels.catalog.manifests, dataset)
+        except Exception as exc:
+            raise HTTPException(503, f"the object store did not answer: {type(exc).__name__}"[:300]) from exc
+        return {
+            "buffered_labels": len(labels.buffers[dataset].records),
+            "waiting_for_their_record": len(labels.waiting[dataset].held),
+            "batches": [
+                {
+                    "version": m.version,
+                    "labels": m.row_count,
+                    "observed_min": m.time_min,
+                    "observed_max": m.time_max,
+                    "created_at": m.created_at,
+                }
+                for m in manifests
+            ],
+        }
+
+    @router.post("/{dataset}/labels/seal", responses=problems(404, 503))
+    async def seal_labels(dataset: str) -> dict[str, Any]:
+        """Seal the labels buffered for a dataset into a batch now (labels waiting for their record stay)."""
+        return await seal_now(labels, dataset, "labels")

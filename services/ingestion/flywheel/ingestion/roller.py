@@ -18,6 +18,11 @@ over from the checkpoints after a backoff: the restart path is the recovery path
 A validated record can still reach the topic twice (a crash after publishing it and before
 committing its submission). The roller remembers the record ids of recent versions (loaded
 from them, ``remember_rows`` at most) and seals each id once.
+
+The same roller seals label batches from ``labels`` (a ``Source`` says what it reads and how
+it seals). A label naming a record the records' roller does not know yet is held back, at
+most ``wait_s``, then dead-lettered with the reason; a held label also holds its partition's
+checkpoint back, so a restart reads it again (the labels sealed after it are skipped by id).
 """
 
 from __future__ import annotations
@@ -27,34 +32,24 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from uuid import NAMESPACE_URL, uuid5
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from pydantic import ValidationError
 
 from flywheel.common.contracts import DataContract
-from flywheel.common.datasets import PREFIX, DatasetCatalog
+from flywheel.common.datasets import DatasetCatalog
 from flywheel.common.kafka import SeenEvents
 from flywheel.ingestion.metrics import BUFFERED, RECOVERIES, VERSIONS
-from flywheel.ingestion.versions import RECORD_ID, Buffered, merge_offsets, seal
-from flywheel.schemas import RECORDS_VALIDATED, DatasetManifest, DatasetVersioned, Event, RecordValidated
+from flywheel.ingestion.sources import RECORDS_SOURCE, Source, versioned_event
+from flywheel.ingestion.versions import Buffered, Held, Waiting, merge_offsets
+from flywheel.schemas import DatasetManifest, Event
 
 log = structlog.get_logger(__name__)
 
 Publish = Callable[[Event], Awaitable[None]]
-
-
-def versioned_event(manifest: DatasetManifest, cause: RecordValidated | None) -> DatasetVersioned:
-    """The event announcing a version; its id derives from dataset and version, so a re-publish dedups."""
-    return DatasetVersioned(
-        event_id=uuid5(NAMESPACE_URL, f"flywheel:dataset:{manifest.dataset}:{manifest.version}"),
-        producer="ingestion",
-        dataset=manifest.dataset,
-        version=manifest.version,
-        manifest=manifest,
-        **(cause.caused() if cause else {}),
-    )
+DeadLetter = Callable[[Any, str], Awaitable[None]]
 
 
 class _Handover(ConsumerRebalanceListener):
@@ -83,14 +78,21 @@ class Roller:
         session_timeout_ms: int = 10_000,
         max_backoff_s: float = 30.0,
         remember_rows: int = 1_000_000,
+        source: Source = RECORDS_SOURCE,
+        ready: Callable[[Any], bool] | None = None,
+        wait_s: float = 600.0,
+        dead_letter: DeadLetter | None = None,
     ) -> None:
         self.catalog, self.contracts, self.publish = catalog, contracts, publish
         self.bootstrap_servers, self.bucket, self.group_id = bootstrap_servers, bucket, group_id
         self.max_rows, self.max_age_s = max_rows, max_age_s
         self.session_timeout_ms, self.max_backoff_s = session_timeout_ms, max_backoff_s
         self.remember_rows = remember_rows
+        self.source, self.ready, self.wait_s, self.dead_letter = source, ready, wait_s, dead_letter
         self.sealed: dict[str, SeenEvents] = {name: SeenEvents(capacity=remember_rows) for name in contracts}
-        self.buffers: dict[str, Buffered] = {name: Buffered() for name in contracts}
+        self.buffers: dict[str, Buffered] = {name: Buffered(key=source.key) for name in contracts}
+        self.waiting: dict[str, Waiting] = {name: Waiting() for name in contracts}
+        self.read: dict[str, dict[str, int]] = {name: {} for name in contracts}  # partition -> next offset taken
         self.checkpoints: dict[str, dict[str, int]] = {name: {} for name in contracts}
         self.latest: dict[str, DatasetManifest | None] = {name: None for name in contracts}
         self.owned: set[int] = set()
@@ -99,11 +101,15 @@ class Roller:
         self._known: dict[str, dict[str, DatasetManifest]] = {name: {} for name in contracts}
         self._remembered: set[tuple[str, str]] = set()
         self._lock = asyncio.Lock()
-        self._last: dict[str, RecordValidated] = {}
+        self._last: dict[str, Event] = {}
         self._claim_failed: Exception | None = None
 
     def checkpoint(self, dataset: str) -> dict[str, int]:
         return dict(self.checkpoints.get(dataset, {}))
+
+    def knows(self, dataset: str, key: str) -> bool:
+        """Whether an item of this key is sealed (among the remembered) or buffered."""
+        return key in self.sealed.get(dataset, ()) or key in self.buffers.get(dataset, Buffered()).records
 
     # --- the object store side: what is sealed already -------------------------------------------
 
@@ -111,7 +117,7 @@ class Roller:
         """Read the versions sealed so far (new manifests only: versions are immutable)."""
         for dataset in self.contracts:
             known = self._known[dataset]
-            keys = self.catalog.store.list_keys(f"{PREFIX}/{dataset}/")
+            keys = self.catalog.store.list_keys(f"{self.catalog.prefix}/{dataset}/")
             for key in keys:
                 version = key.split("/")[-2]
                 if key.endswith("/manifest.json") and version not in known:
@@ -137,8 +143,8 @@ class Roller:
             if (dataset, manifest.version) not in self._remembered:
                 recent.append(manifest)
         for manifest in reversed(recent):  # oldest first, so the newest are forgotten last
-            for record_id in self.catalog.load(dataset, manifest.version)[RECORD_ID]:
-                self.sealed[dataset].first_time(record_id)
+            for key in self.catalog.load(dataset, manifest.version)[self.source.id_column]:
+                self.sealed[dataset].first_time(key)
             self._remembered.add((dataset, manifest.version))
 
     # --- the Kafka side ---------------------------------------------------------------------------
@@ -175,7 +181,7 @@ class Roller:
         )
         await consumer.start()
         try:
-            consumer.subscribe([RECORDS_VALIDATED.name], listener=_Handover(self, consumer))
+            consumer.subscribe([self.source.topic], listener=_Handover(self, consumer))
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=1000)
                 if self._claim_failed is not None:
@@ -184,7 +190,7 @@ class Roller:
                 generation = self.generation
                 for tp, messages in batches.items():
                     for message in messages:
-                        await self._take(generation, tp.partition, message.offset, message.value)
+                        await self._take(generation, tp.partition, message.offset, message.value, message)
         finally:
             await self.release()
             with contextlib.suppress(Exception):
@@ -220,33 +226,68 @@ class Roller:
             self.generation += 1
             self.owned = set()
             dropped = {d: len(b.records) for d, b in self.buffers.items() if b.records}
-            self.buffers = {name: Buffered() for name in self.contracts}
+            self.buffers = {name: Buffered(key=self.source.key) for name in self.contracts}
+            self.waiting = {name: Waiting() for name in self.contracts}
+            self.read = {name: {} for name in self.contracts}
             self._last.clear()
             for dataset in self.contracts:
                 BUFFERED.labels(dataset).set(0)
         if dropped:
             log.info("roller released its partitions; buffered rows will be read again", dropped=dropped)
 
-    async def _take(self, generation: int, partition: int, offset: int, value: bytes) -> None:
+    async def _take(self, generation: int, partition: int, offset: int, value: bytes, raw: Any = None) -> None:
         try:
-            record = RecordValidated.model_validate_json(value)
+            record = self.source.parse(value)
         except ValidationError:
-            return  # not ours to judge: ingestion wrote it; the dead-letter path is upstream
-        if record.dataset not in self.contracts:
+            return  # not ours to judge: the topic's subscribers dead-letter what does not parse
+        dataset = record.dataset
+        if dataset not in self.contracts:
             return
         async with self._lock:
             if generation != self.generation or partition not in self.owned:
                 return  # fetched before a rebalance: the partition was re-seeked, or is someone else's
-            if offset < self.checkpoints[record.dataset].get(str(partition), 0):
+            if offset < self.checkpoints[dataset].get(str(partition), 0):
                 return  # already in a sealed version
-            if record.record_id in self.sealed[record.dataset]:
-                return  # validated twice (a redelivered submission); sealed once already
-            buffer = self.buffers[record.dataset]
-            if buffer.add(record, partition, offset, time.monotonic()):
-                self._last[record.dataset] = record
-            BUFFERED.labels(record.dataset).set(len(buffer.records))
-            if buffer.due(time.monotonic(), self.max_rows, self.max_age_s):
-                await self._seal(record.dataset)
+            self.read[dataset] = merge_offsets(self.read[dataset], {str(partition): offset + 1})
+            key = self.source.key(record)
+            if key in self.sealed[dataset]:
+                return  # seen twice (a redelivered submission); sealed once already
+            invalid = self.source.invalid(record, self.contracts[dataset])
+            if invalid is not None:
+                await self._reject(raw, invalid)
+                return
+            if self.ready is not None and not self.ready(record):
+                self.waiting[dataset].hold(key, Held(record, partition, offset, time.monotonic(), raw))
+                return
+            self._buffer(dataset, record, partition, offset)
+            if self.buffers[dataset].due(time.monotonic(), self.max_rows, self.max_age_s):
+                await self._seal(dataset)
+
+    def _buffer(self, dataset: str, record: Any, partition: int, offset: int) -> None:
+        buffer = self.buffers[dataset]
+        if buffer.add(record, partition, offset, time.monotonic()):
+            self._last[dataset] = record
+        BUFFERED.labels(dataset).set(len(buffer.records))
+
+    async def _reject(self, raw: Any, reason: str) -> None:
+        log.warning("not sealed; dead-lettered", topic=self.source.topic, reason=reason)
+        if self.dead_letter is not None and raw is not None:
+            await self.dead_letter(raw, reason)
+
+    async def _release_waiting(self, dataset: str) -> None:
+        """Held items whose time came: the ready into the buffer, the expired to dead letters."""
+        if not self.waiting[dataset].held or self.ready is None:
+            return
+        done, expired = self.waiting[dataset].release(self.ready, time.monotonic(), self.wait_s)
+        for held in done:
+            if self.source.key(held.item) not in self.sealed[dataset]:
+                self._buffer(dataset, held.item, held.partition, held.offset)
+        for held in expired:
+            await self._reject(
+                held.raw,
+                f"{self.source.topic}: waited {self.wait_s:g} s for what it names: "
+                + (f"no record {getattr(held.item, 'record_id', None)!r} of dataset {dataset!r}"),
+            )
 
     async def _tick(self) -> None:
         """Seal by age: a buffer's oldest row waits at most ``max_age_s`` (plus the tick)."""
@@ -254,10 +295,13 @@ class Roller:
         while True:
             await asyncio.sleep(period)
             for dataset in self.contracts:
-                if not self.buffers[dataset].due(time.monotonic(), self.max_rows, self.max_age_s):
+                if not self.waiting[dataset].held and not self.buffers[dataset].due(
+                    time.monotonic(), self.max_rows, self.max_age_s
+                ):
                     continue
                 try:
                     async with self._lock:
+                        await self._release_waiting(dataset)
                         if self.buffers[dataset].due(time.monotonic(), self.max_rows, self.max_age_s):
                             await self._seal(dataset)
                 except Exception as exc:  # the buffer is intact: the next tick tries again
@@ -266,6 +310,7 @@ class Roller:
     async def seal_now(self, dataset: str) -> DatasetManifest | None:
         """Seal what is buffered for a dataset now (``POST /datasets/{dataset}/seal``)."""
         async with self._lock:
+            await self._release_waiting(dataset)
             return await self._seal(dataset) if self.buffers[dataset].records else None
 
     async def _seal(self, dataset: str) -> DatasetManifest:
@@ -274,11 +319,14 @@ class Roller:
         Raises only while the buffer is still intact (nothing sealed yet).
         """
         buffer = self.buffers[dataset]
-        manifest, data = seal(
+        manifest, data = self.source.seal(
             list(buffer.records.values()),
             self.contracts[dataset],
             parent=self.latest.get(dataset),
-            offsets=merge_offsets(self.checkpoints[dataset], buffer.offsets),
+            # what was read is sealed, skipped or dead-lettered, but for the labels still held back
+            offsets=self.waiting[dataset].cap(
+                merge_offsets(self.checkpoints[dataset], buffer.offsets, self.read[dataset])
+            ),
             bucket=self.bucket,
             created_at=datetime.now(UTC),
         )
@@ -289,7 +337,7 @@ class Roller:
         self._remembered.add((dataset, manifest.version))
         self.checkpoints[dataset] = dict(manifest.source_offsets or {})
         self.latest[dataset] = manifest
-        self.buffers[dataset] = Buffered()
+        self.buffers[dataset] = Buffered(key=self.source.key)
         BUFFERED.labels(dataset).set(0)
         VERSIONS.labels(dataset).inc()
         event = versioned_event(manifest, self._last.pop(dataset, None))

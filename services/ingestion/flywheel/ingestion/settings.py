@@ -19,6 +19,9 @@ class IngestionSettings(ServiceSettings):
     seal_timeout_s: float = Field(
         default=3.0, gt=0, description="POST /datasets/{d}/seal answers 503 after this long (the seal goes on)."
     )
+    label_wait_s: float = Field(
+        default=600.0, gt=0, description="A label naming a record not seen yet waits this long, then is dead-lettered."
+    )
     roller_group: str = Field(
         default="flywheel-ingestion-roller",
         description="Consumer group the rollers of all replicas share: it only assigns partitions (no commits).",
