@@ -4,7 +4,17 @@ from faststream.kafka import TestKafkaBroker
 
 from flywheel.common.kafka import create_broker
 from flywheel.common.settings import KafkaSettings
-from flywheel.schemas import DEADLETTERS, MONITORING_DRIFT, TRAINING_REQUESTED, DriftDetected, TrainModel
+from flywheel.schemas import (
+    DATASETS_VERSIONED,
+    DEADLETTERS,
+    MONITORING_DRIFT,
+    TRAINING_REQUESTED,
+    DatasetManifest,
+    DatasetVersioned,
+    DriftDetected,
+    TrainModel,
+)
+from flywheel.training.arrivals import Arrivals
 from flywheel.training.coalesce import Coalescer
 from flywheel.training.ended import EndedRequests
 from flywheel.training.intake import Intake
@@ -20,15 +30,27 @@ class FakeCoalescer(Coalescer):
         self.submitted.append(request)
 
 
-async def wired():
+async def wired(arrivals: Arrivals | None = None):
     from flywheel.training.subscribers import register_subscribers
 
     broker = create_broker(KafkaSettings(retry_backoff_s=0), service="training-test")
     coalescer = FakeCoalescer()
     intake = Intake(coalescer, EndedRequests())
-    register_subscribers(broker, intake, "training-test")
+    register_subscribers(broker, intake, "training-test", arrivals or Arrivals())
     await intake.assigned({0})  # what the consumer group does before any message arrives
     return broker, coalescer
+
+
+async def test_every_sealed_version_or_label_batch_is_heard_as_an_arrival_of_its_dataset():
+    arrivals = Arrivals()
+    broker, _ = await wired(arrivals)
+    manifest = DatasetManifest(
+        dataset="loans", version="v", content_hash="v", row_count=1, columns={}, uri="", kind="labels"
+    )
+    versioned = DatasetVersioned(dataset="loans", version="v", manifest=manifest, producer="t")
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish(versioned.to_bytes(), DATASETS_VERSIONED.name)
+    assert arrivals.heard == {"loans": 1}
 
 
 async def test_a_retrain_drift_publishes_a_train_command_that_reaches_the_coalescer():

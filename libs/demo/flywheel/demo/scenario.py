@@ -1,7 +1,9 @@
 """The closed-loop scenario of `make demo` and the end-to-end test, against the running stack.
 
-1. Labelled loan applications flow in; a first model is trained, gated and becomes champion.
-2. Applications are scored by serving; their labels arrive a little later; no drift.
+1. Loan applications flow in, and their outcomes later, on their own (as a real client sends
+   them: records unlabelled on ``records.raw``, labels 1-5 s late and shuffled on ``labels``);
+   a first model is trained, gated and becomes champion.
+2. Applications are scored by serving; their labels arrive later; no drift.
 3. The concept changes (Agrawal classification function A -> B). Monitoring detects it, the
    trainer retrains on the newest data version, the registry approves the challenger, serving
    rolls it out by canary, and accuracy recovers, with no human step.
@@ -14,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import json
+import random
 import time
 import uuid
 from collections.abc import Iterator
@@ -71,7 +75,7 @@ class ScenarioConfig:
     max_drifted_records: int = 6000
     after_recovery_records: int = 400
     rate_per_s: float = 80.0
-    label_delay_s: float = 1.0
+    label_delay_s: tuple[float, float] = (1.0, 5.0)  # each label this late, uniformly: shuffled
     timeout_s: float = 900.0
     bootstrap_servers: str = "127.0.0.1:9092"
     ingestion_url: str = "http://127.0.0.1:8001"
@@ -145,7 +149,9 @@ class Scenario:
         self.record_index = 0
         self.started = time.monotonic()
         self.outcomes: list[tuple[int, bool, str]] = []  # (record index, correct, model version)
-        self._pending_labels: list[tuple[float, LabelObserved, RecordSubmitted]] = []
+        self._pending_labels: list[tuple[float, int, LabelObserved]] = []  # a heap by due time
+        self._rng = random.Random(config.seed)
+        self._labels_sent = 0
 
     # -- output -----------------------------------------------------------------------
 
@@ -195,11 +201,12 @@ class Scenario:
             self.result.first_champion = champion
             self.say(f"a champion already serves: {c.model_name} v{champion}")
             return
-        self.say(f"ingesting {c.warmup_records} labelled applications (function {c.function_before})")
+        self.say(f"ingesting {c.warmup_records} applications (function {c.function_before}), their labels late")
         for record in itertools.islice(applications(c, c.function_before, 0), c.warmup_records):
             await self._submit(record)
+            self._label_later(record)
         await self.producer.flush()
-        await self._wait_for(self._history_sealed, f"{c.warmup_records} rows in dataset versions", 120)
+        await self._wait_for(self._history_sealed, f"{c.warmup_records} rows and labels sealed", 180)
         versions = [m.body["manifest"] for m in self.result.moments if m.topic == DATASETS_VERSIONED.name]
         history = max(versions, key=lambda m: m["row_count"])["version"]
         response = await self.http.post(
@@ -247,6 +254,7 @@ class Scenario:
 
     async def _score(self, record: dict[str, Any]) -> None:
         features = {k: v for k, v in record.items() if k != "approved"}
+        await self._submit(record)
         response = await self.http.post(
             f"{self.config.serving_url}/predict", json={"dataset": self.config.dataset, "records": [features]}
         )
@@ -256,29 +264,34 @@ class Scenario:
         answer = response.json()["predictions"][0]
         correct = int(answer["prediction"]) == record["approved"]
         self.outcomes.append((self.record_index, correct, str(answer.get("model_version"))))
+        self._label_later(record, answer["prediction_id"])
+
+    def _label_later(self, record: dict[str, Any], prediction_id: str | None = None) -> None:
+        """The outcome of an application, known some seconds later: it names the record it labels."""
         label = LabelObserved(
             producer="demo",
             dataset=self.config.dataset,
             label=record["approved"],
-            prediction_id=answer["prediction_id"],
+            record_id=record["applicant_id"],
             entity_id=record["applicant_id"],
+            prediction_id=prediction_id,
         )
-        submitted = RecordSubmitted(
-            producer="demo", dataset=self.config.dataset, record_id=record["applicant_id"], data=record
-        )
-        self._pending_labels.append((time.monotonic() + self.config.label_delay_s, label, submitted))
+        due = time.monotonic() + self._rng.uniform(*self.config.label_delay_s)
+        self._labels_sent += 1
+        heapq.heappush(self._pending_labels, (due, self._labels_sent, label))
 
     async def _deliver_due_labels(self, everything: bool = False) -> None:
-        """Labels arrive late: publish each one ``label_delay_s`` after its prediction."""
+        """Labels arrive late and out of order: each is published when it is due."""
         now = time.monotonic()
         while self._pending_labels and (everything or self._pending_labels[0][0] <= now):
-            _, label, submitted = self._pending_labels.pop(0)
+            _, _, label = heapq.heappop(self._pending_labels)
             await self.producer.send(LABELS.name, label.to_bytes(), key=(label.entity_id or "").encode())
-            await self.producer.send(RECORDS_RAW.name, submitted.to_bytes(), key=submitted.record_id.encode())
 
     async def _submit(self, record: dict[str, Any]) -> None:
+        """The application as a client sends it: without its outcome, which is not known yet."""
+        data = {k: v for k, v in record.items() if k != "approved"}
         event = RecordSubmitted(
-            producer="demo", dataset=self.config.dataset, record_id=record["applicant_id"], data=record
+            producer="demo", dataset=self.config.dataset, record_id=record["applicant_id"], data=data
         )
         await self.producer.send(RECORDS_RAW.name, event.to_bytes(), key=event.record_id.encode())
 
@@ -343,14 +356,21 @@ class Scenario:
                 r.promotion, r.new_champion = moment, str(body["version"])
         elif topic == DATASETS_VERSIONED.name:
             manifest = body.get("manifest", {})
-            self.say(f"datasets.versioned: {manifest.get('version')} ({manifest.get('row_count')} rows)", "dim")
+            what = "labels" if manifest.get("kind") == "labels" else "rows"
+            self.say(f"datasets.versioned: {manifest.get('version')} ({manifest.get('row_count')} {what})", "dim")
 
     async def _history_sealed(self) -> bool:
-        """True once the warm-up rows are in versions; asks ingestion to seal what it still buffers."""
-        rows = sum(m.body["manifest"]["row_count"] for m in self.result.moments if m.topic == DATASETS_VERSIONED.name)
-        if rows >= self.config.warmup_records:
+        """True once the warm-up rows and their labels are sealed; asks ingestion to seal what it buffers."""
+        await self._deliver_due_labels()
+        sealed = [m.body["manifest"] for m in self.result.moments if m.topic == DATASETS_VERSIONED.name]
+        rows = sum(m["row_count"] for m in sealed if m.get("kind", "records") == "records")
+        labels = sum(m["row_count"] for m in sealed if m.get("kind") == "labels")
+        if rows >= self.config.warmup_records and labels >= self.config.warmup_records:
             return True
-        await self.http.post(f"{self.config.ingestion_url}/datasets/{self.config.dataset}/seal")
+        dataset = f"{self.config.ingestion_url}/datasets/{self.config.dataset}"
+        await self.http.post(f"{dataset}/seal")
+        if not self._pending_labels:
+            await self.http.post(f"{dataset}/labels/seal")
         await asyncio.sleep(1.0)
         return False
 

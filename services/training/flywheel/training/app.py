@@ -17,6 +17,7 @@ from flywheel.common.kafka import publish_event
 from flywheel.common.modelspec import load_model_spec
 from flywheel.common.service import create_service_app
 from flywheel.schemas import Event
+from flywheel.training.arrivals import Arrivals
 from flywheel.training.coalesce import Coalescer
 from flywheel.training.codeversion import code_version
 from flywheel.training.ended import EndedLog
@@ -34,8 +35,11 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
     settings = settings or TrainingSettings()
     parts = Components.connect("training", settings)
     log = structlog.get_logger("training")
+    arrivals = Arrivals()
     ctx = RunContext(
         catalog=DatasetCatalog(parts.store),
+        labels=DatasetCatalog.labels(parts.store),
+        arrivals=arrivals,
         mlflow=parts.mlflow,
         datasets_dir=settings.datasets_dir,
         code_version=code_version(),
@@ -56,7 +60,7 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
     coalescer = Coalescer(settings.debounce_s, orchestrator, runs.add)
     intake = Intake(coalescer, ended, handover_timeout_s=settings.handover_timeout_s)
     orchestrator.claims = intake  # the intake took the requests; only it may settle them
-    register_subscribers(parts.broker, intake, settings.consumer_group)
+    register_subscribers(parts.broker, intake, settings.consumer_group, arrivals)
 
     async def schedule() -> None:
         while True:

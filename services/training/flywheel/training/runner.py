@@ -12,7 +12,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,10 @@ from mlflow.models import infer_signature
 from flywheel.common.datasets import DatasetCatalog
 from flywheel.common.featuresets import FeatureSet, load_feature_set
 from flywheel.common.modelspec import ModelSpec, load_model_spec
+from flywheel.common.offline import LABEL_COLUMNS, LabelJoin, attach_labels
 from flywheel.common.tracking import Tags
 from flywheel.schemas import DatasetManifest, Lineage, ModelTrained, TrainingFailed, TrainModel
+from flywheel.training.arrivals import Arrivals
 from flywheel.training.trainer import Progress, Trained, TrainingError, fit_and_evaluate
 
 log = structlog.get_logger(__name__)
@@ -53,7 +55,8 @@ class RunContext:
     importance_repeats: int = 5
     drift_fresh_rows: int = 0
     drift_fresh_timeout_s: float = 0.0
-    poll_s: float = 2.0
+    labels: DatasetCatalog | None = None  # sealed label batches; None: the records' own labels only
+    arrivals: Arrivals = field(default_factory=Arrivals)
 
 
 def causation_chain(request: TrainModel) -> list[str]:
@@ -84,50 +87,78 @@ def resolve_versions(catalog: DatasetCatalog, dataset: str, version: str | None,
     return manifests[max(0, end - window + 1) : end + 1]
 
 
-def versions_since(manifests: list[DatasetManifest], since: datetime, rows: int) -> list[DatasetManifest] | None:
-    """The versions whose every record is from ``since`` on, once they hold ``rows`` rows; else None.
+def versions_since(manifests: list[DatasetManifest], since: datetime) -> list[DatasetManifest]:
+    """The versions sealed from ``since`` on: records that arrived after that moment.
+
+    Arrival, not the records' own timestamps: a replay of history has old timestamps and
+    new arrivals, and a drift is found on what arrives.
 
     >>> from datetime import UTC, datetime, timedelta
     >>> t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    >>> def m(v, start, n): return DatasetManifest(dataset="d", version=v, content_hash=v, row_count=n,
-    ...     columns={}, uri="", time_min=t0 + timedelta(minutes=start))
-    >>> [v.version for v in versions_since([m("a", -5, 900), m("b", 1, 600), m("c", 2, 600)], t0, 1000)]
+    >>> def m(v, minute): return DatasetManifest(dataset="d", version=v, content_hash=v, row_count=1,
+    ...     columns={}, uri="", created_at=t0 + timedelta(minutes=minute))
+    >>> [v.version for v in versions_since([m("a", -5), m("b", 1), m("c", 2)], t0)]
     ['b', 'c']
-    >>> versions_since([m("a", -5, 900), m("b", 1, 600)], t0, 1000) is None
-    True
     """
-    fresh = [m for m in manifests if m.time_min is not None and m.time_min >= since]
-    return fresh if fresh and sum(m.row_count for m in fresh) >= rows else None
+    return [m for m in manifests if m.created_at is not None and m.created_at >= since]
+
+
+def labelled(
+    ctx: RunContext, dataset: str, versions: list[DatasetManifest], label: str, features: FeatureSet
+) -> tuple[pd.DataFrame, LabelJoin, list[str]]:
+    """The versions' records with the outcomes of every label batch sealed so far; the batches used."""
+    frame = pd.concat([ctx.catalog.load(dataset, m.version) for m in versions], ignore_index=True)
+    batches = ctx.labels.manifests(dataset) if ctx.labels is not None else []
+    start = min((m.time_min for m in versions if m.time_min is not None), default=None)
+    if start is not None:  # an outcome is observed after its record: older batches label none of these
+        batches = [b for b in batches if b.time_max is None or b.time_max >= start]
+    loaded = [ctx.labels.load(dataset, b.version) for b in batches] if ctx.labels is not None else []
+    labels = pd.concat(loaded, ignore_index=True) if loaded else pd.DataFrame(columns=list(LABEL_COLUMNS))
+    frame, join = attach_labels(
+        frame, labels, entity_key=features.entity_key, timestamp=features.timestamp, label=label
+    )
+    return frame, join, [b.version for b in batches]
 
 
 async def fresh_data(ctx: RunContext, request: TrainModel, progress: Progress) -> list[DatasetManifest] | None:
-    """After drift, the newest version still holds the old concept: wait for data from after it.
+    """After drift, the newest version still holds the old concept: wait for labelled data from after it.
 
-    Returns the versions recorded since the request (the drift's moment), or None when the
-    wait does not apply or times out (then the newest version is used, and the log says so).
-    Awaited on the event loop, never in a training thread, so waiting holds no worker.
+    Returns the versions sealed since the request (the drift's moment) once their records hold
+    ``drift_fresh_rows`` labelled rows (labels arrive late, on their own), or None when the wait
+    does not apply or times out (then the newest versions are used, and the log says so). Woken
+    by each announcement on ``datasets.versioned``; awaited on the event loop, never in a
+    training thread, so waiting holds no worker.
     """
     if request.trigger != "drift" or request.dataset_version is not None or ctx.drift_fresh_rows <= 0:
         return None
     deadline = time.monotonic() + ctx.drift_fresh_timeout_s
+    have = 0
     while True:
         try:
-            manifests = await asyncio.to_thread(ctx.catalog.manifests, request.dataset)
+            fresh, have = await asyncio.to_thread(_labelled_since, ctx, request)
         except Exception as exc:  # the store away for a moment: keep waiting, the deadline bounds it
-            log.warning("reading dataset versions failed while waiting for fresh data", error=repr(exc))
-            manifests = []
-        fresh = versions_since(manifests, request.occurred_at, ctx.drift_fresh_rows)
-        if fresh is not None:
+            log.warning("reading fresh data failed while waiting for it", error=repr(exc))
+            fresh = []
+        if fresh and have >= ctx.drift_fresh_rows:
             return fresh
-        if time.monotonic() >= deadline:
+        progress(f"waiting for {ctx.drift_fresh_rows} labelled rows recorded after the drift ({have} so far)", 0.01)
+        if not await ctx.arrivals.next(request.dataset, deadline - time.monotonic()):
             log.warning(
-                "no fresh data after the drift in time; training on the newest version",
+                "not enough labelled data after the drift in time; training on the newest versions",
                 dataset=request.dataset,
                 waited_s=ctx.drift_fresh_timeout_s,
+                labelled_rows=have,
             )
             return None
-        progress(f"waiting for {ctx.drift_fresh_rows} rows recorded after the drift", 0.01)
-        await asyncio.sleep(ctx.poll_s)
+
+
+def _labelled_since(ctx: RunContext, request: TrainModel) -> tuple[list[DatasetManifest], int]:
+    fresh = versions_since(ctx.catalog.manifests(request.dataset), request.occurred_at)
+    if not fresh or sum(m.row_count for m in fresh) < ctx.drift_fresh_rows:
+        return fresh, 0
+    spec, features = resolve_spec(ctx, request)
+    frame, _, _ = labelled(ctx, request.dataset, fresh, spec.label, features)
+    return fresh, int(frame[spec.label].notna().sum())
 
 
 PERMANENT: tuple[type[Exception], ...] = (
@@ -180,7 +211,7 @@ def train(
         versions = versions or resolve_versions(
             ctx.catalog, request.dataset, request.dataset_version, spec.window_versions
         )
-        frame = pd.concat([ctx.catalog.load(request.dataset, m.version) for m in versions], ignore_index=True)
+        frame, join, label_batches = labelled(ctx, request.dataset, versions, spec.label, features)
     except PERMANENT as exc:
         dataset_version = versions[-1].version if versions else request.dataset_version
         return failure(request, merged, reason_of(exc), dataset_version=dataset_version)
@@ -218,6 +249,8 @@ def train(
             eval_rows=len(trained.x_eval),
         )
         progress("logging to MLflow", 0.85)
+        mlflow.log_metrics(join.as_metrics())
+        mlflow.log_param("label_batches", ",".join(label_batches)[:6000] or "none")
         model_uri = log_results(spec, trained, lineage)
         status = "FINISHED"
     finally:

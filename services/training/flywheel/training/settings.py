@@ -21,7 +21,7 @@ class TrainingSettings(ServiceSettings):
     experiment_prefix: str = Field(default="flywheel", description="MLflow experiment = <prefix>/<model_name>.")
     importance_repeats: int = Field(default=5, ge=1, description="Permutation importance repeats.")
     drift_fresh_rows: int = Field(
-        default=1000, ge=0, description="A drift retrain waits for this many rows recorded after the drift; 0: no wait."
+        default=1000, ge=0, description="A drift retrain waits for this many labelled rows recorded after the drift."
     )
     drift_fresh_timeout_s: float = Field(
         default=300.0, ge=0, description="...for at most this long, then trains on the newest version."

@@ -9,14 +9,28 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
 from flywheel.common.kafka import consumer_options, exactly_once
-from flywheel.schemas import MONITORING_DRIFT, TRAINING_REQUESTED, DriftDetected, TrainModel
+from flywheel.schemas import (
+    DATASETS_VERSIONED,
+    MONITORING_DRIFT,
+    TRAINING_REQUESTED,
+    DatasetVersioned,
+    DriftDetected,
+    TrainModel,
+)
+from flywheel.training.arrivals import Arrivals
 from flywheel.training.handlers import request_from_drift
 from flywheel.training.intake import Handover, Intake
 
 log = structlog.get_logger(__name__)
 
 
-def register_subscribers(broker: KafkaBroker, intake: Intake, group: str) -> None:
+def register_subscribers(broker: KafkaBroker, intake: Intake, group: str, arrivals: Arrivals) -> None:
+    # no group: every replica hears every new version, since any of them may be waiting for data
+    @broker.subscriber(DATASETS_VERSIONED.name, auto_offset_reset="latest", ack_policy=AckPolicy.ACK_FIRST)
+    async def on_dataset_versioned(versioned: DatasetVersioned) -> None:
+        """New records or labels were sealed: wake the runs waiting for fresh labelled data."""
+        arrivals.announce(versioned.dataset)
+
     @broker.subscriber(MONITORING_DRIFT.name, **consumer_options(group))
     @exactly_once(broker)
     async def on_drift_detected(drift: DriftDetected) -> TrainModel | None:

@@ -1,0 +1,84 @@
+"""Training on late labels: the label batches sealed so far label the records they name, and a drift
+retrain waits, by listening to datasets.versioned, for enough labelled rows recorded after the drift."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from flywheel.common.datasets import DatasetCatalog
+from flywheel.common.featuresets import load_feature_set
+from flywheel.ingestion.versions import seal, seal_labels
+from flywheel.schemas import LabelObserved, TrainModel
+from flywheel.training.runner import RunContext, fresh_data, labelled
+from tests.unit.test_ingestion_versions import CONTRACT, MemoryStore, validated
+
+DATASETS = Path(__file__).resolve().parents[2] / "datasets"
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def context(store: MemoryStore, **fields) -> RunContext:
+    return RunContext(
+        catalog=DatasetCatalog(store),
+        labels=DatasetCatalog.labels(store),
+        mlflow=None,  # type: ignore[arg-type]
+        datasets_dir=DATASETS,
+        code_version="test",
+        **fields,
+    )
+
+
+def write_records(store: MemoryStore, ids: range, at: datetime, parent=None):
+    manifest, data = seal(
+        [validated(i, approved=None) for i in ids], CONTRACT, parent=parent, offsets={}, bucket="b", created_at=at
+    )
+    DatasetCatalog(store).write(manifest, data)
+    return manifest
+
+
+def write_labels(store: MemoryStore, outcomes: dict[int, int], at: datetime, observed: datetime | None = None):
+    events = [
+        LabelObserved(producer="t", dataset="loans", label=y, record_id=f"r-{i}", observed_at=observed or at)
+        for i, y in outcomes.items()
+    ]
+    manifest, data = seal_labels(events, CONTRACT, parent=None, offsets={}, bucket="b", created_at=at)
+    DatasetCatalog.labels(store).write(manifest, data)
+    return manifest
+
+
+def test_records_sent_unlabelled_get_the_outcomes_of_the_label_batches_latest_observed_winning() -> None:
+    store = MemoryStore()
+    version = write_records(store, range(6), T0)
+    write_labels(store, {0: 1, 1: 0, 2: 1}, T0 + timedelta(minutes=1))
+    write_labels(store, {2: 0, 99: 1}, T0 + timedelta(minutes=2))  # a correction of r-2; r-99 is unknown
+    features = load_feature_set(DATASETS, "loans")
+    frame, join, batches = labelled(context(store), "loans", [version], "approved", features)
+    got = dict(zip(frame["record_id"], frame["approved"], strict=True))
+    assert {k: got[k] for k in ("r-0", "r-1", "r-2")} == {"r-0": 1, "r-1": 0, "r-2": 0}
+    assert join.labelled_late == 3 and join.unlabelled_left_out == 3 and len(batches) == 2
+    assert join.labels_superseded == 1 and join.labels_unmatched == 1
+
+
+async def test_a_drift_retrain_waits_for_labelled_rows_after_the_drift_woken_by_arrivals() -> None:
+    store = MemoryStore()
+    old = write_records(store, range(0, 10), T0 - timedelta(minutes=5))
+    write_labels(store, dict.fromkeys(range(0, 10), 1), T0 - timedelta(minutes=4))  # labelled, but before the drift
+    ctx = context(store, drift_fresh_rows=4, drift_fresh_timeout_s=10)
+    request = TrainModel(model_name="m", dataset="loans", trigger="drift", producer="t", occurred_at=T0)
+    stages: list[str] = []
+    waiting = asyncio.create_task(fresh_data(ctx, request, lambda stage, _: stages.append(stage)))
+    await asyncio.sleep(0.2)
+    fresh = write_records(store, range(10, 16), T0 + timedelta(seconds=5), parent=old)  # unlabelled yet
+    ctx.arrivals.announce("loans")
+    await asyncio.sleep(0.2)
+    assert not waiting.done() and "(0 so far)" in stages[-1]
+    write_labels(store, {10: 1, 11: 0, 12: 1, 13: 0}, T0 + timedelta(seconds=8))
+    ctx.arrivals.announce("loans")
+    assert [m.version for m in await asyncio.wait_for(waiting, 5)] == [fresh.version]
+
+
+async def test_without_enough_labelled_rows_in_time_the_newest_versions_are_used() -> None:
+    ctx = context(MemoryStore(), drift_fresh_rows=4, drift_fresh_timeout_s=0.1)
+    request = TrainModel(model_name="m", dataset="loans", trigger="drift", producer="t", occurred_at=T0)
+    assert await fresh_data(ctx, request, lambda *_: None) is None
