@@ -41,6 +41,9 @@ async def test_concept_drift_is_detected_retrained_rolled_out_and_accuracy_recov
     assert accuracy["after"] > 0.85 and accuracy["after"] > accuracy["during"]
 
     assert result.lineage is not None
+    # the records were sent unlabelled; every outcome arrived late, on `labels`, and the run says so
+    assert result.lineage["metrics"]["labels.labelled_late"] >= 1000, result.lineage["metrics"]
+    assert result.lineage["metrics"]["labels.labelled_with_record"] == 0
     assert str(result.drift.body["event_id"]) in str(result.lineage), "lineage does not lead back to the drift"
     assert any(m.topic == TRAINING_REQUESTED.name for m in result.moments)
 

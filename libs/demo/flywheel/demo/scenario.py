@@ -207,7 +207,8 @@ class Scenario:
             self._label_later(record)
         await self.producer.flush()
         await self._wait_for(self._history_sealed, f"{c.warmup_records} rows and labels sealed", 180)
-        versions = [m.body["manifest"] for m in self.result.moments if m.topic == DATASETS_VERSIONED.name]
+        sealed = [m.body["manifest"] for m in self.result.moments if m.topic == DATASETS_VERSIONED.name]
+        versions = [m for m in sealed if m.get("kind", "records") == "records"]
         history = max(versions, key=lambda m: m["row_count"])["version"]
         response = await self.http.post(
             f"{c.training_url}/train",
