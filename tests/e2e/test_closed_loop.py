@@ -64,3 +64,18 @@ async def test_a_stable_stream_of_the_same_length_raises_no_drift_and_trains_not
     assert drifts == [], f"false alarms on a stable stream: {drifts}"
     assert not [m for m in result.moments if m.topic == TRAINING_REQUESTED.name], "trained without a reason"
     assert result.accuracy["before"] > 0.9 and result.accuracy["during"] > 0.9
+
+
+async def test_make_demos_scenario_closes_the_loop_twice_in_a_row_on_the_stack_the_tests_left(services, topics):
+    """`make demo` on whatever stack it finds: here, the champion the tests above left, then its own."""
+    results = []
+    for run in (1, 2):
+        config = ScenarioConfig()  # what `make demo` runs
+        result = await Scenario(config, Console(force_terminal=False, width=140)).run()
+        report(result, config, Console(width=140))
+        assert result.closed, (
+            f"demo run {run}: the loop did not close (drift {result.drift}, accuracy {result.accuracy})"
+        )
+        results.append((config.function_before, config.function_after, result.new_champion))
+    (first_before, first_after, _), (second_before, second_after, _) = results
+    assert (second_before, second_after) == (first_after, first_before), "the second run starts from the new concept"

@@ -68,7 +68,7 @@ def main() -> None:
     console.rule("[bold]Flywheel: the closed loop")
     result = asyncio.run(Scenario(config, console).run())
     report(result, config, console)
-    sys.exit(0 if result.new_champion else 1)
+    sys.exit(0 if result.closed else 1)
 
 
 if __name__ == "__main__":

@@ -121,6 +121,20 @@ class ScenarioResult:
         return self.drift.record - self.change_record, self.drift.at - self.change_at
 
     @property
+    def closed(self) -> bool:
+        """The loop closed by itself: the change was detected, a retrain it caused became champion,
+        and the served accuracy recovered."""
+        after, during = self.accuracy.get("after"), self.accuracy.get("during")
+        return (
+            self.drift is not None
+            and self.retrain_request is not None
+            and self.new_champion is not None
+            and self.new_champion != self.first_champion
+            and after is not None
+            and (during is None or after > during)
+        )
+
+    @property
     def time_to_recovery(self) -> float | None:
         if self.promotion is None or self.change_at is None:
             return None
@@ -193,14 +207,47 @@ class Scenario:
                 raise RuntimeError(f"{url} is not healthy: {response.text}")
         self.say("all services answer /health", "green")
 
+    async def _knows(self, function: int, probes: int = 200) -> float | None:
+        """The served champion's accuracy on a concept, from scoring alone (no record, no label is sent,
+        so monitoring learns nothing from the probe)."""
+        rows = list(itertools.islice(applications(self.config, function, 50 + function), probes))
+        records = [{k: v for k, v in r.items() if k != "approved"} for r in rows]
+        response = await self.http.post(
+            f"{self.config.serving_url}/predict", json={"dataset": self.config.dataset, "records": records}
+        )
+        if response.status_code != 200:
+            return None
+        answers = response.json()["predictions"]
+        return sum(int(a["prediction"]) == r["approved"] for a, r in zip(answers, rows, strict=True)) / len(rows)
+
+    async def _concepts_for(self, champion: str) -> bool:
+        """A demo runs on whatever stack it finds: the concept before the change is the one the champion
+        serves well (a stack after the tests or an earlier demo knows the other one). False: neither."""
+        c = self.config
+        for before, after in ((c.function_before, c.function_after), (c.function_after, c.function_before)):
+            accuracy = await self._knows(before)
+            if accuracy is not None and accuracy >= 0.9:
+                if before != c.function_before:
+                    self.say(
+                        f"the champion knows function {before} ({accuracy:.0%}): the concept goes {before} -> {after}"
+                    )
+                c.function_before, c.function_after = before, after
+                return True
+        return False
+
     async def _first_model(self) -> None:
-        """Ingest labelled history, train the first model, wait until serving answers with it."""
+        """Ingest history with late labels, train the first model, wait until serving answers with it."""
         c = self.config
         champion = await self._champion()
-        if champion:
+        if champion and await self._concepts_for(champion):
             self.result.first_champion = champion
             self.say(f"a champion already serves: {c.model_name} v{champion}")
             return
+        if champion:
+            raise RuntimeError(
+                f"champion v{champion} of {c.model_name} serves neither function {c.function_before} nor "
+                f"{c.function_after} well; roll it back (registry POST /models/{c.model_name}/rollback)"
+            )
         self.say(f"ingesting {c.warmup_records} applications (function {c.function_before}), their labels late")
         for record in itertools.islice(applications(c, c.function_before, 0), c.warmup_records):
             await self._submit(record)
