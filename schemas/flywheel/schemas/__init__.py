@@ -3,6 +3,7 @@
 from flywheel.schemas.catalogue import (
     ALERTS,
     DATASETS_VERSIONED,
+    DEADLETTER_MAX_BYTES,
     DEADLETTERS,
     EVENT_TYPES,
     FEATURES_ONLINE,
@@ -25,7 +26,7 @@ from flywheel.schemas.catalogue import (
     topic_for,
 )
 from flywheel.schemas.datasets import ColumnSummary, DatasetManifest, DatasetVersioned
-from flywheel.schemas.envelope import Event, utc_now
+from flywheel.schemas.envelope import NAME_MAX, Event, Name, utc_now
 from flywheel.schemas.features import FeaturesComputed
 from flywheel.schemas.models import (
     ChampionChanged,
@@ -50,6 +51,7 @@ __all__ = [
     "ALERTS",
     "DATASETS_VERSIONED",
     "DEADLETTERS",
+    "DEADLETTER_MAX_BYTES",
     "EVENT_TYPES",
     "FEATURES_ONLINE",
     "LABELS",
@@ -58,6 +60,7 @@ __all__ = [
     "MODELS_REJECTED",
     "MODELS_ROLLOUT",
     "MONITORING_DRIFT",
+    "NAME_MAX",
     "PREDICTIONS",
     "PREDICTIONS_REQUESTS",
     "RECORDS_RAW",
@@ -83,6 +86,7 @@ __all__ = [
     "ModelApproved",
     "ModelRejected",
     "ModelTrained",
+    "Name",
     "PredictionMade",
     "PredictionRequested",
     "RecordRejected",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from flywheel.schemas.datasets import DatasetVersioned
 from flywheel.schemas.envelope import Event
@@ -22,12 +23,14 @@ from flywheel.schemas.training import ModelTrained, TrainingFailed, TrainModel
 
 @dataclass(frozen=True)
 class Topic:
-    """A topic, the one event type it carries, and the field its messages are keyed by."""
+    """A topic, the one event type it carries, the field its messages are keyed by, and any
+    topic-level Kafka config it needs beyond the broker's defaults."""
 
     name: str
     event: type[Event]
     key: str
     description: str
+    config: Mapping[str, str] = field(default_factory=dict)
 
     def key_of(self, event: Event) -> bytes | None:
         value = getattr(event, self.key, None)
@@ -38,9 +41,7 @@ class Topic:
 
 
 RECORDS_RAW = Topic("records.raw", RecordSubmitted, "record_id", "Raw records from clients.")
-RECORDS_VALIDATED = Topic(
-    "records.validated", RecordValidated, "entity_id", "Records that passed their data contract."
-)
+RECORDS_VALIDATED = Topic("records.validated", RecordValidated, "entity_id", "Records that passed their data contract.")
 RECORDS_REJECTED = Topic(
     "records.rejected", RecordRejected, "record_id", "Records that broke their contract, with why."
 )
@@ -52,25 +53,24 @@ FEATURES_ONLINE = Topic("features.online", FeaturesComputed, "entity_id", "Lates
 TRAINING_REQUESTED = Topic("training.requested", TrainModel, "model_name", "Commands to train a model.")
 TRAINING_COMPLETED = Topic("training.completed", ModelTrained, "model_name", "Finished training runs.")
 TRAINING_FAILED = Topic("training.failed", TrainingFailed, "model_name", "Failed training runs.")
-MODELS_APPROVED = Topic(
-    "models.approved", ModelApproved, "model_name", "Candidates that passed the quality gates."
-)
-MODELS_REJECTED = Topic(
-    "models.rejected", ModelRejected, "model_name", "Candidates that failed a quality gate."
-)
-MODELS_CHAMPION = Topic(
-    "models.champion", ChampionChanged, "model_name", "Champion alias moves: promote, rollback."
-)
-MODELS_ROLLOUT = Topic(
-    "models.rollout", RolloutStepped, "model_name", "Rollout steps, promotions and rollbacks."
-)
-PREDICTIONS_REQUESTS = Topic(
-    "predictions.requests", PredictionRequested, "entity_id", "Records to score over Kafka."
-)
+MODELS_APPROVED = Topic("models.approved", ModelApproved, "model_name", "Candidates that passed the quality gates.")
+MODELS_REJECTED = Topic("models.rejected", ModelRejected, "model_name", "Candidates that failed a quality gate.")
+MODELS_CHAMPION = Topic("models.champion", ChampionChanged, "model_name", "Champion alias moves: promote, rollback.")
+MODELS_ROLLOUT = Topic("models.rollout", RolloutStepped, "model_name", "Rollout steps, promotions and rollbacks.")
+PREDICTIONS_REQUESTS = Topic("predictions.requests", PredictionRequested, "entity_id", "Records to score over Kafka.")
 PREDICTIONS = Topic("predictions", PredictionMade, "entity_id", "The prediction log.")
 MONITORING_DRIFT = Topic("monitoring.drift", DriftDetected, "model_name", "Data and concept drift findings.")
 ALERTS = Topic("alerts", AlertRaised, "dedup_key", "Alerts for operators.")
-DEADLETTERS = Topic("deadletters", MessageDeadLettered, "source_topic", "Messages no consumer could handle.")
+# A dead letter carries a whole message base64-encoded (4/3 of its size) plus why: the topic takes
+# letters of any message the broker's default limit (1,048,588 bytes) let onto another topic.
+DEADLETTER_MAX_BYTES = 2 * 1024 * 1024
+DEADLETTERS = Topic(
+    "deadletters",
+    MessageDeadLettered,
+    "source_topic",
+    "Messages no consumer could handle.",
+    config={"max.message.bytes": str(DEADLETTER_MAX_BYTES)},
+)
 
 TOPICS: dict[str, Topic] = {
     t.name: t

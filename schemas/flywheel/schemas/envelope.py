@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 from uuid import UUID, uuid4
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+NAME_MAX = 200
+"""The longest name of a dataset, model, version, run or variant: names, not documents."""
+
+Name = Annotated[str, Field(max_length=NAME_MAX)]
+"""A name or version another service looks up; a 10,000-character one is refused when parsed."""
 
 
 def utc_now() -> datetime:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from flywheel.schemas.envelope import Event
+from flywheel.schemas.envelope import Event, Name
 
 
 class GateResult(BaseModel):
@@ -23,36 +23,36 @@ class GateResult(BaseModel):
 class ModelApproved(Event):
     """A candidate passed its gates and is registered as challenger (``models.approved``)."""
 
-    model_name: str
-    version: str
-    run_id: str
+    model_name: Name
+    version: Name
+    run_id: Name
     model_uri: str
     metrics: dict[str, float]
     gates: list[GateResult]
-    champion_version: str | None = None
+    champion_version: Name | None = None
     causation_chain: list[str] = Field(default=[], description="Event ids from the trigger on, oldest first.")
 
 
 class ModelRejected(Event):
     """A candidate failed at least one gate (``models.rejected``)."""
 
-    model_name: str
-    run_id: str
+    model_name: Name
+    run_id: Name
     metrics: dict[str, float]
     gates: list[GateResult]
     failed_gates: list[str]
-    version: str | None = Field(default=None, description="The registered (rejected) version, if any.")
+    version: Name | None = Field(default=None, description="The registered (rejected) version, if any.")
     model_uri: str | None = None
-    champion_version: str | None = None
+    champion_version: Name | None = None
     causation_chain: list[str] = Field(default=[], description="Event ids from the trigger on, oldest first.")
 
 
 class ChampionChanged(Event):
     """The champion alias moved: promotion or rollback (``models.champion``)."""
 
-    model_name: str
-    version: str
-    previous_version: str | None = None
+    model_name: Name
+    version: Name
+    previous_version: Name | None = None
     action: Literal["promote", "rollback"]
     actor: str
     reason: str = ""
@@ -61,9 +61,9 @@ class ChampionChanged(Event):
 class RolloutStepped(Event):
     """A rollout started, moved a step, finished or was rolled back (``models.rollout``)."""
 
-    model_name: str
-    candidate_version: str
-    champion_version: str | None = None
+    model_name: Name
+    candidate_version: Name
+    champion_version: Name | None = None
     strategy: Literal["shadow", "canary", "ab", "blue_green"]
     action: Literal["started", "stepped", "promoted", "rolled_back", "aborted"]
     step: int = 0

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, JsonValue
 
-from flywheel.schemas.envelope import Event
+from flywheel.schemas.envelope import Event, Name
 
 
 class FeatureDrift(BaseModel):
@@ -22,15 +22,15 @@ class FeatureDrift(BaseModel):
 class DriftDetected(Event):
     """Data or concept drift past a threshold (``monitoring.drift``)."""
 
-    dataset: str
-    model_name: str
+    dataset: Name
+    model_name: Name
     kind: Literal["data", "concept", "performance"]
     features: list[FeatureDrift] = []
     window_start: AwareDatetime | None = None
     window_end: AwareDatetime | None = None
     window_size: int
     reference_version: str | None = None
-    model_version: str | None = None
+    model_version: Name | None = None
     retrain: bool = False
 
 

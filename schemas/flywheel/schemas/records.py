@@ -6,13 +6,13 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, Field, JsonValue
 
-from flywheel.schemas.envelope import Event
+from flywheel.schemas.envelope import Event, Name
 
 
 class RecordSubmitted(Event):
     """A raw record as a client sent it, before any validation (``records.raw``)."""
 
-    dataset: str = Field(description="Which data contract the record claims to follow.")
+    dataset: Name = Field(description="Which data contract the record claims to follow.")
     record_id: str = Field(description="The client's id for the record; duplicates are rejected.")
     data: dict[str, JsonValue] = Field(description="Column name to raw value.")
 
@@ -20,7 +20,7 @@ class RecordSubmitted(Event):
 class RecordValidated(Event):
     """A record that passed its data contract (``records.validated``)."""
 
-    dataset: str
+    dataset: Name
     record_id: str
     entity_id: str = Field(description="Value of the contract's entity key.")
     event_time: AwareDatetime = Field(description="Value of the contract's timestamp column.")
@@ -40,7 +40,7 @@ class Violation(BaseModel):
 class RecordRejected(Event):
     """A record that broke its data contract, with every reason (``records.rejected``)."""
 
-    dataset: str
+    dataset: Name
     record_id: str
     data: dict[str, Any]
     violations: list[Violation] = Field(min_length=1)
@@ -50,7 +50,7 @@ class RecordRejected(Event):
 class LabelObserved(Event):
     """The true outcome for an earlier prediction or entity, arriving late (``labels``)."""
 
-    dataset: str
+    dataset: Name
     label: JsonValue
     prediction_id: str | None = None
     entity_id: str | None = None

@@ -6,16 +6,16 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, JsonValue
 
-from flywheel.schemas.envelope import Event
+from flywheel.schemas.envelope import Event, Name
 
 
 class TrainModel(Event):
     """Command: train a model on a dataset version (``training.requested``)."""
 
-    model_name: str
-    dataset: str
-    dataset_version: str | None = Field(default=None, description="None: the newest version.")
-    model_spec: str | None = Field(default=None, description="None: the dataset's default spec.")
+    model_name: Name
+    dataset: Name
+    dataset_version: Name | None = Field(default=None, description="None: the newest version.")
+    model_spec: Name | None = Field(default=None, description="None: the dataset's default spec.")
     params: dict[str, JsonValue] = {}
     trigger: Literal["drift", "schedule", "api", "manual"] = "api"
     reason: str = ""
@@ -49,8 +49,8 @@ class Lineage(BaseModel):
 class ModelTrained(Event):
     """A training run finished and its model is logged (``training.completed``)."""
 
-    model_name: str
-    run_id: str
+    model_name: Name
+    run_id: Name
     model_uri: str
     metrics: dict[str, float]
     lineage: Lineage
@@ -65,10 +65,10 @@ class ModelTrained(Event):
 class TrainingFailed(Event):
     """A training run could not finish (``training.failed``)."""
 
-    model_name: str
+    model_name: Name
     reason: str
-    run_id: str | None = None
-    dataset_version: str | None = None
+    run_id: Name | None = None
+    dataset_version: Name | None = None
     request_ids: list[str] = Field(
         default=[], description="Ids of the training requests this run ends, oldest first (empty: the causation id)."
     )

@@ -12,11 +12,11 @@ from pydantic import BaseModel, Field, JsonValue
 from flywheel.common.kafka import publish_event
 from flywheel.common.modelspec import load_model_spec
 from flywheel.common.problems import problems
-from flywheel.schemas import TrainModel
+from flywheel.schemas import NAME_MAX, TrainModel
 from flywheel.training.handlers import PRODUCER
 from flywheel.training.runs import RunBook, RunRecord
 
-NAME = 200  # longest name of a dataset, model, version or spec: names, not documents
+NAME = NAME_MAX  # the events' bound: a request the API accepts is one the topic accepts
 MAX_REQUEST_BYTES = 256 * 1024  # it travels as one Kafka message
 
 
