@@ -259,21 +259,12 @@ def kafka_jvm_flags() -> list[str]:
 
 
 def create_topics() -> None:
-    """Create every catalogue topic up front with its partitions, so no consumer races auto-creation."""
+    """Create every catalogue topic up front with its partitions and config, so no consumer races
+    auto-creation (and the dead-letter topic takes letters bigger than the broker's default)."""
     code = (
         "import asyncio\n"
-        "from aiokafka.admin import AIOKafkaAdminClient, NewTopic\n"
-        "from flywheel.schemas import TOPICS\n"
-        "async def main():\n"
-        f"    admin = AIOKafkaAdminClient(bootstrap_servers='{HOST}:{KAFKA_PORT}')\n"
-        "    await admin.start()\n"
-        "    try:\n"
-        "        missing = set(TOPICS) - set(await admin.list_topics())\n"
-        "        if missing:\n"
-        "            await admin.create_topics([NewTopic(t, 3, 1) for t in sorted(missing)])\n"
-        "    finally:\n"
-        "        await admin.close()\n"
-        "asyncio.run(main())\n"
+        "from flywheel.common.kafka import ensure_topics\n"
+        f"asyncio.run(ensure_topics('{HOST}:{KAFKA_PORT}'))\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 

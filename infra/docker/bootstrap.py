@@ -7,25 +7,10 @@ Runs in the Flywheel image; reads the shared FLYWHEEL_* settings the services re
 
 import asyncio
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from minio import Minio
 
+from flywheel.common.kafka import ensure_topics
 from flywheel.common.settings import KafkaSettings, MlflowSettings, ObjectStoreSettings
-from flywheel.schemas import TOPICS
-
-PARTITIONS = 3
-
-
-async def create_topics(bootstrap_servers: str) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
-    try:
-        missing = sorted(set(TOPICS) - set(await admin.list_topics()))
-        if missing:
-            await admin.create_topics([NewTopic(topic, PARTITIONS, 1) for topic in missing])
-        return missing
-    finally:
-        await admin.close()
 
 
 def create_buckets(store: ObjectStoreSettings, buckets: list[str]) -> list[str]:
@@ -41,7 +26,7 @@ def create_buckets(store: ObjectStoreSettings, buckets: list[str]) -> list[str]:
 
 def main() -> None:
     kafka, store, mlflow = KafkaSettings(), ObjectStoreSettings(), MlflowSettings()
-    topics = asyncio.run(create_topics(kafka.bootstrap_servers))
+    topics = asyncio.run(ensure_topics(kafka.bootstrap_servers))
     buckets = create_buckets(store, [store.bucket, mlflow.artifact_bucket])
     print(f"bootstrap: created {len(topics)} topics {topics} and buckets {buckets}")
 

@@ -9,22 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from flywheel.schemas import TOPICS, Event, topic_for
-
-
-async def ensure_topics(bootstrap: str, names: list[str] | None = None, partitions: int = 3) -> None:
-    """Create the catalogue's topics up front, so readers can seek before anything is published."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        wanted = [n for n in (names or list(TOPICS)) if n not in existing]
-        if wanted:
-            await admin.create_topics([NewTopic(n, partitions, 1) for n in wanted])
-    finally:
-        await admin.close()
+from flywheel.common.kafka import ensure_topics  # noqa: F401  (the catalogue's topics, for the fixtures)
+from flywheel.schemas import Event, topic_for
 
 
 class TopicReader:

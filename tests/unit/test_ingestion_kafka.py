@@ -191,11 +191,24 @@ def test_a_record_whose_publication_failed_is_accepted_when_resent_not_called_a_
     assert len(broker.published) == 1
 
 
+async def test_a_900_kb_message_is_dead_lettered_whole_with_its_exact_bytes(wired) -> None:
+    broker, seen = wired
+    big = b"x" * (900 * 1024)  # not JSON, and nearly as big as the broker lets a message be
+    good = RecordSubmitted(dataset="loans", record_id="after-big", data=loan(), producer="t")
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish(big, RECORDS_RAW.name)
+        await test_broker.publish(good.to_bytes(), RECORDS_RAW.name)
+    [letter] = seen[DEADLETTERS.name]
+    assert "not JSON" in letter["reason"] and "cut" not in letter["reason"]
+    assert base64.b64decode(letter["original_value"]) == big
+    assert len(seen[RECORDS_VALIDATED.name]) == 1, "the consumer kept going after the big message"
+
+
 async def test_a_message_too_big_to_dead_letter_whole_is_dead_lettered_cut_with_its_digest(wired) -> None:
     from flywheel.common.kafka import MAX_KEPT_BYTES
 
     broker, seen = wired
-    huge = b"x" * (900 * 1024)  # not JSON, and bigger than a dead letter may carry
+    huge = b"x" * (MAX_KEPT_BYTES + 1)  # past what any topic at the broker's default limit can hold
     async with TestKafkaBroker(broker) as test_broker:
         await test_broker.publish(huge, RECORDS_RAW.name)
     [letter] = seen[DEADLETTERS.name]

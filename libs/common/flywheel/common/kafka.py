@@ -19,18 +19,22 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, NamedTuple
 from uuid import UUID, uuid5
 
 import structlog
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from faststream import AckPolicy, BaseMiddleware
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.message import StreamMessage
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from pydantic import ValidationError
 
 from flywheel.common.settings import KafkaSettings
-from flywheel.schemas import DEADLETTERS, Event, MessageDeadLettered, topic_for
+from flywheel.schemas import DEADLETTER_MAX_BYTES, DEADLETTERS, TOPICS, Event, MessageDeadLettered, Topic, topic_for
 
 log = structlog.get_logger(__name__)
 
@@ -41,8 +45,11 @@ DEAD_LETTERS = Counter(
 )
 
 
-# Base64 grows bytes by a third: 512 KiB kept is ~700 KB in the letter, under Kafka's 1 MB default.
-MAX_KEPT_BYTES = 512 * 1024
+# Every message the broker's default limit (1,048,588 bytes) lets onto a topic is kept whole: base64
+# grows it by a third, and the dead-letter topic takes letters up to DEADLETTER_MAX_BYTES. Anything
+# bigger (a topic configured past the default) is cut, with its size and digest in the reason.
+MAX_KEPT_BYTES = 1024 * 1024 + 1024
+assert MAX_KEPT_BYTES * 4 // 3 + 64 * 1024 < DEADLETTER_MAX_BYTES
 
 
 class InvalidMessage(ValueError):
@@ -124,6 +131,20 @@ async def publish_dead_letter(
     attempts: int,
 ) -> None:
     """Publish one consumed record, bytes untouched, with why it could not be handled."""
+    await publish_letter(broker, dead_letter(record, exc, service, attempts))
+
+
+async def publish_letter(broker: KafkaBroker, letter: MessageDeadLettered) -> None:
+    """Publish a dead letter; count and log it."""
+    await publish_event(broker, letter)
+    DEAD_LETTERS.labels(letter.source_topic, letter.error_type).inc()
+    log.error(
+        "message dead-lettered", source_topic=letter.source_topic, reason=letter.reason, offset=letter.source_offset
+    )
+
+
+def dead_letter(record: Any, exc: Exception, service: str, attempts: int = 1) -> MessageDeadLettered:
+    """The dead letter of one consumed record: its key and bytes as received, and why it was refused."""
     value = getattr(record, "value", b"") or b""
     key = getattr(record, "key", None)
     topic = getattr(record, "topic", "unknown")
@@ -135,11 +156,11 @@ async def publish_dead_letter(
         digest = hashlib.sha256(raw).hexdigest()
         reason = f"{reason} [original value cut from {len(raw)} to {MAX_KEPT_BYTES} bytes; sha256 {digest}]"
         raw = raw[:MAX_KEPT_BYTES]
-    correlation = _headers(record).get("correlation_id")
+    correlation = _headers(record).get("correlation_id") or _correlation_in(raw)
     envelope: dict[str, Any] = {}
     with contextlib.suppress(ValueError):
         envelope["correlation_id"] = UUID(correlation) if correlation else None
-    letter = MessageDeadLettered(
+    return MessageDeadLettered(
         producer=service,
         source_topic=topic,
         source_partition=getattr(record, "partition", None),
@@ -152,9 +173,50 @@ async def publish_dead_letter(
         original_value=base64.b64encode(raw).decode(),
         **{k: v for k, v in envelope.items() if v is not None},
     )
-    await publish_event(broker, letter)
-    DEAD_LETTERS.labels(topic, type(exc).__name__).inc()
-    log.error("message dead-lettered", source_topic=topic, reason=reason, offset=getattr(record, "offset", None))
+
+
+def _correlation_in(raw: bytes) -> str | None:
+    """The loop a refused event claimed to belong to, when its body says (a producer may set no headers)."""
+    if len(raw) > 64 * 1024:
+        return None
+    with contextlib.suppress(ValueError, UnicodeDecodeError):
+        body = json.loads(raw)
+        if isinstance(body, dict) and isinstance(body.get("correlation_id"), str):
+            return body["correlation_id"]
+    return None
+
+
+async def parse_each(
+    broker: KafkaBroker, topic: Topic, bodies: list[bytes], message: Any, service: str
+) -> list[Parsed]:
+    """Parse a batch one message at a time: each that is not a valid event of ``topic`` is
+    dead-lettered with its bytes and reason; the rest are returned with their records, in order.
+
+    For subscribers that take their bodies undecoded (``decoder=undecoded``), so that one bad
+    message costs one dead letter, not the batch.
+    """
+    raws = message.raw_message if isinstance(message.raw_message, tuple | list) else (message.raw_message,)
+    parsed: list[Parsed] = []
+    for raw, body in zip(raws, bodies, strict=True):
+        if getattr(raw, "topic", None) is None:  # the in-memory test broker's records carry less
+            raw = SimpleNamespace(value=body, key=None, topic=topic.name, headers=())
+        try:
+            parsed.append(Parsed(raw, topic.parse(body)))
+        except ValidationError as exc:
+            await publish_dead_letter(broker, raw, exc, service=service, attempts=1)
+    return parsed
+
+
+class Parsed(NamedTuple):
+    """One consumed message that parsed: the record as fetched and its event."""
+
+    record: Any
+    event: Any
+
+
+async def undecoded(message: StreamMessage[Any], decode: Any) -> Any:
+    """The body as bytes (a batch: a list of them): parsing is the subscriber's, message by message."""
+    return message.body
 
 
 def _unparseable(value: Any) -> Exception | None:
@@ -197,6 +259,7 @@ def create_broker(
         # crash could lose an acknowledged event or a retry could write it twice.
         acks="all",
         enable_idempotence=True,
+        max_request_size=DEADLETTER_MAX_BYTES,  # a dead letter carries a whole message and its reason
         middlewares=(
             KafkaPrometheusMiddleware(registry=registry, app_name=service, metrics_prefix="flywheel"),
             dead_letters,
@@ -218,6 +281,28 @@ def consumer_options(service: str, **overrides: Any) -> dict[str, Any]:
     }
     options.update(overrides)
     return options
+
+
+async def ensure_topics(bootstrap_servers: str, names: Iterable[str] | None = None, partitions: int = 3) -> list[str]:
+    """Create the catalogue's topics that are missing, with their partitions and config, and bring an
+    existing topic's config up to the catalogue's (a stack made before the config was). Returns those created.
+    """
+    wanted = [TOPICS[n] for n in names] if names is not None else list(TOPICS.values())
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            await admin.create_topics([NewTopic(t.name, partitions, 1, topic_configs=dict(t.config)) for t in missing])
+        configured = [t for t in wanted if t.config and t.name in existing]
+        if configured:
+            await admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, t.name, dict(t.config)) for t in configured]
+            )
+        return [t.name for t in missing]
+    finally:
+        await admin.close()
 
 
 async def publish_event(broker: KafkaBroker, event: Event) -> None:
@@ -394,8 +479,13 @@ __all__ = [
     "SeenEvents",
     "consumer_options",
     "create_broker",
+    "dead_letter",
     "derived_id",
+    "ensure_topics",
     "exactly_once",
+    "parse_each",
     "publish_event",
+    "publish_letter",
+    "undecoded",
     "with_derived_ids",
 ]
