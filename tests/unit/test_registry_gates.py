@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from types import SimpleNamespace
 from typing import Any
@@ -38,6 +39,10 @@ class FakeStore:
         self.model_aliases: dict[str, dict[str, str]] = {}
         self.tags: dict[str, dict[str, str]] = {}
         self.champion_score = champion_score
+        self.unknown_runs: set[str] = set()
+
+    def run_exists(self, run_id: str) -> bool:
+        return run_id not in self.unknown_runs
 
     def aliases(self, name: str) -> dict[str, str]:
         return dict(self.model_aliases.get(name, {}))
@@ -282,6 +287,22 @@ async def test_a_permanent_registry_failure_lands_on_deadletters_with_the_reason
     [letter] = letters
     assert letter["source_topic"] == TRAINING_COMPLETED.name and "MLflow is gone" in letter["reason"]
     assert letter["attempts"] == KafkaSettings().dead_letter_attempts
+
+
+async def test_a_completion_of_a_run_mlflow_does_not_know_is_dead_lettered_never_registered(wired):
+    broker, seen = wired
+    store = FakeStore()
+    store.unknown_runs.add("gone")
+    letters = collect(broker, DEADLETTERS.name)
+    registrar(broker, store)
+    poison = trained(0.95, name="no-such-model", run="gone")
+    async with TestKafkaBroker(broker):
+        await deliver(broker, trained(0.95, run="r1"), poison, trained(0.96, run="r1"), trained(0.97, run="r2"))
+    [letter] = letters
+    assert "run 'gone' of model 'no-such-model' is not in MLflow" in letter["reason"] and letter["attempts"] == 1
+    assert base64.b64decode(letter["original_value"]) == poison.to_bytes()
+    assert "no-such-model" not in store.versions, "a run that does not exist is never a registered version"
+    assert list(store.versions["m"]) == ["1", "2"] and {a["version"] for a in seen[MODELS_APPROVED.name]} == {"1", "2"}
 
 
 async def test_a_redelivery_after_a_restart_finishes_an_interrupted_decision_with_the_same_event_ids(wired):

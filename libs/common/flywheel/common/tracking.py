@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 
 import httpx
 import mlflow
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from flywheel.common.settings import MlflowSettings, ObjectStoreSettings
 
@@ -28,6 +30,37 @@ def configure_mlflow(tracking: MlflowSettings, store: ObjectStoreSettings) -> Ml
     mlflow.set_tracking_uri(tracking.tracking_uri)
     mlflow.set_registry_uri(tracking.tracking_uri)
     return MlflowClient(tracking_uri=tracking.tracking_uri, registry_uri=tracking.tracking_uri)
+
+
+def is_missing(exc: MlflowException) -> bool:
+    """Whether MLflow said "no such thing", or that the id cannot name one (as opposed to failing to answer)."""
+    return exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"}
+
+
+Registered = Callable[[str, str], Awaitable[bool]]
+"""Asks whether the registry holds a version of a model: ``await registered(name, version)``."""
+
+
+def version_registered(client: MlflowClient, name: str, version: str) -> bool:
+    """Whether the registry holds this version of this model; raises when MLflow cannot say (retry later)."""
+    try:
+        client.get_model_version(name, version)
+    except MlflowException as exc:
+        if is_missing(exc):
+            return False
+        raise
+    return True
+
+
+def run_exists(client: MlflowClient, run_id: str) -> bool:
+    """Whether MLflow knows this run; raises when MLflow cannot say (retry later)."""
+    try:
+        client.get_run(run_id)
+    except MlflowException as exc:
+        if is_missing(exc):
+            return False
+        raise
+    return True
 
 
 async def mlflow_healthy(tracking: MlflowSettings, timeout: float = 2.0) -> bool:

@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from flywheel.common.evaluation import score_model
+from flywheel.common.tracking import run_exists
 from flywheel.schemas import GateResult
 
 ALIASES = ("champion", "challenger", "previous")
@@ -122,6 +123,9 @@ class ModelStore:
 
     def run(self, run_id: str) -> Any:
         return self.client.get_run(run_id)
+
+    def run_exists(self, run_id: str) -> bool:
+        return run_exists(self.client, run_id)
 
     # -- the champion on the candidate's data ------------------------------------------
 

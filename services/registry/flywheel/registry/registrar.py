@@ -16,7 +16,7 @@ import structlog
 from faststream.kafka import KafkaBroker
 
 from flywheel.common.datasets import DatasetCatalog
-from flywheel.common.kafka import publish_event, with_derived_ids
+from flywheel.common.kafka import InvalidMessage, publish_event, with_derived_ids
 from flywheel.common.tracking import Tags
 from flywheel.registry import metrics
 from flywheel.registry.decisions import FIRST_MODEL, approved, chain_of, champion_changed, rejected
@@ -114,6 +114,8 @@ class Registrar:
         if existing is not None:  # a redelivered ModelTrained: registered already
             log.info("candidate already registered", model_name=name, version=existing, run_id=trained.run_id)
             return existing, self._decided(trained, existing)
+        if not self.store.run_exists(trained.run_id):  # nothing to register: never a version
+            raise InvalidMessage(f"run {trained.run_id!r} of model {name!r} is not in MLflow")
         champion = self.store.aliases(name).get("champion")
         gates = self.gates_for(trained, champion)
         passed = not failed(gates)
