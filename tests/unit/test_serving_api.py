@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -13,9 +14,13 @@ from flywheel.common.kafka import create_broker
 from flywheel.common.settings import KafkaSettings
 from flywheel.schemas import (
     DEADLETTERS,
+    LABELS,
+    MODELS_APPROVED,
     PREDICTIONS,
     PREDICTIONS_REQUESTS,
+    LabelObserved,
     MessageDeadLettered,
+    ModelApproved,
     PredictionMade,
     PredictionRequested,
 )
@@ -185,3 +190,102 @@ async def test_a_permanent_scoring_failure_lands_on_deadletters_with_the_reason(
     async with TestKafkaBroker(broker) as test_broker:
         await test_broker.publish(request.to_bytes(), PREDICTIONS_REQUESTS.name)
     assert letters and "model file corrupted" in letters[0].reason
+
+
+def kafka_serving(**options) -> tuple:
+    """A serving subscriber set on the in-memory broker, with what it publishes collected."""
+    broker = create_broker(KafkaSettings(retry_backoff_s=0), service="serving-test")
+    built = options.pop("engine", None) or engine()
+    register_subscribers(broker, built, MODELS, contracts=load_contracts(DATASETS), **options)
+    out: dict[str, list[dict]] = {PREDICTIONS.name: [], DEADLETTERS.name: []}
+    for topic, bodies in out.items():
+        broker.subscriber(topic)(_collector(bodies))
+    return broker, built, out
+
+
+def _collector(bodies: list[dict]):
+    async def collect(body: dict) -> None:
+        bodies.append(body)
+
+    return collect
+
+
+async def test_one_poison_in_a_batch_of_requests_is_dead_lettered_with_its_bytes_and_the_rest_answered_once() -> None:
+    broker, _, out = kafka_serving()
+    good = [
+        PredictionRequested(producer="t", dataset="loans", request_id=f"ok-{i}", data=application(i)) for i in range(3)
+    ]
+    nan_salary = PredictionRequested(producer="t", dataset="loans", request_id="bad-nan", data=application(9))
+    nan_salary = json.dumps({**nan_salary.model_dump(mode="json"), "data": {**application(9), "salary": float("nan")}})
+    poison = {
+        "not JSON": b"\x00\xff not json",
+        "empty": b"",
+        "wrong shape": json.dumps(["x", 1]).encode(),
+        "NaN salary": nan_salary.encode(),
+        "10k-char category": PredictionRequested(
+            producer="t", dataset="loans", request_id="bad-long", data={**application(1), "elevel": "x" * 10_000}
+        ).to_bytes(),
+        "unknown model": PredictionRequested(
+            producer="t", dataset="loans", request_id="bad-model", data=application(2), model_name="no-such-model"
+        ).to_bytes(),
+    }
+    batch = [good[0].to_bytes(), good[0].to_bytes(), *poison.values(), good[1].to_bytes(), good[2].to_bytes()]
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish_batch(*batch, topic=PREDICTIONS_REQUESTS.name)
+        await test_broker.publish(good[0].to_bytes(), PREDICTIONS_REQUESTS.name)  # redelivered in a later batch
+    assert sorted(a["request_id"] for a in out[PREDICTIONS.name]) == ["ok-0", "ok-1", "ok-2"]
+    letters = {base64.b64decode(d["original_value"]): d for d in out[DEADLETTERS.name]}
+    assert len(out[DEADLETTERS.name]) == len(poison) and set(letters) == set(poison.values())
+    reasons = {kind: letters[value]["reason"] for kind, value in poison.items()}
+    assert "not JSON" in reasons["not JSON"] and "not JSON" in reasons["empty"]
+    assert "invalid" in reasons["wrong shape"]
+    assert "salary is required" in reasons["NaN salary"]
+    assert "elevel" in reasons["10k-char category"]
+    assert "no champion serves model 'no-such-model'" in reasons["unknown model"]
+
+
+async def test_a_label_no_dataset_could_have_is_dead_lettered_and_the_good_ones_credited() -> None:
+    broker, built, out = kafka_serving()
+    credited = []
+    built.on_label = credited.append  # type: ignore[method-assign]
+    bad = {
+        "1e308": LabelObserved(producer="t", dataset="loans", label=1e308, prediction_id="p"),
+        "10k chars": LabelObserved(producer="t", dataset="loans", label="x" * 10_000, prediction_id="p"),
+        "unknown dataset": LabelObserved(producer="t", dataset="no-such-dataset", label=1, prediction_id="p"),
+        "no value": LabelObserved(producer="t", dataset="loans", label=None, prediction_id="p"),
+    }
+    good = [LabelObserved(producer="t", dataset="loans", label=i % 2, prediction_id=f"p{i}") for i in range(2)]
+    async with TestKafkaBroker(broker) as test_broker:
+        for event in [good[0], *bad.values(), good[0], good[1]]:
+            await test_broker.publish(event.to_bytes(), LABELS.name)
+    assert [label.prediction_id for label in credited] == ["p0", "p1"]
+    letters = [MessageDeadLettered.model_validate(d) for d in out[DEADLETTERS.name]]
+    assert [base64.b64decode(letter.original_value) for letter in letters] == [e.to_bytes() for e in bad.values()]
+    assert all(letter.reason and letter.error_type == "InvalidMessage" for letter in letters)
+    assert "no data contract for dataset 'no-such-dataset'" in letters[2].reason
+
+
+async def test_an_approval_of_a_model_the_registry_does_not_know_is_dead_lettered() -> None:
+    async def registered(name: str, version: str) -> bool:
+        return name == "loans-approval"
+
+    broker, built, out = kafka_serving(registered=registered)
+    started = []
+
+    async def start_rollout(approved, strategy=None):
+        started.append((approved.model_name, approved.version))
+
+    built.start_rollout = start_rollout  # type: ignore[method-assign]
+    unknown = ModelApproved(
+        producer="t", model_name="no-such-model", version="1", run_id="", model_uri="", metrics={}, gates=[]
+    )
+    known = ModelApproved(
+        producer="t", model_name="loans-approval", version="2", run_id="", model_uri="", metrics={}, gates=[]
+    )
+    async with TestKafkaBroker(broker) as test_broker:
+        for event in (unknown, known):
+            await test_broker.publish(event.to_bytes(), MODELS_APPROVED.name)
+    assert started == [("loans-approval", "2")]
+    [letter] = out[DEADLETTERS.name]
+    assert "version '1' of model 'no-such-model' is not in the registry" in letter["reason"]
+    assert base64.b64decode(letter["original_value"]) == unknown.to_bytes()

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, JsonValue, model_validator
 
-from flywheel.schemas import Violation
+from flywheel.schemas import LabelObserved, Violation
 
 ColumnType = Literal["int", "float", "str", "bool", "datetime"]
 
@@ -103,6 +103,17 @@ class DataContract(BaseModel):
             return None, [Violation(column="label", rule="unknown", value=None, message="the contract has no label")]
         rule = self.columns[self.label].model_copy(update={"nullable": False})
         return _check_value(self.label, rule, value)
+
+    def label_problem(self, label: Any) -> str | None:
+        """Why ``label`` cannot be an outcome of this dataset, in words; None when it can.
+
+        >>> contract = DataContract(dataset="d", version="1", entity_key="id", timestamp="ts", label="y",
+        ...     columns={"id": {"type": "str"}, "ts": {"type": "datetime"}, "y": {"type": "int"}})
+        >>> contract.label_problem(1) is None, contract.label_problem(1e308), contract.label_problem(float("nan"))
+        (True, 'y is outside the 64-bit integer range', 'y is required')
+        """
+        _, broken = self.check_label(label)
+        return "; ".join(v.message for v in broken) or None
 
 
 def _check_value(column: str, rule: ColumnRule, value: Any) -> tuple[Any, list[Violation]]:
@@ -218,6 +229,14 @@ def _short(value: Any, limit: int = 80) -> str:
 
 def _jsonable(value: Any) -> JsonValue:
     return value if isinstance(value, str | int | float | bool) or value is None else repr(value)
+
+
+def label_refusal(contracts: dict[str, DataContract], label: LabelObserved) -> str | None:
+    """Why a label event names no outcome of a known dataset; None when it does."""
+    contract = contracts.get(label.dataset)
+    if contract is None:
+        return f"no data contract for dataset {label.dataset!r}; known: {sorted(contracts)}"
+    return contract.label_problem(label.label)
 
 
 def load_contract(path: Path) -> DataContract:

@@ -16,6 +16,7 @@ from flywheel.common.contracts import load_contracts
 from flywheel.common.history import read_history
 from flywheel.common.kafka import publish_event
 from flywheel.common.service import create_service_app
+from flywheel.common.tracking import version_registered
 from flywheel.schemas import MODELS_ROLLOUT, Event, RolloutStepped
 from flywheel.serving.engine import Engine
 from flywheel.serving.http import create_router
@@ -45,9 +46,13 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         threadpool_limits(limits=settings.model_threads)
         return model
 
+    async def registered(name: str, version: str) -> bool:
+        return await asyncio.to_thread(version_registered, parts.mlflow, name, version)
+
     engine = Engine(settings, publish, registry.promote, load, registry.rollback)
     prediction_log = PredictionLog(publish, settings.log_queue_size, settings.log_wait_s)
-    register_subscribers(parts.broker, engine, model_of_dataset)
+    contracts = load_contracts(settings.datasets_dir)
+    register_subscribers(parts.broker, engine, model_of_dataset, contracts=contracts, registered=registered)
 
     async def resume_rollouts() -> None:
         """Continue (or end, with the reason) the rollouts ``models.rollout`` says were running."""
@@ -86,11 +91,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         settings=settings,
         broker=parts.broker,
         checks=parts.checks(),
-        routers=[
-            create_router(
-                engine, model_of_dataset, load_contracts(settings.datasets_dir), settings.batch_max, prediction_log
-            )
-        ],
+        routers=[create_router(engine, model_of_dataset, contracts, settings.batch_max, prediction_log)],
         lifespans=[serve_champions],
         description="Serves predictions over HTTP and Kafka and rolls out new models safely.",
         status=status,

@@ -12,6 +12,7 @@ from flywheel.common.contracts import DataContract
 from flywheel.common.problems import problems
 from flywheel.schemas import ModelApproved
 from flywheel.serving.engine import Engine
+from flywheel.serving.models import input_violations
 from flywheel.serving.predictlog import PredictionLog
 from flywheel.serving.settings import Strategy
 
@@ -65,15 +66,11 @@ def create_router(
     def check_inputs(name: str, records: list[dict[str, Any]]) -> None:
         model = engine.champions[name]
         contract = contracts.get(model.dataset)
-        if contract is None:
-            return
-        inputs = set(model.features.inputs)
-        invalid = []
-        for index, record in enumerate(records):
-            _, violations = contract.check(record)
-            for v in violations:
-                if v.column in inputs and v.rule in {"type", "nullable", "range", "category"}:
-                    invalid.append({"field": f"records.{index}.{v.column}", "rule": v.rule, "message": v.message})
+        invalid = [
+            {"field": f"records.{index}.{v.column}", "rule": v.rule, "message": v.message}
+            for index, record in enumerate(records)
+            for v in input_violations(model, contract, record)
+        ]
         if invalid:
             fields = ", ".join(p["field"] for p in invalid[:5])
             raise HTTPException(422, {"detail": f"invalid {fields}", "errors": invalid})

@@ -13,8 +13,10 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from flywheel.common.contracts import DataContract
 from flywheel.common.featuresets import FeatureSet, load_feature_set
 from flywheel.common.modelspec import load_model_spec
+from flywheel.schemas import Violation
 
 # Serving scores plain rows in the feature set's order (no per-request pandas), which is the order
 # the model was fitted in; scikit-learn would warn about the missing column names on every call.
@@ -41,6 +43,18 @@ class ServedModel:
             positive = probabilities[:, -1]
             return [_plain(classes[i]) for i in picked], [float(p) for p in positive]
         return [_plain(p) for p in self.estimator.predict(matrix)], [None] * len(rows)
+
+
+INPUT_RULES = {"type", "nullable", "range", "category"}
+
+
+def input_violations(model: ServedModel, contract: DataContract | None, record: dict[str, Any]) -> list[Violation]:
+    """The contract rules a record breaks in the columns the model reads: no answer can be made from it."""
+    if contract is None:
+        return []
+    inputs = set(model.features.inputs)
+    _, violations = contract.check(record)
+    return [v for v in violations if v.column in inputs and v.rule in INPUT_RULES]
 
 
 def _plain(value: Any) -> Any:

@@ -3,13 +3,26 @@ labels judge rollouts, and prediction requests are scored in micro-batches."""
 
 from __future__ import annotations
 
-import base64
 from collections import defaultdict
+from typing import Any
 from uuid import UUID
 
 from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
 
-from flywheel.common.kafka import ExactlyOnce, consumer_options, exactly_once, publish_event
+from flywheel.common.contracts import DataContract, label_refusal
+from flywheel.common.kafka import (
+    ExactlyOnce,
+    InvalidMessage,
+    consumer_options,
+    dead_letter,
+    exactly_once,
+    parse_each,
+    publish_event,
+    publish_letter,
+    undecoded,
+)
+from flywheel.common.tracking import Registered
 from flywheel.schemas import (
     LABELS,
     MODELS_APPROVED,
@@ -24,31 +37,32 @@ from flywheel.schemas import (
 )
 from flywheel.serving.answers import ROLES, prediction_id
 from flywheel.serving.engine import Engine
+from flywheel.serving.models import input_violations
 
 
-def unservable(request: PredictionRequested, reason: str) -> MessageDeadLettered:
-    """A request nothing here can answer, as a dead letter with the reason."""
-    return MessageDeadLettered(
-        producer="serving",
-        source_topic=PREDICTIONS_REQUESTS.name,
-        consumer_group="serving",
-        reason=reason,
-        error_type="NoChampion",
-        original_key=base64.b64encode(request.request_id.encode()).decode(),
-        original_value=base64.b64encode(request.to_bytes()).decode(),
-        **request.caused(),
-    )
+async def _anything_registered(name: str, version: str) -> bool:
+    return True
 
 
 def register_subscribers(
-    broker: KafkaBroker, engine: Engine, model_of_dataset: dict[str, str], once: ExactlyOnce | None = None
+    broker: KafkaBroker,
+    engine: Engine,
+    model_of_dataset: dict[str, str],
+    once: ExactlyOnce | None = None,
+    *,
+    contracts: dict[str, DataContract] | None = None,
+    registered: Registered = _anything_registered,
 ) -> None:
     once = once or ExactlyOnce()
+    contracts = contracts or {}
 
     @broker.subscriber(MODELS_APPROVED.name, **consumer_options("serving"))
     @exactly_once(broker, once)
     async def on_model_approved(approved: ModelApproved) -> None:
         """Roll an approved challenger out against the champion (its steps are published as they happen)."""
+        name, version = approved.model_name, approved.version
+        if name not in engine.champions and not await registered(name, version):
+            raise InvalidMessage(f"version {version!r} of model {name!r} is not in the registry")
         await engine.start_rollout(approved)
 
     @broker.subscriber(MODELS_CHAMPION.name, **consumer_options("serving"))
@@ -60,28 +74,42 @@ def register_subscribers(
     @exactly_once(broker, once)
     async def on_label_observed(label: LabelObserved) -> None:
         """Credit a late label to the variant that answered."""
+        if (refusal := label_refusal(contracts, label)) is not None:
+            raise InvalidMessage(refusal)
         engine.on_label(label)
 
     @broker.subscriber(
-        PREDICTIONS_REQUESTS.name, batch=True, max_records=500, **consumer_options("serving", batch_timeout_ms=5)
+        PREDICTIONS_REQUESTS.name,
+        batch=True,
+        max_records=500,
+        decoder=undecoded,
+        **consumer_options("serving", batch_timeout_ms=5),
     )
-    async def on_prediction_requested(requests: list[PredictionRequested]) -> None:
+    async def on_prediction_requested(bodies: list[bytes], message: KafkaMessage) -> None:
         """Score a micro-batch of requests; each answer (or dead letter) is published before the commit.
 
-        A request is marked done only after its answers are published, so a batch retried
-        after a failure scores only what was not answered, and its prediction ids (derived
-        from the request) are the same again.
+        Each message is parsed and checked on its own: one that is no request, or that no champion
+        can answer, is dead-lettered with its bytes and reason and the rest are answered. A request
+        is marked done only after its answers are published, so a batch retried after a failure
+        scores only what was not answered, and its prediction ids (derived from the request) are
+        the same again.
         """
         by_model: dict[str, list[PredictionRequested]] = defaultdict(list)
-        for request in requests:
-            if once.is_done(request):
+        in_batch: set[UUID] = set()
+        for record, request in await parse_each(broker, PREDICTIONS_REQUESTS, bodies, message, service="serving"):
+            if once.is_done(request) or request.event_id in in_batch:  # a redelivery: answered once
                 continue
+            in_batch.add(request.event_id)
             name = request.model_name or model_of_dataset.get(request.dataset)
-            if name is not None and await engine.find_champion(name):
-                by_model[name].append(request)
-            else:  # nothing can answer it: a dead letter with the reason, never a silent drop
-                reason = f"no champion serves model {name!r} of dataset {request.dataset!r}"
-                await once.run(request, lambda r=request, why=reason: unservable(r, why), send)
+            if name is None or not await engine.find_champion(name):  # nothing can answer it: never a silent drop
+                await refuse(record, request, f"no champion serves model {name!r} of dataset {request.dataset!r}")
+                continue
+            champion = engine.champions[name]
+            invalid = input_violations(champion, contracts.get(champion.dataset), request.data)
+            if invalid:
+                await refuse(record, request, f"invalid inputs: {'; '.join(v.message for v in invalid[:5])}")
+                continue
+            by_model[name].append(request)
         for name, batch in by_model.items():
             keys = [str(r.event_id) for r in batch]
             _, logged = engine.score(name, [r.data for r in batch], [r.request_id for r in batch], keys=keys)
@@ -93,5 +121,13 @@ def register_subscribers(
             for request in batch:
                 await once.run(request, lambda answers=caused[request.event_id]: answers, send)
 
+    async def refuse(record: Any, request: PredictionRequested, reason: str) -> None:
+        """Dead-letter one request with its bytes as received, once (a retried batch does not repeat it)."""
+        letter = dead_letter(record, InvalidMessage(reason), service="serving")
+        await once.run(request, lambda: letter.model_copy(update=request.caused()), send)
+
     async def send(event: Event) -> None:
-        await publish_event(broker, event)
+        if isinstance(event, MessageDeadLettered):
+            await publish_letter(broker, event)
+        else:
+            await publish_event(broker, event)
