@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 from faststream.kafka import TestKafkaBroker
 
+from flywheel.common.contracts import load_contracts
 from flywheel.common.kafka import DEADLETTERS, SeenEvents, create_broker
 from flywheel.common.settings import KafkaSettings
 from flywheel.features.store import OnlineStore
 from flywheel.features.subscribers import register_subscribers
 from flywheel.schemas import FEATURES_ONLINE, RECORDS_VALIDATED, FeaturesComputed, RecordValidated
 from tests.unit.test_feature_skew import FEATURES
-from tests.unit.test_ingestion_kafka import loan
+from tests.unit.test_ingestion_kafka import DATASETS, loan
+
+CONTRACTS = load_contracts(DATASETS)
 
 
 def validated(entity: str, minute: int, salary: float) -> RecordValidated:
@@ -40,7 +46,7 @@ def test_the_latest_record_by_event_time_wins_and_late_ones_only_count_in_statis
 async def test_each_validated_record_updates_the_store_once_and_publishes_its_vector() -> None:
     broker = create_broker(KafkaSettings(retry_backoff_s=0), service="features-test")
     store = OnlineStore({"loans": FEATURES})
-    register_subscribers(broker, store, SeenEvents())
+    register_subscribers(broker, store, SeenEvents(), CONTRACTS)
     vectors: list[FeaturesComputed] = []
 
     @broker.subscriber(FEATURES_ONLINE.name)
@@ -64,7 +70,7 @@ async def test_each_validated_record_updates_the_store_once_and_publishes_its_ve
 async def test_records_the_replay_folded_in_are_published_once_the_subscriber_reaches_them() -> None:
     broker = create_broker(KafkaSettings(retry_backoff_s=0), service="features-test")
     store, seen = OnlineStore({"loans": FEATURES}), SeenEvents()
-    register_subscribers(broker, store, seen)
+    register_subscribers(broker, store, seen, CONTRACTS)
     newer, older = validated("r", 30, 900.0), validated("r", 10, 100.0)
     for record in (newer, older):  # what the start-up replay does with the log's tail
         store.apply(record, count=seen.first_time(record.event_id))
@@ -85,7 +91,7 @@ async def test_records_the_replay_folded_in_are_published_once_the_subscriber_re
 async def test_a_bad_message_is_dead_lettered_and_the_consumer_goes_on() -> None:
     broker = create_broker(KafkaSettings(retry_backoff_s=0), service="features-test")
     store = OnlineStore({"loans": FEATURES})
-    register_subscribers(broker, store, SeenEvents())
+    register_subscribers(broker, store, SeenEvents(), CONTRACTS)
     letters: list[dict] = []
 
     @broker.subscriber(DEADLETTERS.name)
@@ -97,3 +103,46 @@ async def test_a_bad_message_is_dead_lettered_and_the_consumer_goes_on() -> None
         await test_broker.publish(validated("ok", 1, 10.0).to_bytes(), RECORDS_VALIDATED.name)
     assert store.entities("loans") == 1
     assert len(letters) == 1 and letters[0]["source_topic"] == RECORDS_VALIDATED.name
+
+
+async def test_an_absurd_validated_record_is_dead_lettered_with_its_reason_and_never_reaches_the_statistics() -> None:
+    broker = create_broker(KafkaSettings(retry_backoff_s=0), service="features-test")
+    store = OnlineStore({"loans": FEATURES})
+    register_subscribers(broker, store, SeenEvents(), CONTRACTS)
+    letters: list[dict] = []
+    vectors: list[dict] = []
+    broker.subscriber(DEADLETTERS.name)(_append_to(letters))
+    broker.subscriber(FEATURES_ONLINE.name)(_append_to(vectors))
+    good = validated("ok", 1, 10.0)
+    nan = json.dumps({**good.model_dump(mode="json"), "record_id": "nan", "data": {**good.data, "salary": NAN}})
+    poison = {
+        "NaN salary": nan.encode(),
+        "1e308 salary": _with(good, "huge", salary=1e308),
+        "10k-char category": _with(good, "long", elevel="x" * 10_000),
+        "unknown dataset": good.model_copy(update={"dataset": "no-such-dataset", "record_id": "ds"}).to_bytes(),
+    }
+    after = validated("ok", 2, 20.0)
+    async with TestKafkaBroker(broker) as test_broker:
+        for value in [good.to_bytes(), good.to_bytes(), *poison.values(), after.to_bytes()]:
+            await test_broker.publish(value, RECORDS_VALIDATED.name)
+    assert [base64.b64decode(d["original_value"]) for d in letters] == list(poison.values())
+    reasons = dict(zip(poison, (d["reason"] for d in letters), strict=True))
+    assert "salary is required" in reasons["NaN salary"] and "salary=1e+308 outside" in reasons["1e308 salary"]
+    assert "elevel" in reasons["10k-char category"] and "no-such-dataset" in reasons["unknown dataset"]
+    salary = store.statistics["loans"]["salary"].as_dict()
+    assert (salary["count"], salary["missing_rate"], salary["max"]) == (2, 0.0, 20.0), "the good records only, once"
+    assert [v["values"]["salary"] for v in vectors] == [10.0, 10.0, 20.0]
+
+
+NAN = float("nan")
+
+
+def _with(record: RecordValidated, record_id: str, **data) -> bytes:
+    return record.model_copy(update={"record_id": record_id, "data": {**record.data, **data}}).to_bytes()
+
+
+def _append_to(bodies: list[dict]):
+    async def collect(body: dict) -> None:
+        bodies.append(body)
+
+    return collect

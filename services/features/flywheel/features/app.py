@@ -36,7 +36,8 @@ def create_app(settings: FeaturesSettings | None = None) -> FastAPI:
     parts = Components.connect("features", settings)
     store = OnlineStore(feature_sets_in(settings.datasets_dir))
     seen = SeenEvents(capacity=settings.dedup_capacity)
-    register_subscribers(parts.broker, store, seen)
+    contracts = load_contracts(settings.datasets_dir)
+    register_subscribers(parts.broker, store, seen, contracts)
     state: dict[str, Any] = {"store": "rebuilding", "replayed": 0}
 
     async def rebuild() -> None:
@@ -44,7 +45,7 @@ def create_app(settings: FeaturesSettings | None = None) -> FastAPI:
         while True:  # Kafka not up yet, or gone mid-replay: retry; the dedup makes a rerun harmless
             started = time.monotonic()
             try:
-                state["replayed"] = await replay(settings.kafka.bootstrap_servers, store, seen)
+                state["replayed"] = await replay(settings.kafka.bootstrap_servers, store, seen, contracts)
             except Exception as error:  # any failure of the replay is retried, never fatal
                 state["replay_error"] = f"{type(error).__name__}: {error}"
                 parts.log.warning("online store replay failed; retrying", error=state["replay_error"], in_s=delay)
@@ -77,7 +78,7 @@ def create_app(settings: FeaturesSettings | None = None) -> FastAPI:
         settings=settings,
         broker=parts.broker,
         checks=parts.checks(),
-        routers=[create_router(store, load_contracts(settings.datasets_dir), ready=lambda: state["store"] == "ready")],
+        routers=[create_router(store, contracts, ready=lambda: state["store"] == "ready")],
         lifespans=[rebuild_store],
         description="One set of feature definitions, online and offline; keeps the online store.",
         status=status,

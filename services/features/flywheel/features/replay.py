@@ -18,20 +18,26 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+from flywheel.common.contracts import DataContract
 from flywheel.common.history import read_history
 from flywheel.common.kafka import SeenEvents
 from flywheel.features.store import OnlineStore
+from flywheel.features.validation import refusal
 from flywheel.schemas import RECORDS_VALIDATED, RecordValidated
 
 
-async def replay(bootstrap_servers: str, store: OnlineStore, seen: SeenEvents) -> int:
-    """Fold the topic's history into the store; the number of records read."""
+async def replay(
+    bootstrap_servers: str, store: OnlineStore, seen: SeenEvents, contracts: dict[str, DataContract]
+) -> int:
+    """Fold the topic's history into the store (not the records the subscriber dead-lettered); the number read."""
     read = 0
     async for message in read_history(bootstrap_servers, RECORDS_VALIDATED.name):
         read += 1
         try:
             record = RecordValidated.model_validate_json(message.value)
         except ValidationError:
+            continue
+        if refusal(record, contracts) is not None:
             continue
         store.apply(record, count=seen.first_time(record.event_id))
     return read

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from faststream.kafka import KafkaBroker
 
-from flywheel.common.kafka import SeenEvents, consumer_options, publish_event
+from flywheel.common.contracts import DataContract
+from flywheel.common.kafka import InvalidMessage, SeenEvents, consumer_options, publish_event
 from flywheel.features.metrics import UPDATES
 from flywheel.features.store import OnlineStore
+from flywheel.features.validation import refusal
 from flywheel.schemas import RECORDS_VALIDATED, RecordValidated
 
 
-def register_subscribers(broker: KafkaBroker, store: OnlineStore, seen: SeenEvents) -> None:
+def register_subscribers(
+    broker: KafkaBroker, store: OnlineStore, seen: SeenEvents, contracts: dict[str, DataContract]
+) -> None:
     @broker.subscriber(RECORDS_VALIDATED.name, **consumer_options("features"))
     async def on_record_validated(record: RecordValidated) -> None:
         """Update the entity's vector and the feature statistics (each record once); publish the vector.
@@ -19,7 +23,10 @@ def register_subscribers(broker: KafkaBroker, store: OnlineStore, seen: SeenEven
         publish, or one the start-up replay folded in before this consumer reached it) is
         published again if it is still its entity's latest: at-least-once on
         ``features.online``, where the same vector twice is harmless and a lost one is not.
+        A record its dataset's contract does not hold is dead-lettered, never folded in.
         """
+        if (why := refusal(record, contracts)) is not None:
+            raise InvalidMessage(why)
         first = seen.first_time(record.event_id)
         vector = store.apply(record, count=first)
         UPDATES.labels(record.dataset, ("updated" if first else "repeated") if vector else "stale").inc()

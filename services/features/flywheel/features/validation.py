@@ -1,0 +1,33 @@
+"""What the online store refuses to fold in: a record its dataset's contract does not hold.
+
+Ingestion validated every record on ``records.validated``, but anyone may write to the topic;
+an absurd value (NaN, 1e308, a 10,000-character category) must not reach the statistics.
+"""
+
+from __future__ import annotations
+
+from flywheel.common.contracts import DataContract
+from flywheel.schemas import RecordValidated
+
+
+def refusal(record: RecordValidated, contracts: dict[str, DataContract]) -> str | None:
+    """Why ``record`` may not be folded in (unknown dataset, contract broken); None when it may.
+
+    >>> contracts = {"d": DataContract(dataset="d", version="1", entity_key="id", timestamp="ts",
+    ...     columns={"id": {"type": "str"}, "ts": {"type": "datetime"}, "x": {"type": "float", "max": 10}})}
+    >>> record = RecordValidated(dataset="d", record_id="r", entity_id="a", contract_version="1",
+    ...     event_time="2026-01-01T00:00:00Z", data={"id": "a", "ts": "2026-01-01T00:00:00Z", "x": 1e308})
+    >>> refusal(record, contracts)
+    'record r breaks the contract of d: x=1e+308 outside [None, 10.0]'
+    >>> refusal(record.model_copy(update={"dataset": "nope"}), contracts)
+    "no data contract for dataset 'nope'; known: ['d']"
+    """
+    contract = contracts.get(record.dataset)
+    if contract is None:
+        return f"no data contract for dataset {record.dataset!r}; known: {sorted(contracts)}"
+    _, violations = contract.check(record.data)
+    if not violations:
+        return None
+    return f"record {record.record_id} breaks the contract of {record.dataset}: " + "; ".join(
+        v.message for v in violations[:5]
+    )
