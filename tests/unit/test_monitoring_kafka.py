@@ -1,10 +1,14 @@
 """Monitoring's subscribers on the in-memory broker: labels in, drift and alerts out."""
 
+import base64
+import json
 import uuid
+from pathlib import Path
 
 import numpy as np
 from faststream.kafka import TestKafkaBroker
 
+from flywheel.common.contracts import load_contracts
 from flywheel.common.kafka import DEADLETTERS, create_broker
 from flywheel.common.settings import KafkaSettings
 from flywheel.monitoring.monitor import MonitorConfig, Reference
@@ -13,13 +17,25 @@ from flywheel.monitoring.watch import Watch
 from flywheel.schemas import (
     ALERTS,
     LABELS,
+    MODELS_CHAMPION,
     MONITORING_DRIFT,
     PREDICTIONS,
     AlertRaised,
+    ChampionChanged,
     DriftDetected,
     LabelObserved,
     PredictionMade,
 )
+
+CONTRACTS = load_contracts(Path(__file__).resolve().parents[2] / "datasets")
+
+
+async def only_model_m(name: str, version: str) -> bool:
+    """The registry of these tests: model ``m`` and its versions, nothing else."""
+    return name == "m"
+
+
+KNOWN = {"contracts": CONTRACTS, "registered": only_model_m}
 
 
 def reference() -> Reference:
@@ -37,7 +53,7 @@ def reference() -> Reference:
 
 async def test_a_model_that_turns_wrong_leads_to_a_concept_drift_event_and_one_alert():
     broker = create_broker(KafkaSettings(retry_backoff_s=0), service="monitoring-test")
-    register_subscribers(broker, Watch(MonitorConfig(), lambda name: reference()))
+    register_subscribers(broker, Watch(MonitorConfig(), lambda name: reference()), **KNOWN)
     drifts, alerts = [], []
 
     @broker.subscriber(MONITORING_DRIFT.name)
@@ -100,7 +116,7 @@ async def test_a_transient_failure_is_retried_and_the_prediction_counted_once():
         return await on_prediction(prediction)
 
     watch.on_prediction = flaky  # type: ignore[method-assign]
-    register_subscribers(broker, watch)
+    register_subscribers(broker, watch, **KNOWN)
     prediction = prediction_of(0.1)
     async with TestKafkaBroker(broker) as test_broker:
         await test_broker.publish(prediction.to_bytes(), PREDICTIONS.name)
@@ -116,7 +132,7 @@ async def test_a_permanent_failure_lands_on_deadletters_with_the_reason():
         raise RuntimeError("window corrupted")
 
     watch.on_prediction = broken  # type: ignore[method-assign]
-    register_subscribers(broker, watch)
+    register_subscribers(broker, watch, **KNOWN)
     letters = []
 
     @broker.subscriber(DEADLETTERS.name)
@@ -127,3 +143,67 @@ async def test_a_permanent_failure_lands_on_deadletters_with_the_reason():
         await test_broker.publish(prediction_of(0.2).to_bytes(), PREDICTIONS.name)
     [letter] = letters
     assert letter["source_topic"] == PREDICTIONS.name and "window corrupted" in letter["reason"]
+
+
+async def test_poison_on_every_topic_monitoring_reads_is_dead_lettered_and_the_good_events_count_once():
+    broker = create_broker(KafkaSettings(retry_backoff_s=0), service="monitoring-test")
+    loaded: list[str] = []
+
+    def load(name: str) -> Reference:
+        loaded.append(name)
+        return reference()
+
+    watch = Watch(MonitorConfig(), load)
+    register_subscribers(broker, watch, **KNOWN)
+    letters: list[dict] = []
+
+    @broker.subscriber(DEADLETTERS.name)
+    async def collect(body: dict) -> None:
+        letters.append(body)
+
+    good = prediction_of(0.1)
+    nan_latency = json.dumps({**good.model_dump(mode="json"), "latency_ms": float("nan")}).encode()
+    poison = {
+        PREDICTIONS.name: [
+            nan_latency,
+            good.model_copy(update={"probability": 1e308}).model_dump_json().encode(),
+            json.dumps({**good.model_dump(mode="json"), "variant": "x" * 10_000}).encode(),
+            prediction_of(0.1)
+            .model_copy(update={"model_name": "no-such-model", "dataset": "no-such-dataset"})
+            .to_bytes(),
+        ],
+        LABELS.name: [
+            json.dumps(
+                LabelObserved(dataset="loans", label=1).model_dump(mode="json") | {"label": float("nan")}
+            ).encode(),
+            LabelObserved(dataset="loans", label=1e308, prediction_id=good.prediction_id).to_bytes(),
+            LabelObserved(dataset="loans", label="x" * 10_000, prediction_id=good.prediction_id).to_bytes(),
+            LabelObserved(dataset="no-such-dataset", label=1, prediction_id=good.prediction_id).to_bytes(),
+        ],
+        MODELS_CHAMPION.name: [
+            json.dumps({**champion("1").model_dump(mode="json"), "version": "x" * 10_000}).encode(),
+            champion("1").model_copy(update={"model_name": "no-such-model"}).to_bytes(),
+        ],
+    }
+    label = LabelObserved(dataset="loans", label=1, prediction_id=good.prediction_id)
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish(champion("1").to_bytes(), MODELS_CHAMPION.name)
+        for _ in range(2):  # the second: a duplicate
+            await test_broker.publish(good.to_bytes(), PREDICTIONS.name)
+        for topic, values in poison.items():
+            for value in values:
+                await test_broker.publish(value, topic)
+        await test_broker.publish(label.to_bytes(), LABELS.name)
+        await test_broker.publish(label.to_bytes(), LABELS.name)
+    dead = {(d["source_topic"], base64.b64decode(d["original_value"])): d["reason"] for d in letters}
+    sent = {(topic, value) for topic, values in poison.items() for value in values}
+    assert set(dead) == sent and len(letters) == len(sent), ("each poison once, with its bytes", sent - set(dead))
+    assert all(dead.values())
+    assert "not in the registry" in dead[(MODELS_CHAMPION.name, poison[MODELS_CHAMPION.name][1])]
+    assert "no data contract" in dead[(LABELS.name, poison[LABELS.name][3])]
+    monitor = watch.monitors["m"]
+    assert set(watch.monitors) == {"m"} and monitor.predictions_seen == 1 and monitor.labels_joined == 1
+
+
+def champion(version: str) -> ChampionChanged:
+    return ChampionChanged(model_name="m", version=version, action="promote", actor="t")

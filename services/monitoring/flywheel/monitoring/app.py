@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from functools import partial
@@ -9,9 +10,11 @@ from functools import partial
 from fastapi import FastAPI
 
 from flywheel.common.components import Components
+from flywheel.common.contracts import load_contracts
 from flywheel.common.datasets import DatasetCatalog
 from flywheel.common.kafka import consumer_options
 from flywheel.common.service import create_service_app
+from flywheel.common.tracking import version_registered
 from flywheel.monitoring.http import create_router
 from flywheel.monitoring.rebuild import rebuild
 from flywheel.monitoring.reference import load_reference
@@ -25,13 +28,18 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
     parts = Components.connect("monitoring", settings)
     loader = partial(load_reference, parts.mlflow, DatasetCatalog(parts.store), settings.datasets_dir)
     watch = Watch(settings.monitor_config(), loader)
-    register_subscribers(parts.broker, watch)
+
+    async def registered(name: str, version: str) -> bool:
+        return await asyncio.to_thread(version_registered, parts.mlflow, name, version)
+
+    contracts = load_contracts(settings.datasets_dir)
+    register_subscribers(parts.broker, watch, contracts=contracts, registered=registered)
 
     @contextlib.asynccontextmanager
     async def refold(app: FastAPI) -> AsyncIterator[None]:
         """Before the subscribers start: the monitors as they were when the group last committed."""
         group = consumer_options("monitoring")["group_id"]
-        done = await rebuild(settings.kafka.bootstrap_servers, group, watch, settings.replay_last)
+        done = await rebuild(settings.kafka.bootstrap_servers, group, watch, settings.replay_last, contracts)
         parts.log.info("monitors rebuilt", predictions=done.predictions, labels=done.labels, seconds=done.seconds)
         yield
 

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 import structlog
 from pydantic import ValidationError
 
+from flywheel.common.contracts import DataContract
 from flywheel.common.history import committed_offsets, read_history
+from flywheel.monitoring.validation import refusal
 from flywheel.monitoring.watch import Watch
 from flywheel.schemas import LABELS, PREDICTIONS, LabelObserved, PredictionMade
 
@@ -35,17 +37,21 @@ class Rebuilt:
     seconds: float = 0.0
 
 
-async def rebuild(bootstrap_servers: str, group_id: str, watch: Watch, last: int) -> Rebuilt:
-    """Fold what ``group_id`` had acknowledged on both topics back into ``watch``."""
+async def rebuild(
+    bootstrap_servers: str, group_id: str, watch: Watch, last: int, contracts: dict[str, DataContract]
+) -> Rebuilt:
+    """Fold what ``group_id`` had acknowledged on both topics back into ``watch`` (not what it dead-lettered)."""
     started = time.monotonic()
     history: list[tuple[int, int, PredictionMade | LabelObserved]] = []
     for order, (topic, schema) in enumerate(((PREDICTIONS.name, PredictionMade), (LABELS.name, LabelObserved))):
         upto = await committed_offsets(bootstrap_servers, group_id, topic)
         async for message in read_history(bootstrap_servers, topic, upto=upto, last=last):
             try:
-                history.append((message.timestamp, order, schema.model_validate_json(message.value)))
+                event = schema.model_validate_json(message.value)
             except ValidationError:
                 continue  # dead-lettered when it was first consumed
+            if refusal(event, contracts) is None:  # else dead-lettered when it was first consumed
+                history.append((message.timestamp, order, event))
     history.sort(key=lambda item: item[:2])  # a prediction before a label written in the same millisecond
     done = Rebuilt()
     for _, _, event in history:

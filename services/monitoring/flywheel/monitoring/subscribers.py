@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from faststream.kafka import KafkaBroker
 
-from flywheel.common.kafka import ExactlyOnce, consumer_options, exactly_once
+from flywheel.common.contracts import DataContract
+from flywheel.common.kafka import ExactlyOnce, InvalidMessage, consumer_options, exactly_once
+from flywheel.common.tracking import Registered
+from flywheel.monitoring.validation import label_refusal, prediction_refusal
 from flywheel.monitoring.watch import Watch
 from flywheel.schemas import (
     LABELS,
@@ -17,22 +20,35 @@ from flywheel.schemas import (
 )
 
 
-def register_subscribers(broker: KafkaBroker, watch: Watch, once: ExactlyOnce | None = None) -> None:
+def register_subscribers(
+    broker: KafkaBroker,
+    watch: Watch,
+    once: ExactlyOnce | None = None,
+    *,
+    contracts: dict[str, DataContract],
+    registered: Registered,
+) -> None:
     once = once or ExactlyOnce()
 
     @broker.subscriber(PREDICTIONS.name, **consumer_options("monitoring"))
     @exactly_once(broker, once)
     async def on_prediction_made(prediction: PredictionMade) -> list[Event]:
         """Add a served prediction to its model's window; publish drift and alerts it reveals."""
+        if (refusal := prediction_refusal(prediction, contracts)) is not None:
+            raise InvalidMessage(refusal)
         return await watch.on_prediction(prediction)
 
     @broker.subscriber(LABELS.name, **consumer_options("monitoring"))
     @exactly_once(broker, once)
     async def on_label_observed(label: LabelObserved) -> list[Event]:
         """Join a late label to its prediction; publish concept drift and accuracy alerts."""
+        if (refusal := label_refusal(contracts, label)) is not None:
+            raise InvalidMessage(refusal)
         return await watch.on_label(label)
 
     @broker.subscriber(MODELS_CHAMPION.name, **consumer_options("monitoring"))
     async def on_champion_changed(change: ChampionChanged) -> None:
         """Judge traffic against the new champion's training data from now on."""
+        if not await registered(change.model_name, change.version):
+            raise InvalidMessage(f"version {change.version!r} of model {change.model_name!r} is not in the registry")
         await watch.on_champion_changed(change)
