@@ -1,5 +1,8 @@
 """Training's subscribers on the in-memory broker: drift to request, requests to the intake."""
 
+import base64
+import json
+
 from faststream.kafka import TestKafkaBroker
 
 from flywheel.common.kafka import create_broker
@@ -36,14 +39,14 @@ async def wired(arrivals: Arrivals | None = None):
     broker = create_broker(KafkaSettings(retry_backoff_s=0), service="training-test")
     coalescer = FakeCoalescer()
     intake = Intake(coalescer, EndedRequests())
-    register_subscribers(broker, intake, "training-test", arrivals or Arrivals())
+    register_subscribers(broker, intake, "training-test", arrivals or Arrivals(), {"loans"})
     await intake.assigned({0})  # what the consumer group does before any message arrives
-    return broker, coalescer
+    return broker, coalescer, intake
 
 
 async def test_every_sealed_version_or_label_batch_is_heard_as_an_arrival_of_its_dataset():
     arrivals = Arrivals()
-    broker, _ = await wired(arrivals)
+    broker, _, _ = await wired(arrivals)
     manifest = DatasetManifest(
         dataset="loans", version="v", content_hash="v", row_count=1, columns={}, uri="", kind="labels"
     )
@@ -54,7 +57,7 @@ async def test_every_sealed_version_or_label_batch_is_heard_as_an_arrival_of_its
 
 
 async def test_a_retrain_drift_publishes_a_train_command_that_reaches_the_coalescer():
-    broker, coalescer = await wired()
+    broker, coalescer, _ = await wired()
     drift = DriftDetected(dataset="loans", model_name="m", kind="data", window_size=10, retrain=True, producer="t")
     async with TestKafkaBroker(broker) as test_broker:
         await test_broker.publish(drift.to_bytes(), MONITORING_DRIFT.name)
@@ -65,7 +68,7 @@ async def test_a_retrain_drift_publishes_a_train_command_that_reaches_the_coales
 
 
 async def test_drift_without_retrain_requests_nothing_and_duplicate_requests_are_dropped():
-    broker, coalescer = await wired()
+    broker, coalescer, _ = await wired()
     drift = DriftDetected(dataset="loans", model_name="m", kind="data", window_size=10, retrain=False, producer="t")
     request = TrainModel(model_name="m", dataset="loans", producer="t")
     async with TestKafkaBroker(broker) as test_broker:
@@ -76,7 +79,7 @@ async def test_drift_without_retrain_requests_nothing_and_duplicate_requests_are
 
 
 async def test_a_malformed_request_goes_to_dead_letters_and_the_next_one_is_taken():
-    broker, coalescer = await wired()
+    broker, coalescer, _ = await wired()
     request = TrainModel(model_name="m", dataset="loans", producer="t")
     letters: list[dict] = []
 
@@ -89,3 +92,42 @@ async def test_a_malformed_request_goes_to_dead_letters_and_the_next_one_is_take
         await test_broker.publish(request.to_bytes(), TRAINING_REQUESTED.name)
     assert [r.event_id for r in coalescer.submitted] == [request.event_id]
     assert len(letters) == 1 and letters[0]["source_topic"] == TRAINING_REQUESTED.name
+
+
+async def test_poison_requests_and_drifts_are_dead_lettered_and_committed_past_and_the_good_ones_taken():
+    broker, coalescer, intake = await wired()
+    committed: list[dict[int, int]] = []
+
+    async def commit(points: dict[int, int]) -> None:
+        committed.append(points)
+
+    intake.commit = commit
+    letters: list[dict] = []
+
+    @broker.subscriber(DEADLETTERS.name)
+    async def collect(body: dict) -> None:
+        letters.append(body)
+
+    request = TrainModel(model_name="m", dataset="loans", producer="t")
+    long_name = TrainModel(model_name="m", dataset="loans", producer="t").model_dump(mode="json")
+    poison_requests = [b"\x00\xff not json", b"", json.dumps({**long_name, "model_name": "x" * 10_000}).encode()]
+    drift = DriftDetected(dataset="loans", model_name="m", kind="data", window_size=10, retrain=True, producer="t")
+    poison_drifts = [
+        json.dumps({**drift.model_dump(mode="json"), "model_name": "x" * 10_000}).encode(),
+        DriftDetected(
+            dataset="no-such-dataset", model_name="no-such-model", kind="data", window_size=10, retrain=True
+        ).to_bytes(),
+    ]
+    async with TestKafkaBroker(broker) as test_broker:
+        for value in [*poison_requests, request.to_bytes()]:
+            await test_broker.publish(value, TRAINING_REQUESTED.name)
+        for value in poison_drifts:
+            await test_broker.publish(value, MONITORING_DRIFT.name)
+        await test_broker.publish(drift.to_bytes(), MONITORING_DRIFT.name)
+    dead = {(d["source_topic"], base64.b64decode(d["original_value"])): d["reason"] for d in letters}
+    sent = {(MONITORING_DRIFT.name, v) for v in poison_drifts} | {(TRAINING_REQUESTED.name, v) for v in poison_requests}
+    assert set(dead) == sent and len(letters) == len(sent) and all(dead.values())
+    assert "no-such-dataset" in dead[(MONITORING_DRIFT.name, poison_drifts[1])]
+    assert [r.trigger for r in coalescer.submitted] == ["api", "drift"]  # the request, then the drift's retrain
+    # the in-memory broker gives every message offset 0: the first bad one was committed past at once
+    assert committed == [{0: 1}]

@@ -12,6 +12,7 @@ import structlog
 from fastapi import FastAPI
 
 from flywheel.common.components import Components
+from flywheel.common.contracts import load_contracts
 from flywheel.common.datasets import DatasetCatalog
 from flywheel.common.kafka import publish_event
 from flywheel.common.modelspec import load_model_spec
@@ -60,7 +61,9 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
     coalescer = Coalescer(settings.debounce_s, orchestrator, runs.add)
     intake = Intake(coalescer, ended, handover_timeout_s=settings.handover_timeout_s)
     orchestrator.claims = intake  # the intake took the requests; only it may settle them
-    register_subscribers(parts.broker, intake, settings.consumer_group, arrivals)
+    register_subscribers(
+        parts.broker, intake, settings.consumer_group, arrivals, set(load_contracts(settings.datasets_dir))
+    )
 
     async def schedule() -> None:
         while True:

@@ -127,6 +127,14 @@ class Intake:
             self.coalescer.submit(request)
         await self.flush()
 
+    async def skip(self, partition: int, offset: int) -> None:
+        """A message that is no request (it was dead-lettered): nothing runs for it; commit past it in turn."""
+        if partition not in self.owned or self.closing:
+            return
+        await self._ready.wait()
+        self.ledger.take(partition, offset, None)
+        await self.flush()
+
     def holds(self, requests: list[TrainModel], epoch: int) -> bool:
         """Whether a run that started in ``epoch`` may still end these requests (no handover since)."""
         return epoch == self.epoch and all(str(r.event_id) in self._taken for r in requests)

@@ -8,7 +8,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
-from flywheel.common.kafka import consumer_options, exactly_once
+from flywheel.common.kafka import InvalidMessage, consumer_options, exactly_once, parse_each, undecoded
 from flywheel.schemas import (
     DATASETS_VERSIONED,
     MONITORING_DRIFT,
@@ -18,13 +18,17 @@ from flywheel.schemas import (
     TrainModel,
 )
 from flywheel.training.arrivals import Arrivals
-from flywheel.training.handlers import request_from_drift
+from flywheel.training.handlers import PRODUCER, request_from_drift
 from flywheel.training.intake import Handover, Intake
 
 log = structlog.get_logger(__name__)
 
 
-def register_subscribers(broker: KafkaBroker, intake: Intake, group: str, arrivals: Arrivals) -> None:
+def register_subscribers(
+    broker: KafkaBroker, intake: Intake, group: str, arrivals: Arrivals, datasets: set[str]
+) -> None:
+    """``datasets``: the ones this service can train on; a drift of any other is dead-lettered."""
+
     # no group: every replica hears every new version, since any of them may be waiting for data
     @broker.subscriber(DATASETS_VERSIONED.name, auto_offset_reset="latest", ack_policy=AckPolicy.ACK_FIRST)
     async def on_dataset_versioned(versioned: DatasetVersioned) -> None:
@@ -35,21 +39,33 @@ def register_subscribers(broker: KafkaBroker, intake: Intake, group: str, arriva
     @exactly_once(broker)
     async def on_drift_detected(drift: DriftDetected) -> TrainModel | None:
         """Turn a drift finding that asks for a retrain into a ``TrainModel`` caused by it."""
+        if drift.dataset not in datasets:
+            raise InvalidMessage(
+                f"drift of dataset {drift.dataset!r}, which no model here trains on: {sorted(datasets)}"
+            )
         request = request_from_drift(drift)
         if request is not None:
             log.info("retrain requested by drift", model_name=request.model_name, drift=str(drift.event_id))
         return request
 
     # Offsets are committed by the intake, once the requests' runs have ended: never on receipt.
+    # Bodies arrive undecoded: a message that is no request is dead-lettered here, and the intake
+    # commits past it like any settled request (a manual commit never moves past an unknown offset).
     requests = broker.subscriber(
         TRAINING_REQUESTED.name,
+        decoder=undecoded,
         **consumer_options(group, ack_policy=AckPolicy.MANUAL, listener=Handover(intake, TRAINING_REQUESTED.name)),
     )
 
     @requests
-    async def on_train_model(request: TrainModel, message: KafkaMessage) -> None:
+    async def on_train_model(body: bytes, message: KafkaMessage) -> None:
         """Take a training request: its run is coalesced per model, its offset committed when the run ends."""
-        await intake.take(request, message.raw_message.partition, message.raw_message.offset)
+        record = message.raw_message
+        parsed = await parse_each(broker, TRAINING_REQUESTED, [body], message, service=PRODUCER)
+        if not parsed:
+            await intake.skip(record.partition, record.offset)
+            return
+        await intake.take(parsed[0].event, record.partition, record.offset)
 
     async def commit(points: dict[int, int]) -> None:
         consumer = requests.consumer
