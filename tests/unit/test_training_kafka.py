@@ -131,3 +131,31 @@ async def test_poison_requests_and_drifts_are_dead_lettered_and_committed_past_a
     assert [r.trigger for r in coalescer.submitted] == ["api", "drift"]  # the request, then the drift's retrain
     # the in-memory broker gives every message offset 0: the first bad one was committed past at once
     assert committed == [{0: 1}]
+
+
+async def test_a_version_of_an_unknown_dataset_is_dead_lettered_and_wakes_nothing():
+    arrivals = Arrivals()
+    broker, _, _ = await wired(arrivals)
+    letters: list[dict] = []
+
+    @broker.subscriber(DEADLETTERS.name)
+    async def collect(body: dict) -> None:
+        letters.append(body)
+
+    def versioned(dataset: str, version: str = "v") -> DatasetVersioned:
+        manifest = DatasetManifest(dataset=dataset, version=version, content_hash="h", row_count=1, columns={}, uri="")
+        return DatasetVersioned(dataset=dataset, version=version, manifest=manifest, producer="t")
+
+    good = versioned("loans")
+    poison = [
+        versioned("no-such-dataset").to_bytes(),
+        json.dumps({**good.model_dump(mode="json"), "version": "x" * 10_000}).encode(),
+        json.dumps(
+            {**good.model_dump(mode="json"), "manifest": {**good.manifest.model_dump(), "row_count": 1e308}}
+        ).encode(),
+    ]
+    async with TestKafkaBroker(broker) as test_broker:
+        for value in [good.to_bytes(), *poison, versioned("loans", "v2").to_bytes()]:
+            await test_broker.publish(value, DATASETS_VERSIONED.name)
+    assert arrivals.heard == {"loans": 2}
+    assert [base64.b64decode(d["original_value"]) for d in letters] == poison and all(d["reason"] for d in letters)

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, Field
 
-from flywheel.schemas.envelope import Event
+from flywheel.schemas.envelope import Event, Name
 
 
 class ColumnSummary(BaseModel):
@@ -51,6 +51,6 @@ class DatasetManifest(BaseModel):
 class DatasetVersioned(Event):
     """A new dataset version was sealed and stored (``datasets.versioned``)."""
 
-    dataset: str
-    version: str
+    dataset: Name
+    version: Name
     manifest: DatasetManifest

@@ -27,12 +27,14 @@ log = structlog.get_logger(__name__)
 def register_subscribers(
     broker: KafkaBroker, intake: Intake, group: str, arrivals: Arrivals, datasets: set[str]
 ) -> None:
-    """``datasets``: the ones this service can train on; a drift of any other is dead-lettered."""
+    """``datasets``: the ones this service can train on; a drift or version of any other is dead-lettered."""
 
     # no group: every replica hears every new version, since any of them may be waiting for data
     @broker.subscriber(DATASETS_VERSIONED.name, auto_offset_reset="latest", ack_policy=AckPolicy.ACK_FIRST)
     async def on_dataset_versioned(versioned: DatasetVersioned) -> None:
         """New records or labels were sealed: wake the runs waiting for fresh labelled data."""
+        if versioned.dataset not in datasets:
+            raise InvalidMessage(f"version of dataset {versioned.dataset!r}, which nothing here trains on")
         arrivals.announce(versioned.dataset)
 
     @broker.subscriber(MONITORING_DRIFT.name, **consumer_options(group))
