@@ -16,8 +16,10 @@ from flywheel.schemas import (
     DEADLETTERS,
     LABELS,
     MODELS_APPROVED,
+    MODELS_CHAMPION,
     PREDICTIONS,
     PREDICTIONS_REQUESTS,
+    ChampionChanged,
     LabelObserved,
     MessageDeadLettered,
     ModelApproved,
@@ -265,7 +267,7 @@ async def test_a_label_no_dataset_could_have_is_dead_lettered_and_the_good_ones_
     assert "no data contract for dataset 'no-such-dataset'" in letters[2].reason
 
 
-async def test_an_approval_of_a_model_the_registry_does_not_know_is_dead_lettered() -> None:
+async def test_an_approval_or_champion_of_a_model_the_registry_does_not_know_is_dead_lettered() -> None:
     async def registered(name: str, version: str) -> bool:
         return name == "loans-approval"
 
@@ -276,16 +278,27 @@ async def test_an_approval_of_a_model_the_registry_does_not_know_is_dead_lettere
         started.append((approved.model_name, approved.version))
 
     built.start_rollout = start_rollout  # type: ignore[method-assign]
+    used = []
+
+    async def use_champion(change):
+        used.append((change.model_name, change.version))
+
+    built.use_champion = use_champion  # type: ignore[method-assign]
     unknown = ModelApproved(
         producer="t", model_name="no-such-model", version="1", run_id="", model_uri="", metrics={}, gates=[]
     )
+    unknown_champion = ChampionChanged(model_name="no-such-model", version="1", action="promote", actor="t")
+    champion = ChampionChanged(model_name="loans-approval", version="2", action="promote", actor="t")
     known = ModelApproved(
         producer="t", model_name="loans-approval", version="2", run_id="", model_uri="", metrics={}, gates=[]
     )
     async with TestKafkaBroker(broker) as test_broker:
         for event in (unknown, known):
             await test_broker.publish(event.to_bytes(), MODELS_APPROVED.name)
-    assert started == [("loans-approval", "2")]
-    [letter] = out[DEADLETTERS.name]
-    assert "version '1' of model 'no-such-model' is not in the registry" in letter["reason"]
-    assert base64.b64decode(letter["original_value"]) == unknown.to_bytes()
+        for change in (unknown_champion, champion):
+            await test_broker.publish(change.to_bytes(), MODELS_CHAMPION.name)
+    assert started == [("loans-approval", "2")] and used == [("loans-approval", "2")]
+    letters = out[DEADLETTERS.name]
+    assert [base64.b64decode(d["original_value"]) for d in letters] == [unknown.to_bytes(), unknown_champion.to_bytes()]
+    assert all("version '1' of model 'no-such-model' is not in the registry" in d["reason"] for d in letters)
+    assert [d["attempts"] for d in letters] == [1, 1], "refused at once, not retried"

@@ -68,6 +68,8 @@ def register_subscribers(
     @broker.subscriber(MODELS_CHAMPION.name, **consumer_options("serving"))
     async def on_champion_changed(change: ChampionChanged) -> None:
         """Serve the registry's champion of any model: the first one, a promotion, or a rollback."""
+        if not await registered(change.model_name, change.version):  # not worth a retry: dead-lettered at once
+            raise InvalidMessage(f"version {change.version!r} of model {change.model_name!r} is not in the registry")
         await engine.use_champion(change)
 
     @broker.subscriber(LABELS.name, **consumer_options("serving"))
