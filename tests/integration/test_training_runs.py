@@ -158,7 +158,9 @@ async def test_training_request_logs_a_complete_run_and_the_first_model_becomes_
     assert lineage["code_version"] == tags[Tags.CODE_VERSION]
 
 
-async def test_training_the_same_request_twice_gives_identical_metrics(kafka: KafkaSettings, store_settings, services):
+async def test_training_the_same_request_twice_gives_identical_metrics(
+    kafka: KafkaSettings, store_settings, mlflow_settings, services
+):
     # A noisy concept, so the metrics are not trivially perfect.
     version = write_version(store_settings, agrawal_rows(1500, function=8, perturbation=0.1))
     name = unique("it-repro")
@@ -172,7 +174,7 @@ async def test_training_the_same_request_twice_gives_identical_metrics(kafka: Ka
     assert first["metrics"] == second["metrics"]
     same = ("dataset_version", "code_version", "params", "seed", "train_rows", "eval_rows")
     assert {k: first["lineage"][k] for k in same} == {k: second["lineage"][k] for k in same}
-    client = MlflowClient()
+    client = MlflowClient(mlflow_settings.tracking_uri)
     importance = [client.get_run(r["run_id"]).data.metrics for r in (first, second)]
     assert importance[0] == importance[1]
 
