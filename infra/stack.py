@@ -13,6 +13,8 @@ lives under `.stack/`: the jars, the MinIO binary, data, logs and pid files.
 
 A second stack beside the first: FLYWHEEL_STACK_DIR=<dir> plus FLYWHEEL_STACK_<NAME>_PORT
 for each port to move (KAFKA, KAFKA_CONTROLLER, MINIO, MINIO_CONSOLE, MLFLOW, INGESTION, ...).
+FLYWHEEL_STACK_DATASETS_DIR=<dir> starts (or restarts) the services on another datasets
+directory than the checkout's (a deployment whose features.yaml was edited, say).
 """
 
 from __future__ import annotations
@@ -364,7 +366,7 @@ def components() -> list[Component]:
                 **SHARED_ENV,
                 f"{name.upper()}_PORT": str(port),
                 f"{name.upper()}_LOG_FORMAT": "json",
-                f"{name.upper()}_DATASETS_DIR": str(ROOT / "datasets"),
+                f"{name.upper()}_DATASETS_DIR": os.environ.get("FLYWHEEL_STACK_DATASETS_DIR", str(ROOT / "datasets")),
                 # serving calls the registry's API: this stack's, wherever its port was moved
                 **({"SERVING_REGISTRY_URL": f"http://{HOST}:{SERVICE_PORTS['registry']}"} if name == "serving" else {}),
             },

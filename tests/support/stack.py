@@ -46,11 +46,13 @@ def kill(name: str, sig: signal.Signals = signal.SIGKILL) -> int:
     return pid
 
 
-def launch(command: str, *names: str) -> None:
-    """Run the launcher (``up``, ``restart``, ...) with this environment; it returns once all is healthy."""
-    subprocess.run([sys.executable, str(LAUNCHER), command, *names], check=True, cwd=ROOT)
+def launch(command: str, *names: str, env: dict[str, str] | None = None) -> None:
+    """Run the launcher (``up``, ``restart``, ...) with this environment and ``env``; it returns once all is healthy."""
+    subprocess.run(
+        [sys.executable, str(LAUNCHER), command, *names], check=True, cwd=ROOT, env={**os.environ, **(env or {})}
+    )
 
 
-def restart(*names: str) -> None:
-    """Stop what is left of the components, start them again, and wait until they are healthy."""
-    launch("restart", *names)
+def restart(*names: str, env: dict[str, str] | None = None) -> None:
+    """Stop what is left of the components, start them again (with ``env`` added), and wait until they are healthy."""
+    launch("restart", *names, env=env)
