@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 from river.datasets import synth
 
 from flywheel.common.datasets import DatasetCatalog
+from flywheel.common.featuresets import load_feature_set
 from flywheel.common.objectstore import ObjectStore, parquet_bytes, sha256
 from flywheel.common.settings import KafkaSettings, MlflowSettings, ObjectStoreSettings
 from flywheel.common.tracking import Tags, configure_mlflow
@@ -129,7 +130,10 @@ async def test_training_request_logs_a_complete_run_and_the_first_model_becomes_
     tags = run.data.tags
     assert tags[Tags.DATASET] == DATASET and tags[Tags.DATASET_VERSION] == version
     assert tags[Tags.CODE_VERSION] and tags[Tags.SEED] == "42"
-    assert tags[Tags.FEATURE_SET] == "loans_features" and tags[Tags.FEATURE_SET_VERSION] == "1"
+    assert (
+        tags[Tags.FEATURE_SET] == "loans_features"
+        and tags[Tags.FEATURE_SET_VERSION] == load_feature_set("datasets", DATASET).version
+    )
     assert tags[Tags.MODEL_SPEC] == "model" and tags[Tags.TRIGGER_EVENT_ID] == request_id
     assert json.loads(tags[Tags.CAUSATION_CHAIN]) == [request_id]
     assert run.data.params["estimator"] == "sklearn.ensemble.HistGradientBoostingClassifier"
@@ -142,8 +146,6 @@ async def test_training_request_logs_a_complete_run_and_the_first_model_becomes_
     info = mlflow.models.get_model_info(trained["model_uri"])
     assert info.signature is not None and info.signature.inputs.input_names()[:3] == ["salary", "commission", "age"]
     sample = agrawal_rows(5, function=0, seed=99)
-    from flywheel.common.featuresets import load_feature_set
-
     features = load_feature_set("datasets", DATASET)
     assert model.predict_proba(features.frame(sample)).shape == (5, 2)
 

@@ -117,7 +117,6 @@ def test_offline_features_are_point_in_time_correct() -> None:
 
 EVERY_TRANSFORM = FeatureSet(
     feature_set="edges",
-    version="1",
     dataset="edges",
     entity_key="id",
     timestamp="ts",

@@ -34,7 +34,7 @@ def test_the_latest_vector_of_an_entity_with_its_time_and_feature_set_version(st
     body = client(store).get("/features/loans/a").json()
     assert body["values"]["salary"] == 3000.0 and body["values"]["income"] == 3000.0
     assert body["event_time"].startswith("2026-01-01T10:07")
-    assert (body["feature_set"], body["feature_set_version"]) == ("loans_features", "1")
+    assert (body["feature_set"], body["feature_set_version"]) == ("loans_features", FEATURES.version)
 
 
 def test_an_unknown_entity_is_a_404_that_says_so_and_a_503_while_the_store_rebuilds(store: OnlineStore) -> None:
@@ -69,4 +69,7 @@ def test_online_compute_is_the_shared_definition_and_names_bad_fields(store: Onl
 
 def test_the_feature_set_definitions(store: OnlineStore) -> None:
     body = client(store).get("/featuresets").json()
-    assert body["loans"]["version"] == "1" and [f["name"] for f in body["loans"]["features"]] == FEATURES.names
+    assert (
+        body["loans"]["version"] == FEATURES.version
+        and [f["name"] for f in body["loans"]["features"]] == FEATURES.names
+    )

@@ -32,3 +32,6 @@ class PredictionMade(Event):
     probability: float | None = Field(default=None, ge=0, le=1, description="Of the positive class.")
     features: dict[str, JsonValue] = {}
     latency_ms: float = Field(ge=0, allow_inf_nan=False)
+    feature_set_version: Name | None = Field(
+        default=None, description="The feature-set version ``features`` were computed with: the answering model's."
+    )

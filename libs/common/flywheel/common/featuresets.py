@@ -5,17 +5,24 @@ and, per feature, its inputs and a transform. Three callers use it: the feature
 service online, training offline on a dataset version, and serving on a request.
 ``FeatureSet.compute`` is the only implementation of the transforms; the frame
 form maps it over rows, so training and serving cannot disagree (no skew).
+
+A feature set is immutable and its ``version`` is the hash of its canonical content:
+editing ``features.yaml`` makes a new version, never a changed old one. A model is pinned
+to the version it was trained with (``flywheel.common.featureversions``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Callable, Iterable, Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 Transform = Literal["identity", "log1p", "sum", "ratio", "one_hot", "clip", "bucket"]
 
@@ -30,6 +37,8 @@ class FeatureDefinition(BaseModel):
     - ``clip``: the input bounded to ``[min, max]``;
     - ``bucket``: the index of the first of ``edges`` the input is below (``len(edges)`` if none).
     """
+
+    model_config = ConfigDict(frozen=True)
 
     name: str
     inputs: list[str] = Field(min_length=1)
@@ -48,15 +57,54 @@ class FeatureDefinition(BaseModel):
         return data
 
 
+VERSION_LENGTH = 16  # hex digits of the sha256, as for dataset versions
+
+
 class FeatureSet(BaseModel):
-    """A versioned set of features over one dataset's records."""
+    """An immutable set of features over one dataset's records, versioned by its content.
+
+    A ``version`` in the input (older ``features.yaml`` files declared one) is ignored: the
+    version is computed, so an edit can never keep the old version's name.
+    """
+
+    model_config = ConfigDict(frozen=True)
 
     feature_set: str
-    version: str
     dataset: str
     entity_key: str
     timestamp: str
     features: list[FeatureDefinition] = Field(min_length=1)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @cached_property
+    def version(self) -> str:
+        """The content hash: the first hex digits of the sha256 of ``canonical()``.
+
+        >>> a = FeatureSet(feature_set="f", dataset="d", entity_key="id", timestamp="ts",
+        ...     features=[{"name": "x", "input": "x"}])
+        >>> b = FeatureSet.model_validate({**a.definition(), "features": [{"name": "x", "inputs": ["x"],
+        ...     "transform": "identity", "description": ""}]})
+        >>> a.version == b.version  # the same content, however it is spelled
+        True
+        >>> c = FeatureSet(feature_set="f", dataset="d", entity_key="id", timestamp="ts",
+        ...     features=[{"name": "x", "input": "x", "transform": "log1p"}])
+        >>> a.version == c.version, len(a.version)
+        (False, 16)
+        """
+        return hashlib.sha256(self.canonical().encode()).hexdigest()[:VERSION_LENGTH]
+
+    def canonical(self) -> str:
+        """The content as canonical JSON: sorted keys, no whitespace, defaults left out.
+
+        Leaving defaults out keeps every existing version's hash when a new optional field
+        (with its default) is added to the definitions.
+        """
+        content = self.model_dump(mode="json", exclude={"version"}, exclude_defaults=True)
+        return json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+    def definition(self) -> dict[str, Any]:
+        """The whole definition with its version: what is stored beside a model and in the archive."""
+        return self.model_dump(mode="json")
 
     @property
     def names(self) -> list[str]:
@@ -69,7 +117,7 @@ class FeatureSet(BaseModel):
     def compute(self, record: Mapping[str, Any]) -> dict[str, float]:
         """The feature vector of one record; a missing or null input gives NaN.
 
-        >>> fs = FeatureSet(feature_set="f", version="1", dataset="d", entity_key="id", timestamp="ts",
+        >>> fs = FeatureSet(feature_set="f", dataset="d", entity_key="id", timestamp="ts",
         ...     features=[{"name": "income", "inputs": ["salary", "commission"], "transform": "sum"},
         ...               {"name": "is_a", "input": "grade", "transform": "one_hot", "value": "a"}])
         >>> fs.compute({"salary": 10.0, "commission": 2.5, "grade": "a"})
@@ -178,8 +226,29 @@ _TRANSFORMS: dict[str, Callable[[FeatureDefinition, list[Any]], float]] = {
 
 
 def load_feature_set(datasets_dir: Path, dataset: str) -> FeatureSet:
-    """The feature set declared in ``<datasets_dir>/<dataset>/features.yaml``."""
+    """The feature set declared today in ``<datasets_dir>/<dataset>/features.yaml`` (its current version)."""
     path = Path(datasets_dir) / dataset / "features.yaml"
     if not path.exists():
         raise FileNotFoundError(f"no feature set for dataset {dataset!r} at {path}")
     return FeatureSet.model_validate(yaml.safe_load(path.read_text()))
+
+
+def pinned(definition: Mapping[str, Any], version: str) -> FeatureSet:
+    """A stored definition, checked to be the version it was stored as (else ``ValueError``).
+
+    >>> fs = FeatureSet(feature_set="f", dataset="d", entity_key="id", timestamp="ts",
+    ...     features=[{"name": "x", "input": "x"}])
+    >>> pinned(fs.definition(), fs.version) == fs
+    True
+    >>> pinned(fs.definition(), "0123456789abcdef")
+    Traceback (most recent call last):
+    ...
+    ValueError: feature set f: the stored definition hashes to ... not to version 0123456789abcdef
+    """
+    found = FeatureSet.model_validate(dict(definition))
+    if found.version != version:
+        raise ValueError(
+            f"feature set {found.feature_set}: the stored definition hashes to {found.version}, "
+            f"not to version {version}"
+        )
+    return found

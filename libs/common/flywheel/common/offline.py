@@ -83,7 +83,7 @@ def training_matrix(
     The events' (or the records' key, time and label) columns, ``feature_time`` (when
     the features were true) and one column per feature.
 
-    >>> fs = FeatureSet(feature_set="f", version="1", dataset="d", entity_key="id", timestamp="ts",
+    >>> fs = FeatureSet(feature_set="f", dataset="d", entity_key="id", timestamp="ts",
     ...     features=[{"name": "income", "inputs": ["salary", "bonus"], "transform": "sum"}])
     >>> records = pd.DataFrame({"id": ["a", "a", "b"], "ts": ["2026-01-01T10:00Z", "2026-01-01T12:00Z",
     ...     "2026-01-01T10:00Z"], "salary": [10.0, 20.0, 5.0], "bonus": [1.0, 2.0, 0.0]})

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from flywheel.common.components import Components
 from flywheel.common.contracts import load_contracts
 from flywheel.common.featuresets import load_feature_set
+from flywheel.common.featureversions import FeatureSetArchive
 from flywheel.common.kafka import SeenEvents
 from flywheel.common.service import create_service_app
 from flywheel.features.http import create_router
@@ -22,6 +23,7 @@ from flywheel.features.replay import replay
 from flywheel.features.settings import FeaturesSettings
 from flywheel.features.store import OnlineStore
 from flywheel.features.subscribers import register_subscribers
+from flywheel.features.versions import KnownVersions
 
 
 def feature_sets_in(datasets_dir: Path) -> dict[str, Any]:
@@ -35,10 +37,25 @@ def create_app(settings: FeaturesSettings | None = None) -> FastAPI:
     settings = settings or FeaturesSettings()
     parts = Components.connect("features", settings)
     store = OnlineStore(feature_sets_in(settings.datasets_dir))
+    versions = KnownVersions(store.feature_sets, FeatureSetArchive(parts.store))
     seen = SeenEvents(capacity=settings.dedup_capacity)
     contracts = load_contracts(settings.datasets_dir)
     register_subscribers(parts.broker, store, seen, contracts)
     state: dict[str, Any] = {"store": "rebuilding", "replayed": 0}
+
+    async def keep_versions() -> None:
+        """Today's feature-set versions into the archive, for readers pinned to them later."""
+        delay = 1.0
+        while True:  # the object store not up yet: retry; putting a kept version again changes nothing
+            try:
+                kept = await asyncio.to_thread(versions.keep_current)
+            except Exception as error:
+                parts.log.warning("keeping feature-set versions failed; retrying", error=repr(error), in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, settings.replay_max_backoff_s)
+                continue
+            parts.log.info("feature-set versions kept", keys=kept)
+            return
 
     async def rebuild() -> None:
         delay = 1.0
@@ -62,11 +79,12 @@ def create_app(settings: FeaturesSettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def rebuild_store(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(rebuild())
+        tasks = [asyncio.create_task(rebuild()), asyncio.create_task(keep_versions())]
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def status() -> dict[str, Any]:
         for dataset in store.feature_sets:
@@ -78,7 +96,7 @@ def create_app(settings: FeaturesSettings | None = None) -> FastAPI:
         settings=settings,
         broker=parts.broker,
         checks=parts.checks(),
-        routers=[create_router(store, contracts, ready=lambda: state["store"] == "ready")],
+        routers=[create_router(store, contracts, ready=lambda: state["store"] == "ready", versions=versions)],
         lifespans=[rebuild_store],
         description="One set of feature definitions, online and offline; keeps the online store.",
         status=status,

@@ -1,7 +1,12 @@
-"""Features' HTTP routes: the online store, its statistics, and online computation."""
+"""Features' HTTP routes: the online store, its statistics, and online computation.
+
+Each computing route takes an optional ``version``: a feature-set version (content hash) to
+compute with instead of today's, so a reader pinned to an older version gets exactly it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +17,7 @@ from flywheel.common.contracts import DataContract
 from flywheel.common.featuresets import FeatureSet
 from flywheel.common.problems import problems
 from flywheel.features.store import OnlineStore
+from flywheel.features.versions import KnownVersions
 
 
 class ComputeRequest(BaseModel):
@@ -19,9 +25,13 @@ class ComputeRequest(BaseModel):
 
 
 def create_router(
-    store: OnlineStore, contracts: dict[str, DataContract], ready: Callable[[], bool] = lambda: True
+    store: OnlineStore,
+    contracts: dict[str, DataContract],
+    ready: Callable[[], bool] = lambda: True,
+    versions: KnownVersions | None = None,
 ) -> APIRouter:
     router = APIRouter(tags=["features"])
+    versions = versions or KnownVersions(store.feature_sets)
 
     def feature_set(dataset: str) -> FeatureSet:
         if dataset not in store.feature_sets:
@@ -30,10 +40,31 @@ def create_router(
             )
         return store.feature_sets[dataset]
 
+    async def feature_set_at(dataset: str, version: str | None) -> FeatureSet:
+        """Today's feature set, or the given version of it (404 when no one kept that version)."""
+        current = feature_set(dataset)
+        if version is None or version == current.version:
+            return current
+        found = await asyncio.to_thread(versions.find, dataset, version)
+        if found is None:
+            raise HTTPException(404, f"no version {version[:80]!r} of the feature set of {dataset!r}")
+        return found
+
     @router.get("/featuresets")
     async def featuresets() -> dict[str, FeatureSet]:
         """The feature definitions, by dataset: the same ones training and serving compute."""
         return store.feature_sets
+
+    @router.get("/featuresets/{dataset}/versions", responses=problems(404))
+    async def feature_set_versions(dataset: str) -> dict[str, Any]:
+        """Every version of a dataset's feature set kept so far, and today's."""
+        current = feature_set(dataset)
+        return {"current": current.version, "versions": await asyncio.to_thread(versions.versions, dataset)}
+
+    @router.get("/featuresets/{dataset}/{version}", responses=problems(404))
+    async def feature_set_version(dataset: str, version: str) -> FeatureSet:
+        """One version of a dataset's feature set, as it was defined: immutable."""
+        return await feature_set_at(dataset, version)
 
     @router.get("/features/{dataset}/statistics", responses=problems(404))
     async def statistics(dataset: str) -> dict[str, Any]:
@@ -45,9 +76,9 @@ def create_router(
         }
 
     @router.get("/features/{dataset}/{entity_id}", responses=problems(404, 503))
-    async def latest(dataset: str, entity_id: str) -> dict[str, Any]:
-        """The entity's latest feature vector, from memory."""
-        fs = feature_set(dataset)
+    async def latest(dataset: str, entity_id: str, version: str | None = None) -> dict[str, Any]:
+        """The entity's latest feature vector, from memory (by today's version, or by ``version``)."""
+        fs = await feature_set_at(dataset, version)
         stored = store.latest.get((dataset, entity_id))
         if stored is None:
             if not ready():  # it may well be in the part of the log not replayed yet
@@ -60,13 +91,13 @@ def create_router(
             "feature_set_version": fs.version,
             "event_time": stored.event_time,
             "record_id": stored.record_id,
-            "values": stored.values,
+            "values": stored.values if fs is feature_set(dataset) else stored.values_of(fs),
         }
 
     @router.post("/features/{dataset}/compute", responses=problems(404))
-    async def compute(dataset: str, request: ComputeRequest) -> dict[str, Any]:
+    async def compute(dataset: str, request: ComputeRequest, version: str | None = None) -> dict[str, Any]:
         """Feature vectors of raw records, computed online (invalid fields: a 422 that names them)."""
-        fs = feature_set(dataset)
+        fs = await feature_set_at(dataset, version)
         contract = contracts.get(dataset)
         if contract is not None:
             inputs = set(fs.inputs)

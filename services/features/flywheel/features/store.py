@@ -2,6 +2,11 @@
 
 Pure: records in, vectors out. The feature values come from the shared ``FeatureSet``,
 the same code training and serving run, so the three cannot disagree.
+
+Vectors are computed with the current version of each feature set (today's
+``features.yaml``) and name it. A reader pinned to another version (a model trained
+before an edit) computes its own from the entity's latest record, which the store keeps
+(``Stored.record``, and ``inputs`` on every published vector).
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from uuid import NAMESPACE_URL, uuid5
 
 from river import stats
@@ -55,6 +61,11 @@ class Stored:
     values: dict[str, float | None]
     event_time: datetime
     record_id: str
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def values_of(self, feature_set: FeatureSet) -> dict[str, float | None]:
+        """The entity's vector by another version of its feature set, from the record it came from."""
+        return {k: (None if math.isnan(v) else v) for k, v in feature_set.compute(self.record).items()}
 
 
 class OnlineStore:
@@ -83,7 +94,7 @@ class OnlineStore:
         if current is not None and current.event_time > record.event_time:
             return None  # a late record never overwrites a newer vector
         plain = {k: (None if math.isnan(v) else v) for k, v in values.items()}
-        self.latest[key] = Stored(plain, record.event_time, record.record_id)
+        self.latest[key] = Stored(plain, record.event_time, record.record_id, record.data)
         return FeaturesComputed(
             # one record, one vector event: a republished vector (a redelivered record) dedups downstream
             event_id=uuid5(NAMESPACE_URL, f"flywheel:features:{record.event_id}"),
@@ -94,6 +105,7 @@ class OnlineStore:
             entity_id=record.entity_id,
             event_time=record.event_time,
             values=plain,
+            inputs=record.data,
             **record.caused(),
         )
 

@@ -21,6 +21,7 @@ def drift_summary(watch: Watch, model_name: str) -> dict[str, Any]:
         if reference is None
         else {
             "model_version": reference.model_version,
+            "feature_set_version": reference.feature_set_version,
             "dataset": reference.dataset,
             "dataset_version": reference.dataset_version,
             "rows": len(next(iter(reference.features.values()), [])),

@@ -41,7 +41,7 @@ class MonitorConfig:
 
 @dataclass
 class Reference:
-    """What "normal" is: the features of the data the champion was trained on."""
+    """What "normal" is: the features of the data the champion was trained on, by its own feature-set version."""
 
     model_name: str
     model_version: str | None
@@ -50,6 +50,15 @@ class Reference:
     features: dict[str, np.ndarray]
     categorical: set[str]
     train_accuracy: float | None = None
+    feature_set_version: str | None = None
+
+    def judges(self, prediction: PredictionMade) -> bool:
+        """Whether this reference is the one to compare a prediction's features with: its model's own.
+
+        Another version's answer (a canary's, an old champion's) was computed with that model's
+        feature-set version, so it is not compared with this one.
+        """
+        return not self.model_version or prediction.model_version == self.model_version
 
 
 @dataclass
@@ -107,7 +116,7 @@ class ModelMonitor:
             self.pending.popitem(last=False)
         if prediction.entity_id and prediction.served:
             self.latest_by_entity[prediction.entity_id] = prediction.prediction_id
-        if not prediction.served:
+        if not prediction.served or (self.reference is not None and not self.reference.judges(prediction)):
             return []
         self.predictions_seen += 1
         self.window.append(prediction.features)

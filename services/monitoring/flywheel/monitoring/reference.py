@@ -1,4 +1,9 @@
-"""Loading the reference: the features of the data the champion was trained on."""
+"""Loading the reference: the features of the data the champion was trained on.
+
+Computed with the feature-set version pinned to the champion's run (not today's
+``features.yaml``), so the reference is what that model saw in training, and its traffic,
+logged with the same version by serving, is compared like with like.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from mlflow.exceptions import MlflowException
 from flywheel.common.contracts import load_contracts
 from flywheel.common.datasets import DatasetCatalog
 from flywheel.common.featuresets import FeatureSet, load_feature_set
+from flywheel.common.featureversions import feature_set_of_run
 from flywheel.common.tracking import Tags
 from flywheel.monitoring.monitor import Reference
 
@@ -44,7 +50,7 @@ def load_reference(
     versions = [v for v in tags.get(Tags.DATASET_VERSION, "").split(",") if v]
     if not dataset or not versions:
         return None
-    feature_set = load_feature_set(datasets_dir, dataset)
+    feature_set = feature_set_of_run(client, run, lambda: load_feature_set(datasets_dir, dataset))
     records = pd.concat([catalog.load(dataset, v) for v in versions], ignore_index=True)
     features = feature_set.frame(records)
     return Reference(
@@ -55,4 +61,5 @@ def load_reference(
         features={name: features[name].to_numpy(dtype=float) for name in feature_set.names},
         categorical=categorical_features(feature_set, datasets_dir),
         train_accuracy=metrics.get("accuracy"),
+        feature_set_version=feature_set.version,
     )

@@ -83,7 +83,14 @@ class Engine:
         champion = self.champions[name]
         rollout = self.rollouts.get(name)
         started = time.perf_counter()
-        rows = champion.features.matrix(records)
+        rows = champion.rows(records)
+        # each model is fed its own pinned feature-set version: the candidate's rows only when it differs
+        candidate = rollout.candidate if rollout is not None else None
+        candidate_rows = (
+            rows
+            if candidate is None or candidate.features.version == champion.features.version
+            else candidate.rows(records)
+        )
         entity_key = champion.features.entity_key
         variants = ["champion"] * len(records)
         if rollout is not None:
@@ -93,12 +100,14 @@ class Engine:
             by_variant.setdefault(variant, []).append(i)
         shadow: dict[int, tuple[Any, float | None]] = {}
         if rollout is not None and rollout.strategy == "shadow":
-            shadow = self._shadow(rollout, rows)
+            shadow = self._shadow(rollout, candidate_rows)
         answers: list[Answer | None] = [None] * len(records)
         for variant, indexes in by_variant.items():
             model = rollout.candidate if (variant == "candidate" and rollout) else champion
             try:
-                predictions, probabilities = model.score([rows[i] for i in indexes])
+                predictions, probabilities = model.score(
+                    [(rows if model is champion else candidate_rows)[i] for i in indexes]
+                )
             except Exception as exc:  # a failing candidate never fails the request: the champion answers
                 if model is champion:
                     self._live(name).errors += len(indexes)
@@ -133,7 +142,8 @@ class Engine:
                 live.latencies_ms.append(elapsed_ms)
             if rollout is not None:
                 _count(rollout, answer.variant, 1, latency_ms=elapsed_ms)
-            logged.append(self._entry(champion, records[index], rows[index], answer, elapsed_ms))
+            fed = (candidate, candidate_rows) if candidate and answer.variant == "candidate" else (champion, rows)
+            logged.append(self._entry(fed[0], records[index], fed[1][index], answer, elapsed_ms))
         for index, (prediction, probability) in shadow.items():
             request_id = request_ids[index] if request_ids else None
             shadow_answer = Answer(
@@ -145,7 +155,9 @@ class Engine:
                 rollout.candidate.version,
                 "shadow",
             )
-            logged.append(self._entry(champion, records[index], rows[index], shadow_answer, elapsed_ms, served=False))
+            logged.append(
+                self._entry(rollout.candidate, records[index], candidate_rows[index], shadow_answer, elapsed_ms, False)
+            )
         PREDICT_LATENCY.labels(name).observe(elapsed_ms / 1000)
         if rollout is not None:
             self.driver.consider(rollout)
@@ -173,26 +185,28 @@ class Engine:
 
     def _entry(
         self,
-        champion: ServedModel,
+        model: ServedModel,
         record: dict[str, Any],
         row: list[float],
         answer: Answer,
         latency_ms: float,
         served: bool = True,
     ) -> PredictionMade:
+        """The log entry of one answer, with the features ``model`` (the one that answered) was fed."""
         return PredictionMade(
             producer=PRODUCER,
-            dataset=champion.dataset,
+            dataset=model.dataset,
             prediction_id=answer.prediction_id,
             request_id=answer.request_id,
-            entity_id=_entity(record, champion.features.entity_key),
+            entity_id=_entity(record, model.features.entity_key),
             model_name=answer.model_name,
             model_version=answer.model_version,
             variant=answer.variant,
             served=served,
             prediction=answer.prediction,
             probability=answer.probability,
-            features=dict(zip(champion.features.names, (None if v != v else v for v in row), strict=True)),
+            features=dict(zip(model.features.names, (None if v != v else v for v in row), strict=True)),
+            feature_set_version=model.features.version,
             latency_ms=latency_ms,
         )
 

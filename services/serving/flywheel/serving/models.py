@@ -1,4 +1,8 @@
-"""Models as serving holds them: a scikit-learn estimator and the feature set it was trained with."""
+"""Models as serving holds them: a scikit-learn estimator and the feature set it was trained with.
+
+The feature set is the version pinned to the model's run, not today's ``features.yaml``: an
+edited file is a new version that only models trained with it use.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from mlflow.exceptions import MlflowException
 
 from flywheel.common.contracts import DataContract
 from flywheel.common.featuresets import FeatureSet, load_feature_set
+from flywheel.common.featureversions import feature_set_of_run
 from flywheel.common.modelspec import load_model_spec
 from flywheel.schemas import Violation
 
@@ -32,6 +37,10 @@ class ServedModel:
     dataset: str
     estimator: Any
     features: FeatureSet
+
+    def rows(self, records: list[dict[str, Any]]) -> list[list[float]]:
+        """Feature rows of raw records, computed with this model's own feature-set version."""
+        return self.features.matrix(records)
 
     def score(self, rows: list[list[float]]) -> tuple[list[Any], list[float | None]]:
         """Predictions and the probability of the positive class for feature rows (no pandas)."""
@@ -82,7 +91,8 @@ def load_version(
         return None
     run = client.get_run(found.run_id)
     dataset = run.data.tags.get("flywheel.dataset") or name
+    features = feature_set_of_run(client, run, lambda: load_feature_set(datasets_dir, dataset))
     estimator = mlflow.sklearn.load_model(f"models:/{name}/{found.version}")
-    model = ServedModel(name, str(found.version), dataset, estimator, load_feature_set(datasets_dir, dataset))
+    model = ServedModel(name, str(found.version), dataset, estimator, features)
     model.score([[0.0] * len(model.features.names)])  # warm up before it takes traffic
     return model

@@ -26,6 +26,7 @@ from mlflow.models import infer_signature
 
 from flywheel.common.datasets import DatasetCatalog
 from flywheel.common.featuresets import FeatureSet, load_feature_set
+from flywheel.common.featureversions import FeatureSetArchive, log_feature_set
 from flywheel.common.modelspec import ModelSpec, load_model_spec
 from flywheel.common.offline import LABEL_COLUMNS, LabelJoin, attach_labels
 from flywheel.common.tracking import Tags
@@ -251,6 +252,8 @@ def train(
         progress("logging to MLflow", 0.85)
         mlflow.log_metrics(join.as_metrics())
         mlflow.log_param("label_batches", ",".join(label_batches)[:6000] or "none")
+        FeatureSetArchive(ctx.catalog.store).put(features)
+        log_feature_set(features)  # pinned: whoever loads this model computes with exactly this version
         model_uri = log_results(spec, trained, lineage)
         status = "FINISHED"
     finally:
