@@ -52,11 +52,19 @@ async def served(serving: str, name: str, version: str, timeout: float = 60) -> 
     deadline = asyncio.get_running_loop().time() + timeout
     async with httpx.AsyncClient(base_url=serving, timeout=10) as http:
         while True:
-            response = await http.post(f"/models/{name}/predict", json={"records": [probe]})
-            if response.status_code == 200 and response.json()["predictions"][0]["model_version"] == version:
+            try:  # the first request may wait for the model to load: on a busy machine, past the client's timeout
+                response = await http.post(f"/models/{name}/predict", json={"records": [probe]})
+                answer = response.text
+            except httpx.TimeoutException as exc:
+                response, answer = None, repr(exc)
+            if (
+                response
+                and response.status_code == 200
+                and response.json()["predictions"][0]["model_version"] == version
+            ):
                 return
             if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"serving never answered with {name} v{version}: {response.text}")
+                raise AssertionError(f"serving never answered with {name} v{version}: {answer}")
             await asyncio.sleep(0.5)
 
 
@@ -71,6 +79,20 @@ async def champion_and_challenger(
         await request_training(services["training"], name, write_version(store, rows))
         [approval] = await wait_for(approved, name, timeout=90)
     assert approval["version"] == "2"
+
+
+async def promote_and_follow(services: dict, name: str, version: str, timeout: float = 60) -> dict:
+    """Promote ``version`` through the registry's API; serving's view of the model once it holds it as champion."""
+    async with httpx.AsyncClient(base_url=services["registry"], timeout=10) as http:
+        promoted = await http.post(f"/models/{name}/promote", json={"version": version, "actor": "it"}, headers=TOKEN)
+        assert promoted.status_code == 200, promoted.text
+    # a probe may be answered by the canary's candidate (also ``version``): ask serving which champion it holds
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with httpx.AsyncClient(base_url=services["serving"], timeout=10) as http:
+        while (model := (await http.get("/models")).json().get(name, {})).get("champion_version") != version:
+            assert asyncio.get_running_loop().time() < deadline, f"serving still holds {model}"
+            await asyncio.sleep(0.5)
+    return model
 
 
 async def drive_until(
@@ -220,15 +242,8 @@ async def test_promote_through_the_registry_api_is_followed_by_serving(kafka: Ka
     async with TopicReader(kafka.bootstrap_servers, MODELS_ROLLOUT.name) as rollouts:
         await champion_and_challenger(kafka, store_settings, services, name, candidate_function=0)
         await rollout_actions(rollouts, name, "started")
-    async with httpx.AsyncClient(base_url=services["registry"], timeout=10) as http:
-        promoted = await http.post(f"/models/{name}/promote", json={"version": "2", "actor": "it"}, headers=TOKEN)
-        assert promoted.status_code == 200, promoted.text
-    # a probe may be answered by the canary's candidate (also v2): ask serving which champion it holds
-    deadline = asyncio.get_running_loop().time() + 60
+    model = await promote_and_follow(services, name, "2")
     async with httpx.AsyncClient(base_url=services["serving"], timeout=10) as http:
-        while (model := (await http.get("/models")).json().get(name, {})).get("champion_version") != "2":
-            assert asyncio.get_running_loop().time() < deadline, f"serving still holds {model}"
-            await asyncio.sleep(0.5)
         status = (await http.get("/rollout")).json()
     assert model["rollout"] is False
     assert not [r for r in status["active"] if r["model_name"] == name]  # the rollout ended with the promotion
