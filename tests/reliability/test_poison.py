@@ -46,7 +46,7 @@ from flywheel.schemas import (
     TOPICS,
     TRAINING_FAILED,
 )
-from tests.reliability.traffic import SharedModel, consumed_topics, drain, report, skip_past
+from tests.reliability.traffic import UNGROUPED, SharedModel, consumed_topics, drain, report, skip_past
 from tests.support import stack
 from tests.support.kafka import TopicReader, producer
 from tests.unit.test_ingestion_kafka import loan
@@ -56,7 +56,6 @@ pytestmark = [pytest.mark.usefixtures("topics"), pytest.mark.timeout(300)]
 NAN, HUGE, LONG = float("nan"), 1e308, "x" * 10_000
 # A subscriber without a consumer group (every replica hears every message) commits nothing: that it
 # dead-lettered the last poison (900 KB) is what shows it went on.
-UNGROUPED = {("training", "datasets.versioned")}
 REJECTIONS = {
     RECORDS_REJECTED.name: lambda e: True,
     TRAINING_FAILED.name: lambda e: True,
@@ -313,7 +312,7 @@ async def test_poison_on_every_consumed_topic_is_dead_lettered_and_no_consumer_s
 ):
     tag = f"rel-poison-{uuid.uuid4().hex[:6]}"
     async with httpx.AsyncClient(timeout=10) as http:
-        consumers = await consumed_topics(http)
+        consumers = await consumed_topics(http, grouped_only=False)
         served = (await http.get(f"{stack.service_url('serving')}/models")).json()[model.name]
     readers_of: dict[str, list[str]] = defaultdict(list)
     for group, topics in consumers.items():

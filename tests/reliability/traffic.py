@@ -101,8 +101,13 @@ def report(test: str, *lines: Tally | str) -> str:
 # -- the stack's state --------------------------------------------------------------------------------
 
 
-async def consumed_topics(http: httpx.AsyncClient) -> dict[str, list[str]]:
-    """Each service's consumer group and the topics it reads, from its own AsyncAPI document."""
+UNGROUPED = {("training", "datasets.versioned")}
+"""Subscriptions without a consumer group (every replica reads the topic, commits nothing): no lag to wait for."""
+
+
+async def consumed_topics(http: httpx.AsyncClient, grouped_only: bool = True) -> dict[str, list[str]]:
+    """Each service's consumer group and the topics it reads, from its own AsyncAPI document
+    (without the group-less subscriptions, unless ``grouped_only`` is False)."""
     groups: dict[str, list[str]] = {}
     for service in SERVICES:
         spec = (await http.get(f"{stack.service_url(service)}/asyncapi.json")).json()
@@ -111,7 +116,9 @@ async def consumed_topics(http: httpx.AsyncClient) -> dict[str, list[str]]:
         for operation in spec.get("operations", {}).values():
             if operation.get("action") == "receive":
                 ref = operation["channel"]["$ref"].split("/")[-1]
-                topics.add(channels[ref]["address"])
+                topic = channels[ref]["address"]
+                if not (grouped_only and (service, topic) in UNGROUPED):
+                    topics.add(topic)
         groups[f"flywheel-{service}"] = sorted(topics)
     return groups
 
