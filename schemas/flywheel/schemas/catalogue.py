@@ -23,18 +23,40 @@ from flywheel.schemas.training import ModelTrained, TrainingFailed, TrainModel
 
 @dataclass(frozen=True)
 class Topic:
-    """A topic, the one event type it carries, the field its messages are keyed by, and any
-    topic-level Kafka config it needs beyond the broker's defaults."""
+    """A topic, the one event type it carries, the field(s) its messages are keyed by, and any
+    topic-level Kafka config it needs beyond the broker's defaults.
+
+    ``key`` names one field, or several joined by ``/`` (the key is their values joined the
+    same way). A ``compacted`` topic (``cleanup.policy=compact``) keeps each key's latest
+    message, so a reader that starts from the beginning rebuilds the latest state.
+    ``every_replica`` topics are read in full by every replica of a consuming service (no
+    shared consumer group); the others are shared between a service's replicas through its group.
+    """
 
     name: str
     event: type[Event]
     key: str
     description: str
     config: Mapping[str, str] = field(default_factory=dict)
+    every_replica: bool = False
+
+    @property
+    def key_fields(self) -> list[str]:
+        return self.key.split("/")
+
+    @property
+    def compacted(self) -> bool:
+        return self.config.get("cleanup.policy") == "compact"
 
     def key_of(self, event: Event) -> bytes | None:
-        value = getattr(event, self.key, None)
-        return None if value is None else str(value).encode()
+        """The message key of ``event``; None when a key field is unset.
+
+        >>> FEATURES_ONLINE.key_of(FeaturesComputed(producer="t", dataset="loans", feature_set="f",
+        ...     feature_set_version="1", entity_id="a-1", event_time="2026-01-01T00:00:00Z", values={}))
+        b'loans/a-1'
+        """
+        values = [getattr(event, name, None) for name in self.key_fields]
+        return None if None in values else "/".join(str(v) for v in values).encode()
 
     def parse(self, raw: bytes | str) -> Event:
         return self.event.model_validate_json(raw)
@@ -49,7 +71,16 @@ LABELS = Topic("labels", LabelObserved, "entity_id", "True outcomes, arriving la
 DATASETS_VERSIONED = Topic(
     "datasets.versioned", DatasetVersioned, "dataset", "Sealed, content-addressed dataset versions."
 )
-FEATURES_ONLINE = Topic("features.online", FeaturesComputed, "entity_id", "Latest feature vector per entity.")
+# Compacted and keyed by dataset and entity: the latest vector of each entity outlives retention,
+# and a serving replica rebuilds its view of the online store by reading the topic from the start.
+FEATURES_ONLINE = Topic(
+    "features.online",
+    FeaturesComputed,
+    "dataset/entity_id",
+    "Latest feature vector per entity.",
+    config={"cleanup.policy": "compact"},
+    every_replica=True,
+)
 TRAINING_REQUESTED = Topic("training.requested", TrainModel, "model_name", "Commands to train a model.")
 TRAINING_COMPLETED = Topic("training.completed", ModelTrained, "model_name", "Finished training runs.")
 TRAINING_FAILED = Topic("training.failed", TrainingFailed, "model_name", "Failed training runs.")
