@@ -13,6 +13,9 @@ from collections.abc import AsyncIterator
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import ValidationError
+
+from flywheel.schemas import Event, Topic
 
 
 async def committed_offsets(bootstrap_servers: str, group_id: str, topic: str) -> dict[int, int]:
@@ -68,3 +71,17 @@ async def read_history(
                     left.discard(tp)
     finally:
         await consumer.stop()
+
+
+async def read_events(
+    bootstrap_servers: str, topic: Topic, **kwargs: int | dict[int, int] | None
+) -> AsyncIterator[Event]:
+    """``read_history`` of a catalogue topic as its events; a message that is not one is skipped.
+
+    (Such a message went to the dead letters when the topic's consumers met it.)
+    """
+    async for message in read_history(bootstrap_servers, topic.name, **kwargs):  # type: ignore[arg-type]
+        try:
+            yield topic.parse(message.value)
+        except ValidationError:
+            continue

@@ -305,6 +305,17 @@ async def ensure_topics(bootstrap_servers: str, names: Iterable[str] | None = No
         await admin.close()
 
 
+def every_replica_options(**overrides: Any) -> dict[str, Any]:
+    """Subscriber options for a topic the catalogue marks ``every_replica``: each replica reads all of it.
+
+    No consumer group, so nothing is shared and nothing committed: a replica starts from the
+    topic's beginning (a compacted topic keeps each key's latest message) and folds it idempotently.
+    """
+    options: dict[str, Any] = {"group_id": None, "auto_offset_reset": "earliest", "ack_policy": AckPolicy.ACK_FIRST}
+    options.update(overrides)
+    return options
+
+
 async def publish_event(broker: KafkaBroker, event: Event) -> None:
     """Publish an event on its catalogue topic, keyed as the catalogue says, as plain JSON."""
     topic = topic_for(event)
@@ -482,6 +493,7 @@ __all__ = [
     "dead_letter",
     "derived_id",
     "ensure_topics",
+    "every_replica_options",
     "exactly_once",
     "parse_each",
     "publish_event",

@@ -4,28 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
-from pydantic import ValidationError
 from threadpoolctl import threadpool_limits
 
 from flywheel.common.components import Components
 from flywheel.common.contracts import load_contracts
-from flywheel.common.history import read_history
+from flywheel.common.history import read_events
 from flywheel.common.kafka import publish_event
 from flywheel.common.service import create_service_app
 from flywheel.common.tracking import version_registered
-from flywheel.schemas import MODELS_ROLLOUT, Event, RolloutStepped
+from flywheel.schemas import FEATURES_ONLINE, MODELS_ROLLOUT, Event
 from flywheel.serving.engine import Engine
 from flywheel.serving.http import create_router
 from flywheel.serving.models import ServedModel, load_version, served_models
+from flywheel.serving.onlineview import OnlineView
 from flywheel.serving.predictlog import PredictionLog
 from flywheel.serving.registry import RegistryClient
 from flywheel.serving.rollouts import RolloutLog
 from flywheel.serving.settings import ServingSettings
-from flywheel.serving.subscribers import register_subscribers
+from flywheel.serving.subscribers import register_subscribers, register_view_subscriber
 
 
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
@@ -53,15 +54,25 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     prediction_log = PredictionLog(publish, settings.log_queue_size, settings.log_wait_s)
     contracts = load_contracts(settings.datasets_dir)
     register_subscribers(parts.broker, engine, model_of_dataset, contracts=contracts, registered=registered)
+    view = OnlineView()
+    register_view_subscriber(parts.broker, view)
 
     async def resume_rollouts() -> None:
         """Continue (or end, with the reason) the rollouts ``models.rollout`` says were running."""
-        history = []
-        async for message in read_history(settings.kafka.bootstrap_servers, MODELS_ROLLOUT.name):
-            with contextlib.suppress(ValidationError):
-                history.append(RolloutStepped.model_validate_json(message.value))
+        history = [e async for e in read_events(settings.kafka.bootstrap_servers, MODELS_ROLLOUT)]
         for event in await engine.resume(RolloutLog.fold(history)):
             parts.log.info("rollout after restart", model=event.model_name, action=event.action, reason=event.reason)
+
+    async def rebuild_view() -> None:
+        """Fold ``features.online`` (compacted: each entity's latest vector) before the first request.
+
+        The subscriber then reads the topic from its beginning too (no group, nothing committed)
+        and keeps the view current; folding twice changes nothing.
+        """
+        started = time.monotonic()
+        async for vector in read_events(settings.kafka.bootstrap_servers, FEATURES_ONLINE):
+            view.apply(vector)  # type: ignore[arg-type]
+        parts.log.info("online view rebuilt", entities=len(view), seconds=round(time.monotonic() - started, 2))
 
     @contextlib.asynccontextmanager
     async def serve_champions(app: FastAPI) -> AsyncIterator[None]:
@@ -73,6 +84,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             else:
                 parts.log.warning("no champion yet; /predict answers 503", model=name)
         await resume_rollouts()
+        await rebuild_view()
         drain = asyncio.create_task(prediction_log.drain())
         yield
         drain.cancel()
@@ -83,7 +95,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             "models": {
                 name: getattr(engine.champions.get(name), "version", "no champion yet")
                 for name in model_of_dataset.values()
-            }
+            },
+            "online_view": {"entities": len(view)},
         }
 
     app = create_service_app(
@@ -91,11 +104,22 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         settings=settings,
         broker=parts.broker,
         checks=parts.checks(),
-        routers=[create_router(engine, model_of_dataset, contracts, settings.batch_max, prediction_log)],
+        routers=[
+            create_router(
+                engine,
+                model_of_dataset,
+                contracts,
+                settings.batch_max,
+                prediction_log,
+                view,
+                settings.feature_max_age_s,
+            )
+        ],
         lifespans=[serve_champions],
         description="Serves predictions over HTTP and Kafka and rolls out new models safely.",
         status=status,
     )
     app.state.engine = engine
     app.state.prediction_log = prediction_log
+    app.state.online_view = view
     return app

@@ -3,25 +3,58 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, Field, JsonValue
+from pydantic import AwareDatetime, BaseModel, Field, JsonValue, model_validator
 
 from flywheel.common.contracts import DataContract
 from flywheel.common.problems import problems
 from flywheel.schemas import ModelApproved
 from flywheel.serving.engine import Engine
 from flywheel.serving.models import input_violations
+from flywheel.serving.onlineview import Assembled, FeaturesUnavailable, OnlineView, assemble
 from flywheel.serving.predictlog import PredictionLog
 from flywheel.serving.settings import Strategy
 
 
+class EntityRequest(BaseModel):
+    """An entity to score from its latest stored feature vector, plus any fields known at request time."""
+
+    entity_id: str = Field(min_length=1, max_length=200, description="The dataset's entity key value.")
+    fields: dict[str, JsonValue] = Field(
+        default_factory=dict,
+        description="Raw fields known at request time: a feature whose inputs are all here is computed from "
+        "them (age 0) instead of read from the online store.",
+    )
+
+
 class PredictRequest(BaseModel):
-    """Records to score: raw fields as the dataset's contract names them."""
+    """Either whole records (raw fields as the dataset's contract names them) or entities (by id)."""
 
     dataset: str | None = Field(default=None, description="Which dataset's model; optional with one model.")
-    records: list[dict[str, JsonValue]] = Field(min_length=1)
+    records: list[dict[str, JsonValue]] | None = Field(default=None, min_length=1)
+    entities: list[EntityRequest] | None = Field(
+        default=None, min_length=1, description="Entities answered from serving's view of the online store."
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PredictRequest:
+        if (self.records is None) == (self.entities is None):
+            raise ValueError("send either records or entities, not both and not neither")
+        return self
+
+
+class ServedFeatures(BaseModel):
+    """Where an answer by entity got its features: the stored vector's version and time, each feature's age."""
+
+    entity_id: str
+    feature_set: str | None = Field(description="Of the stored vector (None when every feature came from the request).")
+    feature_set_version: str | None
+    event_time: AwareDatetime | None = Field(description="The stored vector's event time.")
+    age_s: dict[str, float] = Field(description="Each feature's age in seconds; 0 for a request-time value.")
+    from_request: list[str] = Field(description="The features computed from the request's own fields.")
 
 
 class Prediction(BaseModel):
@@ -32,11 +65,24 @@ class Prediction(BaseModel):
     model_name: str
     model_version: str
     variant: str
+    features: ServedFeatures | None = Field(default=None, description="For an answer by entity id.")
 
 
 class PredictResponse(BaseModel):
     model_name: str
     predictions: list[Prediction]
+
+
+def served_features(entity_id: str, found: Assembled) -> ServedFeatures:
+    stored = found.stored
+    return ServedFeatures(
+        entity_id=entity_id,
+        feature_set=stored.feature_set if stored else None,
+        feature_set_version=stored.feature_set_version if stored else None,
+        event_time=stored.event_time if stored else None,
+        age_s={name: round(age, 3) for name, age in found.ages_s.items()},
+        from_request=found.from_request,
+    )
 
 
 class RolloutRequest(BaseModel):
@@ -51,8 +97,11 @@ def create_router(
     contracts: dict[str, DataContract],
     batch_max: int,
     prediction_log: PredictionLog,
+    view: OnlineView | None = None,
+    feature_max_age_s: float | None = None,
 ) -> APIRouter:
     router = APIRouter(tags=["predictions"])
+    view = view if view is not None else OnlineView()
 
     def model_for(dataset: str | None) -> str:
         if dataset is None:
@@ -63,42 +112,74 @@ def create_router(
             raise HTTPException(404, f"no model serves dataset {dataset[:80]!r}; served: {sorted(model_of_dataset)}")
         return model_of_dataset[dataset]
 
-    def check_inputs(name: str, records: list[dict[str, Any]]) -> None:
+    def check_inputs(name: str, records: list[dict[str, Any]], where: str = "records", partial: bool = False) -> None:
+        """422 naming each invalid input field; ``partial``: only the fields present are checked."""
         model = engine.champions[name]
         contract = contracts.get(model.dataset)
         invalid = [
-            {"field": f"records.{index}.{v.column}", "rule": v.rule, "message": v.message}
+            {"field": f"{where}.{index}.{v.column}", "rule": v.rule, "message": v.message}
             for index, record in enumerate(records)
             for v in input_violations(model, contract, record)
+            if not partial or v.column in record
         ]
         if invalid:
             fields = ", ".join(p["field"] for p in invalid[:5])
             raise HTTPException(422, {"detail": f"invalid {fields}", "errors": invalid})
 
-    async def predict_with(name: str, records: list[dict[str, Any]]) -> PredictResponse:
-        if len(records) > batch_max:
-            raise HTTPException(413, f"{len(records)} records exceed the limit of {batch_max}")
+    def from_online_store(name: str, entities: list[EntityRequest]) -> tuple[list[dict[str, Any]], list[Assembled]]:
+        """Each entity's record from the view (request-time fields first); 404 unknown, 409 stale or incomplete."""
+        model = engine.champions[name]
+        check_inputs(name, [e.fields for e in entities], where="entities", partial=True)
+        now = datetime.now(UTC)
+        assembled, refused = [], []
+        for index, entity in enumerate(entities):
+            stored = view.get(model.dataset, entity.entity_id)
+            try:
+                assembled.append(
+                    assemble(model.features, entity.entity_id, stored, entity.fields, now, feature_max_age_s)
+                )
+            except FeaturesUnavailable as problem:
+                refused.append((problem.status, {"field": f"entities.{index}.entity_id", "message": problem.message}))
+        if refused:
+            status = max(code for code, _ in refused)  # 409 (stale) over 404 (unknown): both are named
+            errors = [error for _, error in refused]
+            raise HTTPException(status, {"detail": "; ".join(e["message"] for e in errors[:5]), "errors": errors})
+        records = [a.record for a in assembled]
+        return records, assembled
+
+    async def predict_with(name: str, request: PredictRequest) -> PredictResponse:
+        batch = request.records if request.records is not None else request.entities or []
+        if len(batch) > batch_max:
+            raise HTTPException(413, f"{len(batch)} records exceed the limit of {batch_max}")
         if name not in engine.champions:
             raise HTTPException(503, f"model {name!r} has no champion yet: train and approve one first")
-        check_inputs(name, records)
+        assembled = None
+        if request.entities is not None:
+            records, assembled = from_online_store(name, request.entities)
+        else:
+            records = request.records or []
+            check_inputs(name, records)
         # one id per record ties its served answer to a shadow's in the prediction log
         answers, logged = engine.score(name, records, [uuid.uuid4().hex for _ in records])
         await prediction_log.record(logged)  # waits while the log is behind: back-pressure, not loss
-        return PredictResponse(model_name=name, predictions=[Prediction(**a.__dict__) for a in answers])
+        predictions = [Prediction(**a.__dict__) for a in answers]
+        for prediction, entity, found in zip(predictions, request.entities or [], assembled or [], strict=False):
+            prediction.features = served_features(entity.entity_id, found)
+        return PredictResponse(model_name=name, predictions=predictions)
 
-    @router.post("/predict", response_model=PredictResponse, responses=problems(404, 413, 503))
+    @router.post("/predict", response_model=PredictResponse, responses=problems(404, 409, 413, 503))
     async def predict(request: PredictRequest) -> PredictResponse:
-        """Score records with the champion (or, during a rollout, the variant routing picks)."""
-        return await predict_with(model_for(request.dataset), request.records)
+        """Score records, or entities by id from the online store, with the champion (or the rollout's pick)."""
+        return await predict_with(model_for(request.dataset), request)
 
-    @router.post("/models/{name}/predict", response_model=PredictResponse, responses=problems(404, 413, 503))
+    @router.post("/models/{name}/predict", response_model=PredictResponse, responses=problems(404, 409, 413, 503))
     async def predict_model(name: str, request: PredictRequest) -> PredictResponse:
-        """Score records with a named model (any model whose champion the registry announced)."""
+        """Score records or entities with a named model (any model whose champion the registry announced)."""
         if name not in model_of_dataset.values() and not await engine.find_champion(name):
             raise HTTPException(
                 404, f"model {name[:80]!r} has no champion in the registry; served: {sorted(engine.champions)}"
             )
-        return await predict_with(name, request.records)
+        return await predict_with(name, request)
 
     @router.get("/models", tags=["rollouts"])
     async def models() -> dict[str, Any]:

@@ -40,3 +40,11 @@ class ServingSettings(ServiceSettings):
         default=1, ge=1, description="OpenMP/BLAS threads per model call; 1 avoids thread start-up on small batches."
     )
     batch_max: int = Field(default=1000, description="Most records one /predict call may carry.")
+    feature_max_age_s: float | None = Field(
+        default=86_400.0,
+        gt=0,
+        description=(
+            "Oldest stored feature vector a request by entity id is answered from (its event time to now); "
+            "older: 409. Unset: any age."
+        ),
+    )

@@ -16,6 +16,7 @@ from flywheel.common.kafka import (
     InvalidMessage,
     consumer_options,
     dead_letter,
+    every_replica_options,
     exactly_once,
     parse_each,
     publish_event,
@@ -24,12 +25,14 @@ from flywheel.common.kafka import (
 )
 from flywheel.common.tracking import Registered
 from flywheel.schemas import (
+    FEATURES_ONLINE,
     LABELS,
     MODELS_APPROVED,
     MODELS_CHAMPION,
     PREDICTIONS_REQUESTS,
     ChampionChanged,
     Event,
+    FeaturesComputed,
     LabelObserved,
     MessageDeadLettered,
     ModelApproved,
@@ -38,6 +41,7 @@ from flywheel.schemas import (
 from flywheel.serving.answers import ROLES, prediction_id
 from flywheel.serving.engine import Engine
 from flywheel.serving.models import input_violations
+from flywheel.serving.onlineview import OnlineView
 
 
 async def _anything_registered(name: str, version: str) -> bool:
@@ -133,3 +137,14 @@ def register_subscribers(
             await publish_letter(broker, event)
         else:
             await publish_event(broker, event)
+        await publish_event(broker, event)
+
+
+def register_view_subscriber(broker: KafkaBroker, view: OnlineView) -> None:
+    """Every replica folds all of ``features.online`` into its own view of the online store."""
+    assert FEATURES_ONLINE.every_replica  # the catalogue says each replica reads the whole topic
+
+    @broker.subscriber(FEATURES_ONLINE.name, **every_replica_options())
+    async def on_features_computed(vector: FeaturesComputed) -> None:
+        """Keep the entity's latest vector (an older one never replaces a newer one)."""
+        view.apply(vector)
