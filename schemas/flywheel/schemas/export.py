@@ -38,6 +38,8 @@ def export() -> list[Path]:
             "schema_version": t.event.SCHEMA_VERSION,
             "key": t.key,
             "description": t.description,
+            "compacted": t.compacted,
+            "every_replica": t.every_replica,
             "schema": schema_path(t.event).name,
         }
         for t in TOPICS.values()
