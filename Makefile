@@ -5,7 +5,7 @@ UV ?= python3 -m uv
 PY := .venv/bin/python
 STACK := $(PY) infra/stack.py
 
-.PHONY: help install up down status test test-unit bench demo schemas lint docs compose-images compose-test
+.PHONY: help install up down status test test-unit bench demo schemas lint docs topic-graph compose-images compose-test
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ lint: .venv/.synced ## ruff
 
 docs: .venv/.synced ## build docs/generated (AsyncAPI, OpenAPI, topics, configuration) from the code, offline
 	$(PY) -m docs.generate
+
+topic-graph: .venv/.synced ## redraw docs/architecture.md's topic graph from the services' AsyncAPI documents
+	$(PY) -m docs.topicgraph
 
 compose-images: install ## every docker-compose image without a registry (Debian + what `make install` fetched)
 	$(PY) infra/docker/images.py

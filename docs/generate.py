@@ -223,8 +223,9 @@ def topics_page(documents: dict[str, dict[str, Any]]) -> str:
         "<p>Every event carries the envelope <code>event_id</code>, <code>event_type</code>, "
         "<code>schema_version</code>, <code>occurred_at</code>, <code>producer</code>, "
         "<code>correlation_id</code>, <code>causation_id</code>, travels as JSON, and is keyed by the "
-        "field named below. Consumers and producers come from each service's AsyncAPI document; services "
-        "that publish through <code>publish_event</code> without declaring a publisher show none.</p>"
+        "field named below. Consumers and producers come from each service's AsyncAPI document: its "
+        "subscribers, the topics it declares it publishes (<code>publish_event</code> refuses any other), and "
+        "the topics it reads with a plain consumer. The same graph is drawn in <code>architecture.md</code>.</p>"
     )
     sections = "".join(topic_section(t, roles.get(t.name, {})) for t in TOPICS.values())
     return page(

@@ -31,6 +31,8 @@ class Topic:
     message, so a reader that starts from the beginning rebuilds the latest state.
     ``every_replica`` topics are read in full by every replica of a consuming service (no
     shared consumer group); the others are shared between a service's replicas through its group.
+    ``clients_write``: clients outside Flywheel publish it; ``operators_read``: it is for people
+    (``flywheel tail``, alerting), so operators are a reader of it in the topic graph.
     """
 
     name: str
@@ -39,6 +41,8 @@ class Topic:
     description: str
     config: Mapping[str, str] = field(default_factory=dict)
     every_replica: bool = False
+    clients_write: bool = False
+    operators_read: bool = False
 
     @property
     def key_fields(self) -> list[str]:
@@ -62,12 +66,12 @@ class Topic:
         return self.event.model_validate_json(raw)
 
 
-RECORDS_RAW = Topic("records.raw", RecordSubmitted, "record_id", "Raw records from clients.")
+RECORDS_RAW = Topic("records.raw", RecordSubmitted, "record_id", "Raw records from clients.", clients_write=True)
 RECORDS_VALIDATED = Topic("records.validated", RecordValidated, "entity_id", "Records that passed their data contract.")
 RECORDS_REJECTED = Topic(
-    "records.rejected", RecordRejected, "record_id", "Records that broke their contract, with why."
+    "records.rejected", RecordRejected, "record_id", "Records that broke their contract, with why.", operators_read=True
 )
-LABELS = Topic("labels", LabelObserved, "entity_id", "True outcomes, arriving late.")
+LABELS = Topic("labels", LabelObserved, "entity_id", "True outcomes, arriving late.", clients_write=True)
 DATASETS_VERSIONED = Topic(
     "datasets.versioned", DatasetVersioned, "dataset", "Sealed, content-addressed dataset versions."
 )
@@ -85,13 +89,17 @@ TRAINING_REQUESTED = Topic("training.requested", TrainModel, "model_name", "Comm
 TRAINING_COMPLETED = Topic("training.completed", ModelTrained, "model_name", "Finished training runs.")
 TRAINING_FAILED = Topic("training.failed", TrainingFailed, "model_name", "Failed training runs.")
 MODELS_APPROVED = Topic("models.approved", ModelApproved, "model_name", "Candidates that passed the quality gates.")
-MODELS_REJECTED = Topic("models.rejected", ModelRejected, "model_name", "Candidates that failed a quality gate.")
+MODELS_REJECTED = Topic(
+    "models.rejected", ModelRejected, "model_name", "Candidates that failed a quality gate.", operators_read=True
+)
 MODELS_CHAMPION = Topic("models.champion", ChampionChanged, "model_name", "Champion alias moves: promote, rollback.")
 MODELS_ROLLOUT = Topic("models.rollout", RolloutStepped, "model_name", "Rollout steps, promotions and rollbacks.")
-PREDICTIONS_REQUESTS = Topic("predictions.requests", PredictionRequested, "entity_id", "Records to score over Kafka.")
+PREDICTIONS_REQUESTS = Topic(
+    "predictions.requests", PredictionRequested, "entity_id", "Records to score over Kafka.", clients_write=True
+)
 PREDICTIONS = Topic("predictions", PredictionMade, "entity_id", "The prediction log.")
 MONITORING_DRIFT = Topic("monitoring.drift", DriftDetected, "model_name", "Data and concept drift findings.")
-ALERTS = Topic("alerts", AlertRaised, "dedup_key", "Alerts for operators.")
+ALERTS = Topic("alerts", AlertRaised, "dedup_key", "Alerts for operators.", operators_read=True)
 # A dead letter carries a whole message base64-encoded (4/3 of its size) plus why: the topic takes
 # letters of any message the broker's default limit (1,048,588 bytes) let onto another topic.
 DEADLETTER_MAX_BYTES = 2 * 1024 * 1024
@@ -101,6 +109,7 @@ DEADLETTERS = Topic(
     "source_topic",
     "Messages no consumer could handle.",
     config={"max.message.bytes": str(DEADLETTER_MAX_BYTES)},
+    operators_read=True,
 )
 
 TOPICS: dict[str, Topic] = {

@@ -40,6 +40,8 @@ def export() -> list[Path]:
             "description": t.description,
             "compacted": t.compacted,
             "every_replica": t.every_replica,
+            "clients_write": t.clients_write,
+            "operators_read": t.operators_read,
             "schema": schema_path(t.event).name,
         }
         for t in TOPICS.values()

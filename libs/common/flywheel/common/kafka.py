@@ -17,6 +17,7 @@ import hashlib
 import inspect
 import json
 import logging
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from types import SimpleNamespace
@@ -316,9 +317,34 @@ def every_replica_options(**overrides: Any) -> dict[str, Any]:
     return options
 
 
+# The topics each service's broker declared it publishes (its AsyncAPI "send" operations).
+_DECLARED: weakref.WeakKeyDictionary[KafkaBroker, frozenset[str]] = weakref.WeakKeyDictionary()
+
+
+class UndeclaredTopic(RuntimeError):
+    """A service published on a topic its AsyncAPI document does not declare: the topic graph would lie."""
+
+
+def declare_publishers(broker: KafkaBroker, service: str, topics: Iterable[Topic]) -> list[Any]:
+    """Declare what ``service`` publishes (dead letters always), so its AsyncAPI document says it.
+
+    From then on ``publish_event`` on this broker refuses any other topic. Returns the
+    FastStream publishers, which the caller keeps (the broker holds them only weakly).
+    """
+    declared = {t.name: t for t in (*topics, DEADLETTERS)}
+    _DECLARED[broker] = frozenset(declared)
+    return [
+        broker.publisher(topic.name, title=f"{topic.name}:{service}", schema=topic.event, description=topic.description)
+        for topic in declared.values()
+    ]
+
+
 async def publish_event(broker: KafkaBroker, event: Event) -> None:
     """Publish an event on its catalogue topic, keyed as the catalogue says, as plain JSON."""
     topic = topic_for(event)
+    declared = _DECLARED.get(broker)
+    if declared is not None and topic.name not in declared:
+        raise UndeclaredTopic(f"{topic.name} is not among the topics this service declared: {sorted(declared)}")
     await broker.publish(
         event.to_bytes(),
         topic=topic.name,
@@ -488,9 +514,11 @@ __all__ = [
     "ExactlyOnce",
     "InvalidMessage",
     "SeenEvents",
+    "UndeclaredTopic",
     "consumer_options",
     "create_broker",
     "dead_letter",
+    "declare_publishers",
     "derived_id",
     "ensure_topics",
     "every_replica_options",

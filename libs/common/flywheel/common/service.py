@@ -19,8 +19,10 @@ from faststream.specification import AsyncAPI, get_asyncapi_html
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict
 
+from flywheel.common.kafka import declare_publishers
 from flywheel.common.problems import declare_input_problems
 from flywheel.common.settings import ServiceSettings
+from flywheel.schemas import Topic
 
 HealthCheck = Callable[[], Awaitable[bool]]
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -71,10 +73,17 @@ def create_service_app(
     registry: CollectorRegistry = REGISTRY,
     version: str = "0.1.0",
     status: Callable[[], dict[str, Any]] | None = None,
+    publishes: Sequence[Topic] | None = None,
+    reads: Mapping[Topic, str] | None = None,
 ) -> FastAPI:
     """Build a service's HTTP app; ``lifespans`` run inside the broker's, in order.
 
     ``status`` adds the service's own facts to ``/health`` without deciding its health.
+    ``publishes`` are the topics the service publishes on (``publish_event`` then refuses any other;
+    None, for an app assembled in a test, declares nothing and enforces nothing)
+    and ``reads`` the topics it reads outside its subscribers (say, a log it folds on start),
+    with why: both go into its AsyncAPI document beside the subscribers, where the topic graph in
+    ``docs/architecture.md`` is drawn from.
     """
     log = structlog.get_logger(name)
 
@@ -100,6 +109,8 @@ def create_service_app(
     )
     app.state.broker = broker
     app.state.settings = settings
+    if publishes is not None:
+        app.state.publishers = declare_publishers(broker, name, publishes)
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -151,7 +162,7 @@ def create_service_app(
     @app.get("/asyncapi.json", tags=["operations"])
     async def asyncapi_json() -> JSONResponse:
         """The AsyncAPI 3.0 document of the topics this service consumes and publishes."""
-        return JSONResponse(spec.to_specification().to_jsonable())
+        return JSONResponse(with_reads(spec.to_specification().to_jsonable(), name, reads or {}))
 
     @app.get("/asyncapi", tags=["operations"], include_in_schema=False)
     async def asyncapi_html() -> HTMLResponse:
@@ -161,6 +172,26 @@ def create_service_app(
         app.include_router(router)
     declare_input_problems(app)
     return app
+
+
+def with_reads(document: dict[str, Any], service: str, reads: Mapping[Topic, str]) -> dict[str, Any]:
+    """An AsyncAPI document plus a ``receive`` operation for each topic read outside a subscriber.
+
+    Such an operation is marked ``x-flywheel-read: direct``: a plain aiokafka consumer reads it
+    (a log folded on start, or a consumer FastStream cannot express), not a FastStream subscriber.
+    """
+    channels = document.setdefault("channels", {})
+    operations = document.setdefault("operations", {})
+    for topic, why in reads.items():
+        channel = f"{topic.name}:{service}:direct"
+        channels[channel] = {"address": topic.name, "title": channel, "description": why, "messages": {}}
+        operations[f"{channel}:read"] = {
+            "action": "receive",
+            "channel": {"$ref": f"#/channels/{channel}"},
+            "description": why,
+            "x-flywheel-read": "direct",
+        }
+    return document
 
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:

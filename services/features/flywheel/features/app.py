@@ -24,6 +24,7 @@ from flywheel.features.settings import FeaturesSettings
 from flywheel.features.store import OnlineStore
 from flywheel.features.subscribers import register_subscribers
 from flywheel.features.versions import KnownVersions
+from flywheel.schemas import FEATURES_ONLINE, RECORDS_VALIDATED
 
 
 def feature_sets_in(datasets_dir: Path) -> dict[str, Any]:
@@ -99,5 +100,7 @@ def create_app(settings: FeaturesSettings | None = None) -> FastAPI:
         routers=[create_router(store, contracts, ready=lambda: state["store"] == "ready", versions=versions)],
         lifespans=[rebuild_store],
         description="One set of feature definitions, online and offline; keeps the online store.",
+        publishes=[FEATURES_ONLINE],
+        reads={RECORDS_VALIDATED: "Replayed on start to rebuild the online store and its statistics."},
         status=status,
     )

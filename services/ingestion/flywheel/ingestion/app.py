@@ -20,7 +20,7 @@ from flywheel.ingestion.roller import Roller
 from flywheel.ingestion.settings import IngestionSettings
 from flywheel.ingestion.sources import LABELS_SOURCE
 from flywheel.ingestion.subscribers import register_subscribers
-from flywheel.schemas import Event
+from flywheel.schemas import DATASETS_VERSIONED, LABELS, RECORDS_REJECTED, RECORDS_VALIDATED, Event
 
 
 def create_app(settings: IngestionSettings | None = None) -> FastAPI:
@@ -107,5 +107,10 @@ def create_app(settings: IngestionSettings | None = None) -> FastAPI:
         ],
         lifespans=[roll_versions],
         description="Validates records against data contracts and versions them into datasets.",
+        publishes=[RECORDS_VALIDATED, RECORDS_REJECTED, DATASETS_VERSIONED],
+        reads={
+            RECORDS_VALIDATED: "A roller seals validated records into dataset versions (its own group).",
+            LABELS: "A roller seals outcomes into label batches, each label once its record is sealed (its own group).",
+        },
         status=status,
     )

@@ -21,6 +21,7 @@ from flywheel.monitoring.reference import load_reference
 from flywheel.monitoring.settings import MonitoringSettings
 from flywheel.monitoring.subscribers import register_subscribers
 from flywheel.monitoring.watch import Watch
+from flywheel.schemas import ALERTS, LABELS, MONITORING_DRIFT, PREDICTIONS
 
 
 def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
@@ -51,6 +52,11 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
         routers=[create_router(watch)],
         lifespans=[refold],
         description="Detects data and concept drift and raises alerts.",
+        publishes=[MONITORING_DRIFT, ALERTS],
+        reads={
+            PREDICTIONS: "Refolded on start up to the group's committed offsets (the monitors' windows).",
+            LABELS: "Refolded on start up to the group's committed offsets (the label joins).",
+        },
     )
     app.state.watch = watch
     return app

@@ -13,6 +13,7 @@ from flywheel.registry.modelstore import ModelStore
 from flywheel.registry.registrar import Registrar
 from flywheel.registry.settings import RegistrySettings
 from flywheel.registry.subscribers import register_subscribers
+from flywheel.schemas import MODELS_APPROVED, MODELS_CHAMPION, MODELS_REJECTED
 
 
 def create_app(settings: RegistrySettings | None = None) -> FastAPI:
@@ -27,6 +28,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         checks=parts.checks(),
         routers=[create_router(registrar, settings.api_token)],
         description="Gates candidates against thresholds and the champion; owns the MLflow Model Registry.",
+        publishes=[MODELS_APPROVED, MODELS_REJECTED, MODELS_CHAMPION],
     )
     app.state.registrar = registrar
     return app

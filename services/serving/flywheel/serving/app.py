@@ -17,7 +17,7 @@ from flywheel.common.history import read_events
 from flywheel.common.kafka import publish_event
 from flywheel.common.service import create_service_app
 from flywheel.common.tracking import version_registered
-from flywheel.schemas import FEATURES_ONLINE, MODELS_ROLLOUT, Event
+from flywheel.schemas import ALERTS, FEATURES_ONLINE, MODELS_ROLLOUT, PREDICTIONS, Event
 from flywheel.serving.engine import Engine
 from flywheel.serving.http import create_router
 from flywheel.serving.models import ServedModel, load_version, served_models
@@ -117,6 +117,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         ],
         lifespans=[serve_champions],
         description="Serves predictions over HTTP and Kafka and rolls out new models safely.",
+        publishes=[PREDICTIONS, MODELS_ROLLOUT, ALERTS],
+        reads={
+            MODELS_ROLLOUT: "Folded on start to resume the rollouts that were running.",
+            FEATURES_ONLINE: "Folded on start into the view of the online store, before the first request.",
+        },
         status=status,
     )
     app.state.engine = engine

@@ -17,7 +17,7 @@ from flywheel.common.datasets import DatasetCatalog
 from flywheel.common.kafka import publish_event
 from flywheel.common.modelspec import load_model_spec
 from flywheel.common.service import create_service_app
-from flywheel.schemas import Event
+from flywheel.schemas import TRAINING_COMPLETED, TRAINING_FAILED, TRAINING_REQUESTED, Event
 from flywheel.training.arrivals import Arrivals
 from flywheel.training.coalesce import Coalescer
 from flywheel.training.codeversion import code_version
@@ -98,6 +98,11 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
         routers=[create_router(parts.broker, runs, settings.datasets_dir)],
         lifespans=[lifecycle],
         description="Trains models on dataset versions, reproducibly, tracked in MLflow.",
+        publishes=[TRAINING_REQUESTED, TRAINING_COMPLETED, TRAINING_FAILED],
+        reads={
+            TRAINING_COMPLETED: "Which requests have ended, read back after a restart or a handover.",
+            TRAINING_FAILED: "Which requests have ended, read back after a restart or a handover.",
+        },
     )
     app.state.runs = runs
     app.state.coalescer = coalescer
