@@ -17,11 +17,28 @@ import pytest
 
 from flywheel.common.settings import KafkaSettings
 from tests.integration.test_registry_gates import first_champion
-from tests.integration.test_serving_rollouts import live_applications, served
+from tests.integration.test_serving_rollouts import live_applications
 from tests.integration.test_training_runs import agrawal_rows, unique, write_version
 from tests.support import stack
 
 pytestmark = pytest.mark.usefixtures("topics")
+
+
+async def served(serving: str, name: str, timeout: float = 180) -> None:
+    """Wait until serving answers for ``name`` (the first request loads the champion from MLflow: slow when busy)."""
+    probe = live_applications(1)[0][0]
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=serving, timeout=60) as http:
+        while True:
+            try:
+                response = await http.post(f"/models/{name}/predict", json={"records": [probe]})
+                if response.status_code == 200:
+                    return
+            except httpx.TimeoutException:
+                response = None
+            if time.monotonic() > deadline:
+                raise AssertionError(f"serving never answered for {name}: {getattr(response, 'text', 'timeout')}")
+            await asyncio.sleep(0.5)
 
 
 async def answered(http: httpx.AsyncClient, name: str, entities: list[dict], timeout: float = 60) -> httpx.Response:
@@ -39,7 +56,7 @@ async def test_an_entity_id_alone_is_answered_from_the_online_store_and_a_restar
 ):
     name = unique("it-online")
     await first_champion(kafka, services, write_version(store_settings, agrawal_rows(1200, 0, 41)), name)
-    await served(services["serving"], name, "1")
+    await served(services["serving"], name)
 
     run = uuid.uuid4().hex[:8]
     now = datetime.now(UTC)
