@@ -44,6 +44,9 @@ class Topic:
     clients_write: bool = False
     operators_read: bool = False
 
+    def __hash__(self) -> int:  # a topic is its name (its config, a mapping, is not hashable)
+        return hash(self.name)
+
     @property
     def key_fields(self) -> list[str]:
         return self.key.split("/")
