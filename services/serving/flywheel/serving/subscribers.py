@@ -137,7 +137,6 @@ def register_subscribers(
             await publish_letter(broker, event)
         else:
             await publish_event(broker, event)
-        await publish_event(broker, event)
 
 
 def register_view_subscriber(broker: KafkaBroker, view: OnlineView) -> None:
