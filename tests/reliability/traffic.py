@@ -101,20 +101,21 @@ def report(test: str, *lines: Tally | str) -> str:
 # -- the stack's state --------------------------------------------------------------------------------
 
 
-UNGROUPED = {("training", "datasets.versioned")}
+UNGROUPED = {("training", "datasets.versioned"), ("serving", "features.online")}
 """Subscriptions without a consumer group (every replica reads the topic, commits nothing): no lag to wait for."""
 
 
 async def consumed_topics(http: httpx.AsyncClient, grouped_only: bool = True) -> dict[str, list[str]]:
     """Each service's consumer group and the topics it reads, from its own AsyncAPI document
-    (without the group-less subscriptions, unless ``grouped_only`` is False)."""
+    (without the group-less subscriptions, unless ``grouped_only`` is False, and never the topics a
+    service reads with a plain consumer outside its group, ``x-flywheel-read: direct``)."""
     groups: dict[str, list[str]] = {}
     for service in SERVICES:
         spec = (await http.get(f"{stack.service_url(service)}/asyncapi.json")).json()
         channels = spec.get("channels", {})
         topics = set()
         for operation in spec.get("operations", {}).values():
-            if operation.get("action") == "receive":
+            if operation.get("action") == "receive" and operation.get("x-flywheel-read") != "direct":
                 ref = operation["channel"]["$ref"].split("/")[-1]
                 topic = channels[ref]["address"]
                 if not (grouped_only and (service, topic) in UNGROUPED):
