@@ -126,13 +126,14 @@ async def test_serving_killed_mid_stream_and_mid_canary_answers_every_request_on
 async def test_monitoring_killed_mid_stream_joins_every_label_to_its_prediction_once(
     kafka: KafkaSettings, store_settings, model: SharedModel
 ):
-    """Monitoring's inputs are the prediction log and labels: a dataset and model of this test alone."""
+    """Monitoring's inputs are the prediction log and labels: a model of this test alone, whose labels
+    find it by the predictions they name."""
     name = tag("monitoring")
     total = 300
     predictions = [
         PredictionMade(
             producer="reliability",
-            dataset=name,
+            dataset="loans",  # a dataset with a contract; the model is this test's alone
             prediction_id=f"{name}-{i}",
             entity_id=f"{name}-e{i}",
             model_name=name,
@@ -145,7 +146,7 @@ async def test_monitoring_killed_mid_stream_joins_every_label_to_its_prediction_
         for i in range(total)
     ]
     labels = [
-        LabelObserved(producer="reliability", dataset=name, label=(i * 7) % 2, prediction_id=p.prediction_id)
+        LabelObserved(producer="reliability", dataset="loans", label=(i * 7) % 2, prediction_id=p.prediction_id)
         for i, p in enumerate(predictions)
     ]
     monitoring = stack.service_url("monitoring")

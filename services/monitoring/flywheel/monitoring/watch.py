@@ -59,8 +59,16 @@ class Watch:
         observe(monitor)
         return events
 
+    def model_of(self, label: LabelObserved) -> str | None:
+        """The model whose prediction the label names; else the model serving its dataset."""
+        if label.prediction_id is not None:
+            for name, monitor in self.monitors.items():
+                if label.prediction_id in monitor.pending:
+                    return name
+        return self.model_of_dataset.get(label.dataset)
+
     async def on_label(self, label: LabelObserved) -> list[Event]:
-        model_name = self.model_of_dataset.get(label.dataset)
+        model_name = self.model_of(label)
         if model_name is None:
             return []
         monitor = await self.monitor(model_name)
