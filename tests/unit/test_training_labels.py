@@ -30,9 +30,10 @@ def context(store: MemoryStore, **fields) -> RunContext:
 
 
 def write_records(store: MemoryStore, ids: range, at: datetime, parent=None):
-    manifest, data = seal(
-        [validated(i, approved=None) for i in ids], CONTRACT, parent=parent, offsets={}, bucket="b", created_at=at
-    )
+    records = [validated(i, approved=None) for i in ids]
+    for record in records:  # recorded at ``at``
+        record.data["applied_at"] = at.isoformat()
+    manifest, data = seal(records, CONTRACT, parent=parent, offsets={}, bucket="b", created_at=at)
     DatasetCatalog(store).write(manifest, data)
     return manifest
 

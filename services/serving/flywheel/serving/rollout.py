@@ -59,7 +59,7 @@ class Margins:
     accuracy: float = 0.02
     error_rate: float = 0.01
     latency_p99_ratio: float = 3.0
-    latency_floor_ms: float = 5.0
+    latency_floor_ms: float = 100.0
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,9 @@ class ServingSettings(ServiceSettings):
     accuracy_margin: float = Field(default=0.02, description="Roll back when the candidate is this much less accurate.")
     error_rate_margin: float = Field(default=0.01, description="Roll back when its error rate is this much higher.")
     latency_p99_ratio: float = Field(default=3.0, description="Roll back when its p99 is this many times worse.")
-    latency_floor_ms: float = Field(default=5.0, description="p99 differences below this never count as worse.")
+    latency_floor_ms: float = Field(
+        default=100.0, description="A p99 below this never counts as worse (small absolute latencies are noise)."
+    )
     log_queue_size: int = Field(default=10_000, ge=1, description="Predictions waiting to be published to the log.")
     log_wait_s: float = Field(
         default=5.0, ge=0, description="How long a request waits for room in a full prediction log before it drops."

@@ -89,19 +89,19 @@ def resolve_versions(catalog: DatasetCatalog, dataset: str, version: str | None,
 
 
 def versions_since(manifests: list[DatasetManifest], since: datetime) -> list[DatasetManifest]:
-    """The versions sealed from ``since`` on: records that arrived after that moment.
+    """The versions whose every record is from ``since`` on (by the records' own time).
 
-    Arrival, not the records' own timestamps: a replay of history has old timestamps and
-    new arrivals, and a drift is found on what arrives.
+    A version that straddles the moment holds rows of the old concept: it is left out, or a
+    retrain after drift would learn both concepts at once.
 
     >>> from datetime import UTC, datetime, timedelta
     >>> t0 = datetime(2026, 1, 1, tzinfo=UTC)
     >>> def m(v, minute): return DatasetManifest(dataset="d", version=v, content_hash=v, row_count=1,
-    ...     columns={}, uri="", created_at=t0 + timedelta(minutes=minute))
+    ...     columns={}, uri="", time_min=t0 + timedelta(minutes=minute))
     >>> [v.version for v in versions_since([m("a", -5), m("b", 1), m("c", 2)], t0)]
     ['b', 'c']
     """
-    return [m for m in manifests if m.created_at is not None and m.created_at >= since]
+    return [m for m in manifests if m.time_min is not None and m.time_min >= since]
 
 
 def labelled(
