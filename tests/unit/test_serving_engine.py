@@ -316,6 +316,29 @@ async def test_a_champion_as_good_as_its_predecessor_stays_after_its_bake_period
     assert h.rolled_back == [] and h.engine.champions["loans-approval"].version == "2"
 
 
+async def test_labels_that_arrive_after_a_promotion_credit_the_version_that_answered() -> None:
+    """Labels arrive late: the old champion's wrong answers, labelled after the new one took over,
+    must not count against the new one in its bake period."""
+    h = Harness(None, bake_s=600)
+    await h.traffic(40)  # the old champion's live figures: always right
+    h.engine.champions["loans-approval"] = served("1", Constant(0))  # it goes wrong (the concept changed)
+    unlabelled = []
+    for i in range(80, 120):
+        record = application(i)
+        [answer], _ = h.engine.score("loans-approval", [record])
+        unlabelled.append((answer, truth(record)))
+    h.candidate = served("2", RichApproved())
+    await h.engine.use_champion(
+        ChampionChanged(model_name="loans-approval", version="2", action="promote", actor="ops", previous_version="1")
+    )
+    for answer, label in unlabelled:  # the old champion's answers, labelled only now
+        h.engine.on_label(LabelObserved(producer="t", dataset="loans", label=label, prediction_id=answer.prediction_id))
+    await h.traffic(40, start=40)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert h.rolled_back == [] and h.engine.champions["loans-approval"].version == "2"
+
+
 async def test_the_bake_period_is_rebuilt_from_a_recent_promotion_in_the_log() -> None:
     h = Harness(None, bake_s=600)
     h.engine.champions["loans-approval"] = served("2", Constant(0))

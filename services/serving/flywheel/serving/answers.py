@@ -38,28 +38,33 @@ class Answer:
 
 
 class PendingAnswers:
-    """Answers still waiting for their label: prediction id → model and each variant's prediction.
+    """Answers still waiting for their label: prediction id → model and each variant's prediction and version.
+
+    The version travels with the answer: a label that arrives after a promotion credits the version
+    that answered, not whichever model holds the variant's name by then.
 
     >>> pending = PendingAnswers(capacity=2)
-    >>> pending.remember("p1", "m", {"champion": 1, "candidate": 0})
+    >>> pending.remember("p1", "m", {"champion": (1, "3"), "candidate": (0, "4")})
     >>> pending.take(LabelObserved(dataset="d", label=1, prediction_id="p1"))
-    ('m', {'champion': True, 'candidate': False})
+    ('m', {'champion': (True, '3'), 'candidate': (False, '4')})
     >>> pending.take(LabelObserved(dataset="d", label=1, prediction_id="p1")) is None
     True
     """
 
     def __init__(self, capacity: int = 200_000) -> None:
-        self._answers: OrderedDict[str, tuple[str, dict[str, Any]]] = OrderedDict()
+        self._answers: OrderedDict[str, tuple[str, dict[str, tuple[Any, str]]]] = OrderedDict()
         self._capacity = capacity
 
-    def remember(self, prediction_id: str, model_name: str, variants: dict[str, Any]) -> None:
+    def remember(self, prediction_id: str, model_name: str, variants: dict[str, tuple[Any, str]]) -> None:
         self._answers[prediction_id] = (model_name, variants)
         if len(self._answers) > self._capacity:
             self._answers.popitem(last=False)
 
-    def take(self, label: LabelObserved) -> tuple[str, dict[str, bool]] | None:
-        """The model a label is for, and whether each variant's answer was right; None if unknown."""
+    def take(self, label: LabelObserved) -> tuple[str, dict[str, tuple[bool, str]]] | None:
+        """The model a label is for, and per variant whether its answer was right and which version gave it."""
         if label.prediction_id is None or label.prediction_id not in self._answers:
             return None
         name, variants = self._answers.pop(label.prediction_id)
-        return name, {variant: str(predicted) == str(label.label) for variant, predicted in variants.items()}
+        return name, {
+            variant: (str(predicted) == str(label.label), version) for variant, (predicted, version) in variants.items()
+        }

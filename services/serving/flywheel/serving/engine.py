@@ -136,7 +136,7 @@ class Engine:
         logged: list[PredictionMade] = []
         live = self._live(name)
         for index, answer in enumerate(done):
-            self._remember(answer, shadow.get(index))
+            self._remember(answer, shadow.get(index), self.rollouts.get(name))
             if answer.variant == "champion":
                 live.requests += 1
                 live.latencies_ms.append(elapsed_ms)
@@ -177,10 +177,10 @@ class Engine:
         _count(rollout, "candidate", len(rows), latency_ms=(time.perf_counter() - started) * 1000)
         return {i: (predictions[i], probabilities[i]) for i in range(len(rows))}
 
-    def _remember(self, answer: Answer, shadow: tuple[Any, float | None] | None) -> None:
-        variants = {answer.variant: answer.prediction}
-        if shadow is not None:
-            variants["candidate"] = shadow[0]
+    def _remember(self, answer: Answer, shadow: tuple[Any, float | None] | None, rollout: Rollout | None) -> None:
+        variants = {answer.variant: (answer.prediction, answer.model_version)}
+        if shadow is not None and rollout is not None:
+            variants["candidate"] = (shadow[0], rollout.candidate.version)
         self.pending.remember(answer.prediction_id, answer.model_name, variants)
 
     def _entry(
@@ -218,17 +218,19 @@ class Engine:
         if joined is None:
             return
         name, right = joined
-        if "champion" in right:
-            live = self._live(name)
+        champion = self.champions.get(name)
+        if "champion" in right and champion is not None and right["champion"][1] == champion.version:
+            live = self._live(name)  # the figures of the version serving now: a promotion started them anew
             live.labelled += 1
-            live.correct += right["champion"]
+            live.correct += right["champion"][0]
         rollout = self.rollouts.get(name)
         if rollout is None:
             self.guard.check(name)
             return
-        for variant, correct in right.items():
+        versions = {"champion": rollout.champion_version, "candidate": rollout.candidate.version}
+        for variant, (correct, version) in right.items():
             figures = rollout.figures.get(variant)
-            if figures is None:
+            if figures is None or version != versions.get(variant):
                 continue
             figures.labelled += 1
             figures.correct += correct
