@@ -24,7 +24,9 @@ async def test_concept_drift_is_detected_retrained_rolled_out_and_accuracy_recov
     assert result.drift is not None, "the concept change was never detected"
     assert result.drift.body["retrain"] is True
     delay_records, _ = result.detection_delay
-    assert delay_records <= 150, f"detected {delay_records} records after the change"
+    # concept drift is seen through labels, which arrive up to label_delay_s[1] late
+    bound = 150 + config.label_delay_s[1] * config.rate_per_s
+    assert delay_records <= bound, f"detected {delay_records} records after the change (bound {bound:.0f})"
 
     assert result.retrain_request is not None, "no training request followed the drift"
     assert result.retrain_request.body["causation_id"] == result.drift.body["event_id"]
