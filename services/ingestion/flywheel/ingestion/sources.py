@@ -42,8 +42,17 @@ def _invalid_label(label: LabelObserved, contract: DataContract) -> str | None:
     return None
 
 
+def _invalid_record(record: RecordValidated, contract: DataContract) -> str | None:
+    """A record on records.validated its contract does not hold (not ingestion's own): never sealed, or the
+    version could not be written and the roller would stop on it."""
+    _, problems = contract.check(record.data)
+    if problems:
+        return f"record {record.record_id[:80]!r}: " + "; ".join(p.message for p in problems[:5])
+    return None
+
+
 RECORDS_SOURCE = Source(
-    RECORDS_VALIDATED.name, RecordValidated.model_validate_json, lambda r: r.record_id, RECORD_ID, seal
+    RECORDS_VALIDATED.name, RecordValidated.model_validate_json, lambda r: r.record_id, RECORD_ID, seal, _invalid_record
 )
 LABELS_SOURCE = Source(
     LABELS.name, LabelObserved.model_validate_json, lambda e: str(e.event_id), LABEL_ID, seal_labels, _invalid_label
