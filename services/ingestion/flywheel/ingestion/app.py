@@ -34,29 +34,28 @@ def create_app(settings: IngestionSettings | None = None) -> FastAPI:
     async def publish(event: Event) -> None:
         await publish_event(parts.broker, event)
 
-    roller = Roller(
-        catalog,
-        contracts,
-        publish,
-        settings.kafka.bootstrap_servers,
-        bucket=settings.s3.bucket,
-        max_rows=settings.version_max_rows,
-        max_age_s=settings.version_max_age_s,
-        group_id=settings.roller_group,
-    )
+    def rolling(into: DatasetCatalog, group_id: str, **source: Any) -> Roller:
+        """A roller of this service's contracts and sealing rules (records, or labels with ``source``)."""
+        return Roller(
+            into,
+            contracts,
+            publish,
+            settings.kafka.bootstrap_servers,
+            bucket=settings.s3.bucket,
+            max_rows=settings.version_max_rows,
+            max_age_s=settings.version_max_age_s,
+            group_id=group_id,
+            **source,
+        )
+
+    roller = rolling(catalog, settings.roller_group)
 
     async def dead_letter(raw: Any, reason: str) -> None:
         await publish_dead_letter(parts.broker, raw, InvalidMessage(reason), service="ingestion", attempts=1)
 
-    labels = Roller(
+    labels = rolling(
         DatasetCatalog.labels(parts.store),
-        contracts,
-        publish,
-        settings.kafka.bootstrap_servers,
-        bucket=settings.s3.bucket,
-        max_rows=settings.version_max_rows,
-        max_age_s=settings.version_max_age_s,
-        group_id=f"{settings.roller_group}-labels",
+        f"{settings.roller_group}-labels",
         source=LABELS_SOURCE,
         ready=lambda label: label.record_id is None or roller.knows(label.dataset, label.record_id),
         wait_s=settings.label_wait_s,
