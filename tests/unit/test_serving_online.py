@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI
@@ -9,7 +10,7 @@ from fastapi.testclient import TestClient
 from faststream.kafka import TestKafkaBroker
 
 from flywheel.common.contracts import load_contracts
-from flywheel.common.kafka import create_broker
+from flywheel.common.kafka import DEADLETTERS, create_broker
 from flywheel.common.settings import KafkaSettings
 from flywheel.schemas import FEATURES_ONLINE, FeaturesComputed
 from flywheel.serving.http import create_router
@@ -20,6 +21,7 @@ from tests.unit.test_serving_api import MODELS, engine
 from tests.unit.test_serving_engine import DATASETS, FEATURES, application
 
 MAX_AGE_S = 3600.0
+NAN = float("nan")
 
 
 def vector(record: dict, event_time: datetime, version: str = FEATURES.version) -> FeaturesComputed:
@@ -54,15 +56,40 @@ def problem(response) -> dict:
     return body["detail"] if isinstance(body["detail"], dict) else body
 
 
-async def folded(*vectors: FeaturesComputed) -> OnlineView:
+async def folded(*vectors: FeaturesComputed | bytes, letters: list[dict] | None = None) -> OnlineView:
     """A view fed through serving's own subscriber, as ``features.online`` delivers the vectors."""
     view = OnlineView()
     broker = create_broker(KafkaSettings(retry_backoff_s=0), service="serving-test")
-    register_view_subscriber(broker, view)
+    register_view_subscriber(broker, view, load_contracts(DATASETS))
+
+    @broker.subscriber(DEADLETTERS.name)
+    async def collect(body: dict) -> None:
+        (letters if letters is not None else []).append(body)
+
     async with TestKafkaBroker(broker) as test_broker:
         for v in vectors:
-            await test_broker.publish(v.to_bytes(), FEATURES_ONLINE.name)
+            await test_broker.publish(v if isinstance(v, bytes) else v.to_bytes(), FEATURES_ONLINE.name)
     return view
+
+
+async def test_absurd_vectors_are_dead_lettered_with_the_reason_and_never_answered_from() -> None:
+    now = datetime.now(UTC)
+    good = vector(application(4), now)
+    body = good.model_dump(mode="json")
+    absurd = {
+        "NaN feature": json.dumps({**body, "entity_id": "nan", "values": {**good.values, "salary": NAN}}),
+        "1e308 salary": vector({**application(5), "salary": 1e308}, now).model_dump_json(),
+        "10k-char category": vector({**application(6), "elevel": "x" * 10_000}, now).model_dump_json(),
+        "unknown dataset": vector(application(7), now).model_copy(update={"dataset": "nope"}).model_dump_json(),
+        "not JSON": "{not json",
+    }
+    letters: list[dict] = []
+    view = await folded(*(a.encode() for a in absurd.values()), good, letters=letters)
+    assert len(view) == 1 and view.get("loans", "a-4") is not None
+    assert len(letters) == len(absurd), [letter["reason"] for letter in letters]
+    reasons = " | ".join(letter["reason"] for letter in letters)
+    for expected in ("not a finite number", "1e+308", "breaks the contract", "'nope'", "not JSON"):
+        assert expected in reasons, reasons
 
 
 async def test_an_entity_id_alone_is_answered_as_its_whole_record_is_with_each_features_age() -> None:

@@ -69,12 +69,8 @@ def breaking_changes(
             numeric_widening = missing <= {"integer"} and "number" in new_t
             enum_into_type = all(m.startswith("enum:") for m in missing) and ("string" in new_t)
             if not (numeric_widening or enum_into_type):
-                problems.append(
-                    f"{where}: type narrowed from {'|'.join(sorted(old_t))} to {'|'.join(sorted(new_t))}"
-                )
+                problems.append(f"{where}: type narrowed from {'|'.join(sorted(old_t))} to {'|'.join(sorted(new_t))}")
         old_sub, new_sub = _resolve(old_field, old_root), _resolve(new_field, new_root)
         if "properties" in old_sub and "properties" in new_sub:
-            problems += breaking_changes(
-                old_sub, new_sub, old_root=old_root, new_root=new_root, path=f"{where}."
-            )
+            problems += breaking_changes(old_sub, new_sub, old_root=old_root, new_root=new_root, path=f"{where}.")
     return problems

@@ -22,6 +22,7 @@ from flywheel.serving.engine import Engine
 from flywheel.serving.http import create_router
 from flywheel.serving.models import ServedModel, load_version, served_models
 from flywheel.serving.onlineview import OnlineView
+from flywheel.serving.onlineview import refusal as view_refusal
 from flywheel.serving.predictlog import PredictionLog
 from flywheel.serving.registry import RegistryClient
 from flywheel.serving.rollouts import RolloutLog
@@ -55,7 +56,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     contracts = load_contracts(settings.datasets_dir)
     register_subscribers(parts.broker, engine, model_of_dataset, contracts=contracts, registered=registered)
     view = OnlineView()
-    register_view_subscriber(parts.broker, view)
+    register_view_subscriber(parts.broker, view, contracts)
 
     async def resume_rollouts() -> None:
         """Continue (or end, with the reason) the rollouts ``models.rollout`` says were running."""
@@ -69,10 +70,15 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         The subscriber then reads the topic from its beginning too (no group, nothing committed)
         and keeps the view current; folding twice changes nothing.
         """
-        started = time.monotonic()
+        started, refused = time.monotonic(), 0
         async for vector in read_events(settings.kafka.bootstrap_servers, FEATURES_ONLINE):
-            view.apply(vector)  # type: ignore[arg-type]
-        parts.log.info("online view rebuilt", entities=len(view), seconds=round(time.monotonic() - started, 2))
+            if view_refusal(vector, contracts) is None:  # type: ignore[arg-type]
+                view.apply(vector)  # type: ignore[arg-type]
+            else:  # dead-lettered when the subscriber first read it
+                refused += 1
+        parts.log.info(
+            "online view rebuilt", entities=len(view), refused=refused, seconds=round(time.monotonic() - started, 2)
+        )
 
     @contextlib.asynccontextmanager
     async def serve_champions(app: FastAPI) -> AsyncIterator[None]:

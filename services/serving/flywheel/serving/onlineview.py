@@ -19,6 +19,7 @@ How a request by entity becomes the record each model scores (``assemble``):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,8 +27,11 @@ from typing import Any
 
 from pydantic import JsonValue
 
+from flywheel.common.contracts import DataContract
 from flywheel.common.featuresets import FeatureSet
 from flywheel.schemas import FeaturesComputed
+
+MAX_ENTITY_ID = 1_000
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,48 @@ class OnlineView:
 
     def __len__(self) -> int:
         return len(self._latest)
+
+
+def refusal(vector: FeaturesComputed, contracts: Mapping[str, DataContract]) -> str | None:
+    """Why a vector may not enter the view (it would answer requests); None when it may.
+
+    Features publishes only vectors of records its contract holds, but anyone may write to the
+    topic: a vector of an unknown dataset, a record that breaks the contract, or a value that is
+    no finite number or short string is dead-lettered by the subscriber and skipped on rebuild.
+
+    >>> contracts = {"d": DataContract(dataset="d", version="1", entity_key="id", timestamp="ts",
+    ...     columns={"id": {"type": "str"}, "ts": {"type": "datetime"}, "x": {"type": "float", "max": 10}})}
+    >>> def vector(**change):
+    ...     return FeaturesComputed(producer="t", dataset="d", feature_set="f", feature_set_version="1",
+    ...         entity_id="a", event_time="2026-01-01T00:00:00Z", values={"x": 1.0},
+    ...         inputs={"id": "a", "ts": "2026-01-01T00:00:00Z", "x": 1.0}).model_copy(update=change)
+    >>> refusal(vector(), contracts) is None
+    True
+    >>> refusal(vector(dataset="nope"), contracts)
+    "vector of dataset 'nope', which has no data contract here; known: ['d']"
+    >>> refusal(vector(values={"x": float("nan")}), contracts)
+    'vector of entity a: feature x is nan, not a finite number'
+    >>> refusal(vector(inputs={"id": "a", "ts": "2026-01-01T00:00:00Z", "x": 1e308}), contracts)
+    'vector of entity a: its record breaks the contract of d: x=1e+308 outside [None, 10.0]'
+    """
+    contract = contracts.get(vector.dataset)
+    if contract is None:
+        return f"vector of dataset {vector.dataset!r}, which has no data contract here; known: {sorted(contracts)}"
+    entity = vector.entity_id[:80]
+    if len(vector.entity_id) > MAX_ENTITY_ID:
+        return f"vector of entity {entity!r}…: its id has {len(vector.entity_id)} characters, at most {MAX_ENTITY_ID}"
+    for name, value in vector.values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"vector of entity {entity}: feature {name[:80]} is {value}, not a finite number"
+        if isinstance(value, str) and len(value) > MAX_ENTITY_ID:
+            return f"vector of entity {entity}: feature {name[:80]} is a string of {len(value)} characters"
+    if vector.inputs:
+        _, violations = contract.check(vector.inputs)
+        if violations:
+            return f"vector of entity {entity}: its record breaks the contract of {vector.dataset}: " + "; ".join(
+                v.message[:200] for v in violations[:5]
+            )
+    return None
 
 
 class FeaturesUnavailable(LookupError):

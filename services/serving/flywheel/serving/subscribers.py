@@ -42,6 +42,7 @@ from flywheel.serving.answers import ROLES, prediction_id
 from flywheel.serving.engine import Engine
 from flywheel.serving.models import input_violations
 from flywheel.serving.onlineview import OnlineView
+from flywheel.serving.onlineview import refusal as view_refusal
 
 
 async def _anything_registered(name: str, version: str) -> bool:
@@ -139,11 +140,14 @@ def register_subscribers(
             await publish_event(broker, event)
 
 
-def register_view_subscriber(broker: KafkaBroker, view: OnlineView) -> None:
+def register_view_subscriber(broker: KafkaBroker, view: OnlineView, contracts: dict[str, DataContract]) -> None:
     """Every replica folds all of ``features.online`` into its own view of the online store."""
     assert FEATURES_ONLINE.every_replica  # the catalogue says each replica reads the whole topic
 
     @broker.subscriber(FEATURES_ONLINE.name, **every_replica_options())
     async def on_features_computed(vector: FeaturesComputed) -> None:
-        """Keep the entity's latest vector (an older one never replaces a newer one)."""
+        """Keep the entity's latest vector (an older one never replaces a newer one); an absurd
+        vector is dead-lettered, never answered from."""
+        if (why := view_refusal(vector, contracts)) is not None:
+            raise InvalidMessage(why)
         view.apply(vector)
