@@ -360,7 +360,9 @@ def components() -> list[Component]:
             port,
             (lambda name=name: [sys.executable, "-m", f"flywheel.{name}"]),
             http_ok(f"http://{HOST}:{port}/health"),
-            60,
+            # a service rebuilds its state before it answers (serving's online view, monitoring's
+            # windows): on a loaded 2-core machine that took over 60 s
+            180,
             f"http://{HOST}:{port}",
             env={
                 **SHARED_ENV,
