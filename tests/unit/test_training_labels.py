@@ -1,5 +1,8 @@
 """Training on late labels: the label batches sealed so far label the records they name, and a drift
-retrain waits, by listening to datasets.versioned, for enough labelled rows recorded after the drift."""
+retrain waits, by listening to datasets.versioned, for enough labelled rows ingested after the drift.
+
+"After the drift" is on the ingestion clock (when a version was sealed), never the records' own
+timestamps: the records here are back-filled history from 2009, the drift is of today."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from tests.unit.test_ingestion_versions import CONTRACT, MemoryStore, validated
 
 DATASETS = Path(__file__).resolve().parents[2] / "datasets"
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
+HISTORY = datetime(2009, 6, 1, tzinfo=UTC)  # when the back-filled records happened
 
 
 def context(store: MemoryStore, **fields) -> RunContext:
@@ -29,10 +33,11 @@ def context(store: MemoryStore, **fields) -> RunContext:
     )
 
 
-def write_records(store: MemoryStore, ids: range, at: datetime, parent=None):
+def write_records(store: MemoryStore, ids: range, at: datetime, parent=None, recorded: datetime | None = None):
+    """A version sealed at ``at`` whose records happened at ``recorded`` (default: ``at``)."""
     records = [validated(i, approved=None) for i in ids]
-    for record in records:  # recorded at ``at``
-        record.data["applied_at"] = at.isoformat()
+    for record in records:
+        record.data["applied_at"] = (recorded or at).isoformat()
     manifest, data = seal(records, CONTRACT, parent=parent, offsets={}, bucket="b", created_at=at)
     DatasetCatalog(store).write(manifest, data)
     return manifest
@@ -61,20 +66,27 @@ def test_records_sent_unlabelled_get_the_outcomes_of_the_label_batches_latest_ob
     assert join.labels_superseded == 1 and join.labels_unmatched == 1
 
 
-async def test_a_drift_retrain_waits_for_labelled_rows_after_the_drift_woken_by_arrivals() -> None:
+async def test_a_drift_retrain_waits_for_labelled_rows_ingested_after_the_drift_whatever_their_timestamps() -> None:
     store = MemoryStore()
-    old = write_records(store, range(0, 10), T0 - timedelta(minutes=5))
-    write_labels(store, dict.fromkeys(range(0, 10), 1), T0 - timedelta(minutes=4))  # labelled, but before the drift
+    old = write_records(store, range(0, 10), T0 - timedelta(minutes=5), recorded=HISTORY)
+    write_labels(store, dict.fromkeys(range(0, 10), 1), T0 - timedelta(minutes=4), observed=HISTORY)
     ctx = context(store, drift_fresh_rows=4, drift_fresh_timeout_s=10)
     request = TrainModel(model_name="m", dataset="loans", trigger="drift", producer="t", occurred_at=T0)
     stages: list[str] = []
     waiting = asyncio.create_task(fresh_data(ctx, request, lambda stage, _: stages.append(stage)))
     await asyncio.sleep(0.2)
-    fresh = write_records(store, range(10, 16), T0 + timedelta(seconds=5), parent=old)  # unlabelled yet
+    # sealed after the drift, but its buffer began before it (its parent was sealed before): not fresh
+    straddling = write_records(store, range(10, 16), T0 + timedelta(seconds=2), parent=old, recorded=HISTORY)
+    write_labels(store, dict.fromkeys(range(10, 16), 0), T0 + timedelta(seconds=3), observed=HISTORY)
     ctx.arrivals.announce("loans")
     await asyncio.sleep(0.2)
     assert not waiting.done() and "(0 so far)" in stages[-1]
-    write_labels(store, {10: 1, 11: 0, 12: 1, 13: 0}, T0 + timedelta(seconds=8))
+    later = HISTORY + timedelta(days=1)  # history still: a year older than the drift
+    fresh = write_records(store, range(16, 22), T0 + timedelta(seconds=5), parent=straddling, recorded=later)
+    ctx.arrivals.announce("loans")
+    await asyncio.sleep(0.2)
+    assert not waiting.done() and "(0 so far)" in stages[-1]  # unlabelled yet
+    write_labels(store, {16: 1, 17: 0, 18: 1, 19: 0}, T0 + timedelta(seconds=8), observed=later)
     ctx.arrivals.announce("loans")
     assert [m.version for m in await asyncio.wait_for(waiting, 5)] == [fresh.version]
 

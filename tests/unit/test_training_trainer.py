@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from river.datasets import synth
 
+from flywheel.common.evaluation import METRICS
 from flywheel.common.featuresets import load_feature_set
 from flywheel.common.modelspec import ModelSpec, load_model_spec
 from flywheel.schemas import DriftDetected
@@ -39,7 +40,8 @@ def test_the_loans_spec_names_model_feature_set_label_and_estimator(spec):
         "loans_features",
         "approved",
     )
-    assert spec.window_versions == 1 and spec.estimator.params["max_iter"] == 50
+    assert spec.window.max_rows == 1000 and spec.window.on_drift == "after_drift"
+    assert spec.holdout == 0.25 and spec.estimator.params["max_iter"] == 50
     assert type(spec.build()).__name__ == "HistGradientBoostingClassifier"
 
 
@@ -81,7 +83,11 @@ def test_hgb_on_agrawal_passes_the_default_gates_and_shuffled_labels_do_not(spec
     bad = fit_and_evaluate(rows(1000, function=0), spec.with_overrides({"shuffle_labels": True}), features)
     assert good.metrics["accuracy"] >= 0.85 and good.metrics["f1"] >= 0.80
     assert bad.metrics["accuracy"] < 0.85
-    assert set(good.metrics) == {"accuracy", "precision", "recall", "f1", "roc_auc"}
+    assert set(good.metrics) == set(METRICS) | {f"baseline_{m}" for m in METRICS}
+    assert (
+        good.metrics["baseline_balanced_accuracy"] == 0.5
+        and good.metrics["log_loss"] < good.metrics["baseline_log_loss"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -104,6 +110,7 @@ def test_only_retrain_drift_becomes_a_request_caused_by_it():
     assert request.trigger == "drift" and request.causation_id == drift.event_id
     assert request.correlation_id == drift.correlation_id and request.causation_chain == [str(drift.event_id)]
     assert request_from_drift(drift.model_copy(update={"retrain": False})) is None
+    assert request.occurred_at == drift.occurred_at  # dated at the drift: "after the drift" is on its clock
 
 
 def test_source_hash_changes_with_the_source(tmp_path):

@@ -44,6 +44,17 @@ class Lineage(BaseModel):
     label: str | None = None
     train_rows: int | None = None
     eval_rows: int | None = None
+    eval_slices: dict[str, str] = Field(
+        default={},
+        description="Held-out slices, name -> run artifact path of raw labelled records (recent: the latest rows "
+        "by event time; before: pre-drift rows on a drift retrain).",
+    )
+    window: dict[str, JsonValue] = Field(
+        default={}, description="The training window as declared and as chosen (drift mode, time range, rows)."
+    )
+    fingerprint: str | None = Field(
+        default=None, description="Hash of data versions, label batches, window, spec, params, seed and code."
+    )
 
 
 class ModelTrained(Event):
@@ -59,6 +70,11 @@ class ModelTrained(Event):
     merged_requests: int = Field(default=1, description="Requests coalesced into this run.")
     request_ids: list[str] = Field(
         default=[], description="Ids of the training requests this run ends, oldest first (empty: the causation id)."
+    )
+    repeat: bool = Field(
+        default=False,
+        description="An earlier run had the same fingerprint and answers these requests: nothing was trained, "
+        "run_id is that run's, and nothing is registered again.",
     )
 
 

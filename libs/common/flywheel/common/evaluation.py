@@ -5,17 +5,29 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    f1_score,
+    log_loss,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 
-METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "balanced_accuracy", "log_loss")
 
 
 def classification_metrics(y_true: Any, y_pred: Any, proba: Any) -> dict[str, float]:
-    """Accuracy, precision, recall, F1 and ROC AUC (binary: of class 1; else weighted one-vs-rest).
+    """Accuracy, precision, recall, F1 and ROC AUC (binary: of class 1; else weighted one-vs-rest),
+    balanced accuracy (the mean recall of the classes: 0.5 for "always the majority") and log loss.
+
+    ``proba``'s columns are the classes 0..k-1 (a model's ``predict_proba``).
 
     >>> m = classification_metrics([0, 1, 1, 0], [0, 1, 0, 0], [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]])
-    >>> {k: round(v, 2) for k, v in m.items()}
-    {'accuracy': 0.75, 'precision': 1.0, 'recall': 0.5, 'f1': 0.67, 'roc_auc': 1.0}
+    >>> {k: round(v, 2) for k, v in m.items()}  # doctest: +NORMALIZE_WHITESPACE
+    {'accuracy': 0.75, 'precision': 1.0, 'recall': 0.5, 'f1': 0.67, 'balanced_accuracy': 0.75,
+     'log_loss': 0.4, 'roc_auc': 1.0}
     """
     y_true = np.asarray(y_true)
     proba = np.asarray(proba)
@@ -26,6 +38,8 @@ def classification_metrics(y_true: Any, y_pred: Any, proba: Any) -> dict[str, fl
         "precision": precision_score(y_true, y_pred, average=average, zero_division=0),
         "recall": recall_score(y_true, y_pred, average=average, zero_division=0),
         "f1": f1_score(y_true, y_pred, average=average, zero_division=0),
+        "balanced_accuracy": balanced_accuracy_score(y_true, y_pred),
+        "log_loss": log_loss(y_true, proba, labels=list(range(proba.shape[1]))) if proba.ndim == 2 else float("nan"),
     }
     if len(np.unique(y_true)) < 2:
         metrics["roc_auc"] = float("nan")

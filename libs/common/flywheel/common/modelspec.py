@@ -8,11 +8,12 @@ trainer builds the estimator from it; nothing about a dataset is hard-coded.
 from __future__ import annotations
 
 import importlib
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 DEFAULT_SPEC = "model"
 
@@ -38,6 +39,58 @@ class EstimatorSpec(BaseModel):
         return cls(**params)
 
 
+class TrainingWindow(BaseModel):
+    """Which labelled rows a run trains on, in rows and in the data's own (event) time.
+
+    The rows come from the requested dataset version (default: the newest) and every version
+    before it in its chain (``parent_version``); without bounds that is everything. The bounds
+    apply in this order: ``since``, ``max_age`` (from the newest row's event time), then the
+    newest ``max_rows``. ``half_life`` down-weights old rows instead of dropping them.
+
+    >>> TrainingWindow(max_age="P30D", max_rows=5000).max_age.days
+    30
+    >>> TrainingWindow().bounded
+    False
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    since: AwareDatetime | None = Field(default=None, description="Rows whose event time is at or after this.")
+    max_age: timedelta | None = Field(
+        default=None, description="Rows within this of the newest row's event time (ISO 8601, e.g. P30D)."
+    )
+    max_rows: int | None = Field(default=None, ge=2, description="The newest N labelled rows (after the above).")
+    half_life: timedelta | None = Field(
+        default=None,
+        description="Weight each training row 0.5 ** (age / half_life), age from the newest row; None: equal weights.",
+    )
+    on_drift: Literal["keep", "after_drift"] = Field(
+        default="keep",
+        description="A drift retrain: keep the pre-drift rows (keep) or train on rows ingested after the drift only.",
+    )
+
+    @property
+    def bounded(self) -> bool:
+        return any(v is not None for v in (self.since, self.max_age, self.max_rows))
+
+
+class EvaluationSpec(BaseModel):
+    """How a run is judged: out of time, on the latest rows it never trained on.
+
+    >>> EvaluationSpec().holdout is None, EvaluationSpec(holdout=0.2).before_holdout
+    (True, 0.1)
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    holdout: float | None = Field(
+        default=None, gt=0, lt=1, description="The latest fraction of the window, by event time; None: test_size."
+    )
+    before_holdout: float = Field(
+        default=0.1, gt=0, lt=1, description="A drift retrain: this fraction of the pre-drift rows, held out."
+    )
+
+
 class ModelSpec(BaseModel):
     """How to train a model on a dataset.
 
@@ -59,11 +112,29 @@ class ModelSpec(BaseModel):
     estimator: EstimatorSpec
     pipeline: list[EstimatorSpec] = Field(default=[], description="Preprocessing steps before the estimator.")
     seed: int = 42
-    test_size: float = Field(default=0.25, gt=0, lt=1, description="Held-out fraction for evaluation.")
-    window_versions: int = Field(default=1, ge=1, description="How many newest dataset versions to train on.")
+    test_size: float = Field(
+        default=0.25, gt=0, lt=1, description="Held-out fraction for evaluation (evaluation.holdout wins when set)."
+    )
     min_rows: int = Field(default=50, ge=2, description="Fewer labelled rows than this fail the run.")
     shuffle_labels: bool = Field(default=False, description="Testing only: a deliberately useless model.")
     spec_name: str = Field(default=DEFAULT_SPEC, description="The spec's file stem; set by the loader.")
+    window: TrainingWindow = Field(default_factory=TrainingWindow, description="The rows a run trains on.")
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, description="The out-of-time evaluation.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "window_versions" in data:
+            raise ValueError(
+                "window_versions is retired (a count of versions is no size in rows or time): "
+                "declare window: {max_rows: N} or {max_age: P30D} instead (docs/extending.md)"
+            )
+        return data
+
+    @property
+    def holdout(self) -> float:
+        """The out-of-time held-out fraction."""
+        return self.evaluation.holdout if self.evaluation.holdout is not None else self.test_size
 
     def build(self) -> Any:
         """The estimator, or a Pipeline of the steps and the estimator, seeded."""
@@ -79,7 +150,9 @@ class ModelSpec(BaseModel):
         """A copy with a request's params: spec fields by name, anything else an estimator param."""
         if not params:
             return self
-        own = {k: v for k, v in params.items() if k in type(self).model_fields and k != "estimator"}
+        own = {
+            k: v for k, v in params.items() if k in (*type(self).model_fields, "window_versions") and k != "estimator"
+        }
         estimator_params = {k: v for k, v in params.items() if k not in own}
         estimator = self.estimator.model_copy(update={"params": {**self.estimator.params, **estimator_params}})
         data = {**self.model_dump(), **own, "estimator": estimator.model_dump()}

@@ -1,15 +1,16 @@
 """Loading the reference: the features of the data the champion was trained on.
 
-Computed with the feature-set version pinned to the champion's run (not today's
-``features.yaml``), so the reference is what that model saw in training, and its traffic,
-logged with the same version by serving, is compared like with like.
+The rows are exactly the champion's training rows, as training recorded them with its run
+(``flywheel.common.trainingdata``: every version it read and which of their rows it fit on),
+not the newest version alone. They are computed with the feature-set version pinned to the
+champion's run (not today's ``features.yaml``), so the reference is what that model saw in
+training, and its traffic, logged with the same version by serving, is compared like with like.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -17,7 +18,7 @@ from flywheel.common.contracts import load_contracts
 from flywheel.common.datasets import DatasetCatalog
 from flywheel.common.featuresets import FeatureSet, load_feature_set
 from flywheel.common.featureversions import feature_set_of_run
-from flywheel.common.tracking import Tags
+from flywheel.common.trainingdata import load_training_data, training_data_of_run
 from flywheel.monitoring.monitor import Reference
 
 CATEGORICAL_TRANSFORMS = {"one_hot", "bucket"}
@@ -45,19 +46,17 @@ def load_reference(
     except MlflowException:
         return None
     run = client.get_run(version.run_id)
-    tags, metrics = run.data.tags, run.data.metrics
-    dataset = tags.get(Tags.DATASET)
-    versions = [v for v in tags.get(Tags.DATASET_VERSION, "").split(",") if v]
-    if not dataset or not versions:
+    data = training_data_of_run(client, run)
+    if data is None or not data.versions:
         return None
-    feature_set = feature_set_of_run(client, run, lambda: load_feature_set(datasets_dir, dataset))
-    records = pd.concat([catalog.load(dataset, v) for v in versions], ignore_index=True)
-    features = feature_set.frame(records)
+    feature_set = feature_set_of_run(client, run, lambda: load_feature_set(datasets_dir, data.dataset))
+    features = feature_set.frame(load_training_data(catalog.load, data))
+    metrics = run.data.metrics
     return Reference(
         model_name=model_name,
         model_version=str(version.version),
-        dataset=dataset,
-        dataset_version=",".join(versions),
+        dataset=data.dataset,
+        dataset_version=",".join(data.versions),
         features={name: features[name].to_numpy(dtype=float) for name in feature_set.names},
         categorical=categorical_features(feature_set, datasets_dir),
         train_accuracy=metrics.get("accuracy"),

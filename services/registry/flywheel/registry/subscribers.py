@@ -13,5 +13,11 @@ def register_subscribers(broker: KafkaBroker, registrar: Registrar, once: Exactl
     @broker.subscriber(TRAINING_COMPLETED.name, **consumer_options(group))
     @exactly_once(broker, once)
     async def on_model_trained(trained: ModelTrained) -> list[Event]:
-        """Gate a candidate; register it approved (challenger or first champion) or rejected."""
+        """Gate a candidate; register it approved (challenger or first champion) or rejected.
+
+        A repeat (an earlier identical run answered the request) trained nothing: it was gated
+        when it was new, and is not registered, approved or rolled out again.
+        """
+        if trained.repeat:
+            return []
         return await registrar.on_trained(trained)

@@ -12,7 +12,10 @@ PRODUCER = "training"
 def request_from_drift(drift: DriftDetected) -> TrainModel | None:
     """A retrain command caused by a drift finding that asks for one, else None.
 
-    Its id derives from the drift's, so a redelivered drift yields the same command (deduped).
+    Its id derives from the drift's, so a redelivered drift yields the same command (deduped), and
+    it is dated at the drift (``occurred_at``): what "data after the drift" means is measured from
+    there, on the ingestion clock (``flywheel.training.window.ingested_after``), however late the
+    command is read.
 
     >>> drift = DriftDetected(dataset="loans", model_name="m", kind="data", window_size=10, retrain=True)
     >>> request = request_from_drift(drift)
@@ -29,6 +32,7 @@ def request_from_drift(drift: DriftDetected) -> TrainModel | None:
     detail = f" in {', '.join(sorted(set(drifted))[:5])}" if drifted else ""
     return TrainModel(
         event_id=uuid.uuid5(drift.event_id, "training.requested"),
+        occurred_at=drift.occurred_at,
         producer=PRODUCER,
         model_name=drift.model_name,
         dataset=drift.dataset,

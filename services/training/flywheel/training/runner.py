@@ -7,13 +7,13 @@ may cure; retrying and publishing are the orchestrator's.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,11 @@ from flywheel.common.featureversions import FeatureSetArchive, log_feature_set
 from flywheel.common.modelspec import ModelSpec, load_model_spec
 from flywheel.common.offline import LABEL_COLUMNS, LabelJoin, attach_labels
 from flywheel.common.tracking import Tags
+from flywheel.common.trainingdata import TrainingData, record_training_data
 from flywheel.schemas import DatasetManifest, Lineage, ModelTrained, TrainingFailed, TrainModel
 from flywheel.training.arrivals import Arrivals
 from flywheel.training.trainer import Progress, Trained, TrainingError, fit_and_evaluate
+from flywheel.training.window import ROW, VERSION, WindowError, chain, in_time_bounds, ingested_after
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +42,9 @@ PRODUCER = "training"
 EVAL_ARTIFACT = "eval/eval.parquet"
 MERGED_TAG = "flywheel.merged_request_ids"
 JOB_TAG = "flywheel.training_run"
+FINGERPRINT_TAG = "flywheel.fingerprint"
+WINDOW_TAG = "flywheel.window"
+MODEL_URI_TAG = "flywheel.model_uri"
 FAILURE_TAG = "flywheel.failure_reason"
 UUID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -73,42 +78,33 @@ def resolve_spec(ctx: RunContext, request: TrainModel) -> tuple[ModelSpec, Featu
     return spec, features
 
 
-def resolve_versions(catalog: DatasetCatalog, dataset: str, version: str | None, window: int) -> list[DatasetManifest]:
-    """The requested version (default: newest) and the ``window - 1`` versions before it, oldest first."""
-    manifests = catalog.manifests(dataset)
-    if not manifests:
-        raise TrainingError(f"no dataset version of {dataset!r} yet")
-    if version is None:
-        end = len(manifests) - 1
-    else:
-        found = [i for i, m in enumerate(manifests) if m.version == version]
-        if not found:
-            raise TrainingError(f"no version {version!r} of dataset {dataset!r}")
-        end = found[0]
-    return manifests[max(0, end - window + 1) : end + 1]
+def resolve_versions(catalog: DatasetCatalog, request: TrainModel, spec: ModelSpec) -> list[DatasetManifest]:
+    """The versions a run reads, oldest first: the requested one (default: the newest) and its chain,
+    less those wholly older than the window's time bounds."""
+    try:
+        return in_time_bounds(chain(catalog.manifests(request.dataset), request.dataset_version), spec.window)
+    except WindowError as exc:
+        raise TrainingError(f"{exc} (dataset {request.dataset!r})") from exc
 
 
-def versions_since(manifests: list[DatasetManifest], since: datetime) -> list[DatasetManifest]:
-    """The versions whose every record is from ``since`` on (by the records' own time).
-
-    A version that straddles the moment holds rows of the old concept: it is left out, or a
-    retrain after drift would learn both concepts at once.
-
-    >>> from datetime import UTC, datetime, timedelta
-    >>> t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    >>> def m(v, minute): return DatasetManifest(dataset="d", version=v, content_hash=v, row_count=1,
-    ...     columns={}, uri="", time_min=t0 + timedelta(minutes=minute))
-    >>> [v.version for v in versions_since([m("a", -5), m("b", 1), m("c", 2)], t0)]
-    ['b', 'c']
-    """
-    return [m for m in manifests if m.time_min is not None and m.time_min >= since]
+def drift_cut(catalog: DatasetCatalog, request: TrainModel, versions: list[DatasetManifest]) -> set[str] | None:
+    """On a drift retrain, which of ``versions`` were ingested after the drift; None for any other run."""
+    if request.trigger != "drift":
+        return None
+    loaded = {m.version for m in versions}
+    return {m.version for m in ingested_after(catalog.manifests(request.dataset), request.occurred_at)} & loaded
 
 
 def labelled(
     ctx: RunContext, dataset: str, versions: list[DatasetManifest], label: str, features: FeatureSet
 ) -> tuple[pd.DataFrame, LabelJoin, list[str]]:
-    """The versions' records with the outcomes of every label batch sealed so far; the batches used."""
-    frame = pd.concat([ctx.catalog.load(dataset, m.version) for m in versions], ignore_index=True)
+    """The versions' records (each with its version and position in it) with the outcomes of every
+    label batch sealed so far; the batches used."""
+    frames = [ctx.catalog.load(dataset, m.version) for m in versions]
+    frame = pd.concat(
+        [f.assign(**{VERSION: m.version, ROW: range(len(f))}) for f, m in zip(frames, versions, strict=True)],
+        ignore_index=True,
+    )
     batches = ctx.labels.manifests(dataset) if ctx.labels is not None else []
     start = min((m.time_min for m in versions if m.time_min is not None), default=None)
     if start is not None:  # an outcome is observed after its record: older batches label none of these
@@ -124,11 +120,13 @@ def labelled(
 async def fresh_data(ctx: RunContext, request: TrainModel, progress: Progress) -> list[DatasetManifest] | None:
     """After drift, the newest version still holds the old concept: wait for labelled data from after it.
 
-    Returns the versions sealed since the request (the drift's moment) once their records hold
-    ``drift_fresh_rows`` labelled rows (labels arrive late, on their own), or None when the wait
-    does not apply or times out (then the newest versions are used, and the log says so). Woken
-    by each announcement on ``datasets.versioned``; awaited on the event loop, never in a
-    training thread, so waiting holds no worker.
+    Returns the versions ingested after the drift (the request is dated at it) once their records
+    hold ``drift_fresh_rows`` labelled rows (labels arrive late, on their own), or None when the
+    wait does not apply or times out (the run then trains on its window as it is, and the log
+    says so). "After" is on the ingestion clock (``window.ingested_after``): a manifest's
+    ``created_at`` against the drift's ``occurred_at``, both wall-clock, never the records' own
+    timestamps, which may be years old. Woken by each announcement on ``datasets.versioned``;
+    awaited on the event loop, never in a training thread, so waiting holds no worker.
     """
     if request.trigger != "drift" or request.dataset_version is not None or ctx.drift_fresh_rows <= 0:
         return None
@@ -136,7 +134,7 @@ async def fresh_data(ctx: RunContext, request: TrainModel, progress: Progress) -
     have = 0
     while True:
         try:
-            fresh, have = await asyncio.to_thread(_labelled_since, ctx, request)
+            fresh, have = await asyncio.to_thread(labelled_since, ctx, request)
         except Exception as exc:  # the store away for a moment: keep waiting, the deadline bounds it
             log.warning("reading fresh data failed while waiting for it", error=repr(exc))
             fresh = []
@@ -145,7 +143,7 @@ async def fresh_data(ctx: RunContext, request: TrainModel, progress: Progress) -
         progress(f"waiting for {ctx.drift_fresh_rows} labelled rows recorded after the drift ({have} so far)", 0.01)
         if not await ctx.arrivals.next(request.dataset, deadline - time.monotonic()):
             log.warning(
-                "not enough labelled data after the drift in time; training on the newest versions",
+                "not enough labelled data after the drift in time; training on the window as it is",
                 dataset=request.dataset,
                 waited_s=ctx.drift_fresh_timeout_s,
                 labelled_rows=have,
@@ -153,8 +151,9 @@ async def fresh_data(ctx: RunContext, request: TrainModel, progress: Progress) -
             return None
 
 
-def _labelled_since(ctx: RunContext, request: TrainModel) -> tuple[list[DatasetManifest], int]:
-    fresh = versions_since(ctx.catalog.manifests(request.dataset), request.occurred_at)
+def labelled_since(ctx: RunContext, request: TrainModel) -> tuple[list[DatasetManifest], int]:
+    """The versions ingested after the request's moment, and how many labelled rows they hold."""
+    fresh = ingested_after(ctx.catalog.manifests(request.dataset), request.occurred_at)
     if not fresh or sum(m.row_count for m in fresh) < ctx.drift_fresh_rows:
         return fresh, 0
     spec, features = resolve_spec(ctx, request)
@@ -191,70 +190,104 @@ def failure(request: TrainModel, merged: list[TrainModel], reason: str, **fields
     )
 
 
+@dataclass
+class Prepared:
+    """A run's inputs, resolved before anything is written: spec, data and the fingerprint of both."""
+
+    spec: ModelSpec
+    features: FeatureSet
+    versions: list[DatasetManifest]
+    frame: pd.DataFrame
+    join: LabelJoin
+    label_batches: list[str]
+    after: set[str] | None
+    fingerprint: str
+
+
+def prepare(ctx: RunContext, request: TrainModel, progress: Progress) -> Prepared:
+    """Resolve the spec and read the window's data; raises what ``PERMANENT`` names when it cannot."""
+    spec, features = resolve_spec(ctx, request)
+    progress("resolving data", 0.02)
+    versions = resolve_versions(ctx.catalog, request, spec)
+    frame, join, batches = labelled(ctx, request.dataset, versions, spec.label, features)
+    after = drift_cut(ctx.catalog, request, versions)
+    fingerprint = run_fingerprint(
+        dataset=request.dataset,
+        versions=[m.version for m in versions],
+        label_batches=batches,
+        after=after,
+        spec=spec.model_dump(mode="json"),
+        code_version=ctx.code_version,
+        feature_set_version=features.version,
+    )
+    return Prepared(spec, features, versions, frame, join, batches, after, fingerprint)
+
+
+def run_fingerprint(**inputs: Any) -> str:
+    """What makes two runs the same run: a hash of their inputs (data versions, label batches, the drift's
+    cut, the whole spec with its window, params and seed, the code and feature-set versions).
+
+    >>> a = run_fingerprint(versions=["v1"], after={"v1"}, spec={"seed": 1})
+    >>> a == run_fingerprint(spec={"seed": 1}, after={"v1"}, versions=["v1"]), a == run_fingerprint(versions=["v2"])
+    (True, False)
+    """
+    canonical = {k: sorted(v) if isinstance(v, set) else v for k, v in inputs.items()}
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
 def train(
     ctx: RunContext,
     request: TrainModel,
     merged: list[TrainModel],
     run_label: str,
     progress: Progress,
-    versions: list[DatasetManifest] | None = None,
+    fresh: list[DatasetManifest] | None = None,
 ) -> ModelTrained | TrainingFailed:
-    """Train the model the request asks for (on ``versions`` when given).
+    """Train the model the request asks for on its spec's window, or answer with an identical earlier run.
 
     A permanent failure becomes a ``TrainingFailed`` with why; any other exception is raised
     for the caller to retry. Either way the MLflow run, once opened, is ended: FINISHED, or
-    FAILED with the reason in its ``flywheel.failure_reason`` tag.
+    FAILED with the reason in its ``flywheel.failure_reason`` tag. ``fresh``: what the wait for
+    post-drift data found (None: no wait, or it timed out), recorded with the window.
     """
     started = time.perf_counter()
     try:
-        spec, features = resolve_spec(ctx, request)
-        progress("resolving data", 0.02)
-        versions = versions or resolve_versions(
-            ctx.catalog, request.dataset, request.dataset_version, spec.window_versions
-        )
-        frame, join, label_batches = labelled(ctx, request.dataset, versions, spec.label, features)
+        prepared = prepare(ctx, request, progress)
     except PERMANENT as exc:
-        dataset_version = versions[-1].version if versions else request.dataset_version
-        return failure(request, merged, reason_of(exc), dataset_version=dataset_version)
+        return failure(request, merged, reason_of(exc))
     progress("loaded", 0.05)
     experiment = experiment_id(ctx.mlflow, f"{ctx.experiment_prefix}/{request.model_name}")
+    earlier = find_repeat(ctx.mlflow, experiment, prepared.fingerprint)
+    if earlier is not None:
+        log.info("identical to an earlier run; answering with it", mlflow_run=earlier.info.run_id)
+        return repeated(ctx.mlflow, earlier, request, merged, experiment, time.perf_counter() - started)
     end_interrupted_runs(ctx.mlflow, experiment, merged)
-    tags = run_tags(ctx, request, merged, run_label, spec, features, versions)
+    tags = run_tags(ctx, request, merged, run_label, prepared)
     run = mlflow.start_run(experiment_id=experiment, run_name=f"{request.model_name}-{run_label[:8]}", tags=tags)
     status = "FAILED"
     try:
         try:
             trained = fit_and_evaluate(
-                frame, spec, features, importance_repeats=ctx.importance_repeats, progress=progress
+                prepared.frame,
+                prepared.spec,
+                prepared.features,
+                after=prepared.after,
+                importance_repeats=ctx.importance_repeats,
+                progress=progress,
             )
         except PERMANENT as exc:
             mlflow.set_tag(FAILURE_TAG, reason_of(exc))
-            return failure(
-                request, merged, reason_of(exc), run_id=run.info.run_id, dataset_version=versions[-1].version
-            )
-        lineage = Lineage(
-            dataset=request.dataset,
-            dataset_version=versions[-1].version,
-            dataset_versions=[m.version for m in versions],
-            code_version=ctx.code_version,
-            model_spec=spec.spec_name,
-            params=spec.estimator.params,
-            seed=spec.seed,
-            trigger_event_id=causation_chain(request)[0],
-            feature_set=features.feature_set,
-            feature_set_version=features.version,
-            causation_chain=causation_chain(request),
-            eval_artifact=EVAL_ARTIFACT,
-            label=spec.label,
-            train_rows=len(trained.x_train),
-            eval_rows=len(trained.x_eval),
-        )
+            newest = prepared.versions[-1].version
+            return failure(request, merged, reason_of(exc), run_id=run.info.run_id, dataset_version=newest)
+        trained.window["fresh_wait"] = "none" if request.trigger != "drift" else ("met" if fresh else "timed_out")
+        lineage = lineage_of(ctx, request, prepared, trained)
         progress("logging to MLflow", 0.85)
-        mlflow.log_metrics(join.as_metrics())
-        mlflow.log_param("label_batches", ",".join(label_batches)[:6000] or "none")
-        FeatureSetArchive(ctx.catalog.store).put(features)
-        log_feature_set(features)  # pinned: whoever loads this model computes with exactly this version
-        model_uri = log_results(spec, trained, lineage)
+        mlflow.log_metrics(prepared.join.as_metrics())
+        mlflow.log_param("label_batches", ",".join(prepared.label_batches)[:6000] or "none")
+        FeatureSetArchive(ctx.catalog.store).put(prepared.features)
+        log_feature_set(prepared.features)  # pinned: whoever loads this model computes with exactly this version
+        record_training_data(TrainingData(request.dataset, tuple(lineage.dataset_versions), trained.train_rows))
+        model_uri = log_results(prepared.spec, trained, lineage)
         status = "FINISHED"
     finally:
         mlflow.end_run(status)
@@ -269,6 +302,71 @@ def train(
         experiment_id=experiment,
         merged_requests=len(merged),
         request_ids=[str(r.event_id) for r in merged],
+        producer=PRODUCER,
+        **request.caused(),
+    )
+
+
+def lineage_of(ctx: RunContext, request: TrainModel, prepared: Prepared, trained: Trained) -> Lineage:
+    """What the model is made from: every version read, the window as chosen, the slices held out."""
+    spec, features = prepared.spec, prepared.features
+    return Lineage(
+        dataset=request.dataset,
+        dataset_version=prepared.versions[-1].version,
+        dataset_versions=[m.version for m in prepared.versions],
+        code_version=ctx.code_version,
+        model_spec=spec.spec_name,
+        params=spec.estimator.params,
+        seed=spec.seed,
+        trigger_event_id=causation_chain(request)[0],
+        feature_set=features.feature_set,
+        feature_set_version=features.version,
+        causation_chain=causation_chain(request),
+        eval_artifact=EVAL_ARTIFACT,
+        label=spec.label,
+        train_rows=len(trained.x_train),
+        eval_rows=len(trained.x_eval),
+        eval_slices={name: slice_artifact(name) for name in trained.slices},
+        window=trained.window,
+        fingerprint=prepared.fingerprint,
+    )
+
+
+def slice_artifact(name: str) -> str:
+    """The run artifact path of a held-out slice: ``eval/recent.parquet``, ``eval/before.parquet``."""
+    return f"eval/{name}.parquet"
+
+
+def find_repeat(client: MlflowClient, experiment: str, fingerprint: str) -> Any | None:
+    """The newest finished run of this experiment with this fingerprint, if any."""
+    found = client.search_runs(
+        [experiment],
+        filter_string=f"tags.`{FINGERPRINT_TAG}` = '{fingerprint}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return found[0] if found else None
+
+
+def repeated(
+    client: MlflowClient, run: Any, request: TrainModel, merged: list[TrainModel], experiment: str, took: float
+) -> ModelTrained:
+    """The answer to a request an earlier identical run already answered: that run, marked ``repeat``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        lineage = Lineage.model_validate_json(
+            Path(client.download_artifacts(run.info.run_id, "lineage.json", tmp)).read_text()
+        )
+    return ModelTrained(
+        model_name=request.model_name,
+        run_id=run.info.run_id,
+        model_uri=run.data.tags[MODEL_URI_TAG],
+        metrics={k: v for k, v in run.data.metrics.items() if "." not in k},
+        lineage=lineage,
+        duration_s=round(took, 3),
+        experiment_id=experiment,
+        merged_requests=len(merged),
+        request_ids=[str(r.event_id) for r in merged],
+        repeat=True,
         producer=PRODUCER,
         **request.caused(),
     )
@@ -307,14 +405,14 @@ def run_params(spec: ModelSpec, lineage: Lineage) -> dict[str, Any]:
         "estimator": spec.estimator.path,
         "pipeline": ",".join(s.path for s in spec.pipeline) or "none",
         "seed": spec.seed,
-        "test_size": spec.test_size,
-        "window_versions": spec.window_versions,
+        "holdout": spec.holdout,
         "label": spec.label,
         "shuffle_labels": spec.shuffle_labels,
-        "dataset_versions": ",".join(lineage.dataset_versions),
+        "dataset_versions": ",".join(lineage.dataset_versions)[:6000],
         "train_rows": lineage.train_rows,
         "eval_rows": lineage.eval_rows,
     }
+    params.update({f"window.{k}": v for k, v in lineage.window.items()})
     params.update({f"estimator.{k}": v for k, v in spec.estimator.params.items()})
     for i, step in enumerate(spec.pipeline):
         params.update({f"step{i}.{k}": v for k, v in step.params.items()})
@@ -322,19 +420,14 @@ def run_params(spec: ModelSpec, lineage: Lineage) -> dict[str, Any]:
 
 
 def run_tags(
-    ctx: RunContext,
-    request: TrainModel,
-    merged: list[TrainModel],
-    run_label: str,
-    spec: ModelSpec,
-    features: FeatureSet,
-    versions: list[DatasetManifest],
+    ctx: RunContext, request: TrainModel, merged: list[TrainModel], run_label: str, prepared: Prepared
 ) -> dict[str, str]:
     """The run's tags, known before the fit: what it trains on, why, and which requests it ends."""
     chain = causation_chain(request)
+    spec, features = prepared.spec, prepared.features
     return {
         Tags.DATASET: request.dataset,
-        Tags.DATASET_VERSION: versions[-1].version,
+        Tags.DATASET_VERSION: prepared.versions[-1].version,
         Tags.CODE_VERSION: ctx.code_version,
         Tags.FEATURE_SET: features.feature_set or "",
         Tags.FEATURE_SET_VERSION: features.version or "",
@@ -345,6 +438,8 @@ def run_tags(
         Tags.SEED: str(spec.seed),
         MERGED_TAG: json.dumps([str(r.event_id) for r in merged])[:5000],
         JOB_TAG: run_label,
+        FINGERPRINT_TAG: prepared.fingerprint,
+        WINDOW_TAG: json.dumps(spec.window.model_dump(mode="json")),
         "flywheel.model_name": request.model_name,
         "flywheel.trigger": request.trigger,
         "flywheel.label": spec.label,
@@ -352,17 +447,24 @@ def run_tags(
 
 
 def log_results(spec: ModelSpec, trained: Trained, lineage: Lineage) -> str:
-    """Log params, metrics, the eval split, importances and the model to the active run; the model's uri."""
+    """Log params, metrics, the held-out slices, importances and the model to the active run; the model's uri."""
     x_train, x_eval = trained.x_train, trained.x_eval
     mlflow.log_params(run_params(spec, lineage))
     mlflow.log_metrics(trained.metrics)
+    for name, figures in trained.slice_metrics.items():
+        mlflow.log_metrics({f"{name}.{k}": v for k, v in figures.items()})
     mlflow.log_metrics({f"importance.{k}": v for k, v in trained.importance.items()})
     mlflow.log_dict({"kind": trained.importance_kind, "importance": trained.importance}, "feature_importance.json")
-    mlflow.log_dict(lineage.model_dump(mode="json"), "lineage.json")
+    mlflow.set_tags({WINDOW_TAG: json.dumps(lineage.window)[:5000], "flywheel.window.drift": lineage.window["drift"]})
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(EVAL_ARTIFACT).name
-        x_eval.assign(**{spec.label: trained.y_eval.to_numpy()}).to_parquet(path, index=False)
-        mlflow.log_artifact(str(path), str(Path(EVAL_ARTIFACT).parent))
+        eval_split = x_eval.assign(**{spec.label: trained.y_eval.to_numpy()})
+        for artifact, frame in (
+            (EVAL_ARTIFACT, eval_split),
+            *((slice_artifact(n), f) for n, f in trained.slices.items()),
+        ):
+            path = Path(tmp) / Path(artifact).name
+            frame.to_parquet(path, index=False)
+            mlflow.log_artifact(str(path), str(Path(artifact).parent))
     example = x_train.head(5)
     info = mlflow.sklearn.log_model(
         trained.model,
@@ -373,6 +475,8 @@ def log_results(spec: ModelSpec, trained: Trained, lineage: Lineage) -> str:
         serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
         skops_trusted_types=trusted_types(trained.model),
     )
+    mlflow.log_dict(lineage.model_dump(mode="json"), "lineage.json")
+    mlflow.set_tag(MODEL_URI_TAG, info.model_uri)  # last: a run with it is complete, and may answer a repeat
     return info.model_uri
 
 
