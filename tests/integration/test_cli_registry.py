@@ -104,8 +104,9 @@ def test_train_lineage_promote_and_rollback_through_the_cli(store_settings, serv
     assert "status: completed" in trained.stdout and f"dataset_version: {version}" in trained.stdout
     model_state(registry, model, lambda m: m.get("champion") == "1")
 
-    # The same data again: metrics equal the champion's, so the candidate passes ("not worse").
-    again = run("train", "loans", "--model", model, "--dataset-version", version, "--wait")
+    # The same data with another seed (the very same request would be answered by the first run, not
+    # trained again): metrics equal the champion's, so the candidate passes ("not worse").
+    again = run("train", "loans", "--model", model, "--dataset-version", version, "--param", "seed=7", "--wait")
     assert again.returncode == 0, again.stderr
     model_state(registry, model, lambda m: m.get("challenger") == "2")
 

@@ -20,10 +20,12 @@ from mlflow import MlflowClient
 from river.datasets import synth
 
 from flywheel.common.datasets import DatasetCatalog
+from flywheel.common.evaluation import METRICS
 from flywheel.common.featuresets import load_feature_set
 from flywheel.common.objectstore import ObjectStore, parquet_bytes, sha256
 from flywheel.common.settings import KafkaSettings, MlflowSettings, ObjectStoreSettings
 from flywheel.common.tracking import Tags, configure_mlflow
+from flywheel.common.trainingdata import training_data_of_run
 from flywheel.schemas import (
     TRAINING_COMPLETED,
     TRAINING_FAILED,
@@ -125,7 +127,8 @@ async def test_training_request_logs_a_complete_run_and_the_first_model_becomes_
     assert trained["causation_id"] == request_id
     assert trained["lineage"]["dataset_version"] == version
     assert trained["lineage"]["trigger_event_id"] == request_id
-    assert set(trained["metrics"]) == {"accuracy", "precision", "recall", "f1", "roc_auc"}
+    assert set(trained["metrics"]) == set(METRICS) | {f"baseline_{m}" for m in METRICS}  # on the latest rows
+    assert trained["lineage"]["eval_slices"] == {"recent": "eval/recent.parquet"}
     run = tracking.get_run(trained["run_id"])
     tags = run.data.tags
     assert tags[Tags.DATASET] == DATASET and tags[Tags.DATASET_VERSION] == version
@@ -139,7 +142,9 @@ async def test_training_request_logs_a_complete_run_and_the_first_model_becomes_
     assert run.data.params["estimator"] == "sklearn.ensemble.HistGradientBoostingClassifier"
     assert run.data.metrics["accuracy"] >= 0.85 and "importance.age" in run.data.metrics
     artifacts = {a.path for a in tracking.list_artifacts(run.info.run_id)}
-    assert {"eval", "feature_importance.json", "lineage.json"} <= artifacts
+    assert {"eval", "feature_importance.json", "lineage.json", "training_data"} <= artifacts
+    recorded = training_data_of_run(tracking, run)
+    assert recorded is not None and recorded.versions == (version,) and recorded.row_count == 750
 
     # The logged model is a scikit-learn estimator over FeatureSet.names, with a signature.
     model = mlflow.sklearn.load_model(trained["model_uri"])
@@ -160,18 +165,21 @@ async def test_training_request_logs_a_complete_run_and_the_first_model_becomes_
     assert lineage["code_version"] == tags[Tags.CODE_VERSION]
 
 
-async def test_training_the_same_request_twice_gives_identical_metrics(
+async def test_the_same_data_and_spec_give_identical_metrics_and_a_repeat_is_answered_by_the_first_run(
     kafka: KafkaSettings, store_settings, mlflow_settings, services
 ):
     # A noisy concept, so the metrics are not trivially perfect.
     version = write_version(store_settings, agrawal_rows(1500, function=8, perturbation=0.1))
-    name = unique("it-repro")
+    name, twin = unique("it-repro"), unique("it-repro")
     async with TopicReader(kafka.bootstrap_servers, TRAINING_COMPLETED.name) as completed:
         await request_training(services["training"], name, version)
         [first] = await wait_for(completed, name)
-        await request_training(services["training"], name, version)
-        second = (await wait_for(completed, name, count=2))[1]
-    assert first["run_id"] != second["run_id"]
+        await request_training(services["training"], twin, version)  # another model: a run of its own
+        [second] = await wait_for(completed, twin)
+        await request_training(services["training"], name, version)  # the same request: the same run
+        repeat = (await wait_for(completed, name, count=2))[1]
+    assert first["run_id"] != second["run_id"] and not first.get("repeat") and not second.get("repeat")
+    assert repeat["repeat"] is True and repeat["run_id"] == first["run_id"] and repeat["metrics"] == first["metrics"]
     assert 0.5 < first["metrics"]["accuracy"] < 1.0
     assert first["metrics"] == second["metrics"]
     same = ("dataset_version", "code_version", "params", "seed", "train_rows", "eval_rows")
@@ -179,6 +187,9 @@ async def test_training_the_same_request_twice_gives_identical_metrics(
     client = MlflowClient(mlflow_settings.tracking_uri)
     importance = [client.get_run(r["run_id"]).data.metrics for r in (first, second)]
     assert importance[0] == importance[1]
+    await asyncio.sleep(3)  # the registry read the repeat by now: it registers nothing for it
+    detail = await wait_for_model(services["registry"], name, lambda b: len(b["versions"]) >= 1)
+    assert [v["version"] for v in detail["versions"]] == ["1"]
 
 
 async def test_fifty_drift_events_in_a_burst_lead_to_exactly_one_training_run(

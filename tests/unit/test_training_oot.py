@@ -157,11 +157,17 @@ def test_an_identical_request_is_answered_by_the_earlier_run_and_a_changed_one_t
     experiment = client.get_experiment_by_name("unit/oot").experiment_id
     assert len(client.search_runs([experiment])) == 1
 
-    other = run_once(ctx, request("oot", params={**FAST, "seed": 7}))
+    other_req = request("oot", params={**FAST, "seed": 7})
+    other = run_once(ctx, other_req)
     assert not other.repeat and other.run_id != first.run_id
     assert other.lineage.fingerprint != first.lineage.fingerprint
     tags = client.get_run(other.run_id).data.tags
     assert tags[FINGERPRINT_TAG] == other.lineage.fingerprint
+
+    # the very same request again (its outcome lost to a crash): its own run, not a repeat, so it is registered
+    redelivered = run_once(ctx, other_req)
+    assert redelivered.run_id == other.run_id and not redelivered.repeat
+    assert len(client.search_runs([experiment])) == 2
 
 
 def test_a_drift_retrain_on_history_keeps_pre_drift_rows_and_is_also_judged_on_them(history, tracking):

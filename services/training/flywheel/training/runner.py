@@ -259,8 +259,9 @@ def train(
     experiment = experiment_id(ctx.mlflow, f"{ctx.experiment_prefix}/{request.model_name}")
     earlier = find_repeat(ctx.mlflow, experiment, prepared.fingerprint)
     if earlier is not None:
-        log.info("identical to an earlier run; answering with it", mlflow_run=earlier.info.run_id)
-        return repeated(ctx.mlflow, earlier, request, merged, experiment, time.perf_counter() - started)
+        ours = own_requests(earlier, merged)  # this very request's run, done before a crash: not a repeat
+        log.info("identical to an earlier run; answering with it", mlflow_run=earlier.info.run_id, ours=ours)
+        return repeated(ctx.mlflow, earlier, request, merged, experiment, time.perf_counter() - started, not ours)
     end_interrupted_runs(ctx.mlflow, experiment, merged)
     tags = run_tags(ctx, request, merged, run_label, prepared)
     run = mlflow.start_run(experiment_id=experiment, run_name=f"{request.model_name}-{run_label[:8]}", tags=tags)
@@ -348,10 +349,23 @@ def find_repeat(client: MlflowClient, experiment: str, fingerprint: str) -> Any 
     return found[0] if found else None
 
 
+def own_requests(run: Any, merged: list[TrainModel]) -> bool:
+    """Whether ``run`` was run for any of these very requests (its outcome lost to a crash)."""
+    ours = {str(r.event_id) for r in merged}
+    return bool(ours & set(UUID_PATTERN.findall(run.data.tags.get(MERGED_TAG, ""))))
+
+
 def repeated(
-    client: MlflowClient, run: Any, request: TrainModel, merged: list[TrainModel], experiment: str, took: float
+    client: MlflowClient,
+    run: Any,
+    request: TrainModel,
+    merged: list[TrainModel],
+    experiment: str,
+    took: float,
+    repeat: bool = True,
 ) -> ModelTrained:
-    """The answer to a request an earlier identical run already answered: that run, marked ``repeat``."""
+    """The answer to requests an earlier identical run already answered: that run, marked ``repeat``
+    (unless it was run for these very requests, and only its outcome was lost)."""
     with tempfile.TemporaryDirectory() as tmp:
         lineage = Lineage.model_validate_json(
             Path(client.download_artifacts(run.info.run_id, "lineage.json", tmp)).read_text()
@@ -366,7 +380,7 @@ def repeated(
         experiment_id=experiment,
         merged_requests=len(merged),
         request_ids=[str(r.event_id) for r in merged],
-        repeat=True,
+        repeat=repeat,
         producer=PRODUCER,
         **request.caused(),
     )
