@@ -124,9 +124,8 @@ def test_a_run_is_judged_on_its_latest_rows_and_records_exactly_what_it_trained_
         trained.metrics
     )
     recent = artifact(client, trained.run_id, "eval/recent.parquet", tmp)
-    assert CONTRACT_COLUMNS <= set(recent.columns) and not {"__version", "__row", "__time", "income"} & set(
-        recent.columns
-    )  # raw labelled records, not computed features
+    columns = set(recent.columns)
+    assert columns >= CONTRACT_COLUMNS and not {"__version", "__row", "__time", "income"} & columns  # raw records
     assert len(recent) == lineage.eval_rows == 250  # the latest quarter of 1,000 rows
 
     # the training data, read back by the one helper monitoring uses: every version, exactly the rows fit on

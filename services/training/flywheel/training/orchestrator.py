@@ -131,10 +131,17 @@ class Orchestrator:
     def _record(self, record: RunRecord, outcome: Outcome, context: dict[str, str]) -> None:
         record.finished_at = utc_now()
         if isinstance(outcome, ModelTrained):
-            record.status, record.stage, record.progress = "completed", "completed", 1.0
+            stage = "completed: answered by an identical earlier run" if outcome.repeat else "completed"
+            record.status, record.stage, record.progress = "completed", stage, 1.0
             record.mlflow_run_id, record.model_uri = outcome.run_id, outcome.model_uri
             record.metrics, record.dataset_version = outcome.metrics, outcome.lineage.dataset_version
-            log.info("training completed", mlflow_run=outcome.run_id, metrics=outcome.metrics, **context)
+            log.info(
+                "training completed",
+                mlflow_run=outcome.run_id,
+                repeat=outcome.repeat,
+                metrics=outcome.metrics,
+                **context,
+            )
         else:
             record.status, record.stage, record.reason = "failed", "failed", outcome.reason
             record.dataset_version, record.mlflow_run_id = outcome.dataset_version, outcome.run_id
