@@ -235,6 +235,32 @@ async def test_fifty_drift_events_in_a_burst_lead_to_exactly_one_training_run(
     assert [(r["status"], len(r["request_ids"])) for r in runs] == [("completed", 50)]
 
 
+async def test_a_drift_retrain_on_back_filled_history_trains_as_soon_as_its_data_is_ingested(
+    kafka: KafkaSettings, store_settings, services
+):
+    """One clock: data ingested after the drift counts as after it, though every record is from 2011.
+
+    Judged by the records' own timestamps against the drift's wall-clock moment, nothing would ever
+    qualify and the retrain would wait out TRAINING_DRIFT_FRESH_TIMEOUT_S (300 s) first.
+    """
+    name = unique("it-history")
+    drift = DriftDetected(producer="test", dataset=DATASET, model_name=name, kind="data", window_size=500, retrain=True)
+    p = await producer(kafka.bootstrap_servers)
+    try:
+        async with TopicReader(kafka.bootstrap_servers, TRAINING_COMPLETED.name) as completed:
+            await send_event(p, drift)
+            await asyncio.sleep(2)  # the request is queued, waiting for data from after the drift
+            history = agrawal_rows(1000, function=2, seed=13, start=datetime(2011, 1, 1, tzinfo=UTC))
+            version = write_version(store_settings, history)  # sealed now: after the drift
+            [trained] = await wait_for(completed, name, timeout=90)  # well before the 300 s timeout
+    finally:
+        await p.stop()
+    assert trained["lineage"]["dataset_version"] == version
+    window = trained["lineage"]["window"]
+    assert window["fresh_wait"] == "met" and window["drift"] == "after_drift"  # the loans spec's choice
+    assert window["train_to"].startswith("2011-") and trained["lineage"]["train_rows"] == 750
+
+
 async def test_a_request_whose_labels_have_one_class_fails_with_the_reason(
     kafka: KafkaSettings, store_settings, services
 ):

@@ -281,14 +281,8 @@ def train(
             newest = prepared.versions[-1].version
             return failure(request, merged, reason_of(exc), run_id=run.info.run_id, dataset_version=newest)
         trained.window["fresh_wait"] = "none" if request.trigger != "drift" else ("met" if fresh else "timed_out")
-        lineage = lineage_of(ctx, request, prepared, trained)
         progress("logging to MLflow", 0.85)
-        mlflow.log_metrics(prepared.join.as_metrics())
-        mlflow.log_param("label_batches", ",".join(prepared.label_batches)[:6000] or "none")
-        FeatureSetArchive(ctx.catalog.store).put(prepared.features)
-        log_feature_set(prepared.features)  # pinned: whoever loads this model computes with exactly this version
-        record_training_data(TrainingData(request.dataset, tuple(lineage.dataset_versions), trained.train_rows))
-        model_uri = log_results(prepared.spec, trained, lineage)
+        lineage, model_uri = log_run(ctx, request, prepared, trained)
         status = "FINISHED"
     finally:
         mlflow.end_run(status)
@@ -306,6 +300,19 @@ def train(
         producer=PRODUCER,
         **request.caused(),
     )
+
+
+def log_run(ctx: RunContext, request: TrainModel, prepared: Prepared, trained: Trained) -> tuple[Lineage, str]:
+    """Log everything about a fitted run to the active MLflow run; its lineage and the model's uri."""
+    lineage = lineage_of(ctx, request, prepared, trained)
+    mlflow.log_metrics(prepared.join.as_metrics())
+    mlflow.log_param("label_batches", ",".join(prepared.label_batches)[:6000] or "none")
+    FeatureSetArchive(ctx.catalog.store).put(prepared.features)
+    log_feature_set(prepared.features)  # pinned: whoever loads this model computes with exactly this version
+    fit_on = set(trained.train_rows["version"]) if trained.train_rows is not None else set(lineage.dataset_versions)
+    versions = tuple(v for v in lineage.dataset_versions if v in fit_on)  # the versions it has rows of
+    record_training_data(TrainingData(request.dataset, versions, trained.train_rows))
+    return lineage, log_results(prepared.spec, trained, lineage)
 
 
 def lineage_of(ctx: RunContext, request: TrainModel, prepared: Prepared, trained: Trained) -> Lineage:
