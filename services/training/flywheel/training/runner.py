@@ -259,9 +259,7 @@ def train(
     experiment = experiment_id(ctx.mlflow, f"{ctx.experiment_prefix}/{request.model_name}")
     earlier = find_repeat(ctx.mlflow, experiment, prepared.fingerprint)
     if earlier is not None:
-        ours = own_requests(earlier, merged)  # this very request's run, done before a crash: not a repeat
-        log.info("identical to an earlier run; answering with it", mlflow_run=earlier.info.run_id, ours=ours)
-        return repeated(ctx.mlflow, earlier, request, merged, experiment, time.perf_counter() - started, not ours)
+        return repeated(ctx.mlflow, earlier, request, merged, experiment, time.perf_counter() - started)
     end_interrupted_runs(ctx.mlflow, experiment, merged)
     tags = run_tags(ctx, request, merged, run_label, prepared)
     run = mlflow.start_run(experiment_id=experiment, run_name=f"{request.model_name}-{run_label[:8]}", tags=tags)
@@ -280,9 +278,8 @@ def train(
             mlflow.set_tag(FAILURE_TAG, reason_of(exc))
             newest = prepared.versions[-1].version
             return failure(request, merged, reason_of(exc), run_id=run.info.run_id, dataset_version=newest)
-        trained.window["fresh_wait"] = "none" if request.trigger != "drift" else ("met" if fresh else "timed_out")
         progress("logging to MLflow", 0.85)
-        lineage, model_uri = log_run(ctx, request, prepared, trained)
+        lineage, model_uri = log_run(ctx, request, prepared, trained, fresh)
         status = "FINISHED"
     finally:
         mlflow.end_run(status)
@@ -302,8 +299,11 @@ def train(
     )
 
 
-def log_run(ctx: RunContext, request: TrainModel, prepared: Prepared, trained: Trained) -> tuple[Lineage, str]:
+def log_run(
+    ctx: RunContext, request: TrainModel, prepared: Prepared, trained: Trained, fresh: list[DatasetManifest] | None
+) -> tuple[Lineage, str]:
     """Log everything about a fitted run to the active MLflow run; its lineage and the model's uri."""
+    trained.window["fresh_wait"] = "none" if request.trigger != "drift" else ("met" if fresh else "timed_out")
     lineage = lineage_of(ctx, request, prepared, trained)
     mlflow.log_metrics(prepared.join.as_metrics())
     mlflow.log_param("label_batches", ",".join(prepared.label_batches)[:6000] or "none")
@@ -369,10 +369,11 @@ def repeated(
     merged: list[TrainModel],
     experiment: str,
     took: float,
-    repeat: bool = True,
 ) -> ModelTrained:
     """The answer to requests an earlier identical run already answered: that run, marked ``repeat``
     (unless it was run for these very requests, and only its outcome was lost)."""
+    repeat = not own_requests(run, merged)
+    log.info("identical to an earlier run; answering with it", mlflow_run=run.info.run_id, repeat=repeat)
     with tempfile.TemporaryDirectory() as tmp:
         lineage = Lineage.model_validate_json(
             Path(client.download_artifacts(run.info.run_id, "lineage.json", tmp)).read_text()
