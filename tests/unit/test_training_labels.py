@@ -14,7 +14,7 @@ from flywheel.common.datasets import DatasetCatalog
 from flywheel.common.featuresets import load_feature_set
 from flywheel.ingestion.versions import seal, seal_labels
 from flywheel.schemas import LabelObserved, TrainModel
-from flywheel.training.runner import RunContext, fresh_data, labelled
+from flywheel.training.runner import RunContext, fresh_data, labelled, prepare
 from tests.unit.test_ingestion_versions import CONTRACT, MemoryStore, validated
 
 DATASETS = Path(__file__).resolve().parents[2] / "datasets"
@@ -95,3 +95,18 @@ async def test_without_enough_labelled_rows_in_time_the_newest_versions_are_used
     ctx = context(MemoryStore(), drift_fresh_rows=4, drift_fresh_timeout_s=0.1)
     request = TrainModel(model_name="m", dataset="loans", trigger="drift", producer="t", occurred_at=T0)
     assert await fresh_data(ctx, request, lambda *_: None) is None
+
+
+def test_the_fingerprint_changes_with_the_labelled_rows_not_with_batches_that_label_none_of_them() -> None:
+    store = MemoryStore()
+    version = write_records(store, range(0, 8), T0)
+    write_labels(store, {0: 1, 1: 0, 2: 1}, T0 + timedelta(minutes=1))
+    ctx = context(store)
+    request = TrainModel(model_name="m", dataset="loans", producer="t")
+    first = prepare(ctx, request, lambda *_: None)
+    write_labels(store, {99: 1}, T0 + timedelta(minutes=2))  # a batch for records not in any version here
+    unchanged = prepare(ctx, request, lambda *_: None)
+    assert len(unchanged.label_batches) == 2 and unchanged.fingerprint == first.fingerprint
+    write_labels(store, {3: 0}, T0 + timedelta(minutes=3))  # labels one more row of the version
+    assert prepare(ctx, request, lambda *_: None).fingerprint != first.fingerprint
+    assert first.versions == [version]

@@ -214,7 +214,7 @@ def prepare(ctx: RunContext, request: TrainModel, progress: Progress) -> Prepare
     fingerprint = run_fingerprint(
         dataset=request.dataset,
         versions=[m.version for m in versions],
-        label_batches=batches,
+        labelled_rows=labelled_digest(frame, spec.label),  # not the batch list: a new batch may label nothing here
         after=after,
         spec=spec.model_dump(mode="json"),
         code_version=ctx.code_version,
@@ -223,9 +223,23 @@ def prepare(ctx: RunContext, request: TrainModel, progress: Progress) -> Prepare
     return Prepared(spec, features, versions, frame, join, batches, after, fingerprint)
 
 
+def labelled_digest(frame: pd.DataFrame, label: str) -> str:
+    """A hash of which rows are labelled and how: ``(version, row, label)`` of every labelled row.
+
+    >>> frame = pd.DataFrame({VERSION: ["a", "a", "b"], ROW: [0, 1, 0], "y": [1, None, 0]})
+    >>> labelled_digest(frame, "y") == labelled_digest(frame.iloc[::-1], "y")
+    True
+    >>> labelled_digest(frame, "y") == labelled_digest(frame.assign(y=[1, 1, 0]), "y")
+    False
+    """
+    rows = frame.loc[frame[label].notna()]
+    keys = rows[VERSION].astype(str) + ":" + rows[ROW].astype(str) + ":" + rows[label].astype(str)
+    return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()
+
+
 def run_fingerprint(**inputs: Any) -> str:
-    """What makes two runs the same run: a hash of their inputs (data versions, label batches, the drift's
-    cut, the whole spec with its window, params and seed, the code and feature-set versions).
+    """What makes two runs the same run: a hash of their inputs (data versions, the labelled rows, the
+    drift's cut, the whole spec with its window, params and seed, the code and feature-set versions).
 
     >>> a = run_fingerprint(versions=["v1"], after={"v1"}, spec={"seed": 1})
     >>> a == run_fingerprint(spec={"seed": 1}, after={"v1"}, versions=["v1"]), a == run_fingerprint(versions=["v2"])
