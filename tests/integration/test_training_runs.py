@@ -164,6 +164,23 @@ async def test_training_request_logs_a_complete_run_and_the_first_model_becomes_
     assert lineage["causation_chain"][:2] == [request_id, trained["event_id"]]
     assert lineage["code_version"] == tags[Tags.CODE_VERSION]
 
+    # monitoring's reference for the new champion is exactly its training rows (750 of the version's 1,200)
+    reference = await monitored_reference(services["monitoring"], name)
+    assert reference["dataset_version"] == version and reference["rows"] == trained["lineage"]["train_rows"] == 750
+
+
+async def monitored_reference(monitoring: str, name: str, timeout: float = 60) -> dict:
+    """Poll monitoring's ``GET /drift?model=`` until it holds a reference for the model."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with httpx.AsyncClient(base_url=monitoring, timeout=10) as http:
+        while True:
+            response = await http.get("/drift", params={"model": name})
+            if response.status_code == 200 and response.json()["models"][0]["reference"]:
+                return response.json()["models"][0]["reference"]
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"monitoring never loaded a reference of {name}: {response.text[:300]}")
+            await asyncio.sleep(0.5)
+
 
 async def test_the_same_data_and_spec_give_identical_metrics_and_a_repeat_is_answered_by_the_first_run(
     kafka: KafkaSettings, store_settings, mlflow_settings, services
