@@ -192,3 +192,17 @@ def test_a_drift_retrain_on_history_keeps_pre_drift_rows_and_is_also_judged_on_t
     only_after = run_once(ctx, drift.model_copy(update={"params": FAST}))  # the loans spec: after_drift
     assert only_after.lineage.window["drift"] == "after_drift"
     assert only_after.lineage.train_rows + only_after.lineage.eval_rows == 300  # v4 alone
+
+
+def test_a_run_logged_before_the_record_is_read_from_its_tags_every_row_counting(history, tracking):
+    import mlflow
+
+    client, tmp = tracking
+    experiment = client.create_experiment("unit/legacy", artifact_location=str(tmp / "artifacts" / "legacy"))
+    with mlflow.start_run(
+        experiment_id=experiment, tags={"flywheel.dataset": "loans", "flywheel.dataset_version": "v1,v2"}
+    ) as run:
+        pass
+    data = training_data_of_run(client, client.get_run(run.info.run_id))
+    assert data is not None and data.versions == ("v1", "v2") and data.rows is None
+    assert len(load_training_data(DatasetCatalog(history).load, data)) == 600
