@@ -90,7 +90,7 @@ async def request_training(base: str, model_name: str, version: str | None, time
     return response.json()["request_id"]
 
 
-async def wait_for(reader: TopicReader, model_name: str, count: int = 1, timeout: float = 60) -> list[dict]:
+async def wait_for(reader: TopicReader, model_name: str, count: int = 1, timeout: float = 180) -> list[dict]:
     seen = await reader.collect(
         lambda found: len(found) >= count, timeout=timeout, where=lambda b: b.get("model_name") == model_name
     )
@@ -188,11 +188,14 @@ async def test_the_same_data_and_spec_give_identical_metrics_and_a_repeat_is_ans
     # A noisy concept, so the metrics are not trivially perfect.
     version = write_version(store_settings, agrawal_rows(1500, function=8, perturbation=0.1))
     name, twin = unique("it-repro"), unique("it-repro")
-    async with TopicReader(kafka.bootstrap_servers, TRAINING_COMPLETED.name) as completed:
+    async with (
+        TopicReader(kafka.bootstrap_servers, TRAINING_COMPLETED.name) as completed,
+        TopicReader(kafka.bootstrap_servers, TRAINING_COMPLETED.name) as twins,  # a reader keeps what it saw
+    ):
         await request_training(services["training"], name, version)
         [first] = await wait_for(completed, name)
         await request_training(services["training"], twin, version)  # another model: a run of its own
-        [second] = await wait_for(completed, twin)
+        [second] = await wait_for(twins, twin)
         await request_training(services["training"], name, version)  # the same request: the same run
         repeat = (await wait_for(completed, name, count=2))[1]
     assert first["run_id"] != second["run_id"] and not first.get("repeat") and not second.get("repeat")
