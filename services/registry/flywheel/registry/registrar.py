@@ -19,8 +19,9 @@ from flywheel.common.datasets import DatasetCatalog
 from flywheel.common.kafka import InvalidMessage, publish_event, with_derived_ids
 from flywheel.common.tracking import Tags
 from flywheel.registry import metrics
-from flywheel.registry.decisions import FIRST_MODEL, approved, chain_of, champion_changed, rejected
+from flywheel.registry.decisions import Move, approved, chain_of, rejected
 from flywheel.registry.gates import champion_gate, failed, threshold_gates
+from flywheel.registry.lineage import DECISION_EVENT, TRAINED_EVENT, lineage
 from flywheel.registry.modelstore import (
     CHAIN,
     CORRELATION,
@@ -34,14 +35,10 @@ from flywheel.registry.modelstore import (
     now,
 )
 from flywheel.registry.settings import RegistrySettings
-from flywheel.schemas import Event, GateResult, ModelTrained
+from flywheel.schemas import ChampionChanged, Event, GateResult, ModelTrained
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
-
-TRAINED_EVENT = "flywheel.trained_event_id"
-DECISION_EVENT = "flywheel.decision_event_id"
-
 
 HELD_EVENT = "flywheel.held_event"
 
@@ -167,17 +164,7 @@ class Registrar:
         approval = with_derived_ids(trained, [approved(trained, version, gates, champion)])[0]
         if champion is not None:
             return [approval]
-        changed = champion_changed(
-            trained.model_name,
-            version,
-            None,
-            "promote",
-            "registry",
-            FIRST_MODEL,
-            approval.correlation_id,
-            approval.event_id,
-        )
-        return [approval, changed]
+        return [approval, Move.first(trained.model_name, version, "registry", approval).event()]
 
     def _accept(
         self,
@@ -192,45 +179,48 @@ class Registrar:
         name = trained.model_name
         # the decision's id derives from the trained event, so a redelivery re-publishes the same one
         approval = with_derived_ids(trained, [approved(trained, version, gates, champion)])[0]
-        tags = {
-            STATUS: "approved",
-            DECISION_EVENT: str(approval.event_id),
-            "flywheel.approved_by": actor,
-            "flywheel.approved_at": now(),
-            "flywheel.approve_reason": reason[:1000],
-        }
+        events: list[Event] = [approval]
         if champion is not None:
             self.store.set_alias(name, "challenger", version)
-            self.store.set_tags(name, version, tags)
-            return [approval]
-        self.store.set_alias(name, "champion", version)
+        else:
+            events.append(self._move(Move.first(name, version, actor, approval), {}))
+        # the decision's event id last: with it the decision is complete (a redelivery only re-publishes)
         self.store.set_tags(
             name,
             version,
             {
-                **tags,
-                "flywheel.promoted_by": actor,
-                "flywheel.promoted_at": now(),
-                "flywheel.promote_reason": FIRST_MODEL,
+                STATUS: "approved",
+                DECISION_EVENT: str(approval.event_id),
+                "flywheel.approved_by": actor,
+                "flywheel.approved_at": now(),
+                "flywheel.approve_reason": reason[:1000],
             },
         )
-        self.store.record(
-            name,
-            {
-                "action": "promote",
-                "version": version,
-                "previous": None,
-                "actor": actor,
-                "reason": FIRST_MODEL,
-                "at": now(),
-            },
-            self.settings.history_kept,
+        return events
+
+    def _move(self, move: Move, aliases: dict[str, str]) -> ChampionChanged:
+        """Move the champion: aliases, the tags of the version concerned, the history, the event."""
+        name = move.model_name
+        sets, deletes = move.aliases(aliases)
+        for alias, version in sets.items():
+            self.store.set_alias(name, alias, version)
+        for alias in deletes:
+            self.store.delete_alias(name, alias)
+        at = now()
+        tagged, tags = move.tags(at)
+        if tagged is not None:
+            self.store.set_tags(name, tagged, tags)
+        self.store.record(name, move.entry(at), self.settings.history_kept)
+        metrics.CHAMPION_MOVES.labels(name, move.action).inc()
+        log.info(
+            "champion moved",
+            model_name=name,
+            action=move.action,
+            version=move.version,
+            previous=move.previous,
+            actor=move.actor,
         )
-        changed = champion_changed(
-            name, version, None, "promote", actor, FIRST_MODEL, approval.correlation_id, approval.event_id
-        )
-        metrics.CHAMPION_MOVES.labels(name, "promote").inc()
-        return [approval, changed]
+        return move.event()
 
     # -- operator actions ----------------------------------------------------------------
 
@@ -262,36 +252,11 @@ class Registrar:
             champion = aliases.get("champion")
             if champion == version:
                 raise Conflict(f"{name} v{version} is already the champion")
-            self.store.set_alias(name, "champion", version)
-            if champion is not None:
-                self.store.set_alias(name, "previous", champion)
-            if aliases.get("challenger") == version:
-                self.store.delete_alias(name, "challenger")
-            at = now()
-            self.store.set_tags(
-                name,
-                version,
-                {"flywheel.promoted_by": actor, "flywheel.promoted_at": at, "flywheel.promote_reason": reason[:1000]},
-            )
-            self.store.record(
-                name,
-                {
-                    "action": "promote",
-                    "version": version,
-                    "previous": champion,
-                    "actor": actor,
-                    "reason": reason,
-                    "at": at,
-                },
-                self.settings.history_kept,
-            )
             correlation = (mv.tags or {}).get(CORRELATION)
-            event = champion_changed(
-                name, version, champion, "promote", actor, reason, uuid.UUID(correlation) if correlation else None
-            )
-            metrics.CHAMPION_MOVES.labels(name, "promote").inc()
-            log.info("champion promoted", model_name=name, version=version, previous=champion, actor=actor)
-            return self.describe_sync(name), [event]
+            correlation_id = uuid.UUID(correlation) if correlation else None
+            move = Move(name, "promote", version, champion, actor, reason, correlation_id)
+            changed = self._move(move, aliases)
+            return self.describe_sync(name), [changed]
 
         return await self._write(work)
 
@@ -304,35 +269,9 @@ class Registrar:
             previous, champion = aliases.get("previous"), aliases.get("champion")
             if previous is None:
                 raise Conflict(f"{name} has no previous champion to roll back to")
-            self.store.set_alias(name, "champion", previous)
-            self.store.delete_alias(name, "previous")
-            at = now()
-            if champion is not None:
-                self.store.set_tags(
-                    name,
-                    champion,
-                    {
-                        "flywheel.rolled_back_by": actor,
-                        "flywheel.rolled_back_at": at,
-                        "flywheel.rollback_reason": reason[:1000],
-                    },
-                )
-            self.store.record(
-                name,
-                {
-                    "action": "rollback",
-                    "version": previous,
-                    "previous": champion,
-                    "actor": actor,
-                    "reason": reason,
-                    "at": at,
-                },
-                self.settings.history_kept,
-            )
-            event = champion_changed(name, previous, champion, "rollback", actor, reason)
-            metrics.CHAMPION_MOVES.labels(name, "rollback").inc()
-            log.info("champion rolled back", model_name=name, version=previous, from_version=champion, actor=actor)
-            return self.describe_sync(name), [event]
+            move = Move(name, "rollback", previous, champion, actor, reason)
+            changed = self._move(move, aliases)
+            return self.describe_sync(name), [changed]
 
         return await self._write(work)
 
@@ -347,49 +286,7 @@ class Registrar:
 
     def lineage_sync(self, name: str, version: str) -> dict[str, Any]:
         """What a version was made from and why it exists, back to the triggering event."""
-        mv = self.store.version(name, version)
-        described = self.store.describe_version(mv, self.store.aliases(name))
-        run = self.store.run(mv.run_id)
-        tags, params = run.data.tags, run.data.params
-        dataset, dataset_version = tags.get(Tags.DATASET), tags.get(Tags.DATASET_VERSION)
-        manifest, manifest_error = None, None
-        try:
-            manifest = self.catalog.manifest(dataset, dataset_version).model_dump(mode="json")
-        except Exception as exc:
-            manifest_error = f"{type(exc).__name__}: {exc}"
-        chain = json.loads(tags.get(Tags.CAUSATION_CHAIN, "[]"))
-        version_tags = dict(mv.tags or {})
-        events = [*chain, version_tags.get(TRAINED_EVENT), version_tags.get(DECISION_EVENT)]
-        history = json.loads(self.store.model_tags(name).get("flywheel.history", "[]"))
-        return {
-            "model_name": name,
-            "version": version,
-            "status": described["status"],
-            "aliases": described["aliases"],
-            "run_id": mv.run_id,
-            "model_uri": described["model_uri"],
-            "dataset": dataset,
-            "dataset_version": dataset_version,
-            "dataset_versions": [v for v in params.get("dataset_versions", "").split(",") if v],
-            "manifest": manifest,
-            "manifest_error": manifest_error,
-            "code_version": tags.get(Tags.CODE_VERSION),
-            "feature_set": tags.get(Tags.FEATURE_SET),
-            "feature_set_version": tags.get(Tags.FEATURE_SET_VERSION),
-            "model_spec": tags.get(Tags.MODEL_SPEC),
-            "seed": int(tags[Tags.SEED]) if tags.get(Tags.SEED) else None,
-            "params": params,
-            "metrics": {k: v for k, v in run.data.metrics.items() if not k.startswith("importance.")},
-            "feature_importance": {
-                k.removeprefix("importance."): v for k, v in run.data.metrics.items() if k.startswith("importance.")
-            },
-            "gates": described["gates"],
-            "trigger": tags.get("flywheel.trigger"),
-            "trigger_event_id": tags.get(Tags.TRIGGER_EVENT_ID),
-            "correlation_id": tags.get(Tags.CORRELATION_ID),
-            "causation_chain": [e for e in events if e],
-            "history": [h for h in history if h.get("version") == version or h.get("previous") == version],
-        }
+        return lineage(self.store, self.catalog, name, version)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(fn, *args)
