@@ -44,6 +44,11 @@ class Lineage(BaseModel):
     label: str | None = None
     train_rows: int | None = None
     eval_rows: int | None = None
+    eval_slices: dict[str, str] = Field(
+        default={},
+        description="Held-out slices, name -> run artifact path of raw labelled records (recent: the latest rows "
+        "by event time; before: pre-drift rows on a drift retrain).",
+    )
 
 
 class ModelTrained(Event):

@@ -17,20 +17,25 @@ from faststream.kafka import KafkaBroker
 
 from flywheel.common.datasets import DatasetCatalog
 from flywheel.common.kafka import InvalidMessage, publish_event, with_derived_ids
+from flywheel.common.modelspec import GateSpec, load_model_spec
 from flywheel.common.tracking import Tags
 from flywheel.registry import metrics
 from flywheel.registry.decisions import Move, approved, chain_of, rejected
-from flywheel.registry.gates import champion_gate, failed, threshold_gates
+from flywheel.registry.evidence import gather
+from flywheel.registry.gates import failed, judge, resolve
 from flywheel.registry.lineage import DECISION_EVENT, TRAINED_EVENT, lineage
 from flywheel.registry.modelstore import (
     CHAIN,
     CORRELATION,
+    GATE_FIGURES,
+    GATE_SPEC,
     GATES,
     METRICS,
     STATUS,
     TAG_LIMIT,
     ModelStore,
     NotFound,
+    figures_tag,
     gates_tag,
     now,
 )
@@ -88,22 +93,26 @@ class Registrar:
             _, events = await asyncio.to_thread(self._gate_and_register, trained)
         return events
 
-    def gates_for(self, trained: ModelTrained, champion: str | None) -> list[GateResult]:
-        s = self.settings
-        gates = threshold_gates(trained.metrics, s.thresholds)
-        candidate = trained.metrics.get(s.champion_metric)
-        champion_score, problem = None, None
-        if champion is not None:
-            try:
-                label = trained.lineage.label or "label"
-                features, labels = self.store.eval_split(trained.run_id, trained.lineage.eval_artifact or "", label)
-                champion_score = self.store.score_version(trained.model_name, champion, features, labels)[
-                    s.champion_metric
-                ]
-            except Exception as exc:  # an incomparable champion fails the gate, named, not the service
-                problem = f"{type(exc).__name__}: {exc}"[:500]
-        gates.append(champion_gate(s.champion_metric, candidate, champion_score, s.min_improvement, champion, problem))
-        return gates
+    def gates_for(self, trained: ModelTrained, champion: str | None) -> tuple[list[GateResult], dict[str, str]]:
+        """The candidate's gate results, and the tags that explain them (the gates applied, the figures)."""
+        gates = resolve(self.declared_gates(trained), self.settings.default_gates())
+        figures = gather(self.store, trained, champion)
+        explained = {
+            GATE_SPEC: gates.model_dump_json(),
+            GATE_FIGURES: figures_tag({name: f.as_dict() for name, f in figures.items()}),
+        }
+        return judge(gates, figures, champion), explained
+
+    def declared_gates(self, trained: ModelTrained) -> GateSpec:
+        """The gates the run's model spec declares; none (the registry's defaults) if it cannot be read."""
+        lineage = trained.lineage
+        try:
+            return load_model_spec(self.settings.datasets_dir, lineage.dataset, lineage.model_spec).gates
+        except (OSError, ValueError) as exc:
+            log.warning(
+                "model spec unreadable; gating with the registry's defaults", spec=lineage.model_spec, error=str(exc)
+            )
+            return GateSpec()
 
     def _gate_and_register(self, trained: ModelTrained) -> tuple[str | None, list[Event]]:
         name = trained.model_name
@@ -114,7 +123,7 @@ class Registrar:
         if not self.store.run_exists(trained.run_id):  # nothing to register: never a version
             raise InvalidMessage(f"run {trained.run_id!r} of model {name!r} is not in MLflow")
         champion = self.store.aliases(name).get("champion")
-        gates = self.gates_for(trained, champion)
+        gates, explained = self.gates_for(trained, champion)
         passed = not failed(gates)
         status = "rejected" if not passed else ("pending_approval" if self.settings.manual_approval else "approved")
         tags = {
@@ -125,6 +134,7 @@ class Registrar:
             CORRELATION: str(trained.correlation_id),
             TRAINED_EVENT: str(trained.event_id),
             "flywheel.champion_at_gate": champion or "",
+            **explained,
             Tags.DATASET: trained.lineage.dataset,
             Tags.DATASET_VERSION: trained.lineage.dataset_version,
             Tags.CODE_VERSION: trained.lineage.code_version,
