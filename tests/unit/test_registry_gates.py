@@ -24,9 +24,11 @@ from flywheel.schemas import (
     MODELS_APPROVED,
     MODELS_CHAMPION,
     MODELS_REJECTED,
+    MODELS_ROLLOUT,
     TRAINING_COMPLETED,
     Lineage,
     ModelTrained,
+    RolloutStepped,
 )
 
 
@@ -322,3 +324,58 @@ async def test_a_redelivery_after_a_restart_finishes_an_interrupted_decision_wit
         await deliver(broker3, interrupted)
     assert [(a["version"], a["run_id"]) for a in approvals] == [("2", "r9")]
     assert store.aliases("m") == {"champion": "1", "challenger": "2"}
+
+
+def rollout(action: str, version: str, champion: str = "1", reason: str = "accuracy 0.61 vs champion 0.70") -> bytes:
+    return RolloutStepped(
+        producer="serving",
+        model_name="m",
+        candidate_version=version,
+        champion_version=champion,
+        strategy="canary",
+        action=action,
+        reason=reason,
+    ).to_bytes()
+
+
+async def test_a_rolled_back_challenger_loses_the_alias_and_is_marked_rolled_back_once_with_the_reason(wired):
+    broker, seen = wired
+    store = FakeStore(champion_score=0.5)
+    registrar(broker, store)
+    letters = collect(broker, DEADLETTERS.name)
+    async with TestKafkaBroker(broker):
+        await deliver(broker, trained(0.95, run="r1"), trained(0.96, run="r2"))
+        stepped, rolled = rollout("stepped", "2"), rollout("rolled_back", "2")
+        for message in (stepped, rolled, rolled, rollout("rolled_back", "9")):  # rolled back redelivered
+            await broker.publish(message, topic=MODELS_ROLLOUT.name)
+    assert store.aliases("m") == {"champion": "1"}
+    tags = store.versions["m"]["2"].tags
+    assert (tags[STATUS], tags["flywheel.rolled_back_by"], tags["flywheel.rollback_reason"]) == (
+        "rolled_back",
+        "serving",
+        "accuracy 0.61 vs champion 0.70",
+    )
+    history = json.loads(store.tags["m"][HISTORY])
+    assert [(h["action"], h["version"], h["previous"]) for h in history] == [
+        ("promote", "1", None),
+        ("rolled_back", "2", "1"),
+    ]
+    assert len(seen[MODELS_CHAMPION.name]) == 1, "a rolled-back challenger does not move the champion"
+    [letter] = letters
+    assert "m v9, which the registry does not hold" in letter["reason"]
+
+
+async def test_a_late_rollback_leaves_a_newer_challenger_and_a_champion_rollback_marks_the_old_champion(wired):
+    broker, _ = wired
+    store = FakeStore(champion_score=0.5)
+    r = registrar(broker, store)
+    async with TestKafkaBroker(broker):
+        await deliver(broker, trained(0.95, run="r1"), trained(0.96, run="r2"), trained(0.97, run="r3"))
+        await broker.publish(rollout("rolled_back", "2"), topic=MODELS_ROLLOUT.name)  # v3 is challenger now
+        assert store.aliases("m") == {"champion": "1", "challenger": "3"}
+        assert store.versions["m"]["2"].tags[STATUS] == "rolled_back"
+        await r.promote("m", "3", "serving", "canary healthy")
+        await r.rollback("m", "serving", "bake period: accuracy fell")
+    assert store.aliases("m") == {"champion": "1"}
+    assert store.versions["m"]["3"].tags[STATUS] == "rolled_back"
+    assert store.versions["m"]["3"].tags["flywheel.rollback_reason"] == "bake period: accuracy fell"

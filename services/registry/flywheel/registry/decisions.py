@@ -10,6 +10,7 @@ from flywheel.registry.gates import failed
 from flywheel.schemas import ChampionChanged, GateResult, ModelApproved, ModelRejected, ModelTrained
 
 PRODUCER = "registry"
+STATUS = "flywheel.status"  # the version's status: approved, pending_approval, rejected, rolled_back
 FIRST_MODEL = "first model"
 
 
@@ -76,6 +77,20 @@ def champion_changed(
     )
 
 
+def rolled_back(actor: str, at: str, reason: str) -> dict[str, str]:
+    """The tags of a version taken out of service: by a rollout, or as the champion rolled back.
+
+    >>> rolled_back("serving", "t", "accuracy 0.61 vs champion 0.70")["flywheel.status"]
+    'rolled_back'
+    """
+    return {
+        STATUS: "rolled_back",
+        "flywheel.rolled_back_by": actor,
+        "flywheel.rolled_back_at": at,
+        "flywheel.rollback_reason": reason[:1000],
+    }
+
+
 @dataclass(frozen=True)
 class Move:
     """One move of the champion alias, whatever asked for it: the first model, a promotion, a rollback.
@@ -89,8 +104,8 @@ class Move:
     ({'champion': '2', 'previous': '1'}, ['challenger'])
     >>> Move("m", "rollback", "1", "2", "ops", "worse").aliases({"champion": "2", "previous": "1"})
     ({'champion': '1'}, ['previous'])
-    >>> Move("m", "rollback", "1", "2", "ops", "worse").tags("t")
-    ('2', {'flywheel.rolled_back_by': 'ops', 'flywheel.rolled_back_at': 't', 'flywheel.rollback_reason': 'worse'})
+    >>> Move("m", "rollback", "1", "2", "ops", "worse").tags("t")[0]
+    '2'
     """
 
     model_name: str
@@ -117,12 +132,7 @@ class Move:
     def tags(self, at: str) -> tuple[str | None, dict[str, str]]:
         """The version the move tags (the new champion, or the rolled-back one) and its tags."""
         if self.action == "rollback":
-            tags = {
-                "flywheel.rolled_back_by": self.actor,
-                "flywheel.rolled_back_at": at,
-                "flywheel.rollback_reason": self.reason[:1000],
-            }
-            return self.previous, tags
+            return self.previous, rolled_back(self.actor, at, self.reason)
         tags = {
             "flywheel.promoted_by": self.actor,
             "flywheel.promoted_at": at,

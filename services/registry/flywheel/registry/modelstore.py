@@ -23,11 +23,11 @@ from flywheel.common.evaluation import score_model
 from flywheel.common.featuresets import FeatureSet
 from flywheel.common.featureversions import feature_set_of_run
 from flywheel.common.tracking import Tags, run_exists
+from flywheel.registry.decisions import STATUS
 from flywheel.registry.scoring import Scorer
 from flywheel.schemas import GateResult
 
 ALIASES = ("champion", "challenger", "previous")
-STATUS = "flywheel.status"
 GATES = "flywheel.gates"
 METRICS = "flywheel.metrics"
 CHAIN = "flywheel.causation_chain"
