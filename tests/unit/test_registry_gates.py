@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from types import SimpleNamespace
 from typing import Any
 
@@ -379,3 +380,15 @@ async def test_a_late_rollback_leaves_a_newer_challenger_and_a_champion_rollback
     assert store.aliases("m") == {"champion": "1"}
     assert store.versions["m"]["3"].tags[STATUS] == "rolled_back"
     assert store.versions["m"]["3"].tags["flywheel.rollback_reason"] == "bake period: accuracy fell"
+
+
+async def test_another_completion_of_a_decided_run_publishes_nothing_again(wired):
+    broker, seen = wired
+    store = FakeStore()
+    registrar(broker, store)
+    first = trained(0.95)
+    repeat = first.model_copy(update={"event_id": uuid.uuid4()})  # training answered a repeat with the same run
+    async with TestKafkaBroker(broker):
+        await deliver(broker, first, repeat)
+    assert list(store.versions["m"]) == ["1"] and store.aliases("m") == {"champion": "1"}
+    assert len(seen[MODELS_APPROVED.name]) == 1 and len(seen[MODELS_CHAMPION.name]) == 1

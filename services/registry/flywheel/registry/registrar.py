@@ -166,6 +166,11 @@ class Registrar:
         gates = [GateResult.model_validate(g) for g in json.loads(tags.get(GATES, "[]"))]
         champion = tags.get("flywheel.champion_at_gate") or None
         status = tags.get(STATUS)
+        if tags.get(TRAINED_EVENT, str(trained.event_id)) != str(trained.event_id) and (
+            DECISION_EVENT in tags or status == "pending_approval"
+        ):  # another completion of a decided run (training answered a repeat with it): decided once, said once
+            log.info("run decided already; nothing to publish again", model_name=trained.model_name, version=version)
+            return []
         if status == "rejected":
             return [rejected(trained, version, gates, champion)]
         if status != "approved":  # held for a human: nothing to publish until approval
