@@ -86,7 +86,7 @@ def run(
         paths[slice_name] = f"eval/{slice_name}.parquet"
         store.frames[(run_id, paths[slice_name])] = frame
     recent = slices["recent"]
-    metrics = scorer.score(recent.drop(columns=[LABEL]), recent[LABEL])
+    metrics = scorer.score(recent.drop(columns=[LABEL]), recent[LABEL]) if len(recent) else {}
     majority = int(y.mean() > 0.5)  # the trivial baseline: always the majority class of the training rows
     lineage = Lineage(
         dataset="loans",
@@ -255,3 +255,17 @@ async def test_a_drift_retrain_that_forgets_the_old_concept_fails_the_before_gat
     tolerant = registrar(store, datasets_dir=tmp_path)
     approval = only(await tolerant.on_trained(run(store, "r3", new, slices, spec="tolerant")), ModelApproved)
     assert approval.version == "3" and store.aliases("m")["challenger"] == "3"
+
+
+async def test_an_empty_recent_slice_fails_the_gates_with_the_reason_and_an_empty_before_slice_is_left_out():
+    store = SliceStore()
+    empty = records(400, 2).iloc[:0]
+    rejection = only(
+        await registrar(store).on_trained(run(store, "r1", records(1500, 1), {"recent": empty})), ModelRejected
+    )
+    [gate] = [g for g in rejection.gates if g.gate == "beats_baseline:accuracy"]
+    assert not gate.passed and "the slice has no labelled rows" in gate.message
+    other = SliceStore()
+    slices = {"recent": records(400, 2), "before": empty}
+    approval = only(await registrar(other).on_trained(run(other, "r1", records(1500, 1), slices)), ModelApproved)
+    assert [g.gate for g in approval.gates] == ["beats_baseline:accuracy", "beats_champion:accuracy"]

@@ -11,7 +11,7 @@ from typing import Protocol
 
 import pandas as pd
 
-from flywheel.registry.gates import EVAL, RECENT, SliceFigures
+from flywheel.registry.gates import BEFORE, EVAL, RECENT, SliceFigures
 from flywheel.registry.scoring import Scorer, baseline_metrics, labelled, reported_baseline
 from flywheel.schemas import ModelTrained
 
@@ -51,6 +51,10 @@ def gather(store: Models, trained: ModelTrained, champion: str | None) -> dict[s
     figures = {}
     for name, artifact in lineage.eval_slices.items():
         records, labels = labelled(store.slice(trained.run_id, artifact), label)
+        if labels.empty:  # nothing to judge on: a before slice is left out, an empty recent fails its gates
+            if name != BEFORE:
+                figures[name] = SliceFigures(name, 0, {}, problem="the slice has no labelled rows")
+            continue
         baseline = baseline_metrics(labels)
         if name == RECENT:  # the run's own baseline: the majority of its training rows
             baseline.update(reported_baseline(trained.metrics))

@@ -218,7 +218,7 @@ def judge(gates: GateSpec, slices: Mapping[str, SliceFigures], champion: str | N
     [('beats_baseline:accuracy', True), ('beats_champion:accuracy', True), ('holds_before:accuracy', True)]
     """
     metric = gates.primary_metric or "accuracy"
-    primary = slices.get(RECENT) or slices[EVAL]
+    primary = slices.get(RECENT) or slices.get(EVAL) or next(s for n, s in slices.items() if n != BEFORE)
     results = threshold_gates(primary, gates.thresholds or {})
     results.append(baseline_gate(metric, primary, gates.baseline_margin or 0.0))
     results.append(champion_gate(metric, primary, gates.min_improvement or 0.0, champion))
