@@ -131,7 +131,8 @@ async def test_champion_and_candidate_are_judged_on_the_run_s_slices_each_with_i
     assert useless["event_type"] == "ModelRejected" and "beats_baseline:accuracy" in useless["failed_gates"]
     detail = await wait_for_model(services["registry"], name, lambda b: len(b["versions"]) == 3)
     [v3] = [v for v in detail["versions"] if v["version"] == "3"]
-    assert v3["status"] == "rejected" and '"recent"' in v3["tags"]["flywheel.gate_figures"]
+    assert v3["status"] == "rejected" and v3["gate_figures"]["recent"]["rows"] == 400
+    assert v3["gate_spec"]["primary_metric"] == "accuracy" and v3["gate_figures"]["recent"]["champion"]["accuracy"] > 0
 
 
 async def test_a_drift_retrain_broken_on_the_old_concept_is_rejected_and_a_rolled_back_challenger_is_marked(

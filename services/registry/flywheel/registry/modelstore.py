@@ -106,8 +106,10 @@ class ModelStore:
             "aliases": sorted(a for a, v in aliases.items() if v == str(mv.version)),
             "metrics": json.loads(tags.get(METRICS, "{}")),
             "gates": json.loads(tags.get(GATES, "[]")),
+            "gate_spec": json.loads(tags.get(GATE_SPEC, "null")),
+            "gate_figures": json.loads(tags.get(GATE_FIGURES, "{}")),
             "created_at": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(),
-            "tags": {k: v for k, v in tags.items() if k not in {METRICS, GATES}},
+            "tags": {k: v for k, v in tags.items() if k not in {METRICS, GATES, GATE_SPEC, GATE_FIGURES}},
         }
 
     def describe(self, name: str) -> dict[str, Any]:
