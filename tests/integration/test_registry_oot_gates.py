@@ -23,6 +23,7 @@ from flywheel.common.featureversions import log_feature_set
 from flywheel.common.settings import KafkaSettings, MlflowSettings, ObjectStoreSettings
 from flywheel.common.tracking import Tags, configure_mlflow
 from flywheel.schemas import MODELS_APPROVED, MODELS_REJECTED, Lineage, ModelTrained, RolloutStepped
+from flywheel.training.runner import trusted_types
 from tests.integration.test_training_runs import agrawal_rows, unique, wait_for_model, write_version
 from tests.support.kafka import TopicReader, producer, send_event
 
@@ -52,7 +53,12 @@ def log_run(
             path = Path(tmp) / f"{slice_name}.parquet"
             frame.to_parquet(path, index=False)
             mlflow.log_artifact(str(path), "eval")
-        info = mlflow.sklearn.log_model(model, name="model")
+        info = mlflow.sklearn.log_model(  # as training logs it: skops, trusting what this very fit produced
+            model,
+            name="model",
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+            skops_trusted_types=trusted_types(model),
+        )
     recent = slices["recent"]
     majority = int(y.mean() > 0.5)
     lineage = Lineage(
