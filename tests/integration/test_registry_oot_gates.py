@@ -120,7 +120,7 @@ async def test_champion_and_candidate_are_judged_on_the_run_s_slices_each_with_i
     version = write_version(store_settings, history)
     recent = agrawal_rows(400, function=2, seed=42)
     today = load_feature_set("datasets", "loans")
-    fewer = FeatureSet.model_validate({**today.definition(), "features": today.definition()["features"][:3]})
+    fewer = FeatureSet.model_validate({**today.definition(), "features": today.definition()["features"][:5]})
     assert fewer.version != today.version
 
     first = await decide(kafka, log_run(name, version, history, {"recent": recent}, fewer))
