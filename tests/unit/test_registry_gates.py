@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,7 +16,6 @@ from faststream.kafka import TestKafkaBroker
 
 from flywheel.common.kafka import DEADLETTERS, ExactlyOnce, create_broker
 from flywheel.common.settings import KafkaSettings
-from flywheel.registry.gates import champion_gate, threshold_gates
 from flywheel.registry.http import create_router
 from flywheel.registry.modelstore import HISTORY, STATUS, NotFound
 from flywheel.registry.registrar import Registrar
@@ -25,9 +25,11 @@ from flywheel.schemas import (
     MODELS_APPROVED,
     MODELS_CHAMPION,
     MODELS_REJECTED,
+    MODELS_ROLLOUT,
     TRAINING_COMPLETED,
     Lineage,
     ModelTrained,
+    RolloutStepped,
 )
 
 
@@ -80,7 +82,8 @@ class FakeStore:
         }
 
     def eval_split(self, run_id: str, artifact: str, label: str):
-        return pd.DataFrame({"x": [1.0]}), pd.Series([1])
+        """An older run's random split (its trivial baseline, the majority class, scores 0.6)."""
+        return pd.DataFrame({"x": [1.0] * 5}), pd.Series([0, 1, 1, 0, 1])
 
     def score_version(self, name, version, features, labels) -> dict[str, float]:
         return {"f1": self.champion_score, "accuracy": self.champion_score}
@@ -107,7 +110,8 @@ class FakeStore:
         tags[HISTORY] = json.dumps([*json.loads(tags.get(HISTORY, "[]")), entry][-keep:])
 
 
-def trained(f1: float, accuracy: float = 0.95, name: str = "m", run: str = "r1") -> ModelTrained:
+def trained(score: float, name: str = "m", run: str = "r1") -> ModelTrained:
+    """A run logged before out-of-time slices (its evidence: its own random split), scoring ``score``."""
     lineage = Lineage(
         dataset="loans",
         dataset_version="v1",
@@ -123,7 +127,7 @@ def trained(f1: float, accuracy: float = 0.95, name: str = "m", run: str = "r1")
         model_name=name,
         run_id=run,
         model_uri=f"models:/m-{run}",
-        metrics={"accuracy": accuracy, "f1": f1},
+        metrics={"accuracy": score, "f1": score},
         lineage=lineage,
         duration_s=1.0,
     )
@@ -158,16 +162,6 @@ async def deliver(broker, *events: ModelTrained) -> None:
         await broker.publish(event.to_bytes(), topic=TRAINING_COMPLETED.name)
 
 
-def test_threshold_and_champion_gates_name_what_failed():
-    gates = threshold_gates({"accuracy": 0.8, "f1": 0.9}, {"accuracy": 0.85, "f1": 0.8})
-    assert [(g.gate, g.passed) for g in gates] == [("threshold:accuracy", False), ("threshold:f1", True)]
-    assert not champion_gate("f1", 0.9, 0.91, 0.0, "1").passed
-    assert not champion_gate("f1", 0.92, 0.91, 0.02, "1").passed
-    assert champion_gate("f1", 0.93, 0.91, 0.02, "1").passed
-    incomparable = champion_gate("f1", 0.93, None, 0.0, "1", problem="no features")
-    assert not incomparable.passed and "no features" in incomparable.message
-
-
 async def test_the_first_passing_candidate_becomes_champion_directly(wired):
     broker, seen = wired
     store = FakeStore()
@@ -195,7 +189,7 @@ async def test_a_candidate_that_beats_the_champion_becomes_challenger_and_a_wors
     assert store.aliases("m") == {"champion": "1", "challenger": "2"}
     assert [a["champion_version"] for a in seen[MODELS_APPROVED.name]] == [None, "1"]
     [rejection] = seen[MODELS_REJECTED.name]
-    assert rejection["failed_gates"] == ["beats_champion:f1"] and rejection["version"] == "3"
+    assert rejection["failed_gates"] == ["beats_champion:accuracy"] and rejection["version"] == "3"
     assert store.versions["m"]["3"].tags[STATUS] == "rejected" and len(store.versions["m"]) == 3
 
 
@@ -331,3 +325,70 @@ async def test_a_redelivery_after_a_restart_finishes_an_interrupted_decision_wit
         await deliver(broker3, interrupted)
     assert [(a["version"], a["run_id"]) for a in approvals] == [("2", "r9")]
     assert store.aliases("m") == {"champion": "1", "challenger": "2"}
+
+
+def rollout(action: str, version: str, champion: str = "1", reason: str = "accuracy 0.61 vs champion 0.70") -> bytes:
+    return RolloutStepped(
+        producer="serving",
+        model_name="m",
+        candidate_version=version,
+        champion_version=champion,
+        strategy="canary",
+        action=action,
+        reason=reason,
+    ).to_bytes()
+
+
+async def test_a_rolled_back_challenger_loses_the_alias_and_is_marked_rolled_back_once_with_the_reason(wired):
+    broker, seen = wired
+    store = FakeStore(champion_score=0.5)
+    registrar(broker, store)
+    letters = collect(broker, DEADLETTERS.name)
+    async with TestKafkaBroker(broker):
+        await deliver(broker, trained(0.95, run="r1"), trained(0.96, run="r2"))
+        stepped, rolled = rollout("stepped", "2"), rollout("rolled_back", "2")
+        for message in (stepped, rolled, rolled, rollout("rolled_back", "9")):  # rolled back redelivered
+            await broker.publish(message, topic=MODELS_ROLLOUT.name)
+    assert store.aliases("m") == {"champion": "1"}
+    tags = store.versions["m"]["2"].tags
+    assert (tags[STATUS], tags["flywheel.rolled_back_by"], tags["flywheel.rollback_reason"]) == (
+        "rolled_back",
+        "serving",
+        "accuracy 0.61 vs champion 0.70",
+    )
+    history = json.loads(store.tags["m"][HISTORY])
+    assert [(h["action"], h["version"], h["previous"]) for h in history] == [
+        ("promote", "1", None),
+        ("rolled_back", "2", "1"),
+    ]
+    assert len(seen[MODELS_CHAMPION.name]) == 1, "a rolled-back challenger does not move the champion"
+    [letter] = letters
+    assert "m v9, which the registry does not hold" in letter["reason"]
+
+
+async def test_a_late_rollback_leaves_a_newer_challenger_and_a_champion_rollback_marks_the_old_champion(wired):
+    broker, _ = wired
+    store = FakeStore(champion_score=0.5)
+    r = registrar(broker, store)
+    async with TestKafkaBroker(broker):
+        await deliver(broker, trained(0.95, run="r1"), trained(0.96, run="r2"), trained(0.97, run="r3"))
+        await broker.publish(rollout("rolled_back", "2"), topic=MODELS_ROLLOUT.name)  # v3 is challenger now
+        assert store.aliases("m") == {"champion": "1", "challenger": "3"}
+        assert store.versions["m"]["2"].tags[STATUS] == "rolled_back"
+        await r.promote("m", "3", "serving", "canary healthy")
+        await r.rollback("m", "serving", "bake period: accuracy fell")
+    assert store.aliases("m") == {"champion": "1"}
+    assert store.versions["m"]["3"].tags[STATUS] == "rolled_back"
+    assert store.versions["m"]["3"].tags["flywheel.rollback_reason"] == "bake period: accuracy fell"
+
+
+async def test_another_completion_of_a_decided_run_publishes_nothing_again(wired):
+    broker, seen = wired
+    store = FakeStore()
+    registrar(broker, store)
+    first = trained(0.95)
+    repeat = first.model_copy(update={"event_id": uuid.uuid4()})  # training answered a repeat with the same run
+    async with TestKafkaBroker(broker):
+        await deliver(broker, first, repeat)
+    assert list(store.versions["m"]) == ["1"] and store.aliases("m") == {"champion": "1"}
+    assert len(seen[MODELS_APPROVED.name]) == 1 and len(seen[MODELS_CHAMPION.name]) == 1

@@ -18,6 +18,8 @@ class GateResult(BaseModel):
     value: float | None = None
     threshold: float | None = None
     message: str = ""
+    slice: str | None = Field(default=None, description="The evaluation slice the figures are from (e.g. recent).")
+    reference: float | None = Field(default=None, description="What the value was compared with (baseline, champion).")
 
 
 class ModelApproved(Event):

@@ -91,6 +91,39 @@ class EvaluationSpec(BaseModel):
     )
 
 
+GateMetric = Literal["accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"]
+PrimaryMetric = Literal["accuracy", "balanced_accuracy", "f1", "roc_auc", "log_loss"]
+
+
+class GateSpec(BaseModel):
+    """The registry's quality gates for this model; a field left unset takes the registry's setting.
+
+    Every figure is the candidate's on its out-of-time slice (the latest part of its window,
+    which it never trained on); ``log_loss`` is better lower, every other metric higher.
+
+    >>> GateSpec(primary_metric="balanced_accuracy", thresholds={"roc_auc": 0.7}).baseline_margin is None
+    True
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    primary_metric: PrimaryMetric | None = Field(
+        default=None, description="The metric the candidate is judged on against the baseline and the champion."
+    )
+    thresholds: dict[GateMetric, float] | None = Field(
+        default=None, description="Absolute gates: metric >= value (log_loss <= value); {} for none."
+    )
+    baseline_margin: float | None = Field(
+        default=None, description="Must beat the trivial baseline (majority class) by this on the primary metric."
+    )
+    min_improvement: float | None = Field(
+        default=None, description="Must reach the champion's primary metric plus this (negative: a tolerance)."
+    )
+    before_tolerance: float | None = Field(
+        default=None, ge=0, description="On the slice from before a drift, may be this much worse than the champion."
+    )
+
+
 class ModelSpec(BaseModel):
     """How to train a model on a dataset.
 
@@ -120,6 +153,7 @@ class ModelSpec(BaseModel):
     spec_name: str = Field(default=DEFAULT_SPEC, description="The spec's file stem; set by the loader.")
     window: TrainingWindow = Field(default_factory=TrainingWindow, description="The rows a run trains on.")
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, description="The out-of-time evaluation.")
+    gates: GateSpec = Field(default_factory=GateSpec, description="How the registry gates this model's candidates.")
 
     @model_validator(mode="before")
     @classmethod

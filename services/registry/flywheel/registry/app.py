@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import FastAPI
 
 from flywheel.common.components import Components
 from flywheel.common.datasets import DatasetCatalog
+from flywheel.common.featuresets import load_feature_set
 from flywheel.common.kafka import ExactlyOnce
 from flywheel.common.service import create_service_app
 from flywheel.registry.http import create_router
@@ -19,7 +22,8 @@ from flywheel.schemas import MODELS_APPROVED, MODELS_CHAMPION, MODELS_REJECTED
 def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     settings = settings or RegistrySettings()
     parts = Components.connect("registry", settings)
-    registrar = Registrar(ModelStore(parts.mlflow), DatasetCatalog(parts.store), parts.broker, settings)
+    store = ModelStore(parts.mlflow, legacy=partial(load_feature_set, settings.datasets_dir))
+    registrar = Registrar(store, DatasetCatalog(parts.store), parts.broker, settings)
     register_subscribers(parts.broker, registrar, ExactlyOnce(), settings.consumer_group)
     app = create_service_app(
         name="registry",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Literal
 from uuid import UUID
 
 from flywheel.registry.gates import failed
 from flywheel.schemas import ChampionChanged, GateResult, ModelApproved, ModelRejected, ModelTrained
 
 PRODUCER = "registry"
+STATUS = "flywheel.status"  # the version's status: approved, pending_approval, rejected, rolled_back
 FIRST_MODEL = "first model"
 
 
@@ -72,3 +75,90 @@ def champion_changed(
         causation_id=causation_id,
         **envelope,
     )
+
+
+def rolled_back(actor: str, at: str, reason: str) -> dict[str, str]:
+    """The tags of a version taken out of service: by a rollout, or as the champion rolled back.
+
+    >>> rolled_back("serving", "t", "accuracy 0.61 vs champion 0.70")["flywheel.status"]
+    'rolled_back'
+    """
+    return {
+        STATUS: "rolled_back",
+        "flywheel.rolled_back_by": actor,
+        "flywheel.rolled_back_at": at,
+        "flywheel.rollback_reason": reason[:1000],
+    }
+
+
+@dataclass(frozen=True)
+class Move:
+    """One move of the champion alias, whatever asked for it: the first model, a promotion, a rollback.
+
+    ``version`` is the champion after the move, ``previous`` the one before it. The pure parts
+    of the move (which aliases change, which version is tagged how, the history entry and the
+    event) are here; the registrar applies them in one place.
+
+    >>> move = Move("m", "promote", "2", "1", "ann", "canary ok")
+    >>> move.aliases({"champion": "1", "challenger": "2"})
+    ({'champion': '2', 'previous': '1'}, ['challenger'])
+    >>> Move("m", "rollback", "1", "2", "ops", "worse").aliases({"champion": "2", "previous": "1"})
+    ({'champion': '1'}, ['previous'])
+    >>> Move("m", "rollback", "1", "2", "ops", "worse").tags("t")[0]
+    '2'
+    """
+
+    model_name: str
+    action: Literal["promote", "rollback"]
+    version: str
+    previous: str | None
+    actor: str
+    reason: str
+    correlation_id: UUID | None = None
+    causation_id: UUID | None = None
+
+    @classmethod
+    def first(cls, model_name: str, version: str, actor: str, cause: ModelApproved) -> Move:
+        """The first model of a name becomes champion as it is approved."""
+        return cls(model_name, "promote", version, None, actor, FIRST_MODEL, cause.correlation_id, cause.event_id)
+
+    def aliases(self, current: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+        """The aliases to set and those to delete, given the model's ``current`` aliases."""
+        if self.action == "rollback":
+            return {"champion": self.version}, ["previous"]
+        sets = {"champion": self.version, **({"previous": self.previous} if self.previous else {})}
+        return sets, ["challenger"] if current.get("challenger") == self.version else []
+
+    def tags(self, at: str) -> tuple[str | None, dict[str, str]]:
+        """The version the move tags (the new champion, or the rolled-back one) and its tags."""
+        if self.action == "rollback":
+            return self.previous, rolled_back(self.actor, at, self.reason)
+        tags = {
+            "flywheel.promoted_by": self.actor,
+            "flywheel.promoted_at": at,
+            "flywheel.promote_reason": self.reason[:1000],
+        }
+        return self.version, tags
+
+    def entry(self, at: str) -> dict[str, Any]:
+        """The move in the model's history."""
+        return {
+            "action": self.action,
+            "version": self.version,
+            "previous": self.previous,
+            "actor": self.actor,
+            "reason": self.reason,
+            "at": at,
+        }
+
+    def event(self) -> ChampionChanged:
+        return champion_changed(
+            self.model_name,
+            self.version,
+            self.previous,
+            self.action,
+            self.actor,
+            self.reason,
+            self.correlation_id,
+            self.causation_id,
+        )

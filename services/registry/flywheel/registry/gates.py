@@ -1,87 +1,230 @@
-"""Quality gates: pure decisions over a candidate's metrics and the champion's score."""
+"""Quality gates: pure decisions over the figures of a candidate, its champion and a trivial baseline.
+
+A candidate is judged on its out-of-time slice (``recent``: the latest part of its window,
+which neither it nor, being older, the champion trained on) and, on a drift retrain, on the
+slice from before the drift (``before``). The default gate, with no thresholds set: beat
+the trivial baseline (always the majority class) by a margin on ``recent``, be no worse
+than the champion there, and not much worse than it on ``before``. Thresholds, the primary
+metric and the margins come from the model spec's ``gates:`` over the registry's settings.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
+from flywheel.common.modelspec import GateSpec
 from flywheel.schemas import GateResult
 
+LOWER_IS_BETTER = frozenset({"log_loss"})
+RECENT, BEFORE, EVAL = "recent", "before", "eval"  # EVAL: an older run's random split, its only slice
 
-def threshold_gates(metrics: Mapping[str, float], thresholds: Mapping[str, float]) -> list[GateResult]:
-    """One gate per configured threshold: the metric must reach it.
 
-    >>> [g.passed for g in threshold_gates({"accuracy": 0.9, "f1": 0.7}, {"accuracy": 0.85, "f1": 0.8})]
-    [True, False]
-    >>> threshold_gates({}, {"auc": 0.5})[0].message
-    'metric auc was not reported'
+@dataclass(frozen=True)
+class SliceFigures:
+    """One evaluation slice: the candidate's, the champion's and the trivial baseline's metrics on it.
+
+    ``champion`` is None when there is no champion, or it could not be scored (``problem`` says why).
+    """
+
+    name: str
+    rows: int
+    candidate: Mapping[str, float]
+    baseline: Mapping[str, float] = field(default_factory=dict)
+    champion: Mapping[str, float] | None = None
+    problem: str | None = None
+
+    def where(self) -> str:
+        return f"on {self.name} ({self.rows} rows)"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "candidate": dict(self.candidate),
+            "baseline": dict(self.baseline),
+            "champion": dict(self.champion) if self.champion is not None else None,
+            "problem": self.problem,
+        }
+
+
+def resolve(spec: GateSpec, defaults: GateSpec) -> GateSpec:
+    """The model's gates: each field the spec sets, else the registry's default.
+
+    >>> spec = resolve(GateSpec(baseline_margin=0.05), GateSpec(primary_metric="accuracy", baseline_margin=0.01))
+    >>> spec.primary_metric, spec.baseline_margin
+    ('accuracy', 0.05)
+    """
+    chosen = spec.model_dump(exclude_none=True)
+    return defaults.model_copy(update=chosen)
+
+
+def _known(value: float | None) -> bool:
+    return value is not None and not math.isnan(value)
+
+
+def target(metric: str, reference: float, margin: float) -> float:
+    """The figure a value must reach: ``margin`` better than ``reference`` (lower for log loss).
+
+    >>> target("accuracy", 0.8, 0.01), target("log_loss", 0.5, 0.01)
+    (0.81, 0.49)
+    """
+    return reference - margin if metric in LOWER_IS_BETTER else reference + margin
+
+
+def reaches(metric: str, value: float, goal: float) -> bool:
+    """Whether ``value`` is at least as good as ``goal``."""
+    return value <= goal if metric in LOWER_IS_BETTER else value >= goal
+
+
+def relation(metric: str, passed: bool) -> str:
+    """How a value stood to its goal, in the metric's direction: ``>=``/``<``, or ``<=``/``>`` for log loss."""
+    if metric in LOWER_IS_BETTER:
+        return "<=" if passed else ">"
+    return ">=" if passed else "<"
+
+
+def _compare(
+    gate: str, metric: str, value: float | None, reference: float | None, margin: float, what: str, at: SliceFigures
+) -> GateResult:
+    """``value`` against ``reference`` moved by ``margin``; ``what`` names the reference in the message."""
+    if not _known(value) or not _known(reference):
+        return GateResult(
+            gate=gate,
+            passed=False,
+            metric=metric,
+            value=value if _known(value) else None,
+            reference=reference if _known(reference) else None,
+            slice=at.name,
+            message=f"{metric} could not be compared {at.where()}: candidate {value}, {what} {reference}"
+            + (f" ({at.problem})" if at.problem else ""),
+        )
+    goal = target(metric, reference, margin)
+    passed = reaches(metric, value, goal)
+    return GateResult(
+        gate=gate,
+        passed=passed,
+        metric=metric,
+        value=value,
+        threshold=goal,
+        reference=reference,
+        slice=at.name,
+        message=(
+            f"{metric} {value:.4f} {relation(metric, passed)} {goal:.4f} = {what} {reference:.4f} {margin:+g} "
+            + at.where()
+        ),
+    )
+
+
+def threshold_gates(at: SliceFigures, thresholds: Mapping[str, float]) -> list[GateResult]:
+    """One gate per configured threshold: the candidate's metric must reach it.
+
+    >>> recent = SliceFigures("recent", 400, {"accuracy": 0.9, "f1": 0.7, "log_loss": 0.3})
+    >>> [g.passed for g in threshold_gates(recent, {"accuracy": 0.85, "f1": 0.8, "log_loss": 0.4})]
+    [True, False, True]
+    >>> threshold_gates(recent, {"roc_auc": 0.5})[0].message
+    'metric roc_auc was not reported on recent (400 rows)'
     """
     gates = []
     for metric, threshold in thresholds.items():
-        value = metrics.get(metric)
-        if value is None or value != value:  # missing or NaN
-            gates.append(
-                GateResult(
-                    gate=f"threshold:{metric}",
-                    passed=False,
-                    metric=metric,
-                    threshold=threshold,
-                    message=f"metric {metric} was not reported",
-                )
-            )
+        value = at.candidate.get(metric)
+        gate = f"threshold:{metric}"
+        if not _known(value):
+            message = f"metric {metric} was not reported {at.where()}"
+            gates.append(GateResult(gate=gate, passed=False, metric=metric, threshold=threshold, message=message))
             continue
-        passed = value >= threshold
+        passed = reaches(metric, value, threshold)
         gates.append(
             GateResult(
-                gate=f"threshold:{metric}",
+                gate=gate,
                 passed=passed,
                 metric=metric,
                 value=value,
                 threshold=threshold,
-                message=f"{metric} {value:.4f} {'>=' if passed else '<'} {threshold:.4f}",
+                slice=at.name,
+                message=f"{metric} {value:.4f} {relation(metric, passed)} {threshold:.4f} {at.where()}",
             )
         )
     return gates
 
 
-def champion_gate(
-    metric: str,
-    candidate: float | None,
-    champion: float | None,
-    min_improvement: float,
-    champion_version: str | None,
-    problem: str | None = None,
-) -> GateResult:
-    """The candidate must reach the champion's score plus ``min_improvement`` on the same data.
+def baseline_gate(metric: str, at: SliceFigures, margin: float) -> GateResult:
+    """The candidate must beat the trivial baseline (always the majority class) by ``margin``.
 
-    >>> champion_gate("f1", 0.9, 0.95, 0.0, "3").passed, champion_gate("f1", 0.95, 0.95, 0.0, "3").passed
+    >>> recent = SliceFigures("recent", 400, {"accuracy": 0.75}, baseline={"accuracy": 0.744})
+    >>> gate = baseline_gate("accuracy", recent, 0.01)
+    >>> gate.passed, gate.message
+    (False, 'accuracy 0.7500 < 0.7540 = trivial baseline (majority class) 0.7440 +0.01 on recent (400 rows)')
+    """
+    candidate, baseline = at.candidate.get(metric), at.baseline.get(metric)
+    what = "trivial baseline (majority class)"
+    return _compare(f"beats_baseline:{metric}", metric, candidate, baseline, margin, what, at)
+
+
+def champion_gate(metric: str, at: SliceFigures, min_improvement: float, champion: str | None) -> GateResult:
+    """The candidate must reach the champion's score plus ``min_improvement`` on the same slice.
+
+    >>> recent = SliceFigures("recent", 400, {"f1": 0.9}, champion={"f1": 0.95})
+    >>> champion_gate("f1", recent, 0.0, "3").passed, champion_gate("f1", recent, -0.05, "3").passed
     (False, True)
-    >>> champion_gate("f1", 0.5, None, 0.0, None).message
+    >>> champion_gate("f1", recent, 0.0, None).message
     'no champion yet'
     """
     gate = f"beats_champion:{metric}"
-    if champion_version is None:
+    candidate = at.candidate.get(metric)
+    if champion is None:
         return GateResult(gate=gate, passed=True, metric=metric, value=candidate, message="no champion yet")
-    if problem is not None or candidate is None or champion is None:
+    if at.champion is None:
         return GateResult(
             gate=gate,
             passed=False,
             metric=metric,
             value=candidate,
-            message=f"champion v{champion_version} could not be compared: {problem or 'no score'}",
+            slice=at.name,
+            message=f"champion v{champion} could not be compared {at.where()}: {at.problem or 'no score'}",
         )
-    threshold = champion + min_improvement
-    passed = candidate >= threshold
-    return GateResult(
-        gate=gate,
-        passed=passed,
-        metric=metric,
-        value=candidate,
-        threshold=threshold,
-        message=(
-            f"{metric} {candidate:.4f} {'>=' if passed else '<'} champion v{champion_version} "
-            f"{champion:.4f} + {min_improvement:g} on the candidate's evaluation data"
-        ),
-    )
+    return _compare(gate, metric, candidate, at.champion.get(metric), min_improvement, f"champion v{champion}", at)
+
+
+def before_gate(metric: str, at: SliceFigures, tolerance: float, champion: str | None) -> GateResult:
+    """On the slice from before a drift the candidate may be at most ``tolerance`` worse than the champion.
+
+    "Better on the new concept, not broken on the old": a retrain that learnt only the newest
+    rows and forgot the rest fails here.
+
+    >>> before = SliceFigures("before", 500, {"accuracy": 0.70}, champion={"accuracy": 0.80})
+    >>> before_gate("accuracy", before, 0.05, "1").passed, before_gate("accuracy", before, 0.12, "1").passed
+    (False, True)
+    """
+    gate = f"holds_before:{metric}"
+    if champion is None:
+        message = "no champion to compare with"
+        return GateResult(gate=gate, passed=True, metric=metric, value=at.candidate.get(metric), message=message)
+    return champion_gate(metric, at, -tolerance, champion).model_copy(update={"gate": gate})
+
+
+def judge(gates: GateSpec, slices: Mapping[str, SliceFigures], champion: str | None) -> list[GateResult]:
+    """Every gate of a candidate: thresholds, baseline and champion on its out-of-time slice, the old concept.
+
+    ``gates`` is complete (``resolve``d); ``slices`` holds ``recent`` (or an older run's ``eval``)
+    and, on a drift retrain, ``before``.
+
+    >>> recent = SliceFigures("recent", 400, {"accuracy": 0.80}, {"accuracy": 0.74}, {"accuracy": 0.79})
+    >>> before = SliceFigures("before", 500, {"accuracy": 0.78}, {"accuracy": 0.70}, {"accuracy": 0.80})
+    >>> policy = GateSpec(primary_metric="accuracy", thresholds={}, baseline_margin=0.01,
+    ...     min_improvement=0.0, before_tolerance=0.05)
+    >>> [(g.gate, g.passed) for g in judge(policy, {"recent": recent, "before": before}, "1")]
+    [('beats_baseline:accuracy', True), ('beats_champion:accuracy', True), ('holds_before:accuracy', True)]
+    """
+    metric = gates.primary_metric or "accuracy"
+    primary = slices.get(RECENT) or slices.get(EVAL) or next(s for n, s in slices.items() if n != BEFORE)
+    results = threshold_gates(primary, gates.thresholds or {})
+    results.append(baseline_gate(metric, primary, gates.baseline_margin or 0.0))
+    results.append(champion_gate(metric, primary, gates.min_improvement or 0.0, champion))
+    if BEFORE in slices:
+        results.append(before_gate(metric, slices[BEFORE], gates.before_tolerance or 0.0, champion))
+    return results
 
 
 def failed(gates: list[GateResult]) -> list[str]:

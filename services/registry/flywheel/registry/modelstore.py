@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,16 +20,21 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from flywheel.common.evaluation import score_model
-from flywheel.common.tracking import run_exists
+from flywheel.common.featuresets import FeatureSet
+from flywheel.common.featureversions import feature_set_of_run
+from flywheel.common.tracking import Tags, run_exists
+from flywheel.registry.decisions import STATUS
+from flywheel.registry.scoring import Scorer
 from flywheel.schemas import GateResult
 
 ALIASES = ("champion", "challenger", "previous")
-STATUS = "flywheel.status"
 GATES = "flywheel.gates"
 METRICS = "flywheel.metrics"
 CHAIN = "flywheel.causation_chain"
 CORRELATION = "flywheel.correlation_id"
 HISTORY = "flywheel.history"
+GATE_SPEC = "flywheel.gate_spec"
+GATE_FIGURES = "flywheel.gate_figures"
 TAG_LIMIT = 5000  # MLflow's limit on a tag value
 
 
@@ -47,9 +53,12 @@ def now() -> str:
 class ModelStore:
     """Reads and writes registered models; knows Flywheel's tag names."""
 
-    def __init__(self, client: MlflowClient) -> None:
+    def __init__(self, client: MlflowClient, legacy: Callable[[str], FeatureSet] | None = None) -> None:
+        """``legacy(dataset)``: today's feature set, for a run logged before feature sets were pinned."""
         self.client = client
+        self.legacy = legacy
         self._champions: dict[tuple[str, str], Any] = {}
+        self._scorers: dict[str, Scorer] = {}
 
     # -- reads -----------------------------------------------------------------------
 
@@ -97,8 +106,10 @@ class ModelStore:
             "aliases": sorted(a for a, v in aliases.items() if v == str(mv.version)),
             "metrics": json.loads(tags.get(METRICS, "{}")),
             "gates": json.loads(tags.get(GATES, "[]")),
+            "gate_spec": json.loads(tags.get(GATE_SPEC, "null")),
+            "gate_figures": json.loads(tags.get(GATE_FIGURES, "{}")),
             "created_at": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(),
-            "tags": {k: v for k, v in tags.items() if k not in {METRICS, GATES}},
+            "tags": {k: v for k, v in tags.items() if k not in {METRICS, GATES, GATE_SPEC, GATE_FIGURES}},
         }
 
     def describe(self, name: str) -> dict[str, Any]:
@@ -149,6 +160,32 @@ class ModelStore:
             raise ValueError(f"the evaluation data lacks the champion's features {absent}")
         return score_model(model, features[wanted], labels)
 
+    # -- the held-out slices a run logged, scored by any model ------------------------------
+
+    def slice(self, run_id: str, artifact: str) -> pd.DataFrame:
+        """A run's evaluation slice: raw labelled records (``Lineage.eval_slices``)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=tmp)
+            return pd.read_parquet(Path(path))
+
+    def scorer(self, model_uri: str, run_id: str) -> Scorer:
+        """A model and the feature set pinned to its run (the last two are kept: the champion's for the next)."""
+        if model_uri in self._scorers:
+            self._scorers[model_uri] = self._scorers.pop(model_uri)  # the most recently used last
+        else:
+            run = self.client.get_run(run_id)
+            dataset = run.data.tags.get(Tags.DATASET, "")
+
+            def legacy() -> FeatureSet:
+                if self.legacy is None:
+                    raise ValueError(f"run {run_id} has no pinned feature set and no datasets directory is set")
+                return self.legacy(dataset)
+
+            features = feature_set_of_run(self.client, run, legacy)
+            scorer = Scorer(mlflow.sklearn.load_model(model_uri), features)
+            self._scorers = {**dict(list(self._scorers.items())[-1:]), model_uri: scorer}  # keep two
+        return self._scorers[model_uri]
+
     # -- writes (serialized by the caller) ------------------------------------------------
 
     def ensure_model(self, name: str) -> None:
@@ -196,3 +233,10 @@ class ModelStore:
 def gates_tag(gates: list[GateResult]) -> str:
     text = json.dumps([g.model_dump() for g in gates])
     return text if len(text) <= TAG_LIMIT else json.dumps([{"gate": g.gate, "passed": g.passed} for g in gates])
+
+
+def figures_tag(figures: dict[str, Any]) -> str:
+    """The gates' figures as a tag value (rounded; only the slices' sizes if even that is too long)."""
+    rounded = json.loads(json.dumps(figures), parse_float=lambda v: round(float(v), 6))
+    text = json.dumps(rounded, allow_nan=True)
+    return text if len(text) <= TAG_LIMIT else json.dumps({k: {"rows": v.get("rows")} for k, v in figures.items()})

@@ -17,33 +17,36 @@ from faststream.kafka import KafkaBroker
 
 from flywheel.common.datasets import DatasetCatalog
 from flywheel.common.kafka import InvalidMessage, publish_event, with_derived_ids
+from flywheel.common.modelspec import GateSpec, load_model_spec
 from flywheel.common.tracking import Tags
 from flywheel.registry import metrics
-from flywheel.registry.decisions import FIRST_MODEL, approved, chain_of, champion_changed, rejected
-from flywheel.registry.gates import champion_gate, failed, threshold_gates
+from flywheel.registry.decisions import Move, approved, chain_of, rejected, rolled_back
+from flywheel.registry.evidence import gather
+from flywheel.registry.gates import failed, judge, resolve
+from flywheel.registry.lineage import DECISION_EVENT, TRAINED_EVENT, lineage
 from flywheel.registry.modelstore import (
     CHAIN,
     CORRELATION,
+    GATE_FIGURES,
+    GATE_SPEC,
     GATES,
     METRICS,
     STATUS,
     TAG_LIMIT,
     ModelStore,
     NotFound,
+    figures_tag,
     gates_tag,
     now,
 )
 from flywheel.registry.settings import RegistrySettings
-from flywheel.schemas import Event, GateResult, ModelTrained
+from flywheel.schemas import ChampionChanged, Event, GateResult, ModelTrained, RolloutStepped
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-TRAINED_EVENT = "flywheel.trained_event_id"
-DECISION_EVENT = "flywheel.decision_event_id"
-
-
 HELD_EVENT = "flywheel.held_event"
+ROLLOUT_EVENT = "flywheel.rollout_event_id"
 
 
 def held(trained: ModelTrained) -> str:
@@ -91,22 +94,26 @@ class Registrar:
             _, events = await asyncio.to_thread(self._gate_and_register, trained)
         return events
 
-    def gates_for(self, trained: ModelTrained, champion: str | None) -> list[GateResult]:
-        s = self.settings
-        gates = threshold_gates(trained.metrics, s.thresholds)
-        candidate = trained.metrics.get(s.champion_metric)
-        champion_score, problem = None, None
-        if champion is not None:
-            try:
-                label = trained.lineage.label or "label"
-                features, labels = self.store.eval_split(trained.run_id, trained.lineage.eval_artifact or "", label)
-                champion_score = self.store.score_version(trained.model_name, champion, features, labels)[
-                    s.champion_metric
-                ]
-            except Exception as exc:  # an incomparable champion fails the gate, named, not the service
-                problem = f"{type(exc).__name__}: {exc}"[:500]
-        gates.append(champion_gate(s.champion_metric, candidate, champion_score, s.min_improvement, champion, problem))
-        return gates
+    def gates_for(self, trained: ModelTrained, champion: str | None) -> tuple[list[GateResult], dict[str, str]]:
+        """The candidate's gate results, and the tags that explain them (the gates applied, the figures)."""
+        gates = resolve(self.declared_gates(trained), self.settings.default_gates())
+        figures = gather(self.store, trained, champion)
+        explained = {
+            GATE_SPEC: gates.model_dump_json(),
+            GATE_FIGURES: figures_tag({name: f.as_dict() for name, f in figures.items()}),
+        }
+        return judge(gates, figures, champion), explained
+
+    def declared_gates(self, trained: ModelTrained) -> GateSpec:
+        """The gates the run's model spec declares; none (the registry's defaults) if it cannot be read."""
+        lineage = trained.lineage
+        try:
+            return load_model_spec(self.settings.datasets_dir, lineage.dataset, lineage.model_spec).gates
+        except (OSError, ValueError) as exc:
+            log.warning(
+                "model spec unreadable; gating with the registry's defaults", spec=lineage.model_spec, error=str(exc)
+            )
+            return GateSpec()
 
     def _gate_and_register(self, trained: ModelTrained) -> tuple[str | None, list[Event]]:
         name = trained.model_name
@@ -117,7 +124,7 @@ class Registrar:
         if not self.store.run_exists(trained.run_id):  # nothing to register: never a version
             raise InvalidMessage(f"run {trained.run_id!r} of model {name!r} is not in MLflow")
         champion = self.store.aliases(name).get("champion")
-        gates = self.gates_for(trained, champion)
+        gates, explained = self.gates_for(trained, champion)
         passed = not failed(gates)
         status = "rejected" if not passed else ("pending_approval" if self.settings.manual_approval else "approved")
         tags = {
@@ -128,6 +135,7 @@ class Registrar:
             CORRELATION: str(trained.correlation_id),
             TRAINED_EVENT: str(trained.event_id),
             "flywheel.champion_at_gate": champion or "",
+            **explained,
             Tags.DATASET: trained.lineage.dataset,
             Tags.DATASET_VERSION: trained.lineage.dataset_version,
             Tags.CODE_VERSION: trained.lineage.code_version,
@@ -158,6 +166,11 @@ class Registrar:
         gates = [GateResult.model_validate(g) for g in json.loads(tags.get(GATES, "[]"))]
         champion = tags.get("flywheel.champion_at_gate") or None
         status = tags.get(STATUS)
+        if tags.get(TRAINED_EVENT, str(trained.event_id)) != str(trained.event_id) and (
+            DECISION_EVENT in tags or status == "pending_approval"
+        ):  # another completion of a decided run (training answered a repeat with it): decided once, said once
+            log.info("run decided already; nothing to publish again", model_name=trained.model_name, version=version)
+            return []
         if status == "rejected":
             return [rejected(trained, version, gates, champion)]
         if status != "approved":  # held for a human: nothing to publish until approval
@@ -167,17 +180,7 @@ class Registrar:
         approval = with_derived_ids(trained, [approved(trained, version, gates, champion)])[0]
         if champion is not None:
             return [approval]
-        changed = champion_changed(
-            trained.model_name,
-            version,
-            None,
-            "promote",
-            "registry",
-            FIRST_MODEL,
-            approval.correlation_id,
-            approval.event_id,
-        )
-        return [approval, changed]
+        return [approval, Move.first(trained.model_name, version, "registry", approval).event()]
 
     def _accept(
         self,
@@ -192,45 +195,85 @@ class Registrar:
         name = trained.model_name
         # the decision's id derives from the trained event, so a redelivery re-publishes the same one
         approval = with_derived_ids(trained, [approved(trained, version, gates, champion)])[0]
-        tags = {
-            STATUS: "approved",
-            DECISION_EVENT: str(approval.event_id),
-            "flywheel.approved_by": actor,
-            "flywheel.approved_at": now(),
-            "flywheel.approve_reason": reason[:1000],
-        }
+        events: list[Event] = [approval]
         if champion is not None:
             self.store.set_alias(name, "challenger", version)
-            self.store.set_tags(name, version, tags)
-            return [approval]
-        self.store.set_alias(name, "champion", version)
+        else:
+            events.append(self._move(Move.first(name, version, actor, approval), {}))
+        # the decision's event id last: with it the decision is complete (a redelivery only re-publishes)
         self.store.set_tags(
             name,
             version,
             {
-                **tags,
-                "flywheel.promoted_by": actor,
-                "flywheel.promoted_at": now(),
-                "flywheel.promote_reason": FIRST_MODEL,
+                STATUS: "approved",
+                DECISION_EVENT: str(approval.event_id),
+                "flywheel.approved_by": actor,
+                "flywheel.approved_at": now(),
+                "flywheel.approve_reason": reason[:1000],
             },
         )
-        self.store.record(
-            name,
-            {
-                "action": "promote",
-                "version": version,
-                "previous": None,
-                "actor": actor,
-                "reason": FIRST_MODEL,
-                "at": now(),
-            },
-            self.settings.history_kept,
+        return events
+
+    def _move(self, move: Move, aliases: dict[str, str]) -> ChampionChanged:
+        """Move the champion: aliases, the tags of the version concerned, the history, the event."""
+        name = move.model_name
+        sets, deletes = move.aliases(aliases)
+        for alias, version in sets.items():
+            self.store.set_alias(name, alias, version)
+        for alias in deletes:
+            self.store.delete_alias(name, alias)
+        at = now()
+        tagged, tags = move.tags(at)
+        if tagged is not None:
+            self.store.set_tags(name, tagged, tags)
+        self.store.record(name, move.entry(at), self.settings.history_kept)
+        metrics.CHAMPION_MOVES.labels(name, move.action).inc()
+        log.info(
+            "champion moved",
+            model_name=name,
+            action=move.action,
+            version=move.version,
+            previous=move.previous,
+            actor=move.actor,
         )
-        changed = champion_changed(
-            name, version, None, "promote", actor, FIRST_MODEL, approval.correlation_id, approval.event_id
-        )
-        metrics.CHAMPION_MOVES.labels(name, "promote").inc()
-        return [approval, changed]
+        return move.event()
+
+    # -- rollouts -----------------------------------------------------------------------------
+
+    async def on_rollout(self, rollout: RolloutStepped) -> list[Event]:
+        """Write down a rollout serving rolled back; nothing to publish (the champion did not move).
+
+        Idempotent by the rollout event: its id is kept with the version once written.
+        """
+        if rollout.action != "rolled_back":
+            return []
+        async with self.lock:
+            await asyncio.to_thread(self._rolled_back, rollout)
+        return []
+
+    def _rolled_back(self, rollout: RolloutStepped) -> None:
+        name, version = rollout.model_name, rollout.candidate_version
+        try:
+            tags = dict(self.store.version(name, version).tags or {})
+        except NotFound as exc:
+            raise InvalidMessage(f"rollout of {name} v{version}, which the registry does not hold") from exc
+        if tags.get(ROLLOUT_EVENT) == str(rollout.event_id):  # a redelivery: written already
+            return
+        aliases = self.store.aliases(name)
+        if aliases.get("champion") == version:  # serving's guard moves a champion back through rollback()
+            log.warning("rolled-back rollout names the champion; left to the champion's rollback", version=version)
+            return
+        if aliases.get("challenger") == version:
+            self.store.delete_alias(name, "challenger")
+        at = rollout.occurred_at.isoformat()
+        marked = rolled_back(rollout.producer, at, rollout.reason)
+        self.store.set_tags(name, version, marked)
+        entry = {"action": "rolled_back", "version": version, "previous": rollout.champion_version}
+        entry |= {"actor": rollout.producer, "reason": rollout.reason, "at": at, "event_id": str(rollout.event_id)}
+        self.store.record(name, entry, self.settings.history_kept)
+        self.store.set_tags(name, version, {ROLLOUT_EVENT: str(rollout.event_id)})  # last: the write is complete
+        metrics.DECISIONS.labels(name, "rolled_back").inc()
+        log.info("rollout rolled back", model_name=name, version=version, reason=rollout.reason[:200])
 
     # -- operator actions ----------------------------------------------------------------
 
@@ -262,36 +305,11 @@ class Registrar:
             champion = aliases.get("champion")
             if champion == version:
                 raise Conflict(f"{name} v{version} is already the champion")
-            self.store.set_alias(name, "champion", version)
-            if champion is not None:
-                self.store.set_alias(name, "previous", champion)
-            if aliases.get("challenger") == version:
-                self.store.delete_alias(name, "challenger")
-            at = now()
-            self.store.set_tags(
-                name,
-                version,
-                {"flywheel.promoted_by": actor, "flywheel.promoted_at": at, "flywheel.promote_reason": reason[:1000]},
-            )
-            self.store.record(
-                name,
-                {
-                    "action": "promote",
-                    "version": version,
-                    "previous": champion,
-                    "actor": actor,
-                    "reason": reason,
-                    "at": at,
-                },
-                self.settings.history_kept,
-            )
             correlation = (mv.tags or {}).get(CORRELATION)
-            event = champion_changed(
-                name, version, champion, "promote", actor, reason, uuid.UUID(correlation) if correlation else None
-            )
-            metrics.CHAMPION_MOVES.labels(name, "promote").inc()
-            log.info("champion promoted", model_name=name, version=version, previous=champion, actor=actor)
-            return self.describe_sync(name), [event]
+            correlation_id = uuid.UUID(correlation) if correlation else None
+            move = Move(name, "promote", version, champion, actor, reason, correlation_id)
+            changed = self._move(move, aliases)
+            return self.describe_sync(name), [changed]
 
         return await self._write(work)
 
@@ -304,35 +322,9 @@ class Registrar:
             previous, champion = aliases.get("previous"), aliases.get("champion")
             if previous is None:
                 raise Conflict(f"{name} has no previous champion to roll back to")
-            self.store.set_alias(name, "champion", previous)
-            self.store.delete_alias(name, "previous")
-            at = now()
-            if champion is not None:
-                self.store.set_tags(
-                    name,
-                    champion,
-                    {
-                        "flywheel.rolled_back_by": actor,
-                        "flywheel.rolled_back_at": at,
-                        "flywheel.rollback_reason": reason[:1000],
-                    },
-                )
-            self.store.record(
-                name,
-                {
-                    "action": "rollback",
-                    "version": previous,
-                    "previous": champion,
-                    "actor": actor,
-                    "reason": reason,
-                    "at": at,
-                },
-                self.settings.history_kept,
-            )
-            event = champion_changed(name, previous, champion, "rollback", actor, reason)
-            metrics.CHAMPION_MOVES.labels(name, "rollback").inc()
-            log.info("champion rolled back", model_name=name, version=previous, from_version=champion, actor=actor)
-            return self.describe_sync(name), [event]
+            move = Move(name, "rollback", previous, champion, actor, reason)
+            changed = self._move(move, aliases)
+            return self.describe_sync(name), [changed]
 
         return await self._write(work)
 
@@ -347,49 +339,7 @@ class Registrar:
 
     def lineage_sync(self, name: str, version: str) -> dict[str, Any]:
         """What a version was made from and why it exists, back to the triggering event."""
-        mv = self.store.version(name, version)
-        described = self.store.describe_version(mv, self.store.aliases(name))
-        run = self.store.run(mv.run_id)
-        tags, params = run.data.tags, run.data.params
-        dataset, dataset_version = tags.get(Tags.DATASET), tags.get(Tags.DATASET_VERSION)
-        manifest, manifest_error = None, None
-        try:
-            manifest = self.catalog.manifest(dataset, dataset_version).model_dump(mode="json")
-        except Exception as exc:
-            manifest_error = f"{type(exc).__name__}: {exc}"
-        chain = json.loads(tags.get(Tags.CAUSATION_CHAIN, "[]"))
-        version_tags = dict(mv.tags or {})
-        events = [*chain, version_tags.get(TRAINED_EVENT), version_tags.get(DECISION_EVENT)]
-        history = json.loads(self.store.model_tags(name).get("flywheel.history", "[]"))
-        return {
-            "model_name": name,
-            "version": version,
-            "status": described["status"],
-            "aliases": described["aliases"],
-            "run_id": mv.run_id,
-            "model_uri": described["model_uri"],
-            "dataset": dataset,
-            "dataset_version": dataset_version,
-            "dataset_versions": [v for v in params.get("dataset_versions", "").split(",") if v],
-            "manifest": manifest,
-            "manifest_error": manifest_error,
-            "code_version": tags.get(Tags.CODE_VERSION),
-            "feature_set": tags.get(Tags.FEATURE_SET),
-            "feature_set_version": tags.get(Tags.FEATURE_SET_VERSION),
-            "model_spec": tags.get(Tags.MODEL_SPEC),
-            "seed": int(tags[Tags.SEED]) if tags.get(Tags.SEED) else None,
-            "params": params,
-            "metrics": {k: v for k, v in run.data.metrics.items() if not k.startswith("importance.")},
-            "feature_importance": {
-                k.removeprefix("importance."): v for k, v in run.data.metrics.items() if k.startswith("importance.")
-            },
-            "gates": described["gates"],
-            "trigger": tags.get("flywheel.trigger"),
-            "trigger_event_id": tags.get(Tags.TRIGGER_EVENT_ID),
-            "correlation_id": tags.get(Tags.CORRELATION_ID),
-            "causation_chain": [e for e in events if e],
-            "history": [h for h in history if h.get("version") == version or h.get("previous") == version],
-        }
+        return lineage(self.store, self.catalog, name, version)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(fn, *args)

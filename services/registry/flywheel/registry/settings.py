@@ -1,8 +1,11 @@
 """Registry's settings (``REGISTRY_*``)."""
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from flywheel.common.modelspec import GateMetric, GateSpec, PrimaryMetric
 from flywheel.common.settings import ServiceSettings
 
 
@@ -12,12 +15,37 @@ class RegistrySettings(ServiceSettings):
     port: int = 8004
     api_token: str = Field(default="flywheel-dev-token", description="Bearer token for promote/rollback/approve.")
     consumer_group: str = Field(default="registry", description="Kafka consumer group suffix (tests: unique).")
-    thresholds: dict[str, float] = Field(
-        default={"accuracy": 0.85, "f1": 0.80}, description="Absolute gates: metric >= threshold."
+    datasets_dir: Path = Field(
+        default=Path("datasets"), description="Model specs (their gates) and the feature sets of unpinned runs."
     )
-    champion_metric: str = Field(default="f1", description="Metric the candidate must not lose on vs the champion.")
+    # The defaults of every model's gates; a model spec's `gates:` wins field by field.
+    primary_metric: PrimaryMetric = Field(
+        default="accuracy", description="Metric a candidate is judged on against the baseline and the champion."
+    )
+    thresholds: dict[GateMetric, float] = Field(
+        default={}, description="Absolute gates: metric >= threshold (log_loss <=); none by default."
+    )
+    baseline_margin: float = Field(
+        default=0.01, description="Candidate must beat the trivial baseline (majority class) by this out of time."
+    )
     min_improvement: float = Field(
-        default=0.0, description="Candidate must reach champion + this on the same eval data (0: not worse)."
+        default=0.0, description="Candidate must reach champion + this on the same slice (0: not worse)."
     )
+    before_tolerance: float = Field(
+        default=0.05,
+        ge=0,
+        description="On a drift retrain's pre-drift slice: at most this much worse than the champion.",
+    )
+
+    def default_gates(self) -> GateSpec:
+        """The gates of a model whose spec sets none."""
+        return GateSpec(
+            primary_metric=self.primary_metric,
+            thresholds=self.thresholds,
+            baseline_margin=self.baseline_margin,
+            min_improvement=self.min_improvement,
+            before_tolerance=self.before_tolerance,
+        )
+
     manual_approval: bool = Field(default=False, description="Hold passing candidates until POST .../approve.")
     history_kept: int = Field(default=30, ge=1, description="Champion moves kept per model.")

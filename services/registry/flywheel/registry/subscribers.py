@@ -1,4 +1,4 @@
-"""Registry's Kafka side: finished training runs are gated."""
+"""Registry's Kafka side: finished training runs are gated; rollouts serving rolled back are written down."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from faststream.kafka import KafkaBroker
 
 from flywheel.common.kafka import ExactlyOnce, consumer_options, exactly_once
 from flywheel.registry.registrar import Registrar
-from flywheel.schemas import TRAINING_COMPLETED, Event, ModelTrained
+from flywheel.schemas import MODELS_ROLLOUT, TRAINING_COMPLETED, Event, ModelTrained, RolloutStepped
 
 
 def register_subscribers(broker: KafkaBroker, registrar: Registrar, once: ExactlyOnce, group: str) -> None:
@@ -21,3 +21,9 @@ def register_subscribers(broker: KafkaBroker, registrar: Registrar, once: Exactl
         if trained.repeat:
             return []
         return await registrar.on_trained(trained)
+
+    @broker.subscriber(MODELS_ROLLOUT.name, **consumer_options(group))
+    @exactly_once(broker, once)
+    async def on_rollout_stepped(rollout: RolloutStepped) -> list[Event]:
+        """A rolled-back candidate loses ``challenger`` and is marked rolled back, with why; other steps pass."""
+        return await registrar.on_rollout(rollout)
