@@ -117,7 +117,7 @@ async def drive_until(
     answers: list[dict] = []
     events: list[dict] = []
     labels = await producer(kafka.bootstrap_servers)
-    traffic = live_applications(8000, function=function)
+    traffic = live_applications(12000, function=function)  # a 4-point difference may take 6000
     try:
         async with httpx.AsyncClient(base_url=serving, timeout=30) as http:
             for start in range(0, len(traffic), 25):
@@ -224,6 +224,10 @@ async def test_a_canary_that_does_worse_on_live_traffic_is_rolled_back_with_the_
     assert rolled_back["figures"]["candidate"]["accuracy"] < rolled_back["figures"]["champion"]["accuracy"]
     accuracy = rolled_back["tests"]["accuracy"]
     assert accuracy["significant"] and accuracy["p_value"] <= accuracy["alpha"] and accuracy["candidate_n"] >= 100
+    print(
+        f"\nrolled back on {accuracy['candidate_n']} + {accuracy['champion_n']} labels, "
+        f"after {len(answers)} requests: {rolled_back['reason']}"
+    )
     assert all(a["model_version"] in {"1", "2"} for a in answers)
     detail = await wait_for_model(services["registry"], name, lambda b: True)
     assert detail["aliases"]["champion"] == "1"
