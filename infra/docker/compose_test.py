@@ -167,11 +167,11 @@ class Compose:
         self.command = [*command, "--project-name", PROJECT, "--file", str(COMPOSE_FILE)]
         self.env = {**os.environ, **variables, **{f"FLYWHEEL_STACK_{k}_PORT": str(v) for k, v in PORTS.items()}}
         self.env["FLYWHEEL_PUBLISH_ADDRESS"] = HOST
-        # The canary's latency gate compares p99s over a few dozen requests; with nine containers
-        # and the demo on a CI machine's few shared cores those are noise (a warmed candidate
-        # measured 257 ms against the champion's 61 ms and was rolled back). The run checks that
-        # the loop closes; latencies below this floor never count as worse here.
-        self.env.setdefault("FLYWHEEL_SERVING_LATENCY_FLOOR_MS", "1000")
+        # The canary's latency test compares the variants' shares of answers slower than this; with
+        # nine containers and the demo on a CI machine's few shared cores, 100 ms is often passed by
+        # scheduling alone (a warmed candidate once measured 257 ms against the champion's 61 ms).
+        # The run checks that the loop closes; answers faster than this never count as slow here.
+        self.env.setdefault("FLYWHEEL_SERVING_SLOW_MS", "1000")
 
     def __call__(self, *args: str, capture: bool = False) -> str:
         result = subprocess.run(

@@ -4,14 +4,15 @@ import pytest
 from rich.console import Console
 
 from flywheel.demo.closed_loop import report
-from flywheel.demo.scenario import Scenario, ScenarioConfig
+from flywheel.demo.scenario import Scenario
 from flywheel.schemas import MODELS_ROLLOUT, MONITORING_DRIFT, TRAINING_REQUESTED
+from tests.e2e.conftest import on_this_stack
 
 pytestmark = pytest.mark.timeout(1200)
 
 
 async def test_concept_drift_is_detected_retrained_rolled_out_and_accuracy_recovers(services, topics):
-    config = ScenarioConfig(
+    config = on_this_stack(
         stable_records=800, max_drifted_records=12000, after_recovery_records=300, rate_per_s=60.0, timeout_s=1000
     )
     result = await Scenario(config, Console(force_terminal=False, width=140)).run()
@@ -52,7 +53,7 @@ async def test_concept_drift_is_detected_retrained_rolled_out_and_accuracy_recov
 
 async def test_a_stable_stream_of_the_same_length_raises_no_drift_and_trains_nothing(services, topics):
     # runs after the loop above: the champion now knows function 2, and the stream stays on it
-    config = ScenarioConfig(
+    config = on_this_stack(
         function_before=2,
         function_after=2,
         stable_records=800,
@@ -72,7 +73,7 @@ async def test_make_demos_scenario_closes_the_loop_twice_in_a_row_on_the_stack_t
     """`make demo` on whatever stack it finds: here, the champion the tests above left, then its own."""
     results = []
     for run in (1, 2):
-        config = ScenarioConfig()  # what `make demo` runs
+        config = on_this_stack()  # what `make demo` runs
         result = await Scenario(config, Console(force_terminal=False, width=140)).run()
         report(result, config, Console(width=140))
         assert result.closed, (

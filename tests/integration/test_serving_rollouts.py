@@ -10,6 +10,7 @@ import asyncio
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 from river.datasets import synth
 
@@ -69,10 +70,21 @@ async def served(serving: str, name: str, version: str, timeout: float = 60) -> 
 
 
 async def champion_and_challenger(
-    kafka: KafkaSettings, store: ObjectStoreSettings, services: dict, name: str, candidate_function: int
+    kafka: KafkaSettings,
+    store: ObjectStoreSettings,
+    services: dict,
+    name: str,
+    candidate_function: int,
+    champion_confusion: float = 0.0,
 ) -> None:
-    """v1 (trained on function 0) serves as champion; v2 (on ``candidate_function``) is approved."""
-    await first_champion(kafka, services, write_version(store, agrawal_rows(1200, 0, 41)), name)
+    """v1 (trained on function 0) serves as champion; v2 (on ``candidate_function``) is approved.
+
+    ``champion_confusion``: the share of v1's training rows labelled by function 2 instead, so that
+    v1 is measurably worse on function-0 traffic (about 97% right, where v2 is right on all).
+    """
+    confused = int(1200 * champion_confusion)
+    rows = pd.concat([agrawal_rows(1200 - confused, 0, 41), agrawal_rows(confused, 2, 43)], ignore_index=True)
+    await first_champion(kafka, services, write_version(store, rows), name)
     await served(services["serving"], name, "1")
     async with TopicReader(kafka.bootstrap_servers, MODELS_APPROVED.name) as approved:
         rows = agrawal_rows(1200, candidate_function, 41 if candidate_function == 0 else 43)
@@ -105,7 +117,7 @@ async def drive_until(
     answers: list[dict] = []
     events: list[dict] = []
     labels = await producer(kafka.bootstrap_servers)
-    traffic = live_applications(8000, function=function)
+    traffic = live_applications(12000, function=function)  # a 4-point difference may take 6000
     try:
         async with httpx.AsyncClient(base_url=serving, timeout=30) as http:
             for start in range(0, len(traffic), 25):
@@ -169,15 +181,27 @@ async def test_shadow_logs_both_answers_and_returns_only_the_champions(kafka: Ka
     assert active["figures"]["candidate"]["requests"] >= 40
 
 
-async def test_a_good_canary_reaches_full_traffic_and_becomes_champion(kafka: KafkaSettings, store_settings, services):
+async def test_a_better_canary_reaches_full_traffic_and_becomes_champion(
+    kafka: KafkaSettings, store_settings, services
+):
     name = unique("it-canary")
     async with TopicReader(kafka.bootstrap_servers, MODELS_ROLLOUT.name) as rollouts:
-        await champion_and_challenger(kafka, store_settings, services, name, candidate_function=0)
+        await champion_and_challenger(
+            kafka, store_settings, services, name, candidate_function=0, champion_confusion=0.15
+        )
         await rollout_actions(rollouts, name, "started")
         answers, events = await drive_until(services["serving"], kafka, name, rollouts, "promoted")
     actions = [e["action"] for e in events]
     assert actions == ["started", "stepped", "stepped", "stepped", "promoted"], actions
     assert [e["candidate_traffic"] for e in events] == [0.1, 0.25, 0.5, 1.0, 1.0]
+    for decided in events[1:]:  # every step and the promotion rest on a significant difference in accuracy
+        accuracy = decided["tests"]["accuracy"]
+        assert accuracy["significant"] and accuracy["candidate"] > accuracy["champion"], decided
+        assert accuracy["p_value"] <= accuracy["alpha"] and accuracy["candidate_n"] >= 100
+    print(
+        f"\npromoted on {events[-1]['tests']['accuracy']['candidate_n']} + "
+        f"{events[-1]['tests']['accuracy']['champion_n']} labels, after {len(answers)} requests: {events[-1]['reason']}"
+    )
     assert events[-1]["causation_id"] == events[-2]["event_id"]  # each step caused by the one before
     assert {a["variant"] for a in answers} == {"champion", "candidate"}
     detail = await wait_for_model(services["registry"], name, lambda b: b["aliases"].get("champion") == "2")
@@ -198,6 +222,12 @@ async def test_a_canary_that_does_worse_on_live_traffic_is_rolled_back_with_the_
     rolled_back = events[-1]
     assert "accuracy" in rolled_back["reason"]
     assert rolled_back["figures"]["candidate"]["accuracy"] < rolled_back["figures"]["champion"]["accuracy"]
+    accuracy = rolled_back["tests"]["accuracy"]
+    assert accuracy["significant"] and accuracy["p_value"] <= accuracy["alpha"] and accuracy["candidate_n"] >= 100
+    print(
+        f"\nrolled back on {accuracy['candidate_n']} + {accuracy['champion_n']} labels, "
+        f"after {len(answers)} requests: {rolled_back['reason']}"
+    )
     assert all(a["model_version"] in {"1", "2"} for a in answers)
     detail = await wait_for_model(services["registry"], name, lambda b: True)
     assert detail["aliases"]["champion"] == "1"

@@ -110,7 +110,7 @@ async def test_serving_killed_mid_stream_and_mid_canary_answers_every_request_on
         for e in rollouts.seen
         if e["model_name"] == model.name
         and e["candidate_version"] == active["candidate_version"]
-        and e["action"] in ("promoted", "rolled_back", "aborted")
+        and e["action"] in ("promoted", "rolled_back", "aborted", "inconclusive")
     ]
     resumed = [r for r in after if r["candidate_version"] == active["candidate_version"]]
     report(

@@ -136,7 +136,10 @@ def test_slow_predictions_and_missing_features_raise_service_health_alerts(train
                 prediction=1,
                 features=features,
                 latency_ms=900.0,
-            )
+            ),
+            now=float(i),  # one a second: checked at 49 s and 99 s, the condition held past the 30 s hold
         )
     kinds = {e.kind for e in published if isinstance(e, AlertRaised)}
     assert {"latency", "missing_features"} <= kinds
+    latency = next(e for e in published if isinstance(e, AlertRaised) and e.kind == "latency")
+    assert "p99 900 ms" in latency.message and latency.evidence["resolve_at"] == 400.0

@@ -39,6 +39,18 @@ class RichApproved:
         return np.column_stack([1 - positive, positive])
 
 
+class MostlyRight:
+    """Wrong on salaries from 50k to 70k (a fifth of the traffic): a champion a better model can beat."""
+
+    classes_ = [0, 1]
+
+    def predict_proba(self, matrix):
+        import numpy as np
+
+        positive = (matrix[:, SALARY] > 70_000).astype(float)
+        return np.column_stack([1 - positive, positive])
+
+
 class Constant:
     """Always the same answer: the deliberately bad model."""
 
@@ -79,13 +91,13 @@ def truth(record: dict) -> int:
 
 
 class Harness:
-    def __init__(self, candidate: ServedModel | None, **overrides) -> None:
+    def __init__(self, candidate: ServedModel | None, champion=None, **overrides) -> None:
         settings = ServingSettings(
             **{
                 "min_requests": 20,
                 "min_labels": 10,
                 "canary_steps": [0.25, 0.5, 1.0],
-                "latency_floor_ms": 10_000,  # wall-clock latency on a busy test machine is noise
+                "slow_ms": 10_000,  # wall-clock latency on a busy test machine is noise
                 **overrides,
             }
         )
@@ -110,7 +122,7 @@ class Harness:
             self.rolled_back.append((name, reason))
 
         self.engine = Engine(settings, publish, promote, load, rollback)
-        self.engine.champions["loans-approval"] = served("1", RichApproved())
+        self.engine.champions["loans-approval"] = served("1", champion or RichApproved())
 
     def approve(self, version: str = "2") -> ModelApproved:
         return ModelApproved(
@@ -168,10 +180,10 @@ async def test_shadow_logs_both_variants_and_returns_only_the_champion() -> None
     assert len([e for e in logged if e.served]) == 8
 
 
-async def test_a_good_canary_steps_up_to_full_traffic_and_is_promoted() -> None:
-    h = Harness(served("2", RichApproved()))
+async def test_a_better_canary_steps_up_to_full_traffic_and_is_promoted() -> None:
+    h = Harness(served("2", RichApproved()), champion=MostlyRight())
     await h.engine.start_rollout(h.approve())
-    answers = await h.traffic(400)
+    answers = await h.traffic(800)
     actions = [e.action for e in h.rollout_events()]
     assert actions[:4] == ["started", "stepped", "stepped", "promoted"], actions
     traffic = [e.candidate_traffic for e in h.rollout_events()]
@@ -179,6 +191,24 @@ async def test_a_good_canary_steps_up_to_full_traffic_and_is_promoted() -> None:
     assert h.promoted == [("loans-approval", "2")]
     assert h.engine.champions["loans-approval"].version == "2" and not h.engine.rollouts
     assert answers[-1].model_version == "2"
+    promoted = h.rollout_events()[3]
+    accuracy = promoted.tests["accuracy"]  # the sequential test the promotion rests on
+    assert accuracy.significant and accuracy.candidate > accuracy.champion and accuracy.p_value <= accuracy.alpha
+    assert promoted.alpha == 0.05 and "better" in promoted.reason
+
+
+async def test_a_canary_as_good_as_the_champion_ends_inconclusive_at_its_time_limit() -> None:
+    h = Harness(served("2", RichApproved()), rollout_max_s=0.5)
+    await h.engine.start_rollout(h.approve())
+    await h.traffic(300)  # both always right: no difference to find
+    assert [e.action for e in h.rollout_events()] == ["started"]
+    await asyncio.sleep(0.6)
+    h.engine.driver.expire()  # serving's watch does this every few seconds, traffic or not
+    await asyncio.sleep(0)
+    ended = h.rollout_events()[-1]
+    assert ended.action == "inconclusive" and "the champion stays" in ended.reason, ended
+    assert ended.elapsed_s is not None and ended.elapsed_s >= 0.5
+    assert h.promoted == [] and h.engine.champions["loans-approval"].version == "1" and not h.engine.rollouts
 
 
 async def test_a_constant_canary_is_rolled_back_with_the_reason_and_the_champion_stays() -> None:
@@ -194,11 +224,12 @@ async def test_a_constant_canary_is_rolled_back_with_the_reason_and_the_champion
 async def test_a_failing_candidate_never_fails_a_request_and_is_rolled_back() -> None:
     h = Harness(served("2", FailsOnTheRich()), canary_steps=[1.0])
     await h.engine.start_rollout(h.approve())
-    answers = await h.traffic(10)
+    answers = await h.traffic(100)
     assert all(a.prediction == truth(application(i)) for i, a in enumerate(answers))
     assert all(a.model_version == "1" for a in answers if a.prediction == 1)
     rolled_back = [e for e in h.rollout_events() if e.action == "rolled_back"]
     assert len(rolled_back) == 1 and "error rate" in rolled_back[0].reason
+    assert rolled_back[0].tests["error_rate"].significant and rolled_back[0].tests["error_rate"].difference > 0.5
 
 
 async def test_a_candidate_that_cannot_score_is_never_switched_to() -> None:
@@ -267,7 +298,7 @@ def stepped(action: str, step: int = 0, champion: str = "1", figures: dict | Non
 
 
 async def test_a_restarted_engine_resumes_a_canary_at_its_step_from_the_rollout_log() -> None:
-    h = Harness(served("2", RichApproved()))
+    h = Harness(served("2", RichApproved()), champion=MostlyRight())
     resumed = await h.engine.resume(RolloutLog.fold([stepped("started"), stepped("stepped", step=1)]))
     assert [(e.action, e.step) for e in resumed] == [("started", 1)] and "resumed" in resumed[0].reason
     assert h.engine.rollouts["loans-approval"].traffic == 0.5

@@ -134,7 +134,13 @@ def _gates(root: Tree, gates: list[dict[str, Any]]) -> None:
         branch.add(line)
 
 
-ACTION_STYLE = {"promoted": "green", "rolled_back": "bold red", "aborted": "bold red", "started": "cyan"}
+ACTION_STYLE = {
+    "promoted": "green",
+    "rolled_back": "bold red",
+    "aborted": "bold red",
+    "inconclusive": "yellow",
+    "started": "cyan",
+}
 
 
 def _figure(figures: dict[str, Any], variant: str) -> str:

@@ -60,15 +60,39 @@ class ChampionChanged(Event):
     reason: str = ""
 
 
+class SequentialTest(BaseModel):
+    """One look of a rollout's sequential test (mSPRT) of the candidate's rate against the champion's."""
+
+    metric: str = Field(description="accuracy (of labelled answers), error_rate (failed answers) or slow_rate.")
+    candidate: float = Field(description="The candidate's rate.")
+    champion: float = Field(description="The champion's rate.")
+    difference: float = Field(description="Candidate minus champion.")
+    candidate_n: int = Field(description="The candidate's sample: labels for accuracy, answers otherwise.")
+    champion_n: int
+    std_error: float = Field(description="Standard error of the difference (pooled, under no difference).")
+    log_likelihood_ratio: float = Field(description="log of the mixture likelihood ratio; significant at log(1/alpha).")
+    p_value: float = Field(description="1 / likelihood ratio at this look (always valid: any look may decide).")
+    alpha: float = Field(description="This rate's level (the rollout's level split over the rates tested).")
+    significant: bool
+
+
 class RolloutStepped(Event):
-    """A rollout started, moved a step, finished or was rolled back (``models.rollout``)."""
+    """A rollout started, moved a step, finished, was rolled back, or ended inconclusive (``models.rollout``).
+
+    ``inconclusive``: no significant difference within the rollout's time limit; the champion stays.
+    """
 
     model_name: Name
     candidate_version: Name
     champion_version: Name | None = None
     strategy: Literal["shadow", "canary", "ab", "blue_green"]
-    action: Literal["started", "stepped", "promoted", "rolled_back", "aborted"]
+    action: Literal["started", "stepped", "promoted", "rolled_back", "aborted", "inconclusive"]
     step: int = 0
     candidate_traffic: float = 0.0
     reason: str = ""
     figures: dict[str, dict[str, float]] = {}
+    tests: dict[str, SequentialTest] = Field(
+        default={}, description="The sequential tests the decision rests on, by metric (those with enough sample)."
+    )
+    alpha: float | None = Field(default=None, description="The rollout's significance level (all rates together).")
+    elapsed_s: float | None = Field(default=None, description="Seconds since the rollout started (or resumed).")

@@ -16,7 +16,7 @@ from uuid import uuid4
 
 import numpy as np
 
-from flywheel.monitoring.alerts import AlertBook
+from flywheel.monitoring.alerts import AlertBook, Band
 from flywheel.monitoring.concept import ErrorStream
 from flywheel.monitoring.statistics import FeatureVerdict, Thresholds, detect_drift
 from flywheel.schemas import AlertRaised, DriftDetected, Event, FeatureDrift, LabelObserved, PredictionMade
@@ -37,6 +37,22 @@ class MonitorConfig:
     detector: str = "page_hinkley"
     retrain_cooldown_s: float = 600.0
     renotify_s: float = 3600.0
+    accuracy_resolve_drop: float = 0.03
+    latency_p99_resolve_ms: float = 400.0
+    missing_rate_resolve: float = 0.03
+    psi_resolve: float = 0.05
+    alert_hold_s: float = 30.0
+
+    def bands(self, train_accuracy: float | None = None) -> dict[str, Band]:
+        """Each alert's raise and resolve thresholds (accuracy's relative to the training accuracy)."""
+        bands = {
+            "latency": Band(self.latency_p99_ms, self.latency_p99_resolve_ms),
+            "missing_features": Band(self.missing_rate, self.missing_rate_resolve),
+        }
+        if train_accuracy is not None:
+            floor, back = train_accuracy - self.accuracy_drop, train_accuracy - self.accuracy_resolve_drop
+            bands["accuracy"] = Band(floor, back, above=False)
+        return bands
 
 
 @dataclass
@@ -79,7 +95,7 @@ class ModelMonitor:
     reference: Reference | None = None
 
     def __post_init__(self) -> None:
-        self.alerts = AlertBook(renotify_s=self.config.renotify_s, producer=PRODUCER)
+        self.alerts = AlertBook(renotify_s=self.config.renotify_s, producer=PRODUCER, hold_s=self.config.alert_hold_s)
         self.errors = ErrorStream(detector=self.config.detector)  # type: ignore[arg-type]
         self.window: deque[dict[str, Any]] = deque(maxlen=self.config.window_size)
         self.window_times: deque[datetime] = deque(maxlen=self.config.window_size)
@@ -126,7 +142,7 @@ class ModelMonitor:
         if self.since_check < self.config.check_every or len(self.window) < self.config.min_window:
             return []
         self.since_check = 0
-        return [*self._check_data_drift(prediction, now), *self._check_health(prediction)]
+        return [*self._check_data_drift(prediction, now), *self._check_health(prediction, now)]
 
     def _check_data_drift(self, cause: PredictionMade, now: float | None) -> list[Event]:
         if self.reference is None:
@@ -141,8 +157,10 @@ class ModelMonitor:
         events: list[Event] = []
         drifted = [v for v in verdicts if v.alert]
         key = f"data_drift:{self.model_name}"
-        if not drifted:
-            resolved = self.alerts.resolve(key)
+        if not drifted:  # resolved once every feature's PSI is back under psi_resolve, for alert_hold_s
+            calm = worst < self.config.psi_resolve
+            message = f"{self.model_name}: no feature drifted (max PSI {worst:.2f})"
+            resolved = self.alerts.observe(key, False, calm, "warning", "data_drift", message, {"max_psi": worst}, now)
             return [resolved] if resolved else []
         retrain = any(v.retrain for v in drifted) and self._may_retrain(now)
         drift = DriftDetected(
@@ -162,44 +180,44 @@ class ModelMonitor:
         events.append(drift)
         self.drift_events.append(drift)
         names = ", ".join(f"{v.feature} (PSI {v.psi:.2f})" for v in drifted)
-        alert = self.alerts.raise_alert(
+        alert = self.alerts.observe(
             key,
+            True,
+            False,
             "critical" if retrain else "warning",
             "data_drift",
             f"{self.model_name}: data drift in {names}",
-            {"drift_event_id": str(drift.event_id), "features": [v.feature for v in drifted]},
+            {"drift_event_id": str(drift.event_id), "features": [v.feature for v in drifted], "max_psi": worst},
+            now,
             **drift.caused(),
         )
         if alert:
             events.append(alert)
         return events
 
-    def _check_health(self, cause: PredictionMade) -> list[Event]:
+    def _check_health(self, cause: PredictionMade, now: float | None = None) -> list[Event]:
         events: list[Event] = []
+        bands = self.config.bands()
         p99 = float(np.percentile(list(self.latencies), 99)) if self.latencies else 0.0
         missing = _missing_rate(self.window)
         checks = [
-            (
-                "latency",
-                p99 > self.config.latency_p99_ms,
-                f"prediction latency p99 {p99:.0f} ms",
-                {"p99_ms": p99, "threshold_ms": self.config.latency_p99_ms},
-            ),
-            (
-                "missing_features",
-                missing > self.config.missing_rate,
-                f"missing-feature rate {missing:.1%}",
-                {"rate": missing, "threshold": self.config.missing_rate},
-            ),
+            ("latency", p99, f"prediction latency p99 {p99:.0f} ms", {"p99_ms": p99}),
+            ("missing_features", missing, f"missing-feature rate {missing:.1%}", {"rate": missing}),
         ]
-        for kind, bad, message, evidence in checks:
-            key = f"{kind}:{self.model_name}"
-            if bad:
-                alert = self.alerts.raise_alert(
-                    key, "warning", kind, f"{self.model_name}: {message}", evidence, **cause.caused()
-                )
-            else:
-                alert = self.alerts.resolve(key)
+        for kind, value, message, evidence in checks:
+            band = bands[kind]
+            evidence = {**evidence, "raise_at": band.raise_at, "resolve_at": band.resolve_at}
+            alert = self.alerts.observe(
+                f"{kind}:{self.model_name}",
+                band.breached(value),
+                band.cleared(value),
+                "warning",
+                kind,
+                f"{self.model_name}: {message} (alert above {band.raise_at:g}, resolved below {band.resolve_at:g})",
+                evidence,
+                now,
+                **cause.caused(),
+            )
             if alert:
                 events.append(alert)
         return events
@@ -223,7 +241,7 @@ class ModelMonitor:
         events: list[Event] = []
         if drifted:
             events += self._concept_drift(label, accuracy, now)
-        events += self._check_performance(label, accuracy)
+        events += self._check_performance(label, accuracy, now)
         return events
 
     def _concept_drift(self, label: LabelObserved, accuracy: float | None, now: float | None) -> list[Event]:
@@ -262,27 +280,33 @@ class ModelMonitor:
         )
         return [drift, *([alert] if alert else [])]
 
-    def _check_performance(self, label: LabelObserved, accuracy: float | None) -> list[Event]:
+    def _check_performance(self, label: LabelObserved, accuracy: float | None, now: float | None) -> list[Event]:
+        """The accuracy alert: raised below training minus ``accuracy_drop``, resolved above minus the resolve drop."""
         reference = self.reference
         if accuracy is None or reference is None or reference.train_accuracy is None:
             return []
         if self.errors.window_size < self.config.min_labels:
             return []
-        key = f"accuracy:{self.model_name}"
-        floor = reference.train_accuracy - self.config.accuracy_drop
-        if accuracy < floor:
-            alert = self.alerts.raise_alert(
-                key,
-                "critical",
-                "accuracy",
-                f"{self.model_name}: accuracy {accuracy:.1%} is below training {reference.train_accuracy:.1%}"
-                f" minus {self.config.accuracy_drop:.0%}",
-                {"accuracy": accuracy, "train_accuracy": reference.train_accuracy, "labels": self.errors.window_size},
-                correlation_id=uuid4(),
-                causation_id=label.event_id,
-            )
-        else:
-            alert = self.alerts.resolve(key)
+        band = self.config.bands(reference.train_accuracy)["accuracy"]
+        alert = self.alerts.observe(
+            f"accuracy:{self.model_name}",
+            band.breached(accuracy),
+            band.cleared(accuracy),
+            "critical",
+            "accuracy",
+            f"{self.model_name}: accuracy {accuracy:.1%} over the last {self.errors.window_size} labels, training"
+            f" {reference.train_accuracy:.1%} (alert below {band.raise_at:.1%}, resolved above {band.resolve_at:.1%})",
+            {
+                "accuracy": accuracy,
+                "train_accuracy": reference.train_accuracy,
+                "labels": self.errors.window_size,
+                "raise_at": band.raise_at,
+                "resolve_at": band.resolve_at,
+            },
+            now,
+            correlation_id=uuid4(),
+            causation_id=label.event_id,
+        )
         return [alert] if alert else []
 
     # -- helpers ----------------------------------------------------------------------

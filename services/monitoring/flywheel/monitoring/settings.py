@@ -1,9 +1,11 @@
 """Monitoring's settings (``MONITORING_*``): windows and thresholds."""
 
+from __future__ import annotations
+
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from flywheel.common.settings import ServiceSettings
@@ -24,15 +26,38 @@ class MonitoringSettings(ServiceSettings):
     js_alert: float = Field(default=0.1, description="Jensen-Shannon distance that alerts (categories).")
     alpha: float = Field(default=0.05, description="Significance after Bonferroni correction over features.")
     accuracy_drop: float = Field(default=0.05, description="Alert when accuracy falls this far below training.")
+    accuracy_resolve_drop: float = Field(
+        default=0.03, ge=0, description="Resolve the accuracy alert once accuracy is back within this of training."
+    )
     min_labels: int = Field(default=100, description="Labels needed before judging accuracy.")
     latency_p99_ms: float = Field(default=500.0, description="Alert when prediction latency p99 exceeds this.")
+    latency_p99_resolve_ms: float = Field(default=400.0, description="Resolve the latency alert below this p99.")
     missing_rate: float = Field(default=0.05, description="Alert when this share of feature values is missing.")
+    missing_rate_resolve: float = Field(
+        default=0.03, ge=0, description="Resolve the missing-features alert once the share is below this."
+    )
+    psi_resolve: float = Field(
+        default=0.05, ge=0, description="Resolve the data-drift alert once no feature drifts and every PSI is lower."
+    )
+    alert_hold_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="An alert raises or resolves only once its new state held this long (every check agreeing).",
+    )
     detector: Literal["page_hinkley", "adwin"] = Field(default="page_hinkley", description="Error-stream detector.")
     retrain_cooldown_s: float = Field(default=600.0, description="At most one retrain request per champion per this.")
     renotify_s: float = Field(default=3600.0, description="Re-send a persisting alert after this long.")
     replay_last: int = Field(
         default=100_000, ge=0, description="On start, refold at most this many acknowledged messages per partition."
     )
+
+    @model_validator(mode="after")
+    def _resolve_on_the_safe_side(self) -> MonitoringSettings:
+        """Each resolve threshold must lie on the safe side of its raise threshold (or equal it: no band)."""
+        self.monitor_config().bands(train_accuracy=1.0)
+        if self.accuracy_resolve_drop > self.accuracy_drop or self.psi_resolve > self.psi_alert:
+            raise ValueError("accuracy_resolve_drop and psi_resolve must not exceed accuracy_drop and psi_alert")
+        return self
 
     def monitor_config(self) -> MonitorConfig:
         return MonitorConfig(
@@ -47,4 +72,9 @@ class MonitoringSettings(ServiceSettings):
             detector=self.detector,
             retrain_cooldown_s=self.retrain_cooldown_s,
             renotify_s=self.renotify_s,
+            accuracy_resolve_drop=self.accuracy_resolve_drop,
+            latency_p99_resolve_ms=self.latency_p99_resolve_ms,
+            missing_rate_resolve=self.missing_rate_resolve,
+            psi_resolve=self.psi_resolve,
+            alert_hold_s=self.alert_hold_s,
         )

@@ -92,7 +92,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         await resume_rollouts()
         await rebuild_view()
         drain = asyncio.create_task(prediction_log.drain())
+        expire = asyncio.create_task(engine.driver.watch())  # a rollout without traffic still ends in time
         yield
+        expire.cancel()
         drain.cancel()
         await registry.close()
 

@@ -1,4 +1,4 @@
-"""Driving rollouts: start, step, promote or roll back on live figures, and resume after a restart.
+"""Driving rollouts: start, step, promote, roll back or end inconclusive on live figures; resume after a restart.
 
 The decisions are ``rollout.py``'s (pure); this module applies them: it loads candidates,
 publishes every step on ``models.rollout`` (the durable log a restarted serving resumes
@@ -17,8 +17,9 @@ from flywheel.schemas import Event, ModelApproved, RolloutStepped
 from flywheel.serving.guard import Bake, Guard
 from flywheel.serving.metrics import ROLLOUT_TRAFFIC
 from flywheel.serving.models import ServedModel
-from flywheel.serving.rollout import Decision, Margins, VariantFigures, decide, worse
-from flywheel.serving.rollouts import Rollout, RolloutLog, figures_from
+from flywheel.serving.rollout import Decision, Policy, VariantFigures, decide, judge
+from flywheel.serving.rollouts import ENDED, Rollout, RolloutLog, figures_from
+from flywheel.serving.sequential import Comparison
 from flywheel.serving.settings import ServingSettings
 
 log = structlog.get_logger(__name__)
@@ -35,14 +36,14 @@ class RolloutDriver:
     def __init__(
         self,
         settings: ServingSettings,
-        margins: Margins,
+        policy: Policy,
         champions: dict[str, ServedModel],
         guard: Guard,
         publish: Publish,
         promote: Promote,
         load: Loader,
     ) -> None:
-        self.settings, self.margins, self.champions, self.guard = settings, margins, champions, guard
+        self.settings, self.policy, self.champions, self.guard = settings, policy, champions, guard
         self._publish, self._promote, self._load = publish, promote, load
         self.active: dict[str, Rollout] = {}
         self.history: list[RolloutStepped] = []
@@ -72,6 +73,7 @@ class RolloutDriver:
             reason = f"candidate failed to load: {exc}"
             return await self._abort_unloaded(approved, name, approved.version, champion.version, strategy, reason)
         rollout = Rollout(name, strategy, candidate, champion.version, self.steps_of(strategy), cause=approved)
+        rollout.slow_ms = self.policy.slow_ms
         self.active[name] = rollout
         started = await self._emit(rollout, "started", f"{strategy} rollout of version {candidate.version}")
         self.consider(rollout)
@@ -156,6 +158,7 @@ class RolloutDriver:
             )
         steps = self.steps_of(last.strategy)
         rollout = Rollout(name, last.strategy, candidate, champion.version, steps, cause=last, step=last.step)
+        rollout.slow_ms = self.policy.slow_ms
         self.active[name] = rollout
         ROLLOUT_TRAFFIC.labels(name).set(rollout.traffic)
         return await self._emit(
@@ -166,21 +169,34 @@ class RolloutDriver:
         )
 
     def consider(self, rollout: Rollout) -> None:
-        """Decide on the rollout's latest figures; a step, promotion or rollback is applied in the background."""
+        """Decide on the rollout's latest figures; a step, promotion, rollback or end is applied in the background.
+
+        The sequential test is over the whole rollout (every look is valid); a canary's step also
+        needs ``min_requests`` candidate answers at its own traffic share.
+        """
         if rollout.deciding or self.active.get(rollout.model_name) is not rollout:
             return
         candidate, champion = rollout.figures["candidate"], rollout.figures["champion"]
-        why = worse(candidate, champion, self.margins)  # over the whole rollout: roll back at once
-        if why:
-            decision = Decision("rollback", why)
-        elif rollout.strategy == "canary":  # each step is judged on its own evidence
-            decision = decide("canary", rollout.step, rollout.steps, rollout.step_figures, champion, self.margins)
-        else:
-            decision = decide(rollout.strategy, 0, rollout.steps, candidate, champion, self.margins)
+        step_requests = rollout.step_figures.requests if rollout.strategy == "canary" else candidate.requests
+        verdict = judge(candidate, champion, self.policy)
+        decision = decide(
+            rollout.strategy, rollout.step, rollout.steps, verdict, step_requests, rollout.elapsed_s, self.policy
+        )
         if decision.action == "hold":
             return
         rollout.deciding = True
         self._spawn(self._apply(rollout, decision))
+
+    def expire(self) -> None:
+        """Look at every running rollout, so that one without traffic still ends at its time limit."""
+        for rollout in list(self.active.values()):
+            self.consider(rollout)
+
+    async def watch(self, every_s: float = 5.0) -> None:
+        """Run ``expire`` every ``every_s`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(every_s)
+            self.expire()
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -194,17 +210,18 @@ class RolloutDriver:
                 rollout.step += 1
                 rollout.step_figures = VariantFigures()
                 ROLLOUT_TRAFFIC.labels(name).set(rollout.traffic)
-                await self._emit(rollout, "stepped", decision.reason)
-            elif decision.action == "rollback":
+                await self._emit(rollout, "stepped", decision.reason, tests=decision.comparisons)
+            elif decision.action in ("rollback", "inconclusive"):
                 self.active.pop(name, None)
                 ROLLOUT_TRAFFIC.labels(name).set(0)
-                await self._emit(rollout, "rolled_back", decision.reason)
+                action = "rolled_back" if decision.action == "rollback" else "inconclusive"
+                await self._emit(rollout, action, decision.reason, tests=decision.comparisons)
             elif decision.action == "promote":
                 await self._promote(name, rollout.candidate.version, decision.reason)
                 self.guard.serve(name, rollout.candidate, baseline=rollout.figures["champion"])
                 self.active.pop(name, None)
                 ROLLOUT_TRAFFIC.labels(name).set(0)
-                await self._emit(rollout, "promoted", decision.reason, traffic=1.0)
+                await self._emit(rollout, "promoted", decision.reason, traffic=1.0, tests=decision.comparisons)
         except Exception as exc:
             log.error("rollout decision failed; rolling back", action=decision.action, error=repr(exc))
             self.active.pop(name, None)
@@ -212,21 +229,15 @@ class RolloutDriver:
         finally:
             rollout.deciding = False
 
-    async def _emit(self, rollout: Rollout, action: str, reason: str, traffic: float | None = None) -> RolloutStepped:
-        cause = rollout.cause
-        event = RolloutStepped(
-            producer=PRODUCER,
-            model_name=rollout.model_name,
-            candidate_version=rollout.candidate.version,
-            champion_version=rollout.champion_version,
-            strategy=rollout.strategy,
-            action=action,
-            step=rollout.step,
-            candidate_traffic=rollout.traffic if traffic is None else traffic,
-            reason=reason,
-            figures={k: v.as_dict() for k, v in rollout.figures.items()},
-            **(cause.caused() if cause else {}),
-        )
+    async def _emit(
+        self,
+        rollout: Rollout,
+        action: str,
+        reason: str,
+        traffic: float | None = None,
+        tests: dict[str, Comparison] | None = None,
+    ) -> RolloutStepped:
+        event = rollout.event(action, reason, self.policy.alpha, traffic, tests)
         rollout.cause = event
         self.remember(event)
         log.info("rollout", **event.model_dump(include={"action", "model_name", "candidate_version", "step", "reason"}))
@@ -236,5 +247,5 @@ class RolloutDriver:
     def remember(self, event: RolloutStepped) -> None:
         self.history.append(event)
         del self.history[:-200]
-        if event.action in {"promoted", "rolled_back", "aborted"}:
+        if event.action in ENDED:
             self.decided.add((event.model_name, event.candidate_version))

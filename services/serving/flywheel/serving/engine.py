@@ -21,7 +21,7 @@ from flywheel.serving.driver import Loader, Promote, Publish, RolloutDriver
 from flywheel.serving.guard import Guard, Rollback
 from flywheel.serving.metrics import PREDICT_LATENCY, PREDICTIONS_SERVED
 from flywheel.serving.models import ServedModel
-from flywheel.serving.rollout import Margins, VariantFigures, route
+from flywheel.serving.rollout import VariantFigures, route
 from flywheel.serving.rollouts import Rollout, RolloutLog
 from flywheel.serving.settings import ServingSettings
 
@@ -45,18 +45,11 @@ class Engine:
         rollback: Rollback = _no_rollback,
     ) -> None:
         self.settings = settings
-        self.margins = Margins(
-            settings.min_requests,
-            settings.min_labels,
-            settings.accuracy_margin,
-            settings.error_rate_margin,
-            settings.latency_p99_ratio,
-            settings.latency_floor_ms,
-        )
+        self.policy = settings.policy()
         self.champions: dict[str, ServedModel] = {}
         self.live: dict[str, VariantFigures] = {}  # each champion's figures since it started serving here
-        self.guard = Guard(settings, self.margins, self.champions, self.live, rollback)
-        self.driver = RolloutDriver(settings, self.margins, self.champions, self.guard, publish, promote, load)
+        self.guard = Guard(settings, self.policy, self.champions, self.live, rollback)
+        self.driver = RolloutDriver(settings, self.policy, self.champions, self.guard, publish, promote, load)
         self.rollouts = self.driver.active
         self.history = self.driver.history
         self.pending = PendingAnswers()
@@ -139,7 +132,7 @@ class Engine:
             self._remember(answer, shadow.get(index), self.rollouts.get(name))
             if answer.variant == "champion":
                 live.requests += 1
-                live.latencies_ms.append(elapsed_ms)
+                live.record_latency(elapsed_ms, self.policy.slow_ms)
             if rollout is not None:
                 _count(rollout, answer.variant, 1, latency_ms=elapsed_ms)
             fed = (candidate, candidate_rows) if candidate and answer.variant == "candidate" else (champion, rows)

@@ -1,8 +1,9 @@
-"""The guard after a promotion: a champion worse than its predecessor in its bake period is rolled back.
+"""The guard after a promotion: a champion significantly worse than its predecessor in its bake period is rolled back.
 
 A rollout judges a candidate on a share of traffic; the guard keeps judging it on all of
 it for ``bake_s`` seconds after it became champion (by a rollout or by an operator's
-promotion), against the figures its predecessor had. Pure: figures in, a reason out.
+promotion), against the figures its predecessor had, with the rollout's sequential test
+(valid on every label it looks at). ``judge`` is pure: figures in, a reason out.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import structlog
 
 from flywheel.serving.metrics import BAKE_ROLLBACKS
 from flywheel.serving.models import ServedModel
-from flywheel.serving.rollout import Margins, VariantFigures, worse
+from flywheel.serving.rollout import Policy, VariantFigures, judge
 from flywheel.serving.settings import ServingSettings
 
 log = structlog.get_logger(__name__)
@@ -36,20 +37,24 @@ class Bake:
     judged: bool = False
 
 
-def judge(bake: Bake, now: float, margins: Margins) -> str | None:
+def judge_bake(bake: Bake, now: float, policy: Policy) -> str | None:
     """Why the baking champion must be rolled back, or None (also once its bake period is over).
 
-    >>> m = Margins(min_labels=20)
-    >>> bake = Bake("m", "2", "1", VariantFigures(labelled=40, correct=38), until=100.0)
-    >>> bake.figures = VariantFigures(requests=40, labelled=40, correct=20)
-    >>> judge(bake, now=50.0, margins=m)
-    'in its bake period, version 2 is worse than version 1: accuracy 50.0% vs champion 95.0% (margin 2.0%)'
-    >>> judge(bake, now=150.0, margins=m) is None
+    >>> p = Policy(min_labels=40)
+    >>> bake = Bake("m", "2", "1", VariantFigures(labelled=100, correct=95), until=100.0)
+    >>> bake.figures = VariantFigures(requests=60, labelled=60, correct=30)
+    >>> print(judge_bake(bake, now=50.0, policy=p))
+    in its bake period, version 2 is worse than version 1:
+    accuracy 50.0% vs champion 95.0% (p=0.0000, 60 vs 100) is worse at level 1.67%
+    >>> bake.figures = VariantFigures(requests=60, labelled=60, correct=55)
+    >>> judge_bake(bake, now=50.0, policy=p) is None
+    True
+    >>> judge_bake(bake, now=150.0, policy=p) is None
     True
     """
     if bake.judged or now > bake.until:
         return None
-    why = worse(bake.figures, bake.baseline, margins)
+    why = judge(bake.figures, bake.baseline, policy).why_worse()
     if why is None:
         return None
     return f"in its bake period, version {bake.version} is worse than version {bake.previous_version}: {why}"
@@ -61,12 +66,12 @@ class Guard:
     def __init__(
         self,
         settings: ServingSettings,
-        margins: Margins,
+        policy: Policy,
         champions: dict[str, ServedModel],
         live: dict[str, VariantFigures],
         rollback: Rollback,
     ) -> None:
-        self.settings, self.margins, self.champions, self.live = settings, margins, champions, live
+        self.settings, self.policy, self.champions, self.live = settings, policy, champions, live
         self._rollback = rollback
         self.bakes: dict[str, Bake] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -86,7 +91,7 @@ class Guard:
         if bake is None or champion is None or champion.version != bake.version:
             return
         bake.figures = self.live.get(name, VariantFigures())
-        why = judge(bake, time.time(), self.margins)
+        why = judge_bake(bake, time.time(), self.policy)
         if time.time() > bake.until:
             self.bakes.pop(name, None)
         if why is None:

@@ -2,7 +2,7 @@
 
 Every step of a rollout is an event on ``models.rollout``, so the log is the durable state:
 the last event per model says whether a rollout is still running (``started``, ``stepped``)
-and at which step, or ended (``promoted``, ``rolled_back``, ``aborted``). A restarted serving
+and at which step, or ended (``promoted``, ``rolled_back``, ``aborted``, ``inconclusive``). A restarted serving
 folds the log and resumes each running rollout at its step with fresh live figures (the
 counts of the dead process are gone; judging a step on new evidence is the safe choice),
 and rebuilds the bake period of recent promotions.
@@ -10,16 +10,19 @@ and rebuilds the bake period of recent promotions.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from flywheel.schemas import Event, RolloutStepped
+from flywheel.schemas.models import SequentialTest
 from flywheel.serving.models import ServedModel
 from flywheel.serving.rollout import VariantFigures
+from flywheel.serving.sequential import Comparison
 
 RUNNING = {"started", "stepped"}
-ENDED = {"promoted", "rolled_back", "aborted"}
+ENDED = {"promoted", "rolled_back", "aborted", "inconclusive"}
 
 
 @dataclass
@@ -38,6 +41,12 @@ class Rollout:
     )
     step_figures: VariantFigures = field(default_factory=VariantFigures)
     deciding: bool = False
+    slow_ms: float = 100.0
+    started_at: float = field(default_factory=time.monotonic)  # a resumed rollout's clock starts afresh
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started_at
 
     @property
     def traffic(self) -> float:
@@ -51,10 +60,37 @@ class Rollout:
         figures.requests += n
         figures.errors += errors
         if latency_ms is not None:
-            figures.latencies_ms.append(latency_ms)
+            figures.record_latency(latency_ms, self.slow_ms)
         if variant == "candidate":
             self.step_figures.requests += n
             self.step_figures.errors += errors
+
+    def event(
+        self,
+        action: str,
+        reason: str,
+        alpha: float,
+        traffic: float | None = None,
+        tests: dict[str, Comparison] | None = None,
+    ) -> RolloutStepped:
+        """The ``models.rollout`` event of this rollout now, caused by its previous one."""
+        cause = self.cause
+        return RolloutStepped(
+            producer="serving",
+            model_name=self.model_name,
+            candidate_version=self.candidate.version,
+            champion_version=self.champion_version,
+            strategy=self.strategy,
+            action=action,
+            step=self.step,
+            candidate_traffic=self.traffic if traffic is None else traffic,
+            reason=reason,
+            figures={k: v.as_dict() for k, v in self.figures.items()},
+            tests={metric: as_test(c) for metric, c in (tests or {}).items()},
+            alpha=alpha,
+            elapsed_s=round(self.elapsed_s, 3),
+            **(cause.caused() if cause else {}),
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -65,6 +101,7 @@ class Rollout:
             "step": self.step,
             "steps": self.steps,
             "candidate_traffic": self.traffic,
+            "elapsed_s": round(self.elapsed_s, 1),
             "figures": {k: v.as_dict() for k, v in self.figures.items()},
         }
 
@@ -118,4 +155,23 @@ def figures_from(summary: dict[str, float]) -> VariantFigures:
         errors=int(summary.get("errors", 0)),
         labelled=int(summary.get("labelled", 0)),
         correct=int(summary.get("correct", round(summary.get("accuracy", 0) * summary.get("labelled", 0)))),
+        timed=int(summary.get("timed", 0)),
+        slow=int(summary.get("slow", 0)),
+    )
+
+
+def as_test(comparison: Comparison) -> SequentialTest:
+    """A look of the sequential test as the rollout event carries it."""
+    return SequentialTest(
+        metric=comparison.metric,
+        candidate=comparison.candidate,
+        champion=comparison.champion,
+        difference=comparison.difference,
+        candidate_n=comparison.candidate_n,
+        champion_n=comparison.champion_n,
+        std_error=comparison.std_error,
+        log_likelihood_ratio=comparison.log_likelihood_ratio,
+        p_value=comparison.p_value,
+        alpha=comparison.alpha,
+        significant=comparison.significant,
     )

@@ -1,4 +1,4 @@
-"""Serving's settings (``SERVING_*``): registry access, rollout strategy and its margins."""
+"""Serving's settings (``SERVING_*``): registry access, rollout strategy and its sequential test."""
 
 from pathlib import Path
 from typing import Literal
@@ -7,6 +7,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from flywheel.common.settings import ServiceSettings
+from flywheel.serving.rollout import Policy
 
 Strategy = Literal["shadow", "canary", "ab", "blue_green"]
 
@@ -21,13 +22,35 @@ class ServingSettings(ServiceSettings):
     strategy: Strategy = Field(default="canary", description="Rollout strategy for approved candidates.")
     canary_steps: list[float] = Field(default=[0.1, 0.25, 0.5, 1.0], description="Candidate traffic per step.")
     ab_split: float = Field(default=0.5, description="Candidate share in an A/B rollout (sticky per entity).")
-    min_requests: int = Field(default=50, description="Candidate requests needed before a step is judged.")
-    min_labels: int = Field(default=30, description="Labelled candidate answers needed before a step is judged.")
-    accuracy_margin: float = Field(default=0.02, description="Roll back when the candidate is this much less accurate.")
-    error_rate_margin: float = Field(default=0.01, description="Roll back when its error rate is this much higher.")
-    latency_p99_ratio: float = Field(default=3.0, description="Roll back when its p99 is this many times worse.")
-    latency_floor_ms: float = Field(
-        default=100.0, description="A p99 below this never counts as worse (small absolute latencies are noise)."
+    rollout_alpha: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description=(
+            "Significance level of a rollout's decisions: the chance that a candidate no different from the "
+            "champion is ever promoted or rolled back (split over accuracy, error rate and slow answers)."
+        ),
+    )
+    rollout_tau: float = Field(
+        default=0.1,
+        gt=0,
+        description="Mixing standard deviation of the sequential test (mSPRT): the difference of rates found fastest.",
+    )
+    min_labels: int = Field(default=100, ge=1, description="Labelled answers per variant before accuracy is judged.")
+    min_requests: int = Field(
+        default=100,
+        ge=1,
+        description="Answers per variant before error rate and latency are judged; candidate answers per canary step.",
+    )
+    slow_ms: float = Field(
+        default=100.0,
+        gt=0,
+        description="An answer slower than this counts as slow; rollouts compare the variants' shares of slow answers.",
+    )
+    rollout_max_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="A rollout with no significant difference after this long ends inconclusive; the champion stays.",
     )
     log_queue_size: int = Field(default=10_000, ge=1, description="Predictions waiting to be published to the log.")
     log_wait_s: float = Field(
@@ -36,7 +59,7 @@ class ServingSettings(ServiceSettings):
     bake_s: float = Field(
         default=600.0,
         ge=0,
-        description="After a promotion, how long a champion worse than its predecessor is rolled back.",
+        description="After a promotion, how long a champion significantly worse than its predecessor is rolled back.",
     )
     model_threads: int = Field(
         default=1, ge=1, description="OpenMP/BLAS threads per model call; 1 avoids thread start-up on small batches."
@@ -50,3 +73,14 @@ class ServingSettings(ServiceSettings):
             "older: 409. Unset: any age."
         ),
     )
+
+    def policy(self) -> Policy:
+        """The rollout's (and the guard's) statistical policy."""
+        return Policy(
+            alpha=self.rollout_alpha,
+            tau=self.rollout_tau,
+            min_labels=self.min_labels,
+            min_requests=self.min_requests,
+            slow_ms=self.slow_ms,
+            max_s=self.rollout_max_s,
+        )
