@@ -57,6 +57,12 @@ class ReplayPhases(BaseModel):
     stable: tuple[int, int] = Field(description="Rows scored before the change.")
     change: int = Field(description="The first row after the documented change.")
     end: int = Field(description="The stream stops here at the latest.")
+    holdout_every: int | None = Field(
+        default=None,
+        ge=2,
+        description="Every Nth row after the change (the Nth, 2Nth, ...) is held out: never streamed, it scores "
+        "models on the period after the change. None: every row is streamed.",
+    )
 
     @model_validator(mode="after")
     def _in_order(self) -> ReplayPhases:
@@ -64,6 +70,16 @@ class ReplayPhases(BaseModel):
         if points != sorted(points) or self.history[0] >= self.history[1] or self.stable[1] != self.change:
             raise ValueError(f"phases must be history < stable < change (= end of stable) < end, got {points}")
         return self
+
+    def held_out(self, index: int) -> bool:
+        """Whether row ``index`` is held out of the stream.
+
+        >>> p = ReplayPhases(history=(0, 2), stable=(2, 4), change=4, end=20, holdout_every=5)
+        >>> [i for i in range(20) if p.held_out(i)]
+        [8, 13, 18]
+        """
+        every = self.holdout_every
+        return every is not None and self.change <= index < self.end and (index - self.change) % every == every - 1
 
 
 class ReplaySpec(BaseModel):
@@ -77,6 +93,16 @@ class ReplaySpec(BaseModel):
     step_days: int = Field(default=1, ge=1, description="Days between consecutive rows.")
     record_prefix: str = Field(default="", description="Record ids are '<prefix>-<run id>-<row>'.")
     phases: ReplayPhases
+
+    def day_of(self, index: int) -> datetime:
+        """The historical moment of row ``index`` (midnight UTC of its day).
+
+        >>> spec = ReplaySpec(dataset="d", source={"path": "x.csv", "licence": "t"}, start="1949-01-01",
+        ...     phases={"history": [0, 1], "stable": [1, 2], "change": 2, "end": 3})
+        >>> spec.day_of(12000).isoformat()
+        '1981-11-09T00:00:00+00:00'
+        """
+        return datetime.combine(self.start, datetime.min.time(), tzinfo=UTC) + timedelta(days=index * self.step_days)
 
 
 def load_replay(datasets_dir: Path, dataset: str) -> ReplaySpec:
@@ -171,14 +197,10 @@ def rows_as_records(
     its label is held back as the outcome.
     """
     stop = len(rows) if stop is None else min(stop, len(rows))
-    first = datetime.combine(spec.start, datetime.min.time(), tzinfo=UTC)
     for i in range(start, stop):
         row = rows[i]
         record_id = "-".join(p for p in (spec.record_prefix, run_id, str(i)) if p)
-        record: dict[str, Any] = {
-            contract.entity_key: record_id,
-            contract.timestamp: (first + timedelta(days=i * spec.step_days)).isoformat(),
-        }
+        record: dict[str, Any] = {contract.entity_key: record_id, contract.timestamp: spec.day_of(i).isoformat()}
         for column in contract.feature_columns:
             record[column] = typed(row.get(column, ""), contract.columns[column].type)
         label = typed(row.get(contract.label, ""), contract.columns[contract.label].type) if contract.label else None
@@ -252,13 +274,88 @@ class Replay:
         return cls(spec, contract, read_rows(spec, datasets_dir))
 
     def phase(self, name: str, run_id: str) -> Iterator[Row]:
-        """The rows of ``history``, ``stable`` or ``drifted`` (change to end), in time order."""
+        """The rows of ``history``, ``stable`` or ``drifted`` (change to end), in time order; ``streamed``
+        and ``holdout`` split ``drifted`` into the rows sent and the rows held out (``holdout_every``)."""
         p = self.spec.phases
-        start, stop = {"history": p.history, "stable": p.stable, "drifted": (p.change, p.end)}[name]
-        return rows_as_records(self.rows, self.contract, self.spec, run_id, start, stop)
+        start, stop = {
+            "history": p.history,
+            "stable": p.stable,
+            "drifted": (p.change, p.end),
+            "streamed": (p.change, p.end),
+            "holdout": (p.change, p.end),
+        }[name]
+        rows = rows_as_records(self.rows, self.contract, self.spec, run_id, start, stop)
+        if name == "streamed":
+            return (row for row in rows if not p.held_out(row.index))
+        if name == "holdout":
+            return (row for row in rows if p.held_out(row.index))
+        return rows
 
     def submitted(self, row: Row) -> RecordSubmitted:
         return submitted(row, self.contract.dataset, self.contract.entity_key)
 
     def observed(self, row: Row, prediction_id: str | None = None) -> LabelObserved:
         return observed(row, self.contract.dataset, self.contract.entity_key, prediction_id)
+
+
+@dataclass
+class ReplayStream:
+    """A replay as the closed-loop scenario's source (``flywheel.demo.scenario.Source``).
+
+    The first model learns ``history``; ``stable`` is scored before the change, ``streamed``
+    (``drifted`` without the held-out rows) after it. The data hold one change, so there is
+    one way for it to go; a champion "knows" the concept before it when it beats always
+    answering the majority class on the first ``probe_rows`` rows of ``stable`` (sent under
+    their own record ids, only to be scored) by ``knows_margin``.
+    """
+
+    replay: Replay
+    run_id: str
+    probe_rows: int = 200
+    knows_margin: float = 0.03
+
+    @property
+    def dataset(self) -> str:
+        return self.replay.contract.dataset
+
+    @property
+    def entity_key(self) -> str:
+        return self.replay.contract.entity_key
+
+    def history(self) -> Iterator[Row]:
+        return self.replay.phase("history", self.run_id)
+
+    def before(self) -> Iterator[Row]:
+        return self.replay.phase("stable", self.run_id)
+
+    def after(self) -> Iterator[Row]:
+        return self.replay.phase("streamed", self.run_id)
+
+    def probe(self) -> list[Row]:
+        rows = self.replay.phase("stable", f"{self.run_id}-probe")
+        return [row for _, row in zip(range(self.probe_rows), rows, strict=False)]
+
+    def turns(self) -> list[str]:
+        return ["replay"]
+
+    def turn(self, name: str) -> None:
+        if name != "replay":
+            raise ValueError(f"a replay changes one way only, not {name!r}")
+
+    def change(self) -> str:
+        change = self.replay.spec.phases.change
+        return f"the data change (row {change}, day {self.replay.spec.day_of(change).date()})"
+
+    def knows(self, accuracy: float) -> bool:
+        return accuracy >= majority_share([row.label for row in self.probe()]) + self.knows_margin
+
+
+def majority_share(labels: list[Any]) -> float:
+    """How often always answering the most frequent label is right: the trivial baseline's accuracy.
+
+    >>> majority_share([0, 0, 1, 0])
+    0.75
+    """
+    if not labels:
+        raise ValueError("no labels")
+    return max(labels.count(value) for value in set(labels)) / len(labels)
