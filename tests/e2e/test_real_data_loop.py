@@ -53,7 +53,6 @@ pytestmark = pytest.mark.timeout(540)
 DATASETS = ROOT / "datasets"
 RATE_PER_S = 25.0
 WITHIN = 0.02  # the champion may be this much less accurate than the offline retrain
-SIGNIFICANCE_KEYS = ("p_value", "pvalue", "alpha", "significance", "confidence", "e_value", "llr")
 
 
 def row_index(record_id: str) -> int:
@@ -102,18 +101,11 @@ def trained_rows(catalog: DatasetCatalog, versions: list[str]) -> list[int]:
     return [row_index(str(r)) for f in frames for r in f["day_id"]]
 
 
-def significance_of(event: dict[str, Any]) -> dict[str, Any]:
-    """The sequential test's figures a rollout event carries (whatever they are called)."""
-    found = {}
-    for key, value in event.items():
-        if key in {"figures"}:
-            for variant, figures in (value or {}).items():
-                found.update(
-                    {f"{variant}.{k}": v for k, v in figures.items() if any(s in k for s in SIGNIFICANCE_KEYS)}
-                )
-        elif any(s in key for s in SIGNIFICANCE_KEYS) and value is not None:
-            found[key] = value
-    return found
+def significance_of(event: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The sequential tests a rollout decision rests on (``models.rollout``'s ``tests``), by metric:
+    its p-value, level, whether it is significant and the sample of each variant."""
+    keep = ("p_value", "alpha", "significant", "candidate_n", "champion_n", "difference")
+    return {metric: {k: test.get(k) for k in keep} for metric, test in (event.get("tests") or {}).items()}
 
 
 def rollout_line(moment: Moment) -> str:
@@ -221,7 +213,8 @@ async def test_the_loop_learns_the_rain_data_after_their_change_as_well_as_an_of
     # The rollout decided with significance, and the candidate became champion.
     decisions = [m for m in result.rollout_steps if m.body["action"] in {"stepped", "promoted", "rolled_back"}]
     assert result.new_champion is not None and result.new_champion != result.first_champion, "no new champion"
-    assert decisions and all(significance_of(m.body) for m in decisions), "rollout decisions carry no test figures"
+    significant = [any(t["significant"] for t in significance_of(m.body).values()) for m in decisions]
+    assert decisions and all(significant), f"rollout decisions without a significant test: {significant}"
 
     # As good as an offline retrain on the same data, and better than always answering the majority class.
     assert champion_accuracy >= same.accuracy - WITHIN, (champion_accuracy, same)
