@@ -42,10 +42,17 @@ from flywheel.common.tracking import configure_mlflow
 from flywheel.demo.closed_loop import report
 from flywheel.demo.replay import Replay, ReplayStream, Row, majority_share
 from flywheel.demo.scenario import Moment, Scenario, ScenarioConfig, ScenarioResult
-from flywheel.schemas import MODELS_APPROVED, MODELS_REJECTED, MODELS_ROLLOUT, TRAINING_COMPLETED
+from flywheel.schemas import (
+    MODELS_APPROVED,
+    MODELS_REJECTED,
+    MODELS_ROLLOUT,
+    TRAINING_COMPLETED,
+    TRAINING_REQUESTED,
+    TrainModel,
+)
 from flywheel.serving.models import load_version
+from flywheel.training import runner, trainer
 from flywheel.training.settings import TrainingSettings
-from flywheel.training.trainer import fit_and_evaluate
 from tests.support.stack import ROOT
 
 pytestmark = pytest.mark.timeout(540)
@@ -75,7 +82,7 @@ class Offline:
 
 
 def labelled_frame(replay: Replay, indices: list[int], run_id: str) -> pd.DataFrame:
-    """The replayed rows as training reads them, each with its label, in time order."""
+    """The replayed rows as a plain labelled frame (every label known), in time order."""
     rows = list(replay.phase("history", run_id)) + list(replay.phase("stable", run_id))
     rows += list(replay.phase("drifted", run_id))
     by_index = {row.index: row for row in rows}
@@ -86,13 +93,47 @@ def labelled_frame(replay: Replay, indices: list[int], run_id: str) -> pd.DataFr
     return frame
 
 
-def retrained_offline(replay: Replay, indices: list[int], held_out: list[Row], name: str, run_id: str) -> Offline:
-    """``model.yaml``'s recipe, through training's own fit, on these rows with every label; scored on ``held_out``."""
+def scored(model: Any, held_out: list[Row]) -> float:
+    """A fitted estimator's accuracy on the held-out rows, features by the dataset's feature set."""
+    features = load_feature_set(DATASETS, "rain")
+    predicted = model.predict(features.frame(pd.DataFrame([r.record for r in held_out])))
+    return sum(int(p) == r.label for p, r in zip(predicted, held_out, strict=True)) / len(held_out)
+
+
+def retrained_like_training(
+    ctx: runner.RunContext, versions: list[str], request: TrainModel | None, held_out: list[Row]
+) -> Offline:
+    """The champion's run done again offline by training's own code: the same dataset versions read and
+    joined to their labels (every batch sealed by now) by ``runner.labelled``, the same drift cut where
+    this checkout's training has one, fitted by ``trainer.fit_and_evaluate`` with ``model.yaml``'s recipe."""
     spec, features = load_model_spec(DATASETS, "rain"), load_feature_set(DATASETS, "rain")
-    trained = fit_and_evaluate(labelled_frame(replay, indices, run_id), spec, features, importance_repeats=1)
-    predicted = trained.model.predict(features.frame(pd.DataFrame([r.record for r in held_out])))
-    accuracy = sum(int(p) == r.label for p, r in zip(predicted, held_out, strict=True)) / len(held_out)
-    return Offline(name, accuracy, len(indices), f"rows {min(indices)}-{max(indices)}")
+    manifests = [ctx.catalog.manifest("rain", v) for v in versions]
+    frame, _, _ = runner.labelled(ctx, "rain", manifests, spec.label, features)
+    extra: dict[str, Any] = {}
+    drift_cut = getattr(runner, "drift_cut", None)
+    if drift_cut is not None and request is not None:
+        extra["after"] = drift_cut(ctx.catalog, request, manifests)
+    trained = trainer.fit_and_evaluate(frame, spec, features, importance_repeats=1, **extra)
+    rows = int(frame[spec.label].notna().sum())
+    return Offline("same versions as the champion", scored(trained.model, held_out), rows, f"{len(versions)} versions")
+
+
+def retrained_on_rows(replay: Replay, indices: list[int], held_out: list[Row], run_id: str) -> Offline:
+    """``model.yaml``'s recipe, through training's own fit, on these replayed rows with every label."""
+    spec, features = load_model_spec(DATASETS, "rain"), load_feature_set(DATASETS, "rain")
+    trained = trainer.fit_and_evaluate(labelled_frame(replay, indices, run_id), spec, features, importance_repeats=1)
+    detail = f"rows {min(indices)}-{max(indices)}"
+    return Offline("every row streamed until then", scored(trained.model, held_out), len(indices), detail)
+
+
+def request_of(result: ScenarioResult, run_id: str) -> TrainModel | None:
+    """The training request a run answered, as the scenario saw it on ``training.requested``."""
+    completed = [m.body for m in result.moments if m.topic == TRAINING_COMPLETED.name and m.body["run_id"] == run_id]
+    if not completed:
+        return None
+    asked = [m.body for m in result.moments if m.topic == TRAINING_REQUESTED.name]
+    found = [b for b in asked if b["event_id"] == completed[0].get("causation_id")]
+    return TrainModel.model_validate(found[0]) if found else None
 
 
 def trained_rows(catalog: DatasetCatalog, versions: list[str]) -> list[int]:
@@ -177,8 +218,10 @@ async def test_the_loop_learns_the_rain_data_after_their_change_as_well_as_an_of
     predicted, _ = served.score(served.rows([r.record for r in held_out]))
     champion_accuracy = sum(int(p) == r.label for p, r in zip(predicted, held_out, strict=True)) / len(held_out)
     streamed = [i for i in range(phases.history[0], cutoff + 1) if not phases.held_out(i)]
-    same = retrained_offline(replay, trained_on, held_out, "same rows as the champion", run_id)
-    everything = retrained_offline(replay, streamed, held_out, "reference + every row streamed until then", run_id)
+    ctx = runner.RunContext(catalog, tracking, DATASETS, "offline", labels=DatasetCatalog.labels(catalog.store))
+    request = request_of(result, lineage["run_id"])
+    same = retrained_like_training(ctx, lineage["dataset_versions"], request, held_out)
+    everything = retrained_on_rows(replay, streamed, held_out, run_id)
     majority = majority_share([r.label for r in held_out])
 
     lines = [
