@@ -53,5 +53,5 @@ def test_a_replay_holds_every_nth_row_after_the_change_out_of_the_stream():
     replay = Replay.load(DATASETS, "rain")
     streamed = [r.index for r in ReplayStream(replay, run_id="t").after()]
     held = [r.index for r in replay.phase("holdout", "t")]
-    assert held[:3] == [12004, 12009, 12014] and len(held) == (17000 - 12000) // 5
-    assert sorted(streamed + held) == list(range(12000, 17000)) and not set(streamed) & set(held)
+    assert held[:3] == [12004, 12009, 12014] and held[-1] == 16499 and len(held) == (16500 - 12000) // 5
+    assert sorted(streamed + held) == list(range(12000, 18159)) and not set(streamed) & set(held)

@@ -63,23 +63,29 @@ class ReplayPhases(BaseModel):
         description="Every Nth row after the change (the Nth, 2Nth, ...) is held out: never streamed, it scores "
         "models on the period after the change. None: every row is streamed.",
     )
+    holdout_until: int | None = Field(
+        default=None, description="Rows are held out before this row only (None: until end); later ones all stream."
+    )
 
     @model_validator(mode="after")
     def _in_order(self) -> ReplayPhases:
-        points = [*self.history, *self.stable, self.change, self.end]
+        points = [*self.history, *self.stable, self.change, self.holdout_until or self.change, self.end]
         if points != sorted(points) or self.history[0] >= self.history[1] or self.stable[1] != self.change:
-            raise ValueError(f"phases must be history < stable < change (= end of stable) < end, got {points}")
+            raise ValueError(
+                f"phases must be history < stable < change (= end of stable) <= holdout_until <= end, got {points}"
+            )
         return self
 
     def held_out(self, index: int) -> bool:
         """Whether row ``index`` is held out of the stream.
 
         >>> p = ReplayPhases(history=(0, 2), stable=(2, 4), change=4, end=20, holdout_every=5)
-        >>> [i for i in range(20) if p.held_out(i)]
-        [8, 13, 18]
+        >>> [i for i in range(20) if p.held_out(i)], [i for i in range(20) if p.model_copy(
+        ...     update={"holdout_until": 15}).held_out(i)]
+        ([8, 13, 18], [8, 13])
         """
-        every = self.holdout_every
-        return every is not None and self.change <= index < self.end and (index - self.change) % every == every - 1
+        every, until = self.holdout_every, self.holdout_until or self.end
+        return every is not None and self.change <= index < until and (index - self.change) % every == every - 1
 
 
 class ReplaySpec(BaseModel):

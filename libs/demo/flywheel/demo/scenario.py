@@ -346,7 +346,7 @@ class Scenario:
         await self._wait_for(self._history_sealed, f"{c.warmup_records} rows and labels sealed", 180)
         sealed = [m.body["manifest"] for m in self.result.moments if m.topic == DATASETS_VERSIONED.name]
         versions = [m for m in sealed if m.get("kind", "records") == "records"]
-        history = max(versions, key=lambda m: m["row_count"])["version"]
+        history = versions[-1]["version"]  # the newest: training's window reaches back from it
         response = await self.http.post(
             f"{c.training_url}/train",
             json={
