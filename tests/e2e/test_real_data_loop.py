@@ -276,8 +276,8 @@ def load_slice(run_id: str, path: str) -> pd.DataFrame:
 
 def timeline(result: ScenarioResult) -> str:
     """What happened after the change, hop by hop, with the labels each rollout decision used."""
-    start = result.change_at or 0.0
-    lines = ["after the change:"]
+    start = result.change_at or min((m.at for m in result.moments), default=0.0)
+    lines = ["after the change:" if result.change_at else "(no change reached) from the first event:"]
     for m in result.moments:
         if m.at < start:
             continue

@@ -346,7 +346,7 @@ class Scenario:
         await self._wait_for(self._history_sealed, f"{c.warmup_records} rows and labels sealed", 180)
         sealed = [m.body["manifest"] for m in self.result.moments if m.topic == DATASETS_VERSIONED.name]
         versions = [m for m in sealed if m.get("kind", "records") == "records"]
-        history = versions[-1]["version"]  # the newest: training's window reaches back from it
+        history = max(versions, key=lambda m: m["row_count"])["version"]
         response = await self.http.post(
             f"{c.training_url}/train",
             json={
@@ -537,7 +537,10 @@ class Scenario:
         return str(aliases["champion"]) if aliases.get("champion") else None
 
     async def _champion_now(self) -> bool:
-        """The first model serves; a first model the registry rejected ends the wait at once, with why."""
+        """The first model serves; a first model that failed to train or was rejected ends the wait, with why."""
+        failed = [m.body for m in self.result.moments if m.topic == TRAINING_FAILED.name]
+        if failed:
+            raise RuntimeError(f"the first model failed to train: {failed[0].get('reason')}")
         rejected = [m.body for m in self.result.moments if m.topic == MODELS_REJECTED.name]
         if rejected:
             gates = "; ".join(g["message"] for g in rejected[0]["gates"] if not g["passed"])
