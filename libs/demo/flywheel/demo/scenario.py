@@ -1,15 +1,19 @@
-"""The closed-loop scenario of `make demo` and the end-to-end test, against the running stack.
+"""The closed-loop scenario of `make demo` and the end-to-end tests, against the running stack.
 
-1. Loan applications flow in, and their outcomes later, on their own (as a real client sends
-   them: records unlabelled on ``records.raw``, labels 1-5 s late and shuffled on ``labels``);
-   a first model is trained, gated and becomes champion.
-2. Applications are scored by serving; their labels arrive later; no drift.
-3. The concept changes (Agrawal classification function A -> B). Monitoring detects it, the
-   trainer retrains on the newest data version, the registry approves the challenger, serving
-   rolls it out by canary, and accuracy recovers, with no human step.
+1. Records flow in, and their outcomes later, on their own (as a real client sends them:
+   records unlabelled on ``records.raw``, labels 1-5 s late and shuffled on ``labels``); a
+   first model is trained, gated and becomes champion.
+2. Records are scored by serving; their labels arrive later; no drift.
+3. The concept changes. Monitoring detects it, the trainer retrains on data from after the
+   change, the registry approves the challenger, serving rolls it out, and accuracy recovers,
+   with no human step.
 4. A report: detection delay, time to recovery, accuracy before/during/after, lineage.
 
-The scenario only uses what a user has: HTTP APIs and Kafka topics.
+What is streamed comes from a ``Source``: the demo's loan applications (``Loans``: the Agrawal
+generator, whose concept changes from one classification function to another) or a real
+dataset's history (``flywheel.demo.replay.ReplayStream``: rows in time order, each its
+historical day, with the change the data hold). The scenario only uses what a user has: HTTP
+APIs and Kafka topics.
 """
 
 from __future__ import annotations
@@ -25,13 +29,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from river.datasets import synth
 
+from flywheel.demo.replay import Row
 from flywheel.schemas import (
     DATASETS_VERSIONED,
     LABELS,
@@ -153,11 +158,97 @@ def applications(config: ScenarioConfig, function: int, seed_offset: int) -> Ite
         }
 
 
+class Source(Protocol):
+    """What a scenario streams: the rows of the concept before a change and after it.
+
+    A row is a record as a client sends it (``Row.record``, without its outcome) and the
+    outcome that arrives later (``Row.label``).
+    """
+
+    dataset: str
+    entity_key: str
+
+    def history(self) -> Iterator[Row]:
+        """Rows the first model is trained on (before the change)."""
+        ...
+
+    def before(self) -> Iterator[Row]:
+        """Rows scored before the change."""
+        ...
+
+    def after(self) -> Iterator[Row]:
+        """Rows scored after the change."""
+        ...
+
+    def probe(self) -> list[Row]:
+        """Rows of the concept before the change that are never sent: does a champion know it?"""
+        ...
+
+    def turns(self) -> list[str]:
+        """The ways the change can go, tried in order until the champion knows the concept before it;
+        ``turn`` makes one current. A replay has one; the generator can swap its concepts."""
+        ...
+
+    def turn(self, name: str) -> None: ...
+
+    def change(self) -> str:
+        """What changes, for the timeline."""
+        ...
+
+    def knows(self, accuracy: float) -> bool:
+        """Whether a champion this accurate on ``probe()`` knows the concept before the change."""
+        ...
+
+
+def _loans_row(record: dict[str, Any]) -> Row:
+    label = record.pop("approved")
+    return Row(-1, record, label)
+
+
+@dataclass
+class Loans:
+    """The demo's loan applications (Agrawal): function ``function_before`` of the config, then ``function_after``."""
+
+    config: ScenarioConfig
+    dataset: str = "loans"
+    entity_key: str = "applicant_id"
+
+    def history(self) -> Iterator[Row]:
+        return map(_loans_row, applications(self.config, self.config.function_before, 0))
+
+    def before(self) -> Iterator[Row]:
+        return map(_loans_row, applications(self.config, self.config.function_before, 1))
+
+    def after(self) -> Iterator[Row]:
+        return map(_loans_row, applications(self.config, self.config.function_after, 2))
+
+    def probe(self) -> list[Row]:
+        function = self.config.function_before
+        return [_loans_row(r) for r in itertools.islice(applications(self.config, function, 50 + function), 200)]
+
+    def turns(self) -> list[str]:
+        c = self.config
+        return [f"{c.function_before}->{c.function_after}", f"{c.function_after}->{c.function_before}"]
+
+    def turn(self, name: str) -> None:
+        before, after = (int(f) for f in name.split("->"))
+        self.config.function_before, self.config.function_after = before, after
+
+    def change(self) -> str:
+        return f"the concept changes: function {self.config.function_before} -> {self.config.function_after}"
+
+    def knows(self, accuracy: float) -> bool:
+        return accuracy >= 0.9
+
+
 class Scenario:
     """Drives the stream and watches the loop's topics; ``run`` returns the observations."""
 
-    def __init__(self, config: ScenarioConfig, console: Console | None = None) -> None:
+    def __init__(self, config: ScenarioConfig, console: Console | None = None, source: Source | None = None) -> None:
         self.config = config
+        self.source: Source = source or Loans(config)
+        if self.source.dataset != config.dataset:
+            raise ValueError(f"the source streams {self.source.dataset!r}, the config watches {config.dataset!r}")
         self.console = console or Console()
         self.result = ScenarioResult()
         self.record_index = 0
@@ -189,13 +280,13 @@ class Scenario:
                 await self._first_model()
                 await self._stream()
             self.result.lineage = await self._lineage()
-        finally:
+        finally:  # what was seen so far stays in ``self.result``, even when the run timed out
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             await self.producer.stop()
             await self.http.aclose()
-        self.result.accuracy = self._accuracy_by_phase()
+            self.result.accuracy = self._accuracy_by_phase()
         return self.result
 
     async def _wait_healthy(self) -> None:
@@ -207,32 +298,31 @@ class Scenario:
                 raise RuntimeError(f"{url} is not healthy: {response.text}")
         self.say("all services answer /health", "green")
 
-    async def _knows(self, function: int, probes: int = 200) -> float | None:
-        """The served champion's accuracy on a concept, from scoring alone (no record, no label is sent,
-        so monitoring learns nothing from the probe)."""
-        rows = list(itertools.islice(applications(self.config, function, 50 + function), probes))
-        records = [{k: v for k, v in r.items() if k != "approved"} for r in rows]
+    async def _knows(self) -> float | None:
+        """The served champion's accuracy on the concept before the change, from scoring alone (no
+        record, no label is sent, so monitoring learns nothing from the probe)."""
+        rows = self.source.probe()
         response = await self.http.post(
-            f"{self.config.serving_url}/predict", json={"dataset": self.config.dataset, "records": records}
+            f"{self.config.serving_url}/predict",
+            json={"dataset": self.config.dataset, "records": [r.record for r in rows]},
         )
         if response.status_code != 200:
             return None
         answers = response.json()["predictions"]
-        return sum(int(a["prediction"]) == r["approved"] for a, r in zip(answers, rows, strict=True)) / len(rows)
+        return sum(int(a["prediction"]) == r.label for a, r in zip(answers, rows, strict=True)) / len(rows)
 
     async def _concepts_for(self, champion: str) -> bool:
         """A demo runs on whatever stack it finds: the concept before the change is the one the champion
         serves well (a stack after the tests or an earlier demo knows the other one). False: neither."""
-        c = self.config
-        for before, after in ((c.function_before, c.function_after), (c.function_after, c.function_before)):
-            accuracy = await self._knows(before)
-            if accuracy is not None and accuracy >= 0.9:
-                if before != c.function_before:
-                    self.say(
-                        f"the champion knows function {before} ({accuracy:.0%}): the concept goes {before} -> {after}"
-                    )
-                c.function_before, c.function_after = before, after
+        turns = self.source.turns()
+        for name in turns:
+            self.source.turn(name)
+            accuracy = await self._knows()
+            if accuracy is not None and self.source.knows(accuracy):
+                if name != turns[0]:
+                    self.say(f"the champion knows the concept before {name} ({accuracy:.0%})")
                 return True
+        self.source.turn(turns[0])
         return False
 
     async def _first_model(self) -> None:
@@ -245,13 +335,13 @@ class Scenario:
             return
         if champion:
             raise RuntimeError(
-                f"champion v{champion} of {c.model_name} serves neither function {c.function_before} nor "
-                f"{c.function_after} well; roll it back (registry POST /models/{c.model_name}/rollback)"
+                f"champion v{champion} of {c.model_name} serves no concept of this scenario well "
+                f"({', '.join(self.source.turns())}); roll it back (registry POST /models/{c.model_name}/rollback)"
             )
-        self.say(f"ingesting {c.warmup_records} applications (function {c.function_before}), their labels late")
-        for record in itertools.islice(applications(c, c.function_before, 0), c.warmup_records):
-            await self._submit(record)
-            self._label_later(record)
+        self.say(f"ingesting {c.warmup_records} records of the concept before the change, their labels late")
+        for row in itertools.islice(self.source.history(), c.warmup_records):
+            await self._submit(row)
+            self._label_later(row)
         await self.producer.flush()
         await self._wait_for(self._history_sealed, f"{c.warmup_records} rows and labels sealed", 180)
         sealed = [m.body["manifest"] for m in self.result.moments if m.topic == DATASETS_VERSIONED.name]
@@ -275,8 +365,7 @@ class Scenario:
     async def _stream(self) -> None:
         """Score applications at a steady rate; the concept changes after ``stable_records``."""
         c = self.config
-        before = applications(c, c.function_before, 1)
-        after = applications(c, c.function_after, 2)
+        before, after = self.source.before(), self.source.after()
         recovered_at: int | None = None
         interval = 1 / c.rate_per_s
         next_at = time.monotonic()
@@ -284,10 +373,14 @@ class Scenario:
         while self.record_index < limit:
             if self.record_index == c.stable_records:
                 self.result.change_at, self.result.change_record = time.monotonic(), self.record_index
-                self.say(f"the concept changes: function {c.function_before} -> {c.function_after}", "bold yellow")
-            source = before if self.record_index < c.stable_records else after
-            record = next(source)
-            await self._score(record)
+                self.say(self.source.change(), "bold yellow")
+            row = next(before if self.record_index < c.stable_records else after, None)
+            if row is None:  # a replay's phase has no more rows
+                if self.record_index < c.stable_records:
+                    self.record_index = c.stable_records
+                    continue
+                break
+            await self._score(row)
             self.record_index += 1
             await self._deliver_due_labels()
             if recovered_at is None and self.result.promotion is not None:
@@ -300,28 +393,28 @@ class Scenario:
 
     # -- one application --------------------------------------------------------------
 
-    async def _score(self, record: dict[str, Any]) -> None:
-        features = {k: v for k, v in record.items() if k != "approved"}
-        await self._submit(record)
+    async def _score(self, row: Row) -> None:
+        await self._submit(row)
         response = await self.http.post(
-            f"{self.config.serving_url}/predict", json={"dataset": self.config.dataset, "records": [features]}
+            f"{self.config.serving_url}/predict", json={"dataset": self.config.dataset, "records": [row.record]}
         )
         if response.status_code != 200:
             self.say(f"predict answered {response.status_code}: {response.text[:200]}", "red")
             return
         answer = response.json()["predictions"][0]
-        correct = int(answer["prediction"]) == record["approved"]
+        correct = int(answer["prediction"]) == row.label
         self.outcomes.append((self.record_index, correct, str(answer.get("model_version"))))
-        self._label_later(record, answer["prediction_id"])
+        self._label_later(row, answer["prediction_id"])
 
-    def _label_later(self, record: dict[str, Any], prediction_id: str | None = None) -> None:
-        """The outcome of an application, known some seconds later: it names the record it labels."""
+    def _label_later(self, row: Row, prediction_id: str | None = None) -> None:
+        """The outcome of a record, known some seconds later: it names the record it labels."""
+        record_id = str(row.record[self.source.entity_key])
         label = LabelObserved(
             producer="demo",
             dataset=self.config.dataset,
-            label=record["approved"],
-            record_id=record["applicant_id"],
-            entity_id=record["applicant_id"],
+            label=row.label,
+            record_id=record_id,
+            entity_id=record_id,
             prediction_id=prediction_id,
         )
         due = time.monotonic() + self._rng.uniform(*self.config.label_delay_s)
@@ -335,11 +428,13 @@ class Scenario:
             _, _, label = heapq.heappop(self._pending_labels)
             await self.producer.send(LABELS.name, label.to_bytes(), key=(label.entity_id or "").encode())
 
-    async def _submit(self, record: dict[str, Any]) -> None:
-        """The application as a client sends it: without its outcome, which is not known yet."""
-        data = {k: v for k, v in record.items() if k != "approved"}
+    async def _submit(self, row: Row) -> None:
+        """The record as a client sends it: without its outcome, which is not known yet."""
         event = RecordSubmitted(
-            producer="demo", dataset=self.config.dataset, record_id=record["applicant_id"], data=data
+            producer="demo",
+            dataset=self.config.dataset,
+            record_id=str(row.record[self.source.entity_key]),
+            data=row.record,
         )
         await self.producer.send(RECORDS_RAW.name, event.to_bytes(), key=event.record_id.encode())
 
@@ -442,10 +537,17 @@ class Scenario:
         return str(aliases["champion"]) if aliases.get("champion") else None
 
     async def _champion_now(self) -> bool:
+        """The first model serves; a first model that failed to train or was rejected ends the wait, with why."""
+        failed = [m.body for m in self.result.moments if m.topic == TRAINING_FAILED.name]
+        if failed:
+            raise RuntimeError(f"the first model failed to train: {failed[0].get('reason')}")
+        rejected = [m.body for m in self.result.moments if m.topic == MODELS_REJECTED.name]
+        if rejected:
+            gates = "; ".join(g["message"] for g in rejected[0]["gates"] if not g["passed"])
+            raise RuntimeError(f"the first model was rejected by the registry's gates: {gates}")
         if await self._champion() is None:
             return False
-        probe = next(applications(self.config, self.config.function_before, 99))
-        probe.pop("approved")
+        probe = self.source.probe()[0].record
         response = await self.http.post(
             f"{self.config.serving_url}/predict", json={"dataset": self.config.dataset, "records": [probe]}
         )

@@ -16,6 +16,7 @@ from flywheel.common.kafka import consumer_options
 from flywheel.common.service import create_service_app
 from flywheel.common.tracking import version_registered
 from flywheel.monitoring.http import create_router
+from flywheel.monitoring.perdataset import monitor_configs
 from flywheel.monitoring.rebuild import rebuild
 from flywheel.monitoring.reference import load_reference
 from flywheel.monitoring.settings import MonitoringSettings
@@ -28,7 +29,8 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
     settings = settings or MonitoringSettings()
     parts = Components.connect("monitoring", settings)
     loader = partial(load_reference, parts.mlflow, DatasetCatalog(parts.store), settings.datasets_dir)
-    watch = Watch(settings.monitor_config(), loader)
+    config = settings.monitor_config()
+    watch = Watch(config, loader, monitor_configs(settings.datasets_dir, config))
 
     async def registered(name: str, version: str) -> bool:
         return await asyncio.to_thread(version_registered, parts.mlflow, name, version)

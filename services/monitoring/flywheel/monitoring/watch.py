@@ -22,8 +22,11 @@ class Watch:
     Loading a reference reads MLflow and MinIO (blocking), so it runs in a thread.
     """
 
-    def __init__(self, config: MonitorConfig, load_reference: ReferenceLoader) -> None:
+    def __init__(
+        self, config: MonitorConfig, load_reference: ReferenceLoader, configs: dict[str, MonitorConfig] | None = None
+    ) -> None:
         self.config = config
+        self.configs = configs or {}  # a model's own, where its dataset chose (flywheel.monitoring.perdataset)
         self._load = load_reference
         self.monitors: dict[str, ModelMonitor] = {}
         self.model_of_dataset: dict[str, str] = {}
@@ -31,13 +34,18 @@ class Watch:
     async def monitor(self, model_name: str) -> ModelMonitor:
         monitor = self.monitors.get(model_name)
         if monitor is None:
-            monitor = self.monitors[model_name] = ModelMonitor(model_name, self.config)
+            monitor = self.monitors[model_name] = self._new(model_name)
         if monitor.reference is None:
             await self.refresh(model_name)
         return monitor
 
+    def _new(self, model_name: str) -> ModelMonitor:
+        return ModelMonitor(model_name, self.configs.get(model_name, self.config))
+
     async def refresh(self, model_name: str) -> None:
-        monitor = self.monitors.setdefault(model_name, ModelMonitor(model_name, self.config))
+        monitor = self.monitors.get(model_name)
+        if monitor is None:
+            monitor = self.monitors[model_name] = self._new(model_name)
         reference = await asyncio.to_thread(self._load, model_name)
         if reference is None:
             return
