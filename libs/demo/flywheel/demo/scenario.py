@@ -473,6 +473,9 @@ class Scenario:
         elif topic == TRAINING_COMPLETED.name:
             if after_change and r.training_run is None:
                 r.training_run = moment
+            chain = body.get("lineage", {}).get("causation_chain", [])
+            if r.retrain_request is None and r.drift is not None and r.drift.body.get("event_id") in chain:
+                r.retrain_request = moment  # training took the drift's request itself: none was published
             metrics = body.get("metrics", {})
             self.say(
                 f"training.completed: run {body['run_id'][:8]} accuracy={metrics.get('accuracy', 0):.3f} "

@@ -188,20 +188,48 @@ def champion_gate(metric: str, at: SliceFigures, min_improvement: float, champio
 
 
 def before_gate(metric: str, at: SliceFigures, tolerance: float, champion: str | None) -> GateResult:
-    """On the slice from before a drift the candidate may be at most ``tolerance`` worse than the champion.
+    """On the slice from before a drift the candidate may be at most ``tolerance`` worse than the
+    champion, beyond the slice's own sampling error.
 
     "Better on the new concept, not broken on the old": a retrain that learnt only the newest
-    rows and forgot the rest fails here.
+    rows and forgot the rest fails here. The slice is small (a sample of the pre-drift rows), so a
+    shortfall within one-sided 95% noise of the difference of two rates on its rows
+    (``sampling_allowance``) is not counted against the candidate; log loss gets no allowance.
 
     >>> before = SliceFigures("before", 500, {"accuracy": 0.70}, champion={"accuracy": 0.80})
     >>> before_gate("accuracy", before, 0.05, "1").passed, before_gate("accuracy", before, 0.12, "1").passed
     (False, True)
+    >>> noisy = SliceFigures("before", 180, {"accuracy": 0.7778}, champion={"accuracy": 0.8333})
+    >>> gate = before_gate("accuracy", noisy, 0.05, "1")
+    >>> gate.passed, round(gate.threshold, 3)
+    (True, 0.715)
     """
     gate = f"holds_before:{metric}"
     if champion is None:
         message = "no champion to compare with"
         return GateResult(gate=gate, passed=True, metric=metric, value=at.candidate.get(metric), message=message)
-    return champion_gate(metric, at, -tolerance, champion).model_copy(update={"gate": gate})
+    allowance = sampling_allowance(metric, at.candidate.get(metric), (at.champion or {}).get(metric), at.rows)
+    result = champion_gate(metric, at, -(tolerance + allowance), champion).model_copy(update={"gate": gate})
+    if allowance:
+        result = result.model_copy(
+            update={"message": f"{result.message} (tolerance {tolerance:g} + sampling allowance {allowance:.3f})"}
+        )
+    return result
+
+
+def sampling_allowance(
+    metric: str, candidate: float | None, champion: float | None, rows: int, z: float = 1.645
+) -> float:
+    """One-sided 95% noise of the difference of two rates measured on the same ``rows`` rows.
+
+    >>> round(sampling_allowance("accuracy", 0.78, 0.83, 180), 3), sampling_allowance("log_loss", 0.5, 0.4, 180)
+    (0.069, 0.0)
+    """
+    if metric in LOWER_IS_BETTER or candidate is None or champion is None or rows <= 0:
+        return 0.0
+    if not (0.0 <= candidate <= 1.0 and 0.0 <= champion <= 1.0):
+        return 0.0
+    return z * math.sqrt((candidate * (1 - candidate) + champion * (1 - champion)) / rows)
 
 
 def judge(gates: GateSpec, slices: Mapping[str, SliceFigures], champion: str | None) -> list[GateResult]:
