@@ -265,7 +265,14 @@ async def test_the_loop_learns_the_rain_data_after_their_change_as_well_as_an_of
     # As good as an offline retrain on the same data, and better than always answering the majority class.
     assert champion_accuracy >= same.accuracy - WITHIN, (champion_accuracy, same)
     assert champion_accuracy > majority, (champion_accuracy, majority)
-    assert result.accuracy["after"] is not None and result.accuracy["after"] > (result.accuracy["during"] or 0)
+    # Better than the first champion on the same held-out days (served accuracy before/during/after is printed,
+    # not asserted: those periods hold different days, and the rain's last years change again).
+    first = load_version(tracking, DATASETS, spec.model_name, result.first_champion)
+    assert first is not None, f"first champion v{result.first_champion} does not load"
+    first_predicted, _ = first.score(first.rows([r.record for r in held_out]))
+    first_accuracy = sum(int(p) == r.label for p, r in zip(first_predicted, held_out, strict=True)) / len(held_out)
+    console.print(f"  first champion v{result.first_champion} on the same days  {first_accuracy:.1%}")
+    assert champion_accuracy > first_accuracy, (champion_accuracy, first_accuracy)
 
 
 def load_slice(run_id: str, path: str) -> pd.DataFrame:
