@@ -110,6 +110,7 @@ class ScenarioResult:
     first_champion: str | None = None
     new_champion: str | None = None
     drift: Moment | None = None
+    drift_ids: set[str] = field(default_factory=set)
     retrain_request: Moment | None = None
     training_run: Moment | None = None
     approval: Moment | None = None
@@ -463,6 +464,8 @@ class Scenario:
             return
         r.moments.append(moment)
         after_change = r.change_at is not None
+        if topic == MONITORING_DRIFT.name and after_change:
+            r.drift_ids.add(str(body.get("event_id")))
         if topic == MONITORING_DRIFT.name and after_change and r.drift is None:
             r.drift = moment
             detail = ", ".join(f"{f['feature']} {f['statistic']}={f['value']:.2f}" for f in body.get("features", []))
@@ -474,8 +477,10 @@ class Scenario:
             if after_change and r.training_run is None:
                 r.training_run = moment
             chain = body.get("lineage", {}).get("causation_chain", [])
-            if r.retrain_request is None and r.drift is not None and r.drift.body.get("event_id") in chain:
-                r.retrain_request = moment  # training took the drift's request itself: none was published
+            if r.retrain_request is None and r.drift_ids.intersection(chain):
+                # training took a drift's request itself (none on training.requested); any drift since the
+                # change counts, not only the first (a data drift may not ask for a retrain, a later one does)
+                r.retrain_request = moment
             metrics = body.get("metrics", {})
             self.say(
                 f"training.completed: run {body['run_id'][:8]} accuracy={metrics.get('accuracy', 0):.3f} "
