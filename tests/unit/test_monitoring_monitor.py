@@ -117,6 +117,26 @@ def test_a_shifted_feature_distribution_is_data_drift_naming_the_feature(trained
     assert len(alerts) == 1, "a persisting data drift is one alert, not one per check"
 
 
+def test_a_dataset_that_retrains_on_concept_drift_only_alerts_on_data_drift_and_keeps_its_retrain(trained):
+    """``retrain_on: [concept]`` (rain's seasons): data drift alerts without spending the one retrain per
+    champion, and the concept drift that follows still asks for it."""
+    model, reference = trained
+    monitor = ModelMonitor("loans-approval", MonitorConfig(check_every=250, retrain_on=("concept",)))
+    monitor.set_reference(reference)
+
+    def richer(x: dict) -> dict:
+        return {**x, "salary": x["salary"] * 3}
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    published = serve_and_label(monitor, model, agrawal(0, seed=10, n=1000), start, mutate=richer)
+    data_drifts = [e for e in published if isinstance(e, DriftDetected) and e.kind == "data"]
+    assert data_drifts and not any(d.retrain for d in data_drifts)
+    assert [e for e in published if isinstance(e, AlertRaised) and e.kind == "data_drift"]
+    published = serve_and_label(monitor, model, agrawal(2, seed=9, n=400), start + timedelta(days=1))
+    concept = [e for e in published if isinstance(e, DriftDetected) and e.kind == "concept"]
+    assert concept and concept[0].retrain
+
+
 def test_slow_predictions_and_missing_features_raise_service_health_alerts(trained):
     _, reference = trained
     monitor = ModelMonitor("loans-approval", MonitorConfig(check_every=50, min_window=50))

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 from flywheel.common.featuresets import load_feature_set
+from flywheel.common.modelspec import RolloutSpec
 from flywheel.schemas import (
     AlertRaised,
     ChampionChanged,
@@ -91,7 +92,9 @@ def truth(record: dict) -> int:
 
 
 class Harness:
-    def __init__(self, candidate: ServedModel | None, champion=None, **overrides) -> None:
+    def __init__(
+        self, candidate: ServedModel | None, champion=None, specs: dict[str, RolloutSpec] | None = None, **overrides
+    ) -> None:
         settings = ServingSettings(
             **{
                 "min_requests": 20,
@@ -121,7 +124,7 @@ class Harness:
         async def rollback(name: str, reason: str) -> None:
             self.rolled_back.append((name, reason))
 
-        self.engine = Engine(settings, publish, promote, load, rollback)
+        self.engine = Engine(settings, publish, promote, load, rollback, specs)
         self.engine.champions["loans-approval"] = served("1", champion or RichApproved())
 
     def approve(self, version: str = "2") -> ModelApproved:
@@ -195,6 +198,27 @@ async def test_a_better_canary_steps_up_to_full_traffic_and_is_promoted() -> Non
     accuracy = promoted.tests["accuracy"]  # the sequential test the promotion rests on
     assert accuracy.significant and accuracy.candidate > accuracy.champion and accuracy.p_value <= accuracy.alpha
     assert promoted.alpha == 0.05 and "better" in promoted.reason
+
+
+async def test_a_models_own_rollout_spec_wins_over_servings_settings() -> None:
+    """``model.yaml``'s ``rollout`` (a slow-labelled model's bigger first step) over serving's canary steps."""
+    h = Harness(
+        served("2", RichApproved()),
+        champion=MostlyRight(),
+        specs={"loans-approval": RolloutSpec(canary_steps=[0.5, 1.0])},
+    )
+    await h.engine.start_rollout(h.approve())
+    await h.traffic(400)
+    events = h.rollout_events()
+    assert [e.action for e in events][:3] == ["started", "stepped", "promoted"], [e.action for e in events]
+    assert [e.candidate_traffic for e in events][:2] == [0.5, 1.0]
+    other = Harness(
+        served("2", RichApproved()),
+        strategy="blue_green",
+        specs={"loans-approval": RolloutSpec(strategy="ab", ab_split=0.3)},
+    )
+    started = await other.engine.start_rollout(other.approve())
+    assert started is not None and (started.strategy, started.candidate_traffic) == ("ab", 0.3)
 
 
 async def test_a_canary_as_good_as_the_champion_ends_inconclusive_at_its_time_limit() -> None:

@@ -8,12 +8,13 @@ trainer builds the estimator from it; nothing about a dataset is hard-coded.
 from __future__ import annotations
 
 import importlib
+import itertools
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 DEFAULT_SPEC = "model"
 
@@ -124,6 +125,39 @@ class GateSpec(BaseModel):
     )
 
 
+class RolloutSpec(BaseModel):
+    """How serving rolls out this model's approved candidates; a field left unset takes serving's setting.
+
+    A model whose labels come slowly (one record a day) needs a larger first canary step to gather,
+    while the data last, the labels a significant decision takes.
+
+    >>> RolloutSpec(canary_steps=[0.5, 1.0]).strategy is None
+    True
+    >>> RolloutSpec(canary_steps=[0.5, 0.25])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for RolloutSpec
+    canary_steps
+      Value error, canary steps must rise and end at 1.0, not [0.5, 0.25] ...
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: Literal["shadow", "canary", "ab", "blue_green"] | None = Field(
+        default=None, description="The rollout strategy for this model's candidates."
+    )
+    canary_steps: list[float] | None = Field(default=None, description="Candidate traffic per canary step, to 1.0.")
+    ab_split: float | None = Field(default=None, gt=0, lt=1, description="Candidate share in an A/B rollout.")
+
+    @field_validator("canary_steps")
+    @classmethod
+    def _rising_to_all(cls, steps: list[float] | None) -> list[float] | None:
+        rising = steps is not None and all(a < b for a, b in itertools.pairwise([0.0, *steps]))
+        if steps is not None and not (rising and steps and steps[-1] == 1.0):
+            raise ValueError(f"canary steps must rise and end at 1.0, not {steps}")
+        return steps
+
+
 class ModelSpec(BaseModel):
     """How to train a model on a dataset.
 
@@ -154,6 +188,7 @@ class ModelSpec(BaseModel):
     window: TrainingWindow = Field(default_factory=TrainingWindow, description="The rows a run trains on.")
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, description="The out-of-time evaluation.")
     gates: GateSpec = Field(default_factory=GateSpec, description="How the registry gates this model's candidates.")
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="How serving rolls its candidates out.")
 
     @model_validator(mode="before")
     @classmethod

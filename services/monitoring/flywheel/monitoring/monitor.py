@@ -36,6 +36,7 @@ class MonitorConfig:
     missing_rate: float = 0.05
     detector: str = "page_hinkley"
     retrain_cooldown_s: float = 600.0
+    retrain_on: tuple[str, ...] = ("data", "concept")  # the kinds of drift that ask for a retrain
     renotify_s: float = 3600.0
     accuracy_resolve_drop: float = 0.03
     latency_p99_resolve_ms: float = 400.0
@@ -162,7 +163,7 @@ class ModelMonitor:
             message = f"{self.model_name}: no feature drifted (max PSI {worst:.2f})"
             resolved = self.alerts.observe(key, False, calm, "warning", "data_drift", message, {"max_psi": worst}, now)
             return [resolved] if resolved else []
-        retrain = any(v.retrain for v in drifted) and self._may_retrain(now)
+        retrain = any(v.retrain for v in drifted) and "data" in self.config.retrain_on and self._may_retrain(now)
         drift = DriftDetected(
             producer=PRODUCER,
             causation_id=cause.event_id,
@@ -246,7 +247,7 @@ class ModelMonitor:
 
     def _concept_drift(self, label: LabelObserved, accuracy: float | None, now: float | None) -> list[Event]:
         reference = self.reference
-        retrain = self._may_retrain(now)
+        retrain = "concept" in self.config.retrain_on and self._may_retrain(now)
         drift = DriftDetected(
             producer=PRODUCER,
             causation_id=label.event_id,

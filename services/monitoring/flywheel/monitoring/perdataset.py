@@ -1,9 +1,11 @@
 """A dataset's own monitoring choices: ``datasets/<name>/monitoring.yaml`` (optional).
 
 The service's settings (``MONITORING_*``) are the defaults for every model; a dataset may
-choose what suits its data, today the concept-drift detector (daily weather's error rate
+choose what suits its data: the concept-drift detector (daily weather's error rate
 wanders with the seasons, and Page-Hinkley, which watches for any rise, calls that drift;
-ADWIN waits for a significant change). Read once at start-up, like the contracts.
+ADWIN waits for a significant change) and which kinds of drift ask for a retrain (the
+seasons move the weather's inputs every few months: data drift alerts, only a rise in
+errors retrains). Read once at start-up, like the contracts.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ class DatasetMonitoring(BaseModel):
     detector: Literal["page_hinkley", "adwin"] | None = Field(
         default=None, description="Concept-drift detector on the error stream; None: MONITORING_DETECTOR."
     )
+    retrain_on: tuple[Literal["data", "concept"], ...] | None = Field(
+        default=None,
+        description="The kinds of drift that ask for a retrain (the others alert only); None: both.",
+    )
 
     def applied_to(self, config: MonitorConfig) -> MonitorConfig:
         """The service's config with this dataset's choices.
@@ -38,6 +44,8 @@ class DatasetMonitoring(BaseModel):
         'adwin'
         >>> DatasetMonitoring(dataset="d").applied_to(MonitorConfig()).detector
         'page_hinkley'
+        >>> DatasetMonitoring(dataset="d", retrain_on=["concept"]).applied_to(MonitorConfig()).retrain_on
+        ('concept',)
         """
         return dataclasses.replace(config, **self.model_dump(exclude={"dataset"}, exclude_none=True))
 

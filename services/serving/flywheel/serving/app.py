@@ -34,7 +34,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     settings = settings or ServingSettings()
     parts = Components.connect("serving", settings)
     registry = RegistryClient(settings.registry_url, settings.registry_token)
-    model_of_dataset = {dataset: name for name, dataset in served_models(settings.datasets_dir).items()}
+    specs = served_models(settings.datasets_dir)
+    model_of_dataset = {spec.dataset: name for name, spec in specs.items()}
 
     async def publish(event: Event) -> None:
         await publish_event(parts.broker, event)
@@ -51,7 +52,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     async def registered(name: str, version: str) -> bool:
         return await asyncio.to_thread(version_registered, parts.mlflow, name, version)
 
-    engine = Engine(settings, publish, registry.promote, load, registry.rollback)
+    engine = Engine(
+        settings, publish, registry.promote, load, registry.rollback, {n: s.rollout for n, s in specs.items()}
+    )
     prediction_log = PredictionLog(publish, settings.log_queue_size, settings.log_wait_s)
     contracts = load_contracts(settings.datasets_dir)
     register_subscribers(parts.broker, engine, model_of_dataset, contracts=contracts, registered=registered)

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from flywheel.common.modelspec import RolloutSpec
 from flywheel.schemas import Event, ModelApproved, RolloutStepped
 from flywheel.serving.guard import Bake, Guard
 from flywheel.serving.metrics import ROLLOUT_TRAFFIC
@@ -42,18 +43,26 @@ class RolloutDriver:
         publish: Publish,
         promote: Promote,
         load: Loader,
+        specs: dict[str, RolloutSpec] | None = None,
     ) -> None:
         self.settings, self.policy, self.champions, self.guard = settings, policy, champions, guard
+        self.specs = specs or {}
         self._publish, self._promote, self._load = publish, promote, load
         self.active: dict[str, Rollout] = {}
         self.history: list[RolloutStepped] = []
         self.decided: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task] = set()
 
-    def steps_of(self, strategy: str) -> list[float]:
+    def strategy_of(self, name: str) -> str:
+        """The model's own rollout strategy (its ``model.yaml``), else serving's."""
+        return self.specs.get(name, RolloutSpec()).strategy or self.settings.strategy
+
+    def steps_of(self, name: str, strategy: str) -> list[float]:
+        """The candidate's traffic per step: the model's own (its ``model.yaml``), else serving's."""
+        spec = self.specs.get(name, RolloutSpec())
         if strategy == "canary":
-            return list(self.settings.canary_steps)
-        return [self.settings.ab_split] if strategy == "ab" else [1.0]
+            return list(spec.canary_steps or self.settings.canary_steps)
+        return [spec.ab_split or self.settings.ab_split] if strategy == "ab" else [1.0]
 
     async def start_rollout(self, approved: ModelApproved, strategy: str | None = None) -> RolloutStepped | None:
         """Load the approved candidate and roll it out; a candidate that fails to load aborts the rollout."""
@@ -63,7 +72,7 @@ class RolloutDriver:
             return None
         if approved.producer == "registry" and self._seen_before(name, approved.version):
             return None  # a redelivered approval: its rollout runs (or resumed) or has ended
-        strategy = strategy or self.settings.strategy
+        strategy = strategy or self.strategy_of(name)
         previous = self.active.pop(name, None)
         if previous is not None:
             await self._emit(previous, "aborted", f"superseded by version {approved.version}")
@@ -72,7 +81,7 @@ class RolloutDriver:
         except Exception as exc:
             reason = f"candidate failed to load: {exc}"
             return await self._abort_unloaded(approved, name, approved.version, champion.version, strategy, reason)
-        rollout = Rollout(name, strategy, candidate, champion.version, self.steps_of(strategy), cause=approved)
+        rollout = Rollout(name, strategy, candidate, champion.version, self.steps_of(name, strategy), cause=approved)
         rollout.slow_ms = self.policy.slow_ms
         self.active[name] = rollout
         started = await self._emit(rollout, "started", f"{strategy} rollout of version {candidate.version}")
@@ -156,7 +165,7 @@ class RolloutDriver:
             return await self._abort_unloaded(
                 last, name, last.candidate_version, last.champion_version, last.strategy, reason, last.step
             )
-        steps = self.steps_of(last.strategy)
+        steps = self.steps_of(name, last.strategy)
         rollout = Rollout(name, last.strategy, candidate, champion.version, steps, cause=last, step=last.step)
         rollout.slow_ms = self.policy.slow_ms
         self.active[name] = rollout

@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 
+from flywheel.common.modelspec import RolloutSpec
 from flywheel.schemas import ChampionChanged, LabelObserved, ModelApproved, PredictionMade, RolloutStepped
 from flywheel.serving.answers import Answer, PendingAnswers, prediction_id
 from flywheel.serving.driver import Loader, Promote, Publish, RolloutDriver
@@ -43,13 +44,14 @@ class Engine:
         promote: Promote,
         load: Loader,
         rollback: Rollback = _no_rollback,
+        specs: dict[str, RolloutSpec] | None = None,
     ) -> None:
         self.settings = settings
         self.policy = settings.policy()
         self.champions: dict[str, ServedModel] = {}
         self.live: dict[str, VariantFigures] = {}  # each champion's figures since it started serving here
         self.guard = Guard(settings, self.policy, self.champions, self.live, rollback)
-        self.driver = RolloutDriver(settings, self.policy, self.champions, self.guard, publish, promote, load)
+        self.driver = RolloutDriver(settings, self.policy, self.champions, self.guard, publish, promote, load, specs)
         self.rollouts = self.driver.active
         self.history = self.driver.history
         self.pending = PendingAnswers()

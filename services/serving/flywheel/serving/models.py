@@ -20,7 +20,7 @@ from mlflow.exceptions import MlflowException
 from flywheel.common.contracts import DataContract
 from flywheel.common.featuresets import FeatureSet, load_feature_set
 from flywheel.common.featureversions import feature_set_of_run
-from flywheel.common.modelspec import load_model_spec
+from flywheel.common.modelspec import ModelSpec, load_model_spec
 from flywheel.schemas import Violation
 
 # Serving scores plain rows in the feature set's order (no per-request pandas), which is the order
@@ -72,12 +72,12 @@ def _plain(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def served_models(datasets_dir: Path) -> dict[str, str]:
-    """Model name -> dataset, for every ``datasets/<name>/model.yaml``."""
+def served_models(datasets_dir: Path) -> dict[str, ModelSpec]:
+    """Model name -> its spec, for every ``datasets/<name>/model.yaml``."""
     found = {}
     for spec_file in sorted(Path(datasets_dir).glob("*/model.yaml")):
         spec = load_model_spec(datasets_dir, spec_file.parent.name)
-        found[spec.model_name] = spec.dataset
+        found[spec.model_name] = spec
     return found
 
 
