@@ -104,6 +104,19 @@ class DataContract(BaseModel):
         rule = self.columns[self.label].model_copy(update={"nullable": False})
         return _check_value(self.label, rule, value)
 
+    def record_problem(self, data: dict[str, Any], most: int = 5) -> str | None:
+        """The rules ``data`` breaks (the first ``most``), in words; None when this contract holds it.
+
+        >>> contract = DataContract(dataset="d", version="1", entity_key="id", timestamp="ts",
+        ...     columns={"id": {"type": "str"}, "ts": {"type": "datetime"}, "x": {"type": "float", "max": 10}})
+        >>> contract.record_problem({"id": "a", "ts": "2026-01-01T00:00:00Z", "x": 1.0}) is None
+        True
+        >>> contract.record_problem({"id": "a", "ts": "2026-01-01T00:00:00Z", "x": 1e308})
+        'x=1e+308 outside [None, 10.0]'
+        """
+        _, broken = self.check(data)
+        return "; ".join(v.message[:200] for v in broken[:most]) or None
+
     def label_problem(self, label: Any) -> str | None:
         """Why ``label`` cannot be an outcome of this dataset, in words; None when it can.
 

@@ -25,9 +25,5 @@ def refusal(record: RecordValidated, contracts: dict[str, DataContract]) -> str 
     contract = contracts.get(record.dataset)
     if contract is None:
         return f"no data contract for dataset {record.dataset!r}; known: {sorted(contracts)}"
-    _, violations = contract.check(record.data)
-    if not violations:
-        return None
-    return f"record {record.record_id} breaks the contract of {record.dataset}: " + "; ".join(
-        v.message for v in violations[:5]
-    )
+    problem = contract.record_problem(record.data)
+    return f"record {record.record_id} breaks the contract of {record.dataset}: {problem}" if problem else None

@@ -45,10 +45,8 @@ def _invalid_label(label: LabelObserved, contract: DataContract) -> str | None:
 def _invalid_record(record: RecordValidated, contract: DataContract) -> str | None:
     """A record on records.validated its contract does not hold (not ingestion's own): never sealed, or the
     version could not be written and the roller would stop on it."""
-    _, problems = contract.check(record.data)
-    if problems:
-        return f"record {record.record_id[:80]!r}: " + "; ".join(p.message for p in problems[:5])
-    return None
+    problem = contract.record_problem(record.data)
+    return f"record {record.record_id[:80]!r}: {problem}" if problem else None
 
 
 RECORDS_SOURCE = Source(

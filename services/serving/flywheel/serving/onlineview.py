@@ -116,12 +116,9 @@ def refusal(vector: FeaturesComputed, contracts: Mapping[str, DataContract]) -> 
             return f"vector of entity {entity}: feature {name[:80]} is {value}, not a finite number"
         if isinstance(value, str) and len(value) > MAX_ENTITY_ID:
             return f"vector of entity {entity}: feature {name[:80]} is a string of {len(value)} characters"
-    if vector.inputs:
-        _, violations = contract.check(vector.inputs)
-        if violations:
-            return f"vector of entity {entity}: its record breaks the contract of {vector.dataset}: " + "; ".join(
-                v.message[:200] for v in violations[:5]
-            )
+    problem = contract.record_problem(vector.inputs) if vector.inputs else None
+    if problem:
+        return f"vector of entity {entity}: its record breaks the contract of {vector.dataset}: {problem}"
     return None
 
 
