@@ -180,7 +180,13 @@ async def test_a_drift_retrain_broken_on_the_old_concept_is_rejected_and_a_rolle
         await send_event(sender, rolled_back)  # a redelivery
     finally:
         await sender.stop()
-    detail = await wait_for_model(services["registry"], name, lambda b: "challenger" not in b["aliases"])
+
+    def written(b: dict) -> bool:  # every write of the rollback: status, history, alias
+        statuses = {v["version"]: v["status"] for v in b["versions"]}
+        logged = any(h["action"] == "rolled_back" for h in b.get("history", []))
+        return "challenger" not in b["aliases"] and statuses.get(challenger["version"]) == "rolled_back" and logged
+
+    detail = await wait_for_model(services["registry"], name, written)
     [version_detail] = [v for v in detail["versions"] if v["version"] == challenger["version"]]
     assert version_detail["status"] == "rolled_back"
     assert version_detail["tags"]["flywheel.rollback_reason"] == rolled_back.reason

@@ -263,14 +263,14 @@ class Registrar:
         if aliases.get("champion") == version:  # serving's guard moves a champion back through rollback()
             log.warning("rolled-back rollout names the champion; left to the champion's rollback", version=version)
             return
-        if aliases.get("challenger") == version:
-            self.store.delete_alias(name, "challenger")
         at = rollout.occurred_at.isoformat()
         marked = rolled_back(rollout.producer, at, rollout.reason)
         self.store.set_tags(name, version, marked)
         entry = {"action": "rolled_back", "version": version, "previous": rollout.champion_version}
         entry |= {"actor": rollout.producer, "reason": rollout.reason, "at": at, "event_id": str(rollout.event_id)}
         self.store.record(name, entry, self.settings.history_kept)
+        if aliases.get("challenger") == version:  # after the status: a reader never sees it gone but "approved"
+            self.store.delete_alias(name, "challenger")
         self.store.set_tags(name, version, {ROLLOUT_EVENT: str(rollout.event_id)})  # last: the write is complete
         metrics.DECISIONS.labels(name, "rolled_back").inc()
         log.info("rollout rolled back", model_name=name, version=version, reason=rollout.reason[:200])
