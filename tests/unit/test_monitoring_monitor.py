@@ -137,6 +137,25 @@ def test_a_dataset_that_retrains_on_concept_drift_only_alerts_on_data_drift_and_
     assert concept and concept[0].retrain
 
 
+def test_a_champion_still_below_its_floor_a_cooldown_after_a_retrain_that_did_not_replace_it_asks_again(trained):
+    """The drift detector fires on a change; a retrain that was rejected leaves the champion as bad as before,
+    with no further change to detect. A cooldown later, still below its accuracy floor, the monitor asks again."""
+    model, reference = trained
+    monitor = ModelMonitor("loans-approval", MonitorConfig(retrain_cooldown_s=300))
+    monitor.set_reference(reference)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    serve_and_label(monitor, model, agrawal(0, seed=8, n=500), start)
+    published = serve_and_label(monitor, model, agrawal(2, seed=9, n=600), start + timedelta(days=1))  # 600 s
+    asked = [e for e in published if isinstance(e, DriftDetected) and e.retrain]
+    assert len(asked) == 2, [(e.features[0].statistic, e.retrain) for e in asked]
+    again = asked[1]
+    assert again.features[0].feature == "accuracy" and again.features[0].statistic == "below_floor"
+    assert again.features[0].value < again.features[0].threshold
+    monitor.set_reference(reference)  # a new champion: the next request waits for its own drift
+    published = serve_and_label(monitor, model, agrawal(0, seed=10, n=300), start + timedelta(days=2))
+    assert not [e for e in published if isinstance(e, DriftDetected) and e.retrain]
+
+
 def test_slow_predictions_and_missing_features_raise_service_health_alerts(trained):
     _, reference = trained
     monitor = ModelMonitor("loans-approval", MonitorConfig(check_every=50, min_window=50))

@@ -308,7 +308,39 @@ class ModelMonitor:
             correlation_id=uuid4(),
             causation_id=label.event_id,
         )
-        return [alert] if alert else []
+        events: list[Event] = [alert] if alert else []
+        if band.breached(accuracy) and self._asked_in_vain(now) and "concept" in self.config.retrain_on:
+            events.append(self._still_below(label, accuracy, band.raise_at, now))
+        return events
+
+    def _asked_in_vain(self, now: float | None) -> bool:
+        """A retrain was asked for this champion a cooldown ago, and it still serves (none replaced it)."""
+        now = time.time() if now is None else now
+        asked = self.retrain_requested_at
+        return asked is not None and now - asked >= self.config.retrain_cooldown_s
+
+    def _still_below(self, label: LabelObserved, accuracy: float, floor: float, now: float | None) -> DriftDetected:
+        """Ask again: the champion is still below its floor after a retrain that did not replace it (rejected,
+        rolled back) — its error rate changed no more, so the drift detector will not fire again."""
+        self._may_retrain(now)
+        reference = self.reference
+        drift = DriftDetected(
+            producer=PRODUCER,
+            causation_id=label.event_id,
+            dataset=label.dataset,
+            model_name=self.model_name,
+            kind="concept",
+            features=[
+                FeatureDrift(feature="accuracy", statistic="below_floor", value=accuracy, threshold=floor, drifted=True)
+            ],
+            window_size=self.errors.window_size,
+            reference_version=reference.dataset_version if reference else None,
+            model_version=reference.model_version if reference else None,
+            retrain=True,
+        )
+        self.drift_events.append(drift)
+        self._mark("concept_drift", accuracy, "still below the accuracy floor a cooldown after a retrain request")
+        return drift
 
     # -- helpers ----------------------------------------------------------------------
 
