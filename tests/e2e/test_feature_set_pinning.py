@@ -99,6 +99,15 @@ async def reference_and_verdicts(monitoring: str, name: str, version: str, traff
             await asyncio.sleep(1)
 
 
+async def rollout_running(serving: str, name: str, timeout: float) -> None:
+    """Wait until serving runs a rollout of ``name`` (it loads the approved candidate first)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with httpx.AsyncClient(base_url=serving, timeout=10) as http:
+        while not (await http.get("/models")).json().get(name, {}).get("rollout"):
+            assert asyncio.get_running_loop().time() < deadline, f"serving started no rollout of {name}"
+            await asyncio.sleep(0.5)
+
+
 def psi_of(judged: dict, feature: str) -> float:
     """A feature's PSI in monitoring's last verdict.
 
@@ -175,8 +184,9 @@ async def test_a_changed_transform_is_a_new_version_only_new_models_use(
     assert tracking.get_run(trained["run_id"]).data.tags[Tags.FEATURE_SET_VERSION] == edited.version
     assert pinned_definition(tracking, trained["run_id"]) == edited.definition()
 
+    await rollout_running(services["serving"], name, timeout=120)  # serving loads v2 and starts its canary
     async with TopicReader(kafka.bootstrap_servers, PREDICTIONS.name) as log:
-        canary = [r for r, _ in live_applications(200, seed=7)]
+        canary = [r for r, _ in live_applications(1000, seed=7)]  # a canary's first step takes a share of them
         for start in range(0, len(canary), 50):
             await predict(services["serving"], name, canary[start : start + 50])
         logged = await log.collect(
