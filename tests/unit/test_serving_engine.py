@@ -317,6 +317,7 @@ def stepped(action: str, step: int = 0, champion: str = "1", figures: dict | Non
         strategy="canary",
         action=action,
         step=step,
+        candidate_traffic=[0.25, 0.5, 1.0][step],  # the harness's canary steps
         figures=figures or {},
     )
 
@@ -326,6 +327,9 @@ async def test_a_restarted_engine_resumes_a_canary_at_its_step_from_the_rollout_
     resumed = await h.engine.resume(RolloutLog.fold([stepped("started"), stepped("stepped", step=1)]))
     assert [(e.action, e.step) for e in resumed] == [("started", 1)] and "resumed" in resumed[0].reason
     assert h.engine.rollouts["loans-approval"].traffic == 0.5
+    edited = Harness(served("2", RichApproved()), canary_steps=[0.5, 1.0])  # the steps changed while it was down
+    await edited.engine.resume(RolloutLog.fold([stepped("started"), stepped("stepped", step=1)]))
+    assert edited.engine.rollouts["loans-approval"].traffic == 0.5, "resumed at the same share, not a jump to 100%"
     await h.traffic(400)
     assert h.promoted == [("loans-approval", "2")]
     # the approval redelivered after the restart does not start the decided rollout again

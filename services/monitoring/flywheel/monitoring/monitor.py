@@ -36,6 +36,7 @@ class MonitorConfig:
     missing_rate: float = 0.05
     detector: str = "page_hinkley"
     retrain_cooldown_s: float = 600.0
+    retrain_again_s: float = 4200.0  # > training's fresh-data wait + serving's longest rollout: no canary superseded
     retrain_on: tuple[str, ...] = ("data", "concept")  # the kinds of drift that ask for a retrain
     renotify_s: float = 3600.0
     accuracy_resolve_drop: float = 0.03
@@ -314,10 +315,11 @@ class ModelMonitor:
         return events
 
     def _asked_in_vain(self, now: float | None) -> bool:
-        """A retrain was asked for this champion a cooldown ago, and it still serves (none replaced it)."""
+        """A retrain was asked for this champion ``retrain_again_s`` ago (longer than any rollout of its
+        candidate may run), and it still serves: nothing the request caused replaced it."""
         now = time.time() if now is None else now
         asked = self.retrain_requested_at
-        return asked is not None and now - asked >= self.config.retrain_cooldown_s
+        return asked is not None and now - asked >= self.config.retrain_again_s
 
     def _still_below(self, label: LabelObserved, accuracy: float, floor: float, now: float | None) -> DriftDetected:
         """Ask again: the champion is still below its floor after a retrain that did not replace it (rejected,

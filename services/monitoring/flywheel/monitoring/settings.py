@@ -46,6 +46,13 @@ class MonitoringSettings(ServiceSettings):
     )
     detector: Literal["page_hinkley", "adwin"] = Field(default="page_hinkley", description="Error-stream detector.")
     retrain_cooldown_s: float = Field(default=600.0, description="At most one retrain request per champion per this.")
+    retrain_again_s: float = Field(
+        default=4200.0,
+        gt=0,
+        description="A champion still below its accuracy floor this long after a retrain request asks again; longer"
+        " than training's wait for fresh rows plus serving's longest rollout (SERVING_ROLLOUT_MAX_S, 3600), so a"
+        " running canary is never superseded by the re-ask.",
+    )
     renotify_s: float = Field(default=3600.0, description="Re-send a persisting alert after this long.")
     replay_last: int = Field(
         default=100_000, ge=0, description="On start, refold at most this many acknowledged messages per partition."
@@ -71,6 +78,7 @@ class MonitoringSettings(ServiceSettings):
             missing_rate=self.missing_rate,
             detector=self.detector,
             retrain_cooldown_s=self.retrain_cooldown_s,
+            retrain_again_s=self.retrain_again_s,
             renotify_s=self.renotify_s,
             accuracy_resolve_drop=self.accuracy_resolve_drop,
             latency_p99_resolve_ms=self.latency_p99_resolve_ms,

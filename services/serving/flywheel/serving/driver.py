@@ -31,6 +31,18 @@ Promote = Callable[[str, str, str], Awaitable[None]]
 Loader = Callable[[str, str], Awaitable[ServedModel | None]]  # (name, version number or "champion")
 
 
+def resume_step(steps: list[float], step: int, traffic: float) -> int:
+    """The step to resume at: the logged one, unless the steps changed meanwhile (a model's ``rollout:``
+    edited), then the first whose traffic is not below what the candidate had, so it never jumps up.
+
+    >>> resume_step([0.1, 0.25, 0.5, 1.0], 1, 0.25), resume_step([0.5, 1.0], 1, 0.25)
+    (1, 0)
+    """
+    if step < len(steps) and steps[step] == traffic:
+        return step
+    return next((i for i, share in enumerate(steps) if share >= traffic), len(steps) - 1)
+
+
 class RolloutDriver:
     """The rollouts of every model served here, from approval to promotion, rollback or abort."""
 
@@ -166,7 +178,8 @@ class RolloutDriver:
                 last, name, last.candidate_version, last.champion_version, last.strategy, reason, last.step
             )
         steps = self.steps_of(name, last.strategy)
-        rollout = Rollout(name, last.strategy, candidate, champion.version, steps, cause=last, step=last.step)
+        step = resume_step(steps, last.step, last.candidate_traffic)
+        rollout = Rollout(name, last.strategy, candidate, champion.version, steps, cause=last, step=step)
         rollout.slow_ms = self.policy.slow_ms
         self.active[name] = rollout
         ROLLOUT_TRAFFIC.labels(name).set(rollout.traffic)
