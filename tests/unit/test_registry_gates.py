@@ -366,6 +366,31 @@ async def test_a_rolled_back_challenger_loses_the_alias_and_is_marked_rolled_bac
     assert "m v9, which the registry does not hold" in letter["reason"]
 
 
+async def test_an_inconclusive_or_aborted_rollout_ends_the_challenger_and_says_why(wired):
+    broker, _ = wired
+    store = FakeStore(champion_score=0.5)
+    registrar(broker, store)
+    letters = collect(broker, DEADLETTERS.name)
+    async with TestKafkaBroker(broker):
+        await deliver(broker, trained(0.95, run="r1"), trained(0.96, run="r2"))
+        undecided = rollout("inconclusive", "2", reason="no significant difference in 3600 s")
+        for message in (undecided, undecided, rollout("aborted", "9", reason="candidate failed to load")):
+            await broker.publish(message, topic=MODELS_ROLLOUT.name)
+        assert store.aliases("m") == {"champion": "1"}
+        tags = store.versions["m"]["2"].tags
+        assert (tags[STATUS], tags["flywheel.rollout_end_reason"]) == (
+            "inconclusive",
+            "no significant difference in 3600 s",
+        )
+        await deliver(broker, trained(0.97, run="r3"), trained(0.98, run="r4"))
+        await broker.publish(rollout("aborted", "3", reason="superseded by version 4"), topic=MODELS_ROLLOUT.name)
+    assert store.aliases("m") == {"champion": "1", "challenger": "4"}, "the newer candidate keeps its alias"
+    assert store.versions["m"]["3"].tags[STATUS] == "aborted"
+    history = json.loads(store.tags["m"][HISTORY])
+    assert [(h["action"], h["version"]) for h in history] == [("promote", "1"), ("inconclusive", "2"), ("aborted", "3")]
+    assert letters == [], "an aborted rollout of a version the registry never held is no error"
+
+
 async def test_a_late_rollback_leaves_a_newer_challenger_and_a_champion_rollback_marks_the_old_champion(wired):
     broker, _ = wired
     store = FakeStore(champion_score=0.5)

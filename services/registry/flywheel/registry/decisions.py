@@ -10,7 +10,7 @@ from flywheel.registry.gates import failed
 from flywheel.schemas import ChampionChanged, GateResult, ModelApproved, ModelRejected, ModelTrained
 
 PRODUCER = "registry"
-STATUS = "flywheel.status"  # the version's status: approved, pending_approval, rejected, rolled_back
+STATUS = "flywheel.status"  # approved, pending_approval, rejected, rolled_back, or inconclusive / aborted (its rollout)
 FIRST_MODEL = "first model"
 
 
@@ -88,6 +88,23 @@ def rolled_back(actor: str, at: str, reason: str) -> dict[str, str]:
         "flywheel.rolled_back_by": actor,
         "flywheel.rolled_back_at": at,
         "flywheel.rollback_reason": reason[:1000],
+    }
+
+
+def rollout_ended(action: str, actor: str, at: str, reason: str) -> dict[str, str]:
+    """The tags of a candidate whose rollout ended with the champion kept: ``rolled_back`` (worse),
+    ``inconclusive`` (no significant difference in time) or ``aborted`` (superseded, failed to load).
+
+    >>> rollout_ended("inconclusive", "serving", "t", "no significant difference")["flywheel.status"]
+    'inconclusive'
+    """
+    if action == "rolled_back":
+        return rolled_back(actor, at, reason)
+    return {
+        STATUS: action,
+        "flywheel.rollout_ended_by": actor,
+        "flywheel.rollout_ended_at": at,
+        "flywheel.rollout_end_reason": reason[:1000],
     }
 
 

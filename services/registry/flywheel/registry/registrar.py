@@ -20,7 +20,7 @@ from flywheel.common.kafka import InvalidMessage, publish_event, with_derived_id
 from flywheel.common.modelspec import GateSpec, load_model_spec
 from flywheel.common.tracking import Tags
 from flywheel.registry import metrics
-from flywheel.registry.decisions import Move, approved, chain_of, rejected, rolled_back
+from flywheel.registry.decisions import Move, approved, chain_of, rejected, rollout_ended
 from flywheel.registry.evidence import gather
 from flywheel.registry.gates import failed, judge, resolve
 from flywheel.registry.lineage import DECISION_EVENT, TRAINED_EVENT, lineage
@@ -47,6 +47,7 @@ T = TypeVar("T")
 
 HELD_EVENT = "flywheel.held_event"
 ROLLOUT_EVENT = "flywheel.rollout_event_id"
+ENDED_KEPT = {"rolled_back", "inconclusive", "aborted"}  # rollout actions that end it with the champion kept
 
 
 def held(trained: ModelTrained) -> str:
@@ -241,39 +242,41 @@ class Registrar:
     # -- rollouts -----------------------------------------------------------------------------
 
     async def on_rollout(self, rollout: RolloutStepped) -> list[Event]:
-        """Write down a rollout serving rolled back; nothing to publish (the champion did not move).
+        """Write down a rollout that ended with the champion kept (rolled back, inconclusive, aborted): its
+        candidate loses ``challenger`` and is marked with why; nothing to publish (the champion did not move).
 
         Idempotent by the rollout event: its id is kept with the version once written.
         """
-        if rollout.action != "rolled_back":
+        if rollout.action not in ENDED_KEPT:
             return []
         async with self.lock:
-            await asyncio.to_thread(self._rolled_back, rollout)
+            await asyncio.to_thread(self._rollout_ended, rollout)
         return []
 
-    def _rolled_back(self, rollout: RolloutStepped) -> None:
+    def _rollout_ended(self, rollout: RolloutStepped) -> None:
         name, version = rollout.model_name, rollout.candidate_version
         try:
             tags = dict(self.store.version(name, version).tags or {})
         except NotFound as exc:
+            if rollout.action == "aborted":  # a candidate that never loaded may not be registered at all
+                return
             raise InvalidMessage(f"rollout of {name} v{version}, which the registry does not hold") from exc
         if tags.get(ROLLOUT_EVENT) == str(rollout.event_id):  # a redelivery: written already
             return
         aliases = self.store.aliases(name)
         if aliases.get("champion") == version:  # serving's guard moves a champion back through rollback()
-            log.warning("rolled-back rollout names the champion; left to the champion's rollback", version=version)
+            log.warning("rollout that ended names the champion; left to the champion's rollback", version=version)
             return
         at = rollout.occurred_at.isoformat()
-        marked = rolled_back(rollout.producer, at, rollout.reason)
-        self.store.set_tags(name, version, marked)
-        entry = {"action": "rolled_back", "version": version, "previous": rollout.champion_version}
+        self.store.set_tags(name, version, rollout_ended(rollout.action, rollout.producer, at, rollout.reason))
+        entry = {"action": rollout.action, "version": version, "previous": rollout.champion_version}
         entry |= {"actor": rollout.producer, "reason": rollout.reason, "at": at, "event_id": str(rollout.event_id)}
         self.store.record(name, entry, self.settings.history_kept)
         if aliases.get("challenger") == version:  # after the status: a reader never sees it gone but "approved"
             self.store.delete_alias(name, "challenger")
         self.store.set_tags(name, version, {ROLLOUT_EVENT: str(rollout.event_id)})  # last: the write is complete
-        metrics.DECISIONS.labels(name, "rolled_back").inc()
-        log.info("rollout rolled back", model_name=name, version=version, reason=rollout.reason[:200])
+        metrics.DECISIONS.labels(name, rollout.action).inc()
+        log.info("rollout ended, champion kept", model_name=name, version=version, action=rollout.action)
 
     # -- operator actions ----------------------------------------------------------------
 

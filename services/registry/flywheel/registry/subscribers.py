@@ -25,5 +25,6 @@ def register_subscribers(broker: KafkaBroker, registrar: Registrar, once: Exactl
     @broker.subscriber(MODELS_ROLLOUT.name, **consumer_options(group))
     @exactly_once(broker, once)
     async def on_rollout_stepped(rollout: RolloutStepped) -> list[Event]:
-        """A rolled-back candidate loses ``challenger`` and is marked rolled back, with why; other steps pass."""
+        """A rollout that ended with the champion kept (rolled back, inconclusive, aborted): its candidate loses
+        ``challenger`` and is marked so, with why; other steps pass."""
         return await registrar.on_rollout(rollout)
