@@ -81,3 +81,16 @@ async def test_mlflow_gone_during_a_training_run_ends_the_run_exactly_once(
 
     *_, ended = await train_through(kafka, store_settings, mlflow_settings, model.name, "mlflow", gone)
     assert len(ended) == 1, f"run outcomes: {ended}"
+
+
+async def test_mlflow_gone_leaves_the_services_that_do_not_use_it_healthy(services):
+    """Each service connects only what it uses: ingestion and features (Kafka and MinIO) answer 200 with
+    MLflow down, and a record still reaches features; those that use MLflow say it is down (503)."""
+    async with outage("mlflow", 5), httpx.AsyncClient(timeout=60) as http:
+        for name in ("ingestion", "features"):
+            response = await http.get(f"{services[name]}/health")
+            assert response.status_code == 200, response.text
+            assert set(response.json()["checks"]) == {"kafka", "object_store"}, response.text
+        for name in ("training", "registry", "serving", "monitoring"):
+            response = await http.get(f"{services[name]}/health")
+            assert response.status_code == 503 and response.json()["checks"]["mlflow"] != "ok", response.text

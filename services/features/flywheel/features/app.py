@@ -36,7 +36,7 @@ def feature_sets_in(datasets_dir: Path) -> dict[str, Any]:
 
 def create_app(settings: FeaturesSettings | None = None) -> FastAPI:
     settings = settings or FeaturesSettings()
-    parts = Components.connect("features", settings)
+    parts = Components.connect("features", settings, uses={"object_store"})  # no MLflow
     store = OnlineStore(feature_sets_in(settings.datasets_dir))
     versions = KnownVersions(store.feature_sets, FeatureSetArchive(parts.store))
     seen = SeenEvents(capacity=settings.dedup_capacity)

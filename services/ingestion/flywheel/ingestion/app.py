@@ -25,7 +25,7 @@ from flywheel.schemas import DATASETS_VERSIONED, LABELS, RECORDS_REJECTED, RECOR
 
 def create_app(settings: IngestionSettings | None = None) -> FastAPI:
     settings = settings or IngestionSettings()
-    parts = Components.connect("ingestion", settings)
+    parts = Components.connect("ingestion", settings, uses={"object_store"})  # no MLflow
     contracts = load_contracts(settings.datasets_dir)
     seen_records = SeenEvents()
     register_subscribers(parts.broker, contracts, seen_records)
