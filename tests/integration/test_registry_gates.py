@@ -40,18 +40,18 @@ async def test_a_worse_candidate_is_rejected_with_the_failing_gates_and_the_cham
         await request_training(services["training"], name, version, params={"shuffle_labels": True})
         [rejection] = await wait_for(rejected, name, timeout=60)
     # the default gate: no better than "always the majority class" out of time, and worse than the champion
-    assert "beats_baseline:accuracy" in rejection["failed_gates"]
-    assert "beats_champion:accuracy" in rejection["failed_gates"]
+    assert "beats_baseline:balanced_accuracy" in rejection["failed_gates"]
+    assert "beats_champion:balanced_accuracy" in rejection["failed_gates"]
     assert rejection["version"] == "2" and rejection["champion_version"] == "1"
-    gate = next(g for g in rejection["gates"] if g["gate"] == "beats_champion:accuracy")
+    gate = next(g for g in rejection["gates"] if g["gate"] == "beats_champion:balanced_accuracy")
     assert gate["threshold"] == pytest.approx(1.0) and gate["value"] < 0.9  # champion scored on the same slice
-    baseline = next(g for g in rejection["gates"] if g["gate"] == "beats_baseline:accuracy")
-    assert "trivial baseline (majority class)" in baseline["message"] and baseline["reference"] > 0.5
+    baseline = next(g for g in rejection["gates"] if g["gate"] == "beats_baseline:balanced_accuracy")
+    assert "trivial baseline (majority class)" in baseline["message"] and baseline["reference"] == pytest.approx(0.5)
 
     detail = await wait_for_model(services["registry"], name, lambda b: len(b["versions"]) == 2)
     assert detail["aliases"] == {"champion": "1"}
     [v2] = [v for v in detail["versions"] if v["version"] == "2"]
-    assert v2["status"] == "rejected" and v2["tags"]["flywheel.gate.beats_baseline:accuracy"] == "failed"
+    assert v2["status"] == "rejected" and v2["tags"]["flywheel.gate.beats_baseline:balanced_accuracy"] == "failed"
     async with httpx.AsyncClient(base_url=services["registry"], timeout=10) as http:
         refused = await http.post(f"/models/{name}/promote", json={"version": "2", "actor": "it"}, headers=TOKEN)
     assert refused.status_code == 409 and "rejected" in refused.json()["detail"]

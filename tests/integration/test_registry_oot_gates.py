@@ -126,20 +126,21 @@ async def test_champion_and_candidate_are_judged_on_the_run_s_slices_each_with_i
 
     first = await decide(kafka, log_run(name, version, history, {"recent": recent}, fewer))
     assert first["event_type"] == "ModelApproved" and first["champion_version"] is None
-    [baseline] = [g for g in first["gates"] if g["gate"] == "beats_baseline:accuracy"]
+    [baseline] = [g for g in first["gates"] if g["gate"] == "beats_baseline:balanced_accuracy"]
     assert baseline["slice"] == "recent" and "(400 rows)" in baseline["message"]
 
     second = await decide(kafka, log_run(name, version, history, {"recent": recent}, today))
-    [vs_champion] = [g for g in second["gates"] if g["gate"] == "beats_champion:accuracy"]
+    [vs_champion] = [g for g in second["gates"] if g["gate"] == "beats_champion:balanced_accuracy"]
     assert vs_champion["reference"] is not None, vs_champion["message"]  # the champion scored with its own features
     assert vs_champion["passed"] == (vs_champion["value"] >= vs_champion["reference"])
 
     useless = await decide(kafka, log_run(name, version, history, {"recent": recent}, today, shuffled=True))
-    assert useless["event_type"] == "ModelRejected" and "beats_baseline:accuracy" in useless["failed_gates"]
+    assert useless["event_type"] == "ModelRejected" and "beats_baseline:balanced_accuracy" in useless["failed_gates"]
     detail = await wait_for_model(services["registry"], name, lambda b: len(b["versions"]) == 3)
     [v3] = [v for v in detail["versions"] if v["version"] == "3"]
     assert v3["status"] == "rejected" and v3["gate_figures"]["recent"]["rows"] == 400
-    assert v3["gate_spec"]["primary_metric"] == "accuracy" and v3["gate_figures"]["recent"]["champion"]["accuracy"] > 0
+    assert v3["gate_spec"]["primary_metric"] == "balanced_accuracy"
+    assert v3["gate_figures"]["recent"]["champion"]["balanced_accuracy"] > 0
 
 
 async def test_a_drift_retrain_broken_on_the_old_concept_is_rejected_and_a_rolled_back_challenger_is_marked(
@@ -156,7 +157,7 @@ async def test_a_drift_retrain_broken_on_the_old_concept_is_rejected_and_a_rolle
     # (spec "keep": loans' model.yaml waives the before gate, its demo drift flipping the concept)
     forgetful = await decide(kafka, log_run(name, version, new, slices, features, spec="keep"))
     assert forgetful["event_type"] == "ModelRejected", forgetful["gates"]
-    assert forgetful["failed_gates"] == ["holds_before:accuracy"]
+    assert forgetful["failed_gates"] == ["holds_before:balanced_accuracy"]
 
     # a retrain on more of the champion's concept: no worse anywhere
     slices = {"recent": agrawal_rows(400, function=2, seed=56), "before": agrawal_rows(400, function=2, seed=54)}

@@ -156,7 +156,8 @@ async def test_training_request_logs_a_complete_run_and_the_first_model_becomes_
 
     detail = await wait_for_model(services["registry"], name, lambda b: b["aliases"].get("champion") == "1")
     assert detail["versions"][0]["status"] == "approved"
-    assert {g["gate"] for g in detail["versions"][0]["gates"]} >= {"beats_baseline:accuracy", "beats_champion:accuracy"}
+    gates = {g["gate"] for g in detail["versions"][0]["gates"]}
+    assert gates >= {"beats_baseline:balanced_accuracy", "beats_champion:balanced_accuracy"}
     async with httpx.AsyncClient(base_url=services["registry"], timeout=10) as http:
         lineage = (await http.get(f"/models/{name}/versions/1/lineage")).json()
     assert lineage["dataset_version"] == version and lineage["manifest"]["row_count"] == 1200

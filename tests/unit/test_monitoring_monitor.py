@@ -42,8 +42,9 @@ def trained():
     return model, reference
 
 
-def serve_and_label(monitor: ModelMonitor, model, rows, start: datetime, mutate=None) -> list:
-    """Score each record like serving would, then deliver its label; collect what the monitor publishes."""
+def serve_and_label(monitor: ModelMonitor, model, rows, start: datetime, mutate=None, clock: float = 0.0) -> list:
+    """Score each record like serving would, then deliver its label; collect what the monitor publishes.
+    The monitor's clock is ``clock`` plus one second a record."""
     published = []
     for i, (x, label) in enumerate(rows):
         x = mutate(x) if mutate else x
@@ -61,10 +62,10 @@ def serve_and_label(monitor: ModelMonitor, model, rows, start: datetime, mutate=
             latency_ms=2.0,
             occurred_at=start + timedelta(seconds=i),
         )
-        published += monitor.on_prediction(prediction, now=float(i))
+        published += monitor.on_prediction(prediction, now=clock + i)
         published += monitor.on_label(
             LabelObserved(producer="demo", dataset="loans", label=label, prediction_id=prediction.prediction_id),
-            now=float(i),
+            now=clock + i,
         )
     return published
 
@@ -154,6 +155,26 @@ def test_a_champion_still_below_its_floor_a_cooldown_after_a_retrain_that_did_no
     assert again.features[0].value < again.features[0].threshold
     monitor.set_reference(reference)  # a new champion: no request of its own yet, so nothing to ask again
     assert monitor.retrain_requested_at is None
+
+
+def test_a_candidate_that_ended_in_vain_lets_a_champion_still_below_its_floor_ask_again_at_once(trained):
+    """A rejected candidate, or a rollout ended without promotion, answers the request: the monitor need
+    not wait ``retrain_again_s`` to ask again, once per candidate that ended after its request."""
+    model, reference = trained
+    monitor = ModelMonitor("loans-approval", MonitorConfig(retrain_again_s=100_000))
+    monitor.set_reference(reference)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    serve_and_label(monitor, model, agrawal(0, seed=8, n=500), start)
+    published = serve_and_label(monitor, model, agrawal(2, seed=9, n=400), start + timedelta(days=1), clock=500)
+    [asked] = [e for e in published if isinstance(e, DriftDetected) and e.retrain]
+    assert asked.features[0].statistic != "below_floor"  # the detector's own request
+    monitor.candidate_ended(now=900.0)
+    published = serve_and_label(monitor, model, agrawal(2, seed=10, n=200), start + timedelta(days=2), clock=901)
+    [again] = [e for e in published if isinstance(e, DriftDetected) and e.features[0].statistic == "below_floor"]
+    assert again.retrain and again.features[0].value < again.features[0].threshold
+    published = serve_and_label(monitor, model, agrawal(2, seed=11, n=200), start + timedelta(days=3), clock=1101)
+    asked_again = [e for e in published if isinstance(e, DriftDetected) and e.features[0].statistic == "below_floor"]
+    assert not asked_again  # no candidate ended since (the detector itself may ask, a cooldown after its last)
 
 
 def test_slow_predictions_and_missing_features_raise_service_health_alerts(trained):

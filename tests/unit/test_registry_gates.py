@@ -82,11 +82,11 @@ class FakeStore:
         }
 
     def eval_split(self, run_id: str, artifact: str, label: str):
-        """An older run's random split (its trivial baseline, the majority class, scores 0.6)."""
+        """An older run's random split (its trivial baseline, the majority class, scores 0.6, balanced 0.5)."""
         return pd.DataFrame({"x": [1.0] * 5}), pd.Series([0, 1, 1, 0, 1])
 
     def score_version(self, name, version, features, labels) -> dict[str, float]:
-        return {"f1": self.champion_score, "accuracy": self.champion_score}
+        return {"f1": self.champion_score, "accuracy": self.champion_score, "balanced_accuracy": self.champion_score}
 
     def register(self, name: str, model_uri: str, run_id: str, tags: dict[str, str]) -> str:
         versions = self.versions.setdefault(name, {})
@@ -127,7 +127,7 @@ def trained(score: float, name: str = "m", run: str = "r1") -> ModelTrained:
         model_name=name,
         run_id=run,
         model_uri=f"models:/m-{run}",
-        metrics={"accuracy": score, "f1": score},
+        metrics={"accuracy": score, "f1": score, "balanced_accuracy": score},
         lineage=lineage,
         duration_s=1.0,
     )
@@ -189,7 +189,7 @@ async def test_a_candidate_that_beats_the_champion_becomes_challenger_and_a_wors
     assert store.aliases("m") == {"champion": "1", "challenger": "2"}
     assert [a["champion_version"] for a in seen[MODELS_APPROVED.name]] == [None, "1"]
     [rejection] = seen[MODELS_REJECTED.name]
-    assert rejection["failed_gates"] == ["beats_champion:accuracy"] and rejection["version"] == "3"
+    assert rejection["failed_gates"] == ["beats_champion:balanced_accuracy"] and rejection["version"] == "3"
     assert store.versions["m"]["3"].tags[STATUS] == "rejected" and len(store.versions["m"]) == 3
 
 

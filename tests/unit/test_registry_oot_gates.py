@@ -123,7 +123,11 @@ def only(events, kind):
 def test_a_spec_s_gates_win_over_the_registry_s_defaults_field_by_field():
     defaults = RegistrySettings().default_gates()
     assert defaults == GateSpec(
-        primary_metric="accuracy", thresholds={}, baseline_margin=0.01, min_improvement=0.0, before_tolerance=0.05
+        primary_metric="balanced_accuracy",
+        thresholds={},
+        baseline_margin=0.01,
+        min_improvement=0.0,
+        before_tolerance=0.05,
     )
     declared = GateSpec(primary_metric="log_loss", thresholds={"roc_auc": 0.7}, before_tolerance=1.0)
     gates = resolve(declared, defaults)
@@ -187,8 +191,8 @@ async def test_a_good_first_model_on_imbalanced_data_becomes_champion_with_the_d
     candidate = run(store, "r1", records(1500, 1), {"recent": records(400, 2)})
     recent = only(await registrar(store).on_trained(candidate), ModelApproved)
     assert store.aliases("m") == {"champion": "1"}
-    [baseline] = [g for g in recent.gates if g.gate == "beats_baseline:accuracy"]
-    assert baseline.slice == "recent" and baseline.reference == candidate.metrics["baseline_accuracy"]
+    [baseline] = [g for g in recent.gates if g.gate == "beats_baseline:balanced_accuracy"]
+    assert baseline.slice == "recent" and baseline.reference == 0.5  # the majority class, whatever its share
     assert baseline.value > baseline.reference + 0.01
     # The thresholds the registry used to apply to every model reject this one (its F1 is far below 0.8).
     strict = SliceStore()
@@ -202,14 +206,15 @@ async def test_a_first_model_no_better_than_the_majority_class_is_rejected_with_
     store = SliceStore()
     useless = run(store, "r1", records(1500, 1), {"recent": records(400, 2)}, shuffled=True)
     rejection = only(await registrar(store).on_trained(useless), ModelRejected)
-    assert rejection.failed_gates == ["beats_baseline:accuracy"] and rejection.champion_version is None
+    assert rejection.failed_gates == ["beats_baseline:balanced_accuracy"] and rejection.champion_version is None
     [gate] = [g for g in rejection.gates if not g.passed]
     assert "trivial baseline (majority class)" in gate.message and "on recent (400 rows)" in gate.message
     tags = store.versions["m"]["1"].tags
     assert tags[STATUS] == "rejected" and store.aliases("m") == {}
     figures = json.loads(tags[GATE_FIGURES])["recent"]
-    assert figures["rows"] == 400 and figures["candidate"]["accuracy"] <= figures["baseline"]["accuracy"] + 0.01
-    assert json.loads(tags[GATE_SPEC])["primary_metric"] == "accuracy"
+    assert figures["rows"] == 400
+    assert figures["candidate"]["balanced_accuracy"] <= figures["baseline"]["balanced_accuracy"] + 0.01
+    assert json.loads(tags[GATE_SPEC])["primary_metric"] == "balanced_accuracy"
 
 
 async def test_champion_and_candidate_are_scored_on_the_same_slice_each_with_its_own_feature_set():
@@ -221,15 +226,15 @@ async def test_champion_and_candidate_are_scored_on_the_same_slice_each_with_its
     await r.on_trained(weak)
     approval = only(await r.on_trained(strong), ModelApproved)
     assert store.aliases("m") == {"champion": "1", "challenger": "2"}
-    [gate] = [g for g in approval.gates if g.gate == "beats_champion:accuracy"]
-    champion_alone = store.models["r1"].score(recent.drop(columns=[LABEL]), recent[LABEL])["accuracy"]
+    [gate] = [g for g in approval.gates if g.gate == "beats_champion:balanced_accuracy"]
+    champion_alone = store.models["r1"].score(recent.drop(columns=[LABEL]), recent[LABEL])["balanced_accuracy"]
     assert gate.reference == pytest.approx(champion_alone) and gate.value > gate.reference
     # the other way round: the weak model is judged against the strong champion on the same records
     other = SliceStore()
     r = registrar(other)
     await r.on_trained(run(other, "r2", records(1500, 2), {"recent": recent}, features=feature_set("x1", "x2")))
     again = run(other, "r1", records(1500, 1), {"recent": recent}, features=feature_set("x1", prefix="old_"))
-    assert only(await r.on_trained(again), ModelRejected).failed_gates == ["beats_champion:accuracy"]
+    assert only(await r.on_trained(again), ModelRejected).failed_gates == ["beats_champion:balanced_accuracy"]
 
 
 async def test_a_drift_retrain_that_forgets_the_old_concept_fails_the_before_gate_unless_its_spec_tolerates_it(
@@ -242,14 +247,14 @@ async def test_a_drift_retrain_that_forgets_the_old_concept_fails_the_before_gat
     await r.on_trained(run(store, "r1", old, {"recent": records(400, 5)}))
     # spec "keep": the default gates (loans' model.yaml waives the before gate, its demo drift flipping the concept)
     rejection = only(await r.on_trained(run(store, "r2", new, slices, spec="keep")), ModelRejected)
-    assert rejection.failed_gates == ["holds_before:accuracy"]
-    [before] = [g for g in rejection.gates if g.gate == "holds_before:accuracy"]
+    assert rejection.failed_gates == ["holds_before:balanced_accuracy"]
+    [before] = [g for g in rejection.gates if g.gate == "holds_before:balanced_accuracy"]
     assert (
         before.slice == "before"
         and "champion v1" in before.message
         and "on before (400 rows) (tolerance 0.05 + sampling allowance" in before.message
     )
-    [recent] = [g for g in rejection.gates if g.gate == "beats_champion:accuracy"]
+    [recent] = [g for g in rejection.gates if g.gate == "beats_champion:balanced_accuracy"]
     assert recent.passed and recent.value > recent.reference + 0.1  # far better on the new concept
 
     spec = yaml.safe_load((ROOT / "datasets/loans/model.yaml").read_text())
@@ -266,9 +271,9 @@ async def test_an_empty_recent_slice_fails_the_gates_with_the_reason_and_an_empt
     rejection = only(
         await registrar(store).on_trained(run(store, "r1", records(1500, 1), {"recent": empty})), ModelRejected
     )
-    [gate] = [g for g in rejection.gates if g.gate == "beats_baseline:accuracy"]
+    [gate] = [g for g in rejection.gates if g.gate == "beats_baseline:balanced_accuracy"]
     assert not gate.passed and "the slice has no labelled rows" in gate.message
     other = SliceStore()
     slices = {"recent": records(400, 2), "before": empty}
     approval = only(await registrar(other).on_trained(run(other, "r1", records(1500, 1), slices)), ModelApproved)
-    assert [g.gate for g in approval.gates] == ["beats_baseline:accuracy", "beats_champion:accuracy"]
+    assert [g.gate for g in approval.gates] == ["beats_baseline:balanced_accuracy", "beats_champion:balanced_accuracy"]

@@ -109,6 +109,7 @@ class ModelMonitor:
         self.labels_joined = 0
         self.last_verdicts: list[FeatureVerdict] = []
         self.retrain_requested_at: float | None = None
+        self.candidate_ended_at: float | None = None  # a candidate rejected or not promoted by its rollout
         self.timeline: list[TimelinePoint] = []
         self.drift_events: list[DriftDetected] = []
 
@@ -122,6 +123,7 @@ class ModelMonitor:
         self.errors.reset()
         self.since_check = 0
         self.retrain_requested_at = None
+        self.candidate_ended_at = None
         self.last_verdicts = []
         self._mark("champion", None, f"champion is version {reference.model_version}")
 
@@ -314,17 +316,27 @@ class ModelMonitor:
             events.append(self._still_below(label, accuracy, band.raise_at, now))
         return events
 
+    def candidate_ended(self, now: float | None = None) -> None:
+        """A candidate of this model was rejected by the registry, or its rollout ended without promoting it
+        (rolled back, inconclusive, aborted): the champion it was to replace still serves."""
+        self.candidate_ended_at = time.time() if now is None else now
+
     def _asked_in_vain(self, now: float | None) -> bool:
-        """A retrain was asked for this champion ``retrain_again_s`` ago (longer than any rollout of its
-        candidate may run), and it still serves: nothing the request caused replaced it."""
+        """A retrain was asked for this champion and it still serves: a candidate ended without replacing it
+        since the request, or the request is ``retrain_again_s`` old (longer than any rollout of its
+        candidate may run: an outcome lost while monitoring was down). Asking again is paced by data, not
+        by a timer: a drift retrain waits for labelled rows recorded after its own request."""
         now = time.time() if now is None else now
         asked = self.retrain_requested_at
-        return asked is not None and now - asked >= self.config.retrain_again_s
+        if asked is None:
+            return False
+        ended = self.candidate_ended_at
+        return (ended is not None and ended >= asked) or now - asked >= self.config.retrain_again_s
 
     def _still_below(self, label: LabelObserved, accuracy: float, floor: float, now: float | None) -> DriftDetected:
         """Ask again: the champion is still below its floor after a retrain that did not replace it (rejected,
         rolled back) — its error rate changed no more, so the drift detector will not fire again."""
-        self._may_retrain(now)
+        self.retrain_requested_at = time.time() if now is None else now  # a request of its own, cooldown or not
         reference = self.reference
         drift = DriftDetected(
             producer=PRODUCER,
@@ -341,7 +353,7 @@ class ModelMonitor:
             retrain=True,
         )
         self.drift_events.append(drift)
-        self._mark("concept_drift", accuracy, "still below the accuracy floor a cooldown after a retrain request")
+        self._mark("concept_drift", accuracy, "still below the accuracy floor after a retrain request in vain")
         return drift
 
     # -- helpers ----------------------------------------------------------------------

@@ -12,12 +12,18 @@ from flywheel.monitoring.watch import Watch
 from flywheel.schemas import (
     LABELS,
     MODELS_CHAMPION,
+    MODELS_REJECTED,
+    MODELS_ROLLOUT,
     PREDICTIONS,
     ChampionChanged,
     Event,
     LabelObserved,
+    ModelRejected,
     PredictionMade,
+    RolloutStepped,
 )
+
+IN_VAIN = frozenset({"rolled_back", "inconclusive", "aborted"})  # a rollout's ends that keep the champion
 
 
 def register_subscribers(
@@ -52,3 +58,14 @@ def register_subscribers(
         if not await registered(change.model_name, change.version):
             raise InvalidMessage(f"version {change.version!r} of model {change.model_name!r} is not in the registry")
         await watch.on_champion_changed(change)
+
+    @broker.subscriber(MODELS_REJECTED.name, **consumer_options("monitoring"))
+    async def on_model_rejected(rejection: ModelRejected) -> None:
+        """A rejected candidate: a retrain asked for its model was in vain."""
+        watch.on_candidate_ended(rejection.model_name, rejection.version, f"rejected: {rejection.failed_gates}")
+
+    @broker.subscriber(MODELS_ROLLOUT.name, **consumer_options("monitoring"))
+    async def on_rollout(step: RolloutStepped) -> None:
+        """A rollout that ended without promoting its candidate: a retrain asked for its model was in vain."""
+        if step.action in IN_VAIN:
+            watch.on_candidate_ended(step.model_name, step.candidate_version, f"rollout {step.action}")

@@ -86,3 +86,11 @@ class Watch:
 
     async def on_champion_changed(self, change: ChampionChanged) -> None:
         await self.refresh(change.model_name)
+
+    def on_candidate_ended(self, model_name: str, version: str | None, why: str) -> None:
+        """A candidate was rejected or not promoted: its monitor may ask again while its champion is below floor."""
+        monitor = self.monitors.get(model_name)
+        if monitor is None or monitor.reference is None or monitor.reference.model_version == version:
+            return  # unknown model, or a champion's own rollback (the bake period): not a candidate in vain
+        monitor.candidate_ended()
+        log.info("candidate ended without replacing the champion", model=model_name, version=version, why=why)

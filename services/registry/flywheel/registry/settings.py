@@ -19,8 +19,12 @@ class RegistrySettings(ServiceSettings):
         default=Path("datasets"), description="Model specs (their gates) and the feature sets of unpinned runs."
     )
     # The defaults of every model's gates; a model spec's `gates:` wins field by field.
+    # Balanced accuracy: the majority class scores 0.5 on it whatever the classes' shares, so "beats the
+    # baseline" means the same on 24% positives as on 50%; on accuracy a fair model of rare positives
+    # beats "always the majority" by a point or two, which a 300-row slice's noise decides.
     primary_metric: PrimaryMetric = Field(
-        default="accuracy", description="Metric a candidate is judged on against the baseline and the champion."
+        default="balanced_accuracy",
+        description="Metric a candidate is judged on against the baseline and the champion.",
     )
     thresholds: dict[GateMetric, float] = Field(
         default={}, description="Absolute gates: metric >= threshold (log_loss <=); none by default."
