@@ -154,7 +154,7 @@ def test_a_champion_still_below_its_floor_a_cooldown_after_a_retrain_that_did_no
     assert again.features[0].feature == "accuracy" and again.features[0].statistic == "below_floor"
     assert again.features[0].value < again.features[0].threshold
     monitor.set_reference(reference)  # a new champion: no request of its own yet, so nothing to ask again
-    assert monitor.retrain_requested_at is None
+    assert monitor.retrain.requested_at is None
 
 
 def test_a_candidate_that_ended_in_vain_lets_a_champion_still_below_its_floor_ask_again_at_once(trained):

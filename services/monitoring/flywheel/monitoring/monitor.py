@@ -18,6 +18,7 @@ import numpy as np
 
 from flywheel.monitoring.alerts import AlertBook, Band
 from flywheel.monitoring.concept import ErrorStream
+from flywheel.monitoring.retrain import RetrainBook
 from flywheel.monitoring.statistics import FeatureVerdict, Thresholds, detect_drift
 from flywheel.schemas import AlertRaised, DriftDetected, Event, FeatureDrift, LabelObserved, PredictionMade
 
@@ -108,8 +109,7 @@ class ModelMonitor:
         self.predictions_seen = 0
         self.labels_joined = 0
         self.last_verdicts: list[FeatureVerdict] = []
-        self.retrain_requested_at: float | None = None
-        self.candidate_ended_at: float | None = None  # a candidate rejected or not promoted by its rollout
+        self.retrain = RetrainBook(cooldown_s=self.config.retrain_cooldown_s, again_s=self.config.retrain_again_s)
         self.timeline: list[TimelinePoint] = []
         self.drift_events: list[DriftDetected] = []
 
@@ -122,8 +122,7 @@ class ModelMonitor:
         self.window_times.clear()
         self.errors.reset()
         self.since_check = 0
-        self.retrain_requested_at = None
-        self.candidate_ended_at = None
+        self.retrain.reset()
         self.last_verdicts = []
         self._mark("champion", None, f"champion is version {reference.model_version}")
 
@@ -166,7 +165,9 @@ class ModelMonitor:
             message = f"{self.model_name}: no feature drifted (max PSI {worst:.2f})"
             resolved = self.alerts.observe(key, False, calm, "warning", "data_drift", message, {"max_psi": worst}, now)
             return [resolved] if resolved else []
-        retrain = any(v.retrain for v in drifted) and "data" in self.config.retrain_on and self._may_retrain(now)
+        retrain = (
+            any(v.retrain for v in drifted) and "data" in self.config.retrain_on and self.retrain.may_ask(_now(now))
+        )
         drift = DriftDetected(
             producer=PRODUCER,
             causation_id=cause.event_id,
@@ -249,29 +250,15 @@ class ModelMonitor:
         return events
 
     def _concept_drift(self, label: LabelObserved, accuracy: float | None, now: float | None) -> list[Event]:
-        reference = self.reference
-        retrain = "concept" in self.config.retrain_on and self._may_retrain(now)
-        drift = DriftDetected(
-            producer=PRODUCER,
-            causation_id=label.event_id,
-            dataset=label.dataset,
-            model_name=self.model_name,
-            kind="concept",
-            features=[
-                FeatureDrift(
-                    feature="error_rate",
-                    statistic=self.errors.detector_name,
-                    value=1 - (accuracy or 0.0),
-                    threshold=self.config.accuracy_drop,
-                    drifted=True,
-                )
-            ],
-            window_size=self.errors.window_size,
-            reference_version=reference.dataset_version if reference else None,
-            model_version=reference.model_version if reference else None,
-            retrain=retrain,
+        retrain = "concept" in self.config.retrain_on and self.retrain.may_ask(_now(now))
+        error_rate = FeatureDrift(
+            feature="error_rate",
+            statistic=self.errors.detector_name,
+            value=1 - (accuracy or 0.0),
+            threshold=self.config.accuracy_drop,
+            drifted=True,
         )
-        self.drift_events.append(drift)
+        drift = self._concept_event(label, error_rate, retrain)
         self._mark("concept_drift", accuracy, "error stream changed")
         alert = self.alerts.raise_alert(
             f"concept_drift:{self.model_name}",
@@ -283,6 +270,24 @@ class ModelMonitor:
             **drift.caused(),
         )
         return [drift, *([alert] if alert else [])]
+
+    def _concept_event(self, label: LabelObserved, evidence: FeatureDrift, retrain: bool) -> DriftDetected:
+        """A concept drift of this champion, remembered for ``/drift``."""
+        reference = self.reference
+        drift = DriftDetected(
+            producer=PRODUCER,
+            causation_id=label.event_id,
+            dataset=label.dataset,
+            model_name=self.model_name,
+            kind="concept",
+            features=[evidence],
+            window_size=self.errors.window_size,
+            reference_version=reference.dataset_version if reference else None,
+            model_version=reference.model_version if reference else None,
+            retrain=retrain,
+        )
+        self.drift_events.append(drift)
+        return drift
 
     def _check_performance(self, label: LabelObserved, accuracy: float | None, now: float | None) -> list[Event]:
         """The accuracy alert: raised below training minus ``accuracy_drop``, resolved above minus the resolve drop."""
@@ -312,59 +317,26 @@ class ModelMonitor:
             causation_id=label.event_id,
         )
         events: list[Event] = [alert] if alert else []
-        if band.breached(accuracy) and self._asked_in_vain(now) and "concept" in self.config.retrain_on:
+        below = band.breached(accuracy)
+        if self.retrain.ask_again(below, _now(now)) and "concept" in self.config.retrain_on:
             events.append(self._still_below(label, accuracy, band.raise_at, now))
         return events
 
     def candidate_ended(self, now: float | None = None) -> None:
         """A candidate of this model was rejected by the registry, or its rollout ended without promoting it
         (rolled back, inconclusive, aborted): the champion it was to replace still serves."""
-        self.candidate_ended_at = time.time() if now is None else now
-
-    def _asked_in_vain(self, now: float | None) -> bool:
-        """A retrain was asked for this champion and it still serves: a candidate ended without replacing it
-        since the request, or the request is ``retrain_again_s`` old (longer than any rollout of its
-        candidate may run: an outcome lost while monitoring was down). Asking again is paced by data, not
-        by a timer: a drift retrain waits for labelled rows recorded after its own request."""
-        now = time.time() if now is None else now
-        asked = self.retrain_requested_at
-        if asked is None:
-            return False
-        ended = self.candidate_ended_at
-        return (ended is not None and ended >= asked) or now - asked >= self.config.retrain_again_s
+        self.retrain.candidate_ended(_now(now))
 
     def _still_below(self, label: LabelObserved, accuracy: float, floor: float, now: float | None) -> DriftDetected:
-        """Ask again: the champion is still below its floor after a retrain that did not replace it (rejected,
-        rolled back) — its error rate changed no more, so the drift detector will not fire again."""
-        self.retrain_requested_at = time.time() if now is None else now  # a request of its own, cooldown or not
-        reference = self.reference
-        drift = DriftDetected(
-            producer=PRODUCER,
-            causation_id=label.event_id,
-            dataset=label.dataset,
-            model_name=self.model_name,
-            kind="concept",
-            features=[
-                FeatureDrift(feature="accuracy", statistic="below_floor", value=accuracy, threshold=floor, drifted=True)
-            ],
-            window_size=self.errors.window_size,
-            reference_version=reference.dataset_version if reference else None,
-            model_version=reference.model_version if reference else None,
-            retrain=True,
-        )
-        self.drift_events.append(drift)
+        """Ask again (``RetrainBook.ask_again``): the champion is still below its floor, and its error rate
+        changes no more, so the drift detector will not fire again."""
+        self.retrain.asked(_now(now))  # a request of its own, cooldown or not
+        below = FeatureDrift(feature="accuracy", statistic="below_floor", value=accuracy, threshold=floor, drifted=True)
+        drift = self._concept_event(label, below, retrain=True)
         self._mark("concept_drift", accuracy, "still below the accuracy floor after a retrain request in vain")
         return drift
 
     # -- helpers ----------------------------------------------------------------------
-
-    def _may_retrain(self, now: float | None) -> bool:
-        """One retrain request per champion, unless the cooldown passed without a new one."""
-        now = time.time() if now is None else now
-        if self.retrain_requested_at is not None and now - self.retrain_requested_at < self.config.retrain_cooldown_s:
-            return False
-        self.retrain_requested_at = now
-        return True
 
     def _mark(self, kind: str, value: float | None, detail: str) -> None:
         from flywheel.schemas import utc_now
@@ -373,6 +345,10 @@ class ModelMonitor:
             TimelinePoint(utc_now(), kind, self.reference.model_version if self.reference else None, value, detail)
         )
         del self.timeline[:-5000]
+
+
+def _now(now: float | None) -> float:
+    return time.time() if now is None else now
 
 
 def _as_float(value: Any) -> float:

@@ -49,9 +49,10 @@ class MonitoringSettings(ServiceSettings):
     retrain_again_s: float = Field(
         default=4200.0,
         gt=0,
-        description="A champion still below its accuracy floor this long after a retrain request asks again; longer"
-        " than training's wait for fresh rows plus serving's longest rollout (SERVING_ROLLOUT_MAX_S, 3600), so a"
-        " running canary is never superseded by the re-ask.",
+        description="A champion still below its accuracy floor this long after a retrain request (or, with none in"
+        " memory, below it this long) asks again, even if no candidate of the request was seen ending; longer than"
+        " training's wait for fresh rows plus serving's longest rollout (SERVING_ROLLOUT_MAX_S, 3600), so a running"
+        " canary is never superseded by the re-ask. A candidate seen ending in vain lets it ask at once.",
     )
     renotify_s: float = Field(default=3600.0, description="Re-send a persisting alert after this long.")
     replay_last: int = Field(
