@@ -17,11 +17,12 @@ from faststream.kafka import TestKafkaBroker
 from flywheel.common.kafka import DEADLETTERS, ExactlyOnce, create_broker
 from flywheel.common.settings import KafkaSettings
 from flywheel.registry.http import create_router
-from flywheel.registry.modelstore import HISTORY, STATUS, NotFound
+from flywheel.registry.modelstore import HISTORY, RECORDED_CHAMPION, STATUS, NotFound
 from flywheel.registry.registrar import Registrar
 from flywheel.registry.settings import RegistrySettings
 from flywheel.registry.subscribers import register_subscribers
 from flywheel.schemas import (
+    ALERTS,
     MODELS_APPROVED,
     MODELS_CHAMPION,
     MODELS_REJECTED,
@@ -105,6 +106,18 @@ class FakeStore:
     def delete_alias(self, name: str, alias: str) -> None:
         self.model_aliases.get(name, {}).pop(alias, None)
 
+    def champions(self) -> list[tuple[str, dict[str, str], dict[str, str]]]:
+        return [(name, self.aliases(name), dict(self.model_tags(name))) for name in self.versions]
+
+    def status(self, name: str, version: str) -> str | None:
+        try:
+            return self.version(name, version).tags.get(STATUS, "unknown")
+        except NotFound:
+            return None
+
+    def record_champion(self, name: str, version: str) -> None:
+        self.model_tags(name)[RECORDED_CHAMPION] = version
+
     def record(self, name: str, entry: dict, keep: int) -> None:
         tags = self.model_tags(name)
         tags[HISTORY] = json.dumps([*json.loads(tags.get(HISTORY, "[]")), entry][-keep:])
@@ -146,7 +159,7 @@ def collect(broker, topic: str) -> list[dict]:
 @pytest.fixture
 def wired():
     broker = create_broker(KafkaSettings(retry_backoff_s=0), service="registry-test")
-    seen = {t.name: collect(broker, t.name) for t in (MODELS_APPROVED, MODELS_REJECTED, MODELS_CHAMPION)}
+    seen = {t.name: collect(broker, t.name) for t in (MODELS_APPROVED, MODELS_REJECTED, MODELS_CHAMPION, ALERTS)}
     return broker, seen
 
 
@@ -191,6 +204,32 @@ async def test_a_candidate_that_beats_the_champion_becomes_challenger_and_a_wors
     [rejection] = seen[MODELS_REJECTED.name]
     assert rejection["failed_gates"] == ["beats_champion:balanced_accuracy"] and rejection["version"] == "3"
     assert store.versions["m"]["3"].tags[STATUS] == "rejected" and len(store.versions["m"]) == 3
+
+
+async def test_a_champion_alias_moved_by_hand_is_followed_when_the_version_may_serve_and_put_back_when_not(wired):
+    """An alias set in MLflow's UI or client: to an approved version, a champion move like any other (history,
+    tags, ``models.champion`` with actor ``mlflow``); to a rejected one, put back with an alert."""
+    broker, seen = wired
+    store = FakeStore(champion_score=0.9)
+    r = registrar(broker, store)
+    async with TestKafkaBroker(broker):
+        await deliver(broker, trained(0.95, run="r1"), trained(0.92, run="r2"), trained(0.5, run="r3"))
+        assert await r.reconcile() == []  # nothing moved by hand
+        store.set_alias("m", "champion", "2")  # MlflowClient().set_registered_model_alias("m", "champion", "2")
+        [followed] = await r.reconcile()
+        assert await r.reconcile() == []
+        store.set_alias("m", "champion", "3")  # v3 was rejected
+        [alert] = await r.reconcile()
+    assert followed.version == "2" and followed.previous_version == "1" and followed.actor == "mlflow"
+    assert seen[MODELS_CHAMPION.name][-1]["version"] == "2"
+    assert store.aliases("m") == {"champion": "2", "previous": "1"}  # challenger 2 is champion now
+    assert alert.kind == "champion_alias" and "v3 is rejected" in alert.message and "put back to v2" in alert.message
+    assert seen[ALERTS.name][-1]["dedup_key"] == "champion_alias:m"
+    history = json.loads(store.model_tags("m")[HISTORY])
+    assert [(h["action"], h["version"], h["actor"]) for h in history[-2:]] == [
+        ("promote", "2", "mlflow"),
+        ("alias_put_back", "2", "registry"),
+    ]
 
 
 async def test_manual_approval_holds_a_candidate_until_approved_over_http(wired):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from functools import partial
 
+import structlog
 from fastapi import FastAPI
 
 from flywheel.common.components import Components
@@ -16,7 +20,19 @@ from flywheel.registry.modelstore import ModelStore
 from flywheel.registry.registrar import Registrar
 from flywheel.registry.settings import RegistrySettings
 from flywheel.registry.subscribers import register_subscribers
-from flywheel.schemas import MODELS_APPROVED, MODELS_CHAMPION, MODELS_REJECTED
+from flywheel.schemas import ALERTS, MODELS_APPROVED, MODELS_CHAMPION, MODELS_REJECTED
+
+log = structlog.get_logger(__name__)
+
+
+async def reconcile_forever(registrar: Registrar, every_s: float) -> None:
+    """Follow or put back champion aliases moved in MLflow by hand, every ``every_s``; errors wait a turn."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await registrar.reconcile()
+        except Exception as exc:  # MLflow away for a moment: the next turn sees the same aliases
+            log.warning("reconciling champion aliases failed", error=repr(exc))
 
 
 def create_app(settings: RegistrySettings | None = None) -> FastAPI:
@@ -25,14 +41,27 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     store = ModelStore(parts.mlflow, legacy=partial(load_feature_set, settings.datasets_dir))
     registrar = Registrar(store, DatasetCatalog(parts.store), parts.broker, settings)
     register_subscribers(parts.broker, registrar, ExactlyOnce(), settings.consumer_group)
+
+    @contextlib.asynccontextmanager
+    async def reconcile_aliases(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(reconcile_forever(registrar, settings.reconcile_s)) if settings.reconcile_s else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
     app = create_service_app(
         name="registry",
         settings=settings,
         broker=parts.broker,
         checks=parts.checks(),
         routers=[create_router(registrar, settings.api_token)],
+        lifespans=[reconcile_aliases],
         description="Gates candidates against thresholds and the champion; owns the MLflow Model Registry.",
-        publishes=[MODELS_APPROVED, MODELS_REJECTED, MODELS_CHAMPION],
+        publishes=[MODELS_APPROVED, MODELS_REJECTED, MODELS_CHAMPION, ALERTS],
     )
     app.state.registrar = registrar
     return app

@@ -12,6 +12,8 @@ from flywheel.schemas import ChampionChanged, GateResult, ModelApproved, ModelRe
 PRODUCER = "registry"
 STATUS = "flywheel.status"  # approved, pending_approval, rejected, rolled_back, or inconclusive / aborted (its rollout)
 FIRST_MODEL = "first model"
+UNPROMOTABLE = frozenset({"rejected", "pending_approval"})  # statuses a version cannot be champion with
+HAND_MOVE = "champion alias set in MLflow, outside the registry"
 
 
 def chain_of(trained: ModelTrained) -> list[str]:

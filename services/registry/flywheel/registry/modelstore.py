@@ -33,6 +33,7 @@ METRICS = "flywheel.metrics"
 CHAIN = "flywheel.causation_chain"
 CORRELATION = "flywheel.correlation_id"
 HISTORY = "flywheel.history"
+RECORDED_CHAMPION = "flywheel.champion"  # the champion the registry decided (an alias may be moved by hand)
 GATE_SPEC = "flywheel.gate_spec"
 GATE_FIGURES = "flywheel.gate_figures"
 TAG_LIMIT = 5000  # MLflow's limit on a tag value
@@ -128,6 +129,21 @@ class ModelStore:
             "versions": described,
             "history": json.loads(tags.get(HISTORY, "[]")),
         }
+
+    def champions(self) -> list[tuple[str, dict[str, str], dict[str, str]]]:
+        """Every model's name, aliases and tags, in one call."""
+        found = self.client.search_registered_models(max_results=1000)
+        return [(m.name, {a: str(v) for a, v in (m.aliases or {}).items()}, dict(m.tags or {})) for m in found]
+
+    def status(self, name: str, version: str) -> str | None:
+        """A version's ``flywheel.status`` (``unknown`` when it has none); None when there is no such version."""
+        try:
+            return (self.version(name, version).tags or {}).get(STATUS, "unknown")
+        except NotFound:
+            return None
+
+    def record_champion(self, name: str, version: str) -> None:
+        self.client.set_registered_model_tag(name, RECORDED_CHAMPION, version)
 
     def names(self) -> list[str]:
         return sorted(m.name for m in self.client.search_registered_models(max_results=1000))

@@ -20,7 +20,8 @@ from flywheel.common.kafka import InvalidMessage, publish_event, with_derived_id
 from flywheel.common.modelspec import GateSpec, load_model_spec
 from flywheel.common.tracking import Tags
 from flywheel.registry import metrics
-from flywheel.registry.decisions import Move, approved, chain_of, rejected, rollout_ended
+from flywheel.registry.aliases import AliasCheck
+from flywheel.registry.decisions import HAND_MOVE, UNPROMOTABLE, Move, approved, chain_of, rejected, rollout_ended
 from flywheel.registry.evidence import gather
 from flywheel.registry.gates import failed, judge, resolve
 from flywheel.registry.lineage import DECISION_EVENT, TRAINED_EVENT, lineage
@@ -31,6 +32,7 @@ from flywheel.registry.modelstore import (
     GATE_SPEC,
     GATES,
     METRICS,
+    RECORDED_CHAMPION,
     STATUS,
     TAG_LIMIT,
     ModelStore,
@@ -228,6 +230,7 @@ class Registrar:
         if tagged is not None:
             self.store.set_tags(name, tagged, tags)
         self.store.record(name, move.entry(at), self.settings.history_kept)
+        self.store.record_champion(name, move.version)  # last: an alias ahead of it is the registry's own move
         metrics.CHAMPION_MOVES.labels(name, move.action).inc()
         log.info(
             "champion moved",
@@ -302,7 +305,7 @@ class Registrar:
         def work() -> tuple[dict[str, Any], list[Event]]:
             mv = self.store.version(name, version)
             status = (mv.tags or {}).get(STATUS, "unknown")
-            if status in {"rejected", "pending_approval"}:
+            if status in UNPROMOTABLE:
                 raise Conflict(f"{name} v{version} is {status}; only approved versions can be promoted")
             aliases = self.store.aliases(name)
             champion = aliases.get("champion")
@@ -330,6 +333,39 @@ class Registrar:
             return self.describe_sync(name), [changed]
 
         return await self._write(work)
+
+    # -- aliases moved outside the registry ---------------------------------------------------
+
+    async def reconcile(self) -> list[Event]:
+        """Follow or put back champion aliases moved in MLflow by hand (``flywheel.registry.aliases``)."""
+        return await self._write(self._reconcile)
+
+    def _reconcile(self) -> tuple[list[Event], list[Event]]:
+        events: list[Event] = []
+        for name, aliases, tags in self.store.champions():
+            found = aliases.get("champion")
+            recorded = tags.get(RECORDED_CHAMPION)
+            if found == recorded:
+                continue
+            check = AliasCheck(name, recorded, found, self.store.status(name, found) if found else None)
+            verdict = check.verdict()
+            if verdict == "adopt" and found is not None:
+                self.store.record_champion(name, found)
+            elif verdict == "follow" and found is not None:
+                move = Move(name, "promote", found, recorded, "mlflow", HAND_MOVE)
+                events.append(self._move(move, aliases))
+            elif verdict == "put_back" and recorded is not None:
+                events.append(self._put_back(check))
+        return events, events
+
+    def _put_back(self, check: AliasCheck) -> Event:
+        name, recorded = check.model_name, check.recorded
+        assert recorded is not None
+        self.store.set_alias(name, "champion", recorded)
+        entry = {"action": "alias_put_back", "version": recorded, "previous": check.found, "actor": "registry"}
+        self.store.record(name, {**entry, "reason": check.why_not(), "at": now()}, self.settings.history_kept)
+        log.warning("champion alias moved by hand put back", model_name=name, found=check.found, why=check.why_not())
+        return check.alert()
 
     # -- reads ------------------------------------------------------------------------------
 

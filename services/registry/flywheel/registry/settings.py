@@ -55,4 +55,9 @@ class RegistrySettings(ServiceSettings):
         )
 
     manual_approval: bool = Field(default=False, description="Hold passing candidates until POST .../approve.")
+    reconcile_s: float = Field(
+        default=3.0,
+        ge=0,
+        description="Every this many seconds, follow or put back champion aliases moved in MLflow by hand; 0: never.",
+    )
     history_kept: int = Field(default=30, ge=1, description="Champion moves kept per model.")

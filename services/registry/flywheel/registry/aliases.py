@@ -1,0 +1,80 @@
+"""A champion alias moved outside the registry (MLflow's UI or client): followed, or put back.
+
+The registry keeps the champion it decided in a model tag (``flywheel.champion``), written with
+every move it makes. A reconciler compares it with MLflow's ``champion`` alias every
+``REGISTRY_RECONCILE_S``: an alias moved by hand to a version that passes the same checks as any
+promotion (it exists; it was not rejected and is not awaiting approval) is followed — history, tags
+and a ``models.champion`` event with actor ``mlflow``, which serving and monitoring act on; any other
+move (a rejected or unknown version, the alias deleted) is put back, with an alert saying why.
+MLflow records no author for an alias, so the audit says when the registry saw the move, not who
+made it. Polling, not MLflow's webhooks, is the path: webhooks are fire-and-forget and experimental;
+a reconciler also catches what a lost delivery would miss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from flywheel.registry.decisions import PRODUCER, UNPROMOTABLE
+from flywheel.schemas import AlertRaised
+
+Verdict = Literal["same", "adopt", "follow", "put_back"]
+
+
+@dataclass(frozen=True)
+class AliasCheck:
+    """One model's champion as the registry recorded it and as MLflow's alias says now.
+
+    ``status``: the found version's ``flywheel.status``; None when there is no such version.
+
+    >>> AliasCheck("m", recorded="1", found="1", status="approved").verdict()
+    'same'
+    >>> AliasCheck("m", recorded="1", found="2", status="approved").verdict()
+    'follow'
+    >>> AliasCheck("m", recorded="1", found="3", status="rejected").verdict()
+    'put_back'
+    >>> AliasCheck("m", recorded="1", found=None, status=None).verdict()
+    'put_back'
+    >>> AliasCheck("m", recorded=None, found="4", status="approved").verdict()  # recorded before this tag
+    'adopt'
+    """
+
+    model_name: str
+    recorded: str | None
+    found: str | None
+    status: str | None
+
+    def verdict(self) -> Verdict:
+        if self.recorded is None:
+            return "adopt" if self.found is not None else "same"
+        if self.found == self.recorded:
+            return "same"
+        if self.found is not None and self.status is not None and self.status not in UNPROMOTABLE:
+            return "follow"
+        return "put_back"
+
+    def why_not(self) -> str:
+        """Why a hand-set alias is put back."""
+        if self.found is None:
+            return "the champion alias was deleted"
+        if self.status is None:
+            return f"v{self.found} does not exist"
+        return f"v{self.found} is {self.status}; only approved versions can be champion"
+
+    def alert(self) -> AlertRaised:
+        """What operators are told when the alias is put back."""
+        return AlertRaised(
+            producer=PRODUCER,
+            severity="critical",
+            kind="champion_alias",
+            message=f"{self.model_name}: champion alias moved outside the registry and put back to "
+            f"v{self.recorded}: {self.why_not()}",
+            dedup_key=f"champion_alias:{self.model_name}",
+            evidence={
+                "model_name": self.model_name,
+                "found": self.found,
+                "status": self.status,
+                "put_back_to": self.recorded,
+            },
+        )
