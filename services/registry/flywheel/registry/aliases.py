@@ -2,10 +2,11 @@
 
 The registry keeps the champion it decided in a model tag (``flywheel.champion``), written with
 every move it makes. A reconciler compares it with MLflow's ``champion`` alias every
-``REGISTRY_RECONCILE_S``: an alias moved by hand to a version that passes the same checks as any
-promotion (it exists; it was not rejected and is not awaiting approval) is followed — history, tags
+``REGISTRY_RECONCILE_S``: an alias moved by hand to a version that may serve (``decisions.may_serve``:
+it passed its gates or an operator approved it) is followed — history, tags
 and a ``models.champion`` event with actor ``mlflow``, which serving and monitoring act on; any other
-move (a rejected or unknown version, the alias deleted) is put back, with an alert saying why.
+move (a rejected, held or never judged version, one that does not exist, the alias deleted) is put
+back, with an alert saying why.
 MLflow records no author for an alias, so the audit says when the registry saw the move, not who
 made it. Polling, not MLflow's webhooks, is the path: webhooks are fire-and-forget and experimental;
 a reconciler also catches what a lost delivery would miss.
@@ -16,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from flywheel.registry.decisions import PRODUCER, UNPROMOTABLE
+from flywheel.registry.decisions import PRODUCER, may_serve
 from flywheel.schemas import AlertRaised
 
 Verdict = Literal["same", "adopt", "follow", "put_back"]
@@ -50,7 +51,7 @@ class AliasCheck:
             return "adopt" if self.found is not None else "same"
         if self.found == self.recorded:
             return "same"
-        if self.found is not None and self.status is not None and self.status not in UNPROMOTABLE:
+        if self.found is not None and may_serve(self.status):
             return "follow"
         return "put_back"
 
@@ -60,7 +61,7 @@ class AliasCheck:
             return "the champion alias was deleted"
         if self.status is None:
             return f"v{self.found} does not exist"
-        return f"v{self.found} is {self.status}; only approved versions can be champion"
+        return f"v{self.found} is {self.status}; only a version that passed its gates or was approved can serve"
 
     def alert(self) -> AlertRaised:
         """What operators are told when the alias is put back."""

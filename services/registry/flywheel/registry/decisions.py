@@ -16,6 +16,17 @@ UNPROMOTABLE = frozenset({"rejected", "pending_approval"})  # statuses a version
 HAND_MOVE = "champion alias set in MLflow, outside the registry"
 
 
+def may_serve(status: str | None) -> bool:
+    """Whether a version may take live traffic without an operator's promotion: it passed its gates or an
+    operator approved it (it may since have been rolled back or ended a rollout inconclusive); not one that was
+    rejected, awaits approval, or was never judged by the registry (``unknown``), nor one that does not exist.
+
+    >>> [may_serve(s) for s in ("approved", "rolled_back", "rejected", "pending_approval", "unknown", None)]
+    [True, True, False, False, False, False]
+    """
+    return status is not None and status != "unknown" and status not in UNPROMOTABLE
+
+
 def chain_of(trained: ModelTrained) -> list[str]:
     """The causation chain up to and including the training run's event."""
     return [*trained.lineage.causation_chain, str(trained.event_id)]

@@ -23,7 +23,7 @@ from flywheel.common.evaluation import score_model
 from flywheel.common.featuresets import FeatureSet
 from flywheel.common.featureversions import feature_set_of_run
 from flywheel.common.tracking import Tags, run_exists
-from flywheel.registry.decisions import STATUS
+from flywheel.registry.decisions import STATUS, may_serve
 from flywheel.registry.scoring import Scorer
 from flywheel.schemas import GateResult
 
@@ -104,6 +104,7 @@ class ModelStore:
             "model_uri": f"models:/{mv.name}/{mv.version}",
             "source": mv.source,
             "status": tags.get(STATUS, "unknown"),
+            "may_serve": may_serve(tags.get(STATUS, "unknown")),
             "aliases": sorted(a for a, v in aliases.items() if v == str(mv.version)),
             "metrics": json.loads(tags.get(METRICS, "{}")),
             "gates": json.loads(tags.get(GATES, "[]")),

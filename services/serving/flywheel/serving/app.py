@@ -124,6 +124,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 prediction_log,
                 view,
                 settings.feature_max_age_s,
+                registry,
             )
         ],
         lifespans=[serve_champions],

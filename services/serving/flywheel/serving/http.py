@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 from fastapi import APIRouter, HTTPException
 from pydantic import AwareDatetime, BaseModel, Field, JsonValue, model_validator
 
@@ -16,6 +17,7 @@ from flywheel.serving.engine import Engine
 from flywheel.serving.models import input_violations
 from flywheel.serving.onlineview import Assembled, FeaturesUnavailable, OnlineView, assemble
 from flywheel.serving.predictlog import PredictionLog
+from flywheel.serving.registry import RegistryClient
 from flywheel.serving.settings import Strategy
 
 
@@ -99,6 +101,7 @@ def create_router(
     prediction_log: PredictionLog,
     view: OnlineView | None = None,
     feature_max_age_s: float | None = None,
+    registry: RegistryClient | None = None,
 ) -> APIRouter:
     router = APIRouter(tags=["predictions"])
     view = view if view is not None else OnlineView()
@@ -203,11 +206,30 @@ def create_router(
             "recent": [e.model_dump(mode="json") for e in engine.history[-20:]],
         }
 
-    @router.post("/rollouts", tags=["rollouts"], status_code=202, responses=problems(409))
+    async def may_roll_out(name: str, version: str) -> None:
+        """Only a version that passed its gates or that an operator approved takes live traffic (the registry says)."""
+        if registry is None:
+            return
+        try:
+            described = await registry.version(name, version)
+        except httpx.HTTPError as exc:
+            raise HTTPException(503, f"the registry cannot say whether v{version} may serve: {exc!r}"[:300]) from exc
+        if described is None:
+            raise HTTPException(404, f"model {name[:80]!r} has no version {version} in the registry")
+        if not described.get("may_serve"):
+            status = described.get("status", "unknown")
+            raise HTTPException(
+                409,
+                f"v{version} of {name[:80]!r} is {status}: only a version that passed its gates or that an"
+                " operator approved can be rolled out",
+            )
+
+    @router.post("/rollouts", tags=["rollouts"], status_code=202, responses=problems(404, 409, 503))
     async def start_rollout(request: RolloutRequest) -> dict[str, Any]:
         """Roll out a registered version against the champion with a strategy."""
         if request.model_name not in engine.champions:
             raise HTTPException(409, f"model {request.model_name[:80]!r} has no champion to compare a candidate with")
+        await may_roll_out(request.model_name, request.version)
         approved = ModelApproved(
             producer="serving-api",
             model_name=request.model_name,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 
@@ -24,6 +26,14 @@ class RegistryClient:
         )
         if response.status_code >= 300:
             raise RuntimeError(f"registry refused rollback ({response.status_code}): {response.text[:300]}")
+
+    async def version(self, model_name: str, version: str) -> dict[str, Any] | None:
+        """The registry's description of a version (its ``status``, whether it ``may_serve``); None if it has none."""
+        response = await self._client.get(f"/models/{model_name}/versions/{version}")
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return response.json()
 
     async def close(self) -> None:
         await self._client.aclose()

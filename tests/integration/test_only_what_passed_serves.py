@@ -1,5 +1,7 @@
-"""A champion alias moved by hand in MLflow, against the running stack: followed by the registry and serving
-when the version may serve, put back with an alert when it may not (``flywheel.registry.aliases``)."""
+"""Only a version that passed its gates (or that an operator approved) takes live traffic, against the running
+stack: serving's ``POST /rollouts`` asks the registry, and a champion alias moved by hand in MLflow is followed
+by the registry and serving when the version may serve, put back with an alert when not
+(``flywheel.registry.aliases``)."""
 
 from __future__ import annotations
 
@@ -33,9 +35,12 @@ async def served_champion(serving: str, name: str, version: str, timeout: float)
             await asyncio.sleep(0.2)
 
 
-async def test_an_alias_set_by_hand_in_mlflow_is_followed_or_put_back_with_an_alert(
+async def test_only_a_version_that_passed_serves_whether_rolled_out_or_set_by_hand_in_mlflow(
     kafka: KafkaSettings, store_settings, mlflow_settings, services
 ):
+    """v1 champion, v2 approved, v3 rejected. Serving's ``POST /rollouts`` refuses v3 (409, why) and a version
+    the registry does not hold (404); MLflow's champion alias set by hand on v2 is followed by the registry
+    and serving within 10 s, on v3 put back with an alert."""
     name = unique("it-alias")
     await first_champion(kafka, services, write_version(store_settings, agrawal_rows(1000, function=2, seed=61)), name)
     async with (
@@ -49,6 +54,11 @@ async def test_an_alias_set_by_hand_in_mlflow_is_followed_or_put_back_with_an_al
         [rejection] = await wait_for(rejected, name, timeout=60)
     assert (approval["version"], rejection["version"]) == ("2", "3")
     await served_champion(services["serving"], name, "1", timeout=30)
+    async with httpx.AsyncClient(base_url=services["serving"], timeout=30) as http:
+        refused = await http.post("/rollouts", json={"model_name": name, "version": "3", "strategy": "ab"})
+        unknown = await http.post("/rollouts", json={"model_name": name, "version": "9", "strategy": "ab"})
+    assert refused.status_code == 409 and "v3" in refused.json()["detail"] and "rejected" in refused.json()["detail"]
+    assert unknown.status_code == 404 and "no version 9" in unknown.json()["detail"]
 
     client = MlflowClient(tracking_uri=mlflow_settings.tracking_uri)
     async with TopicReader(kafka.bootstrap_servers, MODELS_CHAMPION.name) as champion:
