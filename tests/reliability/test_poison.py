@@ -251,6 +251,22 @@ def good_and_absurd(topic: str, tag: str, model: str, champion: str) -> tuple[di
                 ("unknown model", {"model_name": "no-such-model", "version": "1"}),
             ],
         ),
+        "models.rejected": (  # read by monitoring: a candidate in vain lets a champion below its floor ask again
+            {
+                "model_name": model,
+                "run_id": "reliability",
+                "metrics": {},
+                "gates": [],
+                "failed_gates": ["reliability"],
+                "version": champion,  # the champion's own version: nothing in vain, nothing to do
+            },
+            [
+                ("NaN version", {"version": NAN}),
+                ("1e308 version", {"version": HUGE}),
+                ("10k-char version", {"version": LONG}),
+                ("unknown model", {"model_name": "no-such-model", "version": "1"}),
+            ],
+        ),
         "models.rollout": (  # read by the registry, which writes down a rollout that ended with the champion kept
             {
                 "model_name": model,

@@ -84,7 +84,7 @@ class FakeStore:
 
     def eval_split(self, run_id: str, artifact: str, label: str):
         """An older run's random split (its trivial baseline, the majority class, scores 0.6, balanced 0.5)."""
-        return pd.DataFrame({"x": [1.0] * 5}), pd.Series([0, 1, 1, 0, 1])
+        return pd.DataFrame({"x": [1.0] * 200}), pd.Series([0, 1, 1, 0, 1] * 40)
 
     def score_version(self, name, version, features, labels) -> dict[str, float]:
         return {"f1": self.champion_score, "accuracy": self.champion_score, "balanced_accuracy": self.champion_score}

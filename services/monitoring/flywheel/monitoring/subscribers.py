@@ -62,10 +62,16 @@ def register_subscribers(
     @broker.subscriber(MODELS_REJECTED.name, **consumer_options("monitoring"))
     async def on_model_rejected(rejection: ModelRejected) -> None:
         """A rejected candidate: a retrain asked for its model was in vain."""
+        if rejection.version is not None and not await registered(rejection.model_name, rejection.version):
+            raise InvalidMessage(f"version {rejection.version!r} of {rejection.model_name!r} is not in the registry")
         watch.on_candidate_ended(rejection.model_name, rejection.version, f"rejected: {rejection.failed_gates}")
 
     @broker.subscriber(MODELS_ROLLOUT.name, **consumer_options("monitoring"))
     async def on_rollout(step: RolloutStepped) -> None:
         """A rollout that ended without promoting its candidate: a retrain asked for its model was in vain."""
-        if step.action in IN_VAIN:
-            watch.on_candidate_ended(step.model_name, step.candidate_version, f"rollout {step.action}")
+        if step.action not in IN_VAIN:
+            return
+        # an aborted candidate may never have loaded, nor be registered; a rolled-back one was served
+        if step.action != "aborted" and not await registered(step.model_name, step.candidate_version):
+            raise InvalidMessage(f"version {step.candidate_version!r} of {step.model_name!r} is not in the registry")
+        watch.on_candidate_ended(step.model_name, step.candidate_version, f"rollout {step.action}")

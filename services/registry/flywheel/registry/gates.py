@@ -111,7 +111,7 @@ def _compare(
         reference=reference,
         slice=at.name,
         message=(
-            f"{metric} {value:.4f} {relation(metric, passed)} {goal:.4f} = {what} {reference:.4f} {margin:+g} "
+            f"{metric} {value:.4f} {relation(metric, passed)} {goal:.4f} = {what} {reference:.4f} {margin:+.4g} "
             + at.where()
         ),
     )
@@ -150,16 +150,47 @@ def threshold_gates(at: SliceFigures, thresholds: Mapping[str, float]) -> list[G
 
 
 def baseline_gate(metric: str, at: SliceFigures, margin: float) -> GateResult:
-    """The candidate must beat the trivial baseline (always the majority class) by ``margin``.
+    """The candidate must beat the trivial baseline (always the majority class) by ``margin``, beyond what a
+    model no better than it would reach by chance on the slice's rows (``chance_allowance``).
 
-    >>> recent = SliceFigures("recent", 400, {"accuracy": 0.75}, baseline={"accuracy": 0.744})
+    >>> recent = SliceFigures("recent", 400, {"accuracy": 0.80}, baseline={"accuracy": 0.744})
     >>> gate = baseline_gate("accuracy", recent, 0.01)
-    >>> gate.passed, gate.message
-    (False, 'accuracy 0.7500 < 0.7540 = trivial baseline (majority class) 0.7440 +0.01 on recent (400 rows)')
+    >>> gate.passed, round(gate.threshold, 4)
+    (False, 0.8048)
+    >>> gate.message.split(" on ")[1]
+    'recent (400 rows) (margin 0.01 + chance allowance 0.051)'
+    >>> baseline_gate("accuracy", SliceFigures("recent", 400, {"accuracy": 0.82}, {"accuracy": 0.744}), 0.01).passed
+    True
     """
     candidate, baseline = at.candidate.get(metric), at.baseline.get(metric)
+    allowance = chance_allowance(metric, at)
     what = "trivial baseline (majority class)"
-    return _compare(f"beats_baseline:{metric}", metric, candidate, baseline, margin, what, at)
+    result = _compare(f"beats_baseline:{metric}", metric, candidate, baseline, margin + allowance, what, at)
+    if allowance:
+        result = result.model_copy(
+            update={"message": f"{result.message} (margin {margin:g} + chance allowance {allowance:.3f})"}
+        )
+    return result
+
+
+def chance_allowance(metric: str, at: SliceFigures, z: float = 2.326) -> float:
+    """How far above the trivial baseline a model no better than it reaches by chance on the slice's rows, one
+    in a hundred times: ``z`` standard errors of accuracy at the majority share, or of balanced accuracy at
+    the classes' counts (its error is larger when one class is rare). Other metrics get none.
+
+    >>> recent = SliceFigures("recent", 300, {}, baseline={"accuracy": 0.75, "balanced_accuracy": 0.5})
+    >>> round(chance_allowance("accuracy", recent), 3), round(chance_allowance("balanced_accuracy", recent), 3)
+    (0.058, 0.078)
+    """
+    majority, rows = at.baseline.get("accuracy"), at.rows
+    if rows <= 0 or not _known(majority) or not 0.0 < majority < 1.0:
+        return 0.0
+    if metric == "accuracy":
+        return z * math.sqrt(majority * (1 - majority) / rows)
+    if metric == "balanced_accuracy":  # recalls of uncorrelated answers vary at most as 1/4 over each class
+        minority = max(1.0, (1 - majority) * rows)
+        return z * 0.25 * math.sqrt(1 / (majority * rows) + 1 / minority)
+    return 0.0
 
 
 def champion_gate(metric: str, at: SliceFigures, min_improvement: float, champion: str | None) -> GateResult:
@@ -238,7 +269,7 @@ def judge(gates: GateSpec, slices: Mapping[str, SliceFigures], champion: str | N
     ``gates`` is complete (``resolve``d); ``slices`` holds ``recent`` (or an older run's ``eval``)
     and, on a drift retrain, ``before``.
 
-    >>> recent = SliceFigures("recent", 400, {"accuracy": 0.80}, {"accuracy": 0.74}, {"accuracy": 0.79})
+    >>> recent = SliceFigures("recent", 400, {"accuracy": 0.82}, {"accuracy": 0.74}, {"accuracy": 0.79})
     >>> before = SliceFigures("before", 500, {"accuracy": 0.78}, {"accuracy": 0.70}, {"accuracy": 0.80})
     >>> policy = GateSpec(primary_metric="accuracy", thresholds={}, baseline_margin=0.01,
     ...     min_improvement=0.0, before_tolerance=0.05)
