@@ -178,9 +178,13 @@ def test_a_model_spec_declares_its_gates_and_refuses_unknown_ones(tmp_path):
     (tmp_path / "loans/model.yaml").write_text(yaml.safe_dump({**spec, "gates": gates}))
     assert load_model_spec(tmp_path, "loans").gates == GateSpec(**gates)
     assert ModelSpec.model_validate({**spec, "gates": {}}).gates == GateSpec()  # a field left out: the registry's
-    for wrong in ({"primary_metric": "rmse"}, {"thresholds": {"auc": 0.7}}, {"margin": 0.1}):
+    for wrong in ({"primary_metric": "mse"}, {"thresholds": {"auc": 0.7}}, {"margin": 0.1}):
         with pytest.raises(ValidationError):
             GateSpec.model_validate(wrong)
+    with pytest.raises(ValidationError, match="do not fit a classification model"):  # a regression metric
+        ModelSpec.model_validate({**spec, "gates": {"primary_metric": "rmse"}})
+    with pytest.raises(ValidationError, match="do not fit a regression model"):
+        ModelSpec.model_validate({**spec, "task": "regression", "gates": {"thresholds": {"roc_auc": 0.7}}})
 
 
 # -- the registrar on real models and slices -------------------------------------------------------

@@ -42,6 +42,9 @@ class Lineage(BaseModel):
     )
     eval_artifact: str | None = Field(default=None, description="Run artifact path of the held-out split.")
     label: str | None = None
+    task: Literal["classification", "regression"] = Field(
+        default="classification", description="What the model answers: a class (with probabilities) or a value."
+    )
     train_rows: int | None = None
     eval_rows: int | None = None
     eval_slices: dict[str, str] = Field(

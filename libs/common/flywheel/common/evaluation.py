@@ -1,21 +1,65 @@
-"""Classification metrics, computed one way for training's report and the registry's gates."""
+"""Classification and regression metrics, computed one way for training's report and the registry's gates."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+from sklearn.base import is_regressor
 from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,
     f1_score,
     log_loss,
+    mean_absolute_error,
     precision_score,
+    r2_score,
     recall_score,
     roc_auc_score,
+    root_mean_squared_error,
 )
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "balanced_accuracy", "log_loss")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+# better lower: a loss or an error in the label's units; every other metric is better higher
+LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae"})
+# error metrics in the label's own units: a margin on them is a fraction of the reference figure
+IN_LABEL_UNITS = frozenset({"rmse", "mae"})
+
+
+def metrics_of_task(task: str) -> tuple[str, ...]:
+    """The metrics a model of ``task`` reports.
+
+    >>> metrics_of_task("regression")
+    ('rmse', 'mae', 'r2')
+    """
+    return REGRESSION_METRICS if task == "regression" else METRICS
+
+
+def task_of(model: Any) -> str:
+    """``regression`` for a fitted regressor (or a pipeline ending in one), else ``classification``.
+
+    >>> from sklearn.linear_model import LinearRegression, LogisticRegression
+    >>> task_of(LinearRegression()), task_of(LogisticRegression())
+    ('regression', 'classification')
+    """
+    return "regression" if is_regressor(model) else "classification"
+
+
+def regression_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
+    """Root mean squared error, mean absolute error (both in the label's units) and R².
+
+    >>> regression_metrics([1.0, 2.0, 3.0, 4.0], [1.5, 2.0, 2.5, 4.0])
+    {'rmse': 0.3535533905932738, 'mae': 0.25, 'r2': 0.9}
+    """
+    y_true = np.asarray(y_true, dtype=float)
+    y_pred = np.asarray(y_pred, dtype=float)
+    r2 = r2_score(y_true, y_pred) if len(y_true) > 1 else float("nan")
+    return {
+        "rmse": float(root_mean_squared_error(y_true, y_pred)),
+        "mae": float(mean_absolute_error(y_true, y_pred)),
+        "r2": float(r2),
+    }
 
 
 def classification_metrics(y_true: Any, y_pred: Any, proba: Any) -> dict[str, float]:
@@ -51,5 +95,7 @@ def classification_metrics(y_true: Any, y_pred: Any, proba: Any) -> dict[str, fl
 
 
 def score_model(model: Any, features: Any, y_true: Any) -> dict[str, float]:
-    """A fitted classifier's metrics on labelled features."""
+    """A fitted model's metrics on labelled features: a regressor's errors, a classifier's rates."""
+    if task_of(model) == "regression":
+        return regression_metrics(y_true, model.predict(features))
     return classification_metrics(y_true, model.predict(features), model.predict_proba(features))

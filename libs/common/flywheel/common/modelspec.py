@@ -92,15 +92,19 @@ class EvaluationSpec(BaseModel):
     )
 
 
-GateMetric = Literal["accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"]
-PrimaryMetric = Literal["accuracy", "balanced_accuracy", "f1", "roc_auc", "log_loss"]
+GateMetric = Literal[
+    "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "rmse", "mae", "r2"
+]
+PrimaryMetric = Literal["accuracy", "balanced_accuracy", "f1", "roc_auc", "log_loss", "rmse", "mae", "r2"]
+Task = Literal["classification", "regression"]
 
 
 class GateSpec(BaseModel):
     """The registry's quality gates for this model; a field left unset takes the registry's setting.
 
     Every figure is the candidate's on its out-of-time slice (the latest part of its window,
-    which it never trained on); ``log_loss`` is better lower, every other metric higher.
+    which it never trained on); ``log_loss``, ``rmse`` and ``mae`` are better lower, every other
+    metric higher. Regression models take ``rmse``, ``mae`` and ``r2``; classifiers the others.
 
     >>> GateSpec(primary_metric="balanced_accuracy", thresholds={"roc_auc": 0.7}).baseline_margin is None
     True
@@ -175,7 +179,9 @@ class ModelSpec(BaseModel):
     dataset: str
     feature_set: str | None = Field(default=None, description="Must match features.yaml; None: whatever it names.")
     label: str
-    task: Literal["classification"] = "classification"
+    task: Task = Field(
+        default="classification", description="classification (classes, probabilities) or regression (a value)."
+    )
     estimator: EstimatorSpec
     pipeline: list[EstimatorSpec] = Field(default=[], description="Preprocessing steps before the estimator.")
     seed: int = 42
@@ -199,6 +205,15 @@ class ModelSpec(BaseModel):
                 "declare window: {max_rows: N} or {max_age: P30D} instead (docs/extending.md)"
             )
         return data
+
+    @model_validator(mode="after")
+    def _gates_fit_task(self) -> ModelSpec:
+        regression = {"rmse", "mae", "r2"}
+        named = {self.gates.primary_metric, *(self.gates.thresholds or {})} - {None}
+        wrong = sorted(m for m in named if (m in regression) != (self.task == "regression"))
+        if wrong:
+            raise ValueError(f"gate metrics {wrong} do not fit a {self.task} model")
+        return self
 
     @property
     def holdout(self) -> float:

@@ -25,6 +25,7 @@ from mlflow import MlflowClient
 from mlflow.models import infer_signature
 
 from flywheel.common.datasets import DatasetCatalog
+from flywheel.common.evaluation import task_of
 from flywheel.common.featuresets import FeatureSet, load_feature_set
 from flywheel.common.featureversions import FeatureSetArchive, log_feature_set
 from flywheel.common.modelspec import ModelSpec, load_model_spec
@@ -346,6 +347,7 @@ def lineage_of(ctx: RunContext, request: TrainModel, prepared: Prepared, trained
         causation_chain=causation_chain(request),
         eval_artifact=EVAL_ARTIFACT,
         label=spec.label,
+        task=spec.task,
         train_rows=len(trained.x_train),
         eval_rows=len(trained.x_eval),
         eval_slices={name: slice_artifact(name) for name in trained.slices},
@@ -479,6 +481,7 @@ def run_tags(
         "flywheel.model_name": request.model_name,
         "flywheel.trigger": request.trigger,
         "flywheel.label": spec.label,
+        "flywheel.task": spec.task,
     }
 
 
@@ -505,7 +508,7 @@ def log_results(spec: ModelSpec, trained: Trained, lineage: Lineage) -> str:
     info = mlflow.sklearn.log_model(
         trained.model,
         name="model",
-        signature=infer_signature(example, trained.model.predict_proba(example)),
+        signature=infer_signature(example, answers(trained.model, example)),
         input_example=example,
         # skops, not pickle; the types it must trust are the ones this very run produced.
         serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
@@ -514,6 +517,11 @@ def log_results(spec: ModelSpec, trained: Trained, lineage: Lineage) -> str:
     mlflow.log_dict(lineage.model_dump(mode="json"), "lineage.json")
     mlflow.set_tag(MODEL_URI_TAG, info.model_uri)  # last: a run with it is complete, and may answer a repeat
     return info.model_uri
+
+
+def answers(model: Any, rows: Any) -> Any:
+    """What serving answers for rows: a classifier's probabilities, a regressor's values."""
+    return model.predict(rows) if task_of(model) == "regression" else model.predict_proba(rows)
 
 
 def trusted_types(model: Any) -> list[str]:

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.dummy import DummyClassifier
+from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.inspection import permutation_importance
 
-from flywheel.common.evaluation import score_model
+from flywheel.common.evaluation import score_model, task_of
 from flywheel.common.featuresets import FeatureSet
 from flywheel.common.modelspec import ModelSpec
 from flywheel.training.window import INTERNAL, ROW, TIME, VERSION, WindowError, event_times, split_rows
@@ -78,28 +78,27 @@ def fit_and_evaluate(
 
     ``after``: on a drift retrain, the versions ingested after the drift (see ``window.split_rows``).
     Metrics are the candidate's on ``recent`` plus ``baseline_<metric>``, those of "always the
-    majority class of the training rows" on the same slice.
+    majority class of the training rows" (regression: their mean) on the same slice.
     """
     try:
         split = split_rows(prepared(frame, spec, features), spec, after)
     except WindowError as exc:
         raise TrainingError(str(exc)) from exc
-    y = split.train[spec.label].astype(int).to_numpy()
+    y = label_values(split.train, spec)
     if len(np.unique(y)) < 2:
-        raise TrainingError(f"label {spec.label!r} has one class only ({np.unique(y).tolist()}) in the training rows")
+        raise TrainingError(f"label {spec.label!r} has one value only ({np.unique(y).tolist()}) in the training rows")
     if spec.shuffle_labels:  # only the training labels: the evaluation stays honest
         y = np.random.default_rng(spec.seed).permutation(y)
     progress("features", 0.1)
     x_train = features.frame(split.train.reset_index(drop=True))
     progress("fitting", 0.3)
     model = fit(spec, x_train, y, split.sample_weight)
-    if not hasattr(model, "predict_proba"):
-        raise TrainingError(f"{spec.estimator.path} has no predict_proba; serving needs probabilities")
+    check_task(model, spec)
     progress("evaluating", 0.7)
-    baseline = DummyClassifier(strategy="most_frequent").fit(x_train, y)
+    baseline = trivial_baseline(spec).fit(x_train, y)
     scored = {name: _score(model, baseline, rows, spec, features) for name, rows in split.slices().items()}
     x_eval, y_eval, metrics = scored["recent"]
-    importance, kind = feature_importance(model, x_eval, y_eval, spec.seed, importance_repeats)
+    importance, kind = feature_importance(model, x_eval, y_eval, spec, importance_repeats)
     progress("evaluated", 0.8)
     return Trained(
         model=model,
@@ -134,16 +133,37 @@ def _score(
 ) -> tuple[pd.DataFrame, np.ndarray, dict[str, float]]:
     """A slice's features, labels, the model's metrics and the baseline's (``baseline_<metric>``)."""
     x = features.frame(rows.reset_index(drop=True))
-    y = rows[spec.label].astype(int).to_numpy()
+    y = label_values(rows, spec)
     own = score_model(model, x, y)
     trivial = score_model(baseline, x, y)
     return x, y, {**own, **{f"baseline_{k}": v for k, v in trivial.items()}}
 
 
-def feature_importance(model: Any, x: pd.DataFrame, y: Any, seed: int, repeats: int) -> tuple[dict[str, float], str]:
+def label_values(rows: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
+    """The label column as the estimator learns it: class numbers, or a regression model's values."""
+    return rows[spec.label].astype(float if spec.task == "regression" else int).to_numpy()
+
+
+def trivial_baseline(spec: ModelSpec) -> Any:
+    """What any model must beat: always the majority class of the training rows, or their mean."""
+    return DummyRegressor(strategy="mean") if spec.task == "regression" else DummyClassifier(strategy="most_frequent")
+
+
+def check_task(model: Any, spec: ModelSpec) -> None:
+    """The estimator answers what the spec's task asks: a value (a regressor), or classes with probabilities."""
+    if spec.task == "regression" and task_of(model) != "regression":
+        raise TrainingError(f"{spec.estimator.path} is not a regressor; task: regression needs one")
+    if spec.task == "classification" and not hasattr(model, "predict_proba"):
+        raise TrainingError(f"{spec.estimator.path} has no predict_proba; serving needs probabilities")
+
+
+def feature_importance(
+    model: Any, x: pd.DataFrame, y: Any, spec: ModelSpec, repeats: int
+) -> tuple[dict[str, float], str]:
     """The model's own importances where it has them, else permutation importance on the eval split."""
     own = getattr(model, "feature_importances_", None)
     if own is not None:
         return {n: float(v) for n, v in zip(x.columns, own, strict=True)}, "impurity"
-    result = permutation_importance(model, x, y, n_repeats=repeats, random_state=seed, scoring="accuracy")
+    scoring = "neg_mean_absolute_error" if spec.task == "regression" else "accuracy"
+    result = permutation_importance(model, x, y, n_repeats=repeats, random_state=spec.seed, scoring=scoring)
     return {n: float(v) for n, v in zip(x.columns, result.importances_mean, strict=True)}, "permutation"
