@@ -38,7 +38,7 @@ async def test_concept_drift_is_detected_retrained_rolled_out_and_accuracy_recov
     assert any(s["action"] == "promoted" for s in steps)
     assert result.new_champion is not None and result.new_champion != result.first_champion
 
-    accuracy = result.accuracy
+    accuracy = result.served
     assert accuracy["before"] > 0.9
     assert accuracy["during"] < accuracy["before"]
     assert accuracy["after"] > 0.85 and accuracy["after"] > accuracy["during"]
@@ -66,7 +66,7 @@ async def test_a_stable_stream_of_the_same_length_raises_no_drift_and_trains_not
     drifts = [m.body for m in result.moments if m.topic == MONITORING_DRIFT.name]
     assert drifts == [], f"false alarms on a stable stream: {drifts}"
     assert not [m for m in result.moments if m.topic == TRAINING_REQUESTED.name], "trained without a reason"
-    assert result.accuracy["before"] > 0.9 and result.accuracy["during"] > 0.9
+    assert result.served["before"] > 0.9 and result.served["during"] > 0.9
 
 
 async def test_make_demos_scenario_closes_the_loop_twice_in_a_row_on_the_stack_the_tests_left(services, topics):
@@ -76,9 +76,7 @@ async def test_make_demos_scenario_closes_the_loop_twice_in_a_row_on_the_stack_t
         config = on_this_stack()  # what `make demo` runs
         result = await Scenario(config, Console(force_terminal=False, width=140)).run()
         report(result, config, Console(width=140))
-        assert result.closed, (
-            f"demo run {run}: the loop did not close (drift {result.drift}, accuracy {result.accuracy})"
-        )
+        assert result.closed, f"demo run {run}: the loop did not close (drift {result.drift}, accuracy {result.served})"
         results.append((config.function_before, config.function_after, result.new_champion))
     (first_before, first_after, _), (second_before, second_after, _) = results
     assert (second_before, second_after) == (first_after, first_before), "the second run starts from the new concept"

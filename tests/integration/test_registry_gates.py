@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
@@ -22,9 +24,9 @@ pytestmark = pytest.mark.usefixtures("topics")
 TOKEN = {"Authorization": "Bearer flywheel-dev-token"}
 
 
-async def first_champion(kafka: KafkaSettings, services: dict, version: str, name: str) -> None:
+async def first_champion(kafka: KafkaSettings, services: dict, version: str, name: str, **extra: Any) -> None:
     async with TopicReader(kafka.bootstrap_servers, MODELS_CHAMPION.name) as champion:
-        await request_training(services["training"], name, version)
+        await request_training(services["training"], name, version, **extra)
         [changed] = await wait_for(champion, name, timeout=60)
     assert changed["version"] == "1" and changed["reason"] == "first model" and changed["action"] == "promote"
 

@@ -63,19 +63,21 @@ def agrawal_rows(
     return pd.DataFrame(rows)
 
 
-def write_version(store_settings: ObjectStoreSettings, frame: pd.DataFrame) -> str:
-    """Seal a dataset version of ``loans`` with a unique id, as ingestion would."""
+def write_version(
+    store_settings: ObjectStoreSettings, frame: pd.DataFrame, dataset: str = DATASET, timestamp: str = "applied_at"
+) -> str:
+    """Seal a dataset version (of ``loans`` unless told) with a unique id, as ingestion would."""
     data = parquet_bytes(frame)
     version = unique("test")
     manifest = DatasetManifest(
-        dataset=DATASET,
+        dataset=dataset,
         version=version,
         content_hash=sha256(data),
         row_count=len(frame),
         columns={c: str(t) for c, t in frame.dtypes.items()},
-        time_min=frame["applied_at"].min(),
-        time_max=frame["applied_at"].max(),
-        uri=f"s3://{store_settings.bucket}/datasets/{DATASET}/{version}/data.parquet",
+        time_min=frame[timestamp].min(),
+        time_max=frame[timestamp].max(),
+        uri=f"s3://{store_settings.bucket}/datasets/{dataset}/{version}/data.parquet",
         created_at=datetime.now(UTC),
     )
     DatasetCatalog(ObjectStore(store_settings)).write(manifest, data)

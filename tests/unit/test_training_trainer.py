@@ -119,3 +119,39 @@ def test_source_hash_changes_with_the_source(tmp_path):
     assert source_hash([tmp_path]) == before
     (tmp_path / "a.py").write_text("x = 2\n")
     assert source_hash([tmp_path]) != before
+
+
+def bike_hours(start: int, stop: int) -> pd.DataFrame:
+    """The bike-sharing replay's hours ``[start, stop)`` with their labels, as training reads a version."""
+    from flywheel.demo.replay import Replay
+
+    replay = Replay.load(DATASETS, "bikeshare")
+    rows = [r for r in replay.phase("history", "t")] + [r for r in replay.phase("drifted", "t")]
+    frame = pd.DataFrame([{**r.record, "bikers": r.label} for r in rows if start <= r.index < stop])
+    return frame.assign(hour=pd.to_datetime(frame["hour"], utc=True))
+
+
+def test_a_regression_spec_trains_a_regressor_judged_against_the_mean_out_of_time():
+    spec, features = load_model_spec(DATASETS, "bikeshare"), load_feature_set(DATASETS, "bikeshare")
+    good = fit_and_evaluate(bike_hours(0, 1337), spec, features, importance_repeats=1)
+    assert spec.task == "regression" and set(good.metrics) == {
+        "rmse",
+        "mae",
+        "r2",
+        "baseline_rmse",
+        "baseline_mae",
+        "baseline_r2",
+    }
+    assert good.metrics["mae"] < 0.6 * good.metrics["baseline_mae"] and good.metrics["r2"] > 0.5, good.metrics
+    assert good.y_eval.dtype == float and len(good.slices["recent"]) == len(good.x_eval)
+    useless = fit_and_evaluate(bike_hours(0, 1337), spec.with_overrides({"shuffle_labels": True}), features)
+    assert useless.metrics["rmse"] > 0.95 * useless.metrics["baseline_rmse"], useless.metrics
+
+
+def test_a_task_its_estimator_cannot_answer_fails_with_a_reason():
+    features = load_feature_set(DATASETS, "bikeshare")
+    spec = load_model_spec(DATASETS, "bikeshare").model_copy(
+        update={"estimator": load_model_spec(DATASETS, "rain").estimator}
+    )
+    with pytest.raises(TrainingError, match="not a regressor"):
+        fit_and_evaluate(bike_hours(0, 600), spec, features)

@@ -15,10 +15,6 @@ from rich.tree import Tree
 from flywheel.demo.scenario import Scenario, ScenarioConfig, ScenarioResult
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
-
-
 def report(result: ScenarioResult, config: ScenarioConfig, console: Console) -> None:
     """The end of the demo: what happened, how fast, how well, and where to look."""
     table = Table(title="Closed loop: what happened", show_header=True)
@@ -34,8 +30,9 @@ def report(result: ScenarioResult, config: ScenarioConfig, console: Console) -> 
     )
     table.add_row("new champion", f"v{result.new_champion}" if result.new_champion else "none")
     table.add_row("rollout steps seen", str(len(result.rollout_steps)))
+    measure = result.measure
     for phase in ("before", "during", "after"):
-        table.add_row(f"served accuracy {phase}", _pct(result.accuracy.get(phase)))
+        table.add_row(f"served {measure.name} {phase}", measure.show(result.served.get(phase)))
     console.print(table)
 
     if result.lineage:

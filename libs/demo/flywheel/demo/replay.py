@@ -5,7 +5,7 @@ the historical day of row 0, the phases of the example); its ``contract.yaml`` s
 record is. From those two files alone this module makes what a real client sends:
 
 - ``RecordSubmitted`` events, unlabelled, one per row, in time order, each row a historical
-  day (``start + i * step_days``), with a record id unique to the run (so a second run on the
+  moment (``start + i * step``: a day, an hour), with a record id unique to the run (so a second run on the
   same stack is not refused as a duplicate);
 - for each, a ``LabelObserved`` naming its record id, due some seconds after the record was
   sent (uniformly in ``label_delay_s``), so labels arrive late and shuffled.
@@ -31,6 +31,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flywheel.common.contracts import DataContract, load_contract
+from flywheel.common.modelspec import load_model_spec, spec_path
+from flywheel.demo.measure import ACCURACY, Measure, measure_of
 from flywheel.schemas import LabelObserved, RecordSubmitted
 
 PRODUCER = "replay"
@@ -88,6 +90,15 @@ class ReplayPhases(BaseModel):
         return every is not None and self.change <= index < until and (index - self.change) % every == every - 1
 
 
+class ReplayClock(BaseModel):
+    """Where a row's moment is in its own columns: ``start`` + (``day`` - 1) days + ``hour`` hours."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    day: str = Field(description="The column of the day of the year, from 1.")
+    hour: str | None = Field(default=None, description="The column of the hour of the day, from 0.")
+
+
 class ReplaySpec(BaseModel):
     """``datasets/<name>/replay.yaml``: how a dataset's history is replayed."""
 
@@ -96,19 +107,32 @@ class ReplaySpec(BaseModel):
     dataset: str
     source: ReplaySource
     start: date = Field(description="The historical day of row 0.")
-    step_days: int = Field(default=1, ge=1, description="Days between consecutive rows.")
+    step: timedelta = Field(
+        default=timedelta(days=1), gt=timedelta(0), description="Time between rows (ISO 8601: P1D, PT1H)."
+    )
+    clock: ReplayClock | None = Field(
+        default=None, description="A row's moment from its own columns (data with gaps); None: start + row * step."
+    )
     record_prefix: str = Field(default="", description="Record ids are '<prefix>-<run id>-<row>'.")
     phases: ReplayPhases
 
-    def day_of(self, index: int) -> datetime:
-        """The historical moment of row ``index`` (midnight UTC of its day).
+    def time_of(self, index: int, row: dict[str, str] | None = None) -> datetime:
+        """The historical moment of row ``index`` (UTC; row 0 at midnight of ``start``), or of ``row`` by ``clock``.
 
         >>> spec = ReplaySpec(dataset="d", source={"path": "x.csv", "licence": "t"}, start="1949-01-01",
         ...     phases={"history": [0, 1], "stable": [1, 2], "change": 2, "end": 3})
-        >>> spec.day_of(12000).isoformat()
-        '1981-11-09T00:00:00+00:00'
+        >>> hourly = spec.model_copy(update={"step": timedelta(hours=1)})
+        >>> spec.time_of(12000).isoformat(), hourly.time_of(30).isoformat()
+        ('1981-11-09T00:00:00+00:00', '1949-01-02T06:00:00+00:00')
+        >>> clocked = spec.model_copy(update={"clock": ReplayClock(day="day", hour="hr")})
+        >>> clocked.time_of(30, {"day": "3", "hr": "5"}).isoformat()
+        '1949-01-03T05:00:00+00:00'
         """
-        return datetime.combine(self.start, datetime.min.time(), tzinfo=UTC) + timedelta(days=index * self.step_days)
+        midnight = datetime.combine(self.start, datetime.min.time(), tzinfo=UTC)
+        if self.clock is None or row is None:
+            return midnight + index * self.step
+        hour = int(float(row[self.clock.hour])) if self.clock.hour else 0
+        return midnight + timedelta(days=int(float(row[self.clock.day])) - 1, hours=hour)
 
 
 def load_replay(datasets_dir: Path, dataset: str) -> ReplaySpec:
@@ -206,7 +230,7 @@ def rows_as_records(
     for i in range(start, stop):
         row = rows[i]
         record_id = "-".join(p for p in (spec.record_prefix, run_id, str(i)) if p)
-        record: dict[str, Any] = {contract.entity_key: record_id, contract.timestamp: spec.day_of(i).isoformat()}
+        record: dict[str, Any] = {contract.entity_key: record_id, contract.timestamp: spec.time_of(i, row).isoformat()}
         for column in contract.feature_columns:
             record[column] = typed(row.get(column, ""), contract.columns[column].type)
         label = typed(row.get(contract.label, ""), contract.columns[contract.label].type) if contract.label else None
@@ -269,6 +293,7 @@ class Replay:
     spec: ReplaySpec
     contract: DataContract
     rows: list[dict[str, str]]
+    measure: Measure = ACCURACY  # how answers are judged: the dataset's model's task
 
     @classmethod
     def load(cls, datasets_dir: Path, dataset: str) -> Replay:
@@ -277,7 +302,9 @@ class Replay:
         contract = load_contract(Path(datasets_dir) / dataset / "contract.yaml")
         if contract.label is None:
             raise ValueError(f"dataset {dataset!r} has no label column: there is no outcome to send late")
-        return cls(spec, contract, read_rows(spec, datasets_dir))
+        has_model = spec_path(datasets_dir, dataset).exists()  # without one, rows are replayed, never judged
+        task = load_model_spec(datasets_dir, dataset).task if has_model else "classification"
+        return cls(spec, contract, read_rows(spec, datasets_dir), measure_of(task))
 
     def phase(self, name: str, run_id: str) -> Iterator[Row]:
         """The rows of ``history``, ``stable`` or ``drifted`` (change to end), in time order; ``streamed``
@@ -310,9 +337,10 @@ class ReplayStream:
 
     The first model learns ``history``; ``stable`` is scored before the change, ``streamed``
     (``drifted`` without the held-out rows) after it. The data hold one change, so there is
-    one way for it to go; a champion "knows" the concept before it when it beats always
-    answering the majority class on the first ``probe_rows`` rows of ``stable`` (sent under
-    their own record ids, only to be scored) by ``knows_margin``.
+    one way for it to go; a champion "knows" the concept before it when it beats the trivial
+    answer (the majority class, or the mean) on the first ``probe_rows`` rows of ``stable`` (sent
+    under their own record ids, only to be scored) by ``knows_margin`` (accuracy points, or the
+    fraction of the mean's absolute error).
     """
 
     replay: Replay
@@ -350,18 +378,15 @@ class ReplayStream:
 
     def change(self) -> str:
         change = self.replay.spec.phases.change
-        return f"the data change (row {change}, day {self.replay.spec.day_of(change).date()})"
+        day = self.replay.spec.time_of(change, self.replay.rows[change] if change < len(self.replay.rows) else None)
+        return f"the data change (row {change}, day {day.date()})"
 
-    def knows(self, accuracy: float) -> bool:
-        return accuracy >= majority_share([row.label for row in self.probe()]) + self.knows_margin
+    @property
+    def measure(self) -> Measure:
+        return self.replay.measure
 
-
-def majority_share(labels: list[Any]) -> float:
-    """How often always answering the most frequent label is right: the trivial baseline's accuracy.
-
-    >>> majority_share([0, 0, 1, 0])
-    0.75
-    """
-    if not labels:
-        raise ValueError("no labels")
-    return max(labels.count(value) for value in set(labels)) / len(labels)
+    def knows(self, figure: float) -> bool:
+        trivial = self.measure.trivial([row.label for row in self.probe()])
+        if self.measure.lower_is_better:
+            return figure <= trivial * (1 - self.knows_margin)
+        return figure >= trivial + self.knows_margin

@@ -5,9 +5,10 @@
    first model is trained, gated and becomes champion.
 2. Records are scored by serving; their labels arrive later; no drift.
 3. The concept changes. Monitoring detects it, the trainer retrains on data from after the
-   change, the registry approves the challenger, serving rolls it out, and accuracy recovers,
+   change, the registry approves the challenger, serving rolls it out, and the served figure
+   (accuracy; a regressor's mean absolute error) recovers,
    with no human step.
-4. A report: detection delay, time to recovery, accuracy before/during/after, lineage.
+4. A report: detection delay, time to recovery, the served figure before/during/after, lineage.
 
 What is streamed comes from a ``Source``: the demo's loan applications (``Loans``: the Agrawal
 generator, whose concept changes from one classification function to another) or a real
@@ -36,6 +37,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from river.datasets import synth
 
+from flywheel.demo.measure import ACCURACY, Measure
 from flywheel.demo.replay import Row
 from flywheel.schemas import (
     DATASETS_VERSIONED,
@@ -116,7 +118,8 @@ class ScenarioResult:
     approval: Moment | None = None
     rollout_steps: list[Moment] = field(default_factory=list)
     promotion: Moment | None = None
-    accuracy: dict[str, float | None] = field(default_factory=dict)
+    measure: Measure = ACCURACY
+    served: dict[str, float | None] = field(default_factory=dict)  # the measure by phase: before, during, after
     lineage: dict[str, Any] | None = None
     moments: list[Moment] = field(default_factory=list)
 
@@ -129,15 +132,15 @@ class ScenarioResult:
     @property
     def closed(self) -> bool:
         """The loop closed by itself: the change was detected, a retrain it caused became champion,
-        and the served accuracy recovered."""
-        after, during = self.accuracy.get("after"), self.accuracy.get("during")
+        and the served figure recovered."""
+        after, during = self.served.get("after"), self.served.get("during")
         return (
             self.drift is not None
             and self.retrain_request is not None
             and self.new_champion is not None
             and self.new_champion != self.first_champion
             and after is not None
-            and (during is None or after > during)
+            and (during is None or self.measure.better(after, during))
         )
 
     @property
@@ -168,6 +171,7 @@ class Source(Protocol):
 
     dataset: str
     entity_key: str
+    measure: Measure
 
     def history(self) -> Iterator[Row]:
         """Rows the first model is trained on (before the change)."""
@@ -196,8 +200,8 @@ class Source(Protocol):
         """What changes, for the timeline."""
         ...
 
-    def knows(self, accuracy: float) -> bool:
-        """Whether a champion this accurate on ``probe()`` knows the concept before the change."""
+    def knows(self, figure: float) -> bool:
+        """Whether a champion with this figure (``measure``) on ``probe()`` knows the concept before the change."""
         ...
 
 
@@ -213,6 +217,7 @@ class Loans:
     config: ScenarioConfig
     dataset: str = "loans"
     entity_key: str = "applicant_id"
+    measure: Measure = ACCURACY
 
     def history(self) -> Iterator[Row]:
         return map(_loans_row, applications(self.config, self.config.function_before, 0))
@@ -251,10 +256,10 @@ class Scenario:
         if self.source.dataset != config.dataset:
             raise ValueError(f"the source streams {self.source.dataset!r}, the config watches {config.dataset!r}")
         self.console = console or Console()
-        self.result = ScenarioResult()
+        self.result = ScenarioResult(measure=self.source.measure)
         self.record_index = 0
         self.started = time.monotonic()
-        self.outcomes: list[tuple[int, bool, str]] = []  # (record index, correct, model version)
+        self.outcomes: list[tuple[int, float, str]] = []  # (record index, outcome, model version)
         self._pending_labels: list[tuple[float, int, LabelObserved]] = []  # a heap by due time
         self._rng = random.Random(config.seed)
         self._labels_sent = 0
@@ -287,7 +292,7 @@ class Scenario:
                 await watcher
             await self.producer.stop()
             await self.http.aclose()
-            self.result.accuracy = self._accuracy_by_phase()
+            self.result.served = self._served_by_phase()
         return self.result
 
     async def _wait_healthy(self) -> None:
@@ -300,7 +305,7 @@ class Scenario:
         self.say("all services answer /health", "green")
 
     async def _knows(self) -> float | None:
-        """The served champion's accuracy on the concept before the change, from scoring alone (no
+        """The served champion's figure on the concept before the change, from scoring alone (no
         record, no label is sent, so monitoring learns nothing from the probe)."""
         rows = self.source.probe()
         response = await self.http.post(
@@ -314,7 +319,7 @@ class Scenario:
         scored = [(a, r) for a, r in zip(answers, rows, strict=True) if a.get("variant", "champion") == "champion"]
         if len(scored) < len(rows) // 4:
             return None
-        return sum(int(a["prediction"]) == r.label for a, r in scored) / len(scored)
+        return self.source.measure.of([self.source.measure.outcome(a["prediction"], r.label) for a, r in scored])
 
     async def _concepts_for(self, champion: str) -> bool:
         """A demo runs on whatever stack it finds: the concept before the change is the one the champion
@@ -322,10 +327,11 @@ class Scenario:
         turns = self.source.turns()
         for name in turns:
             self.source.turn(name)
-            accuracy = await self._knows()
-            if accuracy is not None and self.source.knows(accuracy):
+            figure = await self._knows()
+            if figure is not None and self.source.knows(figure):
                 if name != turns[0]:
-                    self.say(f"the champion knows the concept before {name} ({accuracy:.0%})")
+                    shown = self.source.measure.show(figure)
+                    self.say(f"the champion knows the concept before {name} ({self.source.measure.name} {shown})")
                 return True
         self.source.turn(turns[0])
         return False
@@ -407,8 +413,8 @@ class Scenario:
             self.say(f"predict answered {response.status_code}: {response.text[:200]}", "red")
             return
         answer = response.json()["predictions"][0]
-        correct = int(answer["prediction"]) == row.label
-        self.outcomes.append((self.record_index, correct, str(answer.get("model_version"))))
+        outcome = self.source.measure.outcome(answer["prediction"], row.label)
+        self.outcomes.append((self.record_index, outcome, str(answer.get("model_version"))))
         self._label_later(row, answer["prediction_id"])
 
     def _label_later(self, row: Row, prediction_id: str | None = None) -> None:
@@ -485,9 +491,9 @@ class Scenario:
                 # training took a drift's request itself (none on training.requested); any drift since the
                 # change counts, not only the first (a data drift may not ask for a retrain, a later one does)
                 r.retrain_request = moment
-            metrics = body.get("metrics", {})
+            metrics, measure = body.get("metrics", {}), self.source.measure.name
             self.say(
-                f"training.completed: run {body['run_id'][:8]} accuracy={metrics.get('accuracy', 0):.3f} "
+                f"training.completed: run {body['run_id'][:8]} {measure}={metrics.get(measure, 0):.3f} "
                 f"on {body.get('lineage', {}).get('dataset_version')}"
             )
         elif topic == TRAINING_FAILED.name:
@@ -576,13 +582,13 @@ class Scenario:
 
     # -- figures ----------------------------------------------------------------------
 
-    def _accuracy_by_phase(self) -> dict[str, float | None]:
+    def _served_by_phase(self) -> dict[str, float | None]:
         r = self.result
         change = r.change_record if r.change_record is not None else len(self.outcomes)
         recovered = r.promotion.record if r.promotion else None
 
-        def share(rows: list[tuple[int, bool, str]]) -> float | None:
-            return sum(ok for _, ok, _ in rows) / len(rows) if rows else None
+        def share(rows: list[tuple[int, float, str]]) -> float | None:
+            return self.source.measure.of([outcome for _, outcome, _ in rows])
 
         return {
             "before": share([o for o in self.outcomes if o[0] < change]),

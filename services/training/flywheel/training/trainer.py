@@ -86,7 +86,8 @@ def fit_and_evaluate(
         raise TrainingError(str(exc)) from exc
     y = label_values(split.train, spec)
     if len(np.unique(y)) < 2:
-        raise TrainingError(f"label {spec.label!r} has one value only ({np.unique(y).tolist()}) in the training rows")
+        what = "value" if spec.task == "regression" else "class"
+        raise TrainingError(f"label {spec.label!r} has one {what} only ({np.unique(y).tolist()}) in the training rows")
     if spec.shuffle_labels:  # only the training labels: the evaluation stays honest
         y = np.random.default_rng(spec.seed).permutation(y)
     progress("features", 0.1)

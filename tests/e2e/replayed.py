@@ -1,0 +1,183 @@
+"""What the real-data e2e tests share: a replay run through the stack, and its champion judged offline.
+
+The replay (``flywheel.demo.replay``) streams a dataset's history through the running stack as a
+client would; these helpers read back what the loop trained on, retrain offline by training's own
+code on the same data, and score models on the rows held out of the stream, by the replay's measure
+(accuracy for a classifier, mean absolute error for a regressor).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+
+from flywheel.common.datasets import DatasetCatalog
+from flywheel.common.featuresets import load_feature_set
+from flywheel.common.modelspec import load_model_spec
+from flywheel.demo.measure import Measure
+from flywheel.demo.replay import Replay, Row
+from flywheel.demo.scenario import Moment, ScenarioResult
+from flywheel.schemas import (
+    MODELS_APPROVED,
+    MODELS_REJECTED,
+    MODELS_ROLLOUT,
+    TRAINING_COMPLETED,
+    TRAINING_REQUESTED,
+    TrainModel,
+)
+from flywheel.training import runner, trainer
+from tests.support.stack import ROOT
+
+DATASETS = ROOT / "datasets"
+
+
+def row_index(record_id: str) -> int:
+    """The replayed row a record id names (``<prefix>-<run>-<row>``).
+
+    >>> row_index("rain-1a2b3c4d-12004")
+    12004
+    """
+    return int(record_id.rsplit("-", 1)[1])
+
+
+@dataclass
+class Offline:
+    """A model's figure (the replay's measure) on the held-out rows after the change, and what it learnt from."""
+
+    name: str
+    figure: float
+    rows: int
+    detail: str = ""
+
+
+def labelled_frame(replay: Replay, indices: list[int], run_id: str) -> pd.DataFrame:
+    """The replayed rows as a plain labelled frame (every label known), in time order."""
+    rows = list(replay.phase("history", run_id)) + list(replay.phase("stable", run_id))
+    rows += list(replay.phase("drifted", run_id))
+    by_index = {row.index: row for row in rows}
+    label = replay.contract.label
+    assert label is not None
+    frame = pd.DataFrame([{**by_index[i].record, label: by_index[i].label} for i in sorted(set(indices))])
+    frame[replay.contract.timestamp] = pd.to_datetime(frame[replay.contract.timestamp], utc=True)
+    return frame
+
+
+def scored(replay: Replay, model: Any, held_out: list[Row]) -> float:
+    """A fitted estimator's figure on the held-out rows (accuracy, or MAE), features by the dataset's feature set."""
+    features = load_feature_set(DATASETS, replay.contract.dataset)
+    predicted = model.predict(features.frame(pd.DataFrame([r.record for r in held_out])))
+    return figure_of(replay, predicted, held_out)
+
+
+def figure_of(replay: Replay, predicted: Any, held_out: list[Row]) -> float:
+    """The replay's measure of answers to the held-out rows."""
+    outcomes = [replay.measure.outcome(p, r.label) for p, r in zip(predicted, held_out, strict=True)]
+    figure = replay.measure.of(outcomes)
+    assert figure is not None, "no held-out rows"
+    return figure
+
+
+def retrained_like_training(
+    ctx: runner.RunContext, replay: Replay, versions: list[str], request: TrainModel | None, held_out: list[Row]
+) -> Offline:
+    """The champion's run done again offline by training's own code: the same dataset versions read and
+    joined to their labels (every batch sealed by now) by ``runner.labelled``, the same drift cut where
+    this checkout's training has one, fitted by ``trainer.fit_and_evaluate`` with ``model.yaml``'s recipe."""
+    dataset = replay.contract.dataset
+    spec, features = load_model_spec(DATASETS, dataset), load_feature_set(DATASETS, dataset)
+    manifests = [ctx.catalog.manifest(dataset, v) for v in versions]
+    frame, _, _ = runner.labelled(ctx, dataset, manifests, spec.label, features)
+    extra: dict[str, Any] = {}
+    drift_cut = getattr(runner, "drift_cut", None)
+    if drift_cut is not None and request is not None:
+        extra["after"] = drift_cut(ctx.catalog, request, manifests)
+    trained = trainer.fit_and_evaluate(frame, spec, features, importance_repeats=1, **extra)
+    rows = int(frame[spec.label].notna().sum())
+    figure = scored(replay, trained.model, held_out)
+    return Offline("same versions as the champion", figure, rows, f"{len(versions)} versions")
+
+
+def retrained_on_rows(replay: Replay, indices: list[int], held_out: list[Row], run_id: str) -> Offline:
+    """``model.yaml``'s recipe, through training's own fit, on these replayed rows with every label."""
+    dataset = replay.contract.dataset
+    spec, features = load_model_spec(DATASETS, dataset), load_feature_set(DATASETS, dataset)
+    trained = trainer.fit_and_evaluate(labelled_frame(replay, indices, run_id), spec, features, importance_repeats=1)
+    detail = f"rows {min(indices)}-{max(indices)}"
+    return Offline("every row streamed until then", scored(replay, trained.model, held_out), len(indices), detail)
+
+
+def request_of(result: ScenarioResult, run_id: str) -> TrainModel | None:
+    """The training request a run answered, as the scenario saw it on ``training.requested``."""
+    completed = [m.body for m in result.moments if m.topic == TRAINING_COMPLETED.name and m.body["run_id"] == run_id]
+    if not completed:
+        return None
+    asked = [m.body for m in result.moments if m.topic == TRAINING_REQUESTED.name]
+    found = [b for b in asked if b["event_id"] == completed[0].get("causation_id")]
+    return TrainModel.model_validate(found[0]) if found else None
+
+
+def trained_rows(catalog: DatasetCatalog, replay: Replay, versions: list[str]) -> list[int]:
+    """The replayed rows a run's dataset versions hold."""
+    frames = [catalog.load(replay.contract.dataset, v) for v in versions]
+    return [row_index(str(r)) for f in frames for r in f[replay.contract.entity_key]]
+
+
+def significance_of(event: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The sequential tests a rollout decision rests on (``models.rollout``'s ``tests``), by metric:
+    its p-value, level, whether it is significant and the sample of each variant."""
+    keep = ("p_value", "alpha", "significant", "candidate_n", "champion_n", "difference")
+    return {metric: {k: test.get(k) for k in keep} for metric, test in (event.get("tests") or {}).items()}
+
+
+def rollout_line(moment: Moment, measure: Measure) -> str:
+    """One rollout decision: what it did and the labels it used, per variant."""
+    body = moment.body
+    figures = body.get("figures") or {}
+    labels = ", ".join(f"{variant} {int(f.get('labelled', 0))} labels" for variant, f in figures.items())
+    accuracy = ", ".join(
+        f"{variant} {measure.show(f[measure.name])}"
+        for variant, f in figures.items()
+        if f.get(measure.name) is not None and f.get(measure.name, -1) >= 0
+    )
+    extra = significance_of(body)
+    return (
+        f"v{body['candidate_version']} {body['action']} step {body.get('step')} "
+        f"({body.get('candidate_traffic', 0):.0%}): {labels or 'no figures'}; {accuracy or '-'}; "
+        f"test {json.dumps(extra) if extra else 'none'}; {body.get('reason', '')[:160]}"
+    )
+
+
+def load_slice(run_id: str, path: str) -> pd.DataFrame:
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=tmp)
+        return pd.read_parquet(Path(local))
+
+
+def timeline(result: ScenarioResult) -> str:
+    """What happened after the change, hop by hop, with the labels each rollout decision used."""
+    start = result.change_at or min((m.at for m in result.moments), default=0.0)
+    lines = ["after the change:" if result.change_at else "(no change reached) from the first event:"]
+    for m in result.moments:
+        if m.at < start:
+            continue
+        when = f"  +{m.at - start:6.1f}s #{m.record:<5}"
+        if m.topic == MODELS_ROLLOUT.name:
+            lines.append(f"{when} rollout {rollout_line(m, result.measure)}")
+        elif m.topic in (MODELS_APPROVED.name, MODELS_REJECTED.name):
+            gates = "; ".join(
+                f"{g['gate']} {'ok' if g['passed'] else 'FAILED'}: {g['message']}" for g in m.body["gates"]
+            )
+            lines.append(f"{when} {m.topic} v{m.body.get('version')}: {gates[:600]}")
+        elif m.topic == TRAINING_COMPLETED.name:
+            versions = m.body.get("lineage", {}).get("dataset_versions", [])
+            metrics = {k: round(v, 3) for k, v in m.body.get("metrics", {}).items() if "." not in k}
+            lines.append(f"{when} trained run {m.body['run_id'][:8]} on {len(versions)} versions: {metrics}")
+        else:
+            lines.append(f"{when} {m.topic} {json.dumps(m.body.get('action') or m.body.get('kind') or '')}")
+    return "\n".join(lines)
