@@ -1,5 +1,6 @@
 """The figures the gates judge, gathered from MLflow: a run's held-out slices scored by the candidate,
-the champion (each with its own pinned feature set) and the trivial baseline.
+the champion (each with its own pinned feature set) and the trivial baseline (the majority class, or
+for a regression run, ``Lineage.task``, the mean).
 
 Runs logged before out-of-time slices (no ``Lineage.eval_slices``) keep the older evidence:
 the candidate's reported metrics and the champion scored on the candidate's random split.
@@ -39,24 +40,18 @@ def gather(store: Models, trained: ModelTrained, champion: str | None) -> dict[s
     lineage = trained.lineage
     if not lineage.eval_slices:
         return {EVAL: older_evidence(store, trained, champion)}
-    label = lineage.label or "label"
+    label, task = lineage.label or "label", lineage.task
     candidate = store.scorer(trained.model_uri, trained.run_id)
-    rival, problem = None, None
-    if champion is not None:
-        try:
-            run_id = store.version(trained.model_name, champion).run_id
-            rival = store.scorer(f"models:/{trained.model_name}/{champion}", run_id)
-        except Exception as exc:  # an incomparable champion fails the champion gate, named
-            problem = problem_of(exc)
+    rival, problem = rival_of(store, trained, champion)
     figures = {}
     for name, artifact in lineage.eval_slices.items():
-        records, labels = labelled(store.slice(trained.run_id, artifact), label)
+        records, labels = labelled(store.slice(trained.run_id, artifact), label, task)
         if labels.empty:  # nothing to judge on: a before slice is left out, an empty recent fails its gates
             if name != BEFORE:
                 figures[name] = SliceFigures(name, 0, {}, problem="the slice has no labelled rows")
             continue
-        baseline = baseline_metrics(labels)
-        if name == RECENT:  # the run's own baseline: the majority of its training rows
+        baseline = baseline_metrics(labels, task)
+        if name == RECENT:  # the run's own baseline: the majority (or the mean) of its training rows
             baseline.update(reported_baseline(trained.metrics))
         scored, why = None, problem
         if rival is not None:
@@ -68,13 +63,31 @@ def gather(store: Models, trained: ModelTrained, champion: str | None) -> dict[s
     return figures
 
 
+def rival_of(store: Models, trained: ModelTrained, champion: str | None) -> tuple[Scorer | None, str | None]:
+    """The champion's scorer, or None and why it cannot judge the candidate (never raised: it fails the gate).
+
+    A champion of the other task (a classifier, where the candidate is a regressor) answers in other
+    figures: the model itself says which it is, whatever the run that made it recorded.
+    """
+    if champion is None:
+        return None, None
+    try:
+        run_id = store.version(trained.model_name, champion).run_id
+        rival = store.scorer(f"models:/{trained.model_name}/{champion}", run_id)
+    except Exception as exc:  # an incomparable champion fails the champion gate, named
+        return None, problem_of(exc)
+    if rival.task != trained.lineage.task:
+        return None, f"champion v{champion} is a {rival.task} model and the candidate a {trained.lineage.task} one"
+    return rival, None
+
+
 def older_evidence(store: Models, trained: ModelTrained, champion: str | None) -> SliceFigures:
     """A run without out-of-time slices: its reported metrics, the champion on its random split."""
     label = trained.lineage.label or "label"
     baseline, rows, scored, problem = reported_baseline(trained.metrics), trained.lineage.eval_rows or 0, None, None
     try:
         features, labels = store.eval_split(trained.run_id, trained.lineage.eval_artifact or "", label)
-        baseline = {**baseline_metrics(labels), **baseline}
+        baseline = {**baseline_metrics(labels, trained.lineage.task), **baseline}
         rows = len(labels)
         if champion is not None:
             scored = store.score_version(trained.model_name, champion, features, labels)

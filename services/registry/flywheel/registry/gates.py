@@ -3,9 +3,15 @@
 A candidate is judged on its out-of-time slice (``recent``: the latest part of its window,
 which neither it nor, being older, the champion trained on) and, on a drift retrain, on the
 slice from before the drift (``before``). The default gate, with no thresholds set: beat
-the trivial baseline (always the majority class) by a margin on ``recent``, be no worse
-than the champion there, and not much worse than it on ``before``. Thresholds, the primary
-metric and the margins come from the model spec's ``gates:`` over the registry's settings.
+the trivial baseline (always the majority class; for a regressor, the mean) by a margin on
+``recent``, be no worse than the champion there, and not much worse than it on ``before``.
+Thresholds, the primary metric and the margins come from the model spec's ``gates:`` over the
+registry's settings.
+
+Margins on an error in the label's units (``rmse``, ``mae``) are fractions of the figure they
+move (``baseline_margin`` 0.01: 1% lower than the mean's; ``before_tolerance`` 0.10: at most
+10% higher than the champion's): the same absolute margin would be nothing on house prices and
+everything on probabilities. Every other metric, ``r2`` among them, moves by absolute margins.
 """
 
 from __future__ import annotations
@@ -15,10 +21,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flywheel.common.evaluation import IN_LABEL_UNITS, LOWER_IS_BETTER, REGRESSION_METRICS
 from flywheel.common.modelspec import GateSpec
 from flywheel.schemas import GateResult
 
-LOWER_IS_BETTER = frozenset({"log_loss"})
 RECENT, BEFORE, EVAL = "recent", "before", "eval"  # EVAL: an older run's random split, its only slice
 
 
@@ -65,12 +71,28 @@ def _known(value: float | None) -> bool:
 
 
 def target(metric: str, reference: float, margin: float) -> float:
-    """The figure a value must reach: ``margin`` better than ``reference`` (lower for log loss).
+    """The figure a value must reach: ``margin`` better than ``reference`` (lower for log loss and errors);
+    for an error in the label's units, ``margin`` is a fraction of ``reference`` (negative: a tolerance).
 
     >>> target("accuracy", 0.8, 0.01), target("log_loss", 0.5, 0.01)
     (0.81, 0.49)
+    >>> target("rmse", 20.0, 0.01), target("rmse", 20.0, -0.10), target("r2", 0.5, 0.01)
+    (19.8, 22.0, 0.51)
     """
+    if metric in IN_LABEL_UNITS:
+        return reference * (1 - margin)
     return reference - margin if metric in LOWER_IS_BETTER else reference + margin
+
+
+def amount(metric: str, margin: float, signed: bool = False) -> str:
+    """A margin as a message says it: ``0.01``, or ``1%`` (of the reference) for an error in the label's units.
+
+    >>> amount("accuracy", 0.01, signed=True), amount("rmse", 0.01, signed=True), amount("rmse", 0.0, signed=True)
+    ('+0.01', '-1%', '+0%')
+    """
+    if metric in IN_LABEL_UNITS:  # a margin better is that fraction lower
+        return f"{-100 * margin + 0.0:+.3g}%" if signed else f"{100 * margin:.3g}%"  # + 0.0: no "-0%"
+    return f"{margin:+.4g}" if signed else f"{margin:.4g}"
 
 
 def reaches(metric: str, value: float, goal: float) -> bool:
@@ -79,7 +101,7 @@ def reaches(metric: str, value: float, goal: float) -> bool:
 
 
 def relation(metric: str, passed: bool) -> str:
-    """How a value stood to its goal, in the metric's direction: ``>=``/``<``, or ``<=``/``>`` for log loss."""
+    """How a value stood to its goal, in the metric's direction: ``>=``/``<``, or ``<=``/``>`` for losses."""
     if metric in LOWER_IS_BETTER:
         return "<=" if passed else ">"
     return ">=" if passed else "<"
@@ -111,8 +133,8 @@ def _compare(
         reference=reference,
         slice=at.name,
         message=(
-            f"{metric} {value:.4f} {relation(metric, passed)} {goal:.4f} = {what} {reference:.4f} {margin:+.4g} "
-            + at.where()
+            f"{metric} {value:.4f} {relation(metric, passed)} {goal:.4f} = {what} {reference:.4f} "
+            f"{amount(metric, margin, signed=True)} {at.where()}"
         ),
     )
 
@@ -149,9 +171,27 @@ def threshold_gates(at: SliceFigures, thresholds: Mapping[str, float]) -> list[G
     return gates
 
 
+def allowed(metric: str, margin_name: str, margin: float, allowance_name: str, allowance: float, of: str) -> str:
+    """The margin and the allowance a goal was moved by, as a gate's message ends: in the metric's units, or as
+    fractions of the reference's figure for an error in the label's units.
+
+    >>> allowed("accuracy", "margin", 0.01, "chance allowance", 0.0512, "baseline")
+    '(margin 0.01 + chance allowance 0.051)'
+    >>> allowed("rmse", "margin", 0.01, "chance allowance", 0.0068, "baseline")
+    "(margin 1% + chance allowance 0.68%, fractions of the baseline's rmse)"
+    """
+    if metric in IN_LABEL_UNITS:
+        return (
+            f"({margin_name} {amount(metric, margin)} + {allowance_name} {amount(metric, allowance)}, "
+            f"fractions of the {of}'s {metric})"
+        )
+    return f"({margin_name} {margin:g} + {allowance_name} {allowance:.3f})"
+
+
 def baseline_gate(metric: str, at: SliceFigures, margin: float) -> GateResult:
-    """The candidate must beat the trivial baseline (always the majority class) by ``margin``, beyond what a
-    model no better than it would reach by chance on the slice's rows (``chance_allowance``).
+    """The candidate must beat the trivial baseline (always the majority class; for a regressor, the mean) by
+    ``margin``, beyond what a model no better than it would reach by chance on the slice's rows
+    (``chance_allowance``). On ``rmse`` and ``mae`` both are fractions of the baseline's error.
 
     >>> recent = SliceFigures("recent", 400, {"accuracy": 0.80}, baseline={"accuracy": 0.744})
     >>> gate = baseline_gate("accuracy", recent, 0.01)
@@ -161,27 +201,39 @@ def baseline_gate(metric: str, at: SliceFigures, margin: float) -> GateResult:
     'recent (400 rows) (margin 0.01 + chance allowance 0.051)'
     >>> baseline_gate("accuracy", SliceFigures("recent", 400, {"accuracy": 0.82}, {"accuracy": 0.744}), 0.01).passed
     True
+    >>> gate = baseline_gate("rmse", SliceFigures("recent", 400, {"rmse": 9.9}, {"rmse": 10.0}), 0.01)
+    >>> print(gate.message)  # doctest: +NORMALIZE_WHITESPACE
+    rmse 9.9000 > 9.8321 = trivial baseline (the mean) 10.0000 -1.68% on recent (400 rows)
+      (margin 1% + chance allowance 0.679%, fractions of the baseline's rmse)
     """
     candidate, baseline = at.candidate.get(metric), at.baseline.get(metric)
     allowance = chance_allowance(metric, at)
-    what = "trivial baseline (majority class)"
+    what = "trivial baseline (the mean)" if metric in REGRESSION_METRICS else "trivial baseline (majority class)"
     result = _compare(f"beats_baseline:{metric}", metric, candidate, baseline, margin + allowance, what, at)
     if allowance:
-        result = result.model_copy(
-            update={"message": f"{result.message} (margin {margin:g} + chance allowance {allowance:.3f})"}
-        )
+        suffix = allowed(metric, "margin", margin, "chance allowance", allowance, "baseline")
+        result = result.model_copy(update={"message": f"{result.message} {suffix}"})
     return result
 
 
 def chance_allowance(metric: str, at: SliceFigures, z: float = 2.326) -> float:
-    """How far above the trivial baseline a model no better than it reaches by chance on the slice's rows, one
+    """How far beyond the trivial baseline a model no better than it reaches by chance on the slice's rows, one
     in a hundred times: ``z`` standard errors of accuracy at the majority share, or of balanced accuracy at
-    the classes' counts (its error is larger when one class is rare). Other metrics get none.
+    the classes' counts (its error is larger when one class is rare); other classification metrics none.
 
-    >>> recent = SliceFigures("recent", 300, {}, baseline={"accuracy": 0.75, "balanced_accuracy": 0.5})
+    A regressor that knows nothing correlates with the labels by chance, below ``z / sqrt(rows)`` ninety-nine
+    times in a hundred, and at correlation r it can cut the mean's squared error by at most the share r²: so
+    ``z² / rows`` of the baseline's unexplained share on ``r2``, and the matching fraction of its root,
+    ``1 - sqrt(1 - z² / rows)``, on ``rmse`` (on ``mae`` alike, exactly so for normal errors).
+
+    >>> recent = SliceFigures("recent", 300, {}, baseline={"accuracy": 0.75, "balanced_accuracy": 0.5, "r2": 0.0})
     >>> round(chance_allowance("accuracy", recent), 3), round(chance_allowance("balanced_accuracy", recent), 3)
     (0.058, 0.078)
+    >>> round(chance_allowance("r2", recent), 4), round(chance_allowance("rmse", recent), 4)
+    (0.018, 0.0091)
     """
+    if metric in REGRESSION_METRICS:
+        return chance_fit(metric, at, z)
     majority, rows = at.baseline.get("accuracy"), at.rows
     if rows <= 0 or not _known(majority) or not 0.0 < majority < 1.0:
         return 0.0
@@ -191,6 +243,17 @@ def chance_allowance(metric: str, at: SliceFigures, z: float = 2.326) -> float:
         minority = max(1.0, (1 - majority) * rows)
         return z * 0.25 * math.sqrt(1 / (majority * rows) + 1 / minority)
     return 0.0
+
+
+def chance_fit(metric: str, at: SliceFigures, z: float = 2.326) -> float:
+    """``chance_allowance`` of a regression metric: the share of the baseline's squared error chance explains."""
+    if at.rows <= 0:
+        return 0.0
+    share = min(1.0, z * z / at.rows)  # r² one in a hundred times; a handful of rows can show anything
+    if metric == "r2":
+        baseline = at.baseline.get("r2")
+        return share * (1 - baseline if _known(baseline) else 1.0)  # r2 = 1 - error / variance of the labels
+    return 1 - math.sqrt(1 - share)
 
 
 def champion_gate(metric: str, at: SliceFigures, min_improvement: float, champion: str | None) -> GateResult:
@@ -220,11 +283,12 @@ def champion_gate(metric: str, at: SliceFigures, min_improvement: float, champio
 
 def before_gate(metric: str, at: SliceFigures, tolerance: float, champion: str | None) -> GateResult:
     """On the slice from before a drift the candidate may be at most ``tolerance`` worse than the
-    champion, beyond the slice's own sampling error.
+    champion, beyond the slice's own sampling error; on ``rmse`` and ``mae`` both are fractions of the
+    champion's error (0.10: at most 10% higher).
 
     "Better on the new concept, not broken on the old": a retrain that learnt only the newest
     rows and forgot the rest fails here. The slice is small (a sample of the pre-drift rows), so a
-    shortfall within one-sided 95% noise of the difference of two rates on its rows
+    shortfall within one-sided 95% noise of the difference of two figures on its rows
     (``sampling_allowance``) is not counted against the candidate; log loss gets no allowance.
 
     >>> before = SliceFigures("before", 500, {"accuracy": 0.70}, champion={"accuracy": 0.80})
@@ -234,6 +298,10 @@ def before_gate(metric: str, at: SliceFigures, tolerance: float, champion: str |
     >>> gate = before_gate("accuracy", noisy, 0.05, "1")
     >>> gate.passed, round(gate.threshold, 3)
     (True, 0.715)
+    >>> worse = SliceFigures("before", 400, {"rmse": 12.0}, champion={"rmse": 10.0})
+    >>> print(before_gate("rmse", worse, 0.1, "1").message)  # doctest: +NORMALIZE_WHITESPACE
+    rmse 12.0000 > 11.9085 = champion v1 10.0000 +19.1% on before (400 rows)
+      (tolerance 10% + sampling allowance 9.08%, fractions of the champion's rmse)
     """
     gate = f"holds_before:{metric}"
     if champion is None:
@@ -242,23 +310,39 @@ def before_gate(metric: str, at: SliceFigures, tolerance: float, champion: str |
     allowance = sampling_allowance(metric, at.candidate.get(metric), (at.champion or {}).get(metric), at.rows)
     result = champion_gate(metric, at, -(tolerance + allowance), champion).model_copy(update={"gate": gate})
     if allowance:
-        result = result.model_copy(
-            update={"message": f"{result.message} (tolerance {tolerance:g} + sampling allowance {allowance:.3f})"}
-        )
+        suffix = allowed(metric, "tolerance", tolerance, "sampling allowance", allowance, "champion")
+        result = result.model_copy(update={"message": f"{result.message} {suffix}"})
     return result
+
+
+# An error's standard error on n rows, as a fraction of it, times sqrt(n), at normal errors of spread s: squared
+# errors vary as 2 s^4 around s^2 (the root: half that relative spread); |error| as s^2 (1 - 2/pi) around s sqrt(2/pi).
+RELATIVE_SPREAD = {"rmse": math.sqrt(0.5), "mae": math.sqrt(math.pi / 2 - 1)}
 
 
 def sampling_allowance(
     metric: str, candidate: float | None, champion: float | None, rows: int, z: float = 1.645
 ) -> float:
-    """One-sided 95% noise of the difference of two rates measured on the same ``rows`` rows.
+    """One-sided 95% noise of the difference of two figures measured on the same ``rows`` rows: of two rates;
+    of two errors in the label's units as a fraction of the champion's (their standard errors at normal
+    errors, ``RELATIVE_SPREAD``); of two R² (each's error ``(1 - r2) * sqrt(2 / rows)``). Log loss gets none.
+
+    The two models' errors are taken as independent, which overstates the noise of their difference on
+    the same rows (in the candidate's favour); heavier tails than normal errors' understate it.
 
     >>> round(sampling_allowance("accuracy", 0.78, 0.83, 180), 3), sampling_allowance("log_loss", 0.5, 0.4, 180)
     (0.069, 0.0)
+    >>> round(sampling_allowance("rmse", 10.0, 10.0, 400), 4), round(sampling_allowance("r2", 0.6, 0.6, 400), 4)
+    (0.0823, 0.0658)
     """
-    if metric in LOWER_IS_BETTER or candidate is None or champion is None or rows <= 0:
+    if not _known(candidate) or not _known(champion) or rows <= 0:
         return 0.0
-    if not (0.0 <= candidate <= 1.0 and 0.0 <= champion <= 1.0):
+    if metric in IN_LABEL_UNITS:
+        spread = RELATIVE_SPREAD[metric] * math.hypot(candidate, champion) / math.sqrt(rows)
+        return z * spread / champion if champion > 0 else 0.0
+    if metric == "r2":
+        return z * math.sqrt(2 * ((1 - candidate) ** 2 + (1 - champion) ** 2) / rows)
+    if metric in LOWER_IS_BETTER or not (0.0 <= candidate <= 1.0 and 0.0 <= champion <= 1.0):
         return 0.0
     return z * math.sqrt((candidate * (1 - candidate) + champion * (1 - champion)) / rows)
 

@@ -99,7 +99,7 @@ class Registrar:
 
     def gates_for(self, trained: ModelTrained, champion: str | None) -> tuple[list[GateResult], dict[str, str]]:
         """The candidate's gate results, and the tags that explain them (the gates applied, the figures)."""
-        gates = resolve(self.declared_gates(trained), self.settings.default_gates())
+        gates = resolve(self.declared_gates(trained), self.settings.default_gates(trained.lineage.task))
         figures = gather(self.store, trained, champion)
         explained = {
             GATE_SPEC: gates.model_dump_json(),
@@ -111,12 +111,16 @@ class Registrar:
         """The gates the run's model spec declares; none (the registry's defaults) if it cannot be read."""
         lineage = trained.lineage
         try:
-            return load_model_spec(self.settings.datasets_dir, lineage.dataset, lineage.model_spec).gates
+            spec = load_model_spec(self.settings.datasets_dir, lineage.dataset, lineage.model_spec)
         except (OSError, ValueError) as exc:
             log.warning(
                 "model spec unreadable; gating with the registry's defaults", spec=lineage.model_spec, error=str(exc)
             )
             return GateSpec()
+        if spec.task != lineage.task:  # the spec changed task since the run: its gates' metrics are not the run's
+            log.warning("model spec's task is not the run's; gating with the registry's defaults", spec=spec.spec_name)
+            return GateSpec()
+        return spec.gates
 
     def _gate_and_register(self, trained: ModelTrained) -> tuple[str | None, list[Event]]:
         name = trained.model_name

@@ -2,10 +2,11 @@
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from flywheel.common.modelspec import GateMetric, GateSpec, PrimaryMetric
+from flywheel.common.evaluation import metrics_of_task
+from flywheel.common.modelspec import GateMetric, GateSpec, PrimaryMetric, Task
 from flywheel.common.settings import ServiceSettings
 
 
@@ -24,13 +25,23 @@ class RegistrySettings(ServiceSettings):
     # beats "always the majority" by a point or two, which a 300-row slice's noise decides.
     primary_metric: PrimaryMetric = Field(
         default="balanced_accuracy",
-        description="Metric a candidate is judged on against the baseline and the champion.",
+        description="Metric a classifier is judged on against the baseline and the champion.",
+    )
+    # RMSE: the error a regressor is usually asked about, in the label's units, weighing large misses more
+    # than MAE; R² would make every margin absolute again, and is undefined on a slice of one value.
+    regression_primary_metric: PrimaryMetric = Field(
+        default="rmse",
+        description="Metric a regressor is judged on against the baseline (the mean) and the champion.",
     )
     thresholds: dict[GateMetric, float] = Field(
-        default={}, description="Absolute gates: metric >= threshold (log_loss <=); none by default."
+        default={},
+        description="Absolute gates: metric >= threshold (log_loss, rmse, mae <=); none by default. "
+        "Each applies to the models whose task reports its metric.",
     )
+    # On rmse and mae, the margins below are fractions of the reference's figure (0.01: 1% lower error).
     baseline_margin: float = Field(
-        default=0.01, description="Candidate must beat the trivial baseline (majority class) by this out of time."
+        default=0.01,
+        description="Candidate must beat the trivial baseline (majority class; the mean) by this out of time.",
     )
     min_improvement: float = Field(
         default=0.0, description="Candidate must reach champion + this on the same slice (0: not worse)."
@@ -44,11 +55,26 @@ class RegistrySettings(ServiceSettings):
         description="On a drift retrain's pre-drift slice: at most this much worse than the champion.",
     )
 
-    def default_gates(self) -> GateSpec:
-        """The gates of a model whose spec sets none."""
+    @field_validator("primary_metric")
+    @classmethod
+    def _a_classification_metric(cls, metric: str) -> str:
+        if metric not in metrics_of_task("classification"):
+            raise ValueError(f"{metric} is not a classification metric; set REGISTRY_REGRESSION_PRIMARY_METRIC")
+        return metric
+
+    @field_validator("regression_primary_metric")
+    @classmethod
+    def _a_regression_metric(cls, metric: str) -> str:
+        if metric not in metrics_of_task("regression"):
+            raise ValueError(f"{metric} is not a regression metric (rmse, mae, r2)")
+        return metric
+
+    def default_gates(self, task: Task = "classification") -> GateSpec:
+        """The gates of a model of ``task`` whose spec sets none: that task's primary metric and thresholds."""
+        primary = self.regression_primary_metric if task == "regression" else self.primary_metric
         return GateSpec(
-            primary_metric=self.primary_metric,
-            thresholds=self.thresholds,
+            primary_metric=primary,
+            thresholds={m: v for m, v in self.thresholds.items() if m in metrics_of_task(task)},
             baseline_margin=self.baseline_margin,
             min_improvement=self.min_improvement,
             before_tolerance=self.before_tolerance,
