@@ -116,16 +116,23 @@ class GateSpec(BaseModel):
         default=None, description="The metric the candidate is judged on against the baseline and the champion."
     )
     thresholds: dict[GateMetric, float] | None = Field(
-        default=None, description="Absolute gates: metric >= value (log_loss <= value); {} for none."
+        default=None, description="Absolute gates: metric >= value (log_loss, rmse, mae: <= value); {} for none."
     )
     baseline_margin: float | None = Field(
-        default=None, description="Must beat the trivial baseline (majority class) by this on the primary metric."
+        default=None,
+        description="Must beat the trivial baseline (majority class; regression: the mean) by this on the primary "
+        "metric; for rmse and mae a fraction of the baseline's error (0.01: 1% lower).",
     )
     min_improvement: float | None = Field(
-        default=None, description="Must reach the champion's primary metric plus this (negative: a tolerance)."
+        default=None,
+        description="Must reach the champion's primary metric plus this (negative: a tolerance); for rmse and mae "
+        "a fraction of the champion's error.",
     )
     before_tolerance: float | None = Field(
-        default=None, ge=0, description="On the slice from before a drift, may be this much worse than the champion."
+        default=None,
+        ge=0,
+        description="On the slice from before a drift, may be this much worse than the champion (rmse, mae: a "
+        "fraction of its error).",
     )
 
 
