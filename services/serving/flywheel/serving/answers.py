@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -13,6 +14,11 @@ from flywheel.schemas import LabelObserved
 # logs the same prediction ids and every reader of ``predictions`` counts it once.
 PREDICTION_IDS = uuid.UUID("5d8a4f53-8e5e-4bc5-9a55-2b3f4a8f0e61")
 ROLES = ("served", "shadow")
+Outcome = bool | float  # how an answer fared: a classifier's right or wrong, a regressor's absolute error
+
+
+class UnusableLabel(ValueError):
+    """A label that cannot judge the answers it is for (a regression model's label that is not a number)."""
 
 
 def prediction_id(key: str | None, role: str) -> str:
@@ -24,6 +30,38 @@ def prediction_id(key: str | None, role: str) -> str:
     if key is None:
         return uuid.uuid4().hex
     return uuid.uuid5(PREDICTION_IDS, f"{key}/{role}").hex
+
+
+def number(value: Any) -> float | None:
+    """A JSON number or a numeric string as a finite float; None for anything else.
+
+    >>> number(3), number("4.5"), number(" -7 "), number("seven"), number(True), number("nan"), number(None)
+    (3.0, 4.5, -7.0, None, None, None, None)
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        parsed = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return parsed if math.isfinite(parsed) else None
+
+
+def outcome(task: str, predicted: Any, label: Any) -> Outcome | None:
+    """How an answer fared against its label: right or wrong for a classifier, the absolute error for a regressor.
+
+    None when a regressor's answer or label is no number (no error can be measured).
+
+    >>> outcome("classification", 1, "1"), outcome("regression", 12.5, "10"), outcome("regression", None, 10)
+    (True, 2.5, None)
+    """
+    if task != "regression":
+        return str(predicted) == str(label)
+    value, truth = number(predicted), number(label)
+    if value is None or truth is None:
+        return None
+    error = abs(value - truth)
+    return error if math.isfinite(error) else None
 
 
 @dataclass
@@ -38,7 +76,7 @@ class Answer:
 
 
 class PendingAnswers:
-    """Answers still waiting for their label: prediction id → model and each variant's prediction and version.
+    """Answers waiting for their label: prediction id → model, its task, each variant's prediction and version.
 
     The version travels with the answer: a label that arrives after a promotion credits the version
     that answered, not whichever model holds the variant's name by then.
@@ -49,22 +87,35 @@ class PendingAnswers:
     ('m', {'champion': (True, '3'), 'candidate': (False, '4')})
     >>> pending.take(LabelObserved(dataset="d", label=1, prediction_id="p1")) is None
     True
+    >>> pending.remember("p2", "price", {"champion": (12.5, "1"), "candidate": (9.0, "2")}, task="regression")
+    >>> pending.take(LabelObserved(dataset="d", label="10", prediction_id="p2"))
+    ('price', {'champion': (2.5, '1'), 'candidate': (1.0, '2')})
     """
 
     def __init__(self, capacity: int = 200_000) -> None:
-        self._answers: OrderedDict[str, tuple[str, dict[str, tuple[Any, str]]]] = OrderedDict()
+        self._answers: OrderedDict[str, tuple[str, str, dict[str, tuple[Any, str]]]] = OrderedDict()
         self._capacity = capacity
 
-    def remember(self, prediction_id: str, model_name: str, variants: dict[str, tuple[Any, str]]) -> None:
-        self._answers[prediction_id] = (model_name, variants)
+    def remember(
+        self, prediction_id: str, model_name: str, variants: dict[str, tuple[Any, str]], task: str = "classification"
+    ) -> None:
+        self._answers[prediction_id] = (model_name, task, variants)
         if len(self._answers) > self._capacity:
             self._answers.popitem(last=False)
 
-    def take(self, label: LabelObserved) -> tuple[str, dict[str, tuple[bool, str]]] | None:
-        """The model a label is for, and per variant whether its answer was right and which version gave it."""
+    def take(self, label: LabelObserved) -> tuple[str, dict[str, tuple[Outcome, str]]] | None:
+        """The model a label is for, and per variant how its answer fared (``outcome``) and which version gave it.
+
+        A variant whose answer cannot be measured (a regressor's missing value) is left out. Raises
+        ``UnusableLabel`` for a regression model's label that is not a number; its answer is forgotten.
+        """
         if label.prediction_id is None or label.prediction_id not in self._answers:
             return None
-        name, variants = self._answers.pop(label.prediction_id)
-        return name, {
-            variant: (str(predicted) == str(label.label), version) for variant, (predicted, version) in variants.items()
+        name, task, variants = self._answers.pop(label.prediction_id)
+        if task == "regression" and number(label.label) is None:
+            raise UnusableLabel(f"label {str(label.label)[:80]!r} of regression model {name!r} is not a number")
+        outcomes = {
+            variant: (outcome(task, predicted, label.label), version)
+            for variant, (predicted, version) in variants.items()
         }
+        return name, {variant: fared for variant, fared in outcomes.items() if fared[0] is not None}

@@ -18,7 +18,7 @@ from flywheel.schemas import Event, ModelApproved, RolloutStepped
 from flywheel.serving.guard import Bake, Guard
 from flywheel.serving.metrics import ROLLOUT_TRAFFIC
 from flywheel.serving.models import ServedModel
-from flywheel.serving.rollout import Decision, Policy, VariantFigures, decide, judge
+from flywheel.serving.rollout import Decision, Policy, decide, incomparable, judge
 from flywheel.serving.rollouts import ENDED, Rollout, RolloutLog, figures_from
 from flywheel.serving.sequential import Comparison
 from flywheel.serving.settings import ServingSettings
@@ -93,6 +93,8 @@ class RolloutDriver:
         except Exception as exc:
             reason = f"candidate failed to load: {exc}"
             return await self._abort_unloaded(approved, name, approved.version, champion.version, strategy, reason)
+        if (why := incomparable(candidate.task, champion.task)) is not None:
+            return await self._abort_unloaded(approved, name, approved.version, champion.version, strategy, why)
         rollout = Rollout(name, strategy, candidate, champion.version, self.steps_of(name, strategy), cause=approved)
         rollout.slow_ms = self.policy.slow_ms
         self.active[name] = rollout
@@ -177,6 +179,10 @@ class RolloutDriver:
             return await self._abort_unloaded(
                 last, name, last.candidate_version, last.champion_version, last.strategy, reason, last.step
             )
+        if (why := incomparable(candidate.task, champion.task)) is not None:
+            return await self._abort_unloaded(
+                last, name, last.candidate_version, last.champion_version, last.strategy, why, last.step
+            )
         steps = self.steps_of(name, last.strategy)
         step = resume_step(steps, last.step, last.candidate_traffic)
         rollout = Rollout(name, last.strategy, candidate, champion.version, steps, cause=last, step=step)
@@ -230,7 +236,7 @@ class RolloutDriver:
         try:
             if decision.action == "step":
                 rollout.step += 1
-                rollout.step_figures = VariantFigures()
+                rollout.step_figures = rollout.new_figures()
                 ROLLOUT_TRAFFIC.labels(name).set(rollout.traffic)
                 await self._emit(rollout, "stepped", decision.reason, tests=decision.comparisons)
             elif decision.action in ("rollback", "inconclusive"):

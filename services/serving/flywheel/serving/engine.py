@@ -17,7 +17,7 @@ import structlog
 
 from flywheel.common.modelspec import RolloutSpec
 from flywheel.schemas import ChampionChanged, LabelObserved, ModelApproved, PredictionMade, RolloutStepped
-from flywheel.serving.answers import Answer, PendingAnswers, prediction_id
+from flywheel.serving.answers import Answer, PendingAnswers, UnusableLabel, prediction_id
 from flywheel.serving.driver import Loader, Promote, Publish, RolloutDriver
 from flywheel.serving.guard import Guard, Rollback
 from flywheel.serving.metrics import PREDICT_LATENCY, PREDICTIONS_SERVED
@@ -131,7 +131,7 @@ class Engine:
         logged: list[PredictionMade] = []
         live = self._live(name)
         for index, answer in enumerate(done):
-            self._remember(answer, shadow.get(index), self.rollouts.get(name))
+            self._remember(answer, champion.task, shadow.get(index), self.rollouts.get(name))
             if answer.variant == "champion":
                 live.requests += 1
                 live.record_latency(elapsed_ms, self.policy.slow_ms)
@@ -159,7 +159,9 @@ class Engine:
         return done, logged
 
     def _live(self, name: str) -> VariantFigures:
-        return self.live.setdefault(name, VariantFigures())
+        if name not in self.live:
+            self.live[name] = VariantFigures(task=self.champions[name].task)
+        return self.live[name]
 
     def _shadow(self, rollout: Rollout, rows: list[list[float]]) -> dict[int, tuple[Any, float | None]]:
         started = time.perf_counter()
@@ -172,11 +174,13 @@ class Engine:
         _count(rollout, "candidate", len(rows), latency_ms=(time.perf_counter() - started) * 1000)
         return {i: (predictions[i], probabilities[i]) for i in range(len(rows))}
 
-    def _remember(self, answer: Answer, shadow: tuple[Any, float | None] | None, rollout: Rollout | None) -> None:
+    def _remember(
+        self, answer: Answer, task: str, shadow: tuple[Any, float | None] | None, rollout: Rollout | None
+    ) -> None:
         variants = {answer.variant: (answer.prediction, answer.model_version)}
         if shadow is not None and rollout is not None:
             variants["candidate"] = (shadow[0], rollout.candidate.version)
-        self.pending.remember(answer.prediction_id, answer.model_name, variants)
+        self.pending.remember(answer.prediction_id, answer.model_name, variants, task)
 
     def _entry(
         self,
@@ -208,30 +212,32 @@ class Engine:
     # -- labels -----------------------------------------------------------------------
 
     def on_label(self, label: LabelObserved) -> None:
-        """Credit each variant's answer to a labelled prediction; rollouts and the guard judge on it."""
-        joined = self.pending.take(label)
+        """Credit each variant's answer to a labelled prediction (right or wrong, or its absolute error);
+        rollouts and the guard judge on it. A regression model's label that is not a number is ignored."""
+        try:
+            joined = self.pending.take(label)
+        except UnusableLabel as exc:  # the labeller's mistake: no figure changes, nothing crashes
+            log.warning("label ignored", prediction_id=label.prediction_id, dataset=label.dataset, reason=str(exc))
+            return
         if joined is None:
             return
-        name, right = joined
+        name, outcomes = joined
         champion = self.champions.get(name)
-        if "champion" in right and champion is not None and right["champion"][1] == champion.version:
-            live = self._live(name)  # the figures of the version serving now: a promotion started them anew
-            live.labelled += 1
-            live.correct += right["champion"][0]
+        if "champion" in outcomes and champion is not None and outcomes["champion"][1] == champion.version:
+            # the figures of the version serving now: a promotion started them anew
+            self._live(name).credit(outcomes["champion"][0])
         rollout = self.rollouts.get(name)
         if rollout is None:
             self.guard.check(name)
             return
         versions = {"champion": rollout.champion_version, "candidate": rollout.candidate.version}
-        for variant, (correct, version) in right.items():
+        for variant, (fared, version) in outcomes.items():
             figures = rollout.figures.get(variant)
             if figures is None or version != versions.get(variant):
                 continue
-            figures.labelled += 1
-            figures.correct += correct
+            figures.credit(fared)
             if variant == "candidate":
-                rollout.step_figures.labelled += 1
-                rollout.step_figures.correct += correct
+                rollout.step_figures.credit(fared)
         self.driver.consider(rollout)
 
     # -- rollouts ---------------------------------------------------------------------

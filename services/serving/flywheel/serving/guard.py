@@ -3,7 +3,9 @@
 A rollout judges a candidate on a share of traffic; the guard keeps judging it on all of
 it for ``bake_s`` seconds after it became champion (by a rollout or by an operator's
 promotion), against the figures its predecessor had, with the rollout's sequential test
-(valid on every label it looks at). ``judge`` is pure: figures in, a reason out.
+(valid on every label it looks at), on the same metrics: a classifier's accuracy, a
+regressor's mean absolute error, and both's error and slow rates. ``judge`` is pure:
+figures in, a reason out.
 """
 
 from __future__ import annotations
@@ -51,6 +53,14 @@ def judge_bake(bake: Bake, now: float, policy: Policy) -> str | None:
     True
     >>> judge_bake(bake, now=150.0, policy=p) is None
     True
+    >>> def regressor(mae, n):  # absolute errors spread by a third of their mean
+    ...     return VariantFigures(requests=n, labelled=n, task="regression", abs_error_sum=n * mae,
+    ...                           abs_error_sq_sum=(mae / 3) ** 2 * (n - 1) + n * mae**2)
+    >>> bake = Bake("price", "2", "1", regressor(10.0, 100), until=100.0)
+    >>> bake.figures = regressor(15.0, 60)
+    >>> print(judge_bake(bake, now=50.0, policy=p))
+    in its bake period, version 2 is worse than version 1:
+    mae 15 vs champion 10 (p=0.0043, 60 vs 100) is worse at level 1.67%
     """
     if bake.judged or now > bake.until:
         return None
@@ -82,15 +92,19 @@ class Guard:
         self.champions[name] = model
         before = self.live.pop(name, None)
         baseline = baseline if baseline is not None else before
-        if previous is not None and baseline is not None and self.settings.bake_s > 0:
-            self.bakes[name] = Bake(name, model.version, previous.version, baseline, time.time() + self.settings.bake_s)
+        if previous is None or baseline is None or self.settings.bake_s <= 0:
+            return
+        if previous.task != model.task:  # a regressor's errors say nothing about a classifier's accuracy
+            log.info("no bake period: the new champion is of another task", model=name, task=model.task)
+            return
+        self.bakes[name] = Bake(name, model.version, previous.version, baseline, time.time() + self.settings.bake_s)
 
     def check(self, name: str) -> None:
         bake = self.bakes.get(name)
         champion = self.champions.get(name)
         if bake is None or champion is None or champion.version != bake.version:
             return
-        bake.figures = self.live.get(name, VariantFigures())
+        bake.figures = self.live.get(name) or VariantFigures(task=champion.task)
         why = judge_bake(bake, time.time(), self.policy)
         if time.time() > bake.until:
             self.bakes.pop(name, None)

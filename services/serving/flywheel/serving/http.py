@@ -62,8 +62,10 @@ class ServedFeatures(BaseModel):
 class Prediction(BaseModel):
     prediction_id: str
     request_id: str | None = None
-    prediction: JsonValue
-    probability: float | None
+    prediction: JsonValue = Field(description="A classifier's class, or a regression model's value (a number).")
+    probability: float | None = Field(
+        default=None, description="A classifier's probability of the positive class; None for a regression model."
+    )
     model_name: str
     model_version: str
     variant: str

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from flywheel.common.contracts import DataContract
+from flywheel.common.evaluation import task_of
 from flywheel.common.featuresets import FeatureSet, load_feature_set
 from flywheel.common.featureversions import feature_set_of_run
 from flywheel.common.modelspec import ModelSpec, load_model_spec
@@ -42,9 +44,26 @@ class ServedModel:
         """Feature rows of raw records, computed with this model's own feature-set version."""
         return self.features.matrix(records)
 
+    @cached_property
+    def task(self) -> str:
+        """``regression`` or ``classification``: what its answers are, read off the estimator as training does.
+
+        An object scikit-learn cannot tag (no ``__sklearn_tags__``) is taken for a classifier, as serving always did.
+        """
+        try:
+            return task_of(self.estimator)
+        except AttributeError:
+            return "classification"
+
     def score(self, rows: list[list[float]]) -> tuple[list[Any], list[float | None]]:
-        """Predictions and the probability of the positive class for feature rows (no pandas)."""
+        """Predictions for feature rows (no pandas), and a classifier's probability of the positive class.
+
+        A regressor's prediction is its value (a float; None where it is not finite), with no probability.
+        """
         matrix = np.asarray(rows, dtype=float)
+        if self.task == "regression":
+            values = np.asarray(self.estimator.predict(matrix), dtype=float).reshape(len(rows))
+            return [float(v) if math.isfinite(v) else None for v in values], [None] * len(rows)
         if hasattr(self.estimator, "predict_proba"):
             probabilities = self.estimator.predict_proba(matrix)
             classes = self.estimator.classes_

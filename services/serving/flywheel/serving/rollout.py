@@ -8,19 +8,52 @@ test of ``sequential.py``, which stays valid however often the rollout looks at 
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
-from flywheel.serving.sequential import Comparison, compare_proportions
+from flywheel.common.evaluation import LOWER_IS_BETTER
+from flywheel.serving.sequential import Comparison, Sample, compare_means, compare_proportions
 
 Action = Literal["hold", "step", "promote", "rollback", "inconclusive"]
+Task = Literal["classification", "regression"]
+
+# what a candidate must be significantly better at to be promoted: a classifier's share of right
+# answers, a regressor's mean absolute error; the rates of failed and of slow answers hold for any model
+QUALITY: dict[str, str] = {"classification": "accuracy", "regression": "mae"}
+RATES = ("error_rate", "slow_rate")
+
+
+def quality_metric(task: str) -> str:
+    """The metric a rollout promotes on (and the guard watches) for a model of ``task``.
+
+    >>> quality_metric("classification"), quality_metric("regression")
+    ('accuracy', 'mae')
+    """
+    return QUALITY[task]
+
+
+def harm(comparison: Comparison) -> float:
+    """How much worse the candidate is (negative: better): less accuracy; a larger error, more failed or slow answers.
+
+    >>> harm(compare_proportions("accuracy", 80, 100, 90, 100, 0.1, 0.05)) > 0
+    True
+    >>> harm(compare_means("mae", Sample(100, 800.0, 7000.0), Sample(100, 900.0, 9000.0), 0.1, 0.05)) < 0
+    True
+    """
+    lower_is_better = comparison.metric in LOWER_IS_BETTER or comparison.metric in RATES
+    return comparison.difference if lower_is_better else -comparison.difference
 
 
 @dataclass
 class VariantFigures:
-    """Live signals of one variant during a rollout."""
+    """Live signals of one variant during a rollout.
+
+    A classifier's labelled answers are right or wrong (``correct``); a regressor's each have an
+    absolute error, kept as their sum and sum of squares: the mean absolute error and its spread.
+    """
 
     requests: int = 0
     errors: int = 0
@@ -29,6 +62,9 @@ class VariantFigures:
     timed: int = 0
     slow: int = 0
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
+    task: Task = "classification"
+    abs_error_sum: float = 0.0
+    abs_error_sq_sum: float = 0.0
 
     def record_latency(self, latency_ms: float, slow_ms: float) -> None:
         """Record one answer's latency; slower than ``slow_ms`` counts as slow."""
@@ -36,13 +72,38 @@ class VariantFigures:
         self.timed += 1
         self.slow += latency_ms > slow_ms
 
+    def credit(self, outcome: bool | float) -> None:
+        """Count one labelled answer: a classifier's right (True) or wrong, a regressor's absolute error.
+
+        >>> figures = VariantFigures(task="regression")
+        >>> for error in (1.0, 2.0, 3.0):
+        ...     figures.credit(error)
+        >>> figures.mae, figures.accuracy
+        (2.0, None)
+        """
+        self.labelled += 1
+        if self.task == "regression":
+            self.abs_error_sum += outcome
+            self.abs_error_sq_sum += outcome**2
+        else:
+            self.correct += bool(outcome)
+
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
 
     @property
     def accuracy(self) -> float | None:
-        return self.correct / self.labelled if self.labelled else None
+        return self.correct / self.labelled if self.labelled and self.task == "classification" else None
+
+    @property
+    def abs_errors(self) -> Sample:
+        """A regressor's absolute errors on its labelled answers."""
+        return Sample(self.labelled, self.abs_error_sum, self.abs_error_sq_sum)
+
+    @property
+    def mae(self) -> float | None:
+        return self.abs_errors.mean if self.labelled and self.task == "regression" else None
 
     @property
     def p99_ms(self) -> float:
@@ -52,7 +113,14 @@ class VariantFigures:
         return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
     def as_dict(self) -> dict[str, float]:
-        return {
+        """The figures a rollout event carries; -1 for a metric without labels (a regressor has no accuracy).
+
+        >>> VariantFigures(labelled=4, task="regression", abs_error_sum=8.0, abs_error_sq_sum=20.0).as_dict()
+        ... # doctest: +NORMALIZE_WHITESPACE
+        {'requests': 0, 'errors': 0, 'error_rate': 0.0, 'labelled': 4, 'correct': 0, 'accuracy': -1.0, 'timed': 0,
+         'slow': 0, 'p99_ms': 0.0, 'mae': 2.0, 'abs_error_sd': 1.1547005383792515}
+        """
+        figures = {
             "requests": self.requests,
             "errors": self.errors,
             "error_rate": self.error_rate,
@@ -63,15 +131,21 @@ class VariantFigures:
             "slow": self.slow,
             "p99_ms": self.p99_ms,
         }
+        if self.task == "regression":
+            figures["mae"] = -1.0 if self.mae is None else self.mae
+            figures["abs_error_sd"] = math.sqrt(self.abs_errors.variance)
+        return figures
 
 
 @dataclass(frozen=True)
 class Policy:
     """When a difference between candidate and champion is real enough to act on.
 
-    ``alpha`` is the level of the whole rollout: each of the three rates is tested at
-    ``alpha / 3`` (Bonferroni), so the chance that a candidate no different from the
-    champion is ever promoted or rolled back, on any rate, stays below ``alpha``.
+    ``alpha`` is the level of the whole rollout: each of the three metrics (the quality
+    metric, error rate and slow rate) is tested at ``alpha / 3`` (Bonferroni), so the chance
+    that a candidate no different from the champion is ever promoted or rolled back, on any
+    of them, stays below ``alpha``. ``tau`` serves both tests: a difference of rates, and of
+    mean absolute errors in standard deviations of the errors (``sequential.py``).
     """
 
     alpha: float = 0.05
@@ -83,11 +157,15 @@ class Policy:
 
     @property
     def metric_alpha(self) -> float:
-        return self.alpha / len(METRICS)
+        return self.alpha / (1 + len(RATES))
 
 
-# the rates compared, each a proportion: of labelled answers right, of answers failed, of answers slow
-METRICS = ("accuracy", "error_rate", "slow_rate")
+def _sample_size(figures: VariantFigures, metric: str) -> int:
+    if metric == "error_rate":
+        return figures.requests
+    if metric == "slow_rate":
+        return figures.timed
+    return figures.labelled
 
 
 def _counts(figures: VariantFigures, metric: str) -> tuple[int, int]:
@@ -98,20 +176,29 @@ def _counts(figures: VariantFigures, metric: str) -> tuple[int, int]:
     return figures.slow, figures.timed
 
 
+def _compare(metric: str, candidate: VariantFigures, champion: VariantFigures, policy: Policy) -> Comparison:
+    if metric == "mae":
+        return compare_means(metric, candidate.abs_errors, champion.abs_errors, policy.tau, policy.metric_alpha)
+    return compare_proportions(
+        metric, *_counts(candidate, metric), *_counts(champion, metric), policy.tau, policy.metric_alpha
+    )
+
+
 @dataclass(frozen=True)
 class Verdict:
-    """The sequential tests of one look: each rate with enough sample on both sides."""
+    """The sequential tests of one look: each metric with enough sample on both sides."""
 
     comparisons: dict[str, Comparison]
+    quality: str = "accuracy"
 
     def worse(self) -> list[Comparison]:
-        """The rates on which the candidate is significantly worse."""
-        return [c for c in self.comparisons.values() if c.significant and _harm(c) > 0]
+        """The metrics on which the candidate is significantly worse."""
+        return [c for c in self.comparisons.values() if c.significant and harm(c) > 0]
 
     def better(self) -> Comparison | None:
-        """The accuracy comparison, when the candidate is significantly more accurate."""
-        accuracy = self.comparisons.get("accuracy")
-        return accuracy if accuracy is not None and accuracy.significant and _harm(accuracy) < 0 else None
+        """The quality metric's comparison, when the candidate is significantly better on it."""
+        quality = self.comparisons.get(self.quality)
+        return quality if quality is not None and quality.significant and harm(quality) < 0 else None
 
     def why_worse(self) -> str | None:
         worse = self.worse()
@@ -120,13 +207,11 @@ class Verdict:
         return "; ".join(f"{c.describe()} is worse at level {c.alpha:.2%}" for c in worse)
 
 
-def _harm(comparison: Comparison) -> float:
-    """How much worse the candidate is (negative: better): less accuracy, more errors or slow answers."""
-    return -comparison.difference if comparison.metric == "accuracy" else comparison.difference
-
-
 def judge(candidate: VariantFigures, champion: VariantFigures, policy: Policy) -> Verdict:
-    """Test each rate of the candidate against the champion's, once both have the minimum sample.
+    """Test each metric of the candidate against the champion's, once both have the minimum sample.
+
+    The quality metric is the champion's task's (``quality_metric``); figures of another task
+    (a classifier's against a regressor's) are not compared on it.
 
     >>> policy = Policy(min_labels=50)
     >>> good, bad = VariantFigures(labelled=200, correct=190), VariantFigures(labelled=200, correct=100)
@@ -138,18 +223,40 @@ def judge(candidate: VariantFigures, champion: VariantFigures, policy: Policy) -
     'accuracy 95.0% vs champion 50.0% (p=0.0000, 200 vs 200)'
     >>> judge(VariantFigures(labelled=10, correct=10), bad, policy).comparisons
     {}
+    >>> def regressor(mae, sd, n=200):
+    ...     return VariantFigures(labelled=n, task="regression", abs_error_sum=n * mae,
+    ...                           abs_error_sq_sum=sd**2 * (n - 1) + n * mae**2)
+    >>> judge(regressor(20.0, 12.0), regressor(15.0, 10.0), policy).why_worse()
+    'mae 20 vs champion 15 (p=0.0084, 200 vs 200) is worse at level 1.67%'
+    >>> judge(regressor(12.3, 9.0, n=500), regressor(15.1, 10.0, n=500), policy).better().describe()
+    'mae 12.3 vs champion 15.1 (p=0.0008, 500 vs 500)'
     """
+    quality = quality_metric(champion.task)
     comparisons = {}
-    for metric in METRICS:
-        minimum = policy.min_labels if metric == "accuracy" else policy.min_requests
-        candidate_hits, candidate_n = _counts(candidate, metric)
-        champion_hits, champion_n = _counts(champion, metric)
-        if candidate_n < minimum or champion_n < minimum:
+    for metric in (quality, *RATES):
+        if metric == quality and candidate.task != champion.task:
             continue
-        comparisons[metric] = compare_proportions(
-            metric, candidate_hits, candidate_n, champion_hits, champion_n, policy.tau, policy.metric_alpha
-        )
-    return Verdict(comparisons)
+        minimum = policy.min_labels if metric == quality else policy.min_requests
+        if _sample_size(candidate, metric) < minimum or _sample_size(champion, metric) < minimum:
+            continue
+        comparisons[metric] = _compare(metric, candidate, champion, policy)
+    return Verdict(comparisons, quality)
+
+
+def incomparable(candidate_task: str, champion_task: str) -> str | None:
+    """Why a candidate cannot be rolled out against the champion: their answers are of different kinds.
+
+    >>> incomparable("regression", "classification")
+    'the candidate is a regression model and the champion a classification one: their answers cannot be compared'
+    >>> incomparable("regression", "regression") is None
+    True
+    """
+    if candidate_task == champion_task:
+        return None
+    return (
+        f"the candidate is a {candidate_task} model and the champion a {champion_task} one: "
+        "their answers cannot be compared"
+    )
 
 
 @dataclass(frozen=True)
@@ -170,11 +277,11 @@ def decide(
 ) -> Decision:
     """What to do after new evidence: hold, step up, promote, roll back, or end inconclusive.
 
-    Significantly worse on any rate rolls back at once. Significantly more accurate steps a
-    canary up once the candidate answered ``min_requests`` requests at the current step
-    (and promotes it from the last step, or at once for A/B and shadow). Blue-green switches
-    without evidence. Past ``max_s`` without a promotion, the rollout ends inconclusive and
-    the champion stays.
+    Significantly worse on any metric rolls back at once. Significantly better on the quality
+    metric (more accurate, or a lower mean absolute error) steps a canary up once the candidate
+    answered ``min_requests`` requests at the current step (and promotes it from the last step,
+    or at once for A/B and shadow). Blue-green switches without evidence. Past ``max_s``
+    without a promotion, the rollout ends inconclusive and the champion stays.
 
     >>> p = Policy(min_labels=50, min_requests=10, max_s=600)
     >>> better = judge(VariantFigures(labelled=200, correct=190), VariantFigures(labelled=200, correct=150), p)
@@ -212,19 +319,19 @@ def decide(
 
 
 def _better(verdict: Verdict) -> str:
-    accuracy = verdict.comparisons["accuracy"]
-    return f"{accuracy.describe()} is better at level {accuracy.alpha:.2%}"
+    quality = verdict.comparisons[verdict.quality]
+    return f"{quality.describe()} is better at level {quality.alpha:.2%}"
 
 
 def _inconclusive(verdict: Verdict, elapsed_s: float, step: int, steps: list[float]) -> str:
     """Why a rollout ends at its time limit without a decision: the figures it had."""
-    accuracy = verdict.comparisons.get("accuracy")
-    if accuracy is None:
-        evidence = "too few labels to compare accuracy"
+    quality = verdict.comparisons.get(verdict.quality)
+    if quality is None:
+        evidence = f"too few labels to compare {verdict.quality}"
     elif verdict.better() is not None:
-        evidence = f"{accuracy.describe()} is better, but the canary reached only step {step + 1} of {len(steps)}"
+        evidence = f"{quality.describe()} is better, but the canary reached only step {step + 1} of {len(steps)}"
     else:
-        evidence = f"{accuracy.describe()} is no significant difference"
+        evidence = f"{quality.describe()} is no significant difference"
     return f"no decision in {elapsed_s:.0f} s ({evidence}); the champion stays"
 
 

@@ -36,13 +36,19 @@ class Rollout:
     steps: list[float]
     cause: Event | None = None
     step: int = 0
-    figures: dict[str, VariantFigures] = field(
-        default_factory=lambda: {"champion": VariantFigures(), "candidate": VariantFigures()}
-    )
-    step_figures: VariantFigures = field(default_factory=VariantFigures)
+    figures: dict[str, VariantFigures] = field(init=False)
+    step_figures: VariantFigures = field(init=False)
     deciding: bool = False
     slow_ms: float = 100.0
     started_at: float = field(default_factory=time.monotonic)  # a resumed rollout's clock starts afresh
+
+    def __post_init__(self) -> None:
+        self.figures = {"champion": self.new_figures(), "candidate": self.new_figures()}
+        self.step_figures = self.new_figures()
+
+    def new_figures(self) -> VariantFigures:
+        """Empty figures that keep what the candidate's answers are judged on (right answers, or errors)."""
+        return VariantFigures(task=self.candidate.task)
 
     @property
     def elapsed_s(self) -> float:
@@ -147,17 +153,29 @@ class RolloutLog:
 def figures_from(summary: dict[str, float]) -> VariantFigures:
     """A variant's figures as a rollout event carries them (no latencies: only their p99).
 
+    A summary with ``mae`` is a regressor's: its absolute errors are rebuilt from their mean and spread.
+
     >>> figures_from({"requests": 10, "errors": 1, "labelled": 8, "correct": 6}).accuracy
     0.75
+    >>> figures = figures_from({"labelled": 4, "mae": 2.0, "abs_error_sd": 1.1547005383792515})
+    >>> figures.task, figures.mae, round(figures.abs_errors.variance, 6)
+    ('regression', 2.0, 1.333333)
     """
-    return VariantFigures(
+    labelled = int(summary.get("labelled", 0))
+    figures = VariantFigures(
         requests=int(summary.get("requests", 0)),
         errors=int(summary.get("errors", 0)),
-        labelled=int(summary.get("labelled", 0)),
-        correct=int(summary.get("correct", round(summary.get("accuracy", 0) * summary.get("labelled", 0)))),
+        labelled=labelled,
+        correct=int(summary.get("correct", round(summary.get("accuracy", 0) * labelled))),
         timed=int(summary.get("timed", 0)),
         slow=int(summary.get("slow", 0)),
     )
+    if "mae" in summary:
+        mae, sd = max(summary["mae"], 0.0), summary.get("abs_error_sd", 0.0)
+        figures.task = "regression"
+        figures.abs_error_sum = mae * labelled
+        figures.abs_error_sq_sum = sd**2 * max(labelled - 1, 0) + labelled * mae**2
+    return figures
 
 
 def as_test(comparison: Comparison) -> SequentialTest:

@@ -28,15 +28,21 @@ class ServingSettings(ServiceSettings):
         lt=1,
         description=(
             "Significance level of a rollout's decisions: the chance that a candidate no different from the "
-            "champion is ever promoted or rolled back (split over accuracy, error rate and slow answers)."
+            "champion is ever promoted or rolled back (split over accuracy, or a regressor's mean absolute error, "
+            "error rate and slow answers)."
         ),
     )
     rollout_tau: float = Field(
         default=0.1,
         gt=0,
-        description="Mixing standard deviation of the sequential test (mSPRT): the difference of rates found fastest.",
+        description=(
+            "Mixing standard deviation of the sequential test (mSPRT): the difference of rates found fastest, "
+            "and of a regressor's mean absolute errors in standard deviations of its errors."
+        ),
     )
-    min_labels: int = Field(default=100, ge=1, description="Labelled answers per variant before accuracy is judged.")
+    min_labels: int = Field(
+        default=100, ge=1, description="Labelled answers per variant before accuracy (a regressor's mae) is judged."
+    )
     min_requests: int = Field(
         default=100,
         ge=1,
