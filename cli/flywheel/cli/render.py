@@ -152,15 +152,22 @@ def _figure(figures: dict[str, Any], variant: str) -> str:
     >>> _figure({"champion": {"requests": 0, "error_rate": 0, "labelled": 0, "accuracy": -1.0, "p99_ms": 0}},
     ...         "champion")
     '0 req · 0.0% err · acc n/a · p99 0.0 ms'
+    >>> _figure({"candidate": {"requests": 80, "error_rate": 0, "labelled": 60, "accuracy": -1.0, "mae": 12.5,
+    ...          "p99_ms": 3}}, "candidate")
+    '80 req · 0.0% err · mae 12.500 (60) · p99 3.0 ms'
     """
     f = figures.get(variant) or {}
     if not f:
         return ""
-    accuracy = f.get("accuracy", -1.0)
-    acc = "n/a" if accuracy is None or accuracy < 0 else f"{accuracy:.3f} ({int(f.get('labelled', 0))})"
+    labelled = int(f.get("labelled", 0))
+    if f.get("mae") is not None:  # a regressor's: its mean absolute error on labels
+        quality = f"mae {float(f['mae']):.3f} ({labelled})"
+    else:
+        accuracy = f.get("accuracy", -1.0)
+        quality = "acc " + ("n/a" if accuracy is None or accuracy < 0 else f"{accuracy:.3f} ({labelled})")
     return (
         f"{int(f.get('requests', 0))} req · {100 * float(f.get('error_rate', 0)):.1f}% err · "
-        f"acc {acc} · p99 {float(f.get('p99_ms', 0)):.1f} ms"
+        f"{quality} · p99 {float(f.get('p99_ms', 0)):.1f} ms"
     )
 
 

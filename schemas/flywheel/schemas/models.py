@@ -61,15 +61,20 @@ class ChampionChanged(Event):
 
 
 class SequentialTest(BaseModel):
-    """One look of a rollout's sequential test (mSPRT) of the candidate's rate against the champion's."""
+    """One look of a rollout's sequential test (mSPRT) of the candidate's rate (or mean) against the champion's."""
 
-    metric: str = Field(description="accuracy (of labelled answers), error_rate (failed answers) or slow_rate.")
-    candidate: float = Field(description="The candidate's rate.")
-    champion: float = Field(description="The champion's rate.")
+    metric: str = Field(
+        description="accuracy (of labelled answers; a regressor's: mae, the mean absolute error), error_rate "
+        "(failed answers) or slow_rate."
+    )
+    candidate: float = Field(description="The candidate's rate (mae: its mean absolute error).")
+    champion: float = Field(description="The champion's rate (mae: its mean absolute error).")
     difference: float = Field(description="Candidate minus champion.")
     candidate_n: int = Field(description="The candidate's sample: labels for accuracy, answers otherwise.")
     champion_n: int
-    std_error: float = Field(description="Standard error of the difference (pooled, under no difference).")
+    std_error: float = Field(
+        description="Standard error of the difference (rates: pooled, under no difference; mae: unpooled)."
+    )
     log_likelihood_ratio: float = Field(description="log of the mixture likelihood ratio; significant at log(1/alpha).")
     p_value: float = Field(description="1 / likelihood ratio at this look (always valid: any look may decide).")
     alpha: float = Field(description="This rate's level (the rollout's level split over the rates tested).")
