@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Literal
 
 from river import drift
+from river.base import DriftDetector
+
+Detector = Literal["page_hinkley", "adwin"]
+
+
+def detector_factory(
+    detector: Detector, ph_threshold: float, ph_delta: float, adwin_delta: float
+) -> Callable[[], DriftDetector]:
+    """How to make a fresh detector (one starts afresh after each drift): Page-Hinkley watching for a rise, or ADWIN."""
+    if detector == "page_hinkley":
+        return lambda: drift.PageHinkley(min_instances=30, delta=ph_delta, threshold=ph_threshold, mode="up")
+    return lambda: drift.ADWIN(delta=adwin_delta, clock=1)
 
 
 class ErrorStream:
@@ -25,26 +38,24 @@ class ErrorStream:
     True
     """
 
+    figure = "accuracy"  # what its window tells: the figure a classifier's alert judges
+
     def __init__(
         self,
-        detector: Literal["page_hinkley", "adwin"] = "page_hinkley",
+        detector: Detector = "page_hinkley",
         window: int = 500,
         ph_threshold: float = 12.0,
         ph_delta: float = 0.02,
         adwin_delta: float = 0.002,
     ) -> None:
-        self._make = (
-            (lambda: drift.PageHinkley(min_instances=30, delta=ph_delta, threshold=ph_threshold, mode="up"))
-            if detector == "page_hinkley"
-            else (lambda: drift.ADWIN(delta=adwin_delta, clock=1))
-        )
+        self._make = detector_factory(detector, ph_threshold, ph_delta, adwin_delta)
         self.detector_name = detector
         self._detector = self._make()
         self._recent: deque[int] = deque(maxlen=window)
         self.seen = 0
 
-    def update(self, wrong: bool) -> bool:
-        """Add one outcome; True when the detector signals drift (it then starts afresh)."""
+    def update(self, wrong: float) -> bool:
+        """Add one outcome (1 wrong, 0 right); True when the detector signals drift (it then starts afresh)."""
         self.seen += 1
         self._recent.append(int(wrong))
         self._detector.update(int(wrong))
@@ -62,6 +73,11 @@ class ErrorStream:
     def accuracy(self) -> float | None:
         """Accuracy over the rolling window; None before any label."""
         return 1 - sum(self._recent) / len(self._recent) if self._recent else None
+
+    @property
+    def value(self) -> float | None:
+        """The rolling figure (``figure``): accuracy."""
+        return self.accuracy
 
     @property
     def window_size(self) -> int:

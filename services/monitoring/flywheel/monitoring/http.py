@@ -13,10 +13,13 @@ from flywheel.monitoring.watch import Watch
 
 
 def drift_summary(watch: Watch, model_name: str) -> dict[str, Any]:
+    """One model's figures: a classifier's accuracy (rolling and training), a regressor's MAE (the other None)."""
     monitor = watch.monitors[model_name]
     reference = monitor.reference
+    figure, value = monitor.errors.figure, monitor.errors.value
     return {
         "model_name": model_name,
+        "task": reference.task if reference else None,
         "reference": None
         if reference is None
         else {
@@ -26,11 +29,13 @@ def drift_summary(watch: Watch, model_name: str) -> dict[str, Any]:
             "dataset_version": reference.dataset_version,
             "rows": len(next(iter(reference.features.values()), [])),
             "train_accuracy": reference.train_accuracy,
+            "train_mae": reference.train_mae,
         },
         "window_size": len(monitor.window),
         "predictions_seen": monitor.predictions_seen,
         "labels_joined": monitor.labels_joined,
-        "rolling_accuracy": monitor.errors.accuracy,
+        "rolling_accuracy": value if figure == "accuracy" else None,
+        "rolling_mae": value if figure == "mae" else None,
         "features": [
             {
                 "feature": v.feature,

@@ -1,4 +1,4 @@
-"""Monitoring's domain metrics: drift statistics, accuracy on labels, reference version."""
+"""Monitoring's domain metrics: drift statistics, accuracy or MAE on labels, reference version."""
 
 from prometheus_client import Gauge
 
@@ -6,6 +6,8 @@ from flywheel.monitoring.monitor import ModelMonitor
 
 FEATURE_PSI = Gauge("flywheel_monitoring_feature_psi", "PSI of a feature in the current window.", ["model", "feature"])
 ROLLING_ACCURACY = Gauge("flywheel_monitoring_rolling_accuracy", "Accuracy on delayed labels.", ["model"])
+ROLLING_MAE = Gauge("flywheel_monitoring_rolling_mae", "A regressor's MAE on delayed labels.", ["model"])
+ROLLING = {"accuracy": ROLLING_ACCURACY, "mae": ROLLING_MAE}
 DRIFT_EVENTS = Gauge("flywheel_monitoring_drift_events", "Drift events published so far.", ["model", "kind"])
 LABELS_JOINED = Gauge("flywheel_monitoring_labels_joined", "Labels joined to predictions.", ["model"])
 CHAMPION_VERSION = Gauge("flywheel_monitoring_reference_model_version", "Champion version monitored.", ["model"])
@@ -15,8 +17,8 @@ def observe(monitor: ModelMonitor) -> None:
     name = monitor.model_name
     for verdict in monitor.last_verdicts:
         FEATURE_PSI.labels(name, verdict.feature).set(verdict.psi)
-    if monitor.errors.accuracy is not None:
-        ROLLING_ACCURACY.labels(name).set(monitor.errors.accuracy)
+    if monitor.errors.value is not None:
+        ROLLING[monitor.errors.figure].labels(name).set(monitor.errors.value)
     for kind in ("data", "concept"):
         DRIFT_EVENTS.labels(name, kind).set(sum(1 for d in monitor.drift_events if d.kind == kind))
     LABELS_JOINED.labels(name).set(monitor.labels_joined)

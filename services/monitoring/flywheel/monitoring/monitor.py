@@ -1,28 +1,27 @@
 """One model's monitor: data drift, concept drift and service health, as events.
 
 Pure state: predictions and labels go in, ``DriftDetected`` and ``AlertRaised``
-events come out; the subscribers do the I/O.
+events come out; the subscribers do the I/O. The label side (error stream, concept
+drift, accuracy or MAE alert) is ``flywheel.monitoring.performance``.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
-from uuid import uuid4
+from typing import Any, Literal
 
 import numpy as np
 
 from flywheel.monitoring.alerts import AlertBook, Band
-from flywheel.monitoring.concept import ErrorStream
+from flywheel.monitoring.concept import Detector, ErrorStream
+from flywheel.monitoring.performance import PRODUCER, PerformanceWatch, clock
+from flywheel.monitoring.residuals import ResidualStream
 from flywheel.monitoring.retrain import RetrainBook
 from flywheel.monitoring.statistics import FeatureVerdict, Thresholds, detect_drift
 from flywheel.schemas import AlertRaised, DriftDetected, Event, FeatureDrift, LabelObserved, PredictionMade
-
-PRODUCER = "monitoring"
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,7 @@ class MonitorConfig:
     min_labels: int = 100
     latency_p99_ms: float = 500.0
     missing_rate: float = 0.05
-    detector: str = "page_hinkley"
+    detector: Detector = "page_hinkley"
     retrain_cooldown_s: float = 600.0
     retrain_again_s: float = 4200.0  # > training's fresh-data wait + serving's longest rollout: no canary superseded
     retrain_on: tuple[str, ...] = ("data", "concept")  # the kinds of drift that ask for a retrain
@@ -45,9 +44,17 @@ class MonitorConfig:
     missing_rate_resolve: float = 0.03
     psi_resolve: float = 0.05
     alert_hold_s: float = 30.0
+    mae_margin: float = 0.25  # a regressor's MAE alert: above training's MAE times 1 + this
+    mae_resolve_margin: float = 0.15
 
-    def bands(self, train_accuracy: float | None = None) -> dict[str, Band]:
-        """Each alert's raise and resolve thresholds (accuracy's relative to the training accuracy)."""
+    def bands(self, train_accuracy: float | None = None, train_mae: float | None = None) -> dict[str, Band]:
+        """Each alert's raise and resolve thresholds (accuracy's and MAE's relative to the champion's training).
+
+        MAE's margin is relative: a label's units (kWh, dollars) differ from one dataset to the next.
+
+        >>> MonitorConfig().bands(train_mae=10.0)["mae"]
+        Band(raise_at=12.5, resolve_at=11.5, above=True)
+        """
         bands = {
             "latency": Band(self.latency_p99_ms, self.latency_p99_resolve_ms),
             "missing_features": Band(self.missing_rate, self.missing_rate_resolve),
@@ -55,6 +62,8 @@ class MonitorConfig:
         if train_accuracy is not None:
             floor, back = train_accuracy - self.accuracy_drop, train_accuracy - self.accuracy_resolve_drop
             bands["accuracy"] = Band(floor, back, above=False)
+        if train_mae is not None:
+            bands["mae"] = Band(train_mae * (1 + self.mae_margin), train_mae * (1 + self.mae_resolve_margin))
         return bands
 
 
@@ -70,6 +79,8 @@ class Reference:
     categorical: set[str]
     train_accuracy: float | None = None
     feature_set_version: str | None = None
+    task: Literal["classification", "regression"] = "classification"
+    train_mae: float | None = None  # a regressor's, on its out-of-time slice like its run's other metrics
 
     def judges(self, prediction: PredictionMade) -> bool:
         """Whether this reference is the one to compare a prediction's features with: its model's own.
@@ -99,7 +110,6 @@ class ModelMonitor:
 
     def __post_init__(self) -> None:
         self.alerts = AlertBook(renotify_s=self.config.renotify_s, producer=PRODUCER, hold_s=self.config.alert_hold_s)
-        self.errors = ErrorStream(detector=self.config.detector)  # type: ignore[arg-type]
         self.window: deque[dict[str, Any]] = deque(maxlen=self.config.window_size)
         self.window_times: deque[datetime] = deque(maxlen=self.config.window_size)
         self.latencies: deque[float] = deque(maxlen=self.config.window_size)
@@ -112,6 +122,9 @@ class ModelMonitor:
         self.retrain = RetrainBook(cooldown_s=self.config.retrain_cooldown_s, again_s=self.config.retrain_again_s)
         self.timeline: list[TimelinePoint] = []
         self.drift_events: list[DriftDetected] = []
+        self.performance = PerformanceWatch(
+            self.model_name, self.config, self.alerts, self.retrain, self.drift_events, self._mark, self.reference
+        )
 
     # -- reference --------------------------------------------------------------------
 
@@ -120,7 +133,7 @@ class ModelMonitor:
         self.reference = reference
         self.window.clear()
         self.window_times.clear()
-        self.errors.reset()
+        self.performance.start(reference)
         self.since_check = 0
         self.retrain.reset()
         self.last_verdicts = []
@@ -166,7 +179,7 @@ class ModelMonitor:
             resolved = self.alerts.observe(key, False, calm, "warning", "data_drift", message, {"max_psi": worst}, now)
             return [resolved] if resolved else []
         retrain = (
-            any(v.retrain for v in drifted) and "data" in self.config.retrain_on and self.retrain.may_ask(_now(now))
+            any(v.retrain for v in drifted) and "data" in self.config.retrain_on and self.retrain.may_ask(clock(now))
         )
         drift = DriftDetected(
             producer=PRODUCER,
@@ -230,7 +243,7 @@ class ModelMonitor:
     # -- labels -----------------------------------------------------------------------
 
     def on_label(self, label: LabelObserved, now: float | None = None) -> list[Event]:
-        """Join a late label to its prediction; feed the error stream; raise concept drift."""
+        """Join a late label to its prediction; judge the champion's answer by it (``PerformanceWatch``)."""
         prediction_id = label.prediction_id or self.latest_by_entity.get(label.entity_id or "")
         if prediction_id is None or prediction_id not in self.pending:
             return []
@@ -238,103 +251,17 @@ class ModelMonitor:
         if self.reference and self.reference.model_version and version != self.reference.model_version:
             return []  # a canary's or old champion's answer: not the champion's error stream
         self.labels_joined += 1
-        wrong = str(predicted) != str(label.label)
-        drifted = self.errors.update(wrong)
-        accuracy = self.errors.accuracy
-        if self.labels_joined % 25 == 0:
-            self._mark("accuracy", accuracy, f"rolling accuracy over {self.errors.window_size} labels")
-        events: list[Event] = []
-        if drifted:
-            events += self._concept_drift(label, accuracy, now)
-        events += self._check_performance(label, accuracy, now)
-        return events
+        return self.performance.judge(label, predicted, now)
 
-    def _concept_drift(self, label: LabelObserved, accuracy: float | None, now: float | None) -> list[Event]:
-        retrain = "concept" in self.config.retrain_on and self.retrain.may_ask(_now(now))
-        error_rate = FeatureDrift(
-            feature="error_rate",
-            statistic=self.errors.detector_name,
-            value=1 - (accuracy or 0.0),
-            threshold=self.config.accuracy_drop,
-            drifted=True,
-        )
-        drift = self._concept_event(label, error_rate, retrain)
-        self._mark("concept_drift", accuracy, "error stream changed")
-        alert = self.alerts.raise_alert(
-            f"concept_drift:{self.model_name}",
-            "critical",
-            "concept_drift",
-            f"{self.model_name}: error rate rose (rolling accuracy {accuracy:.1%})"
-            + ("; retraining requested" if retrain else ""),
-            {"drift_event_id": str(drift.event_id), "rolling_accuracy": accuracy, "labels": self.errors.seen},
-            **drift.caused(),
-        )
-        return [drift, *([alert] if alert else [])]
-
-    def _concept_event(self, label: LabelObserved, evidence: FeatureDrift, retrain: bool) -> DriftDetected:
-        """A concept drift of this champion, remembered for ``/drift``."""
-        reference = self.reference
-        drift = DriftDetected(
-            producer=PRODUCER,
-            causation_id=label.event_id,
-            dataset=label.dataset,
-            model_name=self.model_name,
-            kind="concept",
-            features=[evidence],
-            window_size=self.errors.window_size,
-            reference_version=reference.dataset_version if reference else None,
-            model_version=reference.model_version if reference else None,
-            retrain=retrain,
-        )
-        self.drift_events.append(drift)
-        return drift
-
-    def _check_performance(self, label: LabelObserved, accuracy: float | None, now: float | None) -> list[Event]:
-        """The accuracy alert: raised below training minus ``accuracy_drop``, resolved above minus the resolve drop."""
-        reference = self.reference
-        if accuracy is None or reference is None or reference.train_accuracy is None:
-            return []
-        if self.errors.window_size < self.config.min_labels:
-            return []
-        band = self.config.bands(reference.train_accuracy)["accuracy"]
-        alert = self.alerts.observe(
-            f"accuracy:{self.model_name}",
-            band.breached(accuracy),
-            band.cleared(accuracy),
-            "critical",
-            "accuracy",
-            f"{self.model_name}: accuracy {accuracy:.1%} over the last {self.errors.window_size} labels, training"
-            f" {reference.train_accuracy:.1%} (alert below {band.raise_at:.1%}, resolved above {band.resolve_at:.1%})",
-            {
-                "accuracy": accuracy,
-                "train_accuracy": reference.train_accuracy,
-                "labels": self.errors.window_size,
-                "raise_at": band.raise_at,
-                "resolve_at": band.resolve_at,
-            },
-            now,
-            correlation_id=uuid4(),
-            causation_id=label.event_id,
-        )
-        events: list[Event] = [alert] if alert else []
-        below = band.breached(accuracy)
-        if self.retrain.ask_again(below, _now(now)) and "concept" in self.config.retrain_on:
-            events.append(self._still_below(label, accuracy, band.raise_at, now))
-        return events
+    @property
+    def errors(self) -> ErrorStream | ResidualStream:
+        """The champion's error stream: 0/1 errors of a classifier, residuals of a regressor."""
+        return self.performance.stream
 
     def candidate_ended(self, now: float | None = None) -> None:
         """A candidate of this model was rejected by the registry, or its rollout ended without promoting it
         (rolled back, inconclusive, aborted): the champion it was to replace still serves."""
-        self.retrain.candidate_ended(_now(now))
-
-    def _still_below(self, label: LabelObserved, accuracy: float, floor: float, now: float | None) -> DriftDetected:
-        """Ask again (``RetrainBook.ask_again``): the champion is still below its floor, and its error rate
-        changes no more, so the drift detector will not fire again."""
-        self.retrain.asked(_now(now))  # a request of its own, cooldown or not
-        below = FeatureDrift(feature="accuracy", statistic="below_floor", value=accuracy, threshold=floor, drifted=True)
-        drift = self._concept_event(label, below, retrain=True)
-        self._mark("concept_drift", accuracy, "still below the accuracy floor after a retrain request in vain")
-        return drift
+        self.retrain.candidate_ended(clock(now))
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -345,10 +272,6 @@ class ModelMonitor:
             TimelinePoint(utc_now(), kind, self.reference.model_version if self.reference else None, value, detail)
         )
         del self.timeline[:-5000]
-
-
-def _now(now: float | None) -> float:
-    return time.time() if now is None else now
 
 
 def _as_float(value: Any) -> float:

@@ -10,6 +10,7 @@ training, and its traffic, logged with the same version by serving, is compared 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -22,6 +23,21 @@ from flywheel.common.trainingdata import load_training_data, training_data_of_ru
 from flywheel.monitoring.monitor import Reference
 
 CATEGORICAL_TRANSFORMS = {"one_hot", "bucket"}
+TASK_TAG = "flywheel.task"  # training's run tag; runs from before regression have none: classifiers
+
+
+def judged_by(tags: dict[str, str], metrics: dict[str, float]) -> dict[str, Any]:
+    """The champion's task and the training figure its labels are judged against: accuracy, or a
+    regressor's MAE (both from the run's out-of-time slice, like the figures served labels give).
+
+    >>> judged_by({}, {"accuracy": 0.9})
+    {'task': 'classification', 'train_accuracy': 0.9, 'train_mae': None}
+    >>> judged_by({"flywheel.task": "regression"}, {"mae": 2.5, "rmse": 3.1})
+    {'task': 'regression', 'train_accuracy': None, 'train_mae': 2.5}
+    """
+    if tags.get(TASK_TAG) == "regression":
+        return {"task": "regression", "train_accuracy": None, "train_mae": metrics.get("mae")}
+    return {"task": "classification", "train_accuracy": metrics.get("accuracy"), "train_mae": None}
 
 
 def categorical_features(feature_set: FeatureSet, datasets_dir: Path) -> set[str]:
@@ -51,7 +67,6 @@ def load_reference(
         return None
     feature_set = feature_set_of_run(client, run, lambda: load_feature_set(datasets_dir, data.dataset))
     features = feature_set.frame(load_training_data(catalog.load, data))
-    metrics = run.data.metrics
     return Reference(
         model_name=model_name,
         model_version=str(version.version),
@@ -59,6 +74,6 @@ def load_reference(
         dataset_version=",".join(data.versions),
         features={name: features[name].to_numpy(dtype=float) for name in feature_set.names},
         categorical=categorical_features(feature_set, datasets_dir),
-        train_accuracy=metrics.get("accuracy"),
         feature_set_version=feature_set.version,
+        **judged_by(run.data.tags, run.data.metrics),
     )

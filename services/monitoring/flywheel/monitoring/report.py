@@ -7,7 +7,9 @@ import math
 
 import numpy as np
 
+from flywheel.monitoring.alerts import Band
 from flywheel.monitoring.monitor import ModelMonitor
+from flywheel.monitoring.performance import NAMES, shown
 from flywheel.monitoring.watch import Watch
 
 STYLE = """
@@ -42,20 +44,22 @@ def _histogram_svg(reference: np.ndarray, current: np.ndarray, bins: int = 12) -
 
 
 def _timeline_svg(monitor: ModelMonitor) -> str:
-    points = [p for p in monitor.timeline if p.kind == "accuracy" and p.value is not None]
+    figure = monitor.errors.figure
+    points = [p for p in monitor.timeline if p.kind == figure and p.value is not None]
     marks = [p for p in monitor.timeline if p.kind in {"concept_drift", "champion"}]
     if len(points) < 2:
-        return "<p>Not enough labels yet for an accuracy timeline.</p>"
+        return f"<p>Not enough labels yet for a {NAMES[figure]} timeline.</p>"
     start = min(p.at for p in monitor.timeline).timestamp()
     end = max(p.at for p in monitor.timeline).timestamp()
     span = max(end - start, 1e-9)
     width, height = 720, 160
+    top = _top(figure, [p.value for p in points if p.value is not None], monitor.performance.band())
 
     def x(at: float) -> float:
         return (at - start) / span * width
 
     def y(value: float) -> float:
-        return height - max(0.0, min(1.0, value)) * height
+        return height - max(0.0, min(1.0, value / top)) * height
 
     path = " ".join(f"{x(p.at.timestamp()):.1f},{y(p.value):.1f}" for p in points)  # type: ignore[arg-type]
     lines = "".join(
@@ -67,9 +71,20 @@ def _timeline_svg(monitor: ModelMonitor) -> str:
     return (
         f'<svg width="{width}" height="{height}" style="border:1px solid #ccc">'
         f'<polyline points="{path}" fill="none" stroke="#1565c0" stroke-width="2"/>{lines}</svg>'
-        "<p>Blue: rolling accuracy on delayed labels (0 to 1). "
+        f"<p>Blue: rolling {NAMES[figure]} on delayed labels (0 to {shown(figure, top)}). "
         "Dashed red: concept drift. Dashed green: new champion.</p>"
     )
+
+
+def _top(figure: str, values: list[float], band: Band | None) -> float:
+    """The timeline's top: accuracy's 1; for MAE, room for the worst figure and the alert threshold.
+
+    >>> _top("accuracy", [0.9], None), _top("mae", [2.0, 3.0], Band(12.5, 11.5))
+    (1.0, 15.0)
+    """
+    if figure == "accuracy":
+        return 1.0
+    return max([*values, band.raise_at if band else 0.0, 1e-9]) * 1.2
 
 
 def _model_section(monitor: ModelMonitor) -> str:
@@ -77,13 +92,14 @@ def _model_section(monitor: ModelMonitor) -> str:
     head = f"<h2>{html.escape(monitor.model_name)}</h2>"
     if reference is None:
         return head + "<p>No champion yet: nothing to compare traffic with.</p>"
-    accuracy = monitor.errors.accuracy
+    figure, value, trained = monitor.errors.figure, monitor.errors.value, monitor.performance.trained
+    name = NAMES[figure]
     facts = (
-        f"<p>Champion version <b>{reference.model_version}</b>, trained on dataset "
+        f"<p>Champion version <b>{reference.model_version}</b> ({reference.task}), trained on dataset "
         f"<b>{html.escape(reference.dataset)}</b> version <code>{reference.dataset_version}</code>"
-        f" (training accuracy {reference.train_accuracy if reference.train_accuracy is not None else 'n/a'}). "
-        f"Window: {len(monitor.window)} predictions; labels joined: {monitor.labels_joined}; rolling accuracy: "
-        f"{'n/a' if accuracy is None else f'{accuracy:.1%}'}.</p>"
+        f" (training {name} {'n/a' if trained is None else shown(figure, trained)}). "
+        f"Window: {len(monitor.window)} predictions; labels joined: {monitor.labels_joined}; rolling {name}: "
+        f"{'n/a' if value is None else shown(figure, value)}.</p>"
     )
     rows = "".join(
         f"<tr><td style='text-align:left'>{html.escape(v.feature)}</td><td>{v.kind}</td><td>{v.psi:.3f}</td>"

@@ -1,7 +1,8 @@
 """When one model's monitor asks for a retrain: pure bookkeeping over a clock, no events.
 
-A drift asks once per champion per ``cooldown_s``. A champion still below its accuracy floor asks
-again, since its error rate no longer *changes* and the drift detector will not fire again:
+A drift asks once per champion per ``cooldown_s``. A champion still below its accuracy floor (a
+regressor: above its MAE ceiling) asks again, since its error rate no longer *changes* and the
+drift detector will not fire again:
 
 - as soon as a candidate ended without replacing it after the last request (rejected by the
   registry, or its rollout rolled back, inconclusive or aborted) — paced by data, not by a timer,

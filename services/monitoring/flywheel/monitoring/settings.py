@@ -29,7 +29,15 @@ class MonitoringSettings(ServiceSettings):
     accuracy_resolve_drop: float = Field(
         default=0.03, ge=0, description="Resolve the accuracy alert once accuracy is back within this of training."
     )
-    min_labels: int = Field(default=100, description="Labels needed before judging accuracy.")
+    mae_margin: float = Field(
+        default=0.25,
+        ge=0,
+        description="A regressor alerts when its rolling MAE exceeds its training MAE by this share (0.25: 25%).",
+    )
+    mae_resolve_margin: float = Field(
+        default=0.15, ge=0, description="Resolve the MAE alert once the MAE is back within this share of training's."
+    )
+    min_labels: int = Field(default=100, description="Labels needed before judging accuracy or MAE.")
     latency_p99_ms: float = Field(default=500.0, description="Alert when prediction latency p99 exceeds this.")
     latency_p99_resolve_ms: float = Field(default=400.0, description="Resolve the latency alert below this p99.")
     missing_rate: float = Field(default=0.05, description="Alert when this share of feature values is missing.")
@@ -62,7 +70,7 @@ class MonitoringSettings(ServiceSettings):
     @model_validator(mode="after")
     def _resolve_on_the_safe_side(self) -> MonitoringSettings:
         """Each resolve threshold must lie on the safe side of its raise threshold (or equal it: no band)."""
-        self.monitor_config().bands(train_accuracy=1.0)
+        self.monitor_config().bands(train_accuracy=1.0, train_mae=1.0)
         if self.accuracy_resolve_drop > self.accuracy_drop or self.psi_resolve > self.psi_alert:
             raise ValueError("accuracy_resolve_drop and psi_resolve must not exceed accuracy_drop and psi_alert")
         return self
@@ -86,4 +94,6 @@ class MonitoringSettings(ServiceSettings):
             missing_rate_resolve=self.missing_rate_resolve,
             psi_resolve=self.psi_resolve,
             alert_hold_s=self.alert_hold_s,
+            mae_margin=self.mae_margin,
+            mae_resolve_margin=self.mae_resolve_margin,
         )
