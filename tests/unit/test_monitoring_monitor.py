@@ -86,13 +86,17 @@ def test_abrupt_concept_drift_is_detected_within_a_few_dozen_labels_and_requests
     monitor = ModelMonitor("loans-approval", MonitorConfig())
     monitor.set_reference(reference)
     serve_and_label(monitor, model, agrawal(0, seed=8, n=1000), datetime(2026, 1, 1, tzinfo=UTC))
-    published = serve_and_label(monitor, model, agrawal(2, seed=9, n=400), datetime(2026, 1, 2, tzinfo=UTC))
+    published, labels_until_detection = [], None
+    for i, row in enumerate(agrawal(2, seed=9, n=400)):  # one labelled record at a time: when does it fire?
+        at = datetime(2026, 1, 2, tzinfo=UTC) + timedelta(seconds=i)
+        published += serve_and_label(monitor, model, [row], at, clock=1000.0 + i)
+        if labels_until_detection is None and any(isinstance(e, DriftDetected) for e in published):
+            labels_until_detection = i + 1
     drifts = [e for e in published if isinstance(e, DriftDetected)]
-    assert drifts, "concept drift was not detected"
+    assert drifts and labels_until_detection is not None, "concept drift was not detected"
     first = drifts[0]
     assert first.kind == "concept" and first.retrain
-    labels_until_detection = next(i for i, e in enumerate(published) if isinstance(e, DriftDetected))
-    assert labels_until_detection <= 60
+    assert labels_until_detection <= 60, labels_until_detection
     assert sum(d.retrain for d in drifts) == 1, "a persisting drift must request one retrain per champion"
     alerts = [e for e in published if isinstance(e, AlertRaised) and e.kind == "concept_drift"]
     assert len(alerts) == 1 and alerts[0].causation_id == first.event_id
