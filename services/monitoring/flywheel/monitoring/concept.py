@@ -21,7 +21,50 @@ def detector_factory(
     return lambda: drift.ADWIN(delta=adwin_delta, clock=1)
 
 
-class ErrorStream:
+class OutcomeStream:
+    """One number per labelled answer: a rolling window of them, and a river detector on a signal of them.
+
+    The two kinds below say what the number is (a 0/1 error, an absolute residual) and what the
+    detector sees; the window, the detector's restart after a drift and the counts are shared.
+    """
+
+    figure = ""  # what its window tells: the figure a model's alert judges
+
+    def __init__(
+        self, detector: Detector, window: int, ph_threshold: float, ph_delta: float, adwin_delta: float
+    ) -> None:
+        self._make = detector_factory(detector, ph_threshold, ph_delta, adwin_delta)
+        self.detector_name = detector
+        self._detector = self._make()
+        self._recent: deque[float] = deque(maxlen=window)
+        self.seen = 0
+
+    def _add(self, outcome: float, signal: float | None) -> bool:
+        """Remember ``outcome``; feed ``signal`` to the detector (None: nothing to judge it in). True on drift."""
+        self.seen += 1
+        self._recent.append(outcome)
+        if signal is None:
+            return False
+        self._detector.update(signal)
+        if self._detector.drift_detected:
+            self._detector = self._make()
+            return True
+        return False
+
+    def reset(self) -> None:
+        self._detector = self._make()
+        self._recent.clear()
+        self.seen = 0
+
+    def _mean(self) -> float | None:
+        return sum(self._recent) / len(self._recent) if self._recent else None
+
+    @property
+    def window_size(self) -> int:
+        return len(self._recent)
+
+
+class ErrorStream(OutcomeStream):
     """Whether the model's recent answers are wrong more often than before.
 
     Each label joined to its prediction adds one 0/1 error to a river detector
@@ -38,7 +81,7 @@ class ErrorStream:
     True
     """
 
-    figure = "accuracy"  # what its window tells: the figure a classifier's alert judges
+    figure = "accuracy"
 
     def __init__(
         self,
@@ -48,37 +91,19 @@ class ErrorStream:
         ph_delta: float = 0.02,
         adwin_delta: float = 0.002,
     ) -> None:
-        self._make = detector_factory(detector, ph_threshold, ph_delta, adwin_delta)
-        self.detector_name = detector
-        self._detector = self._make()
-        self._recent: deque[int] = deque(maxlen=window)
-        self.seen = 0
+        super().__init__(detector, window, ph_threshold, ph_delta, adwin_delta)
 
     def update(self, wrong: float) -> bool:
         """Add one outcome (1 wrong, 0 right); True when the detector signals drift (it then starts afresh)."""
-        self.seen += 1
-        self._recent.append(int(wrong))
-        self._detector.update(int(wrong))
-        if self._detector.drift_detected:
-            self._detector = self._make()
-            return True
-        return False
-
-    def reset(self) -> None:
-        self._detector = self._make()
-        self._recent.clear()
-        self.seen = 0
+        return self._add(int(wrong), int(wrong))
 
     @property
     def accuracy(self) -> float | None:
         """Accuracy over the rolling window; None before any label."""
-        return 1 - sum(self._recent) / len(self._recent) if self._recent else None
+        errors = self._mean()
+        return None if errors is None else 1 - errors
 
     @property
     def value(self) -> float | None:
         """The rolling figure (``figure``): accuracy."""
         return self.accuracy
-
-    @property
-    def window_size(self) -> int:
-        return len(self._recent)

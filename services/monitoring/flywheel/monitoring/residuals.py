@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections import deque
-
-from flywheel.monitoring.concept import Detector, detector_factory
+from flywheel.monitoring.concept import Detector, OutcomeStream
 
 
-class ResidualStream:
+class ResidualStream(OutcomeStream):
     """Whether a regressor's recent answers are further off than before.
 
     Each label joined to its prediction adds the absolute residual |prediction - label| to a
@@ -38,7 +36,7 @@ class ResidualStream:
     True
     """
 
-    figure = "mae"  # what its window tells: the figure a regressor's alert judges
+    figure = "mae"
 
     def __init__(
         self,
@@ -50,41 +48,21 @@ class ResidualStream:
         adwin_delta: float = 0.002,
         clip: float = 4.0,
     ) -> None:
+        super().__init__(detector, window, ph_threshold, ph_delta, adwin_delta)
         self.scale = scale if scale is not None and scale > 0 else None
         self.clip = clip
-        self._make = detector_factory(detector, ph_threshold, ph_delta, adwin_delta)
-        self.detector_name = detector
-        self._detector = self._make()
-        self._recent: deque[float] = deque(maxlen=window)
-        self.seen = 0
 
     def update(self, residual: float) -> bool:
         """Add one absolute residual; True when the detector signals drift (it then starts afresh)."""
-        self.seen += 1
-        self._recent.append(residual)
-        if self.scale is None:
-            return False
-        self._detector.update(min(residual / self.scale, self.clip))
-        if self._detector.drift_detected:
-            self._detector = self._make()
-            return True
-        return False
-
-    def reset(self) -> None:
-        self._detector = self._make()
-        self._recent.clear()
-        self.seen = 0
+        signal = None if self.scale is None else min(residual / self.scale, self.clip)
+        return self._add(residual, signal)
 
     @property
     def mae(self) -> float | None:
         """Mean absolute error over the rolling window, in the label's units; None before any label."""
-        return sum(self._recent) / len(self._recent) if self._recent else None
+        return self._mean()
 
     @property
     def value(self) -> float | None:
         """The rolling figure (``figure``): MAE."""
         return self.mae
-
-    @property
-    def window_size(self) -> int:
-        return len(self._recent)

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from flywheel.common.evaluation import metrics_of_task
@@ -55,18 +55,12 @@ class RegistrySettings(ServiceSettings):
         description="On a drift retrain's pre-drift slice: at most this much worse than the champion.",
     )
 
-    @field_validator("primary_metric")
+    @field_validator("primary_metric", "regression_primary_metric")
     @classmethod
-    def _a_classification_metric(cls, metric: str) -> str:
-        if metric not in metrics_of_task("classification"):
-            raise ValueError(f"{metric} is not a classification metric; set REGISTRY_REGRESSION_PRIMARY_METRIC")
-        return metric
-
-    @field_validator("regression_primary_metric")
-    @classmethod
-    def _a_regression_metric(cls, metric: str) -> str:
-        if metric not in metrics_of_task("regression"):
-            raise ValueError(f"{metric} is not a regression metric (rmse, mae, r2)")
+    def _a_metric_of_its_task(cls, metric: str, info: ValidationInfo) -> str:
+        task = "regression" if info.field_name == "regression_primary_metric" else "classification"
+        if metric not in metrics_of_task(task):
+            raise ValueError(f"{metric} is not a {task} metric ({', '.join(metrics_of_task(task))})")
         return metric
 
     def default_gates(self, task: Task = "classification") -> GateSpec:
