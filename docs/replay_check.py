@@ -42,6 +42,11 @@ def main() -> None:
     args = parser.parse_args()
     replay = Replay.load(DATASETS, args.dataset)
     features, spec = load_feature_set(DATASETS, args.dataset), load_model_spec(DATASETS, args.dataset)
+    if spec.task != "classification":  # its figures (AUC, accuracy, the 0/1 error stream) are a classifier's
+        raise SystemExit(
+            f"{args.dataset}: replay_check checks classification replays; {spec.model_name} is a "
+            f"{spec.task} model (its loop's figures: tests/e2e/test_real_data_loop.py)"
+        )
     phases = {name: list(replay.phase(name, "check")) for name in ("history", "stable", "drifted")}
     xy = {name: (np.array(features.matrix(r.record for r in rows)), np.array([r.label for r in rows]))
           for name, rows in phases.items()}  # fmt: skip

@@ -154,7 +154,7 @@ def test_a_regressor_still_above_its_ceiling_after_a_retrain_in_vain_asks_again(
     assert still.features[0].threshold == pytest.approx(1.25 * MAE_OF_UNIT_NOISE)
 
 
-@pytest.mark.parametrize("bad", ["n/a", "3.5", True, None, [1.0], {"kwh": 1.0}])
+@pytest.mark.parametrize("bad", ["n/a", "nan", True, None, [1.0], {"kwh": 1.0}])
 def test_a_label_that_is_no_number_is_skipped_with_a_log_line(bad: object, monkeypatch) -> None:
     logs: list[tuple[str, dict]] = []
     # the module's own logger, not structlog's global config, which the apps other tests build reconfigure

@@ -160,8 +160,8 @@ def _figure(figures: dict[str, Any], variant: str) -> str:
     if not f:
         return ""
     labelled = int(f.get("labelled", 0))
-    if f.get("mae") is not None:  # a regressor's: its mean absolute error on labels
-        quality = f"mae {float(f['mae']):.3f} ({labelled})"
+    if f.get("mae") is not None:  # a regressor's: its mean absolute error on labels (-1: none yet)
+        quality = "mae " + ("n/a" if float(f["mae"]) < 0 else f"{float(f['mae']):.3f} ({labelled})")
     else:
         accuracy = f.get("accuracy", -1.0)
         quality = "acc " + ("n/a" if accuracy is None or accuracy < 0 else f"{accuracy:.3f} ({labelled})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -19,8 +20,9 @@ from sklearn.metrics import (
     root_mean_squared_error,
 )
 
+from flywheel.common.modelspec import REGRESSION_METRICS
+
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "balanced_accuracy", "log_loss")
-REGRESSION_METRICS = ("rmse", "mae", "r2")
 # better lower: a loss or an error in the label's units; every other metric is better higher
 LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae"})
 # error metrics in the label's own units: a margin on them is a fraction of the reference figure
@@ -39,11 +41,67 @@ def metrics_of_task(task: str) -> tuple[str, ...]:
 def task_of(model: Any) -> str:
     """``regression`` for a fitted regressor (or a pipeline ending in one), else ``classification``.
 
+    An object scikit-learn cannot ask (no estimator tags) is taken for a classifier, as before
+    regression existed.
+
     >>> from sklearn.linear_model import LinearRegression, LogisticRegression
-    >>> task_of(LinearRegression()), task_of(LogisticRegression())
-    ('regression', 'classification')
+    >>> task_of(LinearRegression()), task_of(LogisticRegression()), task_of(object())
+    ('regression', 'classification', 'classification')
     """
-    return "regression" if is_regressor(model) else "classification"
+    try:
+        return "regression" if is_regressor(model) else "classification"
+    except (AttributeError, TypeError):
+        return "classification"
+
+
+def quality_metric(task: str) -> str:
+    """The figure a task's live answers are judged by on their labels: accuracy, or the mean absolute error.
+
+    >>> quality_metric("classification"), quality_metric("regression")
+    ('accuracy', 'mae')
+    """
+    return "mae" if task == "regression" else "accuracy"
+
+
+def label_type(task: str) -> type:
+    """How labels are read for a model of ``task``: class numbers, or a regressor's values."""
+    return float if task == "regression" else int
+
+
+def number(value: Any) -> float | None:
+    """A JSON number or a numeric string as a finite float; None for anything else (a boolean too).
+
+    >>> number(3), number("4.5"), number(" -7 "), number("seven"), number(True), number("nan"), number(None)
+    (3.0, 4.5, -7.0, None, None, None, None)
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        parsed = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return parsed if math.isfinite(parsed) else None
+
+
+def answer_error(task: str, predicted: Any, label: Any) -> float | None:
+    """How far one answer was from its label: a classifier's 1.0 wrong or 0.0 right, a regressor's absolute
+    error. None when a regressor's answer or label is no number: no error can be measured.
+
+    The one rule serving's rollouts, monitoring's error stream and the demo's figures share.
+
+    >>> [answer_error("classification", 1, label) for label in ("1", 1.0, 0)]
+    [0.0, 0.0, 1.0]
+    >>> [answer_error("regression", answer, label) for answer, label in ((12.5, "10"), (None, 10), (2, True))]
+    [2.5, None, None]
+    """
+    if task == "regression":
+        value, truth = number(predicted), number(label)
+        if value is None or truth is None:
+            return None
+        error = abs(value - truth)
+        return error if math.isfinite(error) else None
+    same = str(predicted) == str(label) or (number(predicted) is not None and number(predicted) == number(label))
+    return 0.0 if same else 1.0
 
 
 def regression_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:

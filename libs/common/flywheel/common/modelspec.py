@@ -97,6 +97,7 @@ GateMetric = Literal[
 ]
 PrimaryMetric = Literal["accuracy", "balanced_accuracy", "f1", "roc_auc", "log_loss", "rmse", "mae", "r2"]
 Task = Literal["classification", "regression"]
+REGRESSION_METRICS = ("rmse", "mae", "r2")  # a regressor's gate metrics; every other is a classifier's
 
 
 class GateSpec(BaseModel):
@@ -215,9 +216,8 @@ class ModelSpec(BaseModel):
 
     @model_validator(mode="after")
     def _gates_fit_task(self) -> ModelSpec:
-        regression = {"rmse", "mae", "r2"}
         named = {self.gates.primary_metric, *(self.gates.thresholds or {})} - {None}
-        wrong = sorted(m for m in named if (m in regression) != (self.task == "regression"))
+        wrong = sorted(m for m in named if (m in REGRESSION_METRICS) != (self.task == "regression"))
         if wrong:
             raise ValueError(f"gate metrics {wrong} do not fit a {self.task} model")
         return self

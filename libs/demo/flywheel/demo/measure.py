@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from flywheel.common.evaluation import answer_error, quality_metric
+
 
 @dataclass(frozen=True)
 class Measure:
@@ -24,15 +26,18 @@ class Measure:
     name: str
     lower_is_better: bool
 
-    def outcome(self, prediction: Any, label: Any) -> float:
-        """One answer's outcome: 1.0 when the class is right (else 0.0), or the absolute error."""
-        if self.lower_is_better:
-            return abs(float(prediction) - float(label))
-        return float(str(prediction) == str(label) or _same_number(prediction, label))
+    def outcome(self, prediction: Any, label: Any) -> float | None:
+        """One answer's outcome: 1.0 when the class is right (else 0.0), or the absolute error (``answer_error``);
+        None when no error can be measured (a regressor's answer or label that is no number)."""
+        error = answer_error("regression" if self.lower_is_better else "classification", prediction, label)
+        if error is None or self.lower_is_better:
+            return error
+        return 1.0 - error
 
-    def of(self, outcomes: Sequence[float]) -> float | None:
-        """The figure of a phase's outcomes; None without any."""
-        return statistics.fmean(outcomes) if outcomes else None
+    def of(self, outcomes: Sequence[float | None]) -> float | None:
+        """The figure of a phase's outcomes, those that could be measured; None without any."""
+        measured = [o for o in outcomes if o is not None]
+        return statistics.fmean(measured) if measured else None
 
     def better(self, value: float, than: float) -> bool:
         return value < than if self.lower_is_better else value > than
@@ -56,21 +61,14 @@ class Measure:
         return max(list(labels).count(value) for value in set(labels)) / len(labels)
 
 
-def _same_number(prediction: Any, label: Any) -> bool:
-    try:
-        return float(prediction) == float(label)
-    except (TypeError, ValueError):
-        return False
-
-
 ACCURACY = Measure("accuracy", lower_is_better=False)
 MAE = Measure("mae", lower_is_better=True)
 
 
 def measure_of(task: str) -> Measure:
-    """The measure of a model spec's task.
+    """The measure of a model spec's task (its ``quality_metric``).
 
     >>> measure_of("regression").name, measure_of("classification").name
     ('mae', 'accuracy')
     """
-    return MAE if task == "regression" else ACCURACY
+    return MAE if quality_metric(task) == MAE.name else ACCURACY

@@ -54,6 +54,8 @@ class MonitorConfig:
 
         >>> MonitorConfig().bands(train_mae=10.0)["mae"]
         Band(raise_at=12.5, resolve_at=11.5, above=True)
+        >>> "mae" in MonitorConfig().bands(train_mae=0.0), "mae" in MonitorConfig().bands(train_mae=float("nan"))
+        (False, False)
         """
         bands = {
             "latency": Band(self.latency_p99_ms, self.latency_p99_resolve_ms),
@@ -62,7 +64,7 @@ class MonitorConfig:
         if train_accuracy is not None:
             floor, back = train_accuracy - self.accuracy_drop, train_accuracy - self.accuracy_resolve_drop
             bands["accuracy"] = Band(floor, back, above=False)
-        if train_mae is not None:
+        if train_mae is not None and math.isfinite(train_mae) and train_mae > 0:  # else no unit to judge MAE in
             bands["mae"] = Band(train_mae * (1 + self.mae_margin), train_mae * (1 + self.mae_resolve_margin))
         return bands
 

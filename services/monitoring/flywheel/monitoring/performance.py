@@ -10,7 +10,6 @@ that threshold after a retrain request in vain asks again (``RetrainBook.ask_aga
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from uuid import uuid4
 
 import structlog
 
+from flywheel.common.evaluation import answer_error
 from flywheel.monitoring.alerts import AlertBook, Band
 from flywheel.monitoring.concept import ErrorStream
 from flywheel.monitoring.residuals import ResidualStream
@@ -39,23 +39,6 @@ PAST = {"accuracy": "below_floor", "mae": "above_ceiling"}  # a champion still p
 def clock(now: float | None) -> float:
     """The time of a check: the caller's (tests, replays) or the wall clock."""
     return time.time() if now is None else now
-
-
-def outcome(task: str, predicted: Any, label: Any) -> float | None:
-    """What one label adds to the error stream: 1/0 wrong or right for a classifier, |residual| for a regressor.
-
-    None when a regressor's answer or label is no finite number: there is no residual to measure.
-
-    >>> outcome("classification", 1, "1"), outcome("classification", 1, 0)
-    (0.0, 1.0)
-    >>> outcome("regression", 2.5, 4), outcome("regression", 2.5, "4"), outcome("regression", 2.5, True)
-    (1.5, None, None)
-    """
-    if task != "regression":
-        return float(str(predicted) != str(label))
-    if not (_is_number(predicted) and _is_number(label)):
-        return None
-    return abs(float(predicted) - float(label))
 
 
 def shown(figure: str, value: float) -> str:
@@ -129,7 +112,7 @@ class PerformanceWatch:
 
     def judge(self, label: LabelObserved, predicted: Any, now: float | None = None) -> list[Event]:
         """One label joined to the champion's answer: feed the error stream; raise concept drift and alerts."""
-        error = outcome(self.reference.task if self.reference else "classification", predicted, label.label)
+        error = answer_error(self.reference.task if self.reference else "classification", predicted, label.label)
         if error is None:
             log.warning(
                 "label skipped: a regressor's answer and label must be numbers",
@@ -241,8 +224,3 @@ class PerformanceWatch:
         where = "below the accuracy floor" if figure == "accuracy" else "above the MAE ceiling"
         self.mark("concept_drift", value, f"still {where} after a retrain request in vain")
         return drift
-
-
-def _is_number(value: Any) -> bool:
-    """A finite JSON number (not a boolean, which Python counts as an int)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

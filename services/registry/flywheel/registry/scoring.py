@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.dummy import DummyClassifier, DummyRegressor
 
-from flywheel.common.evaluation import score_model, task_of
+from flywheel.common.evaluation import label_type, score_model, task_of
 from flywheel.common.featuresets import FeatureSet
 
 
@@ -64,7 +64,7 @@ def labelled(records: pd.DataFrame, label: str, task: str = "classification") ->
     if label not in records.columns:
         raise ValueError(f"the evaluation slice has no label column {label!r} (columns: {sorted(records.columns)})")
     known = records[records[label].notna()].reset_index(drop=True)
-    return known.drop(columns=[label]), known[label].astype(float if task == "regression" else int)
+    return known.drop(columns=[label]), known[label].astype(label_type(task))
 
 
 @dataclass(frozen=True)

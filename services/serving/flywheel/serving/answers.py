@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from flywheel.common.evaluation import answer_error, number
 from flywheel.schemas import LabelObserved
 
 # Prediction ids derive from the request id, so a request scored again after a redelivery
@@ -32,36 +32,17 @@ def prediction_id(key: str | None, role: str) -> str:
     return uuid.uuid5(PREDICTION_IDS, f"{key}/{role}").hex
 
 
-def number(value: Any) -> float | None:
-    """A JSON number or a numeric string as a finite float; None for anything else.
-
-    >>> number(3), number("4.5"), number(" -7 "), number("seven"), number(True), number("nan"), number(None)
-    (3.0, 4.5, -7.0, None, None, None, None)
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        parsed = float(value)
-    except (ValueError, OverflowError):
-        return None
-    return parsed if math.isfinite(parsed) else None
-
-
 def outcome(task: str, predicted: Any, label: Any) -> Outcome | None:
-    """How an answer fared against its label: right or wrong for a classifier, the absolute error for a regressor.
-
-    None when a regressor's answer or label is no number (no error can be measured).
+    """How an answer fared against its label: right or wrong for a classifier, the absolute error for a regressor
+    (``answer_error``). None when a regressor's answer or label is no number (no error can be measured).
 
     >>> outcome("classification", 1, "1"), outcome("regression", 12.5, "10"), outcome("regression", None, 10)
     (True, 2.5, None)
     """
-    if task != "regression":
-        return str(predicted) == str(label)
-    value, truth = number(predicted), number(label)
-    if value is None or truth is None:
-        return None
-    error = abs(value - truth)
-    return error if math.isfinite(error) else None
+    error = answer_error(task, predicted, label)
+    if error is None or task == "regression":
+        return error
+    return error == 0.0
 
 
 @dataclass

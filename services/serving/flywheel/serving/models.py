@@ -46,14 +46,8 @@ class ServedModel:
 
     @cached_property
     def task(self) -> str:
-        """``regression`` or ``classification``: what its answers are, read off the estimator as training does.
-
-        An object scikit-learn cannot tag (no ``__sklearn_tags__``) is taken for a classifier, as serving always did.
-        """
-        try:
-            return task_of(self.estimator)
-        except AttributeError:
-            return "classification"
+        """``regression`` or ``classification``: what its answers are, read off the estimator as training does."""
+        return task_of(self.estimator)
 
     def score(self, rows: list[list[float]]) -> tuple[list[Any], list[float | None]]:
         """Predictions for feature rows (no pandas), and a classifier's probability of the positive class.

@@ -14,25 +14,16 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
-from flywheel.common.evaluation import LOWER_IS_BETTER
+from flywheel.common.evaluation import LOWER_IS_BETTER, quality_metric
 from flywheel.serving.sequential import Comparison, Sample, compare_means, compare_proportions
 
 Action = Literal["hold", "step", "promote", "rollback", "inconclusive"]
 Task = Literal["classification", "regression"]
 
-# what a candidate must be significantly better at to be promoted: a classifier's share of right
-# answers, a regressor's mean absolute error; the rates of failed and of slow answers hold for any model
-QUALITY: dict[str, str] = {"classification": "accuracy", "regression": "mae"}
+# what a candidate must be significantly better at to be promoted is the task's quality metric
+# (``flywheel.common.evaluation.quality_metric``: a classifier's share of right answers, a regressor's
+# mean absolute error); the rates of failed and of slow answers hold for any model
 RATES = ("error_rate", "slow_rate")
-
-
-def quality_metric(task: str) -> str:
-    """The metric a rollout promotes on (and the guard watches) for a model of ``task``.
-
-    >>> quality_metric("classification"), quality_metric("regression")
-    ('accuracy', 'mae')
-    """
-    return QUALITY[task]
 
 
 def harm(comparison: Comparison) -> float:

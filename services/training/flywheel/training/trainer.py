@@ -17,7 +17,7 @@ import pandas as pd
 from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.inspection import permutation_importance
 
-from flywheel.common.evaluation import score_model, task_of
+from flywheel.common.evaluation import label_type, score_model, task_of
 from flywheel.common.featuresets import FeatureSet
 from flywheel.common.modelspec import ModelSpec
 from flywheel.training.window import INTERNAL, ROW, TIME, VERSION, WindowError, event_times, split_rows
@@ -142,7 +142,7 @@ def _score(
 
 def label_values(rows: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
     """The label column as the estimator learns it: class numbers, or a regression model's values."""
-    return rows[spec.label].astype(float if spec.task == "regression" else int).to_numpy()
+    return rows[spec.label].astype(label_type(spec.task)).to_numpy()
 
 
 def trivial_baseline(spec: ModelSpec) -> Any:
