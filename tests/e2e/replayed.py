@@ -16,13 +16,15 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from rich.console import Console
 
 from flywheel.common.datasets import DatasetCatalog
 from flywheel.common.featuresets import load_feature_set
 from flywheel.common.modelspec import load_model_spec
+from flywheel.demo.closed_loop import report
 from flywheel.demo.measure import Measure
-from flywheel.demo.replay import Replay, Row
-from flywheel.demo.scenario import Moment, ScenarioResult
+from flywheel.demo.replay import Replay, ReplayStream, Row
+from flywheel.demo.scenario import Moment, Scenario, ScenarioConfig, ScenarioResult
 from flywheel.schemas import (
     MODELS_APPROVED,
     MODELS_REJECTED,
@@ -31,6 +33,7 @@ from flywheel.schemas import (
     TRAINING_REQUESTED,
     TrainModel,
 )
+from flywheel.serving.models import load_version
 from flywheel.training import runner, trainer
 from tests.support.stack import ROOT
 
@@ -181,3 +184,104 @@ def timeline(result: ScenarioResult) -> str:
         else:
             lines.append(f"{when} {m.topic} {json.dumps(m.body.get('action') or m.body.get('kind') or '')}")
     return "\n".join(lines)
+
+
+def served_figure(replay: Replay, tracking: Any, model_name: str, version: str, held_out: list[Row]) -> float:
+    """A registered version's figure on the held-out rows, loaded as serving loads it."""
+    served = load_version(tracking, DATASETS, model_name, version)
+    assert served is not None, f"{model_name} v{version} does not load"
+    predicted, _ = served.score(served.rows([r.record for r in held_out]))
+    return figure_of(replay, predicted, held_out)
+
+
+@dataclass
+class Judged:
+    """The final champion against the offline retrains, the trivial answer and the first champion, by the
+    replay's measure on the held-out rows later than the champion's newest training row."""
+
+    replay: Replay
+    champion: str
+    trained_on: list[int]
+    held_out: list[Row]
+    figure: float
+    same: Offline
+    everything: Offline
+    trivial: float
+    first: float
+
+    @property
+    def offline(self) -> tuple[Offline, Offline]:
+        return self.same, self.everything
+
+    def lines(self, result: ScenarioResult) -> str:
+        measure, show, cutoff = self.replay.measure, self.replay.measure.show, max(self.trained_on)
+        served = ", ".join(f"{k} {show(v)}" for k, v in result.served.items() if v is not None)
+        return "\n".join(
+            [
+                f"{measure.name} on the held-out rows after the change, after row {cutoff}: {len(self.held_out)} rows",
+                f"  champion v{self.champion} ({len(self.trained_on)} rows, {min(self.trained_on)}-{cutoff})  "
+                f"{show(self.figure)}",
+                *(
+                    f"  offline, {o.name} ({o.rows} rows, {o.detail})  {show(o.figure)}"
+                    for o in (self.same, self.everything)
+                ),
+                f"  always the {'mean' if measure.lower_is_better else 'majority class'}  {show(self.trivial)}",
+                f"  first champion v{result.first_champion} on the same rows  {show(self.first)}",
+                f"served {measure.name}: {served}",
+            ]
+        )
+
+
+def judge_champion(
+    replay: Replay, result: ScenarioResult, lineage: dict[str, Any], ctx: runner.RunContext, run_id: str
+) -> Judged:
+    """The champion ``lineage`` describes, judged on the held-out rows after its data (see ``Judged``)."""
+    spec, phases = load_model_spec(DATASETS, replay.contract.dataset), replay.spec.phases
+    trained_on = trained_rows(ctx.catalog, replay, lineage["dataset_versions"])
+    cutoff = max(trained_on)
+    held_out = [r for r in replay.phase("holdout", f"{run_id}-holdout") if r.index > cutoff]
+    streamed = [i for i in range(phases.history[0], cutoff + 1) if not phases.held_out(i)]
+    request = request_of(result, lineage["run_id"])
+    assert result.first_champion is not None
+    return Judged(
+        replay=replay,
+        champion=str(lineage["version"]),
+        trained_on=trained_on,
+        held_out=held_out,
+        figure=served_figure(replay, ctx.mlflow, spec.model_name, str(lineage["version"]), held_out),
+        same=retrained_like_training(ctx, replay, lineage["dataset_versions"], request, held_out),
+        everything=retrained_on_rows(replay, streamed, held_out, run_id),
+        trivial=replay.measure.trivial([r.label for r in held_out]),
+        first=served_figure(replay, ctx.mlflow, spec.model_name, result.first_champion, held_out),
+    )
+
+
+async def run_replay(
+    replay: Replay, rate_per_s: float, services: dict[str, str], bootstrap: str, run_id: str, console: Console
+) -> tuple[ScenarioResult, str]:
+    """The replay streamed through the stack by the demo's scenario (400 rows past the new champion at most,
+    420 s), its report and timeline printed; what it saw, and why it stopped early if it did."""
+    phases = replay.spec.phases
+    config = ScenarioConfig(
+        dataset=replay.contract.dataset,
+        model_name=load_model_spec(DATASETS, replay.contract.dataset).model_name,
+        warmup_records=phases.history[1] - phases.history[0],
+        stable_records=phases.stable[1] - phases.stable[0],
+        max_drifted_records=phases.end - phases.change,
+        after_recovery_records=400,
+        rate_per_s=rate_per_s,
+        timeout_s=420,
+        bootstrap_servers=bootstrap,
+        **{f"{name}_url": services[name] for name in ("ingestion", "training", "registry", "serving", "monitoring")},
+        run_id=run_id,
+    )
+    scenario = Scenario(config, console, ReplayStream(replay, run_id))
+    stopped = ""
+    try:
+        await scenario.run()
+    except (TimeoutError, RuntimeError) as exc:  # what it saw is still reported; the assertions say what is missing
+        stopped = f"the scenario stopped: {type(exc).__name__}: {exc}"
+        console.print(stopped)
+    report(scenario.result, config, console)
+    console.print(timeline(scenario.result))
+    return scenario.result, stopped

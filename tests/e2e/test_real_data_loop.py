@@ -42,22 +42,16 @@ from flywheel.common.datasets import DatasetCatalog
 from flywheel.common.modelspec import load_model_spec
 from flywheel.common.objectstore import ObjectStore
 from flywheel.common.tracking import configure_mlflow
-from flywheel.demo.closed_loop import report
-from flywheel.demo.replay import Replay, ReplayStream
-from flywheel.demo.scenario import Scenario, ScenarioConfig
-from flywheel.serving.models import load_version
+from flywheel.demo.replay import Replay
 from flywheel.training import runner
 from flywheel.training.settings import TrainingSettings
 from tests.e2e.replayed import (
     DATASETS,
-    figure_of,
+    judge_champion,
     load_slice,
-    request_of,
-    retrained_like_training,
-    retrained_on_rows,
     row_index,
+    run_replay,
     significance_of,
-    timeline,
     trained_rows,
 )
 
@@ -88,34 +82,8 @@ async def test_the_loop_learns_real_data_after_their_change_as_well_as_an_offlin
     spec, measure = load_model_spec(DATASETS, case.dataset), replay.measure
     phases = replay.spec.phases
     run_id = uuid.uuid4().hex[:8]
-    config = ScenarioConfig(
-        dataset=case.dataset,
-        model_name=spec.model_name,
-        warmup_records=phases.history[1] - phases.history[0],
-        stable_records=phases.stable[1] - phases.stable[0],
-        max_drifted_records=phases.end - phases.change,
-        after_recovery_records=400,
-        rate_per_s=case.rate_per_s,
-        timeout_s=420,
-        bootstrap_servers=kafka.bootstrap_servers,
-        ingestion_url=services["ingestion"],
-        training_url=services["training"],
-        registry_url=services["registry"],
-        serving_url=services["serving"],
-        monitoring_url=services["monitoring"],
-        run_id=run_id,
-    )
     console = Console(force_terminal=False, width=160)
-    scenario = Scenario(config, console, ReplayStream(replay, run_id))
-    stopped = ""
-    try:
-        await scenario.run()
-    except (TimeoutError, RuntimeError) as exc:  # what it saw is still reported; the assertions say what is missing
-        stopped = f"the scenario stopped: {type(exc).__name__}: {exc}"
-        console.print(stopped)
-    result = scenario.result
-    report(result, config, console)
-    console.print(timeline(result))
+    result, stopped = await run_replay(replay, case.rate_per_s, services, kafka.bootstrap_servers, run_id, console)
     assert result.first_champion is not None, f"no first champion; {stopped}"
 
     tracking = configure_mlflow(mlflow_settings, store_settings)
@@ -124,31 +92,12 @@ async def test_the_loop_learns_real_data_after_their_change_as_well_as_an_offlin
         described = (await http.get(f"/models/{spec.model_name}")).json()
         champion = str(described.get("aliases", {}).get("champion"))
         lineage = (await http.get(f"/models/{spec.model_name}/versions/{champion}/lineage")).json()
+    assert str(lineage.get("version")) == champion, lineage
 
     # The final champion, as serving loads it, and the offline retrains, on the held-out rows after its data.
-    trained_on = trained_rows(catalog, replay, lineage["dataset_versions"])
-    cutoff = max(trained_on)
-    held_out = [r for r in replay.phase("holdout", f"{run_id}-holdout") if r.index > cutoff]
-    served = load_version(tracking, DATASETS, spec.model_name, champion)
-    assert served is not None, f"champion v{champion} does not load"
-    predicted, _ = served.score(served.rows([r.record for r in held_out]))
-    champion_figure = figure_of(replay, predicted, held_out)
-    streamed = [i for i in range(phases.history[0], cutoff + 1) if not phases.held_out(i)]
     ctx = runner.RunContext(catalog, tracking, DATASETS, "offline", labels=DatasetCatalog.labels(catalog.store))
-    request = request_of(result, lineage["run_id"])
-    same = retrained_like_training(ctx, replay, lineage["dataset_versions"], request, held_out)
-    everything = retrained_on_rows(replay, streamed, held_out, run_id)
-    trivial = measure.trivial([r.label for r in held_out])
-
-    show = measure.show
-    lines = [
-        f"{measure.name} on the held-out rows after the change, after row {cutoff}: {len(held_out)} rows",
-        f"  champion v{champion} ({len(trained_on)} rows, {min(trained_on)}-{cutoff})  {show(champion_figure)}",
-        *(f"  offline, {o.name} ({o.rows} rows, {o.detail})  {show(o.figure)}" for o in (same, everything)),
-        f"  always the {'mean' if measure.lower_is_better else 'majority class'}  {show(trivial)}",
-        f"served {measure.name}: " + ", ".join(f"{k} {show(v)}" for k, v in result.served.items() if v is not None),
-    ]
-    console.print("\n".join(lines))
+    judged = judge_champion(replay, result, lineage, ctx, run_id)
+    console.print(judged.lines(result))
 
     # The change was detected; a retrain it caused learnt from after it, without waiting out the timeout.
     assert result.drift is not None, "the change was never detected"
@@ -178,14 +127,9 @@ async def test_the_loop_learns_real_data_after_their_change_as_well_as_an_offlin
     significant = [any(t["significant"] for t in significance_of(m.body).values()) for m in decisions]
     assert decisions and all(significant), f"rollout decisions without a significant test: {significant}"
 
-    # As good as an offline retrain on the same data, and better than the trivial answer.
-    assert case.close_enough(champion_figure, same.figure), (champion_figure, same, case.tolerance)
-    assert measure.better(champion_figure, trivial), (champion_figure, trivial)
-    # Better than the first champion on the same held-out rows (the served figure before/during/after is printed,
-    # not asserted: those periods hold different rows, and the rain's last years change again).
-    first = load_version(tracking, DATASETS, spec.model_name, result.first_champion)
-    assert first is not None, f"first champion v{result.first_champion} does not load"
-    first_predicted, _ = first.score(first.rows([r.record for r in held_out]))
-    first_figure = figure_of(replay, first_predicted, held_out)
-    console.print(f"  first champion v{result.first_champion} on the same rows  {show(first_figure)}")
-    assert measure.better(champion_figure, first_figure), (champion_figure, first_figure)
+    # As good as an offline retrain on the same data, better than the trivial answer and than the first champion
+    # on the same held-out rows (the served figure before/during/after is printed, not asserted: those periods
+    # hold different rows, and the rain's last years change again).
+    assert case.close_enough(judged.figure, judged.same.figure), (judged.figure, judged.same, case.tolerance)
+    assert measure.better(judged.figure, judged.trivial), (judged.figure, judged.trivial)
+    assert measure.better(judged.figure, judged.first), (judged.figure, judged.first)

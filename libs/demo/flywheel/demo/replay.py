@@ -129,8 +129,10 @@ class ReplaySpec(BaseModel):
         '1949-01-03T05:00:00+00:00'
         """
         midnight = datetime.combine(self.start, datetime.min.time(), tzinfo=UTC)
-        if self.clock is None or row is None:
+        if self.clock is None:
             return midnight + index * self.step
+        if row is None:
+            raise ValueError(f"row {index}'s moment is in its own columns ({self.clock.day}): pass the row")
         hour = int(float(row[self.clock.hour])) if self.clock.hour else 0
         return midnight + timedelta(days=int(float(row[self.clock.day])) - 1, hours=hour)
 
@@ -378,7 +380,7 @@ class ReplayStream:
 
     def change(self) -> str:
         change = self.replay.spec.phases.change
-        day = self.replay.spec.time_of(change, self.replay.rows[change] if change < len(self.replay.rows) else None)
+        day = self.replay.spec.time_of(change, self.replay.rows[min(change, len(self.replay.rows) - 1)])
         return f"the data change (row {change}, day {day.date()})"
 
     @property
