@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 
 
@@ -18,3 +19,20 @@ def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
 
 def mean(samples: list[float]) -> float:
     return statistics.fmean(samples)
+
+
+def spread(samples: list[float | None], unit: str = "", digits: int = 1) -> str:
+    """min / median / max of the samples that exist, and how many did not (e.g. never recovered)."""
+    present = [s for s in samples if s is not None]
+    if not present:
+        return "none"
+    low, mid, high = min(present), statistics.median(present), max(present)
+    text = f"{low:.{digits}f} / {mid:.{digits}f} / {high:.{digits}f}{unit}"
+    missing = len(samples) - len(present)
+    return f"{text} ({missing} of {len(samples)} missing)" if missing else text
+
+
+def machine_load() -> str:
+    """The load average at the start of a benchmark: the figures mean more beside it."""
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
