@@ -18,7 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from flywheel.common.settings import KafkaSettings
 from flywheel.schemas import RECORDS_RAW, RECORDS_VALIDATED, RecordSubmitted
-from tests.bench.support import table
+from tests.bench.support import REPEATS, ratios, side_by_side, spread, table
 from tests.support.kafka import TopicReader
 from tests.unit.test_ingestion_kafka import loan
 
@@ -87,12 +87,15 @@ async def ingestion(bootstrap: str) -> float:
 
 async def main() -> None:
     bootstrap = KafkaSettings().bootstrap_servers
-    plain = await raw(bootstrap)
-    ours = await ingestion(bootstrap)
+    ours, plain = await side_by_side(lambda: ingestion(bootstrap), lambda: raw(bootstrap))
     table(
         [
-            ("plain aiokafka producer -> consumer", f"{plain:,.0f}", "1.00"),
-            ("ingestion: records.raw -> records.validated", f"{ours:,.0f}", f"{ours / plain:.2f}"),
+            ("plain aiokafka producer -> consumer", spread(plain, digits=0), "1.00"),
+            (
+                "ingestion: records.raw -> records.validated",
+                spread(ours, digits=0),
+                spread(ratios(ours, plain), "x", 2),
+            ),
         ],
-        (f"{RECORDS:,} records, acks=all + idempotence", "records/s", "ratio"),
+        (f"{RECORDS:,} records, acks=all + idempotence, x{REPEATS}", "records/s min / median / max", "ratio"),
     )

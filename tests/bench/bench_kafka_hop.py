@@ -17,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from flywheel.common.kafka import consumer_options, create_broker
 from flywheel.common.settings import KafkaSettings
 from flywheel.schemas import RecordSubmitted, RecordValidated
-from tests.bench.support import table
+from tests.bench.support import REPEATS, ratios, side_by_side, spread, table
 
 ROUND_TRIPS = 2000
 WARMUP = 100
@@ -118,12 +118,15 @@ async def plain_hop(bootstrap: str) -> float:
 
 async def main() -> None:
     bootstrap = KafkaSettings().bootstrap_servers
-    plain = await plain_hop(bootstrap)
-    faststream = await faststream_hop(bootstrap)
+    faststream, plain = await side_by_side(lambda: faststream_hop(bootstrap), lambda: plain_hop(bootstrap))
     table(
         [
-            ("plain aiokafka loop", f"{plain:,.0f}", "1.00"),
-            ("FastStream hop (flywheel broker)", f"{faststream:,.0f}", f"{faststream / plain:.2f}"),
+            ("plain aiokafka loop", spread(plain, digits=0), "1.00"),
+            (
+                "FastStream hop (flywheel broker)",
+                spread(faststream, digits=0),
+                spread(ratios(faststream, plain), "x", 2),
+            ),
         ],
-        ("one hop, acks=all + idempotence, commit per message", "round trips/s", "ratio"),
+        (f"one hop, acks=all, commit per message, x{REPEATS}", "round trips/s min / median / max", "ratio"),
     )

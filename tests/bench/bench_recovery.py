@@ -15,7 +15,7 @@ import io
 from rich.console import Console
 
 from flywheel.demo.scenario import Scenario, ScenarioResult
-from tests.bench.support import machine_load, spread, table
+from tests.bench.support import spread, table
 from tests.e2e.conftest import on_this_stack
 
 RUNS = 3
@@ -37,7 +37,6 @@ def _percent(value: float | None) -> float | None:
 
 
 async def main() -> None:
-    print(f"   {machine_load()}")
     runs: list[dict[str, float | None]] = []
     for run in range(1, RUNS + 1):
         scenario_config = on_this_stack()  # what `make demo` runs

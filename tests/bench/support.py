@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import statistics
+from collections.abc import Awaitable, Callable
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -36,3 +37,23 @@ def machine_load() -> str:
     """The load average at the start of a benchmark: the figures mean more beside it."""
     one, five, _ = os.getloadavg()
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
+
+
+REPEATS = 3
+"""Each side of a benchmark is measured this many times, alternating, so that both see the same noise."""
+
+
+async def side_by_side(
+    ours: Callable[[], Awaitable[float]], baseline: Callable[[], Awaitable[float]], times: int = REPEATS
+) -> tuple[list[float], list[float]]:
+    """Alternate the baseline and our measurement ``times`` times; the samples of each."""
+    theirs_samples, ours_samples = [], []
+    for _ in range(times):
+        theirs_samples.append(await baseline())
+        ours_samples.append(await ours())
+    return ours_samples, theirs_samples
+
+
+def ratios(ours: list[float], theirs: list[float]) -> list[float | None]:
+    """Each repetition's ratio, ours over the baseline measured just before it."""
+    return [o / t for o, t in zip(ours, theirs, strict=True)]
