@@ -70,7 +70,7 @@ def validated_data(e: Evidence) -> Finding:
         return no("no dataset version records the data contract its rows were validated against")
     letter = latest(e.rejected, lambda r: r.occurred_at)
     letters = (
-        f"{len(e.rejected)} recent records dead-lettered with reasons (latest at {when(letter.occurred_at)}: "
+        f"{len(e.rejected)} of the newest records dead-lettered with reasons (latest at {when(letter.occurred_at)}: "
         f"{letter.violations[0].message})"
         if letter
         else "no record rejected lately"
@@ -231,7 +231,7 @@ def performance_monitoring(e: Evidence) -> Finding:
         version = f" v{drift.model_version}" if drift.model_version else ""
         return yes(
             f"{drift.kind} drift of {drift.model_name}{version} detected on delayed labels at "
-            f"{when(drift.occurred_at)} ({drift.window_size} in the window)"
+            f"{when(drift.occurred_at)} (window of {drift.window_size})"
         )
     if alert is not None:
         return yes(f"{alert.kind} alert at {when(alert.occurred_at)}: {alert.message}")

@@ -114,6 +114,8 @@ def judge(
     areas = []
     for area, title in AREAS.items():
         judged = [_judged(c, scoped) for c in criteria if c.area == area]
+        if not judged:  # an area without criteria is not judged (it would meet every level vacuously)
+            continue
         level = area_level(judged)
         missing = [j.title for j in judged if j.level == level + 1 and not j.met]
         areas.append(AreaReport(area=area, title=title, level=level, criteria=judged, missing=missing))
