@@ -10,6 +10,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from flywheel.common.datasets import DatasetCatalog
+from flywheel.registry.maturity import Assessor
+from flywheel.registry.maturity import gather as gathering
 from flywheel.registry.maturity.criteria import CRITERIA
 from flywheel.registry.maturity.evidence import DataVersion, Evidence, TrainedVersion
 from flywheel.registry.maturity.gather import trained_version
@@ -351,3 +353,23 @@ def test_maturity_with_kafka_unreachable_is_a_503_that_says_so(client):
     response = client.get("/maturity")
     assert response.status_code == 503, response.text
     assert "Kafka" in response.json()["detail"]
+
+
+async def test_evidence_is_gathered_once_per_scope_while_fresh_and_again_after(monkeypatch):
+    asked: list[str | None] = []
+
+    async def gather(store, catalog, bootstrap_servers, model=None):
+        asked.append(model)
+        return the_loop()
+
+    monkeypatch.setattr(gathering, "gather", gather)
+    now = [0.0]
+    assessor = Assessor(None, None, "kafka:9092", fresh_s=15, clock=lambda: now[0])  # type: ignore[arg-type]
+    first = await assessor.assess(MODEL)
+    again = await assessor.assess(MODEL, since=at(26))
+    await assessor.assess()
+    assert asked == [MODEL, None]
+    assert levels(first)["continuous_training"] == 3 and levels(again)["continuous_training"] == 0
+    now[0] = 16.0
+    await assessor.assess(MODEL)
+    assert asked == [MODEL, None, MODEL]

@@ -10,12 +10,13 @@ from fastapi import APIRouter, HTTPException, Query
 
 from flywheel.common.problems import problems
 from flywheel.registry.http import answer
-from flywheel.registry.maturity import MaturityReport, assess
+from flywheel.registry.maturity import Assessor, MaturityReport
 from flywheel.registry.registrar import Registrar
 
 
 def create_maturity_router(registrar: Registrar) -> APIRouter:
     router = APIRouter(tags=["maturity"])
+    assessor = Assessor(registrar.store, registrar.catalog, registrar.settings.kafka.bootstrap_servers)
 
     @router.get("/maturity", response_model=MaturityReport, responses=problems(404, 503))
     async def maturity(
@@ -26,9 +27,8 @@ def create_maturity_router(registrar: Registrar) -> APIRouter:
     ) -> MaturityReport:
         """The maturity level met per area (data, development, deployment, monitoring, continuous training)."""
         since = since.replace(tzinfo=UTC) if since is not None and since.tzinfo is None else since
-        bootstrap = registrar.settings.kafka.bootstrap_servers
         try:
-            return await answer(assess(registrar.store, registrar.catalog, bootstrap, model or None, since))
+            return await answer(assessor.assess(model or None, since))
         except KafkaError as exc:
             raise HTTPException(503, f"Kafka is unreachable: {exc!r}"[:300]) from exc
 
