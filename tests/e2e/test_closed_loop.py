@@ -1,5 +1,7 @@
 """The closed loop on the real stack: drift → retrain → approval → canary → new champion → recovery."""
 
+from datetime import UTC, datetime
+
 import pytest
 from rich.console import Console
 
@@ -7,6 +9,7 @@ from flywheel.demo.closed_loop import report
 from flywheel.demo.scenario import Scenario
 from flywheel.schemas import MODELS_ROLLOUT, MONITORING_DRIFT, TRAINING_REQUESTED
 from tests.e2e.conftest import on_this_stack
+from tests.e2e.maturity import MeasuredScenario, criterion, levels, maturity, show
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -15,7 +18,9 @@ async def test_concept_drift_is_detected_retrained_rolled_out_and_accuracy_recov
     config = on_this_stack(
         stable_records=800, max_drifted_records=12000, after_recovery_records=300, rate_per_s=60.0, timeout_s=1000
     )
-    result = await Scenario(config, Console(force_terminal=False, width=140)).run()
+    started = datetime.now(UTC)
+    scenario = MeasuredScenario(config, Console(force_terminal=False, width=140), since=started)
+    result = await scenario.run()
     report(result, config, Console(width=140))
 
     before_change = [m for m in result.moments if m.record < (result.change_record or 0)]
@@ -49,6 +54,17 @@ async def test_concept_drift_is_detected_retrained_rolled_out_and_accuracy_recov
     assert result.lineage["metrics"]["labels.labelled_with_record"] == 0
     assert str(result.drift.body["event_id"]) in str(result.lineage), "lineage does not lead back to the drift"
     assert any(m.topic == TRAINING_REQUESTED.name for m in result.moments)
+
+    # the maturity model, checked live: the loop raised this model's level (measured since the test began)
+    before, after = scenario.before, await maturity(config, started)
+    assert before is not None, "the maturity before the stream was never taken"
+    show(after, Console(width=160))
+    assert levels(before)["continuous_training"] < 3 and not criterion(before, "retraining_on_drift")["met"], before
+    assert levels(after)["continuous_training"] == 3, after
+    evidence = criterion(after, "retraining_on_drift")["evidence"]
+    assert f"({config.model_name} v{result.new_champion})" in evidence and "promoted after canary" in evidence
+    assert levels(after)["deployment"] >= 2 > levels(before)["deployment"], (before, after)
+    assert after["level"] >= before["level"]
 
 
 async def test_a_stable_stream_of_the_same_length_raises_no_drift_and_trains_nothing(services, topics):

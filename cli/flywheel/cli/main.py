@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import typer
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -26,6 +26,7 @@ from rich.text import Text
 from flywheel.cli import kafka
 from flywheel.cli.events import prepare
 from flywheel.cli.filters import FilterError, matches, parse_filters
+from flywheel.cli.maturity import maturity_view
 from flywheel.cli.registry import champion_of, model_names
 from flywheel.cli.remote import CliError, NotFound, call
 from flywheel.cli.render import event_line, lineage_tree, rollouts_table, steps_table, tree
@@ -613,6 +614,30 @@ def version() -> None:
     from importlib.metadata import version as installed
 
     typer.echo(installed("flywheel-cli"))
+
+
+MATURITY_TIMEOUT_S = 120.0  # the registry reads MinIO, MLflow and five topics to answer
+
+
+@app.command(
+    epilog="Examples: flywheel maturity  ·  flywheel maturity loans-approval --json  ·  "
+    "flywheel maturity --since 2026-12-01T00:00:00Z"
+)
+@expected_failures
+def maturity(
+    model: Annotated[str | None, typer.Argument(help="One registered model; default: the whole deployment.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only evidence from this time on (ISO 8601).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the registry's report as JSON.")] = False,
+) -> None:
+    """The MLOps maturity level (0-3) this deployment meets per area, each criterion with its evidence."""
+    cfg = settings()
+    query = urlencode({k: v for k, v in (("model", model), ("since", since)) if v})
+    url = f"{cfg.registry_url}/maturity" + (f"?{query}" if query else "")
+    found = call("registry", "GET", url, timeout=max(cfg.http_timeout_s, MATURITY_TIMEOUT_S))
+    if as_json:
+        typer.echo(json.dumps(found, indent=2))
+        return
+    out.print(maturity_view(found))
 
 
 __all__ = ["app"]

@@ -42,6 +42,11 @@ class DatasetCatalog:
         """The catalog of sealed label batches."""
         return cls(store, LABELS_PREFIX)
 
+    def datasets(self) -> list[str]:
+        """The names of the datasets (or labelled datasets) with at least one sealed version."""
+        keys = self.store.list_keys(f"{self.prefix}/")
+        return sorted({k.split("/")[1] for k in keys if k.endswith("/manifest.json") and k.count("/") == 3})
+
     def manifests(self, dataset: str) -> list[DatasetManifest]:
         """Every version's manifest of a dataset, oldest first (by creation time)."""
         keys = [k for k in self.store.list_keys(f"{self.prefix}/{dataset}/") if k.endswith("/manifest.json")]

@@ -16,6 +16,7 @@ from flywheel.common.featuresets import load_feature_set
 from flywheel.common.kafka import ExactlyOnce
 from flywheel.common.service import create_service_app
 from flywheel.registry.http import create_router
+from flywheel.registry.maturity.http import create_maturity_router
 from flywheel.registry.modelstore import ModelStore
 from flywheel.registry.registrar import Registrar
 from flywheel.registry.settings import RegistrySettings
@@ -58,7 +59,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         settings=settings,
         broker=parts.broker,
         checks=parts.checks(),
-        routers=[create_router(registrar, settings.api_token)],
+        routers=[create_router(registrar, settings.api_token), create_maturity_router(registrar)],
         lifespans=[reconcile_aliases],
         description="Gates candidates against thresholds and the champion; owns the MLflow Model Registry.",
         publishes=[MODELS_APPROVED, MODELS_REJECTED, MODELS_CHAMPION, ALERTS],
