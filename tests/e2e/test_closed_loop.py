@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 from rich.console import Console
 
@@ -65,6 +66,27 @@ async def test_concept_drift_is_detected_retrained_rolled_out_and_accuracy_recov
     assert f"({config.model_name} v{result.new_champion})" in evidence and "promoted after canary" in evidence
     assert levels(after)["deployment"] >= 2 > levels(before)["deployment"], (before, after)
     assert after["level"] >= before["level"]
+
+    # `flywheel why`: the registry tells, from the events alone, why the new champion serves, with no hole
+    url = f"{config.registry_url}/models/{config.model_name}/versions/{result.new_champion}/why"
+    async with httpx.AsyncClient(timeout=60) as http:
+        answer = await http.get(url)
+    assert answer.status_code == 200, answer.text
+    why = answer.json()
+    assert why["holes"] == [], why["holes"]
+    chain = [(s["event_type"], s["figures"].get("action")) for s in why["steps"] if s["in_loop"]]
+    for link in [
+        ("DriftDetected", None),
+        ("TrainModel", None),
+        ("ModelTrained", None),
+        ("ModelApproved", None),
+        ("RolloutStepped", "started"),
+        ("RolloutStepped", "promoted"),
+        ("ChampionChanged", "promote"),
+    ]:
+        assert link in chain, f"{link} missing from the why of v{result.new_champion}: {chain}"
+    assert chain[0] == ("DriftDetected", None) and chain[-1] == ("ChampionChanged", "promote"), chain
+    assert why["steps"][0]["event_id"] in result.drift_ids, "the chain does not start at a drift the scenario saw"
 
 
 async def test_a_stable_stream_of_the_same_length_raises_no_drift_and_trains_nothing(services, topics):

@@ -16,6 +16,7 @@ COMMANDS = [
     ["publish"],
     ["tail"],
     ["lineage"],
+    ["why"],
     ["train"],
     ["promote"],
     ["rollback"],

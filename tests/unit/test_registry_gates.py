@@ -265,11 +265,11 @@ async def test_promote_keeps_the_previous_champion_and_rollback_restores_it(wire
         TestKafkaBroker(broker),
         httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as http,
     ):
-        await deliver(broker, trained(0.95, run="r1"), trained(0.96, run="r2"))
+        challenger, step = trained(0.96, run="r2"), uuid.uuid4()  # step: the rollout's promoted step
+        await deliver(broker, trained(0.95, run="r1"), challenger)
         forbidden = await http.post("/models/m/promote", json={"version": "2"}, headers={"Authorization": "Bearer x"})
-        promoted = await http.post(
-            "/models/m/promote", json={"version": "2", "actor": "serving", "reason": "canary ok"}, headers=auth
-        )
+        body = {"version": "2", "actor": "serving", "reason": "canary ok", "causation_id": str(step)}
+        promoted = await http.post("/models/m/promote", json=body, headers=auth)
         rolled = await http.post("/models/m/rollback", json={"actor": "ops", "reason": "worse"}, headers=auth)
         nothing = await http.post("/models/m/rollback", json={"actor": "ops"}, headers=auth)
         unknown = await http.get("/models/zzz")
@@ -284,6 +284,10 @@ async def test_promote_keeps_the_previous_champion_and_rollback_restores_it(wire
         ("rollback", "1", "2", "ops"),
     ]
     assert [h["actor"] for h in rolled.json()["history"]] == ["registry", "serving", "ops"]
+    # serving's promotion is a link of v2's loop: caused by the rollout's promoted step, in v2's correlation
+    by_serving = seen[MODELS_CHAMPION.name][1]
+    assert by_serving["causation_id"] == str(step)
+    assert by_serving["correlation_id"] == str(challenger.correlation_id)
 
 
 async def test_a_transient_registry_failure_is_retried_and_the_candidate_registered_once(wired):

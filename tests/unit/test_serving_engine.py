@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
 from flywheel.common.featuresets import load_feature_set
@@ -106,6 +107,7 @@ class Harness:
         )
         self.published: list[Event] = []
         self.promoted: list[tuple[str, str]] = []
+        self.promote_causes: list[uuid.UUID] = []
         self.rolled_back: list[tuple[str, str]] = []
         self.log: list[PredictionMade] = []
         self.candidate = candidate
@@ -113,8 +115,9 @@ class Harness:
         async def publish(event: Event) -> None:
             self.published.append(event)
 
-        async def promote(name: str, version: str, reason: str) -> None:
+        async def promote(name: str, version: str, reason: str, cause: uuid.UUID) -> None:
             self.promoted.append((name, version))
+            self.promote_causes.append(cause)
 
         async def load(name: str, version: str) -> ServedModel | None:
             if isinstance(self.candidate, Exception):
@@ -198,6 +201,9 @@ async def test_a_better_canary_steps_up_to_full_traffic_and_is_promoted() -> Non
     accuracy = promoted.tests["accuracy"]  # the sequential test the promotion rests on
     assert accuracy.significant and accuracy.candidate > accuracy.champion and accuracy.p_value <= accuracy.alpha
     assert promoted.alpha == 0.05 and "better" in promoted.reason
+    # the registry's champion move names the promoted step as its cause: the chain has no hole there
+    assert h.promote_causes == [promoted.event_id]
+    assert promoted.causation_id == h.rollout_events()[2].event_id
 
 
 async def test_a_models_own_rollout_spec_wins_over_servings_settings() -> None:
@@ -292,7 +298,7 @@ async def test_blue_green_switches_all_traffic_at_once() -> None:
 async def test_a_refused_promotion_rolls_back_instead_of_serving_an_unregistered_champion() -> None:
     h = Harness(served("2", RichApproved()), strategy="blue_green")
 
-    async def refuse(name: str, version: str, reason: str) -> None:
+    async def refuse(name: str, version: str, reason: str, cause: uuid.UUID) -> None:
         raise RuntimeError("registry refused promotion (401)")
 
     h.engine.driver._promote = refuse

@@ -29,7 +29,7 @@ from flywheel.cli.filters import FilterError, matches, parse_filters
 from flywheel.cli.maturity import maturity_view
 from flywheel.cli.registry import champion_of, model_names
 from flywheel.cli.remote import CliError, NotFound, call
-from flywheel.cli.render import event_line, lineage_tree, rollouts_table, steps_table, tree
+from flywheel.cli.render import event_line, lineage_tree, rollouts_table, steps_table, tree, why_timeline
 from flywheel.cli.settings import SERVICES, CliSettings
 from flywheel.schemas import TOPICS, Topic
 
@@ -458,6 +458,24 @@ def lineage(
         typer.echo(json.dumps(found, indent=2))
         return
     out.print(lineage_tree(model, version, found))
+
+
+@app.command(epilog="Examples: flywheel why loans-approval  ·  flywheel why loans-approval 3 --json")
+@expected_failures
+def why(
+    model: Annotated[str, typer.Argument(help="A registered model name.")],
+    version: Annotated[str | None, typer.Argument(help="Model version; default: the champion.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the story as JSON.")] = False,
+) -> None:
+    """Why a version serves, from the events: drift, request, run, gates, rollout, promotion; timed, with any hole."""
+    cfg = settings()
+    where = f"versions/{quote(version)}/why" if version else "why"
+    url = f"{cfg.registry_url}/models/{quote(model)}/{where}"
+    found = call("registry", "GET", url, timeout=max(cfg.http_timeout_s, 40.0))  # the registry reads eight topics
+    if as_json:
+        typer.echo(json.dumps(found, indent=2))
+        return
+    out.print(why_timeline(found))
 
 
 def _param(text: str) -> tuple[str, Any]:

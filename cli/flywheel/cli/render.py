@@ -209,3 +209,87 @@ def steps_table(steps: list[dict[str, Any]]) -> Table:
             str(e.get("reason", "")),
         )
     return table
+
+
+STAGE_STYLE = {"drift": "yellow", "request": "cyan", "run": "blue", "decision": "magenta", "rollout": "cyan"}
+
+
+def span(seconds: float | None) -> str:
+    """A duration as people read it.
+
+    >>> span(0.4), span(95), span(3725), span(None)
+    ('0.4s', '1m35s', '1h02m', '')
+    """
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def _details(step: dict[str, Any]) -> list[str]:
+    """The key figures of a step, a few short lines: what the run was made of, each gate, the live figures."""
+    f, stage = step.get("figures") or {}, step.get("stage")
+    if stage == "run":
+        metrics = ", ".join(f"{k} {v:.3g}" for k, v in list((f.get("metrics") or {}).items())[:4])
+        return [
+            f"data {', '.join(f.get('data_versions') or [])} · labels to {f.get('label_cutoff') or 'n/a'}",
+            f"params {compact(f.get('params') or {}, 100)}",
+            f"metrics {metrics}",
+        ]
+    if stage == "decision":
+        gates = f.get("gates") or []
+        return [f"{'✓' if g.get('passed') else '✗'} {g.get('gate')}: {g.get('message', '')}" for g in gates]
+    if stage == "rollout":
+        figures = f.get("live") or {}
+        live = [f"{v} {_figure(figures, v)}" for v in ("candidate", "champion") if figures.get(v)]
+        tests = [
+            f"{m}: {t.get('candidate', 0):.3g} vs {t.get('champion', 0):.3g}, p {t.get('p_value', 1):.2g}"
+            + (" (significant)" if t.get("significant") else "")
+            for m, t in (f.get("tests") or {}).items()
+        ]
+        return live + tests
+    return []
+
+
+def why_timeline(story: dict[str, Any]) -> Table:
+    """A version's story, one row per event: when, how long after the one before, the stage, what happened.
+
+    >>> story = {"model_name": "m", "version": "2", "holes": [], "duration_s": 95, "steps": [
+    ...     {"at": "2026-12-02T12:00:00+00:00", "stage": "drift", "summary": "concept drift", "since_previous_s": 0},
+    ...     {"at": "2026-12-02T12:01:35+00:00", "stage": "run", "summary": "run r trained", "since_previous_s": 95,
+    ...      "figures": {"data_versions": ["v9"], "label_cutoff": "b2", "params": {}, "metrics": {"f1": 0.9}}}]}
+    >>> table = why_timeline(story)
+    >>> table.row_count, table.caption
+    (2, 'no hole in the chain · 1m35s from first to last')
+    """
+    title = f"why {story.get('model_name')} v{story.get('version')}"
+    if story.get("aliases"):
+        title += f" ({', '.join(story['aliases'])})"
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    for column in ("at", "after", "stage", "what"):
+        table.add_column(column, overflow="fold")
+    for step in story.get("steps") or []:
+        stage = str(step.get("stage"))
+        what = Text(str(step.get("summary", "")))
+        for line in _details(step):
+            what.append(f"\n  {line}", style="dim")
+        if step.get("in_loop") is False:
+            what.append("\n  (after its loop)", style="dim")
+        table.add_row(
+            str(step.get("at", ""))[:19].replace("T", " "),
+            f"+{span(step.get('since_previous_s'))}",
+            Text(stage, style=STAGE_STYLE.get(stage, "green")),
+            what,
+        )
+    holes = story.get("holes") or []
+    total = f" · {span(story.get('duration_s'))} from first to last" if story.get("steps") else ""
+    if holes:
+        table.caption = f"{len(holes)} hole(s) in the chain{total}:\n" + "\n".join(f"  ✗ {h}" for h in holes)
+        table.caption_style = "bold red"
+    else:
+        table.caption = f"no hole in the chain{total}"
+        table.caption_style = "green"
+    return table

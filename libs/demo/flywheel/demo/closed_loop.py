@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import json
 import sys
+from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.tree import Tree
@@ -41,6 +43,8 @@ def report(result: ScenarioResult, config: ScenarioConfig, console: Console) -> 
             text = json.dumps(value, default=str)
             tree.add(f"[cyan]{key}[/cyan]: {text[:160]}{'…' if len(text) > 160 else ''}")
         console.print(tree)
+    if result.why:
+        console.print(why_lines(result.why))
 
     console.print(
         Panel.fit(
@@ -53,6 +57,22 @@ def report(result: ScenarioResult, config: ScenarioConfig, console: Console) -> 
             title="where to look",
         )
     )
+
+
+def why_lines(why: dict[str, Any]) -> Tree:
+    """The registry's why of the new champion, briefly: one line per event, its time after the one before.
+
+    >>> story = {"model_name": "m", "version": "2", "holes": [], "steps": [
+    ...     {"since_previous_s": 0, "summary": "concept drift"}, {"since_previous_s": 95.2, "summary": "run r"}]}
+    >>> [str(child.label) for child in why_lines(story).children]
+    ['[dim]+   0.0s[/dim] concept drift', '[dim]+  95.2s[/dim] run r', '[green]no hole in the chain']
+    """
+    tree = Tree(f"[bold]why {why.get('model_name')} v{why.get('version')} (flywheel why)")
+    for step in why.get("steps") or []:
+        tree.add(f"[dim]+{step.get('since_previous_s') or 0:6.1f}s[/dim] {escape(str(step.get('summary', '')))[:150]}")
+    holes = why.get("holes") or []
+    tree.add("[green]no hole in the chain" if not holes else f"[bold red]holes: {escape('; '.join(holes))[:300]}")
+    return tree
 
 
 def main() -> None:

@@ -121,6 +121,7 @@ class ScenarioResult:
     measure: Measure = ACCURACY
     served: dict[str, float | None] = field(default_factory=dict)  # the measure by phase: before, during, after
     lineage: dict[str, Any] | None = None
+    why: dict[str, Any] | None = None  # the registry's story of the new champion, event by event
     moments: list[Moment] = field(default_factory=list)
 
     @property
@@ -286,6 +287,7 @@ class Scenario:
                 await self._first_model()
                 await self._stream()
             self.result.lineage = await self._lineage()
+            self.result.why = await self._why()
         finally:  # what was seen so far stays in ``self.result``, even when the run timed out
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -578,6 +580,18 @@ class Scenario:
         response = await self.http.get(
             f"{self.config.registry_url}/models/{self.config.model_name}/versions/{version}/lineage"
         )
+        return response.json() if response.status_code == 200 else None
+
+    async def _why(self) -> dict[str, Any] | None:
+        """The registry's why of the new champion; None when it cannot tell (the report says so)."""
+        version = self.result.new_champion
+        if version is None:
+            return None
+        url = f"{self.config.registry_url}/models/{self.config.model_name}/versions/{version}/why"
+        try:
+            response = await self.http.get(url, timeout=60)  # the registry reads the loop's topics whole
+        except httpx.HTTPError:
+            return None
         return response.json() if response.status_code == 200 else None
 
     # -- figures ----------------------------------------------------------------------

@@ -21,6 +21,7 @@ from flywheel.registry.modelstore import ModelStore
 from flywheel.registry.registrar import Registrar
 from flywheel.registry.settings import RegistrySettings
 from flywheel.registry.subscribers import register_subscribers
+from flywheel.registry.why_http import create_why_router, loop_events_reader
 from flywheel.schemas import ALERTS, MODELS_APPROVED, MODELS_CHAMPION, MODELS_REJECTED
 
 log = structlog.get_logger(__name__)
@@ -59,7 +60,11 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         settings=settings,
         broker=parts.broker,
         checks=parts.checks(),
-        routers=[create_router(registrar, settings.api_token), create_maturity_router(registrar)],
+        routers=[
+            create_router(registrar, settings.api_token),
+            create_why_router(registrar, loop_events_reader(settings.kafka.bootstrap_servers)),
+            create_maturity_router(registrar),
+        ],
         lifespans=[reconcile_aliases],
         description="Gates candidates against thresholds and the champion; owns the MLflow Model Registry.",
         publishes=[MODELS_APPROVED, MODELS_REJECTED, MODELS_CHAMPION, ALERTS],

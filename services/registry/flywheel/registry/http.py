@@ -6,6 +6,7 @@ import re
 import secrets
 from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
+from uuid import UUID
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException
 from mlflow.exceptions import MlflowException
@@ -27,6 +28,9 @@ class PromoteBody(BaseModel):
     version: str = Field(min_length=1, max_length=20)
     reason: str = Field(default="", max_length=1000)
     actor: str = Field(default="unknown", min_length=1, max_length=200)
+    causation_id: UUID | None = Field(
+        default=None, description="The event that asked for the promotion (a rollout's promoted step)."
+    )
 
 
 class RollbackBody(BaseModel):
@@ -107,7 +111,9 @@ def create_router(registrar: Registrar, token: str) -> APIRouter:
     @router.post("/models/{name}/promote", dependencies=authorized, responses=WRITES)
     async def promote(name: str, body: Annotated[PromoteBody, Body()]) -> dict[str, Any]:
         """Make a version champion; the old champion is kept as ``previous``."""
-        return await answer(registrar.promote(name, numbered(name, body.version), body.actor, body.reason))
+        return await answer(
+            registrar.promote(name, numbered(name, body.version), body.actor, body.reason, body.causation_id)
+        )
 
     @router.post("/models/{name}/rollback", dependencies=authorized, responses=WRITES)
     async def rollback(name: str, body: Annotated[RollbackBody, Body()]) -> dict[str, Any]:

@@ -303,8 +303,11 @@ class Registrar:
 
         return await self._write(work)
 
-    async def promote(self, name: str, version: str, actor: str, reason: str) -> dict[str, Any]:
-        """Make a version champion; the old champion becomes ``previous``."""
+    async def promote(
+        self, name: str, version: str, actor: str, reason: str, causation_id: uuid.UUID | None = None
+    ) -> dict[str, Any]:
+        """Make a version champion; the old champion becomes ``previous``. ``causation_id``: the event that asked
+        (a rollout's promoted step), so the move is a link of the version's loop, not a new start."""
 
         def work() -> tuple[dict[str, Any], list[Event]]:
             mv = self.store.version(name, version)
@@ -317,7 +320,7 @@ class Registrar:
                 raise Conflict(f"{name} v{version} is already the champion")
             correlation = (mv.tags or {}).get(CORRELATION)
             correlation_id = uuid.UUID(correlation) if correlation else None
-            move = Move(name, "promote", version, champion, actor, reason, correlation_id)
+            move = Move(name, "promote", version, champion, actor, reason, correlation_id, causation_id)
             changed = self._move(move, aliases)
             return self.describe_sync(name), [changed]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from uuid import UUID
 
 import structlog
 
@@ -27,7 +28,7 @@ log = structlog.get_logger(__name__)
 PRODUCER = "serving"
 
 Publish = Callable[[Event], Awaitable[None]]
-Promote = Callable[[str, str, str], Awaitable[None]]
+Promote = Callable[[str, str, str, UUID], Awaitable[None]]  # (name, version, reason, the promoted step's id)
 Loader = Callable[[str, str], Awaitable[ServedModel | None]]  # (name, version number or "champion")
 
 
@@ -245,11 +246,14 @@ class RolloutDriver:
                 action = "rolled_back" if decision.action == "rollback" else "inconclusive"
                 await self._emit(rollout, action, decision.reason, tests=decision.comparisons)
             elif decision.action == "promote":
-                await self._promote(name, rollout.candidate.version, decision.reason)
+                # the step is made first so the champion's move names it as its cause; it is published once
+                # the registry has moved the champion, so a refused promotion never shows as promoted
+                promoted = rollout.event("promoted", decision.reason, self.policy.alpha, 1.0, decision.comparisons)
+                await self._promote(name, rollout.candidate.version, decision.reason, promoted.event_id)
                 self.guard.serve(name, rollout.candidate, baseline=rollout.figures["champion"])
                 self.active.pop(name, None)
                 ROLLOUT_TRAFFIC.labels(name).set(0)
-                await self._emit(rollout, "promoted", decision.reason, traffic=1.0, tests=decision.comparisons)
+                await self._publish_step(rollout, promoted)
         except Exception as exc:
             log.error("rollout decision failed; rolling back", action=decision.action, error=repr(exc))
             self.active.pop(name, None)
@@ -265,7 +269,10 @@ class RolloutDriver:
         traffic: float | None = None,
         tests: dict[str, Comparison] | None = None,
     ) -> RolloutStepped:
-        event = rollout.event(action, reason, self.policy.alpha, traffic, tests)
+        return await self._publish_step(rollout, rollout.event(action, reason, self.policy.alpha, traffic, tests))
+
+    async def _publish_step(self, rollout: Rollout, event: RolloutStepped) -> RolloutStepped:
+        """Publish a step of the rollout; it causes the next."""
         rollout.cause = event
         self.remember(event)
         log.info("rollout", **event.model_dump(include={"action", "model_name", "candidate_version", "step", "reason"}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 import httpx
 
@@ -11,11 +12,12 @@ class RegistryClient:
     def __init__(self, base_url: str, token: str) -> None:
         self._client = httpx.AsyncClient(base_url=base_url, timeout=30, headers={"Authorization": f"Bearer {token}"})
 
-    async def promote(self, model_name: str, version: str, reason: str) -> None:
-        """Ask the registry to make ``version`` the champion; raise with its answer when it refuses."""
-        response = await self._client.post(
-            f"/models/{model_name}/promote", json={"version": version, "reason": reason, "actor": "serving"}
-        )
+    async def promote(self, model_name: str, version: str, reason: str, cause: UUID | None = None) -> None:
+        """Ask the registry to make ``version`` the champion, as caused by ``cause`` (the rollout's promoted step);
+        raise with its answer when it refuses."""
+        body = {"version": version, "reason": reason, "actor": "serving"}
+        body |= {"causation_id": str(cause)} if cause else {}
+        response = await self._client.post(f"/models/{model_name}/promote", json=body)
         if response.status_code >= 300:
             raise RuntimeError(f"registry refused promotion ({response.status_code}): {response.text[:300]}")
 
