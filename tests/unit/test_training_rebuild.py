@@ -6,12 +6,23 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from faststream.kafka import TestKafkaBroker
 
-from flywheel.schemas import Lineage, ModelTrained, Rebuild, TrainingFailed, TrainModel
+from flywheel.schemas import (
+    MODELS_APPROVED,
+    MODELS_CHAMPION,
+    MODELS_REJECTED,
+    Lineage,
+    ModelTrained,
+    Rebuild,
+    TrainingFailed,
+    TrainModel,
+)
 from flywheel.training import http as training_http
 from flywheel.training.coalesce import Coalescer
 from flywheel.training.http import RebuildRequest, create_rebuild_router, rebuild_request
@@ -19,7 +30,11 @@ from flywheel.training.rebuild import Built, RebuildRefused, code_refusal, compa
 from flywheel.training.runner import prepare, train
 from flywheel.training.runs import RunRecord
 from tests.unit.test_ingestion_versions import MemoryStore
+from tests.unit.test_registry_gates import FakeStore, deliver, registrar, trained
+from tests.unit.test_registry_gates import wired as registry_broker
 from tests.unit.test_training_labels import DATASETS, T0, context, write_labels, write_records
+
+wired = registry_broker  # the registry tests' broker with its topics collected, as a fixture here
 
 
 def lineage_of_prepared(prepared, code_version: str = "test") -> Lineage:
@@ -177,3 +192,26 @@ def test_the_registry_registers_a_rebuild_as_an_audit_tagged_rebuild_of() -> Non
     tags = rebuild_tags(trained, {"flywheel.rebuild.equal": "true", "flywheel.trigger": "manual"})
     assert tags == {"rebuild_of": "3", "flywheel.rebuild.equal": "true"}
     assert REBUILD in UNPROMOTABLE and not may_serve(REBUILD)
+
+
+class RebuildRuns(FakeStore):
+    """The fake registry store, with runs whose tags hold a rebuild's comparison."""
+
+    def run(self, run_id: str) -> SimpleNamespace:
+        return SimpleNamespace(data=SimpleNamespace(tags={"flywheel.rebuild.equal": "true"}))
+
+
+async def test_a_rebuild_is_registered_tagged_rebuild_of_and_neither_approved_nor_made_champion(wired):
+    broker, seen = wired
+    store = RebuildRuns()
+    registrar(broker, store)
+    async with TestKafkaBroker(broker):
+        await deliver(broker, trained(0.95, run="r1"))
+        rebuilt = trained(0.95, run="r2").model_copy(update={"rebuild_of": "1"})
+        await deliver(broker, rebuilt, rebuilt)  # redelivered: still nothing to publish
+    assert store.aliases("m") == {"champion": "1"}
+    assert len(seen[MODELS_APPROVED.name]) == 1 and len(seen[MODELS_CHAMPION.name]) == 1  # v1's only
+    assert not seen[MODELS_REJECTED.name]
+    v2 = store.versions["m"]["2"]
+    assert v2.tags["flywheel.status"] == "rebuild" and v2.tags["rebuild_of"] == "1"
+    assert v2.tags["flywheel.rebuild.equal"] == "true" and len(store.versions["m"]) == 2
