@@ -301,8 +301,8 @@ def train(
     """
     started = time.perf_counter()
     rebuild = request.rebuild
-    refused = rebuild and code_refusal(rebuild.code_version, ctx.code_version, rebuild.force)
-    if refused:  # checked where it runs too: the replica that took the request may run other code
+    # checked where it runs too: the replica that took the request may run other code
+    if rebuild and (refused := code_refusal(rebuild.code_version, ctx.code_version, rebuild.force)):
         return failure(request, merged, f"rebuild of v{rebuild.model_version} refused: {refused}")
     try:
         prepared = prepare(ctx, request, progress)
@@ -333,9 +333,6 @@ def train(
             return failure(request, merged, reason_of(exc), run_id=run.info.run_id, dataset_version=newest)
         progress("logging to MLflow", 0.85)
         lineage, model_uri = log_run(ctx, request, prepared, trained, fresh)
-        if rebuild is not None:
-            progress("comparing with the original", 0.95)
-            log_comparison(ctx, request, trained.metrics, model_uri, prepared.fingerprint)
         status = "FINISHED"
     finally:
         mlflow.end_run(status)
@@ -394,7 +391,10 @@ def log_run(
     fit_on = set(trained.train_rows["version"]) if trained.train_rows is not None else set(lineage.dataset_versions)
     versions = tuple(v for v in lineage.dataset_versions if v in fit_on)  # the versions it has rows of
     record_training_data(TrainingData(request.dataset, versions, trained.train_rows, tuple(prepared.label_batches)))
-    return lineage, log_results(prepared.spec, trained, lineage)
+    model_uri = log_results(prepared.spec, trained, lineage)
+    if request.rebuild is not None:  # before the run ends: the registry copies the verdict from its tags
+        log_comparison(ctx, request, trained.metrics, model_uri, prepared.fingerprint)
+    return lineage, model_uri
 
 
 def lineage_of(ctx: RunContext, request: TrainModel, prepared: Prepared, trained: Trained) -> Lineage:
