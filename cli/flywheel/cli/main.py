@@ -27,6 +27,7 @@ from flywheel.cli import kafka
 from flywheel.cli.events import prepare
 from flywheel.cli.filters import FilterError, matches, parse_filters
 from flywheel.cli.maturity import maturity_view
+from flywheel.cli.rebuilds import rebuild_result, version_of_run
 from flywheel.cli.registry import champion_of, model_names
 from flywheel.cli.remote import CliError, NotFound, call
 from flywheel.cli.render import event_line, lineage_tree, rollouts_table, steps_table, tree, why_timeline
@@ -656,6 +657,57 @@ def maturity(
         typer.echo(json.dumps(found, indent=2))
         return
     out.print(maturity_view(found))
+
+
+def _wait_for_version(model: str, run_id: str, timeout_s: float) -> dict[str, Any]:
+    """The registry's description of the model once the version made by ``run_id`` is registered."""
+    cfg = settings()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        detail = call("registry", "GET", f"{cfg.registry_url}/models/{quote(model)}", timeout=cfg.http_timeout_s)
+        if version_of_run(detail, run_id) is not None:
+            return detail
+        if time.monotonic() > deadline:
+            raise CliError(f"run {run_id} of {model} is not registered after {timeout_s:g}s")
+        time.sleep(1.0)
+
+
+@app.command(
+    epilog="Examples: flywheel rebuild loans-approval 3  ·  flywheel rebuild loans-approval 3 --force --json",
+)
+@expected_failures
+def rebuild(
+    model: Annotated[str, typer.Argument(help="A registered model name.")],
+    version: Annotated[str, typer.Argument(help="The version to rebuild from its lineage.")],
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even when the running code differs.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds.")] = 600.0,
+) -> None:
+    """Retrain a version from exactly its recorded inputs and code; say whether metrics and model are equal.
+
+    The rebuilt version is registered tagged ``rebuild_of`` (status ``rebuild``): it never serves, nor moves the
+    champion. Exit status 2 when the rebuild differs from the original.
+    """
+    cfg = settings()
+    body = {"model_name": model, "version": version, "force": force, "reason": f"rebuild by {_actor()}"}
+    answer = call("training", "POST", f"{cfg.training_url}/rebuild", body=body, timeout=cfg.http_timeout_s) or {}
+    started = time.monotonic()
+    run = _wait_for_run(model, str(answer.get("request_id", "")), timeout)
+    if run.get("status") != "completed":
+        raise CliError(f"rebuild of {model} v{version} failed: {run.get('reason') or 'no reason given'}")
+    detail = _wait_for_version(model, str(run.get("mlflow_run_id")), max(5.0, timeout - (time.monotonic() - started)))
+    rebuilt = version_of_run(detail, str(run.get("mlflow_run_id")))
+    result = rebuild_result(model, rebuilt or {}, detail.get("champion"))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        equal = bool(result["comparison"].get("equal"))
+        verdict = "equal" if equal else "DIFFERENT"
+        style = "bold green" if equal else "bold yellow"
+        label = Text(f"{model} v{result['version']}: rebuild of v{version}, {verdict}", style=style)
+        out.print(tree(label, result, first=("comparison",)))
+    if not result["comparison"].get("equal"):
+        raise typer.Exit(2)
 
 
 __all__ = ["app"]

@@ -45,7 +45,7 @@ from flywheel.schemas.records import (
     RecordValidated,
     Violation,
 )
-from flywheel.schemas.training import Lineage, ModelTrained, TrainingFailed, TrainModel
+from flywheel.schemas.training import Lineage, ModelTrained, Rebuild, TrainingFailed, TrainModel
 
 __all__ = [
     "ALERTS",
@@ -89,6 +89,7 @@ __all__ = [
     "Name",
     "PredictionMade",
     "PredictionRequested",
+    "Rebuild",
     "RecordRejected",
     "RecordSubmitted",
     "RecordValidated",

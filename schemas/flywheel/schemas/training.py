@@ -9,6 +9,24 @@ from pydantic import BaseModel, Field, JsonValue
 from flywheel.schemas.envelope import Event, Name
 
 
+class Rebuild(BaseModel):
+    """What a rebuild pins: a registered version's recorded inputs, used as recorded, never re-resolved."""
+
+    model_version: str = Field(description="The registered version rebuilt.")
+    run_id: str = Field(description="Its MLflow run.")
+    model_uri: str = Field(description="Its logged model, to compare the rebuilt one with.")
+    dataset_versions: list[str] = Field(description="Every version the run read, oldest first.")
+    label_batches: list[str] = Field(default=[], description="The sealed label batches the run joined.")
+    drift_cut: list[str] | None = Field(
+        default=None, description="The versions counted as after the drift (None: not a drift retrain)."
+    )
+    spec: dict[str, JsonValue] = Field(description="The model spec as the run resolved it (params included).")
+    feature_set_version: str | None = None
+    code_version: str = Field(description="The code version the run recorded.")
+    fingerprint: str | None = Field(default=None, description="The run's fingerprint: a rebuild should match it.")
+    force: bool = Field(default=False, description="Rebuild even when the running code version differs.")
+
+
 class TrainModel(Event):
     """Command: train a model on a dataset version (``training.requested``)."""
 
@@ -21,6 +39,9 @@ class TrainModel(Event):
     reason: str = ""
     causation_chain: list[str] = Field(
         default=[], description="Ids of the events that led to this request, oldest first (e.g. the drift)."
+    )
+    rebuild: Rebuild | None = Field(
+        default=None, description="Retrain a registered version from its recorded inputs (an audit, no candidate)."
     )
 
 
@@ -58,6 +79,9 @@ class Lineage(BaseModel):
     fingerprint: str | None = Field(
         default=None, description="Hash of data versions, label batches, window, spec, params, seed and code."
     )
+    drift_cut: list[str] | None = Field(
+        default=None, description="On a drift retrain, the versions counted as ingested after the drift."
+    )
 
 
 class ModelTrained(Event):
@@ -78,6 +102,11 @@ class ModelTrained(Event):
         default=False,
         description="An earlier run had the same fingerprint and answers these requests: nothing was trained, "
         "run_id is that run's, and nothing is registered again.",
+    )
+    rebuild_of: str | None = Field(
+        default=None,
+        description="The model version this run rebuilt from its recorded inputs: registered as an audit, "
+        "never approved, promoted or rolled out.",
     )
 
 

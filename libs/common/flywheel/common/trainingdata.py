@@ -3,7 +3,8 @@
 One helper for both sides, so the reference monitoring judges traffic against is exactly
 the rows the model was fit on, not "the newest version" nor a comma list in a tag:
 
-- ``training_data/versions.json``: the dataset and every version the run read, oldest first;
+- ``training_data/versions.json``: the dataset and every version the run read, oldest first,
+  and the sealed label batches joined to them (a rebuild joins exactly those again);
 - ``training_data/rows.parquet``: the training rows as ``(version, row)`` pairs, ``row``
   being the row's position in that version's ``data.parquet`` (versions are immutable, so
   a position names one row for ever; no record id is needed);
@@ -51,6 +52,7 @@ class TrainingData:
     dataset: str
     versions: tuple[str, ...]
     rows: pd.DataFrame | None = None  # columns version, row; None: every row of the versions
+    label_batches: tuple[str, ...] | None = None  # None: not recorded (a run logged before they were)
 
     def select(self, frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         """The training rows out of the versions' frames (by version), in the order of ``versions``."""
@@ -70,9 +72,10 @@ class TrainingData:
 
 def record_training_data(data: TrainingData) -> None:
     """Record the training data with the active MLflow run (artifacts and tags)."""
-    mlflow.log_dict(
-        {"dataset": data.dataset, "versions": list(data.versions), "rows": data.row_count}, VERSIONS_ARTIFACT
-    )
+    recorded = {"dataset": data.dataset, "versions": list(data.versions), "rows": data.row_count}
+    if data.label_batches is not None:
+        recorded["label_batches"] = list(data.label_batches)
+    mlflow.log_dict(recorded, VERSIONS_ARTIFACT)
     if data.rows is not None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / Path(ROWS_ARTIFACT).name
@@ -115,7 +118,10 @@ def training_data_of_run(client: Any, run: Any) -> TrainingData | None:
         rows = None
         if ROWS_ARTIFACT in listed:
             rows = pd.read_parquet(client.download_artifacts(run_id, ROWS_ARTIFACT, tmp))
-    return TrainingData(recorded["dataset"], tuple(recorded["versions"]), rows)
+    batches = recorded.get("label_batches")
+    return TrainingData(
+        recorded["dataset"], tuple(recorded["versions"]), rows, tuple(batches) if batches is not None else None
+    )
 
 
 def load_training_data(load: Callable[[str, str], pd.DataFrame], data: TrainingData) -> pd.DataFrame:

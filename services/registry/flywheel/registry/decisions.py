@@ -12,7 +12,8 @@ from flywheel.schemas import ChampionChanged, GateResult, ModelApproved, ModelRe
 PRODUCER = "registry"
 STATUS = "flywheel.status"  # approved, pending_approval, rejected, rolled_back, or inconclusive / aborted (its rollout)
 FIRST_MODEL = "first model"
-UNPROMOTABLE = frozenset({"rejected", "pending_approval"})  # statuses a version cannot be champion with
+REBUILD = "rebuild"  # a version retrained from another's lineage: an audit, never served
+UNPROMOTABLE = frozenset({"rejected", "pending_approval", REBUILD})  # statuses a version cannot be champion with
 HAND_MOVE = "champion alias set in MLflow, outside the registry"
 
 
@@ -192,3 +193,18 @@ class Move:
             self.correlation_id,
             self.causation_id,
         )
+
+
+def rebuild_tags(trained: ModelTrained, run_tags: dict[str, str]) -> dict[str, str]:
+    """A rebuilt version's tags: which version it rebuilt, and the run's comparison with it; none otherwise.
+
+    >>> trained = ModelTrained.model_construct(rebuild_of="3")
+    >>> rebuild_tags(trained, {"flywheel.rebuild.equal": "true", "flywheel.window": "{}"})
+    {'rebuild_of': '3', 'flywheel.rebuild.equal': 'true'}
+    >>> rebuild_tags(ModelTrained.model_construct(rebuild_of=None), {"flywheel.rebuild.equal": "true"})
+    {}
+    """
+    if trained.rebuild_of is None:
+        return {}
+    compared = {k: v for k, v in run_tags.items() if k.startswith("flywheel.rebuild.")}
+    return {"rebuild_of": trained.rebuild_of, **compared}

@@ -57,4 +57,6 @@ def lineage(store: ModelStore, catalog: DatasetCatalog, name: str, version: str)
         "correlation_id": tags.get(Tags.CORRELATION_ID),
         "causation_chain": [e for e in events if e],
         "history": [h for h in history if h.get("version") == version or h.get("previous") == version],
+        # a rebuild: the version it retrained from its lineage
+        **({"rebuild_of": version_tags["rebuild_of"]} if "rebuild_of" in version_tags else {}),
     }

@@ -21,7 +21,17 @@ from flywheel.common.modelspec import GateSpec, load_model_spec
 from flywheel.common.tracking import Tags
 from flywheel.registry import metrics
 from flywheel.registry.aliases import AliasCheck
-from flywheel.registry.decisions import HAND_MOVE, UNPROMOTABLE, Move, approved, chain_of, rejected, rollout_ended
+from flywheel.registry.decisions import (
+    HAND_MOVE,
+    REBUILD,
+    UNPROMOTABLE,
+    Move,
+    approved,
+    chain_of,
+    rebuild_tags,
+    rejected,
+    rollout_ended,
+)
 from flywheel.registry.evidence import gather
 from flywheel.registry.gates import failed, judge, resolve
 from flywheel.registry.lineage import DECISION_EVENT, TRAINED_EVENT, lineage
@@ -134,6 +144,8 @@ class Registrar:
         gates, explained = self.gates_for(trained, champion)
         passed = not failed(gates)
         status = "rejected" if not passed else ("pending_approval" if self.settings.manual_approval else "approved")
+        if trained.rebuild_of is not None:  # an audit of a version: gated for the record, never a candidate
+            status = REBUILD
         tags = {
             STATUS: status,
             GATES: gates_tag(gates),
@@ -147,6 +159,7 @@ class Registrar:
             Tags.DATASET_VERSION: trained.lineage.dataset_version,
             Tags.CODE_VERSION: trained.lineage.code_version,
             **{f"flywheel.gate.{g.gate}": "passed" if g.passed else "failed" for g in gates},
+            **(rebuild_tags(trained, self.store.run(trained.run_id).data.tags) if trained.rebuild_of else {}),
         }
         version = self.store.register(name, trained.model_uri, trained.run_id, tags)
         metrics.DECISIONS.labels(name, status).inc()
@@ -158,6 +171,8 @@ class Registrar:
             failed=failed(gates),
             correlation_id=str(trained.correlation_id),
         )
+        if status == REBUILD:  # no approval, so no rollout, and the champion stays where it is
+            return version, []
         if not passed:
             event = with_derived_ids(trained, [rejected(trained, version, gates, champion)])[0]
             self.store.set_tags(name, version, {DECISION_EVENT: str(event.event_id)})

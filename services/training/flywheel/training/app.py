@@ -23,7 +23,7 @@ from flywheel.training.coalesce import Coalescer
 from flywheel.training.codeversion import code_version
 from flywheel.training.ended import EndedLog
 from flywheel.training.handlers import scheduled_request
-from flywheel.training.http import create_router
+from flywheel.training.http import create_rebuild_router, create_router
 from flywheel.training.intake import Intake
 from flywheel.training.orchestrator import Orchestrator
 from flywheel.training.runner import RunContext
@@ -95,7 +95,10 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
         settings=settings,
         broker=parts.broker,
         checks=parts.checks(),
-        routers=[create_router(parts.broker, runs, settings.datasets_dir)],
+        routers=[
+            create_router(parts.broker, runs, settings.datasets_dir),
+            create_rebuild_router(parts.broker, parts.mlflow, settings.datasets_dir, ctx.code_version),
+        ],
         lifespans=[lifecycle],
         description="Trains models on dataset versions, reproducibly, tracked in MLflow.",
         publishes=[TRAINING_REQUESTED, TRAINING_COMPLETED, TRAINING_FAILED],

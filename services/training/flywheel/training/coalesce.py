@@ -27,6 +27,18 @@ log = structlog.get_logger(__name__)
 Execute = Callable[[RunRecord, list[TrainModel]], Awaitable[None]]
 
 
+def burst_of(request: TrainModel) -> str:
+    """Which burst a request joins: its model's; a rebuild runs alone, on its own pinned inputs.
+
+    >>> from flywheel.schemas import Rebuild
+    >>> pin = Rebuild(model_version="3", run_id="r", model_uri="u", dataset_versions=["a"], spec={}, code_version="c")
+    >>> plain = TrainModel(producer="t", model_name="m", dataset="d")
+    >>> burst_of(plain), burst_of(plain.model_copy(update={"rebuild": pin})) == f"m#rebuild-{plain.event_id}"
+    ('m', True)
+    """
+    return request.model_name if request.rebuild is None else f"{request.model_name}#rebuild-{request.event_id}"
+
+
 @dataclass
 class _Pending:
     record: RunRecord
@@ -46,7 +58,8 @@ class Coalescer:
 
     def submit(self, request: TrainModel) -> RunRecord:
         """Join the model's pending run, or open a new one; returns the run the request joined."""
-        pending = self._pending.get(request.model_name)
+        burst = burst_of(request)
+        pending = self._pending.get(burst)
         if pending is not None:
             pending.requests.append(request)
             pending.record.request_ids.append(str(request.event_id))
@@ -64,9 +77,9 @@ class Coalescer:
             trigger=request.trigger,
             request_ids=[str(request.event_id)],
         )
-        self._pending[request.model_name] = _Pending(record, [request])
+        self._pending[burst] = _Pending(record, [request])
         self._on_queued(record)
-        task = asyncio.create_task(self._fire(request.model_name, record))
+        task = asyncio.create_task(self._fire(burst, record))
         self._tasks[task] = record
         task.add_done_callback(lambda done: self._tasks.pop(done, None))
         log.info(
@@ -78,25 +91,27 @@ class Coalescer:
         )
         return record
 
-    async def _fire(self, model_name: str, record: RunRecord) -> None:
+    async def _fire(self, burst: str, record: RunRecord) -> None:
         try:
             await asyncio.sleep(self.debounce_s)
-            lock = self._locks.setdefault(model_name, asyncio.Lock())
+            lock = self._locks.setdefault(burst, asyncio.Lock())
             async with lock:
-                pending = self._pending.pop(model_name)
+                pending = self._pending.pop(burst)
                 assert pending.record is record
                 try:
                     await self._execute(record, pending.requests)
                 except Exception as exc:  # a failed run must not wedge the model's queue
-                    log.exception("training run crashed", model_name=model_name, run=record.id, error=repr(exc))
+                    log.exception("training run crashed", model_name=record.model_name, run=record.id, error=repr(exc))
+            if burst != record.model_name:  # a rebuild's burst is used once
+                self._locks.pop(burst, None)
         except asyncio.CancelledError:
             self._released(record)
             raise
 
     def _released(self, record: RunRecord) -> None:
-        pending = self._pending.get(record.model_name)
-        if pending is not None and pending.record is record:
-            del self._pending[record.model_name]
+        for burst, pending in list(self._pending.items()):
+            if pending.record is record:
+                del self._pending[burst]
         if record.status == "queued":
             record.status, record.stage = "released", "released: its requests run wherever they are owned next"
 

@@ -1,19 +1,24 @@
-"""Training's HTTP routes: request a run, follow runs."""
+"""Training's HTTP routes: request a run, rebuild a version, follow runs."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Query
 from faststream.kafka import KafkaBroker
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, Field, JsonValue
 
 from flywheel.common.kafka import publish_event
 from flywheel.common.modelspec import load_model_spec
 from flywheel.common.problems import problems
-from flywheel.schemas import NAME_MAX, TrainModel
+from flywheel.schemas import NAME_MAX, Rebuild, TrainModel
 from flywheel.training.handlers import PRODUCER
+from flywheel.training.rebuild import RebuildRefused, code_refusal
+from flywheel.training.recorded import read_pin
 from flywheel.training.runs import RunBook, RunRecord
 
 NAME = NAME_MAX  # the events' bound: a request the API accepts is one the topic accepts
@@ -86,3 +91,60 @@ def create_router(broker: KafkaBroker, runs: RunBook, datasets_dir: Path) -> API
         return record
 
     return router
+
+
+class RebuildRequest(BaseModel):
+    """Rebuild a registered version from its recorded inputs."""
+
+    model_name: str = Field(max_length=NAME)
+    version: str = Field(pattern=r"^[0-9]{1,9}$", description="The registered version to rebuild.")
+    force: bool = Field(default=False, description="Rebuild even when the running code version differs.")
+    reason: str = Field(default="", max_length=2000)
+
+
+def create_rebuild_router(
+    broker: KafkaBroker, mlflow: MlflowClient, datasets_dir: Path, running_code: str
+) -> APIRouter:
+    router = APIRouter(tags=["training"])
+
+    @router.post("/rebuild", status_code=202, response_model=TrainAccepted, responses=problems(404, 409, 413, 503))
+    async def post_rebuild(body: Annotated[RebuildRequest, Body()]) -> TrainAccepted:
+        """Retrain a version on exactly its recorded data, spec, seed and code; registered as its audit."""
+        try:
+            pinned = await asyncio.to_thread(read_pin, mlflow, body.model_name, body.version, datasets_dir, body.force)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                raise HTTPException(404, f"no version {body.version} of model {body.model_name!r}") from exc
+            raise HTTPException(503, f"MLflow failed: {exc.message[:300]}") from exc
+        except RebuildRefused as exc:
+            raise HTTPException(409, f"cannot rebuild {body.model_name} v{body.version}: {exc}"[:1000]) from exc
+        except OSError as exc:
+            raise HTTPException(503, f"a backend is unreachable: {exc}"[:300]) from exc
+        refused = code_refusal(pinned.code_version, running_code, body.force)
+        if refused:
+            raise HTTPException(409, f"cannot rebuild {body.model_name} v{body.version}: {refused}")
+        request = rebuild_request(body, pinned)
+        if len(request.to_bytes()) > MAX_REQUEST_BYTES:
+            raise HTTPException(413, f"the rebuild request is larger than {MAX_REQUEST_BYTES} bytes of JSON")
+        try:
+            await publish_event(broker, request)
+        except Exception as exc:  # the broker is unavailable: not the request's fault
+            raise HTTPException(503, f"could not publish the request: {type(exc).__name__}: {exc}"[:300]) from exc
+        return TrainAccepted(request_id=str(request.event_id), model_name=request.model_name)
+
+    return router
+
+
+def rebuild_request(body: RebuildRequest, pinned: Rebuild) -> TrainModel:
+    """The training request of a rebuild: its pins say what to train on; the dataset names the topic key's model."""
+    spec = pinned.spec
+    return TrainModel(
+        producer=PRODUCER,
+        model_name=body.model_name,
+        dataset=str(spec["dataset"]),
+        dataset_version=pinned.dataset_versions[-1],
+        model_spec=str(spec.get("spec_name") or "") or None,
+        trigger="manual",
+        reason=body.reason or f"rebuild of v{body.version}",
+        rebuild=pinned,
+    )

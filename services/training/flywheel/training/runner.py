@@ -13,7 +13,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ from flywheel.common.tracking import Tags
 from flywheel.common.trainingdata import TrainingData, record_training_data
 from flywheel.schemas import DatasetManifest, Lineage, ModelTrained, TrainingFailed, TrainModel
 from flywheel.training.arrivals import Arrivals
+from flywheel.training.rebuild import RebuildRefused, code_refusal, compare, pinned_versions
+from flywheel.training.recorded import SPEC_ARTIFACT, built
 from flywheel.training.trainer import Progress, Trained, TrainingError, fit_and_evaluate
 from flywheel.training.window import ROW, VERSION, WindowError, chain, in_time_bounds, ingested_after
 
@@ -47,6 +49,9 @@ FINGERPRINT_TAG = "flywheel.fingerprint"
 WINDOW_TAG = "flywheel.window"
 MODEL_URI_TAG = "flywheel.model_uri"
 FAILURE_TAG = "flywheel.failure_reason"
+REBUILD_OF_TAG = "flywheel.rebuild_of"
+REBUILD_FINGERPRINT_TAG = "flywheel.rebuild.fingerprint"  # not FINGERPRINT_TAG: an audit never answers a repeat
+COMPARISON_ARTIFACT = "rebuild/comparison.json"
 UUID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -72,6 +77,8 @@ def causation_chain(request: TrainModel) -> list[str]:
 
 
 def resolve_spec(ctx: RunContext, request: TrainModel) -> tuple[ModelSpec, FeatureSet]:
+    if request.rebuild is not None:
+        return pinned_spec(ctx, request)
     spec = load_model_spec(ctx.datasets_dir, request.dataset, request.model_spec).with_overrides(request.params)
     features = load_feature_set(ctx.datasets_dir, request.dataset)
     if spec.feature_set and spec.feature_set != features.feature_set:
@@ -79,17 +86,36 @@ def resolve_spec(ctx: RunContext, request: TrainModel) -> tuple[ModelSpec, Featu
     return spec, features
 
 
+def pinned_spec(ctx: RunContext, request: TrainModel) -> tuple[ModelSpec, FeatureSet]:
+    """A rebuild's spec as its run resolved it, and the feature-set version it recorded (kept in the archive)."""
+    assert request.rebuild is not None
+    spec = ModelSpec.model_validate(request.rebuild.spec)
+    features = load_feature_set(ctx.datasets_dir, request.dataset)
+    wanted = request.rebuild.feature_set_version
+    if wanted is not None and features.version != wanted:
+        archived = FeatureSetArchive(ctx.catalog.store).get(request.dataset, wanted)
+        if archived is None:
+            raise TrainingError(f"feature set version {wanted!r} is neither current nor archived")
+        features = archived
+    return spec, features
+
+
 def resolve_versions(catalog: DatasetCatalog, request: TrainModel, spec: ModelSpec) -> list[DatasetManifest]:
     """The versions a run reads, oldest first: the requested one (default: the newest) and its chain,
-    less those wholly older than the window's time bounds."""
+    less those wholly older than the window's time bounds; a rebuild's, exactly as recorded."""
     try:
+        if request.rebuild is not None:
+            return pinned_versions(catalog.manifests(request.dataset), request.rebuild.dataset_versions)
         return in_time_bounds(chain(catalog.manifests(request.dataset), request.dataset_version), spec.window)
-    except WindowError as exc:
+    except (WindowError, RebuildRefused) as exc:
         raise TrainingError(f"{exc} (dataset {request.dataset!r})") from exc
 
 
 def drift_cut(catalog: DatasetCatalog, request: TrainModel, versions: list[DatasetManifest]) -> set[str] | None:
-    """On a drift retrain, which of ``versions`` were ingested after the drift; None for any other run."""
+    """On a drift retrain, which of ``versions`` were ingested after the drift; None for any other run.
+    A rebuild's is the cut its version recorded: the drift's moment is not the rebuild's."""
+    if request.rebuild is not None:
+        return set(request.rebuild.drift_cut) if request.rebuild.drift_cut is not None else None
     if request.trigger != "drift":
         return None
     loaded = {m.version for m in versions}
@@ -97,10 +123,15 @@ def drift_cut(catalog: DatasetCatalog, request: TrainModel, versions: list[Datas
 
 
 def labelled(
-    ctx: RunContext, dataset: str, versions: list[DatasetManifest], label: str, features: FeatureSet
+    ctx: RunContext,
+    dataset: str,
+    versions: list[DatasetManifest],
+    label: str,
+    features: FeatureSet,
+    pinned: list[str] | None = None,
 ) -> tuple[pd.DataFrame, LabelJoin, list[str]]:
     """The versions' records (each with its version and position in it) with the outcomes of every
-    label batch sealed so far; the batches used."""
+    label batch sealed so far (``pinned``: of exactly those batches, a rebuild's); the batches used."""
     frames = [ctx.catalog.load(dataset, m.version) for m in versions]
     frame = pd.concat(
         [f.assign(**{VERSION: m.version, ROW: range(len(f))}) for f, m in zip(frames, versions, strict=True)],
@@ -110,6 +141,8 @@ def labelled(
     start = min((m.time_min for m in versions if m.time_min is not None), default=None)
     if start is not None:  # an outcome is observed after its record: older batches label none of these
         batches = [b for b in batches if b.time_max is None or b.time_max >= start]
+    if pinned is not None:
+        batches = pinned_versions(ctx.labels.manifests(dataset) if ctx.labels is not None else [], pinned)
     loaded = [ctx.labels.load(dataset, b.version) for b in batches] if ctx.labels is not None else []
     labels = pd.concat(loaded, ignore_index=True) if loaded else pd.DataFrame(columns=list(LABEL_COLUMNS))
     frame, join = attach_labels(
@@ -210,7 +243,8 @@ def prepare(ctx: RunContext, request: TrainModel, progress: Progress) -> Prepare
     spec, features = resolve_spec(ctx, request)
     progress("resolving data", 0.02)
     versions = resolve_versions(ctx.catalog, request, spec)
-    frame, join, batches = labelled(ctx, request.dataset, versions, spec.label, features)
+    pinned = request.rebuild.label_batches if request.rebuild is not None else None
+    frame, join, batches = labelled(ctx, request.dataset, versions, spec.label, features, pinned)
     after = drift_cut(ctx.catalog, request, versions)
     fingerprint = run_fingerprint(
         dataset=request.dataset,
@@ -266,13 +300,17 @@ def train(
     post-drift data found (None: no wait, or it timed out), recorded with the window.
     """
     started = time.perf_counter()
+    rebuild = request.rebuild
+    # checked where it runs too: the replica that took the request may run other code
+    if rebuild and (refused := code_refusal(rebuild.code_version, ctx.code_version, rebuild.force)):
+        return failure(request, merged, f"rebuild of v{rebuild.model_version} refused: {refused}")
     try:
         prepared = prepare(ctx, request, progress)
     except PERMANENT as exc:
         return failure(request, merged, reason_of(exc))
     progress("loaded", 0.05)
     experiment = experiment_id(ctx.mlflow, f"{ctx.experiment_prefix}/{request.model_name}")
-    earlier = find_repeat(ctx.mlflow, experiment, prepared.fingerprint)
+    earlier = find_repeat(ctx.mlflow, experiment, prepared.fingerprint) if rebuild is None else None
     if earlier is not None:
         return repeated(ctx.mlflow, earlier, request, merged, experiment, time.perf_counter() - started)
     end_interrupted_runs(ctx.mlflow, experiment, merged)
@@ -309,9 +347,32 @@ def train(
         experiment_id=experiment,
         merged_requests=len(merged),
         request_ids=[str(r.event_id) for r in merged],
+        rebuild_of=rebuild.model_version if rebuild is not None else None,
         producer=PRODUCER,
         **request.caused(),
     )
+
+
+def log_comparison(
+    ctx: RunContext, request: TrainModel, metrics: dict[str, float], model_uri: str, fingerprint: str
+) -> None:
+    """Hold the rebuilt model against the original, with the active run: an artifact and its verdict as tags."""
+    pin = request.rebuild
+    assert pin is not None
+    original = built(ctx.mlflow, pin.run_id, pin.model_uri, pin.code_version, pin.fingerprint)
+    rebuilt = built(ctx.mlflow, mlflow.active_run().info.run_id, model_uri, ctx.code_version, fingerprint)
+    rebuilt = replace(rebuilt, metrics=dict(metrics))  # as fitted, not as read back
+    comparison = compare(original, rebuilt)
+    mlflow.log_dict(comparison.as_dict(), COMPARISON_ARTIFACT)
+    mlflow.set_tags(
+        {
+            "flywheel.rebuild.equal": str(comparison.equal).lower(),
+            "flywheel.rebuild.metrics_equal": str(comparison.metrics_equal).lower(),
+            "flywheel.rebuild.model_equal": str(comparison.model_equal).lower(),
+            "flywheel.rebuild.comparison": comparison.as_tag(),
+        }
+    )
+    log.info("rebuild compared", rebuild_of=pin.model_version, **comparison.as_dict())
 
 
 def log_run(
@@ -319,15 +380,21 @@ def log_run(
 ) -> tuple[Lineage, str]:
     """Log everything about a fitted run to the active MLflow run; its lineage and the model's uri."""
     trained.window["fresh_wait"] = "none" if request.trigger != "drift" else ("met" if fresh else "timed_out")
+    if request.rebuild is not None:
+        trained.window["fresh_wait"] = "pinned"  # the rebuilt version's data, not a wait for any
     lineage = lineage_of(ctx, request, prepared, trained)
     mlflow.log_metrics(prepared.join.as_metrics())
+    mlflow.log_dict(prepared.spec.model_dump(mode="json"), SPEC_ARTIFACT)  # what a rebuild pins
     mlflow.log_param("label_batches", ",".join(prepared.label_batches)[:6000] or "none")
     FeatureSetArchive(ctx.catalog.store).put(prepared.features)
     log_feature_set(prepared.features)  # pinned: whoever loads this model computes with exactly this version
     fit_on = set(trained.train_rows["version"]) if trained.train_rows is not None else set(lineage.dataset_versions)
     versions = tuple(v for v in lineage.dataset_versions if v in fit_on)  # the versions it has rows of
-    record_training_data(TrainingData(request.dataset, versions, trained.train_rows))
-    return lineage, log_results(prepared.spec, trained, lineage)
+    record_training_data(TrainingData(request.dataset, versions, trained.train_rows, tuple(prepared.label_batches)))
+    model_uri = log_results(prepared.spec, trained, lineage)
+    if request.rebuild is not None:  # before the run ends: the registry copies the verdict from its tags
+        log_comparison(ctx, request, trained.metrics, model_uri, prepared.fingerprint)
+    return lineage, model_uri
 
 
 def lineage_of(ctx: RunContext, request: TrainModel, prepared: Prepared, trained: Trained) -> Lineage:
@@ -353,6 +420,7 @@ def lineage_of(ctx: RunContext, request: TrainModel, prepared: Prepared, trained
         eval_slices={name: slice_artifact(name) for name in trained.slices},
         window=trained.window,
         fingerprint=prepared.fingerprint,
+        drift_cut=sorted(prepared.after) if prepared.after is not None else None,
     )
 
 
@@ -461,6 +529,21 @@ def run_tags(
     ctx: RunContext, request: TrainModel, merged: list[TrainModel], run_label: str, prepared: Prepared
 ) -> dict[str, str]:
     """The run's tags, known before the fit: what it trains on, why, and which requests it ends."""
+    rebuild = request.rebuild
+    if rebuild is None:
+        identity = {FINGERPRINT_TAG: prepared.fingerprint}
+    else:
+        identity = {
+            REBUILD_OF_TAG: rebuild.model_version,
+            "flywheel.rebuild.run_id": rebuild.run_id,
+            REBUILD_FINGERPRINT_TAG: prepared.fingerprint,
+        }
+    return {**common_tags(ctx, request, merged, run_label, prepared), **identity}
+
+
+def common_tags(
+    ctx: RunContext, request: TrainModel, merged: list[TrainModel], run_label: str, prepared: Prepared
+) -> dict[str, str]:
     chain = causation_chain(request)
     spec, features = prepared.spec, prepared.features
     return {
@@ -476,7 +559,6 @@ def run_tags(
         Tags.SEED: str(spec.seed),
         MERGED_TAG: json.dumps([str(r.event_id) for r in merged])[:5000],
         JOB_TAG: run_label,
-        FINGERPRINT_TAG: prepared.fingerprint,
         WINDOW_TAG: json.dumps(spec.window.model_dump(mode="json")),
         "flywheel.model_name": request.model_name,
         "flywheel.trigger": request.trigger,
