@@ -20,6 +20,7 @@ directory than the checkout's (a deployment whose features.yaml was edited, say)
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import hashlib
 import os
@@ -280,6 +281,25 @@ def create_buckets() -> None:
             client.make_bucket(bucket)
 
 
+def webhook_encryption_key() -> str:
+    """The Fernet key MLflow encrypts webhook secrets with, made once per stack: MLflow's default is a
+    new random key per process, and a restarted MLflow could then no longer sign a delivery."""
+    path = STACK / "mlflow-webhook.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(base64.urlsafe_b64encode(os.urandom(32)).decode())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+MLFLOW_WEBHOOKS = {
+    # the registry listens on plain http at a loopback (or Docker network) address, which MLflow refuses unless told
+    "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+    "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+    "MLFLOW_WEBHOOK_CACHE_TTL": "2",  # a webhook created or disabled is obeyed within seconds, not a minute
+}
+
+
 def components() -> list[Component]:
     """The stack, in start order: the three infrastructure components, then the six services."""
     mlflow_dir = STACK / "data" / "mlflow"
@@ -349,7 +369,12 @@ def components() -> list[Component]:
             120,
             f"http://{HOST}:{MLFLOW_PORT}",
             # MLflow 3 otherwise starts seven huey job consumers (GenAI jobs, ~1.7 GB) Flywheel never uses.
-            env={**SHARED_ENV, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            env={
+                **SHARED_ENV,
+                **MLFLOW_WEBHOOKS,
+                "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": webhook_encryption_key(),
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            },
             prepare=lambda: mlflow_dir.mkdir(parents=True, exist_ok=True),
             infra=True,
         ),
@@ -371,6 +396,7 @@ def components() -> list[Component]:
                 f"{name.upper()}_DATASETS_DIR": os.environ.get("FLYWHEEL_STACK_DATASETS_DIR", str(ROOT / "datasets")),
                 # serving calls the registry's API: this stack's, wherever its port was moved
                 **({"SERVING_REGISTRY_URL": f"http://{HOST}:{SERVICE_PORTS['registry']}"} if name == "serving" else {}),
+                **({"REGISTRY_WEBHOOK_URL": f"http://{HOST}:{port}/mlflow/webhook"} if name == "registry" else {}),
             },
         )
         for name, port in SERVICE_PORTS.items()

@@ -7,9 +7,10 @@ it passed its gates or an operator approved it) is followed — history, tags
 and a ``models.champion`` event with actor ``mlflow``, which serving and monitoring act on; any other
 move (a rejected, held or never judged version, one that does not exist, the alias deleted) is put
 back, with an alert saying why.
-MLflow records no author for an alias, so the audit says when the registry saw the move, not who
-made it. Polling, not MLflow's webhooks, is the path: webhooks are fire-and-forget and experimental;
-a reconciler also catches what a lost delivery would miss.
+MLflow records no author for an alias, so the audit says when the registry saw the move, and
+what saw it, not who made it. MLflow's registry webhook (``flywheel.registry.webhooks``) makes it
+prompt; the reconciler makes it sure: webhooks are fire-and-forget and experimental, and a
+reconciler also catches what a lost delivery missed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from flywheel.registry.decisions import PRODUCER, may_serve
 from flywheel.schemas import AlertRaised
 
 Verdict = Literal["same", "adopt", "follow", "put_back"]
+SeenBy = Literal["reconciler", "webhook"]
 
 
 @dataclass(frozen=True)

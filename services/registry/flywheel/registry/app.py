@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from functools import partial
+from secrets import token_urlsafe
 
 import structlog
 from fastapi import FastAPI
@@ -21,6 +22,7 @@ from flywheel.registry.modelstore import ModelStore
 from flywheel.registry.registrar import Registrar
 from flywheel.registry.settings import RegistrySettings
 from flywheel.registry.subscribers import register_subscribers
+from flywheel.registry.webhooks import create_webhook_router, register_webhook
 from flywheel.registry.why_http import create_why_router, loop_events_reader
 from flywheel.schemas import ALERTS, MODELS_APPROVED, MODELS_CHAMPION, MODELS_REJECTED
 
@@ -55,6 +57,15 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
+    configured = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
+    webhook_secret = configured or token_urlsafe(32)  # a random one is set in MLflow at each start
+
+    @contextlib.asynccontextmanager
+    async def mlflow_webhook(app: FastAPI) -> AsyncIterator[None]:
+        if settings.webhook_url:
+            await register_webhook(parts.mlflow, settings.webhook_url, webhook_secret)
+        yield
+
     app = create_service_app(
         name="registry",
         settings=settings,
@@ -64,8 +75,9 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
             create_router(registrar, settings.api_token),
             create_why_router(registrar, loop_events_reader(settings.kafka.bootstrap_servers)),
             create_maturity_router(registrar),
+            create_webhook_router(registrar, webhook_secret),
         ],
-        lifespans=[reconcile_aliases],
+        lifespans=[reconcile_aliases, mlflow_webhook],
         description="Gates candidates against thresholds and the champion; owns the MLflow Model Registry.",
         publishes=[MODELS_APPROVED, MODELS_REJECTED, MODELS_CHAMPION, ALERTS],
     )

@@ -20,7 +20,7 @@ from flywheel.common.kafka import InvalidMessage, publish_event, with_derived_id
 from flywheel.common.modelspec import GateSpec, load_model_spec
 from flywheel.common.tracking import Tags
 from flywheel.registry import metrics
-from flywheel.registry.aliases import AliasCheck
+from flywheel.registry.aliases import AliasCheck, SeenBy
 from flywheel.registry.decisions import (
     HAND_MOVE,
     REBUILD,
@@ -358,11 +358,14 @@ class Registrar:
 
     # -- aliases moved outside the registry ---------------------------------------------------
 
-    async def reconcile(self) -> list[Event]:
-        """Follow or put back champion aliases moved in MLflow by hand (``flywheel.registry.aliases``)."""
-        return await self._write(self._reconcile)
+    async def reconcile(self, seen_by: SeenBy = "reconciler") -> list[Event]:
+        """Follow or put back champion aliases moved in MLflow by hand (``flywheel.registry.aliases``).
 
-    def _reconcile(self) -> tuple[list[Event], list[Event]]:
+        ``seen_by``: what noticed the move, the poller or MLflow's webhook; the audit says which.
+        """
+        return await self._write(lambda: self._reconcile(seen_by))
+
+    def _reconcile(self, seen_by: SeenBy) -> tuple[list[Event], list[Event]]:
         events: list[Event] = []
         for name, aliases, tags in self.store.champions():
             found = aliases.get("champion")
@@ -374,7 +377,7 @@ class Registrar:
             if verdict == "adopt" and found is not None:
                 self.store.record_champion(name, found)
             elif verdict == "follow" and found is not None:
-                move = Move(name, "promote", found, recorded, "mlflow", HAND_MOVE)
+                move = Move(name, "promote", found, recorded, "mlflow", f"{HAND_MOVE} (seen by the {seen_by})")
                 events.append(self._move(move, aliases))
             elif verdict == "put_back" and recorded is not None:
                 events.append(self._put_back(check))

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from flywheel.common.evaluation import metrics_of_task
@@ -79,5 +79,15 @@ class RegistrySettings(ServiceSettings):
         default=3.0,
         ge=0,
         description="Every this many seconds, follow or put back champion aliases moved in MLflow by hand; 0: never.",
+    )
+    webhook_url: str = Field(
+        default="",
+        description="Where MLflow reaches this registry's POST /mlflow/webhook; set, the registry creates its "
+        "webhook in MLflow at start-up for alias moves made by hand (the reconciler runs as well). Empty: none.",
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC secret of the webhook; unset: a random one, set in MLflow at each start "
+        "(replicas of the registry need one shared secret).",
     )
     history_kept: int = Field(default=30, ge=1, description="Champion moves kept per model.")
