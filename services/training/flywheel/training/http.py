@@ -96,7 +96,7 @@ def create_router(broker: KafkaBroker, runs: RunBook, datasets_dir: Path) -> API
 class RebuildRequest(BaseModel):
     """Rebuild a registered version from its recorded inputs."""
 
-    model_name: str = Field(max_length=NAME)
+    model_name: str = Field(min_length=1, max_length=NAME)
     version: str = Field(pattern=r"^[0-9]{1,9}$", description="The registered version to rebuild.")
     force: bool = Field(default=False, description="Rebuild even when the running code version differs.")
     reason: str = Field(default="", max_length=2000)
@@ -113,7 +113,7 @@ def create_rebuild_router(
         try:
             pinned = await asyncio.to_thread(read_pin, mlflow, body.model_name, body.version, datasets_dir, body.force)
         except MlflowException as exc:
-            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # a name MLflow refuses
                 raise HTTPException(404, f"no version {body.version} of model {body.model_name!r}") from exc
             raise HTTPException(503, f"MLflow failed: {exc.message[:300]}") from exc
         except RebuildRefused as exc:
