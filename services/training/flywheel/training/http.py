@@ -42,6 +42,18 @@ class TrainAccepted(BaseModel):
     status: str = "accepted"
 
 
+async def accepted(broker: KafkaBroker, request: TrainModel) -> TrainAccepted:
+    """Publish a training request on ``training.requested``: 413 when too large for one message, 503 when
+    the broker is unavailable."""
+    if len(request.to_bytes()) > MAX_REQUEST_BYTES:
+        raise HTTPException(413, f"the request is larger than {MAX_REQUEST_BYTES} bytes of JSON")
+    try:
+        await publish_event(broker, request)
+    except Exception as exc:  # the broker is unavailable: not the request's fault
+        raise HTTPException(503, f"could not publish the request: {type(exc).__name__}: {exc}"[:300]) from exc
+    return TrainAccepted(request_id=str(request.event_id), model_name=request.model_name)
+
+
 def create_router(broker: KafkaBroker, runs: RunBook, datasets_dir: Path) -> APIRouter:
     router = APIRouter(tags=["training"])
 
@@ -67,13 +79,7 @@ def create_router(broker: KafkaBroker, runs: RunBook, datasets_dir: Path) -> API
             trigger="api",
             reason=body.reason,
         )
-        if len(request.to_bytes()) > MAX_REQUEST_BYTES:
-            raise HTTPException(413, f"the request is larger than {MAX_REQUEST_BYTES} bytes of JSON")
-        try:
-            await publish_event(broker, request)
-        except Exception as exc:  # the broker is unavailable: not the request's fault
-            raise HTTPException(503, f"could not publish the request: {type(exc).__name__}: {exc}"[:300]) from exc
-        return TrainAccepted(request_id=str(request.event_id), model_name=request.model_name)
+        return await accepted(broker, request)
 
     @router.get("/runs", response_model=list[RunRecord])
     async def get_runs(
@@ -124,13 +130,7 @@ def create_rebuild_router(
         if refused:
             raise HTTPException(409, f"cannot rebuild {body.model_name} v{body.version}: {refused}")
         request = rebuild_request(body, pinned)
-        if len(request.to_bytes()) > MAX_REQUEST_BYTES:
-            raise HTTPException(413, f"the rebuild request is larger than {MAX_REQUEST_BYTES} bytes of JSON")
-        try:
-            await publish_event(broker, request)
-        except Exception as exc:  # the broker is unavailable: not the request's fault
-            raise HTTPException(503, f"could not publish the request: {type(exc).__name__}: {exc}"[:300]) from exc
-        return TrainAccepted(request_id=str(request.event_id), model_name=request.model_name)
+        return await accepted(broker, request)
 
     return router
 
