@@ -11,6 +11,7 @@ import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -20,7 +21,7 @@ from flywheel.monitoring.concept import Detector, ErrorStream
 from flywheel.monitoring.performance import PRODUCER, PerformanceWatch, clock
 from flywheel.monitoring.residuals import ResidualStream
 from flywheel.monitoring.retrain import RetrainBook
-from flywheel.monitoring.statistics import FeatureVerdict, Thresholds, detect_drift
+from flywheel.monitoring.statistics import FeatureVerdict, ReferenceProfile, Thresholds
 from flywheel.schemas import AlertRaised, DriftDetected, Event, FeatureDrift, LabelObserved, PredictionMade
 
 
@@ -83,6 +84,11 @@ class Reference:
     feature_set_version: str | None = None
     task: Literal["classification", "regression"] = "classification"
     train_mae: float | None = None  # a regressor's, on its out-of-time slice like its run's other metrics
+
+    @cached_property
+    def profile(self) -> ReferenceProfile:
+        """What every window is compared with, computed once per champion, not once per window."""
+        return ReferenceProfile.of(self.features, self.categorical)
 
     def judges(self, prediction: PredictionMade) -> bool:
         """Whether this reference is the one to compare a prediction's features with: its model's own.
@@ -168,7 +174,7 @@ class ModelMonitor:
         current = {
             name: np.array([_as_float(row.get(name)) for row in self.window]) for name in self.reference.features
         }
-        verdicts = detect_drift(self.reference.features, current, self.reference.categorical, self.config.thresholds)
+        verdicts = self.reference.profile.detect(current, self.config.thresholds)
         self.last_verdicts = verdicts
         worst = max((v.psi for v in verdicts), default=0.0)
         self._mark("data_drift", worst, "max PSI")
