@@ -3,7 +3,9 @@
 Both servers get the same client (httpx, keep-alive) on this machine, in the same run:
 - fixed concurrency (8 clients), single records and batches of 100: throughput and p50/p99;
 - open loop at 300 requests/s of single records: p50/p99 (MLServer's CI gate: p99 < 10 ms);
-- streaming: ``predictions.requests`` in, ``predictions`` out, requests per second end to end.
+- streaming: ``predictions.requests`` in, ``predictions`` out, requests per second end to end, beside
+  the same messages through one plain topic (producer to consumer: the broker alone).
+Each is measured three times, alternating with its baseline: min / median / max.
 Flywheel's /predict takes raw records and computes the features itself; mlflow gets the
 ready feature rows, so it does strictly less work per request.
 """
@@ -16,16 +18,18 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from flywheel.common.featuresets import load_feature_set
 from flywheel.common.settings import KafkaSettings, MlflowSettings, ObjectStoreSettings
 from flywheel.common.tracking import configure_mlflow
 from flywheel.schemas import PREDICTIONS, PREDICTIONS_REQUESTS, PredictionRequested
-from tests.bench.support import percentile, table
+from tests.bench.support import percentile, ratios, side_by_side, spread, table
 from tests.integration.test_serving_rollouts import live_applications
 from tests.integration.test_training_runs import agrawal_rows, write_version
 from tests.support.kafka import TopicReader
@@ -157,26 +161,91 @@ async def streaming(n: int = 5000) -> float:
     """Requests per second through predictions.requests -> serving -> predictions."""
     bootstrap = KafkaSettings().bootstrap_servers
     run = uuid.uuid4().hex[:8]
-    answers = TopicReader(bootstrap, PREDICTIONS.name)
-    await answers.__aenter__()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
-    await producer.start()
     records = [r for r, _ in live_applications(500)]
-    began = time.perf_counter()
-    for i in range(n):
-        request = PredictionRequested(
+    requests = [
+        PredictionRequested(
             producer="bench", dataset="loans", model_name=MODEL, request_id=f"{run}-{i}", data=records[i % len(records)]
         )
-        await producer.send(PREDICTIONS_REQUESTS.name, request.to_bytes(), key=request.request_id.encode())
-    await producer.flush()
-    try:
+        for i in range(n)
+    ]
+    async with TopicReader(bootstrap, PREDICTIONS.name) as answers:
+        began = time.perf_counter()
+        await produce(bootstrap, PREDICTIONS_REQUESTS.name, [(r.request_id.encode(), r.to_bytes()) for r in requests])
         await answers.collect(
             lambda found: len(found) >= n, timeout=120, where=lambda b: str(b.get("request_id")).startswith(run)
         )
+    return n / (time.perf_counter() - began)
+
+
+async def raw_kafka(n: int = 5000) -> float:
+    """The same requests through one plain topic, producer to consumer: what the broker alone allows."""
+    bootstrap = KafkaSettings().bootstrap_servers
+    topic = f"bench.raw.{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        await admin.close()
+    records = [r for r, _ in live_applications(500)]
+    payloads = [
+        (
+            f"raw-{i}".encode(),
+            PredictionRequested(
+                producer="bench",
+                dataset="loans",
+                model_name=MODEL,
+                request_id=f"raw-{i}",
+                data=records[i % len(records)],
+            ).to_bytes(),
+        )
+        for i in range(n)
+    ]
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        began = time.perf_counter()
+        await produce(bootstrap, topic, payloads)
+        seen = 0
+        while seen < n and time.perf_counter() - began < 120:
+            batches = await consumer.getmany(timeout_ms=500)
+            seen += sum(len(b) for b in batches.values())
+    finally:
+        await consumer.stop()
+    return n / (time.perf_counter() - began)
+
+
+async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    await producer.start()
+    try:
+        for key, value in messages:
+            await producer.send(topic, value, key=key)
+        await producer.flush()
     finally:
         await producer.stop()
-        await answers.__aexit__()
-    return n / (time.perf_counter() - began)
+
+
+def figures(samples: list[tuple[float, list[float]]], size: int) -> str:
+    """Records/s and p99 of each repetition, as min / median / max."""
+    rates = spread([rate * size for rate, _ in samples], digits=0)
+    return f"{rates} rec/s, p99 {spread([percentile(lat, 99) for _, lat in samples])} ms"
+
+
+async def paired(ours: Callable[[], Awaitable[tuple]], theirs: Callable[[], Awaitable[tuple]]) -> tuple[list, list]:
+    """Both sides REPEATS times, alternating; each repetition's full result."""
+    mine, others = [], []
+
+    async def ours_rate() -> float:
+        mine.append(await ours())
+        return mine[-1][0]
+
+    async def theirs_rate() -> float:
+        others.append(await theirs())
+        return others[-1][0]
+
+    await side_by_side(ours_rate, theirs_rate)
+    return mine, others
 
 
 async def main() -> None:
@@ -201,31 +270,33 @@ async def main() -> None:
         await wait_up(f"http://127.0.0.1:{MLFLOW_PORT}/ping")
         rows = []
         for size in (1, 100):
-            ours_rps, ours = await closed_loop(flywheel_url, flywheel_bodies(size))
-            theirs_rps, theirs = await closed_loop(mlflow_url, mlflow_bodies(size))
-            rows.append(
-                (
-                    f"batch {size}, {CONCURRENCY} clients",
-                    f"{ours_rps * size:,.0f} rec/s  p50 {percentile(ours, 50):.1f}  p99 {percentile(ours, 99):.1f} ms",
-                    f"{theirs_rps * size:,.0f} rec/s  p50 {percentile(theirs, 50):.1f}  "
-                    f"p99 {percentile(theirs, 99):.1f} ms",
-                    f"{ours_rps / theirs_rps:.2f}x",
-                )
+            ours, theirs = await paired(
+                lambda size=size: closed_loop(flywheel_url, flywheel_bodies(size)),
+                lambda size=size: closed_loop(mlflow_url, mlflow_bodies(size)),
             )
-        ours_rate, ours, ours_failed = await open_loop(flywheel_url, flywheel_bodies(1))
-        theirs_rate, theirs, theirs_failed = await open_loop(mlflow_url, mlflow_bodies(1))
+            ratio = spread(ratios([o[0] for o in ours], [t[0] for t in theirs]), "x", digits=2)
+            rows.append((f"batch {size}, {CONCURRENCY} clients", figures(ours, size), figures(theirs, size), ratio))
+        ours, theirs = await paired(
+            lambda: open_loop(flywheel_url, flywheel_bodies(1)), lambda: open_loop(mlflow_url, mlflow_bodies(1))
+        )
+        lower = ratios([percentile(t[1], 99) for t in theirs], [percentile(o[1], 99) for o in ours])
         rows.append(
             (
                 "single, open loop 300 req/s",
-                f"{ours_rate:.0f} req/s  p50 {percentile(ours, 50):.1f}  p99 {percentile(ours, 99):.1f} ms"
-                f"  {ours_failed} failed",
-                f"{theirs_rate:.0f} req/s  p50 {percentile(theirs, 50):.1f}  p99 {percentile(theirs, 99):.1f} ms"
-                f"  {theirs_failed} failed",
-                f"p99 {percentile(theirs, 99) / percentile(ours, 99):.2f}x lower",
+                f"{figures([o[:2] for o in ours], 1)}, {sum(o[2] for o in ours)} failed",
+                f"{figures([t[:2] for t in theirs], 1)}, {sum(t[2] for t in theirs)} failed",
+                f"p99 {spread(lower, 'x', digits=2)} lower",
             )
         )
-        table(rows, ("load", "flywheel /predict", "mlflow models serve", "flywheel vs mlflow"))
+        table(
+            rows, ("load (min / median / max of 3)", "flywheel /predict", "mlflow models serve", "flywheel vs mlflow")
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)
-    print(f"   streaming inference (predictions.requests -> predictions): {await streaming():,.0f} requests/s")
+    ours_stream, raw_stream = await side_by_side(streaming, raw_kafka)
+    print(
+        f"   streaming inference (predictions.requests -> serving -> predictions): {spread(ours_stream, digits=0)} "
+        f"requests/s; one plain topic: {spread(raw_stream, digits=0)}/s; "
+        f"ratio {spread(ratios(ours_stream, raw_stream), 'x', digits=2)} (aim >= 0.3x)"
+    )

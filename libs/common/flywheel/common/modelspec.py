@@ -1,14 +1,17 @@
 """Model specs: a dataset's declarative recipe for a model (``datasets/<dataset>/model.yaml``).
 
-A spec names the model, its dataset and feature set, the label, and the scikit-learn
-estimator (an import path and params, optionally behind preprocessing steps). The
-trainer builds the estimator from it; nothing about a dataset is hard-coded.
+A spec names the model, its dataset and feature set, the label, and the estimator: a
+scikit-learn or river class (an import path and params, optionally behind preprocessing
+steps). The trainer builds the estimator from it; nothing about a dataset is hard-coded.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import itertools
+import operator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -16,16 +19,20 @@ from typing import Any, Literal
 import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
+from flywheel.common.online import is_river, online
+
 DEFAULT_SPEC = "model"
 
 
 class EstimatorSpec(BaseModel):
-    """One scikit-learn step: its import path and constructor params."""
+    """One step, scikit-learn's or river's: its import path and constructor params."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = None
-    path: str = Field(description="Import path, e.g. sklearn.ensemble.HistGradientBoostingClassifier.")
+    path: str = Field(
+        description="Import path: sklearn.ensemble.HistGradientBoostingClassifier, river.linear_model.LinearRegression…"
+    )
     params: dict[str, JsonValue] = {}
 
     def build(self, seed: int | None = None) -> Any:
@@ -35,8 +42,10 @@ class EstimatorSpec(BaseModel):
             raise ValueError(f"estimator path {self.path!r} is not a dotted import path")
         cls = getattr(importlib.import_module(module), attr)
         params = dict(self.params)
-        if seed is not None and "random_state" not in params and "random_state" in cls().get_params():
-            params["random_state"] = seed
+        takes = inspect.signature(cls).parameters
+        key = next((k for k in ("random_state", "seed") if k in takes), None)  # scikit-learn's, river's
+        if seed is not None and key and key not in params:
+            params[key] = seed
         return cls(**params)
 
 
@@ -228,8 +237,24 @@ class ModelSpec(BaseModel):
         return self.evaluation.holdout if self.evaluation.holdout is not None else self.test_size
 
     def build(self) -> Any:
-        """The estimator, or a Pipeline of the steps and the estimator, seeded."""
+        """The estimator, or a Pipeline of the steps and the estimator, seeded.
+
+        A river estimator (``river.…``) comes as an online model: its steps composed into a river
+        pipeline, wrapped to learn row by row behind scikit-learn's methods (``flywheel.common.online``).
+
+        >>> spec = ModelSpec(model_name="m", dataset="d", label="y",
+        ...     pipeline=[{"path": "river.preprocessing.StandardScaler"}],
+        ...     estimator={"path": "river.linear_model.LogisticRegression"})
+        >>> built = spec.build()
+        >>> type(built).__name__, str(built.river_estimator)
+        ('OnlineClassifier', 'StandardScaler | LogisticRegression')
+        """
         final = self.estimator.build(self.seed)
+        if is_river(self.estimator.path):
+            steps = [step.build(self.seed) for step in self.pipeline]
+            if not all(is_river(step.path) for step in self.pipeline):
+                raise ValueError("a river estimator's pipeline steps must be river transformers too")
+            return online(functools.reduce(operator.or_, [*steps, final]), self.task)
         if not self.pipeline:
             return final
         from sklearn.pipeline import Pipeline

@@ -22,13 +22,14 @@ import mlflow.sklearn
 import pandas as pd
 import structlog
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from flywheel.common.datasets import DatasetCatalog
 from flywheel.common.evaluation import task_of
 from flywheel.common.featuresets import FeatureSet, load_feature_set
 from flywheel.common.featureversions import FeatureSetArchive, log_feature_set
-from flywheel.common.modelspec import ModelSpec, load_model_spec
+from flywheel.common.modelspec import ModelSpec, load_model_spec, spec_path
 from flywheel.common.offline import LABEL_COLUMNS, LabelJoin, attach_labels
 from flywheel.common.tracking import Tags
 from flywheel.common.trainingdata import TrainingData, record_training_data
@@ -79,11 +80,24 @@ def causation_chain(request: TrainModel) -> list[str]:
 def resolve_spec(ctx: RunContext, request: TrainModel) -> tuple[ModelSpec, FeatureSet]:
     if request.rebuild is not None:
         return pinned_spec(ctx, request)
-    spec = load_model_spec(ctx.datasets_dir, request.dataset, request.model_spec).with_overrides(request.params)
+    named = request.model_spec or champion_spec(ctx, request)
+    spec = load_model_spec(ctx.datasets_dir, request.dataset, named).with_overrides(request.params)
     features = load_feature_set(ctx.datasets_dir, request.dataset)
     if spec.feature_set and spec.feature_set != features.feature_set:
         raise TrainingError(f"spec wants feature set {spec.feature_set!r}, features.yaml is {features.feature_set!r}")
     return spec, features
+
+
+def champion_spec(ctx: RunContext, request: TrainModel) -> str | None:
+    """For a request naming no spec (a drift or scheduled retrain): the one the champion was trained with,
+    so that an online champion is retrained as one; None (the dataset's default) without a champion,
+    or when that spec's file is gone."""
+    try:
+        version = ctx.mlflow.get_model_version_by_alias(request.model_name, "champion")
+        named = ctx.mlflow.get_run(version.run_id).data.tags.get(Tags.MODEL_SPEC)
+    except MlflowException:
+        return None
+    return named if named and spec_path(ctx.datasets_dir, request.dataset, named).exists() else None
 
 
 def pinned_spec(ctx: RunContext, request: TrainModel) -> tuple[ModelSpec, FeatureSet]:
@@ -607,10 +621,18 @@ def answers(model: Any, rows: Any) -> Any:
 
 
 def trusted_types(model: Any) -> list[str]:
-    """The non-default types skops must trust to load this model (we built it, so we trust them)."""
+    """The non-default types skops must trust to load this model (we built it, so we trust them).
+
+    A model skops cannot take apart into plain state (some river models hold native objects
+    without it) fails the run: it is never saved as a pickle instead.
+    """
     import skops.io
 
-    return sorted(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
+    try:
+        return sorted(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
+    except (TypeError, AttributeError, RecursionError) as exc:
+        inner = getattr(model, "river_estimator", model)
+        raise TrainingError(f"{type(inner).__name__} cannot be saved safely (skops, no pickle): {exc}") from exc
 
 
 def log_progress(record_update: Callable[[str, float], None], **context: Any) -> Progress:
