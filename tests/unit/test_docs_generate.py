@@ -97,9 +97,11 @@ def test_the_extending_guides_yaml_examples_are_valid(section, model_path):
     import yaml
 
     text = EXTENDING.read_text().split(section, 1)[1].split("\n## ", 1)[0]
-    (example,) = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    examples = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
     module, name = model_path.split(":")
-    getattr(importlib.import_module(module), name).model_validate(yaml.safe_load(example))
+    assert examples
+    for example in examples:
+        getattr(importlib.import_module(module), name).model_validate(yaml.safe_load(example))
 
 
 def test_the_docs_cover_architecture_running_and_extending():

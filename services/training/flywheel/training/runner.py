@@ -92,6 +92,8 @@ def champion_spec(ctx: RunContext, request: TrainModel) -> str | None:
     """For a request naming no spec (a drift or scheduled retrain): the one the champion was trained with,
     so that an online champion is retrained as one; None (the dataset's default) without a champion,
     or when that spec's file is gone."""
+    if ctx.mlflow is None:  # a context that reads data only (no run, no champion to ask)
+        return None
     try:
         version = ctx.mlflow.get_model_version_by_alias(request.model_name, "champion")
         named = ctx.mlflow.get_run(version.run_id).data.tags.get(Tags.MODEL_SPEC)
