@@ -14,11 +14,10 @@ import time
 import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from flywheel.common.settings import KafkaSettings
 from flywheel.schemas import RECORDS_RAW, RECORDS_VALIDATED, RecordSubmitted
-from tests.bench.support import REPEATS, ratios, side_by_side, spread, table
+from tests.bench.support import REPEATS, fresh_topic, ratios, side_by_side, spread, table
 from tests.support.kafka import TopicReader
 from tests.unit.test_ingestion_kafka import loan
 
@@ -49,13 +48,7 @@ async def send_all(bootstrap: str, topic: str, events: list[RecordSubmitted]) ->
 
 
 async def raw(bootstrap: str) -> float:
-    topic = f"bench.raw.{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 3, 1)])
-    finally:
-        await admin.close()
+    topic = await fresh_topic(bootstrap, "bench.raw", partitions=3)
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=f"bench-{uuid.uuid4().hex[:6]}"
     )

@@ -23,13 +23,12 @@ from pathlib import Path
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from flywheel.common.featuresets import load_feature_set
 from flywheel.common.settings import KafkaSettings, MlflowSettings, ObjectStoreSettings
 from flywheel.common.tracking import configure_mlflow
 from flywheel.schemas import PREDICTIONS, PREDICTIONS_REQUESTS, PredictionRequested
-from tests.bench.support import percentile, ratios, side_by_side, spread, table
+from tests.bench.support import fresh_topic, percentile, ratios, side_by_side, spread, table
 from tests.integration.test_serving_rollouts import live_applications
 from tests.integration.test_training_runs import agrawal_rows, write_version
 from tests.support.kafka import TopicReader
@@ -180,13 +179,7 @@ async def streaming(n: int = 5000) -> float:
 async def raw_kafka(n: int = 5000) -> float:
     """The same requests through one plain topic, producer to consumer: what the broker alone allows."""
     bootstrap = KafkaSettings().bootstrap_servers
-    topic = f"bench.raw.{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        await admin.close()
+    topic = await fresh_topic(bootstrap, "bench.raw")
     records = [r for r, _ in live_applications(500)]
     payloads = [
         (

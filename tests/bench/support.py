@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import uuid
 from collections.abc import Awaitable, Callable
 
 
@@ -57,3 +58,17 @@ async def side_by_side(
 def ratios(ours: list[float], theirs: list[float]) -> list[float | None]:
     """Each repetition's ratio, ours over the baseline measured just before it."""
     return [o / t for o, t in zip(ours, theirs, strict=True)]
+
+
+async def fresh_topic(bootstrap: str, prefix: str, partitions: int = 1) -> str:
+    """A new topic of its own for one measurement, so that nothing else's messages are counted."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    topic = f"{prefix}.{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+    return topic
