@@ -31,7 +31,7 @@ def one_concept() -> MemoryStore:
 
 def test_a_river_model_learns_row_by_row_and_is_saved_with_skops_and_served_as_any_model(one_concept, tracking):
     client, _ = tracking
-    ctx = context(one_concept, tracking)
+    ctx = context(one_concept, tracking, models=("online",))
     trained = run_once(ctx, request("online", model_spec="online"))
 
     info = get_model_info(trained.model_uri)
@@ -56,7 +56,7 @@ def test_a_river_model_learns_row_by_row_and_is_saved_with_skops_and_served_as_a
 
 def test_a_retrain_naming_no_spec_uses_the_champions_own(one_concept, tracking):
     client, _ = tracking
-    ctx = context(one_concept, tracking)
+    ctx = context(one_concept, tracking, models=("kinds", "plain"))
     first = run_once(ctx, request("kinds", model_spec="online"))
     client.create_registered_model("kinds")
     registered = client.create_model_version("kinds", first.model_uri, first.run_id)

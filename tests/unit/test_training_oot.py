@@ -83,9 +83,10 @@ def tracking(tmp_path):
     mlflow.set_tracking_uri(previous)
 
 
-def context(store: MemoryStore, tracking) -> RunContext:
+def context(store: MemoryStore, tracking, models: tuple[str, ...] = ("oot", "drifted")) -> RunContext:
+    """A run context on the test's own MLflow; each model's experiment keeps its artifacts in the test's tmp."""
     client, tmp = tracking
-    for name in ("oot", "drifted"):
+    for name in models:
         client.create_experiment(f"unit/{name}", artifact_location=str(tmp / "artifacts" / name))
     return RunContext(
         catalog=DatasetCatalog(store),

@@ -59,10 +59,7 @@ class _Online(BaseEstimator):
             raise TypeError(f"{type(self.river_estimator).__name__} learns with no sample weight")
         weights = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=float)
         for row, target, weight in zip(self._rows(x), np.asarray(y).tolist(), weights.tolist(), strict=True):
-            if sample_weight is None:
-                self.model_.learn_one(row, target)
-            else:
-                self.model_.learn_one(row, target, w=weight)
+            self.model_.learn_one(row, target, **({} if sample_weight is None else {"w": weight}))
         return self
 
 
