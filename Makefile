@@ -5,7 +5,7 @@ UV ?= python3 -m uv
 PY := .venv/bin/python
 STACK := $(PY) infra/stack.py
 
-.PHONY: help install up down status test test-unit bench demo schemas lint docs topic-graph compose-images compose-test
+.PHONY: help install up down status test test-unit bench demo schemas lint docs topic-graph compose-secrets compose-images compose-test
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ docs: .venv/.synced ## build docs/generated (AsyncAPI, OpenAPI, topics, configur
 
 topic-graph: .venv/.synced ## redraw docs/architecture.md's topic graph from the services' AsyncAPI documents
 	$(PY) -m docs.topicgraph
+
+compose-secrets: ## the compose deployment's credentials, once: .secrets/credentials.json and .secrets/compose.env
+	python3 infra/docker/credentials.py
 
 compose-images: install ## every docker-compose image without a registry (Debian + what `make install` fetched)
 	$(PY) infra/docker/images.py

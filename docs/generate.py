@@ -14,6 +14,7 @@ import html
 import importlib
 import json
 import logging
+import os
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 from pydantic_settings import BaseSettings
 
+from flywheel.common.auth import AuthSettings
 from flywheel.common.envvars import env_vars
 from flywheel.common.settings import KafkaSettings, MlflowSettings, ObjectStoreSettings
 from flywheel.schemas import TOPICS, Topic
@@ -48,6 +50,7 @@ def settings_classes() -> dict[str, type[BaseSettings]]:
         "shared: Kafka": KafkaSettings,
         "shared: object store": ObjectStoreSettings,
         "shared: MLflow": MlflowSettings,
+        "shared: credentials": AuthSettings,
     }
     for service in SERVICES:
         module = importlib.import_module(f"flywheel.{service}.settings")
@@ -65,8 +68,17 @@ def service_documents() -> dict[str, dict[str, Any]]:
         from starlette.testclient import TestClient
 
     documents = {}
-    for service in SERVICES:
-        app = importlib.import_module(f"flywheel.{service}.app").create_app()
+    # Building an app checks its credentials; the documents do not depend on them: the dev stack's do.
+    previous = os.environ.get("FLYWHEEL_DEV_MODE")
+    os.environ["FLYWHEEL_DEV_MODE"] = "true"
+    try:
+        apps = {service: importlib.import_module(f"flywheel.{service}.app").create_app() for service in SERVICES}
+    finally:
+        if previous is None:
+            os.environ.pop("FLYWHEEL_DEV_MODE")
+        else:
+            os.environ["FLYWHEEL_DEV_MODE"] = previous
+    for service, app in apps.items():
         client = TestClient(app)  # no `with`: the lifespan (broker, connections) never runs
         documents[service] = {
             "openapi": client.get("/openapi.json").raise_for_status().json(),

@@ -72,6 +72,9 @@ SERVICE_PORTS = {
 }
 
 SHARED_ENV = {
+    # `make up` and `make demo` run a development stack: the services accept the well-known dev
+    # credentials (flywheel.common.auth). A deployment (docker compose) gives each principal its own.
+    "FLYWHEEL_DEV_MODE": "true",
     "FLYWHEEL_KAFKA_BOOTSTRAP_SERVERS": f"{HOST}:{KAFKA_PORT}",
     "FLYWHEEL_S3_ENDPOINT_URL": f"http://{HOST}:{MINIO_PORT}",
     "FLYWHEEL_S3_ACCESS_KEY": MINIO_USER,

@@ -1,8 +1,13 @@
 """Marks each test by the folder it lives in, so `-m "not integration"` and friends work."""
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Tests build services as a development stack does (`make up` sets it too): the dev credentials are
+# accepted. Tests that check what a deployment refuses set their own settings.
+os.environ.setdefault("FLYWHEEL_DEV_MODE", "true")
 
 FOLDER_MARKS = {"integration": "integration", "e2e": "e2e", "reliability": "reliability"}
 

@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,6 +38,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import credentials
 import images
 from engine import Engine, apt_install
 
@@ -76,6 +78,7 @@ CHROMIUM_FLAGS = [
     "--virtual-time-budget=15000",  # let the page's scripts fetch and render before the capture
 ]
 SHOTS = WORK / "screenshots"
+SECRETS = WORK / "secrets"  # the deployment's credentials (make compose-secrets writes .secrets/)
 
 
 def url(name: str, path: str = "") -> str:
@@ -167,6 +170,9 @@ class Compose:
         self.command = [*command, "--project-name", PROJECT, "--file", str(COMPOSE_FILE)]
         self.env = {**os.environ, **variables, **{f"FLYWHEEL_STACK_{k}_PORT": str(v) for k, v in PORTS.items()}}
         self.env["FLYWHEEL_PUBLISH_ADDRESS"] = HOST
+        self.tokens = credentials.ensure(SECRETS)
+        self.env["FLYWHEEL_SECRETS_DIR"] = str(SECRETS)
+        self.env["FLYWHEEL_SERVING_TOKEN"] = self.tokens["serving"]
         # The canary's latency test compares the variants' shares of answers slower than this; with
         # nine containers and the demo on a CI machine's few shared cores, 100 ms is often passed by
         # scheduling alone (a warmed candidate once measured 257 ms against the champion's 61 ms).
@@ -224,7 +230,26 @@ def check_metrics(compose_config: dict) -> None:
         raise RuntimeError(f"prometheus.yml does not scrape {missing}")
 
 
-def run_demo() -> None:
+def check_auth(tokens: dict[str, str]) -> None:
+    """A deployment, not a dev stack: a mutating call needs a token of the deployment's, with the role."""
+    from flywheel.common.auth import DEV_TOKEN
+
+    body = json.dumps({"dataset": "loans"}).encode()
+    cases = [(None, 401), (DEV_TOKEN, 401), (tokens["producer"], 403)]
+    for token, expected in cases:
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+        request = urllib.request.Request(url("training", "/train"), data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                status = answer.status
+        except urllib.error.HTTPError as error:
+            status = error.code
+        if status != expected:
+            raise RuntimeError(f"POST /train with {'no token' if token is None else 'a token'} answered {status}")
+    print("  POST /train: 401 without a token and with the dev token, 403 with the producer's")
+
+
+def run_demo(operator_token: str) -> None:
     """The closed-loop scenario of `make demo`, pointed at the published ports."""
     from rich.console import Console
 
@@ -242,6 +267,7 @@ def run_demo() -> None:
         # the time to close on a busy CI machine too (it ends as soon as the new champion serves).
         max_drifted_records=12_000,
         timeout_s=1500.0,
+        operator_token=operator_token,
     )
     console = Console(width=120)
     console.rule("[bold]Flywheel: the closed loop, inside docker compose")
@@ -403,8 +429,10 @@ def main() -> int:
                     check_health()
                 with phases.phase("metrics"):
                     check_metrics(compose_config)
+                with phases.phase("auth"):
+                    check_auth(compose.tokens)
                 with phases.phase("demo"):
-                    run_demo()
+                    run_demo(compose.tokens["operator"])
                 with phases.phase("kafka"):
                     for topic in TOPICS_READ_OUTSIDE:
                         read_outside(topic)

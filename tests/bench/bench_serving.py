@@ -31,6 +31,7 @@ from flywheel.schemas import PREDICTIONS, PREDICTIONS_REQUESTS, PredictionReques
 from tests.bench.support import fresh_topic, percentile, ratios, side_by_side, spread, table
 from tests.integration.test_serving_rollouts import live_applications
 from tests.integration.test_training_runs import agrawal_rows, write_version
+from tests.support.auth import OPERATOR
 from tests.support.kafka import TopicReader
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +51,7 @@ async def ensure_model() -> str:
             return response.json()["predictions"][0]["model_version"]
         version = write_version(ObjectStoreSettings(), agrawal_rows(2000, 0, 5))
         body = {"dataset": "loans", "model_name": MODEL, "dataset_version": version, "reason": "bench"}
-        (await http.post("http://127.0.0.1:8003/train", json=body)).raise_for_status()
+        (await http.post("http://127.0.0.1:8003/train", json=body, headers=OPERATOR)).raise_for_status()
         for _ in range(240):
             await asyncio.sleep(0.5)
             response = await http.post(f"{SERVING}/models/{MODEL}/predict", json=probe)

@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 from river.datasets import synth
 
+from flywheel.common.auth import DEV_TOKEN
 from flywheel.common.datasets import DatasetCatalog
 from flywheel.common.objectstore import ObjectStore, parquet_bytes, sha256
 from flywheel.common.settings import ObjectStoreSettings
-from flywheel.registry.settings import RegistrySettings
 from flywheel.schemas import DatasetManifest
 
 pytestmark = pytest.mark.integration
@@ -128,7 +128,7 @@ def test_train_lineage_promote_and_rollback_through_the_cli(store_settings, serv
     assert pretty.returncode == 0, pretty.stderr
     assert f"{model} v2" in pretty.stdout and f"dataset_version: {version}" in pretty.stdout
 
-    token = {"FLYWHEEL_TOKEN": RegistrySettings().api_token, "FLYWHEEL_ACTOR": "cli-test"}
+    token = {"FLYWHEEL_TOKEN": DEV_TOKEN, "FLYWHEEL_ACTOR": "cli-test"}  # the actor is not believed
     refused = run("promote", model, "2", "--reason", "no token", env={"FLYWHEEL_TOKEN": ""})
     assert refused.returncode == 1
     assert refused.stderr.startswith("error: registry refused POST") and "(401)" in refused.stderr
@@ -146,12 +146,12 @@ def test_train_lineage_promote_and_rollback_through_the_cli(store_settings, serv
     assert rolled.returncode == 0, rolled.stderr
     state = model_state(registry, model, lambda m: m.get("champion") == "1")
     moves = [(h["action"], h["version"], h.get("actor")) for h in state["history"]]
-    assert ("promote", "2", "cli-test") in moves
-    assert moves[-1][0] == "rollback" and moves[-1][2] == "cli-test"
+    assert ("promote", "2", "dev-operator") in moves  # the token's principal, whatever FLYWHEEL_ACTOR says
+    assert moves[-1][0] == "rollback" and moves[-1][2] == "dev-operator"
 
 
 def test_promoting_an_unknown_version_is_one_line_with_the_registrys_reason(services):
-    token = {"FLYWHEEL_TOKEN": RegistrySettings().api_token}
+    token = {"FLYWHEEL_TOKEN": DEV_TOKEN}
     result = run("promote", f"cli-missing-{uuid.uuid4().hex[:6]}", "1", "--reason", "x", env=token)
     assert result.returncode == 1
     assert result.stderr.startswith("error: registry answered 404")

@@ -12,6 +12,7 @@ import pytest
 from flywheel.common.settings import KafkaSettings
 from flywheel.schemas import FEATURES_ONLINE
 from tests.support import stack
+from tests.support.auth import PRODUCER
 from tests.support.kafka import TopicReader
 from tests.unit.test_ingestion_kafka import loan
 
@@ -42,7 +43,7 @@ async def test_ingested_records_are_served_from_the_online_store_and_survive_a_r
     ]
     async with (
         TopicReader(kafka.bootstrap_servers, FEATURES_ONLINE.name) as online,
-        httpx.AsyncClient(base_url=services["ingestion"], timeout=30) as ingestion,
+        httpx.AsyncClient(base_url=services["ingestion"], headers=PRODUCER, timeout=30) as ingestion,
         httpx.AsyncClient(base_url=services["features"], timeout=30) as features,
     ):
         for record in [*records, *out_of_order]:

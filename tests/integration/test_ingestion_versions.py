@@ -25,6 +25,7 @@ from flywheel.ingestion.roller import Roller
 from flywheel.ingestion.settings import IngestionSettings
 from flywheel.schemas import DATASETS_VERSIONED
 from tests.support import stack
+from tests.support.auth import OPERATOR, PRODUCER
 from tests.support.kafka import TopicReader
 from tests.unit.test_ingestion_kafka import loan
 
@@ -37,7 +38,7 @@ def applications(tag: str, n: int) -> list[dict]:
 
 
 async def post(http: httpx.AsyncClient, records: list[dict]) -> None:
-    response = await http.post("/records", json={"dataset": "loans", "records": records})
+    response = await http.post("/records", json={"dataset": "loans", "records": records}, headers=PRODUCER)
     assert response.status_code == 200, response.text
     assert response.json()["accepted"] == len(records)
 
@@ -54,7 +55,7 @@ async def rows_sealed(
     return the applicant ids over all those versions."""
     loaded: dict[str, pd.Series] = {}  # versions are immutable: each is read once
     for attempt in range(attempts):
-        await http.post("/datasets/loans/seal")
+        await http.post("/datasets/loans/seal", headers=OPERATOR)
         for m in catalog.manifests("loans"):
             fresh = since is None or (m.created_at is not None and m.created_at >= since)
             if m.source_offsets and fresh and m.version not in loaded:
@@ -107,7 +108,7 @@ async def test_records_accepted_before_a_crash_are_in_exactly_one_version_after_
     catalog = DatasetCatalog(ObjectStore(store_settings))
     async with httpx.AsyncClient(base_url=services["ingestion"], timeout=30) as http:
         await post(http, applications(tag, 30))
-        await http.post("/datasets/loans/seal")  # some sealed before the crash ...
+        await http.post("/datasets/loans/seal", headers=OPERATOR)  # some sealed before the crash ...
         await post(http, [loan(applicant_id=f"{tag}-late-{i}") for i in range(30)])  # ... some only buffered
     kill_ingestion()
     start_ingestion()
@@ -152,7 +153,7 @@ async def test_two_rollers_in_one_group_share_the_partitions_and_seal_each_recor
             await post(http, applications(f"{tag}-b", 30))
             for _ in range(20):
                 await replica.seal_now("loans")
-                await http.post("/datasets/loans/seal")
+                await http.post("/datasets/loans/seal", headers=OPERATOR)
                 await asyncio.sleep(0.5)
         finally:
             task.cancel()

@@ -7,6 +7,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 
 from flywheel.schemas import DEADLETTERS, RECORDS_RAW, RECORDS_VALIDATED, RecordSubmitted
+from tests.support.auth import OPERATOR
 from tests.support.kafka import TopicReader, producer, send_event
 
 
@@ -87,7 +88,7 @@ async def test_every_service_reports_its_connections_metrics_and_docs(services):
 
 
 async def test_a_bad_http_body_gets_a_4xx_with_a_message_not_a_500(services):
-    async with httpx.AsyncClient(base_url=services["ingestion"], timeout=10) as client:
+    async with httpx.AsyncClient(base_url=services["ingestion"], headers=OPERATOR, timeout=10) as client:
         broken = await client.post("/records", content=b"{nope", headers={"content-type": "application/json"})
         assert broken.status_code == 422 and broken.json()["detail"]
         unknown = await client.post("/records", json={"dataset": "nope", "records": [{"a": 1}]})

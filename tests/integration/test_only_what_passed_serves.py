@@ -15,6 +15,7 @@ from flywheel.common.settings import KafkaSettings
 from flywheel.schemas import ALERTS, MODELS_APPROVED, MODELS_CHAMPION, MODELS_REJECTED
 from tests.integration.test_registry_gates import first_champion
 from tests.integration.test_training_runs import agrawal_rows, request_training, unique, wait_for, write_version
+from tests.support.auth import OPERATOR
 from tests.support.kafka import TopicReader
 
 pytestmark = pytest.mark.usefixtures("topics")
@@ -54,7 +55,7 @@ async def test_only_a_version_that_passed_serves_whether_rolled_out_or_set_by_ha
         [rejection] = await wait_for(rejected, name, timeout=60)
     assert (approval["version"], rejection["version"]) == ("2", "3")
     await served_champion(services["serving"], name, "1", timeout=30)
-    async with httpx.AsyncClient(base_url=services["serving"], timeout=30) as http:
+    async with httpx.AsyncClient(base_url=services["serving"], headers=OPERATOR, timeout=30) as http:
         refused = await http.post("/rollouts", json={"model_name": name, "version": "3", "strategy": "ab"})
         unknown = await http.post("/rollouts", json={"model_name": name, "version": "9", "strategy": "ab"})
     assert refused.status_code == 409 and "v3" in refused.json()["detail"] and "rejected" in refused.json()["detail"]

@@ -36,6 +36,7 @@ from flywheel.schemas import (
 from tests.integration.test_cli_registry import FLYWHEEL
 from tests.integration.test_registry_gates import TOKEN
 from tests.integration.test_training_runs import DATASET, agrawal_rows, tracking, unique, wait_for
+from tests.support.auth import OPERATOR
 from tests.support.kafka import TopicReader, producer, send_event
 
 pytestmark = pytest.mark.usefixtures("topics")
@@ -145,7 +146,7 @@ async def test_a_drift_trained_champion_is_rebuilt_with_equal_metrics_as_an_audi
 
     # the version's recorded code is not what training runs: refused with both, unless forced
     tracking.set_tag(original["run_id"], Tags.CODE_VERSION, "0" * 40)
-    async with httpx.AsyncClient(base_url=services["training"], timeout=30) as http:
+    async with httpx.AsyncClient(base_url=services["training"], headers=OPERATOR, timeout=30) as http:
         answer = await http.post("/rebuild", json={"model_name": name, "version": "1"})
         assert answer.status_code == 409, answer.text
         assert "'" + "0" * 40 + "'" in answer.json()["detail"] and "training runs" in answer.json()["detail"]

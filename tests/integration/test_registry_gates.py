@@ -17,11 +17,12 @@ from tests.integration.test_training_runs import (
     wait_for_model,
     write_version,
 )
+from tests.support.auth import OPERATOR, PRODUCER
 from tests.support.kafka import TopicReader
 
 pytestmark = pytest.mark.usefixtures("topics")
 
-TOKEN = {"Authorization": "Bearer flywheel-dev-token"}
+TOKEN = OPERATOR
 
 
 async def first_champion(kafka: KafkaSettings, services: dict, version: str, name: str, **extra: Any) -> None:
@@ -79,10 +80,11 @@ async def test_a_better_or_equal_candidate_becomes_challenger_then_promote_and_r
         httpx.AsyncClient(base_url=registry, timeout=20) as http,
         TopicReader(kafka.bootstrap_servers, MODELS_CHAMPION.name) as champion,
     ):
-        body = {"version": "2", "reason": "canary healthy", "actor": "serving"}
+        body = {"version": "2", "reason": "canary healthy", "actor": "mallory"}  # a body's actor is not believed
         assert (await http.post(f"/models/{name}/promote", json=body)).status_code == 401
-        wrong = {"Authorization": "Bearer nope"}
-        assert (await http.post(f"/models/{name}/promote", json=body, headers=wrong)).status_code == 403
+        unknown = {"Authorization": "Bearer nope"}
+        assert (await http.post(f"/models/{name}/promote", json=body, headers=unknown)).status_code == 401
+        assert (await http.post(f"/models/{name}/promote", json=body, headers=PRODUCER)).status_code == 403
         missing = await http.post("/models/no-such-model/promote", json=body, headers=TOKEN)
         assert missing.status_code == 404 and "no model" in missing.json()["detail"]
         assert (
@@ -102,11 +104,11 @@ async def test_a_better_or_equal_candidate_becomes_challenger_then_promote_and_r
         lineage = (await http.get(f"/models/{name}/versions/2/lineage")).json()
 
     assert [(m["action"], m["version"], m["previous_version"], m["actor"]) for m in moves] == [
-        ("promote", "2", "1", "serving"),
-        ("rollback", "1", "2", "ops"),
+        ("promote", "2", "1", "dev-operator"),
+        ("rollback", "1", "2", "dev-operator"),
     ]
     assert [h["action"] for h in lineage["history"]] == ["promote", "rollback"]
-    assert lineage["dataset_version"] == second and lineage["history"][0]["actor"] == "serving"
+    assert lineage["dataset_version"] == second and lineage["history"][0]["actor"] == "dev-operator"
 
 
 async def test_unknown_models_and_versions_answer_404_not_500(services):

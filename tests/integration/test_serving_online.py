@@ -20,6 +20,7 @@ from tests.integration.test_registry_gates import first_champion
 from tests.integration.test_serving_rollouts import live_applications
 from tests.integration.test_training_runs import agrawal_rows, unique, write_version
 from tests.support import stack
+from tests.support.auth import PRODUCER
 
 pytestmark = pytest.mark.usefixtures("topics")
 
@@ -67,7 +68,7 @@ async def test_an_entity_id_alone_is_answered_from_the_online_store_and_a_restar
     old = {**records[0], "applicant_id": f"online-{run}-old", "applied_at": "2020-01-01T00:00:00+00:00"}
     entities = [{"entity_id": r["applicant_id"]} for r in records]
     async with (
-        httpx.AsyncClient(base_url=services["ingestion"], timeout=60) as ingestion,
+        httpx.AsyncClient(base_url=services["ingestion"], headers=PRODUCER, timeout=60) as ingestion,
         httpx.AsyncClient(base_url=services["serving"], timeout=60) as serving,
     ):
         accepted = await ingestion.post("/records", json={"dataset": "loans", "records": [*records, old]})

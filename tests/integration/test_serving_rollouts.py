@@ -26,6 +26,7 @@ from tests.integration.test_training_runs import (
     wait_for_model,
     write_version,
 )
+from tests.support.auth import OPERATOR
 from tests.support.kafka import TopicReader, producer
 
 pytestmark = pytest.mark.usefixtures("topics")
@@ -157,7 +158,7 @@ async def test_shadow_logs_both_answers_and_returns_only_the_champions(kafka: Ka
     async with TopicReader(kafka.bootstrap_servers, MODELS_ROLLOUT.name) as rollouts:
         await champion_and_challenger(kafka, store_settings, services, name, candidate_function=0)
         await rollout_actions(rollouts, name, "started")  # the configured canary starts on approval
-    async with httpx.AsyncClient(base_url=services["serving"], timeout=30) as http:
+    async with httpx.AsyncClient(base_url=services["serving"], headers=OPERATOR, timeout=30) as http:
         started = await http.post("/rollouts", json={"model_name": name, "version": "2", "strategy": "shadow"})
         assert started.status_code == 202, started.text
         async with TopicReader(kafka.bootstrap_servers, PREDICTIONS.name) as log:
@@ -253,7 +254,7 @@ async def test_no_request_fails_while_traffic_switches_to_a_new_model(kafka: Kaf
                 versions.append(response.json()["predictions"][0]["model_version"])
             i += 1
 
-    async with httpx.AsyncClient(base_url=services["serving"], timeout=30) as http:
+    async with httpx.AsyncClient(base_url=services["serving"], headers=OPERATOR, timeout=30) as http:
         load = [asyncio.create_task(steady_load(http, k)) for k in range(4)]
         await asyncio.sleep(1.0)
         switched = await http.post("/rollouts", json={"model_name": name, "version": "2", "strategy": "blue_green"})

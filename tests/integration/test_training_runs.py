@@ -33,6 +33,7 @@ from flywheel.schemas import (
     DriftDetected,
     FeatureDrift,
 )
+from tests.support.auth import OPERATOR
 from tests.support.kafka import TopicReader, producer, send_event
 
 pytestmark = pytest.mark.usefixtures("topics")
@@ -85,7 +86,7 @@ def write_version(
 
 
 async def request_training(base: str, model_name: str, version: str | None, timeout: float = 10, **extra: Any) -> str:
-    async with httpx.AsyncClient(base_url=base, timeout=timeout) as http:
+    async with httpx.AsyncClient(base_url=base, headers=OPERATOR, timeout=timeout) as http:
         body = {"dataset": DATASET, "model_name": model_name, "dataset_version": version, **extra}
         response = await http.post("/train", json=body)
     assert response.status_code == 202, response.text
@@ -298,7 +299,7 @@ async def test_a_request_whose_labels_have_one_class_fails_with_the_reason(
 
 
 async def test_training_an_unknown_dataset_is_refused_over_http(services):
-    async with httpx.AsyncClient(base_url=services["training"], timeout=10) as http:
+    async with httpx.AsyncClient(base_url=services["training"], headers=OPERATOR, timeout=10) as http:
         response = await http.post("/train", json={"dataset": "no-such-dataset"})
         missing_run = await http.get("/runs/nope")
     assert response.status_code == 404 and "no model spec" in response.json()["detail"]

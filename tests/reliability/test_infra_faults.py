@@ -24,6 +24,7 @@ from tests.reliability.outcomes import (
 )
 from tests.reliability.traffic import SharedModel, Stream
 from tests.support import stack
+from tests.support.auth import OPERATOR
 
 pytestmark = [pytest.mark.usefixtures("topics"), pytest.mark.timeout(300)]
 
@@ -49,7 +50,7 @@ async def test_minio_gone_for_30_s_while_versions_seal_seals_every_record_once(
 ):
     async with (
         Stream(kafka, tag("minio"), model.name, records=1500) as stream,
-        httpx.AsyncClient(base_url=stack.service_url("ingestion"), timeout=10) as ingestion,
+        httpx.AsyncClient(base_url=stack.service_url("ingestion"), headers=OPERATOR, timeout=10) as ingestion,
     ):
         await stream.send(0)
         await first_output(stream, RECORDS_VALIDATED.name, "record_id")

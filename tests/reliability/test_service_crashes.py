@@ -49,6 +49,7 @@ from tests.reliability.traffic import (
     tally,
 )
 from tests.support import stack
+from tests.support.auth import OPERATOR
 from tests.support.kafka import TopicReader, producer, send_event
 
 pytestmark = [pytest.mark.usefixtures("topics"), pytest.mark.timeout(300)]
@@ -77,7 +78,7 @@ async def test_a_record_service_killed_mid_stream_loses_nothing_and_counts_nothi
 async def test_serving_killed_mid_stream_and_mid_canary_answers_every_request_once_and_resumes_or_ends_the_rollout(
     kafka: KafkaSettings, store_settings, model: SharedModel
 ):
-    async with httpx.AsyncClient(base_url=stack.service_url("serving"), timeout=30) as http:
+    async with httpx.AsyncClient(base_url=stack.service_url("serving"), headers=OPERATOR, timeout=30) as http:
         state = await answered(http, model.name)
         if not state.get("rollout"):  # a canary of the other version, so a rollout is under way
             other = next(v for v in model.versions if v != state["champion_version"])

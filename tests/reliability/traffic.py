@@ -38,6 +38,7 @@ from flywheel.schemas import (
     RECORDS_RAW,
     RECORDS_REJECTED,
     RECORDS_VALIDATED,
+    TOPICS,
     LabelObserved,
     PredictionRequested,
 )
@@ -101,8 +102,10 @@ def report(test: str, *lines: Tally | str) -> str:
 # -- the stack's state --------------------------------------------------------------------------------
 
 
-UNGROUPED = {("training", "datasets.versioned"), ("serving", "features.online")}
-"""Subscriptions without a consumer group (every replica reads the topic, commits nothing): no lag to wait for."""
+def ungrouped(topic: str) -> bool:
+    """Whether the catalogue has every replica read ``topic`` in full, without a consumer group: no commits,
+    no lag to wait for."""
+    return TOPICS[topic].every_replica
 
 
 async def consumed_topics(http: httpx.AsyncClient, grouped_only: bool = True) -> dict[str, list[str]]:
@@ -118,7 +121,7 @@ async def consumed_topics(http: httpx.AsyncClient, grouped_only: bool = True) ->
             if operation.get("action") == "receive" and operation.get("x-flywheel-read") != "direct":
                 ref = operation["channel"]["$ref"].split("/")[-1]
                 topic = channels[ref]["address"]
-                if not (grouped_only and (service, topic) in UNGROUPED):
+                if not (grouped_only and ungrouped(topic)):
                     topics.add(topic)
         groups[f"flywheel-{service}"] = sorted(topics)
     return groups

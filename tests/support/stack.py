@@ -6,11 +6,14 @@ Tests import the launcher's own table, so a second stack started with
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 from infra import stack as launcher
 
@@ -56,3 +59,34 @@ def launch(command: str, *names: str, env: dict[str, str] | None = None) -> None
 def restart(*names: str, env: dict[str, str] | None = None) -> None:
     """Stop what is left of the components, start them again (with ``env`` added), and wait until they are healthy."""
     launch("restart", *names, env=env)
+
+
+@contextlib.contextmanager
+def replica(name: str, port: int) -> Iterator[str]:
+    """A second process of a running service, on ``port``, healthy before the body runs; its URL.
+
+    It is the launcher's component with another name (its own pid file and log, ``<name>-2``) and
+    port; it is stopped, by its process group, when the body ends.
+    """
+    original = component(name)
+    second = dataclasses.replace(
+        original,
+        name=f"{name}-2",
+        port=port,
+        healthy=launcher.http_ok(f"http://{launcher.HOST}:{port}/health"),
+        url=f"http://{launcher.HOST}:{port}",
+        env={**original.env, f"{name.upper()}_PORT": str(port)},
+    )
+    process = launcher.start(second)
+    assert process is not None, f"a {second.name} from an earlier run is still running"
+    try:
+        launcher.wait_healthy(second, process)
+        yield second.url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        second.pid_file.unlink(missing_ok=True)

@@ -81,13 +81,13 @@ def env(fake) -> dict[str, str]:
     }
 
 
-def test_promote_sends_version_reason_actor_and_the_bearer_token(fake, env):
+def test_promote_sends_version_reason_and_the_bearer_token_whose_principal_the_registry_records(fake, env):
     recorder, _ = fake
     recorder.answers[("POST", "/models/loans-approval/promote")] = (200, {"champion": "4", "previous": "3"})
     result = CliRunner().invoke(app, ["promote", "loans-approval", "4", "--reason", "beats Q3"], env=env)
     assert result.exit_code == 0, result.output
     (request,) = recorder.requests
-    assert request["body"] == {"version": "4", "reason": "beats Q3", "actor": "ops-alice"}
+    assert request["body"] == {"version": "4", "reason": "beats Q3"}
     assert request["auth"] == "Bearer s3cret"
     assert "promoted loans-approval v4" in result.stdout and "previous: 3" in result.stdout
 
@@ -102,21 +102,21 @@ def test_a_refused_promotion_is_one_line_with_the_registrys_reason(fake, env):
     )
 
 
-def test_rollback_sends_reason_and_actor(fake, env):
+def test_rollback_sends_reason_and_token(fake, env):
     recorder, _ = fake
     recorder.answers[("POST", "/models/loans-approval/rollback")] = (200, {"champion": "3"})
     result = CliRunner().invoke(app, ["rollback", "loans-approval", "--reason", "accuracy alert"], env=env)
     assert result.exit_code == 0, result.output
-    assert recorder.requests[0]["body"] == {"reason": "accuracy alert", "actor": "ops-alice"}
+    assert recorder.requests[0]["body"] == {"reason": "accuracy alert"}
     assert recorder.requests[0]["auth"] == "Bearer s3cret"
 
 
-def test_approve_releases_a_held_version_with_reason_actor_and_token(fake, env):
+def test_approve_releases_a_held_version_with_reason_and_token(fake, env):
     recorder, _ = fake
     recorder.answers[("POST", "/models/loans-approval/versions/5/approve")] = (200, {"status": "approved"})
     result = CliRunner().invoke(app, ["approve", "loans-approval", "5", "--reason", "reviewed"], env=env)
     assert result.exit_code == 0, result.output
-    assert recorder.requests[0]["body"] == {"reason": "reviewed", "actor": "ops-alice"}
+    assert recorder.requests[0]["body"] == {"reason": "reviewed"}
     assert recorder.requests[0]["auth"] == "Bearer s3cret"
 
 
@@ -154,6 +154,7 @@ def test_train_posts_the_request_training_expects(fake, env):
         "params": {"learning_rate": 0.05},
         "reason": "new data",
     }
+    assert recorder.requests[0]["auth"] == "Bearer s3cret"
     assert "training loans-approval" in result.stdout
 
 

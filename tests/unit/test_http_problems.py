@@ -26,6 +26,7 @@ from flywheel.serving.http import create_router as serving_router
 from flywheel.serving.predictlog import PredictionLog
 from flywheel.training.http import create_router as training_router
 from flywheel.training.runs import RunBook
+from tests.support.auth import DEV_CREDENTIALS, OPERATOR
 from tests.unit.test_contracts import ABSURD
 from tests.unit.test_feature_skew import CONTRACTS, FEATURES
 from tests.unit.test_ingestion_kafka import loan
@@ -55,7 +56,7 @@ async def nowhere(event) -> None:
 
 
 def client(app) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t", headers=OPERATOR)
 
 
 def problem(response: httpx.Response) -> Problem:
@@ -124,7 +125,7 @@ async def test_features_answer_an_absurd_input_with_a_422_that_names_it(column, 
 
 
 async def test_ingestion_rejects_absurd_values_with_reasons_and_refuses_what_kafka_cannot_carry() -> None:
-    broker, app = app_of(lambda b: ingestion_router(b, load_contracts(DATASETS), SeenEvents(), max_batch=100))
+    broker, app = app_of(lambda b: ingestion_router(b, load_contracts(DATASETS), SeenEvents(), 100, DEV_CREDENTIALS))
     records = [loan(applicant_id=f"a-{i}", **{column: value}) for i, (column, value) in enumerate(INPUTS)]
     async with TestKafkaBroker(broker), client(app) as http:
         answered = await http.post(
@@ -159,7 +160,7 @@ async def test_ingestion_rejects_absurd_values_with_reasons_and_refuses_what_kaf
     ids=["path", "empty", "long-name", "long-spec", "spec-path", "huge-int", "wrong-type", "too-large"],
 )
 async def test_training_refuses_what_it_could_not_run_before_publishing_anything(body, status, says) -> None:
-    broker, app = app_of(lambda b: training_router(b, RunBook(), DATASETS))
+    broker, app = app_of(lambda b: training_router(b, RunBook(), DATASETS, DEV_CREDENTIALS))
     published = []
     broker.subscriber("training.requested")(published.append)
     async with TestKafkaBroker(broker), client(app) as http:

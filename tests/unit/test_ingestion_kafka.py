@@ -21,6 +21,7 @@ from flywheel.schemas import (
     RecordSubmitted,
     RecordValidated,
 )
+from tests.support.auth import DEV_CREDENTIALS, PRODUCER
 
 DATASETS = Path(__file__).resolve().parents[2] / "datasets"
 
@@ -181,8 +182,8 @@ def test_a_record_whose_publication_failed_is_accepted_when_resent_not_called_a_
 
     broker = FlakyBroker()
     app = FastAPI()
-    app.include_router(create_router(broker, load_contracts(DATASETS), SeenEvents(), max_batch=10))
-    api = TestClient(app)
+    app.include_router(create_router(broker, load_contracts(DATASETS), SeenEvents(), 10, DEV_CREDENTIALS))
+    api = TestClient(app, headers=PRODUCER)
     body = {"dataset": "loans", "records": [{**loan(), "record_id": "r-1"}]}
     first = api.post("/records", json=body)
     again = api.post("/records", json=body)

@@ -19,6 +19,7 @@ from flywheel.ingestion.datasets_http import create_dataset_router
 from flywheel.ingestion.roller import Roller, versioned_event
 from flywheel.ingestion.versions import RECORD_ID, Buffered, merge_offsets, seal
 from flywheel.schemas import RECORDS_VALIDATED, RecordValidated
+from tests.support.auth import DEV_CREDENTIALS, OPERATOR
 from tests.unit.test_ingestion_kafka import loan
 
 CONTRACT = load_contracts(Path(__file__).resolve().parents[2] / "datasets")["loans"]
@@ -211,8 +212,8 @@ def test_checkpoints_merge_per_partition_to_the_furthest() -> None:
 async def test_bad_version_names_are_404_not_500() -> None:
     roller = roller_on(MemoryStore(), [])
     app = FastAPI()
-    app.include_router(create_dataset_router(roller.catalog, roller))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+    app.include_router(create_dataset_router(roller.catalog, roller, DEV_CREDENTIALS))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", headers=OPERATOR) as http:
         for path in (
             "/datasets/loans/versions/%2e%2e",
             "/datasets/loans/versions/" + "a" * 2000,

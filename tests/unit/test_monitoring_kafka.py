@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from faststream.kafka import TestKafkaBroker
 
+from flywheel.common.championmoves import ChampionMoves
 from flywheel.common.contracts import load_contracts
 from flywheel.common.kafka import DEADLETTERS, create_broker
 from flywheel.common.settings import KafkaSettings
@@ -35,7 +36,12 @@ async def only_model_m(name: str, version: str) -> bool:
     return name == "m"
 
 
-KNOWN = {"contracts": CONTRACTS, "registered": only_model_m}
+async def champion_of_m(name: str) -> str | None:
+    """The registry's champion of ``m`` in these tests: version 1."""
+    return "1" if name == "m" else None
+
+
+KNOWN = {"contracts": CONTRACTS, "registered": only_model_m, "moves": ChampionMoves(champion_of_m, only_model_m)}
 
 
 def reference() -> Reference:

@@ -207,3 +207,35 @@ def test_slow_predictions_and_missing_features_raise_service_health_alerts(train
     assert {"latency", "missing_features"} <= kinds
     latency = next(e for e in published if isinstance(e, AlertRaised) and e.kind == "latency")
     assert "p99 900 ms" in latency.message and latency.evidence["resolve_at"] == 400.0
+
+
+def test_a_new_champions_answers_that_come_before_its_reference_are_judged_once_it_loads():
+    """Serving may switch to a new champion before monitoring has loaded that champion's reference:
+    the answers in between are held, then judged against the new reference, not dropped."""
+
+    def reference(version: str) -> Reference:
+        return Reference("m", version, "loans", "v", {"x": np.arange(100.0)}, set(), train_accuracy=0.9)
+
+    def answer(version: str, i: int) -> PredictionMade:
+        return PredictionMade(
+            producer="t",
+            dataset="loans",
+            prediction_id=f"{version}-{i}",
+            model_name="m",
+            model_version=version,
+            variant="champion",
+            prediction=1,
+            features={"x": float(i)},
+            latency_ms=1.0,
+        )
+
+    monitor = ModelMonitor("m", MonitorConfig(window_size=50))
+    monitor.set_reference(reference("1"))
+    for i in range(5):
+        monitor.on_prediction(answer("1", i))
+    for i in range(7):  # v2 answers before monitoring heard of v2
+        monitor.on_prediction(answer("2", i))
+    assert len(monitor.window) == 5
+    monitor.set_reference(reference("2"))
+    assert [row["x"] for row in monitor.window] == [float(i) for i in range(7)]
+    assert not monitor.unjudged

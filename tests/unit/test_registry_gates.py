@@ -14,6 +14,7 @@ import pytest
 from fastapi import FastAPI
 from faststream.kafka import TestKafkaBroker
 
+from flywheel.common.auth import Credentials, Grant, bearer
 from flywheel.common.kafka import DEADLETTERS, ExactlyOnce, create_broker
 from flywheel.common.settings import KafkaSettings
 from flywheel.registry.http import create_router
@@ -31,6 +32,15 @@ from flywheel.schemas import (
     Lineage,
     ModelTrained,
     RolloutStepped,
+)
+
+CREDENTIALS = Credentials(
+    {
+        "ann-operator-token": Grant(principal="ann", roles=frozenset({"operator"})),
+        "serving-token": Grant(principal="serving", roles=frozenset({"operator"})),
+        "ops-token": Grant(principal="ops", roles=frozenset({"operator"})),
+        "a-producer-token": Grant(principal="feeder", roles=frozenset({"producer"})),
+    }
 )
 
 
@@ -237,8 +247,8 @@ async def test_manual_approval_holds_a_candidate_until_approved_over_http(wired)
     store = FakeStore()
     r = registrar(broker, store, manual_approval=True)
     app = FastAPI()
-    app.include_router(create_router(r, "secret"))
-    auth = {"Authorization": "Bearer secret"}
+    app.include_router(create_router(r, CREDENTIALS))
+    auth = bearer("ann-operator-token")
     async with (
         TestKafkaBroker(broker),
         httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as http,
@@ -259,21 +269,22 @@ async def test_promote_keeps_the_previous_champion_and_rollback_restores_it(wire
     store = FakeStore(champion_score=0.5)
     r = registrar(broker, store)
     app = FastAPI()
-    app.include_router(create_router(r, "secret"))
-    auth = {"Authorization": "Bearer secret"}
+    app.include_router(create_router(r, CREDENTIALS))
     async with (
         TestKafkaBroker(broker),
         httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as http,
     ):
         challenger, step = trained(0.96, run="r2"), uuid.uuid4()  # step: the rollout's promoted step
         await deliver(broker, trained(0.95, run="r1"), challenger)
-        forbidden = await http.post("/models/m/promote", json={"version": "2"}, headers={"Authorization": "Bearer x"})
-        body = {"version": "2", "actor": "serving", "reason": "canary ok", "causation_id": str(step)}
-        promoted = await http.post("/models/m/promote", json=body, headers=auth)
-        rolled = await http.post("/models/m/rollback", json={"actor": "ops", "reason": "worse"}, headers=auth)
-        nothing = await http.post("/models/m/rollback", json={"actor": "ops"}, headers=auth)
+        unknown_token = await http.post("/models/m/promote", json={"version": "2"}, headers=bearer("x"))
+        forbidden = await http.post("/models/m/promote", json={"version": "2"}, headers=bearer("a-producer-token"))
+        # the history names the token's principal: a body's "actor" is not believed
+        body = {"version": "2", "actor": "mallory", "reason": "canary ok", "causation_id": str(step)}
+        promoted = await http.post("/models/m/promote", json=body, headers=bearer("serving-token"))
+        rolled = await http.post("/models/m/rollback", json={"reason": "worse"}, headers=bearer("ops-token"))
+        nothing = await http.post("/models/m/rollback", json={}, headers=bearer("ops-token"))
         unknown = await http.get("/models/zzz")
-    assert forbidden.status_code == 403
+    assert unknown_token.status_code == 401 and forbidden.status_code == 403
     assert promoted.json()["aliases"] == {"champion": "2", "previous": "1"}
     assert rolled.json()["aliases"] == {"champion": "1"}
     assert nothing.status_code == 409 and unknown.status_code == 404

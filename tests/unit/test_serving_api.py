@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from faststream.kafka import TestKafkaBroker
 
+from flywheel.common.championmoves import ChampionMoves
 from flywheel.common.contracts import load_contracts
 from flywheel.common.kafka import create_broker
 from flywheel.common.settings import KafkaSettings
@@ -97,7 +98,7 @@ def test_rollout_status_shows_nothing_running() -> None:
 
 async def test_kafka_requests_are_scored_in_micro_batches_and_published_once_each() -> None:
     broker = create_broker(KafkaSettings(retry_backoff_s=0), service="serving-test")
-    register_subscribers(broker, engine(), MODELS)
+    register_subscribers(broker, engine(), MODELS, moves=MOVES)
     answers: list[PredictionMade] = []
 
     @broker.subscriber(PREDICTIONS.name)
@@ -117,7 +118,7 @@ async def test_kafka_requests_are_scored_in_micro_batches_and_published_once_eac
 
 async def test_a_request_no_champion_can_answer_is_dead_lettered_with_the_reason() -> None:
     broker = create_broker(KafkaSettings(retry_backoff_s=0), service="serving-test")
-    register_subscribers(broker, engine(with_champion=False), MODELS)
+    register_subscribers(broker, engine(with_champion=False), MODELS, moves=MOVES)
     letters: list[MessageDeadLettered] = []
 
     @broker.subscriber(DEADLETTERS.name)
@@ -144,7 +145,7 @@ async def test_a_transient_scoring_failure_is_retried_and_each_request_answered_
         return score(*args, **kwargs)
 
     built.score = flaky  # type: ignore[method-assign]
-    register_subscribers(broker, built, MODELS)
+    register_subscribers(broker, built, MODELS, moves=MOVES)
     answers: list[PredictionMade] = []
 
     @broker.subscriber(PREDICTIONS.name)
@@ -161,7 +162,7 @@ async def test_a_transient_scoring_failure_is_retried_and_each_request_answered_
     # a new process scoring the same requests again logs the same prediction and event ids
     again: list[PredictionMade] = []
     broker2 = create_broker(KafkaSettings(retry_backoff_s=0), service="serving-test")
-    register_subscribers(broker2, engine(), MODELS)
+    register_subscribers(broker2, engine(), MODELS, moves=MOVES)
 
     @broker2.subscriber(PREDICTIONS.name)
     async def collect_again(body: dict) -> None:
@@ -181,7 +182,7 @@ async def test_a_permanent_scoring_failure_lands_on_deadletters_with_the_reason(
         raise RuntimeError("model file corrupted")
 
     built.score = broken  # type: ignore[method-assign]
-    register_subscribers(broker, built, MODELS)
+    register_subscribers(broker, built, MODELS, moves=MOVES)
     letters: list[MessageDeadLettered] = []
 
     @broker.subscriber(DEADLETTERS.name)
@@ -194,10 +195,23 @@ async def test_a_permanent_scoring_failure_lands_on_deadletters_with_the_reason(
     assert letters and "model file corrupted" in letters[0].reason
 
 
+async def announced_champion(name: str) -> str | None:
+    """The registry of these tests: version 2 of ``loans-approval`` is its champion."""
+    return "2" if name == "loans-approval" else None
+
+
+async def anything_registered(name: str, version: str) -> bool:
+    return True
+
+
+MOVES = ChampionMoves(announced_champion, anything_registered)
+
+
 def kafka_serving(**options) -> tuple:
     """A serving subscriber set on the in-memory broker, with what it publishes collected."""
     broker = create_broker(KafkaSettings(retry_backoff_s=0), service="serving-test")
     built = options.pop("engine", None) or engine()
+    options.setdefault("moves", ChampionMoves(announced_champion, options.get("registered", anything_registered)))
     register_subscribers(broker, built, MODELS, contracts=load_contracts(DATASETS), **options)
     out: dict[str, list[dict]] = {PREDICTIONS.name: [], DEADLETTERS.name: []}
     for topic, bodies in out.items():

@@ -29,6 +29,7 @@ from flywheel.training.http import RebuildRequest, create_rebuild_router, rebuil
 from flywheel.training.rebuild import Built, RebuildRefused, code_refusal, compare, file_digest, pin
 from flywheel.training.runner import prepare, train
 from flywheel.training.runs import RunRecord
+from tests.support.auth import DEV_CREDENTIALS, OPERATOR
 from tests.unit.test_ingestion_versions import MemoryStore
 from tests.unit.test_registry_gates import FakeStore, deliver, registrar, trained
 from tests.unit.test_registry_gates import wired as registry_broker
@@ -178,11 +179,13 @@ def test_the_rebuild_route_refuses_a_different_code_version_with_409_naming_both
     )
     monkeypatch.setattr(training_http, "read_pin", lambda *args: recorded)
     app = FastAPI()
-    app.include_router(create_rebuild_router(None, None, DATASETS, "running-sha"))  # type: ignore[arg-type]
-    answer = TestClient(app).post("/rebuild", json={"model_name": "m", "version": "3"})
+    app.include_router(create_rebuild_router(None, None, DATASETS, "running-sha", DEV_CREDENTIALS))  # type: ignore[arg-type]
+    answer = TestClient(app, headers=OPERATOR).post("/rebuild", json={"model_name": "m", "version": "3"})
     assert answer.status_code == 409
     assert "'recorded-sha'" in answer.json()["detail"] and "'running-sha'" in answer.json()["detail"]
-    assert TestClient(app).post("/rebuild", json={"model_name": "m", "version": "x"}).status_code == 422
+    assert (
+        TestClient(app, headers=OPERATOR).post("/rebuild", json={"model_name": "m", "version": "x"}).status_code == 422
+    )
 
 
 def test_the_registry_registers_a_rebuild_as_an_audit_tagged_rebuild_of() -> None:

@@ -537,7 +537,10 @@ def train(
             body[name] = value
     if params:
         body["params"] = dict(_param(p) for p in params)
-    answer = call("training", "POST", f"{cfg.training_url}/train", body=body, timeout=cfg.http_timeout_s) or {}
+    answer = call(
+        "training", "POST", f"{cfg.training_url}/train", body=body, token=cfg.token, timeout=cfg.http_timeout_s
+    )
+    answer = answer or {}
     name = answer.get("model_name") or model or dataset
     out.print(tree(Text(f"training {name}", style="bold"), answer or {"accepted": True}))
     if not wait:
@@ -559,7 +562,7 @@ def promote(
 ) -> None:
     """Make a model version the champion (registry POST /models/{name}/promote, needs FLYWHEEL_TOKEN)."""
     cfg = settings()
-    body = {"version": version, "reason": reason, "actor": _actor()}
+    body = {"version": version, "reason": reason}
     url = f"{cfg.registry_url}/models/{quote(model)}/promote"
     answer = call("registry", "POST", url, body=body, token=cfg.token, timeout=cfg.http_timeout_s)
     out.print(tree(Text(f"promoted {model} v{version}", style="bold green"), answer or {}))
@@ -573,7 +576,7 @@ def rollback(
 ) -> None:
     """Give the champion alias back to the previous champion (registry POST /models/{name}/rollback)."""
     cfg = settings()
-    body = {"reason": reason, "actor": _actor()}
+    body = {"reason": reason}
     url = f"{cfg.registry_url}/models/{quote(model)}/rollback"
     answer = call("registry", "POST", url, body=body, token=cfg.token, timeout=cfg.http_timeout_s)
     out.print(tree(Text(f"rolled back {model}", style="bold yellow"), answer or {}))
@@ -588,7 +591,7 @@ def approve(
 ) -> None:
     """Release a candidate held for manual approval (registry POST /models/{name}/versions/{v}/approve)."""
     cfg = settings()
-    body = {"reason": reason, "actor": _actor()}
+    body = {"reason": reason}
     url = f"{cfg.registry_url}/models/{quote(model)}/versions/{quote(version)}/approve"
     answer = call("registry", "POST", url, body=body, token=cfg.token, timeout=cfg.http_timeout_s)
     out.print(tree(Text(f"approved {model} v{version}", style="bold green"), answer or {}))
@@ -690,7 +693,10 @@ def rebuild(
     """
     cfg = settings()
     body = {"model_name": model, "version": version, "force": force, "reason": f"rebuild by {_actor()}"}
-    answer = call("training", "POST", f"{cfg.training_url}/rebuild", body=body, timeout=cfg.http_timeout_s) or {}
+    answer = call(
+        "training", "POST", f"{cfg.training_url}/rebuild", body=body, token=cfg.token, timeout=cfg.http_timeout_s
+    )
+    answer = answer or {}
     started = time.monotonic()
     run = _wait_for_run(model, str(answer.get("request_id", "")), timeout)
     if run.get("status") != "completed":

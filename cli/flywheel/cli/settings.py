@@ -25,10 +25,10 @@ class CliSettings(BaseSettings):
     monitoring_url: str = Field(default="http://127.0.0.1:8006", description="Monitoring's HTTP API.")
     token: str = Field(
         default="flywheel-dev-token",
-        description="Bearer token for the registry's promote, rollback and approve; the default is the local "
-        "stack's (REGISTRY_API_TOKEN's default), so set it for any real deployment.",
+        description="Operator credential (bearer token) for train, rebuild, promote, rollback and approve; the "
+        "audit trail names its principal. The default is the development stack's (make up); a deployment refuses it.",
     )
-    actor: str = Field(default="", description="Who the CLI acts as in audit trails; default: $USER.")
+    actor: str = Field(default="", description="Who asked for a rebuild, in its reason; default: $USER.")
     http_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one HTTP call.")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     s3: ObjectStoreSettings = Field(default_factory=ObjectStoreSettings)

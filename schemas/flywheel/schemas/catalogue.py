@@ -75,8 +75,9 @@ RECORDS_REJECTED = Topic(
     "records.rejected", RecordRejected, "record_id", "Records that broke their contract, with why.", operators_read=True
 )
 LABELS = Topic("labels", LabelObserved, "entity_id", "True outcomes, arriving late.", clients_write=True)
+# Every training replica hears each new version: any of them may hold a run waiting for fresh data.
 DATASETS_VERSIONED = Topic(
-    "datasets.versioned", DatasetVersioned, "dataset", "Sealed, content-addressed dataset versions."
+    "datasets.versioned", DatasetVersioned, "dataset", "Sealed, content-addressed dataset versions.", every_replica=True
 )
 # Compacted and keyed by dataset and entity: the latest vector of each entity outlives retention,
 # and a serving replica rebuilds its view of the online store by reading the topic from the start.
@@ -95,7 +96,11 @@ MODELS_APPROVED = Topic("models.approved", ModelApproved, "model_name", "Candida
 MODELS_REJECTED = Topic(
     "models.rejected", ModelRejected, "model_name", "Candidates that failed a quality gate.", operators_read=True
 )
-MODELS_CHAMPION = Topic("models.champion", ChampionChanged, "model_name", "Champion alias moves: promote, rollback.")
+# Every serving replica answers with the champion and every monitoring replica judges against it: each hears
+# every move (and, reading from the start, checks each against the registry rather than trusting old ones).
+MODELS_CHAMPION = Topic(
+    "models.champion", ChampionChanged, "model_name", "Champion alias moves: promote, rollback.", every_replica=True
+)
 MODELS_ROLLOUT = Topic("models.rollout", RolloutStepped, "model_name", "Rollout steps, promotions and rollbacks.")
 PREDICTIONS_REQUESTS = Topic(
     "predictions.requests", PredictionRequested, "entity_id", "Records to score over Kafka.", clients_write=True

@@ -29,6 +29,38 @@ async def committed_offsets(bootstrap_servers: str, group_id: str, topic: str) -
     return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
 
 
+async def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
+    """Each partition's end offset of ``topic`` at this moment (the offset its next message will get)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or set())]
+        ends = await consumer.end_offsets(partitions) if partitions else {}
+    finally:
+        await consumer.stop()
+    return {tp.partition: offset for tp, offset in ends.items()}
+
+
+class Backlog:
+    """What a topic held at a moment: a replica that loaded its state from the source of truth after
+    that moment has it reflected already, and skips it when its subscriber reads the topic from the start.
+
+    >>> backlog = Backlog({0: 5})
+    >>> backlog.reflected(0, 4), backlog.reflected(0, 5), backlog.reflected(1, 0)
+    (True, False, False)
+    """
+
+    def __init__(self, ends: dict[int, int] | None = None) -> None:
+        self.ends = dict(ends or {})
+
+    async def mark(self, bootstrap_servers: str, topic: str) -> None:
+        self.ends = await end_offsets(bootstrap_servers, topic)
+
+    def reflected(self, partition: int, offset: int) -> bool:
+        return offset < self.ends.get(partition, 0)
+
+
 async def read_history(
     bootstrap_servers: str,
     topic: str,

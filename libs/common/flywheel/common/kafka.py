@@ -306,6 +306,17 @@ async def ensure_topics(bootstrap_servers: str, names: Iterable[str] | None = No
         await admin.close()
 
 
+def subscription(topic: Topic, service: str, **overrides: Any) -> dict[str, Any]:
+    """Subscriber options for ``service`` reading ``topic``, as the catalogue declares the topic: every replica
+    reads an ``every_replica`` topic in full, and the replicas of a service share any other through its group.
+
+    >>> from flywheel.schemas import MODELS_CHAMPION, PREDICTIONS
+    >>> subscription(MODELS_CHAMPION, "serving")["group_id"], subscription(PREDICTIONS, "serving")["group_id"]
+    (None, 'flywheel-serving')
+    """
+    return every_replica_options(**overrides) if topic.every_replica else consumer_options(service, **overrides)
+
+
 def every_replica_options(**overrides: Any) -> dict[str, Any]:
     """Subscriber options for a topic the catalogue marks ``every_replica``: each replica reads all of it.
 
@@ -526,6 +537,7 @@ __all__ = [
     "parse_each",
     "publish_event",
     "publish_letter",
+    "subscription",
     "undecoded",
     "with_derived_ids",
 ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flywheel.common.auth import AuthSettings
+
 
 class KafkaSettings(BaseSettings):
     """Where the Kafka cluster is and how to talk to it (``FLYWHEEL_KAFKA_*``)."""
@@ -55,3 +57,4 @@ class ServiceSettings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     s3: ObjectStoreSettings = Field(default_factory=ObjectStoreSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)

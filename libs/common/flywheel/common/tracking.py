@@ -52,6 +52,21 @@ def version_registered(client: MlflowClient, name: str, version: str) -> bool:
     return True
 
 
+ChampionOf = Callable[[str], Awaitable[str | None]]
+"""Asks the registry which version of a model is its champion now: ``await champion_of(name)``; None if none."""
+
+
+def champion_version(client: MlflowClient, name: str) -> str | None:
+    """The version the registry's ``champion`` alias names now; None when the model has no champion (or no
+    such model); raises when MLflow cannot say (retry later)."""
+    try:
+        return str(client.get_model_version_by_alias(name, "champion").version)
+    except MlflowException as exc:
+        if is_missing(exc):
+            return None
+        raise
+
+
 def run_exists(client: MlflowClient, run_id: str) -> bool:
     """Whether MLflow knows this run; raises when MLflow cannot say (retry later)."""
     try:

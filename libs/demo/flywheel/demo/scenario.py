@@ -37,6 +37,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from river.datasets import synth
 
+from flywheel.common.auth import DEV_TOKEN, bearer
 from flywheel.demo.measure import ACCURACY, Measure
 from flywheel.demo.replay import Row
 from flywheel.schemas import (
@@ -90,6 +91,8 @@ class ScenarioConfig:
     registry_url: str = "http://127.0.0.1:8004"
     serving_url: str = "http://127.0.0.1:8005"
     monitoring_url: str = "http://127.0.0.1:8006"
+    # the operator credential the demo trains and seals with: the dev stack's (make demo), or a deployment's
+    operator_token: str = DEV_TOKEN
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
 
@@ -278,7 +281,7 @@ class Scenario:
         self.producer = AIOKafkaProducer(
             bootstrap_servers=c.bootstrap_servers, acks="all", enable_idempotence=True, linger_ms=5
         )
-        self.http = httpx.AsyncClient(timeout=30)
+        self.http = httpx.AsyncClient(timeout=30, headers=bearer(c.operator_token))
         await self.producer.start()
         watcher = asyncio.create_task(self._watch())
         try:

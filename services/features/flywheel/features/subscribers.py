@@ -5,7 +5,7 @@ from __future__ import annotations
 from faststream.kafka import KafkaBroker
 
 from flywheel.common.contracts import DataContract
-from flywheel.common.kafka import InvalidMessage, SeenEvents, consumer_options, publish_event
+from flywheel.common.kafka import InvalidMessage, SeenEvents, publish_event, subscription
 from flywheel.features.metrics import UPDATES
 from flywheel.features.store import OnlineStore
 from flywheel.features.validation import refusal
@@ -15,7 +15,7 @@ from flywheel.schemas import RECORDS_VALIDATED, RecordValidated
 def register_subscribers(
     broker: KafkaBroker, store: OnlineStore, seen: SeenEvents, contracts: dict[str, DataContract]
 ) -> None:
-    @broker.subscriber(RECORDS_VALIDATED.name, **consumer_options("features"))
+    @broker.subscriber(RECORDS_VALIDATED.name, **subscription(RECORDS_VALIDATED, "features"))
     async def on_record_validated(record: RecordValidated) -> None:
         """Update the entity's vector and the feature statistics (each record once); publish the vector.
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from flywheel.common.auth import Credentials
 from flywheel.common.components import Components
 from flywheel.common.contracts import load_contracts
 from flywheel.common.datasets import DatasetCatalog
@@ -25,6 +26,7 @@ from flywheel.schemas import DATASETS_VERSIONED, LABELS, RECORDS_REJECTED, RECOR
 
 def create_app(settings: IngestionSettings | None = None) -> FastAPI:
     settings = settings or IngestionSettings()
+    credentials = Credentials.of(settings.auth)  # before anything connects: bad credentials, no start
     parts = Components.connect("ingestion", settings, uses={"object_store"})  # no MLflow
     contracts = load_contracts(settings.datasets_dir)
     seen_records = SeenEvents()
@@ -101,8 +103,8 @@ def create_app(settings: IngestionSettings | None = None) -> FastAPI:
         broker=parts.broker,
         checks={**parts.checks(), "roller": roller_check},
         routers=[
-            create_router(parts.broker, contracts, seen_records, settings.max_batch),
-            create_dataset_router(catalog, roller, settings.seal_timeout_s, labels),
+            create_router(parts.broker, contracts, seen_records, settings.max_batch, credentials),
+            create_dataset_router(catalog, roller, credentials, settings.seal_timeout_s, labels),
         ],
         lifespans=[roll_versions],
         description="Validates records against data contracts and versions them into datasets.",

@@ -7,9 +7,10 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import StreamingResponse
 
+from flywheel.common.auth import Credentials
 from flywheel.common.datasets import DatasetCatalog, data_key
 from flywheel.common.problems import problems
 from flywheel.ingestion.roller import Roller
@@ -21,9 +22,14 @@ PARQUET = "application/vnd.apache.parquet"
 
 
 def create_dataset_router(
-    catalog: DatasetCatalog, roller: Roller, seal_timeout_s: float = 3.0, labels: Roller | None = None
+    catalog: DatasetCatalog,
+    roller: Roller,
+    credentials: Credentials,
+    seal_timeout_s: float = 3.0,
+    labels: Roller | None = None,
 ) -> APIRouter:
     router = APIRouter(prefix="/datasets", tags=["datasets"])
+    operator = [Depends(credentials.require("operator"))]
 
     def known(dataset: str) -> None:
         if dataset not in roller.contracts:
@@ -116,18 +122,20 @@ def create_dataset_router(
             ) from exc
         return {"sealed": sealed is not None, "manifest": sealed.model_dump(mode="json") if sealed else None}
 
-    @router.post("/{dataset}/seal", responses=problems(404, 503))
+    @router.post("/{dataset}/seal", dependencies=operator, responses=problems(401, 403, 404, 503))
     async def seal(dataset: str) -> dict[str, Any]:
         """Seal the rows buffered for a dataset into a version now, without waiting for size or age."""
         return await seal_now(roller, dataset, "records")
 
     if labels is not None:
-        label_router(router, labels, known, seal_now)
+        label_router(router, labels, known, seal_now, operator)
 
     return router
 
 
-def label_router(router: APIRouter, labels: Roller, known: Callable[[str], None], seal_now: Callable) -> None:
+def label_router(
+    router: APIRouter, labels: Roller, known: Callable[[str], None], seal_now: Callable, operator: list[Any]
+) -> None:
     """The label batches of a dataset: listed, and sealed on demand."""
 
     @router.get("/{dataset}/labels", responses=problems(404, 503))
@@ -153,7 +161,7 @@ def label_router(router: APIRouter, labels: Roller, known: Callable[[str], None]
             ],
         }
 
-    @router.post("/{dataset}/labels/seal", responses=problems(404, 503))
+    @router.post("/{dataset}/labels/seal", dependencies=operator, responses=problems(401, 403, 404, 503))
     async def seal_labels(dataset: str) -> dict[str, Any]:
         """Seal the labels buffered for a dataset into a batch now (labels waiting for their record stay)."""
         return await seal_now(labels, dataset, "labels")

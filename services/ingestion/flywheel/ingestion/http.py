@@ -6,10 +6,11 @@ import hashlib
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException
+from fastapi import APIRouter, Body, Depends, HTTPException
 from faststream.kafka import KafkaBroker
 from pydantic import BaseModel, Field, JsonValue
 
+from flywheel.common.auth import Credentials
 from flywheel.common.contracts import DataContract
 from flywheel.common.kafka import SeenEvents, publish_event
 from flywheel.common.problems import problems
@@ -51,11 +52,20 @@ def record_id_of(record: dict[str, Any]) -> str:
 
 
 def create_router(
-    broker: KafkaBroker, contracts: dict[str, DataContract], seen_records: SeenEvents, max_batch: int
+    broker: KafkaBroker,
+    contracts: dict[str, DataContract],
+    seen_records: SeenEvents,
+    max_batch: int,
+    credentials: Credentials,
 ) -> APIRouter:
     router = APIRouter(tags=["records"])
 
-    @router.post("/records", response_model=BatchOutcome, responses=problems(404, 413, 503))
+    @router.post(
+        "/records",
+        response_model=BatchOutcome,
+        dependencies=[Depends(credentials.require("producer"))],
+        responses=problems(401, 403, 404, 413, 503),
+    )
     async def post_records(batch: Annotated[RecordBatch, Body()]) -> BatchOutcome:
         """Validate a batch of records; publish each as validated or rejected, and say why."""
         if len(batch.records) > max_batch:

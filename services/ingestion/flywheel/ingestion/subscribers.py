@@ -14,7 +14,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
 from flywheel.common.contracts import DataContract
-from flywheel.common.kafka import SeenEvents, consumer_options, parse_each, publish_event, undecoded
+from flywheel.common.kafka import SeenEvents, parse_each, publish_event, subscription, undecoded
 from flywheel.ingestion.metrics import count_outcome
 from flywheel.ingestion.validation import validate
 from flywheel.schemas import RECORDS_RAW
@@ -28,7 +28,7 @@ def register_subscribers(broker: KafkaBroker, contracts: dict[str, DataContract]
         batch=True,
         max_records=BATCH,
         decoder=undecoded,
-        **consumer_options("ingestion", batch_timeout_ms=20),
+        **subscription(RECORDS_RAW, "ingestion", batch_timeout_ms=20),
     )
     async def on_records_submitted(bodies: list[bytes], message: KafkaMessage) -> None:
         """Validate each raw record against its data contract and publish the outcomes."""

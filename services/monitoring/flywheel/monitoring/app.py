@@ -9,12 +9,13 @@ from functools import partial
 
 from fastapi import FastAPI
 
+from flywheel.common.championmoves import ChampionMoves
 from flywheel.common.components import Components
 from flywheel.common.contracts import load_contracts
 from flywheel.common.datasets import DatasetCatalog
 from flywheel.common.kafka import consumer_options
 from flywheel.common.service import create_service_app
-from flywheel.common.tracking import version_registered
+from flywheel.common.tracking import champion_version, version_registered
 from flywheel.monitoring.http import create_router
 from flywheel.monitoring.perdataset import monitor_configs
 from flywheel.monitoring.rebuild import rebuild
@@ -35,12 +36,18 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
     async def registered(name: str, version: str) -> bool:
         return await asyncio.to_thread(version_registered, parts.mlflow, name, version)
 
+    async def champion_of(name: str) -> str | None:
+        return await asyncio.to_thread(champion_version, parts.mlflow, name)
+
     contracts = load_contracts(settings.datasets_dir)
-    register_subscribers(parts.broker, watch, contracts=contracts, registered=registered)
+    moves = ChampionMoves(champion_of, registered)
+    register_subscribers(parts.broker, watch, contracts=contracts, registered=registered, moves=moves)
 
     @contextlib.asynccontextmanager
     async def refold(app: FastAPI) -> AsyncIterator[None]:
         """Before the subscribers start: the monitors as they were when the group last committed."""
+        # references load the registry's champion of this moment or later: the moves before it are in them
+        await moves.mark_start(settings.kafka.bootstrap_servers)
         group = consumer_options("monitoring")["group_id"]
         done = await rebuild(settings.kafka.bootstrap_servers, group, watch, settings.replay_last, contracts)
         parts.log.info("monitors rebuilt", predictions=done.predictions, labels=done.labels, seconds=done.seconds)

@@ -121,6 +121,9 @@ class ModelMonitor:
         self.window: deque[dict[str, Any]] = deque(maxlen=self.config.window_size)
         self.window_times: deque[datetime] = deque(maxlen=self.config.window_size)
         self.latencies: deque[float] = deque(maxlen=self.config.window_size)
+        # served answers of another version than the reference's (a canary's, or a new champion's that
+        # came before its reference loaded): judged once that version's reference is set
+        self.unjudged: deque[PredictionMade] = deque(maxlen=self.config.window_size)
         self.pending: OrderedDict[str, tuple[Any, str]] = OrderedDict()
         self.latest_by_entity: dict[str, str] = {}
         self.since_check = 0
@@ -142,6 +145,9 @@ class ModelMonitor:
         self.window.clear()
         self.window_times.clear()
         self.performance.start(reference)
+        for prediction in [p for p in self.unjudged if reference.judges(p)]:
+            self._add(prediction)
+        self.unjudged.clear()
         self.since_check = 0
         self.retrain.reset()
         self.last_verdicts = []
@@ -156,17 +162,23 @@ class ModelMonitor:
             self.pending.popitem(last=False)
         if prediction.entity_id and prediction.served:
             self.latest_by_entity[prediction.entity_id] = prediction.prediction_id
-        if not prediction.served or (self.reference is not None and not self.reference.judges(prediction)):
+        if not prediction.served:
             return []
-        self.predictions_seen += 1
-        self.window.append(prediction.features)
-        self.window_times.append(prediction.occurred_at)
-        self.latencies.append(prediction.latency_ms)
+        if self.reference is not None and not self.reference.judges(prediction):
+            self.unjudged.append(prediction)
+            return []
+        self._add(prediction)
         self.since_check += 1
         if self.since_check < self.config.check_every or len(self.window) < self.config.min_window:
             return []
         self.since_check = 0
         return [*self._check_data_drift(prediction, now), *self._check_health(prediction, now)]
+
+    def _add(self, prediction: PredictionMade) -> None:
+        self.predictions_seen += 1
+        self.window.append(prediction.features)
+        self.window_times.append(prediction.occurred_at)
+        self.latencies.append(prediction.latency_ms)
 
     def _check_data_drift(self, cause: PredictionMade, now: float | None) -> list[Event]:
         if self.reference is None:

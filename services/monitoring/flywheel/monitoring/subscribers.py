@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
 
+from flywheel.common.championmoves import ChampionMoves
 from flywheel.common.contracts import DataContract
-from flywheel.common.kafka import ExactlyOnce, InvalidMessage, consumer_options, exactly_once
+from flywheel.common.kafka import ExactlyOnce, InvalidMessage, exactly_once, subscription
 from flywheel.common.tracking import Registered
 from flywheel.monitoring.validation import label_refusal, prediction_refusal
 from flywheel.monitoring.watch import Watch
@@ -33,10 +35,11 @@ def register_subscribers(
     *,
     contracts: dict[str, DataContract],
     registered: Registered,
+    moves: ChampionMoves,
 ) -> None:
     once = once or ExactlyOnce()
 
-    @broker.subscriber(PREDICTIONS.name, **consumer_options("monitoring"))
+    @broker.subscriber(PREDICTIONS.name, **subscription(PREDICTIONS, "monitoring"))
     @exactly_once(broker, once)
     async def on_prediction_made(prediction: PredictionMade) -> list[Event]:
         """Add a served prediction to its model's window; publish drift and alerts it reveals."""
@@ -44,7 +47,7 @@ def register_subscribers(
             raise InvalidMessage(refusal)
         return await watch.on_prediction(prediction)
 
-    @broker.subscriber(LABELS.name, **consumer_options("monitoring"))
+    @broker.subscriber(LABELS.name, **subscription(LABELS, "monitoring"))
     @exactly_once(broker, once)
     async def on_label_observed(label: LabelObserved) -> list[Event]:
         """Join a late label to its prediction; publish concept drift and accuracy alerts."""
@@ -52,21 +55,26 @@ def register_subscribers(
             raise InvalidMessage(refusal)
         return await watch.on_label(label)
 
-    @broker.subscriber(MODELS_CHAMPION.name, **consumer_options("monitoring"))
-    async def on_champion_changed(change: ChampionChanged) -> None:
-        """Judge traffic against the new champion's training data from now on."""
-        if not await registered(change.model_name, change.version):
-            raise InvalidMessage(f"version {change.version!r} of model {change.model_name!r} is not in the registry")
-        await watch.on_champion_changed(change)
+    @broker.subscriber(MODELS_CHAMPION.name, **subscription(MODELS_CHAMPION, "monitoring"))
+    async def on_champion_changed(change: ChampionChanged, message: KafkaMessage) -> None:
+        """Judge traffic against the new champion's training data from now on.
 
-    @broker.subscriber(MODELS_REJECTED.name, **consumer_options("monitoring"))
+        Every replica reads every move. Those written before its monitors were rebuilt at start are
+        skipped (references load the registry's champion of that moment); of the later ones, only
+        the version the registry's ``champion`` alias names now replaces a reference.
+        """
+        followed = await moves.to_follow(change, message.raw_message.partition, message.raw_message.offset)
+        if followed and not watch.judges_against(change.model_name, change.version):
+            await watch.on_champion_changed(change)
+
+    @broker.subscriber(MODELS_REJECTED.name, **subscription(MODELS_REJECTED, "monitoring"))
     async def on_model_rejected(rejection: ModelRejected) -> None:
         """A rejected candidate: a retrain asked for its model was in vain."""
         if rejection.version is not None and not await registered(rejection.model_name, rejection.version):
             raise InvalidMessage(f"version {rejection.version!r} of {rejection.model_name!r} is not in the registry")
         watch.on_candidate_ended(rejection.model_name, rejection.version, f"rejected: {rejection.failed_gates}")
 
-    @broker.subscriber(MODELS_ROLLOUT.name, **consumer_options("monitoring"))
+    @broker.subscriber(MODELS_ROLLOUT.name, **subscription(MODELS_ROLLOUT, "monitoring"))
     async def on_rollout(step: RolloutStepped) -> None:
         """A rollout that ended without promoting its candidate: a retrain asked for its model was in vain."""
         if step.action not in IN_VAIN:

@@ -84,6 +84,11 @@ class Watch:
         observe(monitor)
         return events
 
+    def judges_against(self, model_name: str, version: str) -> bool:
+        """Whether ``model_name``'s traffic is judged against ``version``'s reference already."""
+        monitor = self.monitors.get(model_name)
+        return monitor is not None and monitor.reference is not None and monitor.reference.model_version == version
+
     async def on_champion_changed(self, change: ChampionChanged) -> None:
         await self.refresh(change.model_name)
 

@@ -11,6 +11,7 @@ from secrets import token_urlsafe
 import structlog
 from fastapi import FastAPI
 
+from flywheel.common.auth import Credentials
 from flywheel.common.components import Components
 from flywheel.common.datasets import DatasetCatalog
 from flywheel.common.featuresets import load_feature_set
@@ -41,6 +42,7 @@ async def reconcile_forever(registrar: Registrar, every_s: float) -> None:
 
 def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     settings = settings or RegistrySettings()
+    credentials = Credentials.of(settings.auth)  # before anything connects: bad credentials, no start
     parts = Components.connect("registry", settings)
     store = ModelStore(parts.mlflow, legacy=partial(load_feature_set, settings.datasets_dir))
     registrar = Registrar(store, DatasetCatalog(parts.store), parts.broker, settings)
@@ -72,7 +74,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         broker=parts.broker,
         checks=parts.checks(),
         routers=[
-            create_router(registrar, settings.api_token),
+            create_router(registrar, credentials),
             create_why_router(registrar, loop_events_reader(settings.kafka.bootstrap_servers)),
             create_maturity_router(registrar),
             create_webhook_router(registrar, webhook_secret),

@@ -1,17 +1,17 @@
-"""Registry's HTTP routes: models, versions, lineage; promote, roll back and approve (with a token)."""
+"""Registry's HTTP routes: models, versions, lineage; promote, roll back and approve (operators only)."""
 
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException
+from fastapi import APIRouter, Body, Depends, HTTPException
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, Field
 
+from flywheel.common.auth import Credentials, Principal
 from flywheel.common.problems import problems
 from flywheel.registry.modelstore import NotFound
 from flywheel.registry.registrar import Conflict, Registrar
@@ -23,11 +23,11 @@ READS = problems(404, 503)
 WRITES = problems(401, 403, 404, 409, 503)
 
 
-# reason and actor end up in MLflow tags (5,000 characters at most, with the history around them)
+# The reason ends up in MLflow tags (5,000 characters at most, with the history around them). Who asked
+# is the authenticated principal, never a field of the body.
 class PromoteBody(BaseModel):
     version: str = Field(min_length=1, max_length=20)
     reason: str = Field(default="", max_length=1000)
-    actor: str = Field(default="unknown", min_length=1, max_length=200)
     causation_id: UUID | None = Field(
         default=None, description="The event that asked for the promotion (a rollout's promoted step)."
     )
@@ -35,12 +35,10 @@ class PromoteBody(BaseModel):
 
 class RollbackBody(BaseModel):
     reason: str = Field(default="", max_length=1000)
-    actor: str = Field(default="unknown", min_length=1, max_length=200)
 
 
 class ApproveBody(BaseModel):
     reason: str = Field(default="", max_length=1000)
-    actor: str = Field(default="unknown", min_length=1, max_length=200)
 
 
 async def answer(call: Awaitable[T]) -> T:
@@ -66,26 +64,9 @@ def numbered(name: str, version: str) -> str:
     return version
 
 
-def bearer(token: str):
-    async def check(authorization: Annotated[str | None, Header()] = None) -> None:
-        if not authorization:
-            raise HTTPException(
-                401,
-                "missing Authorization header: send 'Bearer <REGISTRY_API_TOKEN>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        scheme, _, given = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            raise HTTPException(401, "Authorization must be 'Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
-        if not secrets.compare_digest(given.strip().encode(), token.encode()):
-            raise HTTPException(403, "the bearer token is not valid for this registry")
-
-    return check
-
-
-def create_router(registrar: Registrar, token: str) -> APIRouter:
+def create_router(registrar: Registrar, credentials: Credentials) -> APIRouter:
     router = APIRouter(tags=["models"])
-    authorized = [Depends(bearer(token))]
+    operator = Depends(credentials.require("operator"))  # the principal, for the history: never a body field
 
     @router.get("/models", responses=problems(503))
     async def list_models() -> dict[str, Any]:
@@ -108,22 +89,25 @@ def create_router(registrar: Registrar, token: str) -> APIRouter:
         """What the version was made from (data, code, params) and the events that led to it."""
         return await answer(registrar.read(registrar.lineage_sync, name, numbered(name, version)))
 
-    @router.post("/models/{name}/promote", dependencies=authorized, responses=WRITES)
-    async def promote(name: str, body: Annotated[PromoteBody, Body()]) -> dict[str, Any]:
-        """Make a version champion; the old champion is kept as ``previous``."""
+    @router.post("/models/{name}/promote", responses=WRITES)
+    async def promote(name: str, body: Annotated[PromoteBody, Body()], by: Principal = operator) -> dict[str, Any]:
+        """Make a version champion; the old champion is kept as ``previous``. The history names the caller."""
         return await answer(
-            registrar.promote(name, numbered(name, body.version), body.actor, body.reason, body.causation_id)
+            registrar.promote(name, numbered(name, body.version), by.name, body.reason, body.causation_id)
         )
 
-    @router.post("/models/{name}/rollback", dependencies=authorized, responses=WRITES)
-    async def rollback(name: str, body: Annotated[RollbackBody, Body()]) -> dict[str, Any]:
-        """Put the previous champion back."""
-        return await answer(registrar.rollback(name, body.actor, body.reason))
+    @router.post("/models/{name}/rollback", responses=WRITES)
+    async def rollback(name: str, body: Annotated[RollbackBody, Body()], by: Principal = operator) -> dict[str, Any]:
+        """Put the previous champion back. The history names the caller."""
+        return await answer(registrar.rollback(name, by.name, body.reason))
 
-    @router.post("/models/{name}/versions/{version}/approve", dependencies=authorized, responses=WRITES)
-    async def approve(name: str, version: str, body: Annotated[ApproveBody | None, Body()] = None) -> dict[str, Any]:
-        """Release a candidate held for manual approval (challenger, or champion if first)."""
+    @router.post("/models/{name}/versions/{version}/approve", responses=WRITES)
+    async def approve(
+        name: str, version: str, body: Annotated[ApproveBody | None, Body()] = None, by: Principal = operator
+    ) -> dict[str, Any]:
+        """Release a candidate held for manual approval (challenger, or champion if first). The history names
+        the caller."""
         body = body or ApproveBody()
-        return await answer(registrar.approve(name, numbered(name, version), body.actor, body.reason))
+        return await answer(registrar.approve(name, numbered(name, version), by.name, body.reason))
 
     return router

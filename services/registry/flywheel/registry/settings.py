@@ -14,7 +14,6 @@ class RegistrySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="REGISTRY_", extra="ignore")
 
     port: int = 8004
-    api_token: str = Field(default="flywheel-dev-token", description="Bearer token for promote/rollback/approve.")
     consumer_group: str = Field(default="registry", description="Kafka consumer group suffix (tests: unique).")
     datasets_dir: Path = Field(
         default=Path("datasets"), description="Model specs (their gates) and the feature sets of unpinned runs."

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from faststream.kafka import KafkaBroker
 
-from flywheel.common.kafka import ExactlyOnce, consumer_options, exactly_once
+from flywheel.common.kafka import ExactlyOnce, exactly_once, subscription
 from flywheel.registry.registrar import Registrar
 from flywheel.schemas import MODELS_ROLLOUT, TRAINING_COMPLETED, Event, ModelTrained, RolloutStepped
 
 
 def register_subscribers(broker: KafkaBroker, registrar: Registrar, once: ExactlyOnce, group: str) -> None:
-    @broker.subscriber(TRAINING_COMPLETED.name, **consumer_options(group))
+    @broker.subscriber(TRAINING_COMPLETED.name, **subscription(TRAINING_COMPLETED, group))
     @exactly_once(broker, once)
     async def on_model_trained(trained: ModelTrained) -> list[Event]:
         """Gate a candidate; register it approved (challenger or first champion) or rejected.
@@ -22,7 +22,7 @@ def register_subscribers(broker: KafkaBroker, registrar: Registrar, once: Exactl
             return []
         return await registrar.on_trained(trained)
 
-    @broker.subscriber(MODELS_ROLLOUT.name, **consumer_options(group))
+    @broker.subscriber(MODELS_ROLLOUT.name, **subscription(MODELS_ROLLOUT, group))
     @exactly_once(broker, once)
     async def on_rollout_stepped(rollout: RolloutStepped) -> list[Event]:
         """A rollout that ended with the champion kept (rolled back, inconclusive, aborted): its candidate loses

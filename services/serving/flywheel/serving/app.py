@@ -11,12 +11,14 @@ from typing import Any
 from fastapi import FastAPI
 from threadpoolctl import threadpool_limits
 
+from flywheel.common.auth import Credentials, client_token
+from flywheel.common.championmoves import ChampionMoves
 from flywheel.common.components import Components
 from flywheel.common.contracts import load_contracts
 from flywheel.common.history import read_events
 from flywheel.common.kafka import publish_event
 from flywheel.common.service import create_service_app
-from flywheel.common.tracking import version_registered
+from flywheel.common.tracking import champion_version, version_registered
 from flywheel.schemas import ALERTS, FEATURES_ONLINE, MODELS_ROLLOUT, PREDICTIONS, Event
 from flywheel.serving.engine import Engine
 from flywheel.serving.http import create_router
@@ -32,8 +34,11 @@ from flywheel.serving.subscribers import register_subscribers, register_view_sub
 
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
     settings = settings or ServingSettings()
+    credentials = Credentials.of(settings.auth)  # before anything connects: bad credentials, no start
     parts = Components.connect("serving", settings)
-    registry = RegistryClient(settings.registry_url, settings.registry_token)
+    registry = RegistryClient(
+        settings.registry_url, client_token(settings.auth, settings.registry_token, "SERVING_REGISTRY_TOKEN")
+    )
     specs = served_models(settings.datasets_dir)
     model_of_dataset = {spec.dataset: name for name, spec in specs.items()}
 
@@ -52,12 +57,18 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     async def registered(name: str, version: str) -> bool:
         return await asyncio.to_thread(version_registered, parts.mlflow, name, version)
 
+    async def champion_of(name: str) -> str | None:
+        return await asyncio.to_thread(champion_version, parts.mlflow, name)
+
     engine = Engine(
         settings, publish, registry.promote, load, registry.rollback, {n: s.rollout for n, s in specs.items()}
     )
     prediction_log = PredictionLog(publish, settings.log_queue_size, settings.log_wait_s)
     contracts = load_contracts(settings.datasets_dir)
-    register_subscribers(parts.broker, engine, model_of_dataset, contracts=contracts, registered=registered)
+    moves = ChampionMoves(champion_of, registered)
+    register_subscribers(
+        parts.broker, engine, model_of_dataset, contracts=contracts, registered=registered, moves=moves
+    )
     view = OnlineView()
     register_view_subscriber(parts.broker, view, contracts)
 
@@ -85,6 +96,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def serve_champions(app: FastAPI) -> AsyncIterator[None]:
+        # the champions are loaded from the registry after this mark: the moves before it are in them
+        await moves.mark_start(settings.kafka.bootstrap_servers)
         for name in model_of_dataset.values():
             champion = await load(name, "champion")
             if champion is not None:
@@ -125,6 +138,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 view,
                 settings.feature_max_age_s,
                 registry,
+                credentials,
             )
         ],
         lifespans=[serve_champions],

@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 
 from flywheel.common.modelspec import RolloutSpec
-from flywheel.schemas import ChampionChanged, LabelObserved, ModelApproved, PredictionMade, RolloutStepped
+from flywheel.schemas import ChampionChanged, LabelObserved, ModelApproved, PredictionMade, RolloutStepped, utc_now
 from flywheel.serving.answers import Answer, PendingAnswers, UnusableLabel, prediction_id
 from flywheel.serving.driver import Loader, Promote, Publish, RolloutDriver
 from flywheel.serving.guard import Guard, Rollback
@@ -243,7 +243,12 @@ class Engine:
     # -- rollouts ---------------------------------------------------------------------
 
     async def start_rollout(self, approved: ModelApproved, strategy: str | None = None) -> RolloutStepped | None:
-        """Load the approved candidate and roll it out; a candidate that fails to load aborts the rollout."""
+        """Load the approved candidate and roll it out; a candidate that fails to load aborts the rollout.
+
+        A model served on demand gets its champion loaded first: the replica that reads the approval
+        may not have answered for that model yet.
+        """
+        await self.find_champion(approved.model_name)
         return await self.driver.start_rollout(approved, strategy)
 
     async def resume(self, folded: RolloutLog) -> list[RolloutStepped]:
@@ -272,13 +277,22 @@ class Engine:
         self.champions.setdefault(name, model)
         return True
 
+    def forget_miss(self, name: str) -> None:
+        """The registry has a champion of ``name`` now: the next request asks for it again at once."""
+        self._misses.pop(name, None)
+
     async def use_champion(self, change: ChampionChanged) -> None:
         """Serve the registry's new champion (a promotion, a rollback, or the first model)."""
         name, version = change.model_name, change.version
         current = self.champions.get(name)
         if current is not None and current.version == version:
             return
-        model = await self._load(name, version)
+        rollout = self.rollouts.get(name)
+        started = time.monotonic()
+        if rollout is not None and rollout.candidate.version == version:  # loaded here already, and warm
+            model = rollout.candidate
+        else:
+            model = await self._load(name, version)
         if model is None:
             raise LookupError(f"champion {name} v{version} announced but not in the registry")
         if change.action == "promote":
@@ -287,10 +301,17 @@ class Engine:
             self.champions[name] = model
             self.live.pop(name, None)
             self.guard.bakes.pop(name, None)
-        rollout = self.rollouts.get(name)
         if rollout is not None and rollout.candidate.version == version:
             self.rollouts.pop(name, None)
-        log.info("champion serving", model=name, version=version, action=change.action, reason=change.reason)
+        log.info(
+            "champion serving",
+            model=name,
+            version=version,
+            action=change.action,
+            reason=change.reason,
+            load_s=round(time.monotonic() - started, 3),
+            since_move_s=round((utc_now() - change.occurred_at).total_seconds(), 3),
+        )
 
 
 def _entity(record: dict[str, Any], key: str) -> str | None:

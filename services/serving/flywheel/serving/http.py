@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from fastapi import APIRouter, HTTPException
+import structlog
+from fastapi import APIRouter, Depends, HTTPException
 from pydantic import AwareDatetime, BaseModel, Field, JsonValue, model_validator
 
+from flywheel.common.auth import Credentials, Principal
 from flywheel.common.contracts import DataContract
 from flywheel.common.problems import problems
 from flywheel.schemas import ModelApproved
@@ -95,6 +97,14 @@ class RolloutRequest(BaseModel):
     strategy: Strategy | None = None
 
 
+log = structlog.get_logger(__name__)
+
+
+async def _refuse_everyone() -> Principal:
+    """A router built without credentials (a test's) lets no one roll out."""
+    raise HTTPException(401, "no credentials are configured here")
+
+
 def create_router(
     engine: Engine,
     model_of_dataset: dict[str, str],
@@ -104,6 +114,7 @@ def create_router(
     view: OnlineView | None = None,
     feature_max_age_s: float | None = None,
     registry: RegistryClient | None = None,
+    credentials: Credentials | None = None,
 ) -> APIRouter:
     router = APIRouter(tags=["predictions"])
     view = view if view is not None else OnlineView()
@@ -226,9 +237,11 @@ def create_router(
                 " operator approved can be rolled out",
             )
 
-    @router.post("/rollouts", tags=["rollouts"], status_code=202, responses=problems(404, 409, 503))
-    async def start_rollout(request: RolloutRequest) -> dict[str, Any]:
-        """Roll out a registered version against the champion with a strategy."""
+    operator = Depends(credentials.require("operator") if credentials is not None else _refuse_everyone)
+
+    @router.post("/rollouts", tags=["rollouts"], status_code=202, responses=problems(401, 403, 404, 409, 503))
+    async def start_rollout(request: RolloutRequest, by: Principal = operator) -> dict[str, Any]:
+        """Roll out a registered version against the champion with a strategy (operators only)."""
         if request.model_name not in engine.champions:
             raise HTTPException(409, f"model {request.model_name[:80]!r} has no champion to compare a candidate with")
         await may_roll_out(request.model_name, request.version)
@@ -242,6 +255,7 @@ def create_router(
             gates=[],
             champion_version=engine.champions[request.model_name].version,
         )
+        log.info("rollout asked", model=request.model_name, version=request.version, by=by.name)
         started = await engine.start_rollout(approved, request.strategy)
         if started is None:
             raise HTTPException(409, f"version {request.version} is already the champion")

@@ -18,7 +18,10 @@ class ServingSettings(ServiceSettings):
     port: int = 8005
     datasets_dir: Path = Field(default=Path("datasets"), description="Model specs and feature sets.")
     registry_url: str = Field(default="http://127.0.0.1:8004", description="The registry's HTTP API.")
-    registry_token: str = Field(default="flywheel-dev-token", description="Bearer token for promote calls.")
+    registry_token: str = Field(
+        default="flywheel-dev-serving",
+        description="Serving's bearer token for the registry's promote and rollback (the history names its principal).",
+    )
     strategy: Strategy = Field(default="canary", description="Rollout strategy for approved candidates.")
     canary_steps: list[float] = Field(default=[0.1, 0.25, 0.5, 1.0], description="Candidate traffic per step.")
     ab_split: float = Field(default=0.5, description="Candidate share in an A/B rollout (sticky per entity).")

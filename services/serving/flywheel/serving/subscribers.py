@@ -10,17 +10,17 @@ from uuid import UUID
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
+from flywheel.common.championmoves import ChampionMoves
 from flywheel.common.contracts import DataContract, label_refusal
 from flywheel.common.kafka import (
     ExactlyOnce,
     InvalidMessage,
-    consumer_options,
     dead_letter,
-    every_replica_options,
     exactly_once,
     parse_each,
     publish_event,
     publish_letter,
+    subscription,
     undecoded,
 )
 from flywheel.common.tracking import Registered
@@ -57,11 +57,12 @@ def register_subscribers(
     *,
     contracts: dict[str, DataContract] | None = None,
     registered: Registered = _anything_registered,
+    moves: ChampionMoves,
 ) -> None:
     once = once or ExactlyOnce()
     contracts = contracts or {}
 
-    @broker.subscriber(MODELS_APPROVED.name, **consumer_options("serving"))
+    @broker.subscriber(MODELS_APPROVED.name, **subscription(MODELS_APPROVED, "serving"))
     @exactly_once(broker, once)
     async def on_model_approved(approved: ModelApproved) -> None:
         """Roll an approved challenger out against the champion (its steps are published as they happen)."""
@@ -70,14 +71,24 @@ def register_subscribers(
             raise InvalidMessage(f"version {version!r} of model {name!r} is not in the registry")
         await engine.start_rollout(approved)
 
-    @broker.subscriber(MODELS_CHAMPION.name, **consumer_options("serving"))
-    async def on_champion_changed(change: ChampionChanged) -> None:
-        """Serve the registry's champion of any model: the first one, a promotion, or a rollback."""
-        if not await registered(change.model_name, change.version):  # not worth a retry: dead-lettered at once
-            raise InvalidMessage(f"version {change.version!r} of model {change.model_name!r} is not in the registry")
-        await engine.use_champion(change)
+    @broker.subscriber(MODELS_CHAMPION.name, **subscription(MODELS_CHAMPION, "serving"))
+    async def on_champion_changed(change: ChampionChanged, message: KafkaMessage) -> None:
+        """Serve the registry's champion of a model served here: the first one, a promotion, or a rollback.
 
-    @broker.subscriber(LABELS.name, **consumer_options("serving"))
+        Every replica reads every move. Those written before it loaded its champions at start are
+        skipped (the registry's state it loaded reflects them); any later one is checked against the
+        registry, and only the version its ``champion`` alias names now is served. A move the registry
+        never made changes nothing. A model not held here is loaded with its champion of the moment by
+        the next request that names it.
+        """
+        if not await moves.to_follow(change, message.raw_message.partition, message.raw_message.offset):
+            return
+        if change.model_name in engine.champions or change.model_name in model_of_dataset.values():
+            await engine.use_champion(change)
+        else:
+            engine.forget_miss(change.model_name)
+
+    @broker.subscriber(LABELS.name, **subscription(LABELS, "serving"))
     @exactly_once(broker, once)
     async def on_label_observed(label: LabelObserved) -> None:
         """Credit a late label to the variant that answered."""
@@ -90,7 +101,7 @@ def register_subscribers(
         batch=True,
         max_records=500,
         decoder=undecoded,
-        **consumer_options("serving", batch_timeout_ms=5),
+        **subscription(PREDICTIONS_REQUESTS, "serving", batch_timeout_ms=5),
     )
     async def on_prediction_requested(bodies: list[bytes], message: KafkaMessage) -> None:
         """Score a micro-batch of requests; each answer (or dead letter) is published before the commit.
@@ -142,9 +153,8 @@ def register_subscribers(
 
 def register_view_subscriber(broker: KafkaBroker, view: OnlineView, contracts: dict[str, DataContract]) -> None:
     """Every replica folds all of ``features.online`` into its own view of the online store."""
-    assert FEATURES_ONLINE.every_replica  # the catalogue says each replica reads the whole topic
 
-    @broker.subscriber(FEATURES_ONLINE.name, **every_replica_options())
+    @broker.subscriber(FEATURES_ONLINE.name, **subscription(FEATURES_ONLINE, "serving"))
     async def on_features_computed(vector: FeaturesComputed) -> None:
         """Keep the entity's latest vector (an older one never replaces a newer one); an absurd
         vector is dead-lettered, never answered from."""

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
+from flywheel.common.auth import Credentials
 from flywheel.common.components import Components
 from flywheel.common.contracts import load_contracts
 from flywheel.common.datasets import DatasetCatalog
@@ -34,6 +35,7 @@ from flywheel.training.subscribers import register_subscribers
 
 def create_app(settings: TrainingSettings | None = None) -> FastAPI:
     settings = settings or TrainingSettings()
+    credentials = Credentials.of(settings.auth)  # before anything connects: bad credentials, no start
     parts = Components.connect("training", settings)
     log = structlog.get_logger("training")
     arrivals = Arrivals()
@@ -96,8 +98,8 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
         broker=parts.broker,
         checks=parts.checks(),
         routers=[
-            create_router(parts.broker, runs, settings.datasets_dir),
-            create_rebuild_router(parts.broker, parts.mlflow, settings.datasets_dir, ctx.code_version),
+            create_router(parts.broker, runs, settings.datasets_dir, credentials),
+            create_rebuild_router(parts.broker, parts.mlflow, settings.datasets_dir, ctx.code_version, credentials),
         ],
         lifespans=[lifecycle],
         description="Trains models on dataset versions, reproducibly, tracked in MLflow.",

@@ -6,12 +6,13 @@ import asyncio
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException, Query
+from fastapi import APIRouter, Body, Depends, HTTPException, Query
 from faststream.kafka import KafkaBroker
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, Field, JsonValue
 
+from flywheel.common.auth import Credentials
 from flywheel.common.kafka import publish_event
 from flywheel.common.modelspec import load_model_spec
 from flywheel.common.problems import problems
@@ -54,10 +55,16 @@ async def accepted(broker: KafkaBroker, request: TrainModel) -> TrainAccepted:
     return TrainAccepted(request_id=str(request.event_id), model_name=request.model_name)
 
 
-def create_router(broker: KafkaBroker, runs: RunBook, datasets_dir: Path) -> APIRouter:
+def create_router(broker: KafkaBroker, runs: RunBook, datasets_dir: Path, credentials: Credentials) -> APIRouter:
     router = APIRouter(tags=["training"])
 
-    @router.post("/train", status_code=202, response_model=TrainAccepted, responses=problems(404, 413, 503))
+    @router.post(
+        "/train",
+        status_code=202,
+        response_model=TrainAccepted,
+        dependencies=[Depends(credentials.require("operator"))],
+        responses=problems(401, 403, 404, 413, 503),
+    )
     async def post_train(body: Annotated[TrainRequest, Body()]) -> TrainAccepted:
         """Request a training run; it is published on ``training.requested`` and coalesced per model."""
         known = sorted(p.name for p in datasets_dir.iterdir() if p.is_dir())
@@ -109,11 +116,17 @@ class RebuildRequest(BaseModel):
 
 
 def create_rebuild_router(
-    broker: KafkaBroker, mlflow: MlflowClient, datasets_dir: Path, running_code: str
+    broker: KafkaBroker, mlflow: MlflowClient, datasets_dir: Path, running_code: str, credentials: Credentials
 ) -> APIRouter:
     router = APIRouter(tags=["training"])
 
-    @router.post("/rebuild", status_code=202, response_model=TrainAccepted, responses=problems(404, 409, 413, 503))
+    @router.post(
+        "/rebuild",
+        status_code=202,
+        response_model=TrainAccepted,
+        dependencies=[Depends(credentials.require("operator"))],
+        responses=problems(401, 403, 404, 409, 413, 503),
+    )
     async def post_rebuild(body: Annotated[RebuildRequest, Body()]) -> TrainAccepted:
         """Retrain a version on exactly its recorded data, spec, seed and code; registered as its audit."""
         try:

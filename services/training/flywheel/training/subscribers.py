@@ -8,7 +8,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
-from flywheel.common.kafka import InvalidMessage, consumer_options, exactly_once, parse_each, undecoded
+from flywheel.common.kafka import InvalidMessage, exactly_once, parse_each, subscription, undecoded
 from flywheel.schemas import (
     DATASETS_VERSIONED,
     MONITORING_DRIFT,
@@ -29,15 +29,15 @@ def register_subscribers(
 ) -> None:
     """``datasets``: the ones this service can train on; a drift or version of any other is dead-lettered."""
 
-    # no group: every replica hears every new version, since any of them may be waiting for data
-    @broker.subscriber(DATASETS_VERSIONED.name, auto_offset_reset="latest", ack_policy=AckPolicy.ACK_FIRST)
+    # only versions sealed from now on: one sealed before this replica started woke no run of it
+    @broker.subscriber(DATASETS_VERSIONED.name, **subscription(DATASETS_VERSIONED, group, auto_offset_reset="latest"))
     async def on_dataset_versioned(versioned: DatasetVersioned) -> None:
         """New records or labels were sealed: wake the runs waiting for fresh labelled data."""
         if versioned.dataset not in datasets:
             raise InvalidMessage(f"version of dataset {versioned.dataset!r}, which nothing here trains on")
         arrivals.announce(versioned.dataset)
 
-    @broker.subscriber(MONITORING_DRIFT.name, **consumer_options(group))
+    @broker.subscriber(MONITORING_DRIFT.name, **subscription(MONITORING_DRIFT, group))
     @exactly_once(broker)
     async def on_drift_detected(drift: DriftDetected) -> TrainModel | None:
         """Turn a drift finding that asks for a retrain into a ``TrainModel`` caused by it."""
@@ -56,7 +56,9 @@ def register_subscribers(
     requests = broker.subscriber(
         TRAINING_REQUESTED.name,
         decoder=undecoded,
-        **consumer_options(group, ack_policy=AckPolicy.MANUAL, listener=Handover(intake, TRAINING_REQUESTED.name)),
+        **subscription(
+            TRAINING_REQUESTED, group, ack_policy=AckPolicy.MANUAL, listener=Handover(intake, TRAINING_REQUESTED.name)
+        ),
     )
 
     @requests
