@@ -211,7 +211,8 @@ def test_slow_predictions_and_missing_features_raise_service_health_alerts(train
 
 def test_a_new_champions_answers_that_come_before_its_reference_are_judged_once_it_loads():
     """Serving may switch to a new champion before monitoring has loaded that champion's reference:
-    the answers in between are held, then judged against the new reference, not dropped."""
+    the answers in between are held, then judged against the new reference, not dropped; if they
+    fill a check, its verdict comes with the reference, since no later answer may come."""
 
     def reference(version: str) -> Reference:
         return Reference("m", version, "loans", "v", {"x": np.arange(100.0)}, set(), train_accuracy=0.9)
@@ -229,13 +230,16 @@ def test_a_new_champions_answers_that_come_before_its_reference_are_judged_once_
             latency_ms=1.0,
         )
 
-    monitor = ModelMonitor("m", MonitorConfig(window_size=50))
-    monitor.set_reference(reference("1"))
-    for i in range(5):
+    monitor = ModelMonitor("m", MonitorConfig(window_size=50, check_every=5, min_window=5))
+    assert monitor.set_reference(reference("1")) == []
+    for i in range(4):
         monitor.on_prediction(answer("1", i))
-    for i in range(7):  # v2 answers before monitoring heard of v2
+    for i in range(70, 77):  # v2 answers before monitoring heard of v2, far from its training data
         monitor.on_prediction(answer("2", i))
-    assert len(monitor.window) == 5
-    monitor.set_reference(reference("2"))
-    assert [row["x"] for row in monitor.window] == [float(i) for i in range(7)]
+    assert len(monitor.window) == 4 and not monitor.last_verdicts
+    caused = monitor.set_reference(reference("2"))
+    assert [row["x"] for row in monitor.window] == [float(i) for i in range(70, 77)]
     assert not monitor.unjudged
+    assert [v.feature for v in monitor.last_verdicts] == ["x"]
+    assert monitor.since_check == 2  # the check came at the fifth held answer
+    assert {type(e).__name__ for e in caused} >= {"DriftDetected"}, caused

@@ -139,19 +139,23 @@ class ModelMonitor:
 
     # -- reference --------------------------------------------------------------------
 
-    def set_reference(self, reference: Reference) -> None:
-        """A new champion: judge traffic against its training data from now on."""
+    def set_reference(self, reference: Reference, now: float | None = None) -> list[Event]:
+        """A new champion: judge traffic against its training data from now on.
+
+        Its answers that came before its reference loaded are judged now, as if they came after:
+        the verdicts they make are returned, since no later answer may come to trigger them.
+        """
         self.reference = reference
         self.window.clear()
         self.window_times.clear()
         self.performance.start(reference)
-        for prediction in [p for p in self.unjudged if reference.judges(p)]:
-            self._add(prediction)
-        self.unjudged.clear()
         self.since_check = 0
         self.retrain.reset()
         self.last_verdicts = []
         self._mark("champion", None, f"champion is version {reference.model_version}")
+        waiting = [p for p in self.unjudged if reference.judges(p)]
+        self.unjudged.clear()
+        return [event for prediction in waiting for event in self._judge(prediction, now)]
 
     # -- predictions ------------------------------------------------------------------
 
@@ -167,6 +171,10 @@ class ModelMonitor:
         if self.reference is not None and not self.reference.judges(prediction):
             self.unjudged.append(prediction)
             return []
+        return self._judge(prediction, now)
+
+    def _judge(self, prediction: PredictionMade, now: float | None) -> list[Event]:
+        """Add a served answer to the window; every ``check_every`` of them, check data drift and health."""
         self._add(prediction)
         self.since_check += 1
         if self.since_check < self.config.check_every or len(self.window) < self.config.min_window:

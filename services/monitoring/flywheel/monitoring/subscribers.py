@@ -7,7 +7,14 @@ from faststream.kafka.annotations import KafkaMessage
 
 from flywheel.common.championmoves import ChampionMoves
 from flywheel.common.contracts import DataContract
-from flywheel.common.kafka import ExactlyOnce, InvalidMessage, exactly_once, subscription
+from flywheel.common.kafka import (
+    ExactlyOnce,
+    InvalidMessage,
+    exactly_once,
+    publish_event,
+    subscription,
+    with_derived_ids,
+)
 from flywheel.common.tracking import Registered
 from flywheel.monitoring.validation import label_refusal, prediction_refusal
 from flywheel.monitoring.watch import Watch
@@ -61,11 +68,14 @@ def register_subscribers(
 
         Every replica reads every move. Those written before its monitors were rebuilt at start are
         skipped (references load the registry's champion of that moment); of the later ones, only
-        the version the registry's ``champion`` alias names now replaces a reference.
+        the version the registry's ``champion`` alias names now replaces a reference. The new
+        champion's answers that came before its reference are judged then; what they reveal is
+        published with ids derived from the move, so a redelivered move publishes nothing new.
         """
         followed = await moves.to_follow(change, message.raw_message.partition, message.raw_message.offset)
         if followed and not watch.judges_against(change.model_name, change.version):
-            await watch.on_champion_changed(change)
+            for event in with_derived_ids(change, await watch.on_champion_changed(change)):
+                await publish_event(broker, event)
 
     @broker.subscriber(MODELS_REJECTED.name, **subscription(MODELS_REJECTED, "monitoring"))
     async def on_model_rejected(rejection: ModelRejected) -> None:

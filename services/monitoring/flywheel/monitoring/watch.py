@@ -42,23 +42,27 @@ class Watch:
     def _new(self, model_name: str) -> ModelMonitor:
         return ModelMonitor(model_name, self.configs.get(model_name, self.config))
 
-    async def refresh(self, model_name: str) -> None:
+    async def refresh(self, model_name: str) -> list[Event]:
+        """Load the model's champion's reference; the verdicts on its answers that came before it."""
         monitor = self.monitors.get(model_name)
         if monitor is None:
             monitor = self.monitors[model_name] = self._new(model_name)
         reference = await asyncio.to_thread(self._load, model_name)
         if reference is None:
-            return
-        if monitor.reference is None or monitor.reference.model_version != reference.model_version:
-            monitor.set_reference(reference)
-            self.model_of_dataset[reference.dataset] = model_name
-            log.info(
-                "reference loaded",
-                model=model_name,
-                version=reference.model_version,
-                dataset_version=reference.dataset_version,
-                rows=len(next(iter(reference.features.values()))),
-            )
+            return []
+        if monitor.reference is not None and monitor.reference.model_version == reference.model_version:
+            return []
+        events = monitor.set_reference(reference)
+        self.model_of_dataset[reference.dataset] = model_name
+        log.info(
+            "reference loaded",
+            model=model_name,
+            version=reference.model_version,
+            dataset_version=reference.dataset_version,
+            rows=len(next(iter(reference.features.values()))),
+            judged_on_load=len(monitor.window),
+        )
+        return events
 
     async def on_prediction(self, prediction: PredictionMade) -> list[Event]:
         self.model_of_dataset.setdefault(prediction.dataset, prediction.model_name)
@@ -89,8 +93,8 @@ class Watch:
         monitor = self.monitors.get(model_name)
         return monitor is not None and monitor.reference is not None and monitor.reference.model_version == version
 
-    async def on_champion_changed(self, change: ChampionChanged) -> None:
-        await self.refresh(change.model_name)
+    async def on_champion_changed(self, change: ChampionChanged) -> list[Event]:
+        return await self.refresh(change.model_name)
 
     def on_candidate_ended(self, model_name: str, version: str | None, why: str) -> None:
         """A candidate was rejected or not promoted: its monitor may ask again while its champion is below floor."""
