@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import mlflow
 import numpy as np
 import pytest
 import yaml
@@ -25,6 +24,7 @@ from mlflow import MlflowClient
 
 from flywheel.common.featuresets import FeatureSet, load_feature_set
 from flywheel.common.featureversions import ARTIFACT
+from flywheel.common.safemodels import load_estimator
 from flywheel.common.settings import KafkaSettings, MlflowSettings, ObjectStoreSettings
 from flywheel.common.tracking import Tags, configure_mlflow
 from flywheel.schemas import MODELS_APPROVED, MODELS_CHAMPION, PREDICTIONS, TRAINING_COMPLETED
@@ -143,7 +143,7 @@ async def test_a_changed_transform_is_a_new_version_only_new_models_use(
     assert pinned_definition(tracking, v1["run_id"]) == TODAY.definition()
 
     # the test can tell: fed by the edited definition, v1 would answer differently
-    estimator = mlflow.sklearn.load_model(f"models:/{name}/1")
+    estimator = load_estimator(f"models:/{name}/1")
     misfed = estimator.predict(np.asarray(edited.matrix(probes), dtype=float)).tolist()
     assert misfed != [p["prediction"] for p in before]
 

@@ -23,6 +23,7 @@ from flywheel.common.datasets import DatasetCatalog
 from flywheel.common.evaluation import METRICS
 from flywheel.common.featuresets import load_feature_set
 from flywheel.common.objectstore import ObjectStore, parquet_bytes, sha256
+from flywheel.common.safemodels import load_estimator
 from flywheel.common.settings import KafkaSettings, MlflowSettings, ObjectStoreSettings
 from flywheel.common.tracking import Tags, configure_mlflow
 from flywheel.common.trainingdata import training_data_of_run
@@ -150,7 +151,7 @@ async def test_training_request_logs_a_complete_run_and_the_first_model_becomes_
     assert recorded is not None and recorded.versions == (version,) and recorded.row_count == 750
 
     # The logged model is a scikit-learn estimator over FeatureSet.names, with a signature.
-    model = mlflow.sklearn.load_model(trained["model_uri"])
+    model = load_estimator(trained["model_uri"])
     info = mlflow.models.get_model_info(trained["model_uri"])
     assert info.signature is not None and info.signature.inputs.input_names()[:3] == ["salary", "commission", "age"]
     sample = agrawal_rows(5, function=0, seed=99)

@@ -5,7 +5,6 @@ A real MLflow (a local SQLite store) and the training runner; only the object st
 
 from __future__ import annotations
 
-import mlflow.sklearn
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,6 +12,7 @@ from mlflow.models import get_model_info
 
 from flywheel.common.featuresets import load_feature_set
 from flywheel.common.modelspec import ModelSpec
+from flywheel.common.safemodels import load_estimator
 from flywheel.common.tracking import Tags
 from flywheel.training.runner import TrainingError, trusted_types
 from tests.unit import test_training_oot
@@ -44,7 +44,7 @@ def test_a_river_model_learns_row_by_row_and_is_saved_with_skops_and_served_as_a
     assert run.data.tags[Tags.MODEL_SPEC] == "online"
 
     # loaded as serving and the registry load every model: the wrapped river tree, answering a matrix
-    model = mlflow.sklearn.load_model(trained.model_uri)
+    model = load_estimator(trained.model_uri)
     assert type(model).__name__ == "OnlineClassifier" and type(model.model_).__name__ == "HoeffdingTreeClassifier"
     rows = agrawal(200, 0, seed=9, start=HISTORY)
     matrix = np.asarray(load_feature_set(DATASETS, "loans").frame(rows), dtype=float)

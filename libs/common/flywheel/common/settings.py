@@ -6,6 +6,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flywheel.common.auth import AuthSettings
+from flywheel.common.safemodels import TRUSTED_MODULES
 
 
 class KafkaSettings(BaseSettings):
@@ -39,6 +40,13 @@ class MlflowSettings(BaseSettings):
 
     tracking_uri: str = "http://127.0.0.1:5000"
     artifact_bucket: str = "mlflow"
+    trusted_modules: list[str] = Field(
+        default=list(TRUSTED_MODULES),
+        description=(
+            "Modules whose types a logged model may contain to be loaded (skops only, never a pickle); "
+            "a model holding any other type is refused before it is loaded."
+        ),
+    )
 
 
 class ServiceSettings(BaseSettings):

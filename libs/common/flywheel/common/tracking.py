@@ -24,9 +24,6 @@ def configure_mlflow(tracking: MlflowSettings, store: ObjectStoreSettings) -> Ml
     os.environ["AWS_SECRET_ACCESS_KEY"] = store.secret_key
     os.environ.setdefault("AWS_DEFAULT_REGION", store.region)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
-    # MLflow 3 refuses to load scikit-learn models unless told it may: ours are logged by our
-    # own training service (skops with its trusted types listed), so the registry and serving may.
-    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
     mlflow.set_tracking_uri(tracking.tracking_uri)
     mlflow.set_registry_uri(tracking.tracking_uri)
     return MlflowClient(tracking_uri=tracking.tracking_uri, registry_uri=tracking.tracking_uri)

@@ -44,7 +44,11 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     settings = settings or RegistrySettings()
     credentials = Credentials.of(settings.auth)  # before anything connects: bad credentials, no start
     parts = Components.connect("registry", settings)
-    store = ModelStore(parts.mlflow, legacy=partial(load_feature_set, settings.datasets_dir))
+    store = ModelStore(
+        parts.mlflow,
+        legacy=partial(load_feature_set, settings.datasets_dir),
+        trusted=settings.mlflow.trusted_modules,
+    )
     registrar = Registrar(store, DatasetCatalog(parts.store), parts.broker, settings)
     register_subscribers(parts.broker, registrar, ExactlyOnce(), settings.consumer_group)
 

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import mlflow.artifacts
-import mlflow.sklearn
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -22,6 +21,7 @@ from mlflow.exceptions import MlflowException
 from flywheel.common.evaluation import score_model
 from flywheel.common.featuresets import FeatureSet
 from flywheel.common.featureversions import feature_set_of_run
+from flywheel.common.safemodels import TRUSTED_MODULES, load_estimator
 from flywheel.common.tracking import Tags, run_exists
 from flywheel.registry.decisions import STATUS, may_serve
 from flywheel.registry.scoring import Scorer
@@ -54,10 +54,17 @@ def now() -> str:
 class ModelStore:
     """Reads and writes registered models; knows Flywheel's tag names."""
 
-    def __init__(self, client: MlflowClient, legacy: Callable[[str], FeatureSet] | None = None) -> None:
-        """``legacy(dataset)``: today's feature set, for a run logged before feature sets were pinned."""
+    def __init__(
+        self,
+        client: MlflowClient,
+        legacy: Callable[[str], FeatureSet] | None = None,
+        trusted: Iterable[str] = TRUSTED_MODULES,
+    ) -> None:
+        """``legacy(dataset)``: today's feature set, for a run logged before feature sets were pinned;
+        ``trusted``: the modules a model's types may come from (``flywheel.common.safemodels``)."""
         self.client = client
         self.legacy = legacy
+        self.trusted = list(trusted)
         self._champions: dict[tuple[str, str], Any] = {}
         self._scorers: dict[str, Scorer] = {}
 
@@ -169,7 +176,7 @@ class ModelStore:
         """Metrics of a registered version on someone else's evaluation data."""
         key = (name, version)
         if key not in self._champions:
-            self._champions = {key: mlflow.sklearn.load_model(f"models:/{name}/{version}")}  # keep one
+            self._champions = {key: load_estimator(f"models:/{name}/{version}", self.trusted)}  # keep one
         model = self._champions[key]
         wanted = list(getattr(model, "feature_names_in_", features.columns))
         absent = sorted(set(wanted) - set(features.columns))
@@ -199,7 +206,7 @@ class ModelStore:
                 return self.legacy(dataset)
 
             features = feature_set_of_run(self.client, run, legacy)
-            scorer = Scorer(mlflow.sklearn.load_model(model_uri), features)
+            scorer = Scorer(load_estimator(model_uri, self.trusted), features)
             self._scorers = {**dict(list(self._scorers.items())[-1:]), model_uri: scorer}  # keep two
         return self._scorers[model_uri]
 

@@ -48,7 +48,13 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     async def load(name: str, version: str) -> ServedModel | None:
         alias = "champion" if version == "champion" else None
         model = await asyncio.to_thread(
-            load_version, parts.mlflow, settings.datasets_dir, name, None if alias else version, alias
+            load_version,
+            parts.mlflow,
+            settings.datasets_dir,
+            name,
+            None if alias else version,
+            alias,
+            settings.mlflow.trusted_modules,
         )
         # scikit-learn's OpenMP pool (loaded with the model) costs more than it saves on a few rows
         threadpool_limits(limits=settings.model_threads)

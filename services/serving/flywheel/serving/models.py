@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import mlflow.sklearn
 import numpy as np
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -23,6 +23,7 @@ from flywheel.common.evaluation import task_of
 from flywheel.common.featuresets import FeatureSet, load_feature_set
 from flywheel.common.featureversions import feature_set_of_run
 from flywheel.common.modelspec import ModelSpec, load_model_spec
+from flywheel.common.safemodels import TRUSTED_MODULES, load_estimator
 from flywheel.schemas import Violation
 
 # Serving scores plain rows in the feature set's order (no per-request pandas), which is the order
@@ -95,9 +96,17 @@ def served_models(datasets_dir: Path) -> dict[str, ModelSpec]:
 
 
 def load_version(
-    client: MlflowClient, datasets_dir: Path, name: str, version: str | None = None, alias: str | None = None
+    client: MlflowClient,
+    datasets_dir: Path,
+    name: str,
+    version: str | None = None,
+    alias: str | None = None,
+    trusted: Iterable[str] = TRUSTED_MODULES,
 ) -> ServedModel | None:
-    """Load a registered version (by number or alias) and warm it up; None when the alias is unset."""
+    """Load a registered version (by number or alias) and warm it up; None when the alias is unset.
+
+    Only a skops model whose types are all in ``trusted`` modules loads (``flywheel.common.safemodels``).
+    """
     try:
         found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
     except MlflowException:
@@ -105,7 +114,7 @@ def load_version(
     run = client.get_run(found.run_id)
     dataset = run.data.tags.get("flywheel.dataset") or name
     features = feature_set_of_run(client, run, lambda: load_feature_set(datasets_dir, dataset))
-    estimator = mlflow.sklearn.load_model(f"models:/{name}/{found.version}")
+    estimator = load_estimator(f"models:/{name}/{found.version}", trusted)
     model = ServedModel(name, str(found.version), dataset, estimator, features)
     model.score([[0.0] * len(model.features.names)])  # warm up before it takes traffic
     return model
