@@ -82,13 +82,24 @@ async def test_posted_records_become_a_version_with_a_manifest_an_event_and_down
         mine = await rows_sealed(http, catalog, tag, 40)
         events = await versioned.collect(lambda found: len(found) >= 1, timeout=30)
         version = events[-1]["version"]
-        manifest = (await http.get(f"/datasets/loans/versions/{version}")).json()
-        data = (await http.get(f"/datasets/loans/versions/{version}/data")).content
+        manifest = (await http.get(f"/datasets/loans/versions/{version}", headers=OPERATOR)).json()
+        data = (await http.get(f"/datasets/loans/versions/{version}/data", headers=OPERATOR)).content
+        anonymous = (await http.get(f"/datasets/loans/versions/{version}")).json()
+        refused = {
+            "none": await http.get(f"/datasets/loans/versions/{version}/data"),
+            "producer": await http.get(f"/datasets/loans/versions/{version}/data", headers=PRODUCER),
+        }
+        presigned = await http.get(manifest["download_url"])
         listing = (await http.get("/datasets")).json()["loans"]
         missing = await http.get("/datasets/loans/versions/nope")
     assert len(mine) == 40 and mine.is_unique
     assert manifest["version"] == version and manifest["content_hash"].startswith(version)
     assert manifest["quality"]["salary"]["null_rate"] == 0.0 and manifest["download_url"].startswith("http")
+    # the data, and a presigned URL to it, only to who may read the dataset
+    assert presigned.status_code == 200 and presigned.content == data
+    assert anonymous["download_url"] is None and anonymous["version"] == version
+    assert refused["none"].status_code == 401 and "read access to loans" in refused["none"].json()["detail"]
+    assert refused["producer"].status_code == 403 and "may not read" in refused["producer"].json()["detail"]
     frame = pd.read_parquet(io.BytesIO(data))
     assert len(frame) == manifest["row_count"] and list(frame.columns)[1:] == list(manifest["columns"])[1:]
     assert version in [v["version"] for v in listing["versions"]]

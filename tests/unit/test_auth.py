@@ -16,6 +16,7 @@ MUTATING = ("ingestion", "training", "registry", "serving")  # the services with
 TOKENS = {
     "a-long-operator-token-0123456789": {"principal": "ops-alice", "roles": ["operator"]},
     "a-long-producer-token-0123456789": {"principal": "feeder", "roles": ["producer"]},
+    "a-long-analyst-token-0123456789": {"principal": "analyst", "roles": ["reader"], "datasets": ["loans"]},
 }
 
 
@@ -29,6 +30,10 @@ def app_with(credentials: Credentials) -> FastAPI:
     @app.post("/train")
     async def train(by: Principal = Depends(credentials.require("operator"))) -> dict:  # noqa: B008
         return {"by": by.name}
+
+    @app.get("/datasets/{dataset}/data")
+    async def data(dataset: str, by: Principal = Depends(credentials.reader())) -> dict:  # noqa: B008
+        return {"by": by.name, "dataset": dataset}
 
     return app
 
@@ -51,6 +56,23 @@ async def test_no_credential_is_401_a_wrong_role_403_and_the_principal_is_the_to
     assert not_a_producer.status_code == 403
 
 
+async def test_a_reader_reads_only_the_datasets_its_grant_names_and_an_operator_every_one() -> None:
+    grants = {token: Grant.model_validate(grant) for token, grant in TOKENS.items()}
+    app = app_with(Credentials(grants))
+    analyst, operator = bearer("a-long-analyst-token-0123456789"), bearer("a-long-operator-token-0123456789")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as http:
+        none = await http.get("/datasets/loans/data")
+        its_own = await http.get("/datasets/loans/data", headers=analyst)
+        another = await http.get("/datasets/rain/data", headers=analyst)
+        feeder = await http.get("/datasets/loans/data", headers=bearer("a-long-producer-token-0123456789"))
+        operated = await http.get("/datasets/rain/data", headers=operator)
+        wrote = await http.post("/train", headers=analyst)
+    assert none.status_code == 401 and "read access to loans" in none.json()["detail"]
+    assert its_own.json() == {"by": "analyst", "dataset": "loans"} and operated.json()["by"] == "ops-alice"
+    assert another.status_code == 403 and "analyst may not read the dataset rain" in another.json()["detail"]
+    assert feeder.status_code == 403 and wrote.status_code == 403
+
+
 def test_outside_dev_mode_the_dev_credentials_or_none_refuse_to_start_and_a_file_is_read(tmp_path: Path) -> None:
     with pytest.raises(InsecureCredentials, match="no credentials configured"):
         AuthSettings(dev_mode=False).grants()
@@ -67,7 +89,7 @@ def test_outside_dev_mode_the_dev_credentials_or_none_refuse_to_start_and_a_file
     file = tmp_path / "credentials.json"
     file.write_text(json.dumps(TOKENS))
     grants = AuthSettings(dev_mode=False, credentials_file=file).grants()
-    assert {g.principal for g in grants.values()} == {"ops-alice", "feeder"}
+    assert {g.principal for g in grants.values()} == {"ops-alice", "feeder", "analyst"}
     assert DEV_TOKEN in AuthSettings(dev_mode=True).grants()
 
 

@@ -3,14 +3,17 @@
 Every mutating endpoint asks for a role with ``Credentials.require(role)``:
 
 - **producer**: publishes data (``POST /records``);
-- **operator**: runs the loop by hand (train, rebuild, seal, roll out, promote, roll back, approve).
+- **operator**: runs the loop by hand (train, rebuild, seal, roll out, promote, roll back, approve);
+- **reader**: downloads datasets' data (a version's Parquet, its presigned URL), each credential
+  for every dataset or only those its grant names. An operator may read every dataset.
 
 The endpoint gets the authenticated ``Principal``; what it writes down (an audit entry, an event's
 actor) names that principal, never a field of the request body. No credential: 401; a credential
 without the role: 403.
 
 Credentials come from a JSON file (a Docker or Kubernetes secret) or an environment variable:
-``{"<token>": {"principal": "ops-alice", "roles": ["operator"]}, ...}``. The well-known dev
+``{"<token>": {"principal": "ops-alice", "roles": ["operator"]},
+"<token>": {"principal": "analyst-bob", "roles": ["reader"], "datasets": ["loans"]}, ...}``. The well-known dev
 credentials below are accepted only in an explicit dev mode (``FLYWHEEL_DEV_MODE=true``, which
 ``make up`` and ``make demo`` set); anywhere else a service refuses to start with them, or with none.
 """
@@ -28,7 +31,7 @@ from fastapi import Header, HTTPException
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Role = Literal["producer", "operator"]
+Role = Literal["producer", "operator", "reader"]
 DEV_TOKEN = "flywheel-dev-token"
 DEV_PRODUCER_TOKEN = "flywheel-dev-producer"
 DEV_SERVING_TOKEN = "flywheel-dev-serving"  # serving's own, for its promotions and rollbacks: the platform acting
@@ -39,16 +42,40 @@ class Grant(BaseModel):
 
     principal: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")
     roles: frozenset[Role] = Field(min_length=1)
+    datasets: frozenset[str] | None = Field(
+        default=None, description="The datasets a reader may download; absent: every dataset."
+    )
 
 
 @dataclass(frozen=True)
 class Principal:
-    name: str
-    roles: frozenset[str]
+    """Who a request authenticated as, with what its credential grants."""
+
+    grant: Grant
+
+    @property
+    def name(self) -> str:
+        return self.grant.principal
+
+    @property
+    def roles(self) -> frozenset[Role]:
+        return self.grant.roles
+
+    def may_read(self, dataset: str) -> bool:
+        """Whether this principal may download ``dataset``'s data.
+
+        >>> analyst = Principal(Grant(principal="bob", roles={"reader"}, datasets={"loans"}))
+        >>> operator = Principal(Grant(principal="ops", roles={"operator"}))
+        >>> analyst.may_read("loans"), analyst.may_read("rain"), operator.may_read("rain")
+        (True, False, True)
+        """
+        if "operator" in self.roles:
+            return True
+        return "reader" in self.roles and (self.grant.datasets is None or dataset in self.grant.datasets)
 
 
 DEV_GRANTS = {
-    DEV_TOKEN: Grant(principal="dev-operator", roles=frozenset({"producer", "operator"})),
+    DEV_TOKEN: Grant(principal="dev-operator", roles=frozenset({"producer", "operator", "reader"})),
     DEV_PRODUCER_TOKEN: Grant(principal="dev-producer", roles=frozenset({"producer"})),
     DEV_SERVING_TOKEN: Grant(principal="serving", roles=frozenset({"operator"})),
 }
@@ -133,32 +160,59 @@ class Credentials:
         found = None
         for known, grant in self._grants:
             if secrets.compare_digest(token.encode(), known.encode()):
-                found = Principal(grant.principal, frozenset(grant.roles))
+                found = Principal(grant)
         return found
 
     def require(self, role: Role) -> Callable[..., Awaitable[Principal]]:
         """A dependency: the authenticated principal, if it holds ``role`` (else 401 or 403)."""
 
         async def check(authorization: Annotated[str | None, Header()] = None) -> Principal:
-            if not authorization:
-                raise HTTPException(
-                    401,
-                    f"this needs the {role} role: send 'Authorization: Bearer <token>'",
-                    {"WWW-Authenticate": "Bearer"},
-                )
-            scheme, _, token = authorization.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise HTTPException(401, "Authorization must be 'Bearer <token>'", {"WWW-Authenticate": "Bearer"})
-            principal = self.authenticate(token.strip())
-            if principal is None:
-                raise HTTPException(
-                    401, "the bearer token is not one this service knows", {"WWW-Authenticate": "Bearer"}
-                )
+            principal = self._authenticated(authorization, f"the {role} role")
             if role not in principal.roles:
                 raise HTTPException(403, f"{principal.name} does not hold the {role} role")
             return principal
 
         return check
+
+    def reader(self) -> Callable[..., Awaitable[Principal]]:
+        """A dependency for a path with a ``{dataset}``: the principal, if it may read that dataset."""
+
+        async def check(dataset: str, authorization: Annotated[str | None, Header()] = None) -> Principal:
+            principal = self._authenticated(authorization, f"read access to {dataset}")
+            if not principal.may_read(dataset):
+                raise HTTPException(403, f"{principal.name} may not read the dataset {dataset}")
+            return principal
+
+        return check
+
+    def caller(self, authorization: str | None) -> Principal | None:
+        """The principal an optional Authorization header names, if any (no error either way)."""
+        token = _bearer_token(authorization)
+        return self.authenticate(token) if token else None
+
+    def _authenticated(self, authorization: str | None, needs: str) -> Principal:
+        """The principal a request's Authorization header names, or a 401 saying what was needed."""
+        if not authorization:
+            raise HTTPException(
+                401, f"this needs {needs}: send 'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"}
+            )
+        token = _bearer_token(authorization)
+        if token is None:
+            raise HTTPException(401, "Authorization must be 'Bearer <token>'", {"WWW-Authenticate": "Bearer"})
+        principal = self.authenticate(token)
+        if principal is None:
+            raise HTTPException(401, "the bearer token is not one this service knows", {"WWW-Authenticate": "Bearer"})
+        return principal
+
+
+def _bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header; None when it is absent or not one.
+
+    >>> _bearer_token("Bearer abc "), _bearer_token("Basic abc"), _bearer_token(None)
+    ('abc', None, None)
+    """
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 def client_token(settings: AuthSettings, token: str, what: str) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, Header, HTTPException
 from fastapi.responses import StreamingResponse
 
 from flywheel.common.auth import Credentials
@@ -69,10 +69,16 @@ def create_dataset_router(
         return answer
 
     @router.get("/{dataset}/versions/{version}", responses=problems(404, 503))
-    async def manifest(dataset: str, version: str) -> dict[str, Any]:
-        """A version's manifest, and a presigned URL to download its Parquet data for an hour."""
+    async def manifest(
+        dataset: str, version: str, authorization: Annotated[str | None, Header()] = None
+    ) -> dict[str, Any]:
+        """A version's manifest; to a caller who may read the dataset, a presigned URL to download
+        its Parquet data for an hour (to anyone else, ``download_url`` is null)."""
         found = await manifest_of(dataset, version)
-        url = await asyncio.to_thread(catalog.store.presigned_url, data_key(dataset, version))
+        caller = credentials.caller(authorization)
+        url = None
+        if caller is not None and caller.may_read(dataset):
+            url = await asyncio.to_thread(catalog.store.presigned_url, data_key(dataset, version))
         return {**found.model_dump(mode="json"), "download_url": url}
 
     @router.get(
@@ -80,11 +86,12 @@ def create_dataset_router(
         response_class=StreamingResponse,
         responses={
             200: {"content": {PARQUET: {}}, "description": "The version's rows as a Parquet file."},
-            **problems(404, 503),
+            **problems(401, 403, 404, 503),
         },
+        dependencies=[Depends(credentials.reader())],
     )
     async def data(dataset: str, version: str) -> StreamingResponse:
-        """The version's data as Parquet, streamed from the object store."""
+        """The version's data as Parquet, streamed from the object store (a reader of the dataset, or an operator)."""
         await manifest_of(dataset, version)
         store = catalog.store
         try:
