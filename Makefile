@@ -56,8 +56,8 @@ docs: .venv/.synced ## build docs/generated (AsyncAPI, OpenAPI, topics, configur
 topic-graph: .venv/.synced ## redraw docs/architecture.md's topic graph from the services' AsyncAPI documents
 	$(PY) -m docs.topicgraph
 
-compose-secrets: ## the compose deployment's credentials, once: .secrets/credentials.json and .secrets/compose.env
-	python3 infra/docker/credentials.py
+compose-secrets: .venv/.synced ## the compose deployment's secrets, once: .secrets/credentials.json and .secrets/compose.env
+	$(PY) infra/docker/credentials.py
 
 compose-images: install ## every docker-compose image without a registry (Debian + what `make install` fetched)
 	$(PY) infra/docker/images.py

@@ -23,6 +23,7 @@ import argparse
 import base64
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -77,12 +78,7 @@ SHARED_ENV = {
     "FLYWHEEL_DEV_MODE": "true",
     "FLYWHEEL_KAFKA_BOOTSTRAP_SERVERS": f"{HOST}:{KAFKA_PORT}",
     "FLYWHEEL_S3_ENDPOINT_URL": f"http://{HOST}:{MINIO_PORT}",
-    "FLYWHEEL_S3_ACCESS_KEY": MINIO_USER,
-    "FLYWHEEL_S3_SECRET_KEY": MINIO_PASSWORD,
     "FLYWHEEL_MLFLOW_TRACKING_URI": f"http://{HOST}:{MLFLOW_PORT}",
-    "MLFLOW_S3_ENDPOINT_URL": f"http://{HOST}:{MINIO_PORT}",
-    "AWS_ACCESS_KEY_ID": MINIO_USER,
-    "AWS_SECRET_ACCESS_KEY": MINIO_PASSWORD,
 }
 
 
@@ -276,12 +272,40 @@ def create_topics() -> None:
 
 
 def create_buckets() -> None:
+    """Both buckets, and a MinIO user per service with its policy (flywheel.common.storeaccess)."""
     from minio import Minio
+
+    from flywheel.common.storeaccess import provision, service_access
 
     client = Minio(f"{HOST}:{MINIO_PORT}", access_key=MINIO_USER, secret_key=MINIO_PASSWORD, secure=False)
     for bucket in BUCKETS:
         if not client.bucket_exists(bucket):
             client.make_bucket(bucket)
+    provision(f"http://{HOST}:{MINIO_PORT}", MINIO_USER, MINIO_PASSWORD, store_keys(), service_access(*BUCKETS))
+
+
+def store_keys() -> dict[str, str]:
+    """Each MinIO user's secret key (a user per service, and MLflow's), made once per stack."""
+    from flywheel.common.storeaccess import USERS, new_secrets
+
+    path = STACK / "minio-users.json"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(new_secrets(USERS)))
+        path.chmod(0o600)
+    return json.loads(path.read_text())
+
+
+def store_env(user: str) -> dict[str, str]:
+    """A user's MinIO key, as the services read it, and as MLflow (boto3) does."""
+    secret = store_keys()[user]
+    return {
+        "FLYWHEEL_S3_ACCESS_KEY": user,
+        "FLYWHEEL_S3_SECRET_KEY": secret,
+        "MLFLOW_S3_ENDPOINT_URL": f"http://{HOST}:{MINIO_PORT}",
+        "AWS_ACCESS_KEY_ID": user,
+        "AWS_SECRET_ACCESS_KEY": secret,
+    }
 
 
 def webhook_encryption_key() -> str:
@@ -374,6 +398,7 @@ def components() -> list[Component]:
             # MLflow 3 otherwise starts seven huey job consumers (GenAI jobs, ~1.7 GB) Flywheel never uses.
             env={
                 **SHARED_ENV,
+                **store_env("mlflow"),
                 **MLFLOW_WEBHOOKS,
                 "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": webhook_encryption_key(),
                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
@@ -394,6 +419,7 @@ def components() -> list[Component]:
             f"http://{HOST}:{port}",
             env={
                 **SHARED_ENV,
+                **store_env(name),
                 f"{name.upper()}_PORT": str(port),
                 f"{name.upper()}_LOG_FORMAT": "json",
                 f"{name.upper()}_DATASETS_DIR": os.environ.get("FLYWHEEL_STACK_DATASETS_DIR", str(ROOT / "datasets")),

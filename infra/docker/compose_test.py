@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -170,9 +171,10 @@ class Compose:
         self.command = [*command, "--project-name", PROJECT, "--file", str(COMPOSE_FILE)]
         self.env = {**os.environ, **variables, **{f"FLYWHEEL_STACK_{k}_PORT": str(v) for k, v in PORTS.items()}}
         self.env["FLYWHEEL_PUBLISH_ADDRESS"] = HOST
-        self.tokens = credentials.ensure(SECRETS)
+        self.secrets = credentials.ensure(SECRETS)  # tokens, MinIO's root password and its users' keys
+        self.tokens = {p: self.secrets[credentials.token_variable(p)] for p in credentials.PRINCIPALS}
+        self.env.update(self.secrets)
         self.env["FLYWHEEL_SECRETS_DIR"] = str(SECRETS)
-        self.env["FLYWHEEL_SERVING_TOKEN"] = self.tokens["serving"]
         # The canary's latency test compares the variants' shares of answers slower than this; with
         # nine containers and the demo on a CI machine's few shared cores, 100 ms is often passed by
         # scheduling alone (a warmed candidate once measured 257 ms against the champion's 61 ms).
@@ -247,6 +249,34 @@ def check_auth(tokens: dict[str, str]) -> None:
         if status != expected:
             raise RuntimeError(f"POST /train with {'no token' if token is None else 'a token'} answered {status}")
     print("  POST /train: 401 without a token and with the dev token, 403 with the producer's")
+
+
+def check_store_access(secrets: dict[str, str]) -> None:
+    """Each service's MinIO key is its own: serving's cannot write datasets, ingestion's cannot list
+    the model artifacts (MLflow's alone), the well-known dev password is not MinIO's."""
+    from minio import Minio
+    from minio.error import S3Error
+
+    def key(user: str, secret: str) -> Minio:
+        return Minio(f"{HOST}:{PORTS['MINIO']}", access_key=user, secret_key=secret, secure=False)
+
+    def refused(call: Callable[[], object], codes: tuple[str, ...]) -> bool:
+        try:
+            call()
+        except S3Error as error:
+            return error.code in codes
+        return False
+
+    serving, ingestion = (key(u, secrets[f"FLYWHEEL_S3_{u.upper()}_SECRET"]) for u in ("serving", "ingestion"))
+    checks = {
+        "serving writes a dataset": lambda: serving.put_object("flywheel", "datasets/x", io.BytesIO(b"x"), 1),
+        "ingestion lists model artifacts": lambda: next(iter(ingestion.list_objects("mlflow")), None),
+        "the dev root password": lambda: key("flywheel", "flywheel-secret").list_buckets(),
+    }
+    allowed = [what for what, call in checks.items() if not refused(call, ("AccessDenied", "SignatureDoesNotMatch"))]
+    if allowed:
+        raise RuntimeError(f"MinIO allowed what it must refuse: {allowed}")
+    print(f"  MinIO refused: {', '.join(checks)}")
 
 
 def run_demo(operator_token: str) -> None:
@@ -332,7 +362,7 @@ def check_pages() -> None:
             raise RuntimeError(f"{address} did not render: lacks {missing}, {inked:.1%} inked (see {SHOTS})")
 
 
-def durable_state() -> dict[str, object]:
+def durable_state(compose: Compose) -> dict[str, object]:
     """What must survive a restart: every topic's end offsets and the objects in both buckets."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
@@ -357,7 +387,8 @@ def durable_state() -> dict[str, object]:
             await consumer.stop()
         return {f"{tp.topic}/{tp.partition}": end for tp, end in ends.items()}
 
-    client = Minio(f"{HOST}:{PORTS['MINIO']}", access_key="flywheel", secret_key="flywheel-secret", secure=False)
+    root = compose.secrets["MINIO_ROOT_PASSWORD"]
+    client = Minio(f"{HOST}:{PORTS['MINIO']}", access_key="flywheel", secret_key=root, secure=False)
     objects = sorted(
         f"{bucket}/{item.object_name}"
         for bucket in ("flywheel", "mlflow")
@@ -367,10 +398,10 @@ def durable_state() -> dict[str, object]:
 
 
 def check_restart(compose: Compose) -> None:
-    before = durable_state()
+    before = durable_state(compose)
     compose("restart", "kafka", "minio")
     compose("up", "-d", "--wait", "--wait-timeout", "300", "kafka", "minio")
-    after = retry(durable_state, attempts=10)
+    after = retry(lambda: durable_state(compose), attempts=10)
     messages = sum(before["offsets"].values())
     if messages == 0 or not before["objects"]:
         raise RuntimeError(f"nothing to keep: {messages} messages, {len(before['objects'])} objects before the restart")
@@ -431,6 +462,7 @@ def main() -> int:
                     check_metrics(compose_config)
                 with phases.phase("auth"):
                     check_auth(compose.tokens)
+                    check_store_access(compose.secrets)
                 with phases.phase("demo"):
                     run_demo(compose.tokens["operator"])
                 with phases.phase("kafka"):

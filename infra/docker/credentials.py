@@ -1,15 +1,17 @@
-"""The compose deployment's credentials: one random bearer token per principal, written once.
+"""The compose deployment's secrets: random, one per principal and per MinIO user, written once.
 
 ``python infra/docker/credentials.py [DIR]`` (``make compose-secrets``) writes, in ``DIR``
 (``.secrets`` by default, mode 0700):
 
 - ``credentials.json``: token → principal and roles, mounted into the services as the compose
   secret ``credentials`` (``FLYWHEEL_CREDENTIALS_FILE``);
-- ``compose.env``: the tokens by principal (``FLYWHEEL_SERVING_TOKEN``, ``FLYWHEEL_OPERATOR_TOKEN``,
-  ``FLYWHEEL_PRODUCER_TOKEN``), for ``docker compose --env-file`` and for the people and clients
-  that need them.
+- ``compose.env``, for ``docker compose --env-file``: the tokens by principal
+  (``FLYWHEEL_SERVING_TOKEN``, ``FLYWHEEL_OPERATOR_TOKEN``, ``FLYWHEEL_PRODUCER_TOKEN``), MinIO's
+  root password (``MINIO_ROOT_PASSWORD``) and each MinIO user's secret key
+  (``FLYWHEEL_S3_<USER>_SECRET``: a user per service and MLflow's, ``flywheel.common.storeaccess``).
 
-An existing pair is kept (rotating is deleting them and running this again, then restarting).
+Existing secrets are kept and missing ones added (rotating is deleting them and running this
+again, then restarting).
 """
 
 from __future__ import annotations
@@ -20,35 +22,45 @@ import secrets
 import sys
 from pathlib import Path
 
+from flywheel.common.storeaccess import USERS
+
 ROOT = Path(__file__).resolve().parents[2]
 # principal → roles: serving promotes and rolls back through the registry; an operator runs the loop
-# by hand; a producer only sends records.
+# by hand (and may read every dataset); a producer only sends records.
 PRINCIPALS = {"serving": ["operator"], "operator": ["operator", "producer"], "producer": ["producer"]}
 
 
+def token_variable(principal: str) -> str:
+    return f"FLYWHEEL_{principal.upper()}_TOKEN"
+
+
+def store_variable(user: str) -> str:
+    return f"FLYWHEEL_S3_{user.upper()}_SECRET"
+
+
 def ensure(directory: Path) -> dict[str, str]:
-    """The tokens by principal, written to ``directory`` the first time."""
+    """Every secret by its compose variable, written to ``directory`` (those missing, the first time)."""
     credentials, env = directory / "credentials.json", directory / "compose.env"
-    if credentials.exists() and env.exists():
-        return {
-            line.split("=", 1)[0].removeprefix("FLYWHEEL_").removesuffix("_TOKEN").lower(): line.split("=", 1)[1]
-            for line in env.read_text().splitlines()
-            if line.startswith("FLYWHEEL_") and "=" in line
-        }
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
-    tokens = {principal: secrets.token_urlsafe(32) for principal in PRINCIPALS}
-    grants = {tokens[p]: {"principal": p, "roles": roles} for p, roles in PRINCIPALS.items()}
-    for path, text in (
-        (credentials, json.dumps(grants, indent=2) + "\n"),
-        (env, "".join(f"FLYWHEEL_{p.upper()}_TOKEN={t}\n" for p, t in tokens.items())),
-    ):
-        path.write_text(text)
-        os.chmod(path, 0o644 if path == credentials else 0o600)  # the containers' user reads the secret
-    return tokens
+    variables = dict(
+        line.split("=", 1) for line in (env.read_text().splitlines() if env.exists() else []) if "=" in line
+    )
+    if not credentials.exists() or not all(token_variable(p) in variables for p in PRINCIPALS):
+        tokens = {principal: secrets.token_urlsafe(32) for principal in PRINCIPALS}
+        grants = {tokens[p]: {"principal": p, "roles": roles} for p, roles in PRINCIPALS.items()}
+        credentials.write_text(json.dumps(grants, indent=2) + "\n")
+        os.chmod(credentials, 0o644)  # the containers' user reads the secret
+        variables.update({token_variable(p): t for p, t in tokens.items()})
+    variables.setdefault("MINIO_ROOT_PASSWORD", secrets.token_urlsafe(30))
+    for user in USERS:
+        variables.setdefault(store_variable(user), secrets.token_urlsafe(30))
+    env.write_text("".join(f"{name}={value}\n" for name, value in variables.items()))
+    os.chmod(env, 0o600)
+    return variables
 
 
 if __name__ == "__main__":
     where = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / ".secrets"
     ensure(where)
-    print(f"credentials in {where}: credentials.json (the services'), compose.env (the tokens by principal)")
+    print(f"secrets in {where}: credentials.json (the services'), compose.env (tokens, MinIO keys)")

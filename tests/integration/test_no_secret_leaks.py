@@ -2,7 +2,7 @@
 AsyncAPI documents, or any log the stack wrote so far in this run (every component's, every test's
 extra replica's).
 
-The secrets are the stack's own: the MinIO key, MLflow's webhook encryption key, and the tokens
+The secrets are the stack's own: MinIO's root key and each service's, MLflow's webhook encryption key, and the tokens
 the services accept (the dev ones, in a dev stack). A secret is looked for as it is and
 base64-encoded.
 """
@@ -22,7 +22,8 @@ DOCUMENTS = ("/health", "/metrics", "/openapi.json", "/asyncapi.json")
 
 def configured_secrets() -> dict[str, str]:
     return {
-        "MinIO secret key": launcher.MINIO_PASSWORD,
+        "MinIO root secret key": launcher.MINIO_PASSWORD,
+        **{f"{user}'s MinIO secret key": secret for user, secret in launcher.store_keys().items()},
         "MLflow webhook encryption key": launcher.webhook_encryption_key(),
         "dev operator token": DEV_TOKEN,
         "dev producer token": DEV_PRODUCER_TOKEN,
