@@ -43,9 +43,9 @@ def ensure(directory: Path) -> dict[str, str]:
     credentials, env = directory / "credentials.json", directory / "compose.env"
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
-    variables = dict(
-        line.split("=", 1) for line in (env.read_text().splitlines() if env.exists() else []) if "=" in line
-    )
+    lines = [line.strip() for line in (env.read_text().splitlines() if env.exists() else [])]
+    pairs = [line.removeprefix("export ").split("=", 1) for line in lines if "=" in line and not line.startswith("#")]
+    variables = {name.strip(): value.strip().strip("\"'") for name, value in pairs}
     if not credentials.exists() or not all(token_variable(p) in variables for p in PRINCIPALS):
         tokens = {principal: secrets.token_urlsafe(32) for principal in PRINCIPALS}
         grants = {tokens[p]: {"principal": p, "roles": roles} for p, roles in PRINCIPALS.items()}

@@ -1,7 +1,7 @@
 """`make compose-images`: every image docker-compose.yml needs, built without a container registry.
 
     python infra/docker/images.py          # build what is missing, print sizes, write the env file
-    docker compose --env-file .stack/docker/compose.env up -d
+    docker compose --env-file .stack/docker/compose.env --env-file .secrets/compose.env up -d
 
 From the bottom up, all from Debian's packages and from what `make install` already fetched:
 

@@ -84,6 +84,9 @@ def start_mlflow_serve(version: str) -> subprocess.Popen:
         env={
             **os.environ,
             "MLFLOW_TRACKING_URI": MlflowSettings().tracking_uri,
+            # MLflow's own server loads only with its all-or-nothing switch on (Flywheel's services never
+            # set it: they load skops with their own allow-list); the baseline needs it, here alone
+            "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # its uvicorn
         },
     )

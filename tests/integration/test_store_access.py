@@ -68,6 +68,7 @@ def test_each_service_key_reads_and_writes_only_what_its_policy_names(services, 
     writes = {
         "ingestion": {"dataset", "label batch"},
         "features": {"feature set"},
+        "training": {"feature set"},
         "mlflow": {"model artifact"},
     }
     seen: dict[str, tuple[set[str], set[str]]] = {}

@@ -242,4 +242,6 @@ def test_a_new_champions_answers_that_come_before_its_reference_are_judged_once_
     assert not monitor.unjudged
     assert [v.feature for v in monitor.last_verdicts] == ["x"]
     assert monitor.since_check == 2  # the check came at the fifth held answer
-    assert {type(e).__name__ for e in caused} >= {"DriftDetected"}, caused
+    [(filled, verdicts)] = caused  # the fifth held answer filled the one check
+    assert filled.prediction_id == "2-74"
+    assert {type(e).__name__ for e in verdicts} >= {"DriftDetected"}, verdicts

@@ -18,8 +18,9 @@ import mlflow
 import skops.io
 from mlflow.models import Model
 
-TRUSTED_MODULES = ("sklearn", "river", "flywheel.common.online")
-"""The estimators training builds: scikit-learn's, river's and the wrapper that serves river's."""
+TRUSTED_MODULES = ("sklearn", "river", "flywheel.common.online", "random.Random")
+"""The estimators training builds: scikit-learn's, river's and the wrapper that serves river's, and
+the one standard type river's models hold (their seeded ``random.Random``). A module or an exact type."""
 
 
 class UnsafeModel(ValueError):
@@ -27,7 +28,7 @@ class UnsafeModel(ValueError):
 
 
 def untrusted(types: Iterable[str], modules: Iterable[str]) -> list[str]:
-    """The types that are in none of ``modules`` (a module or one of its submodules).
+    """The types that are in none of ``modules`` (a type, a module or one of its submodules).
 
     >>> untrusted(["sklearn.tree._tree.Tree", "posix.system", "sklearnx.Evil"], ["sklearn"])
     ['posix.system', 'sklearnx.Evil']

@@ -1,7 +1,7 @@
 """Who may touch which objects: a MinIO user per service, each with a policy on its own prefixes.
 
 The services share the data bucket; only its owners write there — ingestion the datasets and label
-batches, features the feature-set archive — and every service reads it. Model artifacts travel
+batches, features (and training) the feature-set archive — and every service reads it. Model artifacts travel
 through MLflow's artifact proxy (``--serve-artifacts``), so only MLflow's own user reaches the
 artifact bucket: no service key can read or change a model file behind the registry's back.
 
@@ -20,8 +20,8 @@ from minio import MinioAdmin
 from minio.credentials import StaticProvider
 
 ARTIFACTS = "mlflow"  # the MLflow server's user: the artifact bucket is its alone
-READERS = ("training", "registry", "serving", "monitoring")
-USERS = ("ingestion", "features", *READERS, ARTIFACTS)
+READERS = ("registry", "serving", "monitoring")
+USERS = ("ingestion", "features", "training", *READERS, ARTIFACTS)
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ def service_access(data_bucket: str, artifact_bucket: str) -> dict[str, Access]:
     return {
         "ingestion": Access((data_bucket,), ((data_bucket, DATASETS_PREFIX), (data_bucket, LABELS_PREFIX))),
         "features": Access((data_bucket,), ((data_bucket, FEATURE_SETS_PREFIX),)),
+        # training archives the feature-set version it trains with, should features not have yet
+        "training": Access((data_bucket,), ((data_bucket, FEATURE_SETS_PREFIX),)),
         **{name: Access((data_bucket,)) for name in READERS},
         ARTIFACTS: Access((artifact_bucket,), ((artifact_bucket, ""),)),
     }

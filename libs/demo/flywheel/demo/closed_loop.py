@@ -50,7 +50,7 @@ def report(result: ScenarioResult, config: ScenarioConfig, console: Console) -> 
         Panel.fit(
             "MLflow UI            http://127.0.0.1:5000\n"
             "Drift report         http://127.0.0.1:8006/report\n"
-            "MinIO console        http://127.0.0.1:9001  (flywheel / flywheel-secret)\n"
+            "MinIO console        http://127.0.0.1:9001  (make up: flywheel / flywheel-secret; compose: .secrets)\n"
             "API docs             http://127.0.0.1:800{1..6}/docs  (ingestion, features, training, registry,"
             " serving, monitoring)\n"
             "Topics (AsyncAPI)    http://127.0.0.1:800{1..6}/asyncapi",

@@ -139,11 +139,12 @@ class ModelMonitor:
 
     # -- reference --------------------------------------------------------------------
 
-    def set_reference(self, reference: Reference, now: float | None = None) -> list[Event]:
+    def set_reference(self, reference: Reference, now: float | None = None) -> list[tuple[PredictionMade, list[Event]]]:
         """A new champion: judge traffic against its training data from now on.
 
         Its answers that came before its reference loaded are judged now, as if they came after:
-        the verdicts they make are returned, since no later answer may come to trigger them.
+        the verdicts they make are returned with the answer that filled each check, since no later
+        answer may come to trigger them.
         """
         self.reference = reference
         self.window.clear()
@@ -155,7 +156,8 @@ class ModelMonitor:
         self._mark("champion", None, f"champion is version {reference.model_version}")
         waiting = [p for p in self.unjudged if reference.judges(p)]
         self.unjudged.clear()
-        return [event for prediction in waiting for event in self._judge(prediction, now)]
+        verdicts = [(prediction, self._judge(prediction, now)) for prediction in waiting]
+        return [(prediction, events) for prediction, events in verdicts if events]
 
     # -- predictions ------------------------------------------------------------------
 

@@ -62,6 +62,8 @@ def register_subscribers(
             raise InvalidMessage(refusal)
         return await watch.on_label(label)
 
+    owed: list[Event] = []  # verdicts a move caused, not yet published: the next try publishes them first
+
     @broker.subscriber(MODELS_CHAMPION.name, **subscription(MODELS_CHAMPION, "monitoring"))
     async def on_champion_changed(change: ChampionChanged, message: KafkaMessage) -> None:
         """Judge traffic against the new champion's training data from now on.
@@ -70,12 +72,16 @@ def register_subscribers(
         skipped (references load the registry's champion of that moment); of the later ones, only
         the version the registry's ``champion`` alias names now replaces a reference. The new
         champion's answers that came before its reference are judged then; what they reveal is
-        published with ids derived from the move, so a redelivered move publishes nothing new.
+        published with ids derived from the answer that filled each check (each replica judges its
+        own answers), kept until published should publishing fail.
         """
         followed = await moves.to_follow(change, message.raw_message.partition, message.raw_message.offset)
         if followed and not watch.judges_against(change.model_name, change.version):
-            for event in with_derived_ids(change, await watch.on_champion_changed(change)):
-                await publish_event(broker, event)
+            for prediction, events in await watch.on_champion_changed(change):
+                owed.extend(with_derived_ids(prediction, events))
+        while owed:
+            await publish_event(broker, owed[0])
+            owed.pop(0)
 
     @broker.subscriber(MODELS_REJECTED.name, **subscription(MODELS_REJECTED, "monitoring"))
     async def on_model_rejected(rejection: ModelRejected) -> None:

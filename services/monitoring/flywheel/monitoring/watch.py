@@ -42,7 +42,7 @@ class Watch:
     def _new(self, model_name: str) -> ModelMonitor:
         return ModelMonitor(model_name, self.configs.get(model_name, self.config))
 
-    async def refresh(self, model_name: str) -> list[Event]:
+    async def refresh(self, model_name: str) -> list[tuple[PredictionMade, list[Event]]]:
         """Load the model's champion's reference; the verdicts on its answers that came before it."""
         monitor = self.monitors.get(model_name)
         if monitor is None:
@@ -93,7 +93,7 @@ class Watch:
         monitor = self.monitors.get(model_name)
         return monitor is not None and monitor.reference is not None and monitor.reference.model_version == version
 
-    async def on_champion_changed(self, change: ChampionChanged) -> list[Event]:
+    async def on_champion_changed(self, change: ChampionChanged) -> list[tuple[PredictionMade, list[Event]]]:
         return await self.refresh(change.model_name)
 
     def on_candidate_ended(self, model_name: str, version: str | None, why: str) -> None:
