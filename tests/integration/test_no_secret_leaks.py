@@ -1,6 +1,6 @@
 """No configured secret shows where anyone may look: a service's /health, /metrics, OpenAPI and
-AsyncAPI documents, or any log the stack wrote so far in this run (every component's, every test's
-extra replica's).
+AsyncAPI documents, any log the stack wrote so far in this run (every component's, every test's
+extra replica's), or any event on any topic (every error a dead letter carries among them).
 
 The secrets are the stack's own: MinIO's root key and each service's, MLflow's webhook encryption key, and the tokens
 the services accept (the dev ones, in a dev stack). A secret is looked for as it is and
@@ -10,10 +10,14 @@ base64-encoded.
 from __future__ import annotations
 
 import base64
+import time
 
 import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from flywheel.common.auth import DEV_PRODUCER_TOKEN, DEV_TOKEN
+from flywheel.common.auth import DEV_PRODUCER_TOKEN, DEV_SERVING_TOKEN, DEV_TOKEN
+from flywheel.common.settings import KafkaSettings
+from flywheel.schemas import TOPICS
 from infra import stack as launcher
 from tests.support.stack import component
 
@@ -27,14 +31,39 @@ def configured_secrets() -> dict[str, str]:
         "MLflow webhook encryption key": launcher.webhook_encryption_key(),
         "dev operator token": DEV_TOKEN,
         "dev producer token": DEV_PRODUCER_TOKEN,
+        "dev serving token": DEV_SERVING_TOKEN,
     }
+
+
+async def every_event(bootstrap: str, budget_s: float = 120.0) -> dict[str, bytes]:
+    """Every message on every catalogue topic so far, by topic (values and headers, as bytes)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(topic, p) for topic in TOPICS for p in sorted(consumer.partitions_for_topic(topic) or [])
+        ]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        texts: dict[str, list[bytes]] = {topic: [] for topic in TOPICS}
+        deadline = time.monotonic() + budget_s
+        while any(await consumer.position(tp) < end for tp, end in ends.items()):
+            assert time.monotonic() < deadline, f"the topics were not read in {budget_s} s"
+            for tp, records in (await consumer.getmany(timeout_ms=500, max_records=10_000)).items():
+                for record in records:
+                    headers = b"".join(value or b"" for _, value in record.headers or ())
+                    texts[tp.topic].append((record.value or b"") + (record.key or b"") + headers)
+        return {topic: b"\n".join(found) for topic, found in texts.items()}
+    finally:
+        await consumer.stop()
 
 
 def forms(secret: str) -> list[str]:
     return [secret, base64.b64encode(secret.encode()).decode()]
 
 
-def test_no_configured_secret_is_in_any_health_metrics_document_or_log(services):
+async def test_no_configured_secret_is_in_any_health_metrics_document_log_or_event(services):
     secrets = configured_secrets()
     places: dict[str, str] = {}
     for name, base in services.items():
@@ -44,6 +73,10 @@ def test_no_configured_secret_is_in_any_health_metrics_document_or_log(services)
     assert len(logs) >= 9, f"the stack's logs are not where the launcher writes them: {logs}"
     for log in logs:
         places[f"log {log.name}"] = log.read_text(errors="replace")
+    events = await every_event(KafkaSettings().bootstrap_servers)
+    assert sum(len(text) for text in events.values()) > 0, "no event was read"
+    for topic, text in events.items():
+        places[f"topic {topic}"] = text.decode(errors="replace")
     leaks = [
         f"{what} in {where}"
         for what, secret in secrets.items()
