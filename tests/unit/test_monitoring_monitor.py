@@ -212,19 +212,20 @@ def test_slow_predictions_and_missing_features_raise_service_health_alerts(train
 def test_a_new_champions_answers_that_come_before_its_reference_are_judged_once_it_loads():
     """Serving may switch to a new champion before monitoring has loaded that champion's reference:
     the answers in between are held, then judged against the new reference, not dropped; if they
-    fill a check, its verdict comes with the reference, since no later answer may come."""
+    fill a check, its verdict comes with the reference, since no later answer may come. The answers
+    v2 gave as a canary before are not held: the rollout judged them, the drift window does not."""
 
     def reference(version: str) -> Reference:
         return Reference("m", version, "loans", "v", {"x": np.arange(100.0)}, set(), train_accuracy=0.9)
 
-    def answer(version: str, i: int) -> PredictionMade:
+    def answer(version: str, i: int, variant: str = "champion") -> PredictionMade:
         return PredictionMade(
             producer="t",
             dataset="loans",
-            prediction_id=f"{version}-{i}",
+            prediction_id=f"{version}-{variant}-{i}",
             model_name="m",
             model_version=version,
-            variant="champion",
+            variant=variant,
             prediction=1,
             features={"x": float(i)},
             latency_ms=1.0,
@@ -234,6 +235,7 @@ def test_a_new_champions_answers_that_come_before_its_reference_are_judged_once_
     assert monitor.set_reference(reference("1")) == []
     for i in range(4):
         monitor.on_prediction(answer("1", i))
+        monitor.on_prediction(answer("2", 90 + i, "candidate"))  # v2's canary
     for i in range(70, 77):  # v2 answers before monitoring heard of v2, far from its training data
         monitor.on_prediction(answer("2", i))
     assert len(monitor.window) == 4 and not monitor.last_verdicts
@@ -243,5 +245,5 @@ def test_a_new_champions_answers_that_come_before_its_reference_are_judged_once_
     assert [v.feature for v in monitor.last_verdicts] == ["x"]
     assert monitor.since_check == 2  # the check came at the fifth held answer
     [(filled, verdicts)] = caused  # the fifth held answer filled the one check
-    assert filled.prediction_id == "2-74"
+    assert filled.prediction_id == "2-champion-74"
     assert {type(e).__name__ for e in verdicts} >= {"DriftDetected"}, verdicts

@@ -121,8 +121,9 @@ class ModelMonitor:
         self.window: deque[dict[str, Any]] = deque(maxlen=self.config.window_size)
         self.window_times: deque[datetime] = deque(maxlen=self.config.window_size)
         self.latencies: deque[float] = deque(maxlen=self.config.window_size)
-        # served answers of another version than the reference's (a canary's, or a new champion's that
-        # came before its reference loaded): judged once that version's reference is set
+        # answers served as champion by another version than the reference's (serving switched to a new
+        # champion before this monitor loaded its reference): judged once that version's reference is set.
+        # A canary's answers are not: they are the rollout's to judge, not the data-drift window's.
         self.unjudged: deque[PredictionMade] = deque(maxlen=self.config.window_size)
         self.pending: OrderedDict[str, tuple[Any, str]] = OrderedDict()
         self.latest_by_entity: dict[str, str] = {}
@@ -171,7 +172,8 @@ class ModelMonitor:
         if not prediction.served:
             return []
         if self.reference is not None and not self.reference.judges(prediction):
-            self.unjudged.append(prediction)
+            if prediction.variant == "champion":
+                self.unjudged.append(prediction)
             return []
         return self._judge(prediction, now)
 
