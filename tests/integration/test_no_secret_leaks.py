@@ -40,6 +40,7 @@ async def every_event(bootstrap: str, budget_s: float = 120.0) -> dict[str, byte
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
+        await consumer._client.force_metadata_update()  # every topic's partitions (as TopicReader does)
         partitions = [
             TopicPartition(topic, p) for topic in TOPICS for p in sorted(consumer.partitions_for_topic(topic) or [])
         ]
@@ -48,7 +49,7 @@ async def every_event(bootstrap: str, budget_s: float = 120.0) -> dict[str, byte
         ends = await consumer.end_offsets(partitions)
         texts: dict[str, list[bytes]] = {topic: [] for topic in TOPICS}
         deadline = time.monotonic() + budget_s
-        while any(await consumer.position(tp) < end for tp, end in ends.items()):
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
             assert time.monotonic() < deadline, f"the topics were not read in {budget_s} s"
             for tp, records in (await consumer.getmany(timeout_ms=500, max_records=10_000)).items():
                 for record in records:
