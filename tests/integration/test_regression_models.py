@@ -20,6 +20,7 @@ from flywheel.schemas import LABELS, MODELS_APPROVED, MODELS_REJECTED, MODELS_RO
 from tests.integration.test_registry_gates import first_champion
 from tests.integration.test_serving_rollouts import rollout_actions
 from tests.integration.test_training_runs import (
+    announce_version,
     monitored_reference,
     request_training,
     unique,
@@ -91,7 +92,7 @@ async def test_a_regression_model_is_gated_served_monitored_and_rolled_out_on_it
     # v1's errors rose on spring's hours, so monitoring rightly asked for a retrain, which waits for labelled
     # hours sealed after the drift: they arrive as a client's next version would, and the run ends (none is
     # left waiting, holding its request uncommitted, for the tests after this one).
-    version_of(store_settings, replay, 2800, 4250)
+    await announce_version(kafka, store_settings, version_of(store_settings, replay, 2800, 4250), DATASET)
     await runs_settled(services["training"], name, timeout=120)
 
 

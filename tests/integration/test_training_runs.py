@@ -31,6 +31,7 @@ from flywheel.schemas import (
     TRAINING_COMPLETED,
     TRAINING_FAILED,
     DatasetManifest,
+    DatasetVersioned,
     DriftDetected,
     FeatureDrift,
 )
@@ -84,6 +85,18 @@ def write_version(
     )
     DatasetCatalog(ObjectStore(store_settings)).write(manifest, data)
     return version
+
+
+async def announce_version(
+    kafka: KafkaSettings, store_settings: ObjectStoreSettings, version: str, dataset: str
+) -> None:
+    """Publish ``datasets.versioned`` for a version ``write_version`` sealed, as ingestion does after sealing."""
+    manifest = DatasetCatalog(ObjectStore(store_settings)).manifest(dataset, version)
+    p = await producer(kafka.bootstrap_servers)
+    try:
+        await send_event(p, DatasetVersioned(producer="test", dataset=dataset, version=version, manifest=manifest))
+    finally:
+        await p.stop()
 
 
 async def request_training(base: str, model_name: str, version: str | None, timeout: float = 10, **extra: Any) -> str:

@@ -24,8 +24,14 @@ class Arrivals:
         self._changed[dataset].set()
         self._changed[dataset] = asyncio.Event()
 
-    async def next(self, dataset: str, timeout_s: float) -> bool:
-        """Wait for the next announcement of ``dataset``; False when ``timeout_s`` passed first."""
+    async def next(self, dataset: str, timeout_s: float, since: int) -> bool:
+        """Wait for an announcement of ``dataset`` after the ``since``-th; False when ``timeout_s`` passed first.
+
+        ``since`` is ``heard[dataset]`` read before the caller looked at the data: one that came while it
+        looked returns at once instead of being missed.
+        """
+        if self.heard[dataset] != since:
+            return True
         changed = self._changed[dataset]
         try:
             await asyncio.wait_for(changed.wait(), max(0.0, timeout_s))

@@ -183,6 +183,7 @@ async def fresh_data(ctx: RunContext, request: TrainModel, progress: Progress) -
     deadline = time.monotonic() + ctx.drift_fresh_timeout_s
     have = 0
     while True:
+        heard = ctx.arrivals.heard[request.dataset]
         try:
             fresh, have = await asyncio.to_thread(labelled_since, ctx, request)
         except Exception as exc:  # the store away for a moment: keep waiting, the deadline bounds it
@@ -191,7 +192,7 @@ async def fresh_data(ctx: RunContext, request: TrainModel, progress: Progress) -
         if fresh and have >= ctx.drift_fresh_rows:
             return fresh
         progress(f"waiting for {ctx.drift_fresh_rows} labelled rows recorded after the drift ({have} so far)", 0.01)
-        if not await ctx.arrivals.next(request.dataset, deadline - time.monotonic()):
+        if not await ctx.arrivals.next(request.dataset, deadline - time.monotonic(), since=heard):
             log.warning(
                 "not enough labelled data after the drift in time; training on the window as it is",
                 dataset=request.dataset,
