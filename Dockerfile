@@ -48,7 +48,7 @@ FROM ${BASE_IMAGE} AS runtime
 RUN useradd --create-home --uid 10001 flywheel && mkdir -p /mlflow && chown flywheel /mlflow
 COPY --from=build /app/.venv /app/.venv
 COPY datasets /app/datasets
-COPY infra/docker/healthcheck.py infra/docker/bootstrap.py /app/bin/
+COPY infra/docker/healthcheck.py infra/docker/bootstrap.py infra/docker/mlflow-auth.ini /app/bin/
 ENV PATH="/app/.venv/bin:$PATH" PYTHONUNBUFFERED=1 SERVICE=ingestion
 WORKDIR /app
 USER flywheel

@@ -284,16 +284,55 @@ def create_buckets() -> None:
     provision(f"http://{HOST}:{MINIO_PORT}", MINIO_USER, MINIO_PASSWORD, store_keys(), service_access(*BUCKETS))
 
 
-def store_keys() -> dict[str, str]:
-    """Each MinIO user's secret key (a user per service, and MLflow's), made once per stack."""
-    from flywheel.common.storeaccess import USERS, new_secrets
+def stack_secrets(file: str, users: list[str]) -> dict[str, str]:
+    """A secret per user, made once per stack and kept in ``.stack/<file>`` (owner-only)."""
+    from flywheel.common.storeaccess import new_secrets
 
-    path = STACK / "minio-users.json"
+    path = STACK / file
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(new_secrets(USERS)))
+        path.write_text(json.dumps(new_secrets(users)))
         path.chmod(0o600)
     return json.loads(path.read_text())
+
+
+def store_keys() -> dict[str, str]:
+    """Each MinIO user's secret key (a user per service, and MLflow's)."""
+    from flywheel.common.storeaccess import USERS
+
+    return stack_secrets("minio-users.json", list(USERS))
+
+
+def tracking_passwords() -> dict[str, str]:
+    """Each MLflow user's password: the admin's, and one per service that uses MLflow."""
+    from flywheel.common.trackingaccess import ADMIN, USERS
+
+    return stack_secrets("mlflow-users.json", [ADMIN, *USERS])
+
+
+def tracking_env(user: str) -> dict[str, str]:
+    """A service's MLflow login, as the services read it; nothing for one that uses no MLflow."""
+    password = tracking_passwords().get(user)
+    return {} if password is None else {"FLYWHEEL_MLFLOW_USERNAME": user, "FLYWHEEL_MLFLOW_PASSWORD": password}
+
+
+MLFLOW_AUTH_CONFIG = STACK / "data" / "mlflow" / "auth.ini"
+
+
+def prepare_mlflow() -> None:
+    """The basic-auth app's configuration, its user store beside MLflow's own database."""
+    from flywheel.common.trackingaccess import auth_config
+
+    MLFLOW_AUTH_CONFIG.parent.mkdir(parents=True, exist_ok=True)
+    MLFLOW_AUTH_CONFIG.write_text(auth_config(f"sqlite:///{MLFLOW_AUTH_CONFIG.parent / 'auth.db'}"))
+
+
+def provision_mlflow() -> None:
+    """A MLflow user per service that uses MLflow (flywheel.common.trackingaccess)."""
+    from flywheel.common.trackingaccess import ADMIN, provision
+
+    passwords = tracking_passwords()
+    provision(f"http://{HOST}:{MLFLOW_PORT}", passwords[ADMIN], passwords)
 
 
 def store_env(user: str) -> dict[str, str]:
@@ -308,15 +347,25 @@ def store_env(user: str) -> dict[str, str]:
     }
 
 
-def webhook_encryption_key() -> str:
-    """The Fernet key MLflow encrypts webhook secrets with, made once per stack: MLflow's default is a
-    new random key per process, and a restarted MLflow could then no longer sign a delivery."""
-    path = STACK / "mlflow-webhook.key"
+def stack_key(file: str) -> str:
+    """A random 32-byte key (urlsafe base64), made once per stack and kept in ``.stack/<file>`` (owner-only)."""
+    path = STACK / file
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(base64.urlsafe_b64encode(os.urandom(32)).decode())
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def webhook_encryption_key() -> str:
+    """The Fernet key MLflow encrypts webhook secrets with: MLflow's default is a new random key per
+    process, and a restarted MLflow could then no longer sign a delivery."""
+    return stack_key("mlflow-webhook.key")
+
+
+def mlflow_flask_key() -> str:
+    """The key MLflow's basic-auth app signs its CSRF tokens with (it refuses to start without one)."""
+    return stack_key("mlflow-flask.key")
 
 
 MLFLOW_WEBHOOKS = {
@@ -329,6 +378,8 @@ MLFLOW_WEBHOOKS = {
 
 def components() -> list[Component]:
     """The stack, in start order: the three infrastructure components, then the six services."""
+    from flywheel.common.trackingaccess import ADMIN
+
     mlflow_dir = STACK / "data" / "mlflow"
     infra = [
         Component(
@@ -391,6 +442,8 @@ def components() -> list[Component]:
                 "--artifacts-destination",
                 "s3://mlflow",
                 "--serve-artifacts",
+                "--app-name",
+                "basic-auth",
             ],
             http_ok(f"http://{HOST}:{MLFLOW_PORT}/health"),
             120,
@@ -402,8 +455,12 @@ def components() -> list[Component]:
                 **MLFLOW_WEBHOOKS,
                 "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": webhook_encryption_key(),
                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                "MLFLOW_AUTH_CONFIG_PATH": str(MLFLOW_AUTH_CONFIG),
+                "MLFLOW_AUTH_ADMIN_PASSWORD": tracking_passwords()[ADMIN],
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": mlflow_flask_key(),
             },
-            prepare=lambda: mlflow_dir.mkdir(parents=True, exist_ok=True),
+            prepare=prepare_mlflow,
+            after_start=provision_mlflow,
             infra=True,
         ),
     ]
@@ -420,6 +477,7 @@ def components() -> list[Component]:
             env={
                 **SHARED_ENV,
                 **store_env(name),
+                **tracking_env(name),
                 f"{name.upper()}_PORT": str(port),
                 f"{name.upper()}_LOG_FORMAT": "json",
                 f"{name.upper()}_DATASETS_DIR": os.environ.get("FLYWHEEL_STACK_DATASETS_DIR", str(ROOT / "datasets")),

@@ -279,6 +279,36 @@ def check_store_access(secrets: dict[str, str]) -> None:
     print(f"  MinIO refused: {', '.join(checks)}")
 
 
+def check_tracking_access(secrets: dict[str, str]) -> None:
+    """MLflow answers only a login: none, a wrong one and MLflow's old default admin password get 401; a
+    service's own gets in, and is no admin (it cannot make a user)."""
+    import httpx
+
+    search, create = url("mlflow", "/api/2.0/mlflow/experiments/search"), url("mlflow", "/api/2.0/mlflow/users/create")
+    serving = ("serving", secrets["FLYWHEEL_MLFLOW_SERVING_PASSWORD"])
+    answers = {
+        "no login": httpx.get(search, params={"max_results": 1}).status_code,
+        "a wrong password": httpx.get(search, params={"max_results": 1}, auth=("serving", "wrong")).status_code,
+        "the old default admin": httpx.get(
+            search, params={"max_results": 1}, auth=("admin", "password1234")
+        ).status_code,
+        "serving's login": httpx.get(search, params={"max_results": 1}, auth=serving).status_code,
+        "serving making a user": httpx.post(
+            create, json={"username": "x", "password": "y" * 20}, auth=serving
+        ).status_code,
+    }
+    expected = {
+        "no login": 401,
+        "a wrong password": 401,
+        "the old default admin": 401,
+        "serving's login": 200,
+        "serving making a user": 403,
+    }
+    if answers != expected:
+        raise RuntimeError(f"MLflow answered {answers}, not {expected}")
+    print(f"  MLflow: {answers}")
+
+
 def run_demo(operator_token: str) -> None:
     """The closed-loop scenario of `make demo`, pointed at the published ports."""
     from rich.console import Console
@@ -463,6 +493,7 @@ def main() -> int:
                 with phases.phase("auth"):
                     check_auth(compose.tokens)
                     check_store_access(compose.secrets)
+                    check_tracking_access(compose.secrets)
                 with phases.phase("demo"):
                     run_demo(compose.tokens["operator"])
                 with phases.phase("kafka"):

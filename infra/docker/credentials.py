@@ -8,7 +8,9 @@
 - ``compose.env``, for ``docker compose --env-file``: the tokens by principal
   (``FLYWHEEL_SERVING_TOKEN``, ``FLYWHEEL_OPERATOR_TOKEN``, ``FLYWHEEL_PRODUCER_TOKEN``), MinIO's
   root password (``MINIO_ROOT_PASSWORD``) and each MinIO user's secret key
-  (``FLYWHEEL_S3_<USER>_SECRET``: a user per service and MLflow's, ``flywheel.common.storeaccess``).
+  (``FLYWHEEL_S3_<USER>_SECRET``: a user per service and MLflow's, ``flywheel.common.storeaccess``),
+  each MLflow user's password (``FLYWHEEL_MLFLOW_<USER>_PASSWORD``, and the admin's,
+  ``flywheel.common.trackingaccess``), and MLflow's CSRF and webhook encryption keys.
 
 Existing secrets are kept and missing ones added (rotating is deleting them and running this
 again, then restarting).
@@ -16,6 +18,7 @@ again, then restarting).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -23,6 +26,8 @@ import sys
 from pathlib import Path
 
 from flywheel.common.storeaccess import USERS
+from flywheel.common.trackingaccess import ADMIN, password_variable
+from flywheel.common.trackingaccess import USERS as TRACKING_USERS
 
 ROOT = Path(__file__).resolve().parents[2]
 # principal → roles: serving promotes and rolls back through the registry; an operator runs the loop
@@ -55,6 +60,10 @@ def ensure(directory: Path) -> dict[str, str]:
     variables.setdefault("MINIO_ROOT_PASSWORD", secrets.token_urlsafe(30))
     for user in USERS:
         variables.setdefault(store_variable(user), secrets.token_urlsafe(30))
+    for user in [ADMIN, *TRACKING_USERS]:
+        variables.setdefault(password_variable(user), secrets.token_urlsafe(30))
+    variables.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_urlsafe(32))
+    variables.setdefault("MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY", base64.urlsafe_b64encode(os.urandom(32)).decode())
     env.write_text("".join(f"{name}={value}\n" for name, value in variables.items()))
     os.chmod(env, 0o600)
     return variables
@@ -63,4 +72,4 @@ def ensure(directory: Path) -> dict[str, str]:
 if __name__ == "__main__":
     where = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / ".secrets"
     ensure(where)
-    print(f"secrets in {where}: credentials.json (the services'), compose.env (tokens, MinIO keys)")
+    print(f"secrets in {where}: credentials.json (the services'), compose.env (tokens, MinIO keys, MLflow passwords)")

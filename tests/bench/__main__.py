@@ -17,6 +17,7 @@ import structlog
 
 import tests.bench as package
 from tests.bench.support import machine_load
+from tests.support.stack import log_in_to_mlflow
 
 
 def quiet() -> None:
@@ -27,6 +28,7 @@ def quiet() -> None:
 
 def main(selected: list[str]) -> None:
     quiet()
+    log_in_to_mlflow()
     names = sorted(m.name for m in pkgutil.iter_modules(package.__path__) if m.name.startswith("bench_"))
     for name in names:
         if selected and not any(s in name for s in selected):

@@ -2,7 +2,8 @@
 AsyncAPI documents, any log the stack wrote so far in this run (every component's, every test's
 extra replica's), or any event on any topic (every error a dead letter carries among them).
 
-The secrets are the stack's own: MinIO's root key and each service's, MLflow's webhook encryption key, and the tokens
+The secrets are the stack's own: MinIO's root key and each service's, each MLflow user's password, MLflow's webhook
+encryption key, and the tokens
 the services accept (the dev ones, in a dev stack). A secret is looked for as it is and
 base64-encoded.
 """
@@ -29,6 +30,8 @@ def configured_secrets() -> dict[str, str]:
         "MinIO root secret key": launcher.MINIO_PASSWORD,
         **{f"{user}'s MinIO secret key": secret for user, secret in launcher.store_keys().items()},
         "MLflow webhook encryption key": launcher.webhook_encryption_key(),
+        "MLflow's CSRF signing key": launcher.mlflow_flask_key(),
+        **{f"{user}'s MLflow password": password for user, password in launcher.tracking_passwords().items()},
         "dev operator token": DEV_TOKEN,
         "dev producer token": DEV_PRODUCER_TOKEN,
         "dev serving token": DEV_SERVING_TOKEN,

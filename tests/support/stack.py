@@ -22,6 +22,17 @@ ROOT = launcher.ROOT
 SERVICE_PORTS: dict[str, int] = dict(launcher.SERVICE_PORTS)
 
 
+def log_in_to_mlflow() -> None:
+    """Tests and benches read and write MLflow as its admin, with the password the launcher made for this
+    stack (``.stack/mlflow-users.json``): MLflow and ``MlflowSettings`` read the login from the environment."""
+    from flywheel.common.trackingaccess import ADMIN
+
+    password = launcher.tracking_passwords()[ADMIN]
+    for variable, value in {"USERNAME": ADMIN, "PASSWORD": password}.items():
+        os.environ.setdefault(f"FLYWHEEL_MLFLOW_{variable}", value)
+        os.environ.setdefault(f"MLFLOW_TRACKING_{variable}", value)
+
+
 def service_url(name: str) -> str:
     return f"http://{launcher.HOST}:{SERVICE_PORTS[name]}"
 

@@ -166,7 +166,8 @@ def _probe_mlflow() -> dict[str, Any]:
     url = cfg.mlflow.tracking_uri.rstrip("/")
     try:
         health = httpx.get(f"{url}/health", timeout=cfg.http_timeout_s)
-        version = httpx.get(f"{url}/version", timeout=cfg.http_timeout_s)
+        login = (cfg.mlflow.username, cfg.mlflow.password.get_secret_value()) if cfg.mlflow.username else None
+        version = httpx.get(f"{url}/version", timeout=cfg.http_timeout_s, auth=login)  # behind MLflow's login
     except httpx.HTTPError as exc:
         return {"health": "unreachable", "version": "", "detail": f"{url}: {type(exc).__name__}"}
     ok = health.status_code == 200

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flywheel.common.auth import AuthSettings
@@ -40,6 +40,10 @@ class MlflowSettings(BaseSettings):
 
     tracking_uri: str = "http://127.0.0.1:5000"
     artifact_bucket: str = "mlflow"
+    username: str = Field(
+        default="", description="This service's MLflow user (flywheel.common.trackingaccess); empty: no login."
+    )
+    password: SecretStr = Field(default=SecretStr(""), description="Its password.")
     trusted_modules: list[str] = Field(
         default=list(TRUSTED_MODULES),
         description=(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 
-import httpx
 import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -16,9 +15,12 @@ from flywheel.common.settings import MlflowSettings, ObjectStoreSettings
 def configure_mlflow(tracking: MlflowSettings, store: ObjectStoreSettings) -> MlflowClient:
     """Point MLflow (and boto3 under it) at the tracking server and MinIO; return a client.
 
-    MLflow and boto3 read their S3 endpoint and credentials from the process
+    MLflow and boto3 read their S3 endpoint and credentials, and MLflow its login, from the process
     environment only, so this is the one place that writes them there.
     """
+    if tracking.username:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = tracking.username
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = tracking.password.get_secret_value()
     os.environ["MLFLOW_S3_ENDPOINT_URL"] = store.endpoint_url
     os.environ["AWS_ACCESS_KEY_ID"] = store.access_key
     os.environ["AWS_SECRET_ACCESS_KEY"] = store.secret_key
@@ -73,12 +75,6 @@ def run_exists(client: MlflowClient, run_id: str) -> bool:
             return False
         raise
     return True
-
-
-async def mlflow_healthy(tracking: MlflowSettings, timeout: float = 2.0) -> bool:
-    async with httpx.AsyncClient(timeout=timeout) as client:
-        response = await client.get(f"{tracking.tracking_uri.rstrip('/')}/health")
-        return response.status_code == 200
 
 
 class Tags:
