@@ -32,8 +32,13 @@ def configure_mlflow(tracking: MlflowSettings, store: ObjectStoreSettings) -> Ml
 
 
 def is_missing(exc: MlflowException) -> bool:
-    """Whether MLflow said "no such thing", or that the id cannot name one (as opposed to failing to answer)."""
-    return exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"}
+    """Whether MLflow said "no such thing", or that the id cannot name one (as opposed to failing to answer).
+
+    Behind its basic-auth app MLflow answers a read of a model or run it cannot find with 403, not 404
+    (it finds no permission to check). Every Flywheel user may read everything (``default_permission``
+    is READ, ``flywheel.common.trackingaccess``), so on a read a 403 means: no such thing.
+    """
+    return exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE", "PERMISSION_DENIED"}
 
 
 Registered = Callable[[str, str], Awaitable[bool]]

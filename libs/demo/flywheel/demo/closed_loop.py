@@ -48,7 +48,8 @@ def report(result: ScenarioResult, config: ScenarioConfig, console: Console) -> 
 
     console.print(
         Panel.fit(
-            "MLflow UI            http://127.0.0.1:5000\n"
+            "MLflow UI            http://127.0.0.1:5000  (flywheel-admin; make up: .stack/mlflow-users.json;"
+            " compose: .secrets)\n"
             "Drift report         http://127.0.0.1:8006/report\n"
             "MinIO console        http://127.0.0.1:9001  (make up: flywheel / flywheel-secret; compose: .secrets)\n"
             "API docs             http://127.0.0.1:800{1..6}/docs  (ingestion, features, training, registry,"

@@ -16,6 +16,7 @@ from flywheel.common.auth import Credentials
 from flywheel.common.kafka import publish_event
 from flywheel.common.modelspec import load_model_spec
 from flywheel.common.problems import problems
+from flywheel.common.tracking import is_missing
 from flywheel.schemas import NAME_MAX, Rebuild, TrainModel
 from flywheel.training.handlers import PRODUCER
 from flywheel.training.rebuild import RebuildRefused, code_refusal
@@ -132,7 +133,7 @@ def create_rebuild_router(
         try:
             pinned = await asyncio.to_thread(read_pin, mlflow, body.model_name, body.version, datasets_dir, body.force)
         except MlflowException as exc:
-            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # a name MLflow refuses
+            if is_missing(exc):  # a name MLflow refuses, or cannot find
                 raise HTTPException(404, f"no version {body.version} of model {body.model_name!r}") from exc
             raise HTTPException(503, f"MLflow failed: {exc.message[:300]}") from exc
         except RebuildRefused as exc:
