@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import random
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ from unittest.mock import patch
 
 import httpx
 import pandas as pd
+import pytest
 from aiokafka import TopicPartition
 from fastapi import FastAPI
 
@@ -239,3 +241,29 @@ async def test_a_claim_the_object_store_refuses_owns_nothing_and_makes_the_rolle
     await feed(roller, [(0, 0, validated(0))])
     assert consumer.positions == {} and roller.owned == set() and not roller.buffers["loans"].records
     assert isinstance(roller._claim_failed, ConnectionError)
+
+
+async def test_a_cancellation_from_inside_the_consumer_restarts_it_and_only_the_services_own_stops_it() -> None:
+    """aiokafka may cancel a task of its own under the roller while Kafka is away: the roller must start its
+    consumer over, not end silently (out of its group, sealing nothing, still "rolling" on /health)."""
+    roller = roller_on(MemoryStore(), [])
+    roller.max_backoff_s = 0.01
+    starts = 0
+
+    async def consume() -> None:
+        nonlocal starts
+        starts += 1
+        if starts == 1:
+            raise asyncio.CancelledError  # from something it awaited, not a cancel of the roller
+        await asyncio.sleep(3600)
+
+    roller._consume = consume
+    task = asyncio.create_task(roller.run())
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if starts == 2:
+            break
+    assert starts == 2 and not task.done()
+    task.cancel()  # the service stopping: the roller stops with it
+    with pytest.raises(asyncio.CancelledError):
+        await task

@@ -67,26 +67,26 @@ def create_app(settings: IngestionSettings | None = None) -> FastAPI:
 
     def report_stop(which: Roller) -> Callable[[asyncio.Task], None]:
         def stopped(done: asyncio.Task) -> None:
-            if not done.cancelled() and done.exception() is not None:
-                which.state = "failed"
-                parts.log.error("roller stopped", source=which.source.topic, error=repr(done.exception()))
+            error = "cancelled" if done.cancelled() else repr(done.exception())
+            which.state = "stopped"  # a roller only stops with the service: any other stop is unhealthy
+            parts.log.error("roller stopped", source=which.source.topic, error=error)
 
         return stopped
 
     @contextlib.asynccontextmanager
     async def roll_versions(app: FastAPI) -> AsyncIterator[None]:
-        tasks = []
-        for each in rollers.values():
-            tasks.append(asyncio.create_task(each.run()))
-            tasks[-1].add_done_callback(report_stop(each))
+        tasks = {asyncio.create_task(each.run()): report_stop(each) for each in rollers.values()}
+        for task, callback in tasks.items():
+            task.add_done_callback(callback)
         yield
-        for task in tasks:
+        for task, callback in tasks.items():
+            task.remove_done_callback(callback)  # stopping with the service is no failure
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
     async def roller_check() -> bool:
-        return all(each.state != "recovering" for each in rollers.values())
+        return all(each.state not in ("recovering", "stopped") for each in rollers.values())
 
     def status() -> dict[str, Any]:
         return {

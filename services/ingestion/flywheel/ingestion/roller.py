@@ -150,7 +150,12 @@ class Roller:
     # --- the Kafka side ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Roll until cancelled; after any failure, start over from the checkpoints with a backoff."""
+        """Roll until cancelled; after any failure, start over from the checkpoints with a backoff.
+
+        A ``CancelledError`` that does not cancel this task (a client library's own task, cancelled
+        under it while Kafka was away) is a failure like any other: returning on it would leave the
+        consumer's group, and no record would be sealed again while ``/health`` still said "rolling".
+        """
         ticker = asyncio.create_task(self._tick())
         failures = 0
         try:
@@ -158,7 +163,9 @@ class Roller:
                 started = time.monotonic()
                 try:
                     await self._consume()
-                except Exception as exc:
+                except (Exception, asyncio.CancelledError) as exc:
+                    if isinstance(exc, asyncio.CancelledError) and _cancelling():
+                        raise
                     failures = 1 if time.monotonic() - started > 60 else failures + 1
                     delay = min(self.max_backoff_s, 0.5 * 2**failures)
                     self.state = "recovering"
@@ -349,6 +356,12 @@ class Roller:
             )
         log.info("dataset version sealed", dataset=dataset, version=manifest.version, rows=manifest.row_count)
         return manifest
+
+
+def _cancelling() -> bool:
+    """Whether this task is being cancelled (as opposed to a ``CancelledError`` from something it awaited)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 async def _retrying(call: Callable[[], Awaitable[object]], *, attempts: int, first_delay_s: float = 0.25) -> None:
