@@ -310,6 +310,15 @@ def tracking_passwords() -> dict[str, str]:
     return stack_secrets("mlflow-users.json", [ADMIN, *USERS])
 
 
+# A login in the caller's environment (a test runs as MLflow's admin) is never passed on: each service
+# gets its own from tracking_env, and one that uses no MLflow gets none.
+LOGIN_VARIABLES = {f"{p}_{v}" for p in ("FLYWHEEL_MLFLOW", "MLFLOW_TRACKING") for v in ("USERNAME", "PASSWORD")}
+
+
+def inherited_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in LOGIN_VARIABLES}
+
+
 def tracking_env(user: str) -> dict[str, str]:
     """A service's MLflow login, as the services read it; nothing for one that uses no MLflow."""
     password = tracking_passwords().get(user)
@@ -581,7 +590,7 @@ def start(component: Component) -> subprocess.Popen | None:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **component.env},
+            env={**inherited_env(), **component.env},
             start_new_session=True,
         )
     component.pid_file.write_text(f"{process.pid} {_start_time(process.pid) or ''}".strip() + "\n")

@@ -68,7 +68,8 @@ async def test_a_champion_move_reaches_both_serving_replicas_and_a_forged_one_ne
                 assert promoted.status_code == 200, promoted.text
             reached = await asyncio.gather(*(until_held(url, name, "2", since) for url in replicas.values()))
             await moves.collect(lambda found: any(m["model_name"] == name for m in found), timeout=10)
-        # the replica that ran the canary holds version 2 already; the other loads it from MLflow (0.4-0.9 s)
+        # both hold version 2 already: the one that ran the canary, and the other since the rollout started
+        # (about 0.7 s here on a quiet machine: the registry's check of the move, behind MLflow's auth)
         print(f"\nchampion move reached both serving replicas in {max(reached):.3f} s ({reached})")
         assert max(reached) < 2.0, f"a champion move took {reached} s to reach the replicas"
 

@@ -386,7 +386,7 @@ async def test_poison_on_every_consumed_topic_is_dead_lettered_and_no_consumer_s
         # every consumer group commits past the last message of each topic: nothing wedged
         # (training's absurd requests each run until the fit refuses them: resolving a window of versions first)
         deadline = time.monotonic() + 150
-        waiting = {(g, t) for t, groups in readers_of.items() for g in groups if not ungrouped(t)}
+        waiting = {(g, t) for t, groups in readers_of.items() for g in groups if not ungrouped(t, g)}
         while waiting and time.monotonic() < deadline:
             for group, topic in list(waiting):
                 if await committed_past(

@@ -102,10 +102,10 @@ def report(test: str, *lines: Tally | str) -> str:
 # -- the stack's state --------------------------------------------------------------------------------
 
 
-def ungrouped(topic: str) -> bool:
-    """Whether the catalogue has every replica read ``topic`` in full, without a consumer group: no commits,
-    no lag to wait for."""
-    return TOPICS[topic].every_replica
+def ungrouped(topic: str, service: str) -> bool:
+    """Whether the catalogue has every replica of ``service`` read ``topic`` in full, without a consumer
+    group: no commits, no lag to wait for."""
+    return TOPICS[topic].read_in_full_by(service)
 
 
 async def consumed_topics(http: httpx.AsyncClient, grouped_only: bool = True) -> dict[str, list[str]]:
@@ -121,7 +121,7 @@ async def consumed_topics(http: httpx.AsyncClient, grouped_only: bool = True) ->
             if operation.get("action") == "receive" and operation.get("x-flywheel-read") != "direct":
                 ref = operation["channel"]["$ref"].split("/")[-1]
                 topic = channels[ref]["address"]
-                if not (grouped_only and ungrouped(topic)):
+                if not (grouped_only and ungrouped(topic, service)):
                     topics.add(topic)
         groups[f"flywheel-{service}"] = sorted(topics)
     return groups

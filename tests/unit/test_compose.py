@@ -3,6 +3,7 @@ whose build context holds every file they need (`make compose-test` runs the dep
 
 import fnmatch
 import importlib
+import json
 import os
 import re
 import tomllib
@@ -40,6 +41,15 @@ def test_each_service_gets_every_variable_its_settings_read(compose, service):
     missing = sorted(set(env_vars(settings_class(service))) - set(environment))
     assert missing == [], f"{service} in docker-compose.yml lacks {missing}"
     assert environment["SERVICE"] == service
+
+
+def test_the_trusted_model_modules_in_compose_are_the_code_s_default(compose):
+    """Compose spells the allow-list out (an operator edits it there); it must not drift from the code's."""
+    from flywheel.common.safemodels import TRUSTED_MODULES
+
+    for service in SERVICES:
+        listed = compose["services"][service]["environment"]["FLYWHEEL_MLFLOW_TRUSTED_MODULES"]
+        assert json.loads(listed) == list(TRUSTED_MODULES), service
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -455,3 +455,33 @@ async def test_back_pressure_lets_every_prediction_through_when_the_log_catches_
     await asyncio.sleep(0.2)
     drain.cancel()
     assert log.dropped == 0 and len(published) == 30
+
+
+async def test_a_replica_holds_the_candidate_of_a_rollout_run_elsewhere_and_promotes_it_without_a_load() -> None:
+    h = Harness(served("2", RichApproved()))
+    loads = 0
+    load = h.engine._load
+
+    async def counted(name: str, version: str) -> ServedModel | None:
+        nonlocal loads
+        loads += 1
+        return await load(name, version)
+
+    h.engine._load = counted
+    await h.engine.prefetch(stepped("started"))
+    await h.engine.prefetch(stepped("started"))  # heard twice (a redelivery): loaded once
+    assert loads == 1
+    await h.engine.use_champion(
+        ChampionChanged(model_name="loans-approval", version="2", action="promote", actor="ops", previous_version="1")
+    )
+    assert loads == 1 and h.engine.champions["loans-approval"].version == "2"
+
+
+async def test_a_prefetched_candidate_is_let_go_when_its_rollout_ends_without_it() -> None:
+    h = Harness(served("2", RichApproved()))
+    await h.engine.prefetch(stepped("started"))
+    await h.engine.prefetch(stepped("rolled_back"))
+    assert h.engine._prefetched == {}
+    h.candidate = RuntimeError("artifact gone")
+    await h.engine.prefetch(stepped("started"))  # a candidate that fails to load is only logged here
+    assert h.engine._prefetched == {}

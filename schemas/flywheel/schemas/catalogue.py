@@ -30,7 +30,8 @@ class Topic:
     same way). A ``compacted`` topic (``cleanup.policy=compact``) keeps each key's latest
     message, so a reader that starts from the beginning rebuilds the latest state.
     ``every_replica`` topics are read in full by every replica of a consuming service (no
-    shared consumer group); the others are shared between a service's replicas through its group.
+    shared consumer group); ``every_replica_of`` names the services for which that holds of a topic
+    the others share; any other topic is shared between a service's replicas through its group.
     ``clients_write``: clients outside Flywheel publish it; ``operators_read``: it is for people
     (``flywheel tail``, alerting), so operators are a reader of it in the topic graph.
     """
@@ -41,6 +42,7 @@ class Topic:
     description: str
     config: Mapping[str, str] = field(default_factory=dict)
     every_replica: bool = False
+    every_replica_of: frozenset[str] = frozenset()
     clients_write: bool = False
     operators_read: bool = False
 
@@ -50,6 +52,10 @@ class Topic:
     @property
     def key_fields(self) -> list[str]:
         return self.key.split("/")
+
+    def read_in_full_by(self, service: str) -> bool:
+        """Whether every replica of ``service`` reads this topic in full (no consumer group)."""
+        return self.every_replica or service in self.every_replica_of
 
     @property
     def compacted(self) -> bool:
@@ -101,7 +107,14 @@ MODELS_REJECTED = Topic(
 MODELS_CHAMPION = Topic(
     "models.champion", ChampionChanged, "model_name", "Champion alias moves: promote, rollback.", every_replica=True
 )
-MODELS_ROLLOUT = Topic("models.rollout", RolloutStepped, "model_name", "Rollout steps, promotions and rollbacks.")
+MODELS_ROLLOUT = Topic(
+    "models.rollout",
+    RolloutStepped,
+    "model_name",
+    "Rollout steps, promotions and rollbacks.",
+    # every serving replica loads a started rollout's candidate, so that its promotion is a swap everywhere
+    every_replica_of=frozenset({"serving"}),
+)
 PREDICTIONS_REQUESTS = Topic(
     "predictions.requests", PredictionRequested, "entity_id", "Records to score over Kafka.", clients_write=True
 )

@@ -40,6 +40,7 @@ def export() -> list[Path]:
             "description": t.description,
             "compacted": t.compacted,
             "every_replica": t.every_replica,
+            "every_replica_of": sorted(t.every_replica_of),
             "clients_write": t.clients_write,
             "operators_read": t.operators_read,
             "schema": schema_path(t.event).name,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
 
@@ -19,5 +20,7 @@ def env_vars(settings_cls: type[BaseSettings]) -> dict[str, object]:
         if isinstance(kind, type) and issubclass(kind, BaseSettings):
             found.update(env_vars(kind))
         else:
-            found[f"{prefix}{name}".upper()] = field.get_default(call_default_factory=True)
+            default = field.get_default(call_default_factory=True)
+            # A secret's default is shown as pydantic masks it: empty stays empty, anything else is starred.
+            found[f"{prefix}{name}".upper()] = str(default) if isinstance(default, SecretStr) else default
     return found

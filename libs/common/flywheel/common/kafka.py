@@ -308,13 +308,16 @@ async def ensure_topics(bootstrap_servers: str, names: Iterable[str] | None = No
 
 def subscription(topic: Topic, service: str, **overrides: Any) -> dict[str, Any]:
     """Subscriber options for ``service`` reading ``topic``, as the catalogue declares the topic: every replica
-    reads an ``every_replica`` topic in full, and the replicas of a service share any other through its group.
+    reads a topic the catalogue marks ``every_replica`` (for all or for this service) in full, and the
+    replicas of a service share any other through its group.
 
     >>> from flywheel.schemas import MODELS_CHAMPION, PREDICTIONS
     >>> subscription(MODELS_CHAMPION, "serving")["group_id"], subscription(PREDICTIONS, "serving")["group_id"]
     (None, 'flywheel-serving')
     """
-    return every_replica_options(**overrides) if topic.every_replica else consumer_options(service, **overrides)
+    if topic.read_in_full_by(service):
+        return every_replica_options(**overrides)
+    return consumer_options(service, **overrides)
 
 
 def every_replica_options(**overrides: Any) -> dict[str, Any]:

@@ -198,4 +198,7 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
     """Run a service's app with uvicorn: the entry point of ``python -m flywheel.<service>``."""
     import uvicorn
 
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    # asyncio's own loop, not uvloop: uvloop raises RuntimeError on a write to a socket the broker closed,
+    # which aiokafka does not catch (aio-libs/aiokafka#1038), so a consumer's group coordination died for
+    # good when a broker restarted, and the service read nothing more while its /health said ok.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False, loop="asyncio")

@@ -58,6 +58,7 @@ class Engine:
         self._rng = random.Random()
         self._load = load
         self._misses: dict[str, float] = {}
+        self._prefetched: dict[str, ServedModel] = {}  # a candidate another replica rolls out, by model
 
     # -- scoring ----------------------------------------------------------------------
 
@@ -277,6 +278,29 @@ class Engine:
         self.champions.setdefault(name, model)
         return True
 
+    async def prefetch(self, step: RolloutStepped) -> None:
+        """Hold the candidate of a rollout another replica runs, loaded and warm, so that its promotion
+        is a swap here too rather than a load from MLflow; let it go when its rollout ends without it."""
+        name, version = step.model_name, step.candidate_version
+        held = self._prefetched.get(name)
+        if step.action in ("rolled_back", "aborted", "inconclusive"):
+            if held is not None and held.version == version:
+                del self._prefetched[name]
+            return
+        running = self.rollouts.get(name)
+        if step.action != "started" or name not in self.champions or (held and held.version == version):
+            return
+        if running is not None and running.candidate.version == version:  # this replica runs it
+            return
+        try:
+            model = await self._load(name, version)
+        except Exception as exc:  # the promotion loads it again, and says so if it still fails
+            log.warning("candidate failed to prefetch", model=name, version=version, error=repr(exc))
+            return
+        if model is not None:
+            self._prefetched[name] = model
+            log.info("candidate prefetched", model=name, version=version)
+
     def forget_miss(self, name: str) -> None:
         """The registry has a champion of ``name`` now: the next request asks for it again at once."""
         self._misses.pop(name, None)
@@ -289,8 +313,11 @@ class Engine:
             return
         rollout = self.rollouts.get(name)
         started = time.monotonic()
+        prefetched = self._prefetched.pop(name, None)
         if rollout is not None and rollout.candidate.version == version:  # loaded here already, and warm
             model = rollout.candidate
+        elif prefetched is not None and prefetched.version == version:  # loaded when its rollout started
+            model = prefetched
         else:
             model = await self._load(name, version)
         if model is None:

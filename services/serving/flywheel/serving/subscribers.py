@@ -29,6 +29,7 @@ from flywheel.schemas import (
     LABELS,
     MODELS_APPROVED,
     MODELS_CHAMPION,
+    MODELS_ROLLOUT,
     PREDICTIONS_REQUESTS,
     ChampionChanged,
     Event,
@@ -37,6 +38,7 @@ from flywheel.schemas import (
     MessageDeadLettered,
     ModelApproved,
     PredictionRequested,
+    RolloutStepped,
 )
 from flywheel.serving.answers import ROLES, prediction_id
 from flywheel.serving.engine import Engine
@@ -87,6 +89,13 @@ def register_subscribers(
             await engine.use_champion(change)
         else:
             engine.forget_miss(change.model_name)
+
+    # from the end: a rollout that started before this replica did is loaded at its promotion
+    @broker.subscriber(MODELS_ROLLOUT.name, **subscription(MODELS_ROLLOUT, "serving", auto_offset_reset="latest"))
+    async def on_rollout_stepped(step: RolloutStepped) -> None:
+        """Every replica loads the candidate of a rollout as it starts, wherever it runs, so that a promotion
+        reaches all of them as fast as the one that ran it."""
+        await engine.prefetch(step)
 
     @broker.subscriber(LABELS.name, **subscription(LABELS, "serving"))
     @exactly_once(broker, once)
