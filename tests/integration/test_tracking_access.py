@@ -96,3 +96,15 @@ def test_the_services_log_in_as_their_own_users(mlflow_settings: MlflowSettings,
         assert httpx.get(f"{url}/health").json()["checks"]["mlflow"] == "ok", service
         user = httpx.get(f"{mlflow_settings.tracking_uri}{USER}", params={"username": service}, auth=admin)
         assert user.json()["user"]["is_admin"] is USERS[service], user.text
+
+
+def test_training_writes_in_an_experiment_it_did_not_make(mlflow_settings: MlflowSettings):
+    """As in a stack upgraded to MLflow's login: an experiment nobody's user owns (here, the admin's)."""
+    uri, name = mlflow_settings.tracking_uri, f"it-upgraded-{uuid.uuid4().hex[:8]}"
+    with logged_in_as(ADMIN, uri) as admin:
+        experiment = admin.create_experiment(name)
+    with logged_in_as("training", uri) as training:
+        run_id = training.create_run(experiment).info.run_id
+        training.log_metric(run_id, "rmse", 1.0)
+    with logged_in_as("serving", uri) as serving:  # the others still only read it
+        assert refused(lambda: serving.create_run(experiment)) == "PERMISSION_DENIED"

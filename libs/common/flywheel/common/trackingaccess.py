@@ -4,7 +4,8 @@ MLflow runs ``mlflow server --app-name basic-auth`` with ``default_permission = 
 user reads every experiment and registered model; it may change only what it created (MLflow gives
 the creator MANAGE), so
 
-- ``training`` writes its own experiments and runs, and nothing in the model registry;
+- ``training`` writes experiments and runs — every experiment, those made before MLflow's login
+  existed too (a stack upgraded to it has experiments nobody owns) — and nothing in the model registry;
 - ``registry`` creates the registered models and moves their aliases and tags; it is MLflow's admin
   too, because MLflow lets only admins manage the registry webhooks it registers;
 - ``serving`` and ``monitoring`` only read.
@@ -21,6 +22,11 @@ import httpx
 ADMIN = "flywheel-admin"
 USERS: dict[str, bool] = {"training": False, "registry": True, "serving": False, "monitoring": False}
 """The services that use MLflow, each with whether its user is an MLflow admin."""
+
+GRANTS: dict[str, list[dict[str, str]]] = {
+    "training": [{"resource_type": "experiment", "resource_id": "*", "permission": "EDIT"}],
+}
+"""What a service's user may do beyond reading and what it created."""
 
 AUTH_CONFIG = """[mlflow]
 default_permission = READ
@@ -59,6 +65,14 @@ def provision(tracking_uri: str, admin_password: str, passwords: dict[str, str],
                     raise ProvisionFailed(f"MLflow refused user {user!r}: {created.status_code} {created.text[:200]}")
                 _ok(http.patch("/update-password", json=body, timeout=timeout_s), user)
             _ok(http.patch("/update-admin", json={"username": user, "is_admin": is_admin}, timeout=timeout_s), user)
+            for grant in GRANTS.get(user, []):  # MLflow's own permissions API (3.x), granted once
+                granted = http.post(
+                    f"{tracking_uri}/api/3.0/mlflow/users/permissions/grant",
+                    json={"username": user, **grant},
+                    timeout=timeout_s,
+                )
+                if "RESOURCE_ALREADY_EXISTS" not in granted.text:
+                    _ok(granted, user)
     return list(USERS)
 
 
