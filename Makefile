@@ -18,8 +18,8 @@ help: ## list the targets
 install: .venv/.synced ## create .venv with the pinned dependencies (uv.lock)
 	$(STACK) install
 
-up: install ## start Kafka, MinIO, MLflow and the six services; returns when all are healthy
-	$(STACK) up
+up: install ## start Kafka, MinIO, MLflow and the six services (BROKERS=3 a Kafka cluster, REPLICAS=2 each service twice)
+	FLYWHEEL_STACK_BROKERS=$(BROKERS) FLYWHEEL_STACK_REPLICAS=$(REPLICAS) $(STACK) up
 
 down: ## stop exactly what `make up` started
 	@if [ -x $(PY) ]; then $(STACK) down; fi

@@ -11,6 +11,11 @@ lives under `.stack/`: the jars, the MinIO binary, data, logs and pid files.
     python infra/stack.py restart training   # after changing a service's code
     python infra/stack.py down               # stop exactly what `up` started
 
+A cluster: FLYWHEEL_STACK_BROKERS=3 (`make up BROKERS=3`) runs three KRaft nodes, each broker and
+controller, one quorum of three voters; topics get replication factor 3 and min.insync.replicas 2.
+FLYWHEEL_STACK_REPLICAS=2 (`make up REPLICAS=2`) runs each service twice, the second 100 ports up.
+The plan is kept in .stack/data/plan.json for status and down; changing BROKERS needs a fresh .stack/data.
+
 A second stack beside the first: FLYWHEEL_STACK_DIR=<dir> plus FLYWHEEL_STACK_<NAME>_PORT
 for each port to move (KAFKA, KAFKA_CONTROLLER, MINIO, MINIO_CONSOLE, MLFLOW, INGESTION, ...).
 FLYWHEEL_STACK_DATASETS_DIR=<dir> starts (or restarts) the services on another datasets
@@ -33,7 +38,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,11 +76,58 @@ SERVICE_PORTS = {
     ]
 }
 
+PLAN_FILE = STACK / "data" / "plan.json"  # wiped with the data it describes
+
+
+def _plan(name: str) -> int:
+    """How many brokers or service replicas: from the environment (``make up BROKERS=3``), else the plan
+    ``up`` kept for this stack, else one."""
+    if value := os.environ.get(f"FLYWHEEL_STACK_{name.upper()}"):
+        return int(value)
+    kept = json.loads(PLAN_FILE.read_text()) if PLAN_FILE.exists() else {}
+    return int(kept.get(name, 1))
+
+
+BROKERS, REPLICAS = _plan("brokers"), _plan("replicas")
+REPLICATION = min(3, BROKERS)
+MIN_INSYNC = 2 if BROKERS >= 3 else 1  # a write survives one broker lost, and is refused with two
+
+
+@dataclass(frozen=True)
+class KafkaNode:
+    """One KRaft node (broker and controller in one process); node 1 is a one-node stack's Kafka."""
+
+    id: int
+
+    @property
+    def name(self) -> str:
+        return "kafka" if self.id == 1 else f"kafka-{self.id}"
+
+    @property
+    def port(self) -> int:
+        return KAFKA_PORT + 2 * (self.id - 1)
+
+    @property
+    def controller_port(self) -> int:
+        return KAFKA_CONTROLLER_PORT + 2 * (self.id - 1)
+
+    @property
+    def data(self) -> Path:
+        return STACK / "data" / self.name
+
+    @property
+    def config(self) -> Path:
+        return STACK / "kafka" / ("server.properties" if self.id == 1 else f"server-{self.id}.properties")
+
+
+KAFKA_NODES = [KafkaNode(i) for i in range(1, BROKERS + 1)]
+KAFKA_BOOTSTRAP = ",".join(f"{HOST}:{node.port}" for node in KAFKA_NODES)
+
 SHARED_ENV = {
     # `make up` and `make demo` run a development stack: the services accept the well-known dev
     # credentials (flywheel.common.auth). A deployment (docker compose) gives each principal its own.
     "FLYWHEEL_DEV_MODE": "true",
-    "FLYWHEEL_KAFKA_BOOTSTRAP_SERVERS": f"{HOST}:{KAFKA_PORT}",
+    "FLYWHEEL_KAFKA_BOOTSTRAP_SERVERS": KAFKA_BOOTSTRAP,
     "FLYWHEEL_S3_ENDPOINT_URL": f"http://{HOST}:{MINIO_PORT}",
     "FLYWHEEL_MLFLOW_TRACKING_URI": f"http://{HOST}:{MLFLOW_PORT}",
 }
@@ -126,7 +177,7 @@ def http_ok(url: str) -> Callable[[], bool]:
     return check
 
 
-def kafka_ready() -> bool:
+def kafka_ready(port: int = KAFKA_PORT) -> bool:
     """The broker answers an ApiVersions request (v0) on its client listener.
 
     A KRaft broker starts processing requests only as the last step of its startup, after it
@@ -135,7 +186,7 @@ def kafka_ready() -> bool:
     client_id = b"flywheel-stack"
     request = struct.pack(">hhih", 18, 0, 7, len(client_id)) + client_id  # ApiVersions v0, correlation 7
     try:
-        with socket.create_connection((HOST, KAFKA_PORT), timeout=2) as sock:
+        with socket.create_connection((HOST, port), timeout=2) as sock:
             sock.settimeout(2)
             sock.sendall(struct.pack(">i", len(request)) + request)
             (size,) = struct.unpack(">i", _recv_exactly(sock, 4))
@@ -216,38 +267,84 @@ def run(command: list[str], env: dict[str, str] | None = None) -> None:
 # -- the components -----------------------------------------------------------------------
 
 
-def prepare_kafka() -> None:
-    """Write server.properties from the template and format the storage directory once."""
-    data = STACK / "data" / "kafka"
-    config = STACK / "kafka" / "server.properties"
-    config.parent.mkdir(parents=True, exist_ok=True)
+def prepare_kafka_config(node: KafkaNode) -> None:
+    """The node's server.properties, from the template."""
+    node.config.parent.mkdir(parents=True, exist_ok=True)
+    quorum = (
+        f"controller.quorum.voters=1@{HOST}:{node.controller_port}"
+        if BROKERS == 1
+        else "controller.quorum.bootstrap.servers=" + ",".join(f"{HOST}:{n.controller_port}" for n in KAFKA_NODES)
+    )
     template = (ROOT / "infra/kafka/server.properties").read_text()
     for key, value in {
-        "@DATA_DIR@": str(data),
+        "@DATA_DIR@": str(node.data),
         "@HOST@": HOST,
-        "@KAFKA_PORT@": str(KAFKA_PORT),
-        "@CONTROLLER_PORT@": str(KAFKA_CONTROLLER_PORT),
+        "@KAFKA_PORT@": str(node.port),
+        "@CONTROLLER_PORT@": str(node.controller_port),
+        "@NODE_ID@": str(node.id),
+        "@QUORUM@": quorum,
+        "@REPLICATION@": str(REPLICATION),
+        "@MIN_INSYNC@": str(MIN_INSYNC),
     }.items():
         template = template.replace(key, value)
-    config.write_text(template)
-    if not (data / "meta.properties").exists():
-        cluster_id = uuid.uuid4().hex[:22]  # 22 base64url characters, never starting with '-'
-        subprocess.run(
-            [
-                "java",
-                *kafka_jvm_flags(),
-                "-cp",
-                f"{KAFKA_LIBS}/*",
-                "kafka.tools.StorageTool",
-                "format",
-                "--cluster-id",
-                cluster_id,
-                "--config",
-                str(config),
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+    node.config.write_text(template)
+
+
+def prepare_kafka(node: KafkaNode) -> None:
+    """Write the node's server.properties from the template and format its storage directory once.
+
+    A cluster's nodes are formatted with one cluster id and the same ``--initial-controllers`` list
+    (each node's id, controller address and directory id, kept in ``.stack/kafka/cluster.json``), so
+    the quorum is the three of them from the start and survives the loss of any one.
+    """
+    prepare_kafka_config(node)
+    if (node.data / "meta.properties").exists():
+        return
+    cluster = kafka_cluster()
+    voters = (
+        []
+        if BROKERS == 1
+        else [
+            "--initial-controllers",
+            ",".join(f"{n.id}@{HOST}:{n.controller_port}:{cluster['directories'][str(n.id)]}" for n in KAFKA_NODES),
+        ]
+    )
+    subprocess.run(
+        [
+            "java",
+            *kafka_jvm_flags(),
+            "-cp",
+            f"{KAFKA_LIBS}/*",
+            "kafka.tools.StorageTool",
+            "format",
+            "--cluster-id",
+            cluster["cluster_id"],
+            *voters,
+            "--config",
+            str(node.config),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def kafka_uuid() -> str:
+    """A Kafka Uuid as its tools print it: 16 random bytes, base64url, never starting with '-'."""
+    while (text := base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")).startswith("-"):
+        pass
+    return text
+
+
+def kafka_cluster() -> dict:
+    """The cluster id and each node's storage directory id, made once per stack."""
+    path = STACK / "kafka" / "cluster.json"
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    if set(kept.get("directories", {})) != {str(n.id) for n in KAFKA_NODES}:
+        if any(STACK.glob("data/kafka*/meta.properties")):
+            raise SystemExit(f"stack: {STACK / 'data'} holds a Kafka of another size: BROKERS needs a fresh one")
+        kept = {"cluster_id": kafka_uuid(), "directories": {str(n.id): kafka_uuid() for n in KAFKA_NODES}}
+        path.write_text(json.dumps(kept, indent=2) + "\n")
+    return kept
 
 
 def kafka_jvm_flags() -> list[str]:
@@ -266,7 +363,7 @@ def create_topics() -> None:
     code = (
         "import asyncio\n"
         "from flywheel.common.kafka import ensure_topics\n"
-        f"asyncio.run(ensure_topics('{HOST}:{KAFKA_PORT}'))\n"
+        f"asyncio.run(ensure_topics('{KAFKA_BOOTSTRAP}'))\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
@@ -390,25 +487,23 @@ def components() -> list[Component]:
     from flywheel.common.trackingaccess import ADMIN
 
     mlflow_dir = STACK / "data" / "mlflow"
-    infra = [
+    kafka = [
         Component(
-            "kafka",
-            KAFKA_PORT,
-            lambda: [
-                "java",
-                *kafka_jvm_flags(),
-                "-cp",
-                f"{KAFKA_LIBS}/*",
-                "kafka.Kafka",
-                str(STACK / "kafka" / "server.properties"),
-            ],
-            kafka_ready,
+            node.name,
+            node.port,
+            (lambda node=node: ["java", *kafka_jvm_flags(), "-cp", f"{KAFKA_LIBS}/*", "kafka.Kafka", str(node.config)]),
+            (lambda node=node: kafka_ready(node.port)),
             90,
-            f"{HOST}:{KAFKA_PORT}",
-            prepare=prepare_kafka,
-            after_start=create_topics,
+            f"{HOST}:{node.port}",
+            prepare=(lambda node=node: prepare_kafka(node)),
+            # the topics once every broker is up: the last node is waited for last
+            after_start=create_topics if node == KAFKA_NODES[-1] else None,
             infra=True,
-        ),
+        )
+        for node in KAFKA_NODES
+    ]
+    infra = [
+        *kafka,
         Component(
             "minio",
             MINIO_PORT,
@@ -475,7 +570,7 @@ def components() -> list[Component]:
     ]
     services = [
         Component(
-            name,
+            name if replica == 1 else f"{name}-{replica}",
             port,
             (lambda name=name: [sys.executable, "-m", f"flywheel.{name}"]),
             http_ok(f"http://{HOST}:{port}/health"),
@@ -495,9 +590,15 @@ def components() -> list[Component]:
                 **({"REGISTRY_WEBHOOK_URL": f"http://{HOST}:{port}/mlflow/webhook"} if name == "registry" else {}),
             },
         )
-        for name, port in SERVICE_PORTS.items()
+        for replica in range(1, REPLICAS + 1)
+        for name, port in replica_ports(replica).items()
     ]
     return infra + services
+
+
+def replica_ports(replica: int) -> dict[str, int]:
+    """Each service's port in replica ``replica`` (1: the service's own; each further one 100 up)."""
+    return {name: port + 100 * (replica - 1) for name, port in SERVICE_PORTS.items()}
 
 
 # -- processes ----------------------------------------------------------------------------
@@ -682,8 +783,10 @@ def up(only_infra: bool) -> None:
     then, once all three are healthy, the six services together."""
     started_at = time.monotonic()
     install()
+    PLAN_FILE.parent.mkdir(parents=True, exist_ok=True)
+    PLAN_FILE.write_text(json.dumps({"brokers": BROKERS, "replicas": REPLICAS}) + "\n")
     wanted = [c for c in components() if c.infra or not only_infra]
-    waves = [["minio", "kafka", "mlflow"]]
+    waves = [["minio", *(node.name for node in KAFKA_NODES), "mlflow"]]
     if not only_infra:
         waves.append([c.name for c in wanted if not c.infra])
     start_and_wait(wanted, waves)

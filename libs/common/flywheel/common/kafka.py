@@ -285,8 +285,9 @@ def consumer_options(service: str, **overrides: Any) -> dict[str, Any]:
 
 
 async def ensure_topics(bootstrap_servers: str, names: Iterable[str] | None = None, partitions: int = 3) -> list[str]:
-    """Create the catalogue's topics that are missing, with their partitions and config, and bring an
-    existing topic's config up to the catalogue's (a stack made before the config was). Returns those created.
+    """Create the catalogue's topics that are missing, with their partitions, config and as many copies as
+    the cluster has brokers (up to three), and bring an existing topic's config up to the catalogue's (a
+    stack made before the config was). Returns those created.
     """
     wanted = [TOPICS[n] for n in names] if names is not None else list(TOPICS.values())
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
@@ -295,7 +296,11 @@ async def ensure_topics(bootstrap_servers: str, names: Iterable[str] | None = No
         existing = set(await admin.list_topics())
         missing = [t for t in wanted if t.name not in existing]
         if missing:
-            await admin.create_topics([NewTopic(t.name, partitions, 1, topic_configs=dict(t.config)) for t in missing])
+            # three copies on a cluster (its brokers' min.insync.replicas says how many a write needs)
+            replication = min(3, len((await admin.describe_cluster())["brokers"]))
+            await admin.create_topics(
+                [NewTopic(t.name, partitions, replication, topic_configs=dict(t.config)) for t in missing]
+            )
         configured = [t for t in wanted if t.config and t.name in existing]
         if configured:
             await admin.alter_configs(
