@@ -27,11 +27,11 @@ from flywheel.common.safemodels import load_estimator
 from flywheel.common.settings import KafkaSettings, MlflowSettings, ObjectStoreSettings
 from flywheel.common.tracking import Tags, configure_mlflow
 from flywheel.common.trainingdata import training_data_of_run
+from flywheel.ingestion.sources import versioned_event
 from flywheel.schemas import (
     TRAINING_COMPLETED,
     TRAINING_FAILED,
     DatasetManifest,
-    DatasetVersioned,
     DriftDetected,
     FeatureDrift,
 )
@@ -90,11 +90,12 @@ def write_version(
 async def announce_version(
     kafka: KafkaSettings, store_settings: ObjectStoreSettings, version: str, dataset: str
 ) -> None:
-    """Publish ``datasets.versioned`` for a version ``write_version`` sealed, as ingestion does after sealing."""
+    """Publish ``datasets.versioned`` for a version ``write_version`` sealed, as ingestion does after sealing
+    (its event, with the id derived from the version)."""
     manifest = DatasetCatalog(ObjectStore(store_settings)).manifest(dataset, version)
     p = await producer(kafka.bootstrap_servers)
     try:
-        await send_event(p, DatasetVersioned(producer="test", dataset=dataset, version=version, manifest=manifest))
+        await send_event(p, versioned_event(manifest, None))
     finally:
         await p.stop()
 
