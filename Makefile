@@ -5,7 +5,7 @@ UV ?= python3 -m uv
 PY := .venv/bin/python
 STACK := $(PY) infra/stack.py
 
-.PHONY: help install up down status test test-unit bench demo schemas lint docs topic-graph compose-secrets compose-images compose-test
+.PHONY: help install up down status test test-unit scale-test bench demo schemas lint docs topic-graph compose-secrets compose-images compose-test
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ down: ## stop exactly what `make up` started
 
 status: ## health of every component
 	$(STACK) status
+
+scale-test: install ## the scale test: its own stack of a 3-broker Kafka and 2 replicas of each service (ports 2000 up)
+	$(PY) -m tests.scale
 
 test-unit: .venv/.synced ## unit tests and doctests only (in-memory broker, no stack)
 	$(PY) -m pytest tests/unit

@@ -12,7 +12,14 @@ from tests.support.stack import log_in_to_mlflow
 os.environ.setdefault("FLYWHEEL_DEV_MODE", "true")
 log_in_to_mlflow()  # as its admin, with the stack's own password
 
-FOLDER_MARKS = {"integration": "integration", "e2e": "e2e", "reliability": "reliability"}
+FOLDER_MARKS = {"integration": "integration", "e2e": "e2e", "reliability": "reliability", "scale": "scale"}
+
+
+def pytest_ignore_collect(collection_path: Path) -> bool | None:
+    """tests/scale needs the cluster stack `make scale-test` starts for it (and says so): not `make test`'s."""
+    if collection_path.name == "scale" and collection_path.parent.name == "tests":
+        return not os.environ.get("FLYWHEEL_SCALE_STACK")
+    return None
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

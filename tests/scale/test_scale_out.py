@@ -1,0 +1,85 @@
+"""Scale out, on a three-broker Kafka (replication factor 3, min.insync.replicas 2) with two replicas of every
+service (`make scale-test` starts that stack, on its own ports).
+
+A broker and one replica of each of the six services are SIGKILLed in the middle of a stream of records,
+prediction requests and late labels, while the rest of the cluster keeps working; then they are restarted.
+Every output is counted by its distinct ids: nothing accepted is lost, nothing is counted twice, every
+consumer group catches up. And a champion change reaches both serving replicas within a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from flywheel.common.settings import KafkaSettings
+from flywheel.schemas import MODELS_CHAMPION, MODELS_ROLLOUT, RECORDS_VALIDATED
+from tests.integration.test_registry_gates import TOKEN
+from tests.integration.test_replicas import until_held
+from tests.integration.test_serving_rollouts import champion_and_challenger, rollout_actions, served
+from tests.integration.test_training_runs import unique
+from tests.reliability.conftest import sigkill
+from tests.reliability.outcomes import assert_exact, first_output, outcome, tag
+from tests.reliability.traffic import SharedModel, Stream
+from tests.support import stack
+from tests.support.kafka import TopicReader
+
+pytestmark = [pytest.mark.usefixtures("topics"), pytest.mark.timeout(600)]
+
+SERVICES = ("ingestion", "features", "training", "registry", "serving", "monitoring")
+
+
+def test_the_stack_is_a_three_broker_cluster_with_two_replicas_of_each_service():
+    names = {c.name for c in stack.launcher.components()}
+    assert {"kafka", "kafka-2", "kafka-3"} <= names, "run the scale test with `make scale-test`"
+    assert {f"{s}-2" for s in SERVICES} <= names
+    assert stack.launcher.REPLICATION == 3 and stack.launcher.MIN_INSYNC == 2
+
+
+async def test_a_broker_and_a_replica_of_each_service_killed_mid_stream_lose_nothing_and_count_nothing_twice(
+    kafka: KafkaSettings, store_settings, model: SharedModel
+):
+    killed = ["kafka-2", *(f"{s}-2" for s in SERVICES)]
+    async with Stream(kafka, tag("scale"), model.name) as stream:
+        await stream.send(0)
+        await first_output(stream, RECORDS_VALIDATED.name, "record_id")
+        pids = {name: sigkill(name) for name in killed}
+        await stream.send(1)  # while they are down: the other broker and replicas take it
+        await stream.label()
+        started = time.monotonic()
+        await asyncio.to_thread(stack.restart, *killed)
+        took = time.monotonic() - started
+        tallies, behind, text = await outcome(
+            stream,
+            store_settings,
+            kafka,
+            f"SIGKILL {', '.join(f'{n} (pid {p})' for n, p in pids.items())} mid-stream; back in {took:.0f} s",
+        )
+    assert_exact(tallies, behind, text)
+
+
+async def test_a_champion_change_reaches_both_serving_replicas_within_a_second(
+    kafka: KafkaSettings, store_settings, services: dict[str, str]
+):
+    name = unique("scale-move")
+    replicas = {
+        "serving": services["serving"],
+        "serving-2": f"http://{stack.launcher.HOST}:{stack.launcher.replica_ports(2)['serving']}",
+    }
+    async with TopicReader(kafka.bootstrap_servers, MODELS_ROLLOUT.name) as rollouts:
+        await champion_and_challenger(kafka, store_settings, services, name, candidate_function=0)
+        await rollout_actions(rollouts, name, "started")
+    for url in replicas.values():
+        await served(url, name, "1")
+    async with TopicReader(kafka.bootstrap_servers, MODELS_CHAMPION.name) as moves:
+        async with httpx.AsyncClient(base_url=services["registry"], timeout=10) as http:
+            promoted = await http.post(f"/models/{name}/promote", json={"version": "2", "actor": "it"}, headers=TOKEN)
+            since = time.monotonic()
+            assert promoted.status_code == 200, promoted.text
+        reached = await asyncio.gather(*(until_held(url, name, "2", since) for url in replicas.values()))
+        await moves.collect(lambda found: any(m["model_name"] == name for m in found), timeout=10)
+    print(f"\nchampion move reached both serving replicas in {max(reached):.3f} s ({reached})")
+    assert max(reached) < 1.0, f"a champion move took {reached} s to reach the replicas"
