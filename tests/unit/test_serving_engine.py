@@ -485,3 +485,12 @@ async def test_a_prefetched_candidate_is_let_go_when_its_rollout_ends_without_it
     h.candidate = RuntimeError("artifact gone")
     await h.engine.prefetch(stepped("started"))  # a candidate that fails to load is only logged here
     assert h.engine._prefetched == {}
+
+
+async def test_a_replica_that_serves_no_model_yet_fetches_a_rollouts_candidate_and_lets_it_go_if_never_asked() -> None:
+    h = Harness(served("2", RichApproved()))
+    h.engine.champions.clear()  # this replica has answered nothing for the model yet
+    await h.engine.prefetch(stepped("started"))
+    assert h.engine._prefetched["loans-approval"].version == "2"
+    h.engine.forget_miss("loans-approval")  # the champion moved, and this replica still does not serve it
+    assert h.engine._prefetched == {}

@@ -288,7 +288,9 @@ class Engine:
                 del self._prefetched[name]
             return
         running = self.rollouts.get(name)
-        if step.action != "started" or name not in self.champions or (held and held.version == version):
+        # a model not answered here yet is fetched too: the next request may be for it (behind a load
+        # balancer, every replica serves every model); a move of a model it still does not serve lets it go
+        if step.action != "started" or (held and held.version == version):
             return
         if running is not None and running.candidate.version == version:  # this replica runs it
             return
@@ -302,8 +304,10 @@ class Engine:
             log.info("candidate prefetched", model=name, version=version)
 
     def forget_miss(self, name: str) -> None:
-        """The registry has a champion of ``name`` now: the next request asks for it again at once."""
+        """The registry has a champion of ``name`` now, which this replica does not serve: the next
+        request asks for it again at once, and a candidate fetched for its rollout is let go."""
         self._misses.pop(name, None)
+        self._prefetched.pop(name, None)
 
     async def use_champion(self, change: ChampionChanged) -> None:
         """Serve the registry's new champion (a promotion, a rollback, or the first model)."""
