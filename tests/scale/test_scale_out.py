@@ -23,7 +23,7 @@ from tests.integration.test_serving_rollouts import champion_and_challenger, rol
 from tests.integration.test_training_runs import unique
 from tests.reliability.conftest import sigkill
 from tests.reliability.outcomes import assert_exact, first_output, outcome, tag
-from tests.reliability.traffic import SharedModel, Stream
+from tests.reliability.traffic import SharedModel, Stream, report
 from tests.support import stack
 from tests.support.kafka import TopicReader
 
@@ -81,5 +81,5 @@ async def test_a_champion_change_reaches_both_serving_replicas_within_a_second(
             assert promoted.status_code == 200, promoted.text
         reached = await asyncio.gather(*(until_held(url, name, "2", since) for url in replicas.values()))
         await moves.collect(lambda found: any(m["model_name"] == name for m in found), timeout=10)
-    print(f"\nchampion move reached both serving replicas in {max(reached):.3f} s ({reached})")
+    report("champion move on a cluster", f"reached both serving replicas in {max(reached):.3f} s ({reached})")
     assert max(reached) < 1.0, f"a champion move took {reached} s to reach the replicas"

@@ -64,3 +64,12 @@ def test_the_plan_up_kept_is_the_one_status_and_down_read(tmp_path):
     (tmp_path / "data" / "plan.json").write_text(json.dumps({"brokers": 3, "replicas": 2}))
     found = plan(tmp_path)
     assert "kafka-3" in found["components"] and "registry-2" in found["components"]
+
+
+def test_a_services_broker_is_given_every_address_of_the_cluster():
+    from flywheel.common.kafka import create_broker
+    from flywheel.common.settings import KafkaSettings
+
+    broker = create_broker(KafkaSettings(bootstrap_servers="127.0.0.1:9092,127.0.0.1:9094"), service="plan-test")
+    consumer = broker.config.broker_config.builder  # FastStream's aiokafka client factory
+    assert consumer.keywords["bootstrap_servers"] == ["127.0.0.1:9092", "127.0.0.1:9094"]

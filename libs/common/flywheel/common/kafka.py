@@ -254,7 +254,8 @@ def create_broker(
         backoff_s=settings.retry_backoff_s,
     )
     broker = KafkaBroker(
-        settings.bootstrap_servers,
+        # a list: FastStream takes a string for one address, and a cluster's "a:1,b:2" would be one host
+        settings.bootstrap_servers.split(","),
         client_id=f"flywheel-{service}",
         # aiokafka and FastStream default to acks=1 without idempotence: a leader
         # crash could lose an acknowledged event or a retry could write it twice.
