@@ -10,14 +10,16 @@ lives under `.stack/`: the jars, the MinIO binary, data, logs and pid files.
     python infra/stack.py status             # exit 1 when any component is unhealthy
     python infra/stack.py restart training   # after changing a service's code
     python infra/stack.py down               # stop exactly what `up` started
+    python infra/stack.py env                # where the stack is: FLYWHEEL_* lines a shell or test can take
 
 A cluster: FLYWHEEL_STACK_BROKERS=3 (`make up BROKERS=3`) runs three KRaft nodes, each broker and
 controller, one quorum of three voters; topics get replication factor 3 and min.insync.replicas 2.
 FLYWHEEL_STACK_REPLICAS=2 (`make up REPLICAS=2`) runs each service twice, the second 100 ports up.
 The plan is kept in .stack/data/plan.json for status and down; changing BROKERS needs a fresh .stack/data.
 
-A second stack beside the first: FLYWHEEL_STACK_DIR=<dir> plus FLYWHEEL_STACK_<NAME>_PORT
-for each port to move (KAFKA, KAFKA_CONTROLLER, MINIO, MINIO_CONSOLE, MLFLOW, INGESTION, ...).
+A second stack beside the first: FLYWHEEL_STACK_DIR=<dir> plus FLYWHEEL_STACK_PORT_OFFSET=<n>
+(every port n up) or FLYWHEEL_STACK_<NAME>_PORT for one port (KAFKA, KAFKA_CONTROLLER, MINIO,
+MINIO_CONSOLE, MLFLOW, INGESTION, ...).
 FLYWHEEL_STACK_DATASETS_DIR=<dir> starts (or restarts) the services on another datasets
 directory than the checkout's (a deployment whose features.yaml was edited, say).
 """
@@ -55,8 +57,11 @@ BUCKETS = ("flywheel", "mlflow")
 HOST = "127.0.0.1"
 
 
+PORT_OFFSET = int(os.environ.get("FLYWHEEL_STACK_PORT_OFFSET", "0"))
+
+
 def _port(name: str, default: int) -> int:
-    return int(os.environ.get(f"FLYWHEEL_STACK_{name.upper()}_PORT", default))
+    return int(os.environ.get(f"FLYWHEEL_STACK_{name.upper()}_PORT", default + PORT_OFFSET))
 
 
 KAFKA_PORT = _port("kafka", 9092)
@@ -829,7 +834,7 @@ def status(only_infra: bool) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["install", "up", "down", "status", "restart"])
+    parser.add_argument("command", choices=["install", "up", "down", "status", "restart", "env"])
     parser.add_argument("names", nargs="*", help="with restart: the components to restart")
     parser.add_argument("--only", choices=["infra"], help="up/status: only Kafka, MinIO and MLflow")
     args = parser.parse_args()
@@ -841,6 +846,8 @@ def main() -> None:
         restart(args.names)
     elif args.command == "down":
         down()
+    elif args.command == "env":
+        print("\n".join(f"{name}={value}" for name, value in SHARED_ENV.items()))
     else:
         sys.exit(status(only_infra=args.only == "infra"))
 

@@ -24,7 +24,7 @@ from tests.unit.test_ingestion_kafka import loan
 RECORDS = 5000
 
 
-def submissions(tag: str) -> list[RecordSubmitted]:
+def submissions(tag: str, records: int = RECORDS) -> list[RecordSubmitted]:
     return [
         RecordSubmitted(
             producer="bench",
@@ -32,7 +32,7 @@ def submissions(tag: str) -> list[RecordSubmitted]:
             record_id=f"{tag}-{i}",
             data=loan(applicant_id=f"{tag}-{i}", salary=10_000.0 + i),
         )
-        for i in range(RECORDS)
+        for i in range(records)
     ]
 
 
@@ -67,15 +67,16 @@ async def raw(bootstrap: str) -> float:
         await consumer.stop()
 
 
-async def ingestion(bootstrap: str) -> float:
+async def ingestion(bootstrap: str, records: int = RECORDS) -> float:
+    """Records/s from ``records.raw`` to ``records.validated`` through the running ingestion service."""
     tag = f"bench-{uuid.uuid4().hex[:8]}"
     async with TopicReader(bootstrap, RECORDS_VALIDATED.name) as validated:
         began = time.perf_counter()
-        await send_all(bootstrap, RECORDS_RAW.name, submissions(tag))
+        await send_all(bootstrap, RECORDS_RAW.name, submissions(tag, records))
         await validated.collect(
-            lambda found: len(found) >= RECORDS, timeout=300, where=lambda b: b["record_id"].startswith(tag)
+            lambda found: len(found) >= records, timeout=300, where=lambda b: b["record_id"].startswith(tag)
         )
-        return RECORDS / (time.perf_counter() - began)
+        return records / (time.perf_counter() - began)
 
 
 async def main() -> None:

@@ -33,9 +33,10 @@ from tests.integration.test_serving_rollouts import live_applications
 from tests.integration.test_training_runs import agrawal_rows, write_version
 from tests.support.auth import OPERATOR
 from tests.support.kafka import TopicReader
+from tests.support.stack import service_url
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVING = "http://127.0.0.1:8005"
+SERVING = service_url("serving")
 MLFLOW_PORT = 5055
 MODEL = "bench-serving"
 CONCURRENCY = 8
@@ -51,7 +52,7 @@ async def ensure_model() -> str:
             return response.json()["predictions"][0]["model_version"]
         version = write_version(ObjectStoreSettings(), agrawal_rows(2000, 0, 5))
         body = {"dataset": "loans", "model_name": MODEL, "dataset_version": version, "reason": "bench"}
-        (await http.post("http://127.0.0.1:8003/train", json=body, headers=OPERATOR)).raise_for_status()
+        (await http.post(f"{service_url('training')}/train", json=body, headers=OPERATOR)).raise_for_status()
         for _ in range(240):
             await asyncio.sleep(0.5)
             response = await http.post(f"{SERVING}/models/{MODEL}/predict", json=probe)
@@ -105,29 +106,33 @@ async def wait_up(url: str, timeout: float = 120) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-async def closed_loop(url: str, bodies: list[dict]) -> tuple[float, list[float]]:
-    """``CONCURRENCY`` clients sending back to back for ``DURATION_S``: requests/s and latencies (ms)."""
+async def closed_loop(url: str | list[str], bodies: list[dict]) -> tuple[float, list[float]]:
+    """``CONCURRENCY`` clients sending back to back for ``DURATION_S``: requests/s and latencies (ms).
+
+    Given several URLs (replicas of one service), the clients are spread over them evenly."""
+    urls = [url] if isinstance(url, str) else url
     latencies: list[float] = []
     errors = 0
     stop = time.perf_counter() + DURATION_S
 
     async def client(http: httpx.AsyncClient, k: int) -> None:
         nonlocal errors
-        i = k
+        i, target = k, urls[k % len(urls)]
         while time.perf_counter() < stop:
             started = time.perf_counter()
-            response = await http.post(url, json=bodies[i % len(bodies)])
+            response = await http.post(target, json=bodies[i % len(bodies)])
             latencies.append((time.perf_counter() - started) * 1000)
             errors += response.status_code != 200
             i += CONCURRENCY
 
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=CONCURRENCY)) as http:
-        await http.post(url, json=bodies[0])  # warm
+        for target in urls:  # warm
+            await http.post(target, json=bodies[0])
         began = time.perf_counter()
         await asyncio.gather(*(client(http, k) for k in range(CONCURRENCY)))
         elapsed = time.perf_counter() - began
     if errors:
-        raise RuntimeError(f"{errors} failed requests to {url}")
+        raise RuntimeError(f"{errors} failed requests to {urls}")
     return len(latencies) / elapsed, latencies
 
 

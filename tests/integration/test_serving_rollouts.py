@@ -109,21 +109,24 @@ async def promote_and_follow(services: dict, name: str, version: str, timeout: f
 
 
 async def drive_until(
-    serving: str, kafka: KafkaSettings, name: str, rollouts: TopicReader, action: str, function: int = 0
+    serving: str | list[str], kafka: KafkaSettings, name: str, rollouts: TopicReader, action: str, function: int = 0
 ) -> tuple[list[dict], list[dict]]:
     """Live traffic in batches, each answer labelled right after, until the rollout reaches ``action``.
 
-    Returns every answer and the rollout's events up to ``action``.
+    Given several serving replicas, the batches go to each in turn. Returns every answer and the
+    rollout's events up to ``action``.
     """
+    replicas = [serving] if isinstance(serving, str) else serving
     answers: list[dict] = []
     events: list[dict] = []
     labels = await producer(kafka.bootstrap_servers)
     traffic = live_applications(12000, function=function)  # a 4-point difference may take 6000
     try:
-        async with httpx.AsyncClient(base_url=serving, timeout=30) as http:
+        async with httpx.AsyncClient(timeout=30) as http:
             for start in range(0, len(traffic), 25):
                 chunk = traffic[start : start + 25]
-                response = await http.post(f"/models/{name}/predict", json={"records": [r for r, _ in chunk]})
+                replica = replicas[start // 25 % len(replicas)]
+                response = await http.post(f"{replica}/models/{name}/predict", json={"records": [r for r, _ in chunk]})
                 assert response.status_code == 200, response.text
                 for answer, (_, truth) in zip(response.json()["predictions"], chunk, strict=True):
                     answers.append(answer)

@@ -14,36 +14,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_DIR = ROOT / ".stack-scale"
-OFFSET = 2000
-PORTS = {
-    "KAFKA": 9092,
-    "KAFKA_CONTROLLER": 9093,
-    "MINIO": 9000,
-    "MINIO_CONSOLE": 9001,
-    "MLFLOW": 5000,
-    "INGESTION": 8001,
-    "FEATURES": 8002,
-    "TRAINING": 8003,
-    "REGISTRY": 8004,
-    "SERVING": 8005,
-    "MONITORING": 8006,
-}
+LAUNCHER = ROOT / "infra" / "stack.py"
 
 
 def scale_env() -> dict[str, str]:
-    """The launcher's plan for the scale stack, and where the tests find it."""
+    """The launcher's plan for the scale stack (every port 2000 up), and where the tests find it: the
+    addresses the launcher gives its own services (`stack.py env`), not a second port table."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLYWHEEL_STACK_", "FLYWHEEL_KAFKA_"))}
-    env |= {f"FLYWHEEL_STACK_{name}_PORT": str(port + OFFSET) for name, port in PORTS.items()}
-    env |= {"FLYWHEEL_STACK_DIR": str(STACK_DIR), "FLYWHEEL_STACK_BROKERS": "3", "FLYWHEEL_STACK_REPLICAS": "2"}
-    host = "127.0.0.1"
-    kafka = PORTS["KAFKA"] + OFFSET
     env |= {
-        "FLYWHEEL_SCALE_STACK": "1",
-        "FLYWHEEL_KAFKA_BOOTSTRAP_SERVERS": ",".join(f"{host}:{kafka + 2 * i}" for i in range(3)),
-        "FLYWHEEL_S3_ENDPOINT_URL": f"http://{host}:{PORTS['MINIO'] + OFFSET}",
-        "FLYWHEEL_MLFLOW_TRACKING_URI": f"http://{host}:{PORTS['MLFLOW'] + OFFSET}",
+        "FLYWHEEL_STACK_DIR": str(STACK_DIR),
+        "FLYWHEEL_STACK_PORT_OFFSET": "2000",
+        "FLYWHEEL_STACK_BROKERS": "3",
+        "FLYWHEEL_STACK_REPLICAS": "2",
     }
-    return env
+    shown = subprocess.run(
+        [sys.executable, str(LAUNCHER), "env"], check=True, cwd=ROOT, env=env, capture_output=True, text=True
+    ).stdout
+    where = dict(line.split("=", 1) for line in shown.splitlines())
+    where.pop("FLYWHEEL_DEV_MODE", None)  # the services' setting, not the tests'
+    return env | where | {"FLYWHEEL_SCALE_STACK": "1"}
 
 
 def share_installed() -> None:
@@ -60,7 +49,7 @@ def share_installed() -> None:
 def main() -> int:
     share_installed()
     env = scale_env()
-    launcher = [sys.executable, str(ROOT / "infra" / "stack.py")]
+    launcher = [sys.executable, str(LAUNCHER)]
     try:
         subprocess.run([*launcher, "up"], check=True, cwd=ROOT, env=env)
         tests = [sys.executable, "-m", "pytest", "tests/scale", *sys.argv[1:]]

@@ -303,6 +303,11 @@ class Engine:
             self._prefetched[name] = model
             log.info("candidate prefetched", model=name, version=version)
 
+    def prefetched_version(self, name: str) -> str | None:
+        """The version of ``name`` this replica holds warm for a rollout run elsewhere, if any."""
+        held = self._prefetched.get(name)
+        return held.version if held is not None else None
+
     def forget_miss(self, name: str) -> None:
         """The registry has a champion of ``name`` now, which this replica does not serve: the next
         request asks for it again at once, and a candidate fetched for its rollout is let go."""
