@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from flywheel.common.kafka import create_broker
 from flywheel.common.logs import configure_logging
 from flywheel.common.objectstore import ObjectStore
-from flywheel.common.service import HealthCheck, blocking_check, broker_check
+from flywheel.common.service import HealthCheck, blocking_check, broker_check, consumers_check
 from flywheel.common.settings import ServiceSettings
 from flywheel.common.tracking import configure_mlflow
 
@@ -29,7 +29,7 @@ class Components:
     >>> from flywheel.common.settings import ServiceSettings
     >>> parts = Components.connect("features", ServiceSettings(), uses={"object_store"})
     >>> sorted(parts.checks())
-    ['kafka', 'object_store']
+    ['kafka', 'kafka_consumers', 'object_store']
     >>> parts.mlflow
     Traceback (most recent call last):
     ...
@@ -72,7 +72,7 @@ class Components:
 
     def checks(self) -> dict[str, HealthCheck]:
         """Health of each connection it uses: the broker, and the object store and MLflow server if used."""
-        checks = {"kafka": broker_check(self.broker)}
+        checks = {"kafka": broker_check(self.broker), "kafka_consumers": consumers_check(self.broker)}
         if self.connected_store is not None:
             checks["object_store"] = blocking_check(self.connected_store.ping)
         if self.connected_mlflow is not None:

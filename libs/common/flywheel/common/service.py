@@ -24,6 +24,8 @@ from flywheel.common.problems import declare_input_problems
 from flywheel.common.settings import ServiceSettings
 from flywheel.schemas import Topic
 
+log = structlog.get_logger(__name__)
+
 HealthCheck = Callable[[], Awaitable[bool]]
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -48,6 +50,41 @@ class Health(BaseModel):
 def broker_check(broker: KafkaBroker, timeout: float = 2.0) -> HealthCheck:
     async def check() -> bool:
         return await broker.ping(timeout)
+
+    return check
+
+
+def stalled_consumers(broker: KafkaBroker) -> list[str]:
+    """The topics of subscribers whose Kafka consumer has lost a task it cannot read without.
+
+    aiokafka can end a consumer's group coordination for good on an error it does not expect
+    (aio-libs/aiokafka#1038) while the connection still answers pings: the service then reads nothing
+    more. aiokafka exposes no state for it, so its tasks are looked at directly (private attributes,
+    read defensively: a consumer not started yet, or a newer aiokafka, counts as well).
+    """
+    stalled = []
+    for subscriber in broker.subscribers:
+        consumer = getattr(subscriber, "consumer", None)
+        if consumer is None or getattr(consumer, "_closed", False):
+            continue
+        tasks = [
+            getattr(getattr(consumer, "_coordinator", None), "_coordination_task", None),  # group membership
+            getattr(getattr(consumer, "_fetcher", None), "_fetch_task", None),  # fetching at all
+        ]
+        if any(task is not None and task.done() for task in tasks):
+            stalled.append(",".join(sorted(consumer.subscription())) or "assigned partitions")
+    return stalled
+
+
+def consumers_check(broker: KafkaBroker) -> HealthCheck:
+    """Every consumer of the service still takes part in its group and fetches: a stalled one is a
+    service that reads nothing, whatever its broker connection says, and /health must fail for it."""
+
+    async def check() -> bool:
+        if stalled := stalled_consumers(broker):
+            log.error("kafka consumer stalled: restart the service", topics=stalled)
+            return False
+        return True
 
     return check
 
