@@ -5,7 +5,7 @@ A broker and one replica of each of the six services are SIGKILLed in the middle
 prediction requests and late labels, while the rest of the cluster keeps working; then they are restarted.
 Every output is counted by its distinct ids: nothing accepted is lost, nothing is counted twice, every
 consumer group catches up. A champion change reaches both serving replicas within a second, and a canary
-rollout completes while both serving replicas take the traffic.
+rollout completes while both serving replicas take the traffic; the drift -> retrain -> rollout loop closes.
 """
 
 from __future__ import annotations
@@ -15,9 +15,12 @@ import time
 
 import httpx
 import pytest
+from rich.console import Console
 
 from flywheel.common.settings import KafkaSettings
+from flywheel.demo.scenario import Scenario
 from flywheel.schemas import MODELS_CHAMPION, MODELS_ROLLOUT, RECORDS_VALIDATED
+from tests.e2e.conftest import on_this_stack
 from tests.integration.test_registry_gates import TOKEN
 from tests.integration.test_replicas import until_held
 from tests.integration.test_serving_rollouts import champion_and_challenger, drive_until, rollout_actions, served
@@ -112,4 +115,22 @@ async def test_a_canary_completes_while_both_serving_replicas_take_the_traffic(
         "canary on a cluster",
         f"promoted after {len(answers)} requests over both replicas, on {accuracy['candidate_n']} + "
         f"{accuracy['champion_n']} labels: {events[-1]['reason']}",
+    )
+
+
+@pytest.mark.timeout(1200)
+async def test_the_drift_retrain_rollout_loop_closes_on_the_cluster(services: dict[str, str]):
+    config = on_this_stack(
+        stable_records=800, max_drifted_records=12000, after_recovery_records=300, rate_per_s=60.0, timeout_s=1000
+    )
+    result = await Scenario(config, Console(force_terminal=False, width=140)).run()
+    assert result.drift is not None, "the concept change was never detected on the cluster"
+    assert result.retrain_request is not None and result.approval is not None
+    assert result.new_champion is not None and result.new_champion != result.first_champion
+    for url in serving_replicas(services).values():  # the replica the scenario did not talk to follows too
+        await served(url, config.model_name, str(result.new_champion), timeout=10)
+    report(
+        "closed loop on a cluster",
+        f"drift seen {result.detection_delay[0]} records after the change; v{result.new_champion} champion; "
+        f"served accuracy {result.served}",
     )
