@@ -5,6 +5,8 @@ signed delivery, and with the webhook disabled the reconciler alone still follow
 from __future__ import annotations
 
 import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -12,7 +14,7 @@ from mlflow import MlflowClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from flywheel.common.settings import KafkaSettings
-from flywheel.registry.webhooks import WEBHOOK_NAME
+from flywheel.registry.webhooks import WEBHOOK_NAME, ensure_webhook
 from flywheel.schemas import MODELS_APPROVED, MODELS_CHAMPION
 from tests.integration.test_only_what_passed_serves import FOLLOWED_WITHIN_S, served_champion
 from tests.integration.test_registry_gates import first_champion
@@ -100,3 +102,23 @@ async def test_an_alias_set_by_hand_is_followed_with_the_webhook_and_without_it(
         history = (await http.get(f"/models/{name}")).json()["history"]
     assert (history[-1]["version"], history[-1]["actor"]) == ("3", "mlflow")
     assert "seen by the reconciler" in history[-1]["reason"], history[-1]
+
+
+def test_two_registry_replicas_starting_together_leave_one_webhook(mlflow_settings, services):
+    """Each replica's start-up ``ensure_webhook``, at the same moment: both may create one, one is left."""
+    client = MlflowClient(tracking_uri=mlflow_settings.tracking_uri)
+    url = f"{services['registry']}/mlflow/webhook"
+    for attempt in range(3):
+        name = unique(f"it-webhook-race-{attempt}")
+        start = threading.Barrier(2)
+
+        def replica(name: str = name, start: threading.Barrier = start) -> str:
+            start.wait(timeout=10)
+            return ensure_webhook(client, url, "s3cret-of-the-test", name=name)
+
+        with ThreadPoolExecutor(2) as pool:
+            kept = {f.result(timeout=60) for f in [pool.submit(replica), pool.submit(replica)]}
+        left = [w.webhook_id for w in client.list_webhooks(max_results=1000) if w.name == name]
+        for webhook_id in left:
+            client.delete_webhook(webhook_id)
+        assert len(left) == 1 and kept == set(left), (kept, left)

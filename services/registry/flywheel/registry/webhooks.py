@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -23,6 +24,8 @@ from typing import Annotated, Any
 import structlog
 from fastapi import APIRouter, Header, HTTPException, Request
 from mlflow import MlflowClient
+from mlflow.entities.webhook import Webhook
+from mlflow.exceptions import MlflowException
 
 from flywheel.common.problems import problems
 from flywheel.registry.http import answer
@@ -71,15 +74,27 @@ def refusal(
     return None if hmac.compare_digest(expected, signature) else "the signature does not match"
 
 
-def ensure_webhook(client: MlflowClient, url: str, secret: str) -> str:
-    """Create or update the registry's webhook in MLflow (url, alias events, secret, active); its id."""
-    found = [w for w in client.list_webhooks(max_results=1000) if w.name == WEBHOOK_NAME]
-    if found:
-        hook = client.update_webhook(found[0].webhook_id, url=url, events=ALIAS_EVENTS, secret=secret, status="ACTIVE")
-    else:
+def ensure_webhook(client: MlflowClient, url: str, secret: str, name: str = WEBHOOK_NAME) -> str:
+    """Create or update the registry's webhook in MLflow (url, alias events, secret, active); its id.
+
+    Two registry replicas starting together may both find none and both create one: each then keeps
+    the oldest of that name and deletes the others, so they agree on one without a lock."""
+    hooks = named_webhooks(client, name)
+    if not hooks:
         description = "Flywheel's registry follows or puts back champion aliases moved by hand"
-        hook = client.create_webhook(WEBHOOK_NAME, url, ALIAS_EVENTS, description=description, secret=secret)
-    return hook.webhook_id
+        client.create_webhook(name, url, ALIAS_EVENTS, description=description, secret=secret)
+        hooks = named_webhooks(client, name)
+    keep, *extra = sorted(hooks, key=lambda w: (w.creation_timestamp, w.webhook_id))
+    for hook in extra:
+        with contextlib.suppress(MlflowException):  # the other replica deleted it first
+            client.delete_webhook(hook.webhook_id)
+    return client.update_webhook(
+        keep.webhook_id, url=url, events=ALIAS_EVENTS, secret=secret, status="ACTIVE"
+    ).webhook_id
+
+
+def named_webhooks(client: MlflowClient, name: str) -> list[Webhook]:
+    return [w for w in client.list_webhooks(max_results=1000) if w.name == name]
 
 
 async def register_webhook(client: MlflowClient, url: str, secret: str) -> None:
