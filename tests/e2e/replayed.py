@@ -186,6 +186,24 @@ def timeline(result: ScenarioResult) -> str:
     return "\n".join(lines)
 
 
+def story(result: ScenarioResult, stopped: str = "") -> str:
+    """What decided the loop after the change, one short line a hop: for an assertion's message, which is all
+    a CI's tail shows of a failure."""
+    start = result.change_at or 0.0
+    lines = [stopped] if stopped else []
+    for m in result.moments:
+        if m.at < start or m.topic in (TRAINING_REQUESTED.name, "datasets.versioned"):
+            continue
+        body = m.body
+        what = body.get("action") or body.get("kind") or body.get("run_id", "")
+        version = body.get("candidate_version") or body.get("version")
+        reason = body.get("reason") or "; ".join(g["message"] for g in body.get("gates", []) if not g["passed"])
+        lines.append(
+            f"+{m.at - start:.0f}s #{m.record} {m.topic} {what} {f'v{version}' if version else ''} {reason[:140]}"
+        )
+    return "\n".join(lines[-14:])
+
+
 def served_figure(replay: Replay, tracking: Any, model_name: str, version: str, held_out: list[Row]) -> float:
     """A registered version's figure on the held-out rows, loaded as serving loads it."""
     served = load_version(tracking, DATASETS, model_name, version)

@@ -11,7 +11,7 @@ late and shuffled on ``labels``.
   with its licence): a model of January and February meets spring, whose demand doubles by May.
   Judged by the mean absolute error of the bikes an hour rents.
 
-What is tuned for a dataset is what ``datasets/<name>/*.yaml`` declares: the canary's steps,
+What is tuned for a dataset is what ``datasets/<name>/*.yaml`` declares: the rollout,
 monitoring's detector and that only concept drift retrains; the registry's gates and training's
 freshness are the stack's defaults.
 
@@ -52,6 +52,7 @@ from tests.e2e.replayed import (
     row_index,
     run_replay,
     significance_of,
+    story,
     trained_rows,
 )
 
@@ -100,9 +101,9 @@ async def test_the_loop_learns_real_data_after_their_change_as_well_as_an_offlin
     console.print(judged.lines(result))
 
     # The change was detected; a retrain it caused learnt from after it, without waiting out the timeout.
-    assert result.drift is not None, "the change was never detected"
-    assert result.retrain_request is not None, "no retrain followed the drift"
-    assert result.training_run is not None, "the drift retrain never completed"
+    assert result.drift is not None, f"the change was never detected:\n{story(result, stopped)}"
+    assert result.retrain_request is not None, f"no retrain followed the drift:\n{story(result, stopped)}"
+    assert result.training_run is not None, f"the drift retrain never completed:\n{story(result, stopped)}"
     waited = result.training_run.at - result.drift.at
     timeout_s = TrainingSettings.model_fields["drift_fresh_timeout_s"].default
     assert waited < timeout_s, f"the retrain came {waited:.0f} s after the drift: it waited out the {timeout_s:.0f} s"
@@ -123,7 +124,8 @@ async def test_the_loop_learns_real_data_after_their_change_as_well_as_an_offlin
 
     # The rollout decided with significance, and the candidate became champion.
     decisions = [m for m in result.rollout_steps if m.body["action"] in {"stepped", "promoted", "rolled_back"}]
-    assert result.new_champion is not None and result.new_champion != result.first_champion, "no new champion"
+    new_champion = result.new_champion is not None and result.new_champion != result.first_champion
+    assert new_champion, f"no new champion:\n{story(result, stopped)}"
     significant = [any(t["significant"] for t in significance_of(m.body).values()) for m in decisions]
     assert decisions and all(significant), f"rollout decisions without a significant test: {significant}"
 
