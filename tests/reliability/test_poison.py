@@ -43,6 +43,7 @@ from flywheel.schemas import (
     PREDICTIONS,
     RECORDS_REJECTED,
     RECORDS_VALIDATED,
+    REGISTRY_ANSWERS,
     TOPICS,
     TRAINING_FAILED,
 )
@@ -61,6 +62,7 @@ REJECTIONS = {
     TRAINING_FAILED.name: lambda e: True,
     MODELS_REJECTED.name: lambda e: True,
     MODELS_ROLLOUT.name: lambda e: e["action"] in ("aborted", "rolled_back"),
+    REGISTRY_ANSWERS.name: lambda e: e["status"] != 200,  # a command refused (404, 409) is answered, not lettered
 }
 
 
@@ -281,6 +283,24 @@ def good_and_absurd(topic: str, tag: str, model: str, champion: str) -> tuple[di
                 ("1e308 version", {"action": "rolled_back", "candidate_version": HUGE}),
                 ("10k-char version", {"action": "rolled_back", "candidate_version": LONG}),
                 ("unknown model", {"action": "rolled_back", "model_name": "no-such-model", "candidate_version": "1"}),
+            ],
+        ),
+        "registry.commands": (  # read by the registry replica owning the model; a reconcile of a model moved by no one
+            {"model_name": model, "action": "reconcile", "actor": "reliability"},
+            [
+                ("NaN version", {"action": "promote", "version": NAN}),
+                ("1e308 version", {"action": "promote", "version": HUGE}),
+                ("10k-char version", {"action": "promote", "version": LONG}),
+                ("unknown model", {"action": "rollback", "model_name": "no-such-model"}),
+            ],
+        ),
+        "registry.answers": (  # read by every registry replica: an answer to a command no one waits for
+            {"model_name": model, "command_id": str(uuid.uuid4()), "status": 200},
+            [
+                ("NaN status", {"status": NAN}),
+                ("1e308 status", {"status": HUGE}),
+                ("10k-char model", {"model_name": LONG}),
+                ("status 999", {"status": 999}),
             ],
         ),
     }

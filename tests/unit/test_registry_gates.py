@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,6 +18,9 @@ from faststream.kafka import TestKafkaBroker
 from flywheel.common.auth import Credentials, Grant, bearer
 from flywheel.common.kafka import DEADLETTERS, ExactlyOnce, create_broker
 from flywheel.common.settings import KafkaSettings
+from flywheel.registry.commanded import CommandHandler
+from flywheel.registry.commands import CommandDesk, Unanswered
+from flywheel.registry.commands import reconcile as reconcile_commands
 from flywheel.registry.http import create_router
 from flywheel.registry.modelstore import HISTORY, RECORDED_CHAMPION, STATUS, NotFound
 from flywheel.registry.registrar import Registrar
@@ -28,10 +32,16 @@ from flywheel.schemas import (
     MODELS_CHAMPION,
     MODELS_REJECTED,
     MODELS_ROLLOUT,
+    REGISTRY_ANSWERS,
+    REGISTRY_COMMANDS,
     TRAINING_COMPLETED,
+    AlertRaised,
+    ChampionChanged,
     Lineage,
     ModelTrained,
+    RegistryCommand,
     RolloutStepped,
+    utc_now,
 )
 
 CREDENTIALS = Credentials(
@@ -173,11 +183,18 @@ def wired():
     return broker, seen
 
 
-def registrar(broker, store: FakeStore, **settings: Any) -> Registrar:
-    """A registrar whose ``on_trained`` is reached the way Kafka reaches it: through its subscriber."""
-    r = Registrar(store, catalog=None, broker=broker, settings=RegistrySettings(**settings))
-    register_subscribers(broker, r, ExactlyOnce(), "registry-test")
-    return r
+def registrar(broker, store: FakeStore, **settings: Any) -> tuple[Registrar, CommandDesk]:
+    """A registrar reached the way Kafka reaches it, through its subscribers, and the desk its routes ask."""
+    r = Registrar(store, catalog=None, settings=RegistrySettings(**settings))
+    desk = CommandDesk(broker, timeout_s=5)
+    register_subscribers(broker, r, desk, ExactlyOnce(), "registry-test")
+    return r, desk
+
+
+def routes(r: Registrar, desk: CommandDesk) -> httpx.AsyncClient:
+    app = FastAPI()
+    app.include_router(create_router(r, desk, CREDENTIALS))
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t")
 
 
 async def deliver(broker, *events: ModelTrained) -> None:
@@ -221,17 +238,26 @@ async def test_a_champion_alias_moved_by_hand_is_followed_when_the_version_may_s
     tags, ``models.champion`` with actor ``mlflow``); to a rejected one, put back with an alert."""
     broker, seen = wired
     store = FakeStore(champion_score=0.9)
-    r = registrar(broker, store)
+    r, desk = registrar(broker, store)
+    handler = CommandHandler(r)
+
+    async def reconcile() -> list[str]:  # what the poller and the webhook do: a command per model moved by hand
+        moved = handler.moved_by_hand()
+        await reconcile_commands(moved, desk, seen_by="reconciler")
+        return moved
+
     async with TestKafkaBroker(broker):
         await deliver(broker, trained(0.95, run="r1"), trained(0.92, run="r2"), trained(0.5, run="r3"))
-        assert await r.reconcile() == []  # nothing moved by hand
+        assert await reconcile() == []  # nothing moved by hand
         store.set_alias("m", "champion", "2")  # MlflowClient().set_registered_model_alias("m", "champion", "2")
-        [followed] = await r.reconcile()
-        assert await r.reconcile() == []
+        assert await reconcile() == ["m"]
+        assert await reconcile() == []
         store.set_alias("m", "champion", "3")  # v3 was rejected
-        [alert] = await r.reconcile()
+        assert await reconcile() == ["m"]
+    followed = ChampionChanged.model_validate(seen[MODELS_CHAMPION.name][-1])
+    alert = AlertRaised.model_validate(seen[ALERTS.name][-1])
     assert followed.version == "2" and followed.previous_version == "1" and followed.actor == "mlflow"
-    assert seen[MODELS_CHAMPION.name][-1]["version"] == "2"
+    assert "seen by the reconciler" in followed.reason
     assert store.aliases("m") == {"champion": "2", "previous": "1"}  # challenger 2 is champion now
     assert alert.kind == "champion_alias" and "v3 is rejected" in alert.message and "put back to v2" in alert.message
     assert seen[ALERTS.name][-1]["dedup_key"] == "champion_alias:m"
@@ -245,14 +271,9 @@ async def test_a_champion_alias_moved_by_hand_is_followed_when_the_version_may_s
 async def test_manual_approval_holds_a_candidate_until_approved_over_http(wired):
     broker, seen = wired
     store = FakeStore()
-    r = registrar(broker, store, manual_approval=True)
-    app = FastAPI()
-    app.include_router(create_router(r, CREDENTIALS))
     auth = bearer("ann-operator-token")
-    async with (
-        TestKafkaBroker(broker),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as http,
-    ):
+    http = routes(*registrar(broker, store, manual_approval=True))
+    async with TestKafkaBroker(broker), http:
         await deliver(broker, trained(0.95))
         assert store.aliases("m") == {} and seen[MODELS_APPROVED.name] == []
         assert (await http.post("/models/m/versions/1/approve", json={"actor": "ann"})).status_code == 401
@@ -267,13 +288,8 @@ async def test_manual_approval_holds_a_candidate_until_approved_over_http(wired)
 async def test_promote_keeps_the_previous_champion_and_rollback_restores_it(wired):
     broker, seen = wired
     store = FakeStore(champion_score=0.5)
-    r = registrar(broker, store)
-    app = FastAPI()
-    app.include_router(create_router(r, CREDENTIALS))
-    async with (
-        TestKafkaBroker(broker),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as http,
-    ):
+    http = routes(*registrar(broker, store))
+    async with TestKafkaBroker(broker), http:
         challenger, step = trained(0.96, run="r2"), uuid.uuid4()  # step: the rollout's promoted step
         await deliver(broker, trained(0.95, run="r1"), challenger)
         unknown_token = await http.post("/models/m/promote", json={"version": "2"}, headers=bearer("x"))
@@ -448,14 +464,14 @@ async def test_an_inconclusive_or_aborted_rollout_ends_the_challenger_and_says_w
 async def test_a_late_rollback_leaves_a_newer_challenger_and_a_champion_rollback_marks_the_old_champion(wired):
     broker, _ = wired
     store = FakeStore(champion_score=0.5)
-    r = registrar(broker, store)
+    _, desk = registrar(broker, store)
     async with TestKafkaBroker(broker):
         await deliver(broker, trained(0.95, run="r1"), trained(0.96, run="r2"), trained(0.97, run="r3"))
         await broker.publish(rollout("rolled_back", "2"), topic=MODELS_ROLLOUT.name)  # v3 is challenger now
         assert store.aliases("m") == {"champion": "1", "challenger": "3"}
         assert store.versions["m"]["2"].tags[STATUS] == "rolled_back"
-        await r.promote("m", "3", "serving", "canary healthy")
-        await r.rollback("m", "serving", "bake period: accuracy fell")
+        assert (await desk.ask(command("promote", "3", reason="canary healthy"))).status == 200
+        assert (await desk.ask(command("rollback", reason="bake period: accuracy fell"))).status == 200
     assert store.aliases("m") == {"champion": "1"}
     assert store.versions["m"]["3"].tags[STATUS] == "rolled_back"
     assert store.versions["m"]["3"].tags["flywheel.rollback_reason"] == "bake period: accuracy fell"
@@ -471,3 +487,72 @@ async def test_another_completion_of_a_decided_run_publishes_nothing_again(wired
         await deliver(broker, first, repeat)
     assert list(store.versions["m"]) == ["1"] and store.aliases("m") == {"champion": "1"}
     assert len(seen[MODELS_APPROVED.name]) == 1 and len(seen[MODELS_CHAMPION.name]) == 1
+
+
+def command(action: str, version: str | None = None, name: str = "m", reason: str = "") -> RegistryCommand:
+    return RegistryCommand(
+        producer="serving", model_name=name, action=action, version=version, actor="serving", reason=reason
+    )
+
+
+async def test_commands_answer_what_http_would_and_a_redelivered_one_repeats_its_move_with_the_same_id(wired):
+    """A crash after the move, before the commit: the command comes again, finds its move in the history and
+    answers 200 with the same event (consumers dedup it), not 409 "already the champion"."""
+    broker, seen = wired
+    store = FakeStore(champion_score=0.5)
+    _, desk = registrar(broker, store)
+    answers = collect(broker, REGISTRY_ANSWERS.name)
+    promote = command("promote", "2", reason="canary healthy").model_copy(update={"expires_at": None})
+    async with TestKafkaBroker(broker):
+        await deliver(broker, trained(0.95, run="r1"), trained(0.96, run="r2"), trained(0.5, run="r3"))
+        # the second: a new process's redelivery (no memory of the first)
+        first, again = [
+            await CommandHandler(Registrar(store, None, RegistrySettings())).on_command(promote) for _ in "12"
+        ]
+        await broker.publish(promote.to_bytes(), topic=REGISTRY_COMMANDS.name)
+        refused = {
+            "gone": await desk.ask(command("promote", "7")),
+            "rejected": await desk.ask(command("promote", "3")),
+            "twice": await desk.ask(command("promote", "2")),
+            "unknown": await desk.ask(command("rollback", name="zzz")),
+            "held": await desk.ask(command("approve", "2")),
+        }
+        late = command("rollback").model_copy(update={"expires_at": utc_now() - timedelta(seconds=1)})
+        await broker.publish(late.to_bytes(), topic=REGISTRY_COMMANDS.name)
+    assert {k: a.status for k, a in refused.items()} == {
+        "gone": 404,
+        "rejected": 409,
+        "twice": 409,
+        "unknown": 404,
+        "held": 409,
+    }
+    assert "rejected; only approved versions" in refused["rejected"].detail
+    assert store.aliases("m") == {"champion": "2", "previous": "1"}, "the late rollback was not carried out"
+    assert [a["status"] for a in answers if a["command_id"] == str(late.event_id)] == [503]
+    assert [e.event_id for e in first] == [e.event_id for e in again] and [type(e).__name__ for e in first] == [
+        "ChampionChanged",
+        "RegistryAnswered",
+    ]
+    assert first[1].status == again[1].status == 200
+    [published] = [c for c in seen[MODELS_CHAMPION.name] if c["action"] == "promote" and c["version"] == "2"]
+    assert published["event_id"] == str(first[0].event_id), "a redelivered command repeats its move's id"
+    history = json.loads(store.tags["m"][HISTORY])
+    assert [h["command_id"] for h in history if h.get("command_id")] == [str(promote.event_id)]
+
+
+async def test_a_command_desk_waits_no_longer_than_its_timeout(wired):
+    broker, _ = wired
+    desk = CommandDesk(broker, timeout_s=0.1)  # no registry consumer: nobody answers
+    async with TestKafkaBroker(broker):
+        with pytest.raises(Unanswered, match="will not be carried out later"):
+            await desk.ask(command("rollback"))
+
+
+async def test_a_message_of_another_type_on_registry_commands_is_dead_lettered(wired):
+    broker, _ = wired
+    letters = collect(broker, DEADLETTERS.name)
+    registrar(broker, FakeStore())
+    async with TestKafkaBroker(broker):
+        await broker.publish(trained(0.9).to_bytes(), topic=REGISTRY_COMMANDS.name)
+    [letter] = letters
+    assert letter["source_topic"] == REGISTRY_COMMANDS.name and "RegistryCommand" in letter["reason"]

@@ -109,7 +109,7 @@ def run(
 
 
 def registrar(store: SliceStore, **settings) -> Registrar:
-    return Registrar(store, catalog=None, broker=None, settings=RegistrySettings(**settings))
+    return Registrar(store, catalog=None, settings=RegistrySettings(**settings))
 
 
 def only(events, kind):

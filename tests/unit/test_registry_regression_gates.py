@@ -132,7 +132,7 @@ def specs(tmp_path) -> Specs:
 
 def registrar(store: SliceStore, specs: Specs, **settings) -> Registrar:
     settings = RegistrySettings(datasets_dir=specs.root, **settings)
-    return Registrar(store, catalog=None, broker=None, settings=settings)
+    return Registrar(store, catalog=None, settings=settings)
 
 
 def only(events, kind):

@@ -6,12 +6,15 @@ from faststream.kafka import TestKafkaBroker
 
 from flywheel.common.kafka import ExactlyOnce, create_broker
 from flywheel.common.settings import KafkaSettings
+from flywheel.registry.commands import CommandDesk
 from flywheel.registry.subscribers import register_subscribers
 from flywheel.schemas import TRAINING_COMPLETED, Lineage, ModelTrained
 
 
 class Registrar:
     """Records the candidates it is asked to gate."""
+
+    store = None
 
     def __init__(self) -> None:
         self.gated: list[ModelTrained] = []
@@ -37,7 +40,7 @@ def trained(repeat: bool) -> ModelTrained:
 async def test_a_repeat_is_not_gated_registered_or_approved_again() -> None:
     broker = create_broker(KafkaSettings(retry_backoff_s=0), service="registry-test")
     registrar = Registrar()
-    register_subscribers(broker, registrar, ExactlyOnce(), "registry-test")  # type: ignore[arg-type]
+    register_subscribers(broker, registrar, CommandDesk(broker, 5), ExactlyOnce(), "registry-test")  # type: ignore[arg-type]
     first, again = trained(repeat=False), trained(repeat=True)
     async with TestKafkaBroker(broker) as test_broker:
         await test_broker.publish(first.to_bytes(), TRAINING_COMPLETED.name)

@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 from flywheel.schemas.datasets import DatasetVersioned
 from flywheel.schemas.envelope import Event
 from flywheel.schemas.features import FeaturesComputed
-from flywheel.schemas.models import ChampionChanged, ModelApproved, ModelRejected, RolloutStepped
+from flywheel.schemas.models import (
+    ChampionChanged,
+    ModelApproved,
+    ModelRejected,
+    RegistryAnswered,
+    RegistryCommand,
+    RolloutStepped,
+)
 from flywheel.schemas.monitoring import AlertRaised, DriftDetected
 from flywheel.schemas.predictions import PredictionMade, PredictionRequested
 from flywheel.schemas.records import (
@@ -115,6 +122,15 @@ MODELS_ROLLOUT = Topic(
     # every serving replica loads a started rollout's candidate, so that its promotion is a swap everywhere
     every_replica_of=frozenset({"serving"}),
 )
+# Keyed by model like training.completed and models.rollout, so one model's decisions of all three land on one
+# partition number, which one registry replica owns: that replica decides them one at a time.
+REGISTRY_COMMANDS = Topic(
+    "registry.commands", RegistryCommand, "model_name", "Decisions asked of the registry, serialized per model."
+)
+# Every registry replica reads the answers: the one whose HTTP request waits for a command answers it.
+REGISTRY_ANSWERS = Topic(
+    "registry.answers", RegistryAnswered, "model_name", "How each registry command ended.", every_replica=True
+)
 PREDICTIONS_REQUESTS = Topic(
     "predictions.requests", PredictionRequested, "entity_id", "Records to score over Kafka.", clients_write=True
 )
@@ -149,6 +165,8 @@ TOPICS: dict[str, Topic] = {
         MODELS_REJECTED,
         MODELS_CHAMPION,
         MODELS_ROLLOUT,
+        REGISTRY_COMMANDS,
+        REGISTRY_ANSWERS,
         PREDICTIONS_REQUESTS,
         PREDICTIONS,
         MONITORING_DRIFT,

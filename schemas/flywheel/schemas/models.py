@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Literal
+from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from flywheel.schemas.envelope import Event, Name
 
@@ -101,3 +102,30 @@ class RolloutStepped(Event):
     )
     alpha: float | None = Field(default=None, description="The rollout's significance level (all rates together).")
     elapsed_s: float | None = Field(default=None, description="Seconds since the rollout started (or resumed).")
+
+
+class RegistryCommand(Event):
+    """A decision the registry is asked to carry out (``registry.commands``), keyed by model.
+
+    Every decision about one model (gating a candidate, promote, rollback, approve, following an
+    alias moved by hand) is made by the one registry replica that owns the model's partition, one
+    at a time: replicas need no lock. ``expires_at``: the asker stops waiting then; a command still
+    unhandled by that time is refused rather than carried out behind its back.
+    """
+
+    model_name: Name
+    action: Literal["promote", "rollback", "approve", "reconcile"]
+    version: Name | None = Field(default=None, description="The version to promote or approve.")
+    actor: str = Field(description="The authenticated principal (or what noticed a hand move) that asked.")
+    reason: str = Field(default="", max_length=1000)
+    expires_at: AwareDatetime | None = Field(default=None, description="Refused, not carried out, after this.")
+
+
+class RegistryAnswered(Event):
+    """How a ``RegistryCommand`` ended (``registry.answers``): read by every registry replica, so the one whose
+    HTTP request is waiting answers it."""
+
+    model_name: Name
+    command_id: UUID = Field(description="The command's event id.")
+    status: int = Field(ge=100, le=599, description="As HTTP would say it: 200 done, 404, 409, 503 expired.")
+    detail: str = Field(default="", description="Why, when it was not carried out.")

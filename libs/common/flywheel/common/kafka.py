@@ -477,8 +477,11 @@ class ExactlyOnce:
         event: Event,
         effect: Callable[[], Awaitable[Caused] | Caused],
         publish: Callable[[Event], Awaitable[None]] | None,
+        derive_ids: bool = True,
     ) -> list[Event] | None:
-        """Apply ``effect`` once for ``event`` and publish what it caused; None when already done."""
+        """Apply ``effect`` once for ``event`` and publish what it caused; None when already done.
+
+        ``derive_ids=False``: the effect stamps its events' ids itself (from a cause of its choosing)."""
         key = str(event.event_id)
         if key in self.done:
             return None
@@ -486,7 +489,8 @@ class ExactlyOnce:
             caused = self._applied[key]
         else:
             result = effect()
-            caused = with_derived_ids(event, _as_list(await result if inspect.isawaitable(result) else result))
+            caused = _as_list(await result if inspect.isawaitable(result) else result)
+            caused = with_derived_ids(event, caused) if derive_ids else caused
             self._applied[key] = caused
             if len(self._applied) > self._capacity:
                 self._applied.popitem(last=False)

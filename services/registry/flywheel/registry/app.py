@@ -17,6 +17,8 @@ from flywheel.common.datasets import DatasetCatalog
 from flywheel.common.featuresets import load_feature_set
 from flywheel.common.kafka import ExactlyOnce
 from flywheel.common.service import create_service_app
+from flywheel.registry.commanded import CommandHandler
+from flywheel.registry.commands import CommandDesk, reconcile
 from flywheel.registry.http import create_router
 from flywheel.registry.maturity.http import create_maturity_router
 from flywheel.registry.modelstore import ModelStore
@@ -25,18 +27,26 @@ from flywheel.registry.settings import RegistrySettings
 from flywheel.registry.subscribers import register_subscribers
 from flywheel.registry.webhooks import create_webhook_router, register_webhook
 from flywheel.registry.why_http import create_why_router, loop_events_reader
-from flywheel.schemas import ALERTS, MODELS_APPROVED, MODELS_CHAMPION, MODELS_REJECTED
+from flywheel.schemas import (
+    ALERTS,
+    MODELS_APPROVED,
+    MODELS_CHAMPION,
+    MODELS_REJECTED,
+    REGISTRY_ANSWERS,
+    REGISTRY_COMMANDS,
+)
 
 log = structlog.get_logger(__name__)
 
 
-async def reconcile_forever(registrar: Registrar, every_s: float) -> None:
-    """Follow or put back champion aliases moved in MLflow by hand, every ``every_s``; errors wait a turn."""
+async def reconcile_forever(commands: CommandHandler, desk: CommandDesk, every_s: float) -> None:
+    """Every ``every_s``, ask to follow or put back each champion alias moved in MLflow by hand; errors wait a
+    turn. (Every replica polls; a model's owner carries out each ask, and a second finds nothing left.)"""
     while True:
         await asyncio.sleep(every_s)
         try:
-            await registrar.reconcile()
-        except Exception as exc:  # MLflow away for a moment: the next turn sees the same aliases
+            await reconcile(await asyncio.to_thread(commands.moved_by_hand), desk, seen_by="reconciler")
+        except Exception as exc:  # MLflow or Kafka away for a moment: the next turn sees the same aliases
             log.warning("reconciling champion aliases failed", error=repr(exc))
 
 
@@ -49,12 +59,15 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         legacy=partial(load_feature_set, settings.datasets_dir),
         trusted=settings.mlflow.trusted_modules,
     )
-    registrar = Registrar(store, DatasetCatalog(parts.store), parts.broker, settings)
-    register_subscribers(parts.broker, registrar, ExactlyOnce(), settings.consumer_group)
+    registrar = Registrar(store, DatasetCatalog(parts.store), settings)
+    desk = CommandDesk(parts.broker, settings.command_timeout_s)
+    register_subscribers(parts.broker, registrar, desk, ExactlyOnce(), settings.consumer_group)
+    commands = CommandHandler(registrar)
 
     @contextlib.asynccontextmanager
     async def reconcile_aliases(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(reconcile_forever(registrar, settings.reconcile_s)) if settings.reconcile_s else None
+        every = settings.reconcile_s
+        task = asyncio.create_task(reconcile_forever(commands, desk, every)) if every else None
         try:
             yield
         finally:
@@ -78,14 +91,14 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         broker=parts.broker,
         checks=parts.checks(),
         routers=[
-            create_router(registrar, credentials),
+            create_router(registrar, desk, credentials),
             create_why_router(registrar, loop_events_reader(settings.kafka.bootstrap_servers)),
             create_maturity_router(registrar),
-            create_webhook_router(registrar, webhook_secret),
+            create_webhook_router(commands, desk, webhook_secret),
         ],
         lifespans=[reconcile_aliases, mlflow_webhook],
         description="Gates candidates against thresholds and the champion; owns the MLflow Model Registry.",
-        publishes=[MODELS_APPROVED, MODELS_REJECTED, MODELS_CHAMPION, ALERTS],
+        publishes=[MODELS_APPROVED, MODELS_REJECTED, MODELS_CHAMPION, ALERTS, REGISTRY_COMMANDS, REGISTRY_ANSWERS],
     )
     app.state.registrar = registrar
     return app

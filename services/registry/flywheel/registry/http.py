@@ -1,4 +1,8 @@
-"""Registry's HTTP routes: models, versions, lineage; promote, roll back and approve (operators only)."""
+"""Registry's HTTP routes: models, versions, lineage; promote, roll back and approve (operators only).
+
+A promote, rollback or approve is a ``registry.commands`` message that the replica owning the model carries
+out; the route waits for its answer, then reads the model as it now is.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,19 @@ from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
+from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Body, Depends, HTTPException
 from mlflow.exceptions import MlflowException
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from flywheel.common.auth import Credentials, Principal
 from flywheel.common.problems import problems
-from flywheel.registry.modelstore import NotFound
+from flywheel.registry.commands import CommandDesk, Unanswered
+from flywheel.registry.modelstore import REFUSED, NotFound
 from flywheel.registry.registrar import Conflict, Registrar
+from flywheel.schemas import RegistryCommand
 
 T = TypeVar("T")
-REFUSED = {"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "RESOURCE_DOES_NOT_EXIST"}  # MLflow's "no such name"
 VERSION = re.compile(r"[0-9]{1,9}")  # MLflow numbers versions; a longer number overflows its store
 READS = problems(404, 503)
 WRITES = problems(401, 403, 404, 409, 503)
@@ -53,8 +59,28 @@ async def answer(call: Awaitable[T]) -> T:
         if exc.error_code in REFUSED:  # a name or version MLflow refuses cannot exist
             raise HTTPException(404, f"no such model or version: {exc.message[:300]}") from exc
         raise HTTPException(503, f"the MLflow registry failed: {exc.message[:300]}") from exc
-    except OSError as exc:
+    except (OSError, KafkaError, Unanswered) as exc:
         raise HTTPException(503, f"a backend is unreachable: {exc}"[:300]) from exc
+
+
+async def decided(desk: CommandDesk, registrar: Registrar, command: RegistryCommand) -> dict[str, Any]:
+    """Carry out ``command`` through its model's owner; the model as it is then (the version, if approved)."""
+    answered = await answer(desk.ask(command))
+    if answered.status != 200:
+        raise HTTPException(answered.status, answered.detail)
+    if command.action == "approve" and command.version is not None:
+        return await answer(registrar.read(registrar.describe_version_sync, command.model_name, command.version))
+    return await answer(registrar.read(registrar.describe_sync, command.model_name))
+
+
+def command(name: str, action: Any, by: Principal, reason: str, **fields: Any) -> RegistryCommand:
+    """A command of the authenticated principal (never a body's "actor"); a name too long is no model (404)."""
+    try:
+        return RegistryCommand(
+            producer="registry", model_name=name, action=action, actor=by.name, reason=reason, **fields
+        )
+    except ValidationError as exc:
+        raise HTTPException(404, f"no such model: {name[:80]!r}") from exc
 
 
 def numbered(name: str, version: str) -> str:
@@ -64,7 +90,7 @@ def numbered(name: str, version: str) -> str:
     return version
 
 
-def create_router(registrar: Registrar, credentials: Credentials) -> APIRouter:
+def create_router(registrar: Registrar, desk: CommandDesk, credentials: Credentials) -> APIRouter:
     router = APIRouter(tags=["models"])
     operator = Depends(credentials.require("operator"))  # the principal, for the history: never a body field
 
@@ -92,14 +118,14 @@ def create_router(registrar: Registrar, credentials: Credentials) -> APIRouter:
     @router.post("/models/{name}/promote", responses=WRITES)
     async def promote(name: str, body: Annotated[PromoteBody, Body()], by: Principal = operator) -> dict[str, Any]:
         """Make a version champion; the old champion is kept as ``previous``. The history names the caller."""
-        return await answer(
-            registrar.promote(name, numbered(name, body.version), by.name, body.reason, body.causation_id)
-        )
+        version = numbered(name, body.version)
+        asked = command(name, "promote", by, body.reason, version=version, causation_id=body.causation_id)
+        return await decided(desk, registrar, asked)
 
     @router.post("/models/{name}/rollback", responses=WRITES)
     async def rollback(name: str, body: Annotated[RollbackBody, Body()], by: Principal = operator) -> dict[str, Any]:
         """Put the previous champion back. The history names the caller."""
-        return await answer(registrar.rollback(name, by.name, body.reason))
+        return await decided(desk, registrar, command(name, "rollback", by, body.reason))
 
     @router.post("/models/{name}/versions/{version}/approve", responses=WRITES)
     async def approve(
@@ -108,6 +134,8 @@ def create_router(registrar: Registrar, credentials: Credentials) -> APIRouter:
         """Release a candidate held for manual approval (challenger, or champion if first). The history names
         the caller."""
         body = body or ApproveBody()
-        return await answer(registrar.approve(name, numbered(name, version), by.name, body.reason))
+        return await decided(
+            desk, registrar, command(name, "approve", by, body.reason, version=numbered(name, version))
+        )
 
     return router

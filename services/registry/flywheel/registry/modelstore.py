@@ -39,6 +39,9 @@ GATE_FIGURES = "flywheel.gate_figures"
 TAG_LIMIT = 5000  # MLflow's limit on a tag value
 
 
+REFUSED = {"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "RESOURCE_DOES_NOT_EXIST"}  # MLflow's "no such name"
+
+
 class NotFound(LookupError):
     """No such model or version."""
 

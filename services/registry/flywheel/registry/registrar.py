@@ -1,7 +1,9 @@
-"""The registry's use cases: gate a candidate, approve, promote, roll back, explain lineage.
+"""The registry's use cases: gate a candidate, write down a rollout's end, move the champion, explain lineage.
 
-Only this class writes to the MLflow Model Registry, and every write happens under
-one lock, so two decisions about one model can never interleave.
+Only this class (and the commands it carries out, ``commanded.py``) writes to the MLflow Model Registry.
+Two decisions about one model never interleave without a lock: each model's candidates, rollout ends
+and commands arrive keyed by model on one partition number of their topics, which one replica owns and
+handles one message at a time (``subscribers.py``).
 """
 
 from __future__ import annotations
@@ -13,18 +15,14 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import structlog
-from faststream.kafka import KafkaBroker
 
 from flywheel.common.datasets import DatasetCatalog
-from flywheel.common.kafka import InvalidMessage, publish_event, with_derived_ids
+from flywheel.common.kafka import InvalidMessage, with_derived_ids
 from flywheel.common.modelspec import GateSpec, load_model_spec
 from flywheel.common.tracking import Tags
 from flywheel.registry import metrics
-from flywheel.registry.aliases import AliasCheck, SeenBy
 from flywheel.registry.decisions import (
-    HAND_MOVE,
     REBUILD,
-    UNPROMOTABLE,
     Move,
     approved,
     chain_of,
@@ -42,7 +40,6 @@ from flywheel.registry.modelstore import (
     GATE_SPEC,
     GATES,
     METRICS,
-    RECORDED_CHAMPION,
     STATUS,
     TAG_LIMIT,
     ModelStore,
@@ -77,22 +74,10 @@ class Conflict(ValueError):
 
 
 class Registrar:
-    def __init__(
-        self, store: ModelStore, catalog: DatasetCatalog, broker: KafkaBroker, settings: RegistrySettings
-    ) -> None:
+    def __init__(self, store: ModelStore, catalog: DatasetCatalog, settings: RegistrySettings) -> None:
         self.store = store
         self.catalog = catalog
-        self.broker = broker
         self.settings = settings
-        self.lock = asyncio.Lock()
-
-    async def _write(self, work: Callable[[], tuple[T, list[Event]]]) -> T:
-        """Run blocking registry writes under the lock, then publish their events in order."""
-        async with self.lock:
-            result, events = await asyncio.to_thread(work)
-            for event in events:
-                await publish_event(self.broker, event)
-        return result
 
     # -- candidates --------------------------------------------------------------------
 
@@ -103,8 +88,7 @@ class Registrar:
         decision a crash interrupted, or returns the same decision's events again (their ids
         derive from the trained event, so consumers see them once).
         """
-        async with self.lock:
-            _, events = await asyncio.to_thread(self._gate_and_register, trained)
+        _, events = await asyncio.to_thread(self._gate_and_register, trained)
         return events
 
     def gates_for(self, trained: ModelTrained, champion: str | None) -> tuple[list[GateResult], dict[str, str]]:
@@ -137,7 +121,7 @@ class Registrar:
         existing = self.store.version_for_run(name, trained.run_id)
         if existing is not None:  # a redelivered ModelTrained: registered already
             log.info("candidate already registered", model_name=name, version=existing, run_id=trained.run_id)
-            return existing, self._decided(trained, existing)
+            return existing, self.decided(trained, existing)
         if not self.store.run_exists(trained.run_id):  # nothing to register: never a version
             raise InvalidMessage(f"run {trained.run_id!r} of model {name!r} is not in MLflow")
         champion = self.store.aliases(name).get("champion")
@@ -180,9 +164,9 @@ class Registrar:
         if self.settings.manual_approval:  # the event is kept with the version, to approve it later
             self.store.set_tags(name, version, {HELD_EVENT: held(trained)})
             return version, []
-        return version, self._accept(trained, version, gates, champion, actor="registry", reason="passed all gates")
+        return version, self.accept(trained, version, gates, champion, actor="registry", reason="passed all gates")
 
-    def _decided(self, trained: ModelTrained, version: str) -> list[Event]:
+    def decided(self, trained: ModelTrained, version: str) -> list[Event]:
         """The events of a decision already stored with ``version``; an interrupted one is finished."""
         tags = dict(self.store.version(trained.model_name, version).tags or {})
         gates = [GateResult.model_validate(g) for g in json.loads(tags.get(GATES, "[]"))]
@@ -198,13 +182,13 @@ class Registrar:
         if status != "approved":  # held for a human: nothing to publish until approval
             return []
         if DECISION_EVENT not in tags:  # crashed between registering and accepting
-            return self._accept(trained, version, gates, champion, actor="registry", reason="passed all gates")
+            return self.accept(trained, version, gates, champion, actor="registry", reason="passed all gates")
         approval = with_derived_ids(trained, [approved(trained, version, gates, champion)])[0]
         if champion is not None:
             return [approval]
         return [approval, Move.first(trained.model_name, version, "registry", approval).event()]
 
-    def _accept(
+    def accept(
         self,
         trained: ModelTrained,
         version: str,
@@ -221,7 +205,7 @@ class Registrar:
         if champion is not None:
             self.store.set_alias(name, "challenger", version)
         else:
-            events.append(self._move(Move.first(name, version, actor, approval), {}))
+            events.append(self.move(Move.first(name, version, actor, approval), {}))
         # the decision's event id last: with it the decision is complete (a redelivery only re-publishes)
         self.store.set_tags(
             name,
@@ -236,8 +220,9 @@ class Registrar:
         )
         return events
 
-    def _move(self, move: Move, aliases: dict[str, str]) -> ChampionChanged:
-        """Move the champion: aliases, the tags of the version concerned, the history, the event."""
+    def move(self, move: Move, aliases: dict[str, str], command_id: uuid.UUID | None = None) -> ChampionChanged:
+        """Move the champion: aliases, the tags of the version concerned, the history (with the command that
+        asked, so that its redelivery finds the move made), the event."""
         name = move.model_name
         sets, deletes = move.aliases(aliases)
         for alias, version in sets.items():
@@ -248,7 +233,8 @@ class Registrar:
         tagged, tags = move.tags(at)
         if tagged is not None:
             self.store.set_tags(name, tagged, tags)
-        self.store.record(name, move.entry(at), self.settings.history_kept)
+        entry = move.entry(at) | ({"command_id": str(command_id)} if command_id else {})
+        self.store.record(name, entry, self.settings.history_kept)
         self.store.record_champion(name, move.version)  # last: an alias ahead of it is the registry's own move
         metrics.CHAMPION_MOVES.labels(name, move.action).inc()
         log.info(
@@ -271,8 +257,7 @@ class Registrar:
         """
         if rollout.action not in ENDED_KEPT:
             return []
-        async with self.lock:
-            await asyncio.to_thread(self._rollout_ended, rollout)
+        await asyncio.to_thread(self._rollout_ended, rollout)
         return []
 
     def _rollout_ended(self, rollout: RolloutStepped) -> None:
@@ -299,98 +284,6 @@ class Registrar:
         self.store.set_tags(name, version, {ROLLOUT_EVENT: str(rollout.event_id)})  # last: the write is complete
         metrics.DECISIONS.labels(name, rollout.action).inc()
         log.info("rollout ended, champion kept", model_name=name, version=version, action=rollout.action)
-
-    # -- operator actions ----------------------------------------------------------------
-
-    async def approve(self, name: str, version: str, actor: str, reason: str) -> dict[str, Any]:
-        """Release a candidate held for manual approval."""
-
-        def work() -> tuple[dict[str, Any], list[Event]]:
-            mv = self.store.version(name, version)
-            tags = dict(mv.tags or {})
-            if tags.get(STATUS) != "pending_approval":
-                raise Conflict(f"{name} v{version} is {tags.get(STATUS, 'unknown')}, not awaiting approval")
-            trained = ModelTrained.model_validate_json(tags[HELD_EVENT])
-            gates = [GateResult.model_validate(g) for g in json.loads(tags.get(GATES, "[]"))]
-            champion = self.store.aliases(name).get("champion")
-            events = self._accept(trained, version, gates, champion, actor=actor, reason=reason)
-            return self.describe_version_sync(name, version), with_derived_ids(trained, events)
-
-        return await self._write(work)
-
-    async def promote(
-        self, name: str, version: str, actor: str, reason: str, causation_id: uuid.UUID | None = None
-    ) -> dict[str, Any]:
-        """Make a version champion; the old champion becomes ``previous``. ``causation_id``: the event that asked
-        (a rollout's promoted step), so the move is a link of the version's loop, not a new start."""
-
-        def work() -> tuple[dict[str, Any], list[Event]]:
-            mv = self.store.version(name, version)
-            status = (mv.tags or {}).get(STATUS, "unknown")
-            if status in UNPROMOTABLE:
-                raise Conflict(f"{name} v{version} is {status}; only approved versions can be promoted")
-            aliases = self.store.aliases(name)
-            champion = aliases.get("champion")
-            if champion == version:
-                raise Conflict(f"{name} v{version} is already the champion")
-            correlation = (mv.tags or {}).get(CORRELATION)
-            correlation_id = uuid.UUID(correlation) if correlation else None
-            move = Move(name, "promote", version, champion, actor, reason, correlation_id, causation_id)
-            changed = self._move(move, aliases)
-            return self.describe_sync(name), [changed]
-
-        return await self._write(work)
-
-    async def rollback(self, name: str, actor: str, reason: str) -> dict[str, Any]:
-        """Put the previous champion back; the rolled-back version loses the champion alias."""
-
-        def work() -> tuple[dict[str, Any], list[Event]]:
-            self.store.model_tags(name)
-            aliases = self.store.aliases(name)
-            previous, champion = aliases.get("previous"), aliases.get("champion")
-            if previous is None:
-                raise Conflict(f"{name} has no previous champion to roll back to")
-            move = Move(name, "rollback", previous, champion, actor, reason)
-            changed = self._move(move, aliases)
-            return self.describe_sync(name), [changed]
-
-        return await self._write(work)
-
-    # -- aliases moved outside the registry ---------------------------------------------------
-
-    async def reconcile(self, seen_by: SeenBy = "reconciler") -> list[Event]:
-        """Follow or put back champion aliases moved in MLflow by hand (``flywheel.registry.aliases``).
-
-        ``seen_by``: what noticed the move, the poller or MLflow's webhook; the audit says which.
-        """
-        return await self._write(lambda: self._reconcile(seen_by))
-
-    def _reconcile(self, seen_by: SeenBy) -> tuple[list[Event], list[Event]]:
-        events: list[Event] = []
-        for name, aliases, tags in self.store.champions():
-            found = aliases.get("champion")
-            recorded = tags.get(RECORDED_CHAMPION)
-            if found == recorded:
-                continue
-            check = AliasCheck(name, recorded, found, self.store.status(name, found) if found else None)
-            verdict = check.verdict()
-            if verdict == "adopt" and found is not None:
-                self.store.record_champion(name, found)
-            elif verdict == "follow" and found is not None:
-                move = Move(name, "promote", found, recorded, "mlflow", f"{HAND_MOVE} (seen by the {seen_by})")
-                events.append(self._move(move, aliases))
-            elif verdict == "put_back" and recorded is not None:
-                events.append(self._put_back(check))
-        return events, events
-
-    def _put_back(self, check: AliasCheck) -> Event:
-        name, recorded = check.model_name, check.recorded
-        assert recorded is not None
-        self.store.set_alias(name, "champion", recorded)
-        entry = {"action": "alias_put_back", "version": recorded, "previous": check.found, "actor": "registry"}
-        self.store.record(name, {**entry, "reason": check.why_not(), "at": now()}, self.settings.history_kept)
-        log.warning("champion alias moved by hand put back", model_name=name, found=check.found, why=check.why_not())
-        return check.alert()
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -89,4 +89,10 @@ class RegistrySettings(ServiceSettings):
         description="HMAC secret of the webhook; unset: a random one, set in MLflow at each start "
         "(replicas of the registry need one shared secret).",
     )
+    command_timeout_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="How long a promote, rollback or approve waits for the replica owning the model to carry it "
+        "out; past it the request answers 503 and the command, expired, is refused if reached later.",
+    )
     history_kept: int = Field(default=30, ge=1, description="Champion moves kept per model.")

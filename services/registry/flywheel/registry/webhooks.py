@@ -2,12 +2,12 @@
 
 MLflow (3.3 on, SQL backend) posts ``model_version_alias.created`` and ``.deleted`` to the
 registry, signed with HMAC-SHA256 over ``delivery_id.timestamp.payload``. A delivery that is
-signed and fresh wakes the same reconciliation the poller runs (``Registrar.reconcile``): the
-webhook only makes it prompt. Delivery is fire-and-forget (a few retries, then a log line), so
-it is never the only path: the reconciler every ``REGISTRY_RECONCILE_S`` catches what a lost
-delivery missed. MLflow refuses http and private addresses unless the server runs with
-``MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https`` and ``MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true``, as
-the launcher and compose start it.
+signed and fresh asks the same reconciliation the poller asks for (a ``reconcile`` command per model
+whose alias moved, carried out by the replica owning the model): the webhook only makes it prompt.
+Delivery is fire-and-forget (a few retries, then a log line), so it is never the only path: the
+reconciler every ``REGISTRY_RECONCILE_S`` catches what a lost delivery missed. MLflow refuses http and
+private addresses unless the server runs with ``MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https`` and
+``MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true``, as the launcher and compose start it.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from mlflow.entities.webhook import Webhook
 from mlflow.exceptions import MlflowException
 
 from flywheel.common.problems import problems
+from flywheel.registry.commanded import CommandHandler
+from flywheel.registry.commands import CommandDesk, reconcile
 from flywheel.registry.http import answer
 from flywheel.registry.metrics import WEBHOOK_DELIVERIES
-from flywheel.registry.registrar import Registrar
 
 log = structlog.get_logger(__name__)
 
@@ -106,7 +107,7 @@ async def register_webhook(client: MlflowClient, url: str, secret: str) -> None:
         log.warning("mlflow webhook not registered; aliases are followed by polling alone", error=repr(exc)[:300])
 
 
-def create_webhook_router(registrar: Registrar, secret: str) -> APIRouter:
+def create_webhook_router(commands: CommandHandler, desk: CommandDesk, secret: str) -> APIRouter:
     router = APIRouter(tags=["mlflow"])
 
     @router.post("/mlflow/webhook", responses=problems(400, 401, 503))
@@ -116,7 +117,8 @@ def create_webhook_router(registrar: Registrar, secret: str) -> APIRouter:
         x_mlflow_delivery_id: Annotated[str | None, Header()] = None,
         x_mlflow_timestamp: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
-        """MLflow's webhook delivery: a signed alias event wakes the reconciliation of champion aliases."""
+        """MLflow's webhook delivery: a signed alias event asks to reconcile each champion alias moved by hand
+        (``reconciling``: those models)."""
         payload = await request.body()
         why = refusal(secret, x_mlflow_delivery_id, x_mlflow_timestamp, payload, x_mlflow_signature)
         if why is not None:
@@ -129,7 +131,8 @@ def create_webhook_router(registrar: Registrar, secret: str) -> APIRouter:
             raise HTTPException(400, f"not an MLflow webhook payload: {type(exc).__name__}") from exc
         WEBHOOK_DELIVERIES.labels(event=event).inc()
         log.info("mlflow webhook", webhook_event=event, delivery_id=x_mlflow_delivery_id, data=body.get("data"))
-        moves = await answer(registrar.reconcile(seen_by="webhook")) if event in ALIAS_EVENTS else []
-        return {"event": event, "delivery_id": x_mlflow_delivery_id, "champion_moves": len(moves)}
+        moved = await answer(asyncio.to_thread(commands.moved_by_hand)) if event in ALIAS_EVENTS else []
+        asked = await answer(reconcile(moved, desk, seen_by="webhook"))
+        return {"event": event, "delivery_id": x_mlflow_delivery_id, "reconciling": asked}
 
     return router
