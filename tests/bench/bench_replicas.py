@@ -17,7 +17,8 @@ from __future__ import annotations
 import contextlib
 
 from flywheel.common.settings import KafkaSettings
-from infra import stack as launcher
+from infra.launcher.plan import REPLICAS
+from infra.launcher.ports import replica_ports
 from tests.bench.bench_ingestion import ingestion
 from tests.bench.bench_serving import MODEL, closed_loop, ensure_model
 from tests.bench.support import REPEATS, ratios, spread, table
@@ -30,14 +31,14 @@ async def one_and_two(measure, name: str) -> tuple[list[float], list[float]]:
     one, two = [], []
     for _ in range(REPEATS):
         one.append(await measure([service_url(name)]))
-        with replica(name, launcher.replica_ports(2)[name]) as second:
+        with replica(name, replica_ports(2)[name]) as second:
             await measure([service_url(name), second], warm=True)  # the group rebalances, the model loads
             two.append(await measure([service_url(name), second]))
     return one, two
 
 
 async def main() -> None:
-    if launcher.REPLICAS != 1:
+    if REPLICAS != 1:
         raise SystemExit("bench_replicas starts its own second replicas: run it on a `make up` stack of one replica")
     bootstrap = KafkaSettings().bootstrap_servers
     await ensure_model()

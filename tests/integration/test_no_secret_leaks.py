@@ -19,7 +19,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from flywheel.common.auth import DEV_PRODUCER_TOKEN, DEV_SERVING_TOKEN, DEV_TOKEN
 from flywheel.common.settings import KafkaSettings
 from flywheel.schemas import TOPICS
-from infra import stack as launcher
+from infra.launcher.credentials import mlflow_flask_key, store_keys, tracking_passwords, webhook_encryption_key
+from infra.launcher.minio import MINIO_PASSWORD
 from tests.support.stack import component
 
 DOCUMENTS = ("/health", "/metrics", "/openapi.json", "/asyncapi.json")
@@ -27,11 +28,11 @@ DOCUMENTS = ("/health", "/metrics", "/openapi.json", "/asyncapi.json")
 
 def configured_secrets() -> dict[str, str]:
     return {
-        "MinIO root secret key": launcher.MINIO_PASSWORD,
-        **{f"{user}'s MinIO secret key": secret for user, secret in launcher.store_keys().items()},
-        "MLflow webhook encryption key": launcher.webhook_encryption_key(),
-        "MLflow's CSRF signing key": launcher.mlflow_flask_key(),
-        **{f"{user}'s MLflow password": password for user, password in launcher.tracking_passwords().items()},
+        "MinIO root secret key": MINIO_PASSWORD,
+        **{f"{user}'s MinIO secret key": secret for user, secret in store_keys().items()},
+        "MLflow webhook encryption key": webhook_encryption_key(),
+        "MLflow's CSRF signing key": mlflow_flask_key(),
+        **{f"{user}'s MLflow password": password for user, password in tracking_passwords().items()},
         "dev operator token": DEV_TOKEN,
         "dev producer token": DEV_PRODUCER_TOKEN,
         "dev serving token": DEV_SERVING_TOKEN,

@@ -17,14 +17,15 @@ from minio.error import S3Error
 
 from flywheel.common.settings import ObjectStoreSettings
 from flywheel.common.storeaccess import USERS
-from infra import stack as launcher
+from infra.launcher.credentials import store_keys
+from infra.launcher.minio import BUCKETS, MINIO_PASSWORD, MINIO_USER
 
-DATA, ARTIFACTS = launcher.BUCKETS
+DATA, ARTIFACTS = BUCKETS
 
 
 def client(user: str, secret: str | None = None) -> Minio:
     endpoint = ObjectStoreSettings().endpoint_url.split("://", 1)[1]
-    return Minio(endpoint, access_key=user, secret_key=secret or launcher.store_keys()[user], secure=False)
+    return Minio(endpoint, access_key=user, secret_key=secret or store_keys()[user], secure=False)
 
 
 def may_put(minio: Minio, bucket: str, key: str) -> bool:
@@ -49,7 +50,7 @@ def may_get(minio: Minio, bucket: str, key: str) -> bool:
 @pytest.fixture
 def objects() -> Iterator[dict[str, tuple[str, str]]]:
     """One object in each place, written with the root key."""
-    root = client(launcher.MINIO_USER, launcher.MINIO_PASSWORD)
+    root = client(MINIO_USER, MINIO_PASSWORD)
     tag = uuid.uuid4().hex[:8]
     placed = {
         "dataset": (DATA, f"datasets/access-{tag}/v/data.parquet"),

@@ -18,7 +18,8 @@ from mlflow.exceptions import MlflowException
 
 from flywheel.common.settings import MlflowSettings
 from flywheel.common.trackingaccess import ADMIN, USERS
-from infra import stack as launcher
+from infra.launcher.commands import components
+from infra.launcher.credentials import tracking_passwords
 
 SEARCH = "/api/2.0/mlflow/registered-models/search"
 USER = "/api/2.0/mlflow/users/get"
@@ -29,7 +30,7 @@ def logged_in_as(user: str, tracking_uri: str) -> Iterator[MlflowClient]:
     """A client that logs in as ``user`` (MLflow reads the login from the environment on each request)."""
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
     os.environ["MLFLOW_TRACKING_USERNAME"] = user
-    os.environ["MLFLOW_TRACKING_PASSWORD"] = launcher.tracking_passwords()[user]
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = tracking_passwords()[user]
     try:
         yield MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     finally:
@@ -54,7 +55,7 @@ def test_mlflow_answers_nobody_without_a_valid_login(mlflow_settings: MlflowSett
     assert httpx.get(f"{uri}{SEARCH}", auth=("admin", "password1234")).status_code == 401  # MLflow's old default
     assert httpx.get(f"{uri}/health").status_code == 200  # the health check alone is open
     for user in USERS:
-        assert httpx.get(f"{uri}{SEARCH}", auth=(user, launcher.tracking_passwords()[user])).status_code == 200
+        assert httpx.get(f"{uri}{SEARCH}", auth=(user, tracking_passwords()[user])).status_code == 200
 
 
 def test_each_service_changes_only_what_it_may(mlflow_settings: MlflowSettings):
@@ -85,8 +86,8 @@ def test_each_service_changes_only_what_it_may(mlflow_settings: MlflowSettings):
 
 def test_the_services_log_in_as_their_own_users(mlflow_settings: MlflowSettings, services: dict[str, str]):
     """A service's /health asks MLflow with its own login; only the registry's user is an MLflow admin."""
-    env = {c.name: c.env for c in launcher.components()}
-    admin = (ADMIN, launcher.tracking_passwords()[ADMIN])
+    env = {c.name: c.env for c in components()}
+    admin = (ADMIN, tracking_passwords()[ADMIN])
     for service, url in services.items():
         login = env[service].get("FLYWHEEL_MLFLOW_USERNAME")
         if service not in USERS:  # it uses no MLflow: no login, and its health does not ask MLflow

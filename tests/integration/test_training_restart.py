@@ -1,7 +1,7 @@
 """Durable training on the real stack: SIGKILL the training process mid-request, restart it, and the
 request ends exactly once, with no run left hanging.
 
-The kill and restart go through the launcher's pid files (``infra/stack.py``), so the stack is
+The kill and restart go through the launcher's pid files (``infra/launcher/``), so the stack is
 whole again when a test ends, whatever it asserts.
 """
 
@@ -19,7 +19,8 @@ from mlflow import MlflowClient
 from flywheel.common.settings import KafkaSettings, MlflowSettings, ObjectStoreSettings
 from flywheel.common.tracking import configure_mlflow
 from flywheel.schemas import TRAINING_COMPLETED, TRAINING_FAILED
-from infra import stack
+from infra.launcher.commands import components, restart
+from infra.launcher.processes import group_members, port_in_use, recorded_group
 from tests.integration.test_training_runs import agrawal_rows, request_training, unique, wait_for, write_version
 from tests.support.kafka import TopicReader
 
@@ -28,13 +29,13 @@ pytestmark = pytest.mark.usefixtures("topics")
 
 def kill_training() -> int:
     """SIGKILL the training service's process group, as a crash would; its pid."""
-    [component] = [c for c in stack.components() if c.name == "training"]
-    pgid = stack.recorded_group(component)
+    [component] = [c for c in components() if c.name == "training"]
+    pgid = recorded_group(component)
     assert pgid is not None, "training is not running from this stack's pid file"
     os.killpg(pgid, signal.SIGKILL)
     deadline = time.monotonic() + 30
     # The leader turns zombie before its other threads have exited and let go of the port.
-    while stack.group_members(pgid) or stack.port_in_use(component.port):
+    while group_members(pgid) or port_in_use(component.port):
         assert time.monotonic() < deadline, f"training (pid {pgid}) survived SIGKILL"
         time.sleep(0.1)
     return pgid
@@ -77,7 +78,7 @@ async def test_a_request_survives_a_sigkill_of_training_and_ends_exactly_once(
         request_id = await request_training(training, name, version, reason=f"killed while {phase}")
         await wait_for_status(training, name, phase)
         pid = kill_training()
-        await asyncio.to_thread(stack.restart, ["training"])
+        await asyncio.to_thread(restart, ["training"])
         [trained] = await wait_for(completed, name, timeout=400)
         await asyncio.sleep(10)  # past the debounce window: a second run would have started by now
         ended = await completed.collect(lambda _: True, timeout=1, where=lambda b: b.get("model_name") == name)

@@ -19,6 +19,8 @@ import httpx
 import pytest
 
 from flywheel.common.settings import KafkaSettings, ObjectStoreSettings
+from infra.launcher.commands import components
+from infra.launcher.processes import group_members
 from tests.integration.conftest import kafka, mlflow_settings, services, store_settings, topics  # noqa: F401
 from tests.reliability.traffic import COUNTS, SharedModel, ensure_model
 from tests.support import stack
@@ -27,14 +29,14 @@ INFRA = ("kafka", "minio", "mlflow")
 
 
 def unhealthy() -> list[str]:
-    return [c.name for c in stack.launcher.components() if not c.healthy()]
+    return [c.name for c in components() if not c.healthy()]
 
 
 def sigkill(name: str) -> int:
     """SIGKILL a component's process group, as a crash would; returns the pid it had."""
     pid = stack.kill(name)
     deadline = time.monotonic() + 10
-    while stack.launcher.group_members(pid) and time.monotonic() < deadline:
+    while group_members(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     return pid
 

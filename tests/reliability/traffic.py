@@ -42,6 +42,7 @@ from flywheel.schemas import (
     LabelObserved,
     PredictionRequested,
 )
+from infra.launcher.processes import stop
 from tests.integration.test_ingestion_stream import stream as record_stream
 from tests.integration.test_ingestion_versions import rows_sealed
 from tests.integration.test_serving_rollouts import live_applications
@@ -174,7 +175,7 @@ async def skip_past(bootstrap: str, stuck: dict[str, list[TopicPartition]]) -> N
     services, commit each group at the end of its partitions, start them again (healthy)."""
     if not stuck:
         return
-    await asyncio.gather(*(asyncio.to_thread(stack.launcher.stop, stack.component(s)) for s in stuck))
+    await asyncio.gather(*(asyncio.to_thread(stop, stack.component(s)) for s in stuck))
     for service, partitions in stuck.items():
         for attempt in range(10):  # the stopped member may take a moment to leave the group
             consumer = AIOKafkaConsumer(

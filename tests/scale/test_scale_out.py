@@ -20,6 +20,9 @@ from rich.console import Console
 from flywheel.common.settings import KafkaSettings
 from flywheel.demo.scenario import Scenario
 from flywheel.schemas import MODELS_CHAMPION, MODELS_ROLLOUT, RECORDS_VALIDATED
+from infra.launcher.commands import components
+from infra.launcher.plan import MIN_INSYNC, REPLICATION
+from infra.launcher.ports import HOST, replica_ports
 from tests.e2e.conftest import on_this_stack
 from tests.integration.test_registry_gates import TOKEN
 from tests.integration.test_replicas import until_held
@@ -37,10 +40,10 @@ SERVICES = ("ingestion", "features", "training", "registry", "serving", "monitor
 
 
 def test_the_stack_is_a_three_broker_cluster_with_two_replicas_of_each_service():
-    names = {c.name for c in stack.launcher.components()}
+    names = {c.name for c in components()}
     assert {"kafka", "kafka-2", "kafka-3"} <= names, "run the scale test with `make scale-test`"
     assert {f"{s}-2" for s in SERVICES} <= names
-    assert stack.launcher.REPLICATION == 3 and stack.launcher.MIN_INSYNC == 2
+    assert REPLICATION == 3 and MIN_INSYNC == 2
 
 
 async def test_a_broker_and_a_replica_of_each_service_killed_mid_stream_lose_nothing_and_count_nothing_twice(
@@ -68,7 +71,7 @@ async def test_a_broker_and_a_replica_of_each_service_killed_mid_stream_lose_not
 def serving_replicas(services: dict[str, str]) -> dict[str, str]:
     return {
         "serving": services["serving"],
-        "serving-2": f"http://{stack.launcher.HOST}:{stack.launcher.replica_ports(2)['serving']}",
+        "serving-2": f"http://{HOST}:{replica_ports(2)['serving']}",
     }
 
 

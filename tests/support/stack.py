@@ -1,4 +1,4 @@
-"""The running stack as the launcher (``infra/stack.py``) knows it: one port table, one pid directory.
+"""The running stack as the launcher (``infra/launcher/``) knows it: one port table, one pid directory.
 
 Tests import the launcher's own table, so a second stack started with
 ``FLYWHEEL_STACK_<NAME>_PORT`` and ``FLYWHEEL_STACK_DIR`` is the stack the tests talk to.
@@ -15,11 +15,16 @@ import sys
 import time
 from collections.abc import Iterator
 
-from infra import stack as launcher
+from infra.launcher import ports
+from infra.launcher.commands import components
+from infra.launcher.component import Component, http_ok
+from infra.launcher.credentials import tracking_passwords
+from infra.launcher.paths import ROOT
+from infra.launcher.ports import HOST
+from infra.launcher.processes import group_members, running_pid, start, wait_healthy
 
-LAUNCHER = launcher.ROOT / "infra" / "stack.py"
-ROOT = launcher.ROOT
-SERVICE_PORTS: dict[str, int] = dict(launcher.SERVICE_PORTS)
+LAUNCHER = ROOT / "infra" / "stack.py"
+SERVICE_PORTS: dict[str, int] = dict(ports.SERVICE_PORTS)
 
 
 def log_in_to_mlflow() -> None:
@@ -27,24 +32,24 @@ def log_in_to_mlflow() -> None:
     stack (``.stack/mlflow-users.json``): MLflow and ``MlflowSettings`` read the login from the environment."""
     from flywheel.common.trackingaccess import ADMIN
 
-    password = launcher.tracking_passwords()[ADMIN]
+    password = tracking_passwords()[ADMIN]
     for variable, value in {"USERNAME": ADMIN, "PASSWORD": password}.items():
         os.environ.setdefault(f"FLYWHEEL_MLFLOW_{variable}", value)
         os.environ.setdefault(f"MLFLOW_TRACKING_{variable}", value)
 
 
 def service_url(name: str) -> str:
-    return f"http://{launcher.HOST}:{SERVICE_PORTS[name]}"
+    return f"http://{HOST}:{SERVICE_PORTS[name]}"
 
 
-def component(name: str):  # -> launcher.Component
-    [found] = [c for c in launcher.components() if c.name == name]
+def component(name: str) -> Component:
+    [found] = [c for c in components() if c.name == name]
     return found
 
 
 def recorded_pid(name: str) -> int:
     """The process group the launcher started for a component (its pid file); fails when it is not running."""
-    pid = launcher.running_pid(component(name))
+    pid = running_pid(component(name))
     assert pid is not None, f"{name} is not running (no live pid in {component(name).pid_file})"
     return pid
 
@@ -55,7 +60,7 @@ def kill(name: str, sig: signal.Signals = signal.SIGKILL) -> int:
     os.killpg(pid, sig)
     if sig == signal.SIGKILL:  # gone for good before anyone restarts it (its port is free again)
         deadline = time.monotonic() + 15
-        while launcher.group_members(pid) and time.monotonic() < deadline:
+        while group_members(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
     return pid
 
@@ -84,14 +89,14 @@ def replica(name: str, port: int) -> Iterator[str]:
         original,
         name=f"{name}-2",
         port=port,
-        healthy=launcher.http_ok(f"http://{launcher.HOST}:{port}/health"),
-        url=f"http://{launcher.HOST}:{port}",
+        healthy=http_ok(f"http://{HOST}:{port}/health"),
+        url=f"http://{HOST}:{port}",
         env={**original.env, f"{name.upper()}_PORT": str(port)},
     )
-    process = launcher.start(second)
+    process = start(second)
     assert process is not None, f"a {second.name} from an earlier run is still running"
     try:
-        launcher.wait_healthy(second, process)
+        wait_healthy(second, process)
         yield second.url
     finally:
         os.killpg(process.pid, signal.SIGTERM)

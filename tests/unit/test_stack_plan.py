@@ -13,14 +13,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PLAN = """
 import json
-from infra import stack
-for node in stack.KAFKA_NODES:
-    stack.prepare_kafka_config(node)
+from infra.launcher.commands import components
+from infra.launcher.kafka import prepare_kafka_config
+from infra.launcher.plan import KAFKA_NODES, SHARED_ENV
+for node in KAFKA_NODES:
+    prepare_kafka_config(node)
 print(json.dumps({
-    "components": [c.name for c in stack.components()],
-    "ports": {c.name: c.port for c in stack.components()},
-    "bootstrap": stack.SHARED_ENV["FLYWHEEL_KAFKA_BOOTSTRAP_SERVERS"],
-    "configs": {n.name: n.config.read_text() for n in stack.KAFKA_NODES},
+    "components": [c.name for c in components()],
+    "ports": {c.name: c.port for c in components()},
+    "bootstrap": SHARED_ENV["FLYWHEEL_KAFKA_BOOTSTRAP_SERVERS"],
+    "configs": {n.name: n.config.read_text() for n in KAFKA_NODES},
 }))
 """
 

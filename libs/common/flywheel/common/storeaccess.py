@@ -5,7 +5,7 @@ batches, features (and training) the feature-set archive — and every service r
 through MLflow's artifact proxy (``--serve-artifacts``), so only MLflow's own user reaches the
 artifact bucket: no service key can read or change a model file behind the registry's back.
 
-The launcher (``infra/stack.py``) and the compose deployment's bootstrap both call ``provision``
+The launcher (``infra/launcher/``) and the compose deployment's bootstrap both call ``provision``
 with the root key; the services then run with their own keys (``FLYWHEEL_S3_ACCESS_KEY``).
 """
 

@@ -1,0 +1,85 @@
+"""The stack's secrets: a MinIO key and an MLflow password per user, MLflow's own keys, each made once per
+stack and kept owner-only under ``.stack/``; and each user's login as the environment a process reads."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+
+from .paths import STACK
+from .ports import HOST, MINIO_PORT
+
+
+def stack_secrets(file: str, users: list[str]) -> dict[str, str]:
+    """A secret per user, made once per stack and kept in ``.stack/<file>`` (owner-only)."""
+    from flywheel.common.storeaccess import new_secrets
+
+    path = STACK / file
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(new_secrets(users)))
+        path.chmod(0o600)
+    return json.loads(path.read_text())
+
+
+def store_keys() -> dict[str, str]:
+    """Each MinIO user's secret key (a user per service, and MLflow's)."""
+    from flywheel.common.storeaccess import USERS
+
+    return stack_secrets("minio-users.json", list(USERS))
+
+
+def tracking_passwords() -> dict[str, str]:
+    """Each MLflow user's password: the admin's, and one per service that uses MLflow."""
+    from flywheel.common.trackingaccess import ADMIN, USERS
+
+    return stack_secrets("mlflow-users.json", [ADMIN, *USERS])
+
+
+# A login in the caller's environment (a test runs as MLflow's admin) is never passed on: each service
+# gets its own from tracking_env, and one that uses no MLflow gets none.
+LOGIN_VARIABLES = {f"{p}_{v}" for p in ("FLYWHEEL_MLFLOW", "MLFLOW_TRACKING") for v in ("USERNAME", "PASSWORD")}
+
+
+def inherited_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in LOGIN_VARIABLES}
+
+
+def tracking_env(user: str) -> dict[str, str]:
+    """A service's MLflow login, as the services read it; nothing for one that uses no MLflow."""
+    password = tracking_passwords().get(user)
+    return {} if password is None else {"FLYWHEEL_MLFLOW_USERNAME": user, "FLYWHEEL_MLFLOW_PASSWORD": password}
+
+
+def store_env(user: str) -> dict[str, str]:
+    """A user's MinIO key, as the services read it, and as MLflow (boto3) does."""
+    secret = store_keys()[user]
+    return {
+        "FLYWHEEL_S3_ACCESS_KEY": user,
+        "FLYWHEEL_S3_SECRET_KEY": secret,
+        "MLFLOW_S3_ENDPOINT_URL": f"http://{HOST}:{MINIO_PORT}",
+        "AWS_ACCESS_KEY_ID": user,
+        "AWS_SECRET_ACCESS_KEY": secret,
+    }
+
+
+def stack_key(file: str) -> str:
+    """A random 32-byte key (urlsafe base64), made once per stack and kept in ``.stack/<file>`` (owner-only)."""
+    path = STACK / file
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(base64.urlsafe_b64encode(os.urandom(32)).decode())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def webhook_encryption_key() -> str:
+    """The Fernet key MLflow encrypts webhook secrets with: MLflow's default is a new random key per
+    process, and a restarted MLflow could then no longer sign a delivery."""
+    return stack_key("mlflow-webhook.key")
+
+
+def mlflow_flask_key() -> str:
+    """The key MLflow's basic-auth app signs its CSRF tokens with (it refuses to start without one)."""
+    return stack_key("mlflow-flask.key")
