@@ -80,6 +80,12 @@ def webhook_encryption_key() -> str:
     return stack_key("mlflow-webhook.key")
 
 
+def registry_webhook_secret() -> str:
+    """The HMAC secret MLflow signs webhook deliveries with: one for every registry replica, since each sets it
+    in MLflow as it starts (a random one each, and every replica but the last would refuse every delivery)."""
+    return stack_key("registry-webhook.key")
+
+
 def mlflow_flask_key() -> str:
     """The key MLflow's basic-auth app signs its CSRF tokens with (it refuses to start without one)."""
     return stack_key("mlflow-flask.key")

@@ -19,7 +19,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from flywheel.common.auth import DEV_PRODUCER_TOKEN, DEV_SERVING_TOKEN, DEV_TOKEN
 from flywheel.common.settings import KafkaSettings
 from flywheel.schemas import TOPICS
-from infra.launcher.credentials import mlflow_flask_key, store_keys, tracking_passwords, webhook_encryption_key
+from infra.launcher.credentials import (
+    mlflow_flask_key,
+    registry_webhook_secret,
+    store_keys,
+    tracking_passwords,
+    webhook_encryption_key,
+)
 from infra.launcher.minio import MINIO_PASSWORD
 from tests.support.stack import component
 
@@ -32,6 +38,7 @@ def configured_secrets() -> dict[str, str]:
         **{f"{user}'s MinIO secret key": secret for user, secret in store_keys().items()},
         "MLflow webhook encryption key": webhook_encryption_key(),
         "MLflow's CSRF signing key": mlflow_flask_key(),
+        "the registry's webhook secret": registry_webhook_secret(),
         **{f"{user}'s MLflow password": password for user, password in tracking_passwords().items()},
         "dev operator token": DEV_TOKEN,
         "dev producer token": DEV_PRODUCER_TOKEN,
