@@ -86,6 +86,12 @@ def registry_webhook_secret() -> str:
     return stack_key("registry-webhook.key")
 
 
+def registry_command_secret() -> str:
+    """The HMAC secret registry replicas sign their commands with: one for all, so any replica may carry out
+    another's, and no one else's (Kafka is open to the stack's network)."""
+    return stack_key("registry-command.key")
+
+
 def mlflow_flask_key() -> str:
     """The key MLflow's basic-auth app signs its CSRF tokens with (it refuses to start without one)."""
     return stack_key("mlflow-flask.key")

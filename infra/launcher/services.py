@@ -6,7 +6,7 @@ import os
 import sys
 
 from .component import Component, http_ok
-from .credentials import registry_webhook_secret, store_env, tracking_env
+from .credentials import registry_command_secret, registry_webhook_secret, store_env, tracking_env
 from .paths import ROOT
 from .plan import REPLICAS, SHARED_ENV
 from .ports import HOST, SERVICE_PORTS, replica_ports
@@ -40,15 +40,16 @@ def service_component(component_name: str, name: str, port: int) -> Component:
             f"{name.upper()}_DATASETS_DIR": os.environ.get("FLYWHEEL_STACK_DATASETS_DIR", str(ROOT / "datasets")),
             # serving calls the registry's API: this stack's, wherever its port was moved
             **({"SERVING_REGISTRY_URL": f"http://{HOST}:{SERVICE_PORTS['registry']}"} if name == "serving" else {}),
-            **(registry_webhook(port) if name == "registry" else {}),
+            **(registry_secrets(port) if name == "registry" else {}),
         },
     )
 
 
-def registry_webhook(port: int) -> dict[str, str]:
+def registry_secrets(port: int) -> dict[str, str]:
     """Where MLflow delivers alias moves (each replica points it at itself as it starts), signed with the secret
-    every replica shares."""
+    every replica shares; and the secret their commands are signed with, shared too."""
     return {
         "REGISTRY_WEBHOOK_URL": f"http://{HOST}:{port}/mlflow/webhook",
         "REGISTRY_WEBHOOK_SECRET": registry_webhook_secret(),
+        "REGISTRY_COMMAND_SECRET": registry_command_secret(),
     }

@@ -21,6 +21,7 @@ from flywheel.common.settings import KafkaSettings
 from flywheel.schemas import TOPICS
 from infra.launcher.credentials import (
     mlflow_flask_key,
+    registry_command_secret,
     registry_webhook_secret,
     store_keys,
     tracking_passwords,
@@ -39,6 +40,7 @@ def configured_secrets() -> dict[str, str]:
         "MLflow webhook encryption key": webhook_encryption_key(),
         "MLflow's CSRF signing key": mlflow_flask_key(),
         "the registry's webhook secret": registry_webhook_secret(),
+        "the registry's command secret": registry_command_secret(),
         **{f"{user}'s MLflow password": password for user, password in tracking_passwords().items()},
         "dev operator token": DEV_TOKEN,
         "dev producer token": DEV_PRODUCER_TOKEN,

@@ -36,6 +36,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
 from flywheel.common.settings import KafkaSettings
+from flywheel.registry.commands import signature
 from flywheel.schemas import (
     DEADLETTERS,
     MODELS_REJECTED,
@@ -46,7 +47,9 @@ from flywheel.schemas import (
     REGISTRY_ANSWERS,
     TOPICS,
     TRAINING_FAILED,
+    RegistryCommand,
 )
+from infra.launcher.credentials import registry_command_secret
 from tests.reliability.traffic import SharedModel, consumed_topics, drain, report, skip_past, ungrouped
 from tests.support import stack
 from tests.support.kafka import TopicReader, producer
@@ -326,6 +329,15 @@ def _trained(model: str, metrics: dict[str, float]) -> dict[str, Any]:
     }
 
 
+def signed(topic: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A good registry command is signed by the registry replicas' secret (the stack's); an unsigned one is
+    refused like any poison."""
+    if topic != "registry.commands":
+        return body
+    command = RegistryCommand.model_validate(body)
+    return {**body, "signature": signature(registry_command_secret(), command)}
+
+
 def messages(topic: str, tag: str, model: str, champion: str) -> list[Sent]:
     """The sequence sent to one topic: good, its duplicate, the poison, good again."""
     event_type = TOPICS[topic].event.__name__
@@ -336,7 +348,7 @@ def messages(topic: str, tag: str, model: str, champion: str) -> list[Sent]:
         sent.append(Sent(topic, kind, value, bad, correlation))
 
     if good is not None:
-        first = json.dumps(envelope(event_type, str(uuid.uuid4()), **good)).encode()
+        first = json.dumps(signed(topic, envelope(event_type, str(uuid.uuid4()), **good))).encode()
         add("good", first, bad=False)
         add("good, duplicate", first, bad=False)
     add("not JSON", b"\x00\xff not json " + tag.encode(), bad=True)
@@ -362,7 +374,8 @@ def messages(topic: str, tag: str, model: str, champion: str) -> list[Sent]:
             add("same record, new event id", resent, bad=True, correlation=correlation)  # refused as a duplicate
         if "request_id" in again:
             again["request_id"] = f"{tag}-ok2"
-        add("good, after", json.dumps(envelope(event_type, str(uuid.uuid4()), **again)).encode(), bad=False)
+        after = signed(topic, envelope(event_type, str(uuid.uuid4()), **again))
+        add("good, after", json.dumps(after).encode(), bad=False)
     return sent
 
 

@@ -86,7 +86,7 @@ async def test_a_champion_change_reaches_both_serving_replicas_within_a_second(
     for url in replicas.values():
         await served(url, name, "1")
     async with TopicReader(kafka.bootstrap_servers, MODELS_CHAMPION.name) as moves:
-        async with httpx.AsyncClient(base_url=services["registry"], timeout=10) as http:
+        async with httpx.AsyncClient(base_url=services["registry"], timeout=30) as http:
             promoted = await http.post(f"/models/{name}/promote", json={"version": "2", "actor": "it"}, headers=TOKEN)
             since = time.monotonic()
             assert promoted.status_code == 200, promoted.text

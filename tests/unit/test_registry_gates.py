@@ -19,9 +19,10 @@ from flywheel.common.auth import Credentials, Grant, bearer
 from flywheel.common.kafka import DEADLETTERS, ExactlyOnce, create_broker
 from flywheel.common.settings import KafkaSettings
 from flywheel.registry.commanded import CommandHandler
-from flywheel.registry.commands import CommandDesk, Unanswered
+from flywheel.registry.commands import CommandDesk, Unanswered, signature
 from flywheel.registry.commands import reconcile as reconcile_commands
 from flywheel.registry.http import create_router
+from flywheel.registry.lineage import DECISION_EVENT
 from flywheel.registry.modelstore import HISTORY, RECORDED_CHAMPION, STATUS, NotFound
 from flywheel.registry.registrar import Registrar
 from flywheel.registry.settings import RegistrySettings
@@ -44,6 +45,7 @@ from flywheel.schemas import (
     utc_now,
 )
 
+SECRET = "the-registry-replicas-secret"
 CREDENTIALS = Credentials(
     {
         "ann-operator-token": Grant(principal="ann", roles=frozenset({"operator"})),
@@ -186,8 +188,8 @@ def wired():
 def registrar(broker, store: FakeStore, **settings: Any) -> tuple[Registrar, CommandDesk]:
     """A registrar reached the way Kafka reaches it, through its subscribers, and the desk its routes ask."""
     r = Registrar(store, catalog=None, settings=RegistrySettings(**settings))
-    desk = CommandDesk(broker, timeout_s=5)
-    register_subscribers(broker, r, desk, ExactlyOnce(), "registry-test")
+    desk = CommandDesk(broker, timeout_s=5, secret=SECRET)
+    register_subscribers(broker, r, CommandHandler(r, SECRET), desk, ExactlyOnce(), "registry-test")
     return r, desk
 
 
@@ -239,7 +241,7 @@ async def test_a_champion_alias_moved_by_hand_is_followed_when_the_version_may_s
     broker, seen = wired
     store = FakeStore(champion_score=0.9)
     r, desk = registrar(broker, store)
-    handler = CommandHandler(r)
+    handler = CommandHandler(r, SECRET)
 
     async def reconcile() -> list[str]:  # what the poller and the webhook do: a command per model moved by hand
         moved = handler.moved_by_hand()
@@ -489,6 +491,11 @@ async def test_another_completion_of_a_decided_run_publishes_nothing_again(wired
     assert len(seen[MODELS_APPROVED.name]) == 1 and len(seen[MODELS_CHAMPION.name]) == 1
 
 
+def signed(command: RegistryCommand, expires_in_s: float) -> RegistryCommand:
+    command = command.model_copy(update={"expires_at": utc_now() + timedelta(seconds=expires_in_s)})
+    return command.model_copy(update={"signature": signature(SECRET, command)})
+
+
 def command(action: str, version: str | None = None, name: str = "m", reason: str = "") -> RegistryCommand:
     return RegistryCommand(
         producer="serving", model_name=name, action=action, version=version, actor="serving", reason=reason
@@ -502,14 +509,16 @@ async def test_commands_answer_what_http_would_and_a_redelivered_one_repeats_its
     store = FakeStore(champion_score=0.5)
     _, desk = registrar(broker, store)
     answers = collect(broker, REGISTRY_ANSWERS.name)
-    promote = command("promote", "2", reason="canary healthy").model_copy(update={"expires_at": None})
+    promote = signed(command("promote", "2", reason="canary healthy"), expires_in_s=60)
     async with TestKafkaBroker(broker):
         await deliver(broker, trained(0.95, run="r1"), trained(0.96, run="r2"), trained(0.5, run="r3"))
         # the second: a new process's redelivery (no memory of the first)
-        first, again = [
-            await CommandHandler(Registrar(store, None, RegistrySettings())).on_command(promote) for _ in "12"
-        ]
-        await broker.publish(promote.to_bytes(), topic=REGISTRY_COMMANDS.name)
+        first = await CommandHandler(Registrar(store, None, RegistrySettings()), SECRET).on_command(promote)
+        # redelivered after its asker gave up (a restart and a rebalance take longer): done, so said again
+        late_again = promote.model_copy(update={"expires_at": utc_now() - timedelta(seconds=1)})
+        late_again = late_again.model_copy(update={"signature": signature(SECRET, late_again)})
+        again = await CommandHandler(Registrar(store, None, RegistrySettings()), SECRET).on_command(late_again)
+        await broker.publish(late_again.to_bytes(), topic=REGISTRY_COMMANDS.name)
         refused = {
             "gone": await desk.ask(command("promote", "7")),
             "rejected": await desk.ask(command("promote", "3")),
@@ -517,7 +526,7 @@ async def test_commands_answer_what_http_would_and_a_redelivered_one_repeats_its
             "unknown": await desk.ask(command("rollback", name="zzz")),
             "held": await desk.ask(command("approve", "2")),
         }
-        late = command("rollback").model_copy(update={"expires_at": utc_now() - timedelta(seconds=1)})
+        late = signed(command("rollback"), expires_in_s=-1)
         await broker.publish(late.to_bytes(), topic=REGISTRY_COMMANDS.name)
     assert {k: a.status for k, a in refused.items()} == {
         "gone": 404,
@@ -542,9 +551,9 @@ async def test_commands_answer_what_http_would_and_a_redelivered_one_repeats_its
 
 async def test_a_command_desk_waits_no_longer_than_its_timeout(wired):
     broker, _ = wired
-    desk = CommandDesk(broker, timeout_s=0.1)  # no registry consumer: nobody answers
+    desk = CommandDesk(broker, timeout_s=0.1, secret=SECRET)  # no registry consumer: nobody answers
     async with TestKafkaBroker(broker):
-        with pytest.raises(Unanswered, match="will not be carried out later"):
+        with pytest.raises(Unanswered, match="never carried out later"):
             await desk.ask(command("rollback"))
 
 
@@ -556,3 +565,60 @@ async def test_a_message_of_another_type_on_registry_commands_is_dead_lettered(w
         await broker.publish(trained(0.9).to_bytes(), topic=REGISTRY_COMMANDS.name)
     [letter] = letters
     assert letter["source_topic"] == REGISTRY_COMMANDS.name and "RegistryCommand" in letter["reason"]
+
+
+async def test_a_command_not_signed_by_a_registry_replica_is_dead_lettered_and_moves_nothing(wired):
+    """Kafka is open to the stack's network: a forged promote (or one signed with another secret) is refused."""
+    broker, _seen = wired
+    letters = collect(broker, DEADLETTERS.name)
+    store = FakeStore(champion_score=0.5)
+    registrar(broker, store)
+    forged = command("promote", "2", reason="mallory says so")
+    async with TestKafkaBroker(broker):
+        await deliver(broker, trained(0.95, run="r1"), trained(0.96, run="r2"))
+        await broker.publish(forged.to_bytes(), topic=REGISTRY_COMMANDS.name)
+        wrong = forged.model_copy(update={"signature": signature("another-secret", forged)})
+        await broker.publish(wrong.to_bytes(), topic=REGISTRY_COMMANDS.name)
+    assert store.aliases("m") == {"champion": "1", "challenger": "2"}
+    assert [letter["source_topic"] for letter in letters] == [REGISTRY_COMMANDS.name] * 2
+    assert all("not signed by a registry replica" in letter["reason"] for letter in letters)
+
+
+async def test_a_move_cut_short_after_its_alias_is_finished_by_the_retry_not_refused(wired):
+    """MLflow fails after the champion alias moved (history and recorded champion not yet written): the
+    retry finishes the same move, as the command's, and answers 200."""
+    broker, seen = wired
+    store = FakeStore(champion_score=0.5)
+    _, desk = registrar(broker, store)
+    failures = iter([RuntimeError("MLflow 503")])
+    record = store.record
+
+    def flaky_record(*args: Any) -> None:
+        if (error := next(failures, None)) is not None:
+            raise error
+        record(*args)
+
+    async with TestKafkaBroker(broker):
+        await deliver(broker, trained(0.95, run="r1"), trained(0.96, run="r2"))
+        store.record = flaky_record  # type: ignore[method-assign]
+        answered = await desk.ask(command("promote", "2", reason="canary healthy"))
+    assert answered.status == 200, answered.detail
+    assert store.aliases("m") == {"champion": "2", "previous": "1"} and store.tags["m"][RECORDED_CHAMPION] == "2"
+    last = seen[MODELS_CHAMPION.name][-1]
+    assert (last["version"], last["previous_version"], last["actor"]) == ("2", "1", "serving")
+
+
+async def test_a_redelivered_approval_repeats_its_events_with_the_same_ids(wired):
+    broker, _seen = wired
+    store = FakeStore()
+    r, _ = registrar(broker, store, manual_approval=True)
+    approve = signed(command("approve", "1", reason="reviewed"), expires_in_s=60)
+    async with TestKafkaBroker(broker):
+        await deliver(broker, trained(0.95))
+        first = await CommandHandler(r, SECRET).on_command(approve)
+        again = await CommandHandler(r, SECRET).on_command(approve)
+    assert [type(e).__name__ for e in first] == ["ModelApproved", "ChampionChanged", "RegistryAnswered"]
+    assert [e.model_dump(exclude={"occurred_at"}) for e in first] == [
+        e.model_dump(exclude={"occurred_at"}) for e in again
+    ]
+    assert store.versions["m"]["1"].tags[DECISION_EVENT] == str(first[0].event_id), "lineage finds the approval"

@@ -6,6 +6,7 @@ from faststream.kafka import TestKafkaBroker
 
 from flywheel.common.kafka import ExactlyOnce, create_broker
 from flywheel.common.settings import KafkaSettings
+from flywheel.registry.commanded import CommandHandler
 from flywheel.registry.commands import CommandDesk
 from flywheel.registry.subscribers import register_subscribers
 from flywheel.schemas import TRAINING_COMPLETED, Lineage, ModelTrained
@@ -40,7 +41,8 @@ def trained(repeat: bool) -> ModelTrained:
 async def test_a_repeat_is_not_gated_registered_or_approved_again() -> None:
     broker = create_broker(KafkaSettings(retry_backoff_s=0), service="registry-test")
     registrar = Registrar()
-    register_subscribers(broker, registrar, CommandDesk(broker, 5), ExactlyOnce(), "registry-test")  # type: ignore[arg-type]
+    desk = CommandDesk(broker, 5, secret="s")
+    register_subscribers(broker, registrar, CommandHandler(registrar, "s"), desk, ExactlyOnce(), "registry-test")  # type: ignore[arg-type]
     first, again = trained(repeat=False), trained(repeat=True)
     async with TestKafkaBroker(broker) as test_broker:
         await test_broker.publish(first.to_bytes(), TRAINING_COMPLETED.name)

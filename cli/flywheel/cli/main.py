@@ -554,6 +554,15 @@ def train(
         raise CliError(f"training {name} failed: {run.get('reason') or 'no reason given'}")
 
 
+# A decision waits for the registry replica owning the model (REGISTRY_COMMAND_TIMEOUT_S, 20 s, plus its
+# grace): a shorter wait would report a failure while the promotion still happens.
+DECISION_TIMEOUT_S = 30.0
+
+
+def decision_timeout(cfg: CliSettings) -> float:
+    return max(cfg.http_timeout_s, DECISION_TIMEOUT_S)
+
+
 @app.command(epilog="Example: FLYWHEEL_TOKEN=... flywheel promote loans-approval 4 --reason 'beats champion on Q3'")
 @expected_failures
 def promote(
@@ -565,7 +574,7 @@ def promote(
     cfg = settings()
     body = {"version": version, "reason": reason}
     url = f"{cfg.registry_url}/models/{quote(model)}/promote"
-    answer = call("registry", "POST", url, body=body, token=cfg.token, timeout=cfg.http_timeout_s)
+    answer = call("registry", "POST", url, body=body, token=cfg.token, timeout=decision_timeout(cfg))
     out.print(tree(Text(f"promoted {model} v{version}", style="bold green"), answer or {}))
 
 
@@ -579,7 +588,7 @@ def rollback(
     cfg = settings()
     body = {"reason": reason}
     url = f"{cfg.registry_url}/models/{quote(model)}/rollback"
-    answer = call("registry", "POST", url, body=body, token=cfg.token, timeout=cfg.http_timeout_s)
+    answer = call("registry", "POST", url, body=body, token=cfg.token, timeout=decision_timeout(cfg))
     out.print(tree(Text(f"rolled back {model}", style="bold yellow"), answer or {}))
 
 
@@ -594,7 +603,7 @@ def approve(
     cfg = settings()
     body = {"reason": reason}
     url = f"{cfg.registry_url}/models/{quote(model)}/versions/{quote(version)}/approve"
-    answer = call("registry", "POST", url, body=body, token=cfg.token, timeout=cfg.http_timeout_s)
+    answer = call("registry", "POST", url, body=body, token=cfg.token, timeout=decision_timeout(cfg))
     out.print(tree(Text(f"approved {model} v{version}", style="bold green"), answer or {}))
 
 

@@ -109,8 +109,8 @@ class RegistryCommand(Event):
 
     Every decision about one model (gating a candidate, promote, rollback, approve, following an
     alias moved by hand) is made by the one registry replica that owns the model's partition, one
-    at a time: replicas need no lock. ``expires_at``: the asker stops waiting then; a command still
-    unhandled by that time is refused rather than carried out behind its back.
+    at a time. ``expires_at``: a command not started by then is refused rather than carried out behind the back
+    of its asker, who stops waiting a few seconds later.
     """
 
     model_name: Name
@@ -118,7 +118,13 @@ class RegistryCommand(Event):
     version: Name | None = Field(default=None, description="The version to promote or approve.")
     actor: str = Field(description="The authenticated principal (or what noticed a hand move) that asked.")
     reason: str = Field(default="", max_length=1000)
-    expires_at: AwareDatetime | None = Field(default=None, description="Refused, not carried out, after this.")
+    expires_at: AwareDatetime | None = Field(default=None, description="Refused, not started, after this.")
+    signature: str = Field(
+        default="",
+        max_length=200,
+        description="HMAC-SHA256 of the command by the registry replicas' shared secret: a command anyone else "
+        "published (Kafka is open to its network) is dead-lettered, never carried out.",
+    )
 
 
 class RegistryAnswered(Event):

@@ -60,9 +60,11 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         trusted=settings.mlflow.trusted_modules,
     )
     registrar = Registrar(store, DatasetCatalog(parts.store), settings)
-    desk = CommandDesk(parts.broker, settings.command_timeout_s)
-    register_subscribers(parts.broker, registrar, desk, ExactlyOnce(), settings.consumer_group)
-    commands = CommandHandler(registrar)
+    configured = settings.command_secret.get_secret_value() if settings.command_secret else ""
+    command_secret = configured or token_urlsafe(32)  # one replica alone may sign with a random one
+    desk = CommandDesk(parts.broker, settings.command_timeout_s, command_secret)
+    commands = CommandHandler(registrar, command_secret)
+    register_subscribers(parts.broker, registrar, commands, desk, ExactlyOnce(), settings.consumer_group)
 
     @contextlib.asynccontextmanager
     async def reconcile_aliases(app: FastAPI) -> AsyncIterator[None]:

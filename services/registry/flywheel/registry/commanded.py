@@ -15,10 +15,10 @@ from uuid import UUID
 import structlog
 from mlflow.exceptions import MlflowException
 
-from flywheel.common.kafka import derived_id, with_derived_ids
+from flywheel.common.kafka import InvalidMessage, derived_id, with_derived_ids
 from flywheel.registry.aliases import AliasCheck
-from flywheel.registry.commands import answer_to, expired
-from flywheel.registry.decisions import HAND_MOVE, UNPROMOTABLE, Move
+from flywheel.registry.commands import answer_to, expired, signed_by
+from flywheel.registry.decisions import HAND_MOVE, UNPROMOTABLE, Move, approved
 from flywheel.registry.modelstore import CORRELATION, GATES, HISTORY, RECORDED_CHAMPION, REFUSED, STATUS, NotFound, now
 from flywheel.registry.registrar import HELD_EVENT, Conflict, Registrar
 from flywheel.schemas import Event, GateResult, ModelTrained, RegistryCommand
@@ -26,23 +26,32 @@ from flywheel.schemas import Event, GateResult, ModelTrained, RegistryCommand
 log = structlog.get_logger(__name__)
 
 APPROVE_COMMAND = "flywheel.approve_command"  # the command that approved a held version: its redelivery's answer
+APPROVED_BESIDE = "flywheel.approved_beside"  # the champion when it was approved ("": none, it became the first)
+
+
+class Expired(Exception):
+    """A command reached too late to be started (its asker has been told it was not carried out)."""
 
 
 class CommandHandler:
-    def __init__(self, registrar: Registrar) -> None:
+    def __init__(self, registrar: Registrar, secret: str) -> None:
         self.registrar = registrar
         self.store = registrar.store
+        self.secret = secret
 
     async def on_command(self, command: RegistryCommand) -> list[Event]:
         """The events a command caused, its answer last (ids derived from it, or from the candidate's run).
 
-        An expired command is refused: its asker was told it was not carried out. A domain refusal is an
+        One not signed by a registry replica is dead-lettered, never carried out. One carried out before (a
+        redelivery) answers as it did; one reached too late to start is refused (503). A domain refusal is an
         answer (404, 409); anything else raises, to be retried and at last dead-lettered.
         """
-        if expired(command):
-            return self._answered(command, [], 503, "expired before a registry replica could carry it out: not done")
+        if not signed_by(self.secret, command):
+            raise InvalidMessage("registry command not signed by a registry replica: not carried out")
         try:
             events = await asyncio.to_thread(self._carry_out, command)
+        except Expired:
+            return self._answered(command, [], 503, "reached too late to start: not carried out")
         except NotFound as exc:
             return self._answered(command, [], 404, str(exc))
         except Conflict as exc:
@@ -66,6 +75,8 @@ class CommandHandler:
         done = self._done_before(command)
         if done is not None:
             return done
+        if expired(command):
+            raise Expired
         move = self._promotion(command) if command.action == "promote" else self._rollback(command)
         aliases = self.store.aliases(command.model_name)
         return with_derived_ids(command, [self.registrar.move(move, aliases, command.event_id)])
@@ -84,19 +95,27 @@ class CommandHandler:
         status = (self.store.version(name, version).tags or {}).get(STATUS, "unknown")
         if status in UNPROMOTABLE:
             raise Conflict(f"{name} v{version} is {status}; only approved versions can be promoted")
-        champion = self.store.aliases(name).get("champion")
+        champion, recorded = self.store.aliases(name).get("champion"), self._recorded(name)
+        if champion == version and recorded != version:  # a move cut short after its alias: finish it
+            return self._commanded(command, "promote", version, recorded)
         if champion == version:
             raise Conflict(f"{name} v{version} is already the champion")
         return self._commanded(command, "promote", version, champion)
 
     def _rollback(self, command: RegistryCommand) -> Move:
         name = command.model_name
-        self.store.model_tags(name)  # NotFound for a model that does not exist
+        recorded = self._recorded(name)  # NotFound for a model that does not exist
         aliases = self.store.aliases(name)
         previous, champion = aliases.get("previous"), aliases.get("champion")
+        if previous is None and champion is not None and recorded not in (None, champion):
+            return self._commanded(command, "rollback", champion, recorded)  # cut short after its aliases: finish it
         if previous is None:
             raise Conflict(f"{name} has no previous champion to roll back to")
         return self._commanded(command, "rollback", previous, champion)
+
+    def _recorded(self, name: str) -> str | None:
+        """The champion the registry last recorded having moved (an alias ahead of it: a move not finished)."""
+        return self.store.model_tags(name).get(RECORDED_CHAMPION)
 
     def _commanded(self, command: RegistryCommand, action: Any, version: str, previous: str | None) -> Move:
         """The move a command makes: in the promoted version's loop, caused by what asked (a rollout's promoted
@@ -117,13 +136,18 @@ class CommandHandler:
         if HELD_EVENT not in tags:
             raise Conflict(f"{name} v{version} is {tags.get(STATUS, 'unknown')}, not awaiting approval")
         trained = ModelTrained.model_validate_json(tags[HELD_EVENT])
+        gates = [GateResult.model_validate(g) for g in json.loads(tags.get(GATES, "[]"))]
         if tags.get(STATUS) == "approved" and tags.get(APPROVE_COMMAND) == str(command.event_id):
-            return self.registrar.decided(trained, version)  # a redelivery: the same events again
+            champion = tags.get(APPROVED_BESIDE) or None  # a redelivery: the same events, as they were
+            approval = with_derived_ids(trained, [approved(trained, version, gates, champion)])[0]
+            first = [Move.first(name, version, command.actor, approval).event()] if champion is None else []
+            return with_derived_ids(trained, [approval, *first])
         if tags.get(STATUS) != "pending_approval":
             raise Conflict(f"{name} v{version} is {tags.get(STATUS, 'unknown')}, not awaiting approval")
-        gates = [GateResult.model_validate(g) for g in json.loads(tags.get(GATES, "[]"))]
+        if expired(command):
+            raise Expired
         champion = self.store.aliases(name).get("champion")
-        self.store.set_tags(name, version, {APPROVE_COMMAND: str(command.event_id)})
+        self.store.set_tags(name, version, {APPROVE_COMMAND: str(command.event_id), APPROVED_BESIDE: champion or ""})
         events = self.registrar.accept(trained, version, gates, champion, actor=command.actor, reason=command.reason)
         return with_derived_ids(trained, events)
 

@@ -95,4 +95,10 @@ class RegistrySettings(ServiceSettings):
         description="How long a promote, rollback or approve waits for the replica owning the model to carry it "
         "out; past it the request answers 503 and the command, expired, is refused if reached later.",
     )
+    command_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC secret registry replicas sign their commands with (registry.commands); a command not "
+        "signed with it is dead-lettered. Unset: a random one per start, which serves one replica alone "
+        "(replicas need one shared secret).",
+    )
     history_kept: int = Field(default=30, ge=1, description="Champion moves kept per model.")

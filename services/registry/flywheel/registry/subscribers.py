@@ -3,8 +3,9 @@
 ``training.completed``, ``models.rollout`` and ``registry.commands`` are all keyed by model, so a model's
 messages of the three are on one partition number of each. The range assignor gives each replica the same
 partition numbers of every topic it reads, so one replica owns a model's decisions, and its one consumer
-handles them one at a time: two replicas never decide about one model at once. (Round robin, second, is
-what a group of an older registry still agrees on during an upgrade.)
+handles them one at a time. Between rebalances, that is: while partitions move, the old owner may still
+finish a message the new one reads again, and idempotence by event id keeps the effect once. (Round robin,
+second, is what a group of an older registry still agrees on during an upgrade.)
 """
 
 from __future__ import annotations
@@ -45,9 +46,13 @@ async def decide(registrar: Registrar, commands: CommandHandler, event: Event) -
 
 
 def register_subscribers(
-    broker: KafkaBroker, registrar: Registrar, desk: CommandDesk, once: ExactlyOnce, group: str
+    broker: KafkaBroker,
+    registrar: Registrar,
+    commands: CommandHandler,
+    desk: CommandDesk,
+    once: ExactlyOnce,
+    group: str,
 ) -> None:
-    commands = CommandHandler(registrar)
     topics = {topic.name: topic for topic in DECIDED}
 
     @broker.subscriber(
