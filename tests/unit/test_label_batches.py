@@ -19,7 +19,9 @@ def label(i: int, value: int = 1, **fields) -> LabelObserved:
     return LabelObserved(producer="t", dataset="loans", label=value, **named)
 
 
-def label_roller(store: MemoryStore, records: Roller, published: list, letters: list, wait_s: float = 60) -> Roller:
+def label_roller(
+    store: MemoryStore, records: Roller, published: list, letters: list, wait_s: float = 60, learn=None
+) -> Roller:
     async def publish(event) -> None:
         published.append(event)
 
@@ -38,6 +40,7 @@ def label_roller(store: MemoryStore, records: Roller, published: list, letters: 
         ready=lambda e: e.record_id is None or records.knows(e.dataset, e.record_id),
         wait_s=wait_s,
         dead_letter=dead_letter,
+        learn=learn,
     )
 
 
@@ -103,3 +106,20 @@ async def test_an_outcome_outside_the_contract_or_joinable_to_nothing_is_dead_le
     assert [raw for raw, _ in letters] == ["raw@0:0", "raw@0:1"]
     assert "approved" in letters[0][1] and "nothing to join it to" in letters[1][1]
     assert not labels.buffers["loans"].records
+
+
+async def test_a_label_whose_record_another_replica_sealed_is_sealed_once_the_roller_learns_of_it() -> None:
+    """Records and labels are assigned by two groups: the replica holding a label's partition may not be the one
+    that sealed its record. It learns of the versions sealed since from the store, while labels wait."""
+    store, published, letters = MemoryStore(), [], []
+    here, there = roller_on(store, published), roller_on(store, published)
+    await claimed(here)
+    await claimed(there)
+    labels = label_roller(store, here, published, letters, learn=here.learn)
+    await claimed(labels)
+    await feed(there, [(0, 0, validated(7))])
+    await there.seal_now("loans")  # r-7 is sealed by the other replica, after this one's claim
+    await take(labels, [(0, 0, label(7))])
+    assert not here.knows("loans", "r-7") and labels.waiting["loans"].held
+    manifest = await labels.seal_now("loans")
+    assert manifest is not None and manifest.row_count == 1 and not letters

@@ -62,6 +62,7 @@ def create_app(settings: IngestionSettings | None = None) -> FastAPI:
         ready=lambda label: label.record_id is None or roller.knows(label.dataset, label.record_id),
         wait_s=settings.label_wait_s,
         dead_letter=dead_letter,
+        learn=roller.learn,  # another replica may have sealed the record a label names
     )
     rollers = {"records": roller, "labels": labels}
 

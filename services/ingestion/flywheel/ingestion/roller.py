@@ -23,6 +23,9 @@ The same roller seals label batches from ``labels`` (a ``Source`` says what it r
 it seals). A label naming a record the records' roller does not know yet is held back, at
 most ``wait_s``, then dead-lettered with the reason; a held label also holds its partition's
 checkpoint back, so a restart reads it again (the labels sealed after it are skipped by id).
+With replicas, a label's record may be sealed by another replica (the records' and the labels'
+partitions are assigned by two groups, so apart): while labels are held, ``learn`` (the records'
+roller reading the versions sealed since, ``Roller.learn``) runs every ``LEARN_EVERY_S``.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from flywheel.schemas import DatasetManifest, Event
 log = structlog.get_logger(__name__)
 
 Publish = Callable[[Event], Awaitable[None]]
+LEARN_EVERY_S = 2.0
 DeadLetter = Callable[[Any, str], Awaitable[None]]
 
 
@@ -82,6 +86,7 @@ class Roller:
         ready: Callable[[Any], bool] | None = None,
         wait_s: float = 600.0,
         dead_letter: DeadLetter | None = None,
+        learn: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.catalog, self.contracts, self.publish = catalog, contracts, publish
         self.bootstrap_servers, self.bucket, self.group_id = bootstrap_servers, bucket, group_id
@@ -89,6 +94,7 @@ class Roller:
         self.session_timeout_ms, self.max_backoff_s = session_timeout_ms, max_backoff_s
         self.remember_rows = remember_rows
         self.source, self.ready, self.wait_s, self.dead_letter = source, ready, wait_s, dead_letter
+        self.learn_more, self._learnt = learn, 0.0
         self.sealed: dict[str, SeenEvents] = {name: SeenEvents(capacity=remember_rows) for name in contracts}
         self.buffers: dict[str, Buffered] = {name: Buffered(key=source.key) for name in contracts}
         self.waiting: dict[str, Waiting] = {name: Waiting() for name in contracts}
@@ -112,6 +118,12 @@ class Roller:
         return key in self.sealed.get(dataset, ()) or key in self.buffers.get(dataset, Buffered()).records
 
     # --- the object store side: what is sealed already -------------------------------------------
+
+    async def learn(self) -> None:
+        """Read the versions sealed since the last look, by this replica or another: ``knows`` then
+        answers for their rows too."""
+        async with self._lock:
+            await asyncio.to_thread(self._refresh)
 
     def _refresh(self) -> None:
         """Read the versions sealed so far (new manifests only: versions are immutable)."""
@@ -211,7 +223,7 @@ class Roller:
         partition meanwhile, and starts over from the checkpoints after its backoff.
         """
         try:
-            await asyncio.to_thread(self._refresh)
+            await self.learn()
             beginnings = await consumer.beginning_offsets(assigned) if assigned else {}
         except Exception as exc:
             self._claim_failed = exc
@@ -285,6 +297,12 @@ class Roller:
         """Held items whose time came: the ready into the buffer, the expired to dead letters."""
         if not self.waiting[dataset].held or self.ready is None:
             return
+        if self.learn_more is not None and time.monotonic() - self._learnt >= LEARN_EVERY_S:
+            self._learnt = time.monotonic()
+            try:
+                await self.learn_more()
+            except Exception as exc:  # what is held waits for the next look (or its time runs out)
+                log.warning("could not learn what was sealed since", error=repr(exc))
         done, expired = self.waiting[dataset].release(self.ready, time.monotonic(), self.wait_s)
         for held in done:
             if self.source.key(held.item) not in self.sealed[dataset]:
