@@ -10,7 +10,10 @@
   root password (``MINIO_ROOT_PASSWORD``) and each MinIO user's secret key
   (``FLYWHEEL_S3_<USER>_SECRET``: a user per service and MLflow's, ``flywheel.common.storeaccess``),
   each MLflow user's password (``FLYWHEEL_MLFLOW_<USER>_PASSWORD``, and the admin's,
-  ``flywheel.common.trackingaccess``), and MLflow's CSRF and webhook encryption keys.
+  ``flywheel.common.trackingaccess``), MLflow's CSRF and webhook encryption keys, and the secret MLflow
+  signs its webhook deliveries to the registry with (``REGISTRY_WEBHOOK_SECRET``: one for every registry
+  replica, since any of them may receive a delivery), and the one registry replicas sign their commands with
+  (``REGISTRY_COMMAND_SECRET``: any replica carries out another's).
 
 Existing secrets are kept and missing ones added (rotating is deleting them and running this
 again, then restarting).
@@ -64,6 +67,8 @@ def ensure(directory: Path) -> dict[str, str]:
         variables.setdefault(password_variable(user), secrets.token_urlsafe(30))
     variables.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_urlsafe(32))
     variables.setdefault("MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY", base64.urlsafe_b64encode(os.urandom(32)).decode())
+    variables.setdefault("REGISTRY_WEBHOOK_SECRET", secrets.token_urlsafe(32))
+    variables.setdefault("REGISTRY_COMMAND_SECRET", secrets.token_urlsafe(32))
     env.write_text("".join(f"{name}={value}\n" for name, value in variables.items()))
     os.chmod(env, 0o600)
     return variables
