@@ -10,6 +10,8 @@ From the bottom up, all from Debian's packages and from what `make install` alre
     flywheel-base/python:3.11         Debian's Python on it     (infra/docker/python/Dockerfile)
     flywheel-standin/kafka:<version>  the Maven Central jars of .stack/kafka/libs on Debian's JRE
     flywheel-standin/minio:<version>  the go-built .stack/bin/minio
+    flywheel-standin/prometheus:bookworm  Debian's prometheus package (the `observability` profile's
+                                      Prometheus; Grafana has no stand-in)
     flywheel:latest                   the project's Dockerfile with BASE_IMAGE=flywheel-base/python
 
 The env file names them in the variables docker-compose.yml reads (FLYWHEEL_KAFKA_IMAGE, ...).
@@ -183,6 +185,11 @@ def minio(tag: str) -> float:
     return build(tag, context, context / "Dockerfile", {"BASE_IMAGE": DEBIAN}, WORK / "logs" / "minio.log")
 
 
+def prometheus(tag: str) -> float:
+    context = HERE / "prometheus"
+    return build(tag, context, context / "Dockerfile", {"BASE_IMAGE": DEBIAN}, WORK / "logs" / "prometheus.log")
+
+
 def python(tag: str) -> float:
     context = HERE / "python"
     return build(tag, context, context / "Dockerfile", {"BASE_IMAGE": DEBIAN}, WORK / "logs" / "python.log")
@@ -201,6 +208,7 @@ def images() -> list[Image]:
     return [
         Image("FLYWHEEL_KAFKA_IMAGE", f"flywheel-standin/kafka:{kafka_version()}", kafka),
         Image("FLYWHEEL_MINIO_IMAGE", f"flywheel-standin/minio:{minio_version()}", minio),
+        Image("FLYWHEEL_PROMETHEUS_IMAGE", "flywheel-standin/prometheus:bookworm", prometheus),
         Image("FLYWHEEL_PYTHON_IMAGE", PYTHON, python),
         Image("FLYWHEEL_IMAGE", FLYWHEEL, flywheel),
     ]
@@ -214,20 +222,20 @@ def build_all(rebuild_flywheel: bool = True) -> dict[str, str]:
     started = time.monotonic()
     debian_base()
     print(f"images: {DEBIAN} ready in {time.monotonic() - started:.0f} s", flush=True)
-    kafka_image, minio_image, python_image, flywheel_image = images()
+    kafka_image, minio_image, prometheus_image, python_image, flywheel_image = images()
 
     def python_then_flywheel() -> list[tuple[Image, float | None]]:
         return [(python_image, python_image.ensure(False)), (flywheel_image, flywheel_image.ensure(rebuild_flywheel))]
 
-    # The JRE download of Kafka's image overlaps the Python builds.
+    # The JRE and Prometheus downloads overlap the Python builds.
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         chain = pool.submit(python_then_flywheel)
-        done = [(kafka_image, kafka_image.ensure(False)), (minio_image, minio_image.ensure(False))]
+        done = [(image, image.ensure(False)) for image in (kafka_image, minio_image, prometheus_image)]
         done += chain.result()
     for image, seconds in done:
         took = "cached" if seconds is None else f"built in {seconds:.0f} s"
         print(f"images: {image.tag:<45} {image_size(image.tag) / 1e6:7.0f} MB  {took}", flush=True)
-    variables = {image.variable: image.tag for image in (kafka_image, minio_image, python_image, flywheel_image)}
+    variables = {image.variable: image.tag for image, _ in done}
     ENV_FILE.parent.mkdir(parents=True, exist_ok=True)
     ENV_FILE.write_text("".join(f"{key}={value}\n" for key, value in variables.items()))
     print(f"images: all built in {time.monotonic() - started:.0f} s; compose variables in {ENV_FILE}", flush=True)
