@@ -205,22 +205,26 @@ def check_health() -> None:
             raise RuntimeError(f"{name} /health answered {status}")
 
 
-def check_metrics(compose_config: dict) -> None:
-    """Every target in infra/prometheus/prometheus.yml is a compose service's port serving /metrics."""
+def scrape_targets() -> list[tuple[str, str, int]]:
+    """(metrics path, compose service, port) of each DNS lookup in infra/prometheus/prometheus.yml."""
     config = yaml.safe_load((ROOT / "infra/prometheus/prometheus.yml").read_text())
-    targets = [
-        (job.get("metrics_path", "/metrics"), target)
+    return [
+        (job.get("metrics_path", "/metrics"), name, lookup["port"])
         for job in config["scrape_configs"]
-        for static in job["static_configs"]
-        for target in static["targets"]
+        for lookup in job["dns_sd_configs"]
+        for name in lookup["names"]
     ]
+
+
+def check_metrics(compose_config: dict) -> None:
+    """Every name Prometheus looks up (infra/prometheus/prometheus.yml) is a compose service serving /metrics."""
     scraped = set()
-    for path, target in targets:
-        service, port = target.rsplit(":", 1)
+    for path, service, port in scrape_targets():
+        target = f"{service}:{port}"
         spec = compose_config["services"].get(service)
         if spec is None:
             raise RuntimeError(f"prometheus target {target}: no service {service} in docker-compose.yml")
-        published = {str(p["target"]): p.get("published") for p in spec.get("ports", [])}
+        published = {int(p["target"]): p.get("published") for p in spec.get("ports", [])}
         if port not in published:
             raise RuntimeError(f"prometheus target {target}: {service} listens on {sorted(published)}, not {port}")
         status, body = get(f"http://{HOST}:{published[port]}{path}")

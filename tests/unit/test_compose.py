@@ -1,5 +1,6 @@
 """docker-compose.yml deploys the same nine components, each configured completely, from images
-whose build context holds every file they need (`make compose-test` runs the deployment itself)."""
+whose build context holds every file they need; docker-compose.cluster.yml over it makes Kafka three
+nodes of one quorum and each service two replicas (`make compose-test` runs both deployments)."""
 
 import fnmatch
 import importlib
@@ -23,6 +24,27 @@ THIRD_PARTY_PROFILED = {"prometheus": "FLYWHEEL_PROMETHEUS_IMAGE", "grafana": "F
 @pytest.fixture(scope="module")
 def compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+class ComposeLoader(yaml.SafeLoader):
+    """YAML with Compose's merge tags (`!override`, `!reset`), each read as the value it tags."""
+
+
+def _tagged(loader: ComposeLoader, node: yaml.Node) -> object:
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    return loader.construct_scalar(node)
+
+
+for _tag in ("!override", "!reset"):
+    ComposeLoader.add_constructor(_tag, _tagged)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> dict:
+    return yaml.load((ROOT / "docker-compose.cluster.yml").read_text(), Loader=ComposeLoader)
 
 
 def settings_class(service: str) -> type:
@@ -73,8 +95,8 @@ def test_infrastructure_has_health_checks(compose, component):
     assert compose["services"][component]["healthcheck"]["test"]
 
 
-def test_every_published_port_binds_the_publish_address(compose):
-    for name, spec in compose["services"].items():
+def test_every_published_port_binds_the_publish_address(compose, cluster):
+    for name, spec in [*compose["services"].items(), *cluster["services"].items()]:
         for port in spec.get("ports", []):
             assert port.startswith("${FLYWHEEL_PUBLISH_ADDRESS:-127.0.0.1}:"), f"{name} publishes {port}"
 
@@ -98,10 +120,68 @@ def test_images_built_from_the_dockerfile_name_their_base_and_extra_certificates
         assert set(spec["build"]["args"]) == {"BASE_IMAGE", "EXTRA_CA_CERTS"}
 
 
-def test_prometheus_scrapes_each_service_by_its_compose_name_and_port(compose):
-    config = yaml.safe_load((ROOT / "infra/prometheus/prometheus.yml").read_text())
-    targets = {t for job in config["scrape_configs"] for s in job["static_configs"] for t in s["targets"]}
-    assert targets == {f"{s}:{compose['services'][s]['environment'][f'{s.upper()}_PORT']}" for s in SERVICES}
+def test_prometheus_finds_every_replica_of_each_service_by_its_compose_name_and_port(compose):
+    """One DNS lookup (type A: every container of the name) per service, labelled with the name looked up."""
+    [job] = yaml.safe_load((ROOT / "infra/prometheus/prometheus.yml").read_text())["scrape_configs"]
+    lookups = {(name, sd["port"]) for sd in job["dns_sd_configs"] if sd["type"] == "A" for name in sd["names"]}
+    assert lookups == {(s, int(compose["services"][s]["environment"][f"{s.upper()}_PORT"])) for s in SERVICES}
+    assert {"source_labels": ["__meta_dns_name"], "target_label": "service"} in job["relabel_configs"]
+
+
+# -- the cluster override -------------------------------------------------------------------
+
+KAFKA_NODES = {"kafka": 1, "kafka-2": 2, "kafka-3": 3}
+BROKERS = "kafka:9092,kafka-2:9092,kafka-3:9092"
+
+
+def test_the_cluster_runs_three_kafka_nodes_in_one_quorum_with_three_copies_of_each_topic(compose, cluster):
+    base = compose["services"]["kafka"]
+    envs = {name: {**base["environment"], **cluster["services"][name]["environment"]} for name in KAFKA_NODES}
+    for name, node in KAFKA_NODES.items():
+        env, spec = envs[name], cluster["services"][name]
+        assert env["KAFKA_NODE_ID"] == str(node) and env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+        assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093"
+        assert env["KAFKA_ADVERTISED_LISTENERS"].startswith(f"PLAINTEXT://{name}:9092,HOST://")
+        for setting in ("DEFAULT", "OFFSETS_TOPIC", "TRANSACTION_STATE_LOG", "SHARE_COORDINATOR_STATE_TOPIC"):
+            assert env[f"KAFKA_{setting}_REPLICATION_FACTOR"] == "3", setting
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "2"
+        if name != "kafka":
+            assert spec["extends"] == {"file": "docker-compose.yml", "service": "kafka"}
+            variable = f"FLYWHEEL_STACK_{name.upper().replace('-', '_')}_PORT"
+            assert spec["ports"] == [
+                f"${{FLYWHEEL_PUBLISH_ADDRESS:-127.0.0.1}}:${{{variable}:-{9090 + 2 * node}}}:9094"
+            ]
+            assert spec["volumes"] == [f"{name}-data:/var/lib/kafka/data"]
+    assert len({env["CLUSTER_ID"] for env in envs.values()}) == 1
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_cluster_runs_two_replicas_of_each_service_under_its_name(compose, cluster, service):
+    """The second extends the first, publishes the port 100 up (as `make up REPLICAS=2`), answers to the
+    service's name (Prometheus' lookups, MLflow's webhook, serving's registry URL) and starts once the first is
+    healthy; both know all three brokers."""
+    second = cluster["services"][f"{service}-2"]
+    port = int(compose["services"][service]["environment"][f"{service.upper()}_PORT"])
+    variable = f"FLYWHEEL_STACK_{service.upper()}_2_PORT"
+    assert second["extends"] == {"file": "docker-compose.yml", "service": service}
+    assert second["ports"] == [f"${{FLYWHEEL_PUBLISH_ADDRESS:-127.0.0.1}}:${{{variable}:-{port + 100}}}:{port}"]
+    assert second["networks"]["default"]["aliases"] == [service]
+    assert second["depends_on"][service]["condition"] == "service_healthy"
+    for spec in (cluster["services"][service], second):
+        assert spec["environment"]["FLYWHEEL_KAFKA_BOOTSTRAP_SERVERS"] == BROKERS
+
+
+def test_the_cluster_makes_its_topics_once_all_three_brokers_are_up(cluster):
+    bootstrap = cluster["services"]["bootstrap"]
+    assert bootstrap["environment"]["FLYWHEEL_KAFKA_BOOTSTRAP_SERVERS"] == BROKERS
+    assert bootstrap["environment"]["BOOTSTRAP_KAFKA_BROKERS"] == "3"
+    assert all(bootstrap["depends_on"][n]["condition"] == "service_healthy" for n in ("kafka-2", "kafka-3"))
+
+
+def test_the_registry_replicas_share_one_required_webhook_secret(compose):
+    registry = compose["services"]["registry"]["environment"]
+    assert registry["REGISTRY_WEBHOOK_SECRET"].startswith("${REGISTRY_WEBHOOK_SECRET:?")
+    assert registry["REGISTRY_WEBHOOK_URL"] == "http://registry:8004/mlflow/webhook"  # the name both answer to
 
 
 # -- the build context ----------------------------------------------------------------------

@@ -147,12 +147,16 @@ def test_every_panel_uses_the_provisioned_datasource(path):
 
 @pytest.mark.parametrize("config", ["prometheus.yml", "prometheus.local.yml"])
 def test_prometheus_scrapes_all_six_services(config):
+    """The local stack's targets are listed; the compose deployment's are looked up by service name (every replica)."""
     scrape = yaml.safe_load((ROOT / "infra" / "prometheus" / config).read_text())["scrape_configs"]
-    targets = {t for job in scrape for group in job["static_configs"] for t in group["targets"]}
-    ports = {int(t.rsplit(":", 1)[1]) for t in targets}
-    assert ports == set(SERVICES.values())
+    listed = {t for job in scrape for group in job.get("static_configs", []) for t in group["targets"]}
+    looked_up = {
+        f"{name}:{sd['port']}" for job in scrape for sd in job.get("dns_sd_configs", []) for name in sd["names"]
+    }
+    targets = listed | looked_up
+    assert {int(t.rsplit(":", 1)[1]) for t in targets} == set(SERVICES.values())
     if config == "prometheus.yml":
-        assert targets == {f"{service}:{port}" for service, port in SERVICES.items()}
+        assert targets == looked_up == {f"{service}:{port}" for service, port in SERVICES.items()}
 
 
 # What the issue asks the dashboard to show: a panel whose query selects the metric, grouped or
