@@ -13,13 +13,32 @@ Phases (each timed; the table is printed at the end, also on failure):
     browser   headless Chromium renders each service's /docs (Swagger UI, from assets the service
               serves itself: no CDN is reachable) and monitoring's /report; screenshots kept
     restart   `docker compose restart kafka minio` keeps the topics' messages and the objects
-    down      `docker compose down -v`; dangling images removed
+    down      `docker compose down -v`
 
+Then the cluster (docker-compose.cluster.yml over docker-compose.yml: three Kafka nodes, two replicas
+of each service), as a project of its own on ports of its own (CLUSTER_PORTS):
+
+    cluster-up    `up -d --wait`, then the `observability` profile's Prometheus (the stand-in image)
+    quorum        the cluster's metadata lists 3 brokers and its KRaft quorum 3 voters, none lagging
+                  (infra/kafka/DescribeQuorum.java: Kafka's Admin API, run from the host on the jars
+                  of .stack/kafka); every catalogue topic and __consumer_offsets has 3 replicas of
+                  each partition in sync, and min.insync.replicas 2
+    replicas      both containers of each service running and healthy, each /health from the host;
+                  inside the network each service's name resolves to both; MLflow keeps one
+                  webhook, at the registry's name, and its test deliveries are accepted
+    champion      a first model trained through the training API (the demo's warm-up: records and
+                  late labels over Kafka, sealed, trained, gated, promoted) is answered by both
+                  serving replicas; both ingestion replicas validated records
+    scrape        Prometheus has an up target for both replicas of every service
+    cluster-down  `docker compose down -v`; dangling images removed
+
+`--only single` or `--only cluster` runs the phases of one deployment (after engine and images).
 It fails, never skips: no engine, no image, an unhealthy service or an open loop is an error.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import concurrent.futures
 import contextlib
@@ -46,7 +65,8 @@ from engine import Engine, apt_install
 ROOT = images.ROOT
 WORK = images.WORK
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-PROJECT = "flywheel-ci"
+CLUSTER_FILE = ROOT / "docker-compose.cluster.yml"
+PROJECT, CLUSTER_PROJECT = "flywheel-ci", "flywheel-ci-cluster"
 COMPOSE_MODULE, COMPOSE_VERSION = "github.com/docker/compose/v2", "v2.40.3"
 COMPOSE_BIN = images.STACK / "bin" / "docker-compose"
 HOST = "127.0.0.1"
@@ -65,6 +85,19 @@ PORTS = {
     "MONITORING": 18006,
 }
 SERVICES = ["ingestion", "features", "training", "registry", "serving", "monitoring"]
+# The cluster's: none of them is one of the above or a port of the local stacks (those plus 2000, 3000
+# too); each service's second replica 100 up, as in docker-compose.cluster.yml.
+CLUSTER_PORTS = {
+    "KAFKA": 29092,
+    "KAFKA_2": 29094,
+    "KAFKA_3": 29096,
+    "MINIO": 29000,
+    "MINIO_CONSOLE": 29001,
+    "MLFLOW": 25000,
+    **{name.upper(): 28001 + i for i, name in enumerate(SERVICES)},
+    **{f"{name.upper()}_2": 28101 + i for i, name in enumerate(SERVICES)},
+}
+PROMETHEUS_PORT = 29090
 TOPICS_READ_OUTSIDE = ["alerts", "predictions"]
 CHROMIUM_FLAGS = [
     "--headless",
@@ -82,8 +115,9 @@ SHOTS = WORK / "screenshots"
 SECRETS = WORK / "secrets"  # the deployment's credentials (make compose-secrets writes .secrets/)
 
 
-def url(name: str, path: str = "") -> str:
-    return f"http://{HOST}:{PORTS[name.upper()]}{path}"
+def url(name: str, path: str = "", ports: dict[str, int] = PORTS) -> str:
+    """A published port's address: ``name`` a compose service (``serving-2``: its second replica)."""
+    return f"http://{HOST}:{ports[name.upper().replace('-', '_')]}{path}"
 
 
 def get(address: str, timeout: float = 10) -> tuple[int, str]:
@@ -91,7 +125,7 @@ def get(address: str, timeout: float = 10) -> tuple[int, str]:
         with urllib.request.urlopen(address, timeout=timeout) as response:
             return response.status, response.read().decode(errors="replace")
     except urllib.error.HTTPError as error:
-        return error.code, ""
+        return error.code, error.read().decode(errors="replace")
 
 
 class Phases:
@@ -114,8 +148,8 @@ class Phases:
     def print(self) -> None:
         print("\n== compose-test: phases", flush=True)
         for name, seconds, outcome in self.times:
-            print(f"  {name:<10} {seconds:7.1f} s  {outcome}")
-        print(f"  {'total':<10} {sum(t for _, t, _ in self.times):7.1f} s", flush=True)
+            print(f"  {name:<12} {seconds:7.1f} s  {outcome}")
+        print(f"  {'total':<12} {sum(t for _, t, _ in self.times):7.1f} s", flush=True)
 
 
 # -- compose ------------------------------------------------------------------------------
@@ -167,9 +201,17 @@ def compose_command() -> list[str]:
 
 
 class Compose:
-    def __init__(self, command: list[str], variables: dict[str, str]) -> None:
-        self.command = [*command, "--project-name", PROJECT, "--file", str(COMPOSE_FILE)]
-        self.env = {**os.environ, **variables, **{f"FLYWHEEL_STACK_{k}_PORT": str(v) for k, v in PORTS.items()}}
+    def __init__(
+        self,
+        command: list[str],
+        variables: dict[str, str],
+        project: str = PROJECT,
+        files: tuple[Path, ...] = (COMPOSE_FILE,),
+        ports: dict[str, int] = PORTS,
+    ) -> None:
+        self.command = [*command, "--project-name", project, *(f"--file={file}" for file in files)]
+        self.ports = ports
+        self.env = {**os.environ, **variables, **{f"FLYWHEEL_STACK_{k}_PORT": str(v) for k, v in ports.items()}}
         self.env["FLYWHEEL_PUBLISH_ADDRESS"] = HOST
         self.secrets = credentials.ensure(SECRETS)  # tokens, MinIO's root password and its users' keys
         self.tokens = {p: self.secrets[credentials.token_variable(p)] for p in credentials.PRINCIPALS}
@@ -188,6 +230,11 @@ class Compose:
         if result.returncode != 0:
             raise RuntimeError(f"`compose {' '.join(args)}` failed ({result.returncode}): {result.stderr or ''}")
         return result.stdout or ""
+
+    def containers(self) -> dict[str, dict]:
+        """`ps --all`: each container by its service (Name, State, Health, ...)."""
+        listed = self("ps", "--all", "--format", "json", capture=True)
+        return {c["Service"]: c for c in map(json.loads, filter(str.strip, listed.splitlines()))}
 
     def logs(self) -> None:
         subprocess.run([*self.command, "ps", "-a"], env=self.env, cwd=ROOT)
@@ -313,26 +360,37 @@ def check_tracking_access(secrets: dict[str, str]) -> None:
     print(f"  MLflow: {answers}")
 
 
+def kafka_address(ports: dict[str, int]) -> str:
+    """Every published Kafka node, as a client on the host lists them."""
+    return ",".join(f"{HOST}:{port}" for name, port in ports.items() if name.split("_")[0] == "KAFKA")
+
+
+def scenario_config(operator_token: str, ports: dict[str, int] = PORTS, **overrides: object):
+    """The demo's scenario pointed at the published ports (the first replica of each service)."""
+    from flywheel.demo.scenario import ScenarioConfig
+
+    return ScenarioConfig(
+        bootstrap_servers=kafka_address(ports),
+        ingestion_url=url("ingestion", ports=ports),
+        training_url=url("training", ports=ports),
+        registry_url=url("registry", ports=ports),
+        serving_url=url("serving", ports=ports),
+        monitoring_url=url("monitoring", ports=ports),
+        operator_token=operator_token,
+        **overrides,
+    )
+
+
 def run_demo(operator_token: str) -> None:
     """The closed-loop scenario of `make demo`, pointed at the published ports."""
     from rich.console import Console
 
     from flywheel.demo.closed_loop import report
-    from flywheel.demo.scenario import Scenario, ScenarioConfig
+    from flywheel.demo.scenario import Scenario
 
-    config = ScenarioConfig(
-        bootstrap_servers=f"{HOST}:{PORTS['KAFKA']}",
-        ingestion_url=url("ingestion"),
-        training_url=url("training"),
-        registry_url=url("registry"),
-        serving_url=url("serving"),
-        monitoring_url=url("monitoring"),
-        # Nine containers share the machine's cores with the demo: give the loop the records and
-        # the time to close on a busy CI machine too (it ends as soon as the new champion serves).
-        max_drifted_records=12_000,
-        timeout_s=1500.0,
-        operator_token=operator_token,
-    )
+    # Nine containers share the machine's cores with the demo: give the loop the records and
+    # the time to close on a busy CI machine too (it ends as soon as the new champion serves).
+    config = scenario_config(operator_token, max_drifted_records=12_000, timeout_s=1500.0)
     console = Console(width=120)
     console.rule("[bold]Flywheel: the closed loop, inside docker compose")
     result = asyncio.run(Scenario(config, console).run())
@@ -402,7 +460,7 @@ def durable_state(compose: Compose) -> dict[str, object]:
     from aiokafka.admin import AIOKafkaAdminClient
     from minio import Minio
 
-    bootstrap = f"{HOST}:{PORTS['KAFKA']}"
+    bootstrap = kafka_address(PORTS)
 
     async def offsets() -> dict[str, int]:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -460,15 +518,310 @@ def retry(call: Callable[[], dict], attempts: int) -> dict:
 
 def image_sizes(variables: dict[str, str]) -> None:
     for variable, tag in variables.items():
-        print(f"  {variable:<22} {tag:<45} {images.image_size(tag) / 1e6:7.0f} MB")
+        print(f"  {variable:<25} {tag:<45} {images.image_size(tag) / 1e6:7.0f} MB")
+
+
+# -- the cluster ---------------------------------------------------------------------------
+
+
+def kafka_admin(bootstrap: str, ask: Callable) -> object:
+    """``ask(admin)`` with an admin client of the cluster's, connected for the call."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def run() -> object:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            return await ask(admin)
+        finally:
+            await admin.close()
+
+    return asyncio.run(run())
+
+
+def describe_quorum(bootstrap: str) -> dict:
+    """The cluster's brokers and KRaft quorum (infra/kafka/DescribeQuorum.java, on the jars of .stack/kafka)."""
+    result = subprocess.run(
+        ["java", "-cp", f"{images.KAFKA_LIBS}/*", str(ROOT / "infra/kafka/DescribeQuorum.java"), bootstrap],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"DescribeQuorum failed: {result.stderr[-2000:]}")
+    return json.loads(result.stdout)
+
+
+def check_quorum(ports: dict[str, int]) -> None:
+    """Three brokers in the cluster's metadata and three voters in its KRaft quorum, none lagging far behind."""
+    quorum = describe_quorum(kafka_address(ports))
+    voters = sorted(voter["id"] for voter in quorum["voters"])
+    lags = {voter["id"]: voter["lag"] for voter in quorum["voters"]}
+    print(
+        f"  brokers {quorum['brokers']}; quorum voters {voters}, leader {quorum['leader']} (epoch {quorum['epoch']}), "
+        f"high watermark {quorum['high_watermark']}, each voter's lag {lags}; observers {quorum['observers']}"
+    )
+    if quorum["brokers"] != [1, 2, 3] or voters != [1, 2, 3]:
+        raise RuntimeError(f"brokers {quorum['brokers']} and voters {voters}, not three of each")
+    if max(lags.values()) > 1000:
+        raise RuntimeError(f"a voter lags the quorum's leader: {lags}")
+
+
+def check_topic_copies(ports: dict[str, int]) -> None:
+    """Every catalogue topic and the group offsets: 3 replicas of each partition, all in sync; min.insync.replicas 2."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    from flywheel.schemas import TOPICS
+
+    names = [*TOPICS, "__consumer_offsets"]
+
+    async def ask(admin) -> tuple[list[dict], list]:
+        resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
+        return await admin.describe_topics(names), await admin.describe_configs(resources)
+
+    described, responses = kafka_admin(kafka_address(ports), ask)
+    copies = {
+        (topic["topic"], partition["partition"]): (len(partition["replicas"]), len(partition["isr"]))
+        for topic in described
+        for partition in topic["partitions"]
+    }
+    min_insync = {
+        resource[3]: entry[1]
+        for response in responses
+        for resource in response.resources
+        for entry in resource[4]
+        if entry[0] == "min.insync.replicas"
+    }
+    short = {key: value for key, value in copies.items() if value != (3, 3)}
+    loose = {name: value for name, value in min_insync.items() if value != "2"}
+    seen = {topic for topic, _ in copies}
+    print(
+        f"  {len(seen)} topics (the catalogue's {len(TOPICS)} and __consumer_offsets), {len(copies)} partitions, "
+        f"{len(copies) - len(short)} with 3 replicas all in sync; min.insync.replicas 2 on "
+        f"{len(min_insync) - len(loose)} topics"
+    )
+    if seen != set(names) or short or set(min_insync) != set(names) or loose:
+        missing = sorted(set(names) - seen)
+        raise RuntimeError(f"topics missing {missing}; short of 3 in sync {short}; min.insync.replicas {loose}")
+
+
+def container_ip(name: str) -> str:
+    return subprocess.run(
+        ["docker", "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", name],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def check_replicas(compose: Compose) -> None:
+    """Both containers of each service healthy and answering /health; inside the network the service's name
+    is both of them (MLflow's container resolves them, as its webhook deliveries and Prometheus do)."""
+    containers = compose.containers()
+    names = [name for service in SERVICES for name in (service, f"{service}-2")]
+    unwell = {n: (containers.get(n, {}).get("State"), containers.get(n, {}).get("Health")) for n in names}
+    unwell = {n: state for n, state in unwell.items() if state != ("running", "healthy")}
+    if unwell:
+        raise RuntimeError(f"replicas not running and healthy: {unwell}")
+    for name in names:  # a check of a dependency may time out now and then on a loaded machine: ask again
+        for _ in range(10):
+            status, body = get(url(name, "/health", compose.ports), timeout=30)
+            if status == 200:
+                break
+            time.sleep(3)
+        else:
+            raise RuntimeError(f"{name} /health answered {status}: {body}")
+    script = (
+        "import json, socket; print(json.dumps({n: sorted({a[4][0] for a in socket.getaddrinfo(n, None, "
+        f"socket.AF_INET)}}) for n in {SERVICES!r}}}))"
+    )
+    resolved = json.loads(compose("exec", "-T", "mlflow", "python", "-c", script, capture=True))
+    for service in SERVICES:
+        ips = sorted(container_ip(containers[name]["Name"]) for name in (service, f"{service}-2"))
+        print(f"  {service:<11} {service} and {service}-2 healthy; `{service}` resolves to {resolved[service]}")
+        if resolved[service] != ips:
+            raise RuntimeError(f"{service} resolves to {resolved[service]}, its replicas are {ips}")
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples that carry ``labels``, from a /metrics page."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
+def check_webhook(compose: Compose, deliveries: int = 4) -> None:
+    """MLflow keeps one registry webhook, at the service's name; its test deliveries, signed with the secret
+    the registry replicas share, are accepted by whichever replica MLflow reaches."""
+    from unittest import mock
+
+    from mlflow import MlflowClient
+
+    from flywheel.common.trackingaccess import ADMIN, password_variable
+
+    login = {"MLFLOW_TRACKING_USERNAME": ADMIN, "MLFLOW_TRACKING_PASSWORD": compose.secrets[password_variable(ADMIN)]}
+    event, counted = "model_version_alias.created", "flywheel_registry_webhook_deliveries_total"
+
+    def accepted() -> dict[str, float]:
+        return {
+            name: metric_sum(get(url(name, "/metrics", compose.ports))[1], counted, event=event)
+            for name in ("registry", "registry-2")
+        }
+
+    before = accepted()
+    with mock.patch.dict(os.environ, login):
+        client = MlflowClient(tracking_uri=url("mlflow", ports=compose.ports))
+        hooks = [hook for hook in client.list_webhooks(max_results=100) if hook.name == "flywheel-registry"]
+        if [hook.url for hook in hooks] != ["http://registry:8004/mlflow/webhook"]:
+            raise RuntimeError(f"MLflow's registry webhooks: {[(h.name, h.url) for h in hooks]}, not one at registry")
+        results = [client.test_webhook(hooks[0].webhook_id, event=event) for _ in range(deliveries)]
+    refused = [(r.response_status, r.error_message) for r in results if not r.success]
+    by_replica = {name: count - before[name] for name, count in accepted().items()}
+    print(
+        f"  MLflow's one webhook, {hooks[0].url}: {deliveries - len(refused)} of {deliveries} test deliveries ", end=""
+    )
+    print(f"accepted, by replica {by_replica}", flush=True)
+    if refused or sum(by_replica.values()) != deliveries:
+        raise RuntimeError(f"MLflow's test deliveries refused: {refused}; counted by the replicas {by_replica}")
+
+
+def check_champion(compose: Compose) -> None:
+    """A first model, trained as the demo trains it, is champion; both serving replicas answer with it."""
+    from rich.console import Console
+
+    from flywheel.demo.scenario import Loans, Scenario
+    from flywheel.schemas import MODELS_CHAMPION
+
+    config = scenario_config(
+        compose.tokens["operator"], compose.ports, stable_records=0, max_drifted_records=0, timeout_s=420.0
+    )
+    started = time.monotonic()
+    result = asyncio.run(Scenario(config, Console(width=120)).run())
+    moved = next((m.at for m in result.moments if m.topic == MODELS_CHAMPION.name), None)
+    if result.first_champion is None or moved is None:
+        raise RuntimeError(f"no first champion (v{result.first_champion}, models.champion seen: {moved is not None})")
+    probe = json.dumps({"dataset": config.dataset, "records": [Loans(config).probe()[0].record]}).encode()
+    answered: dict[str, float] = {}
+    for name in ("serving", "serving-2"):
+        request = urllib.request.Request(
+            url(name, "/predict", compose.ports), data=probe, headers={"Content-Type": "application/json"}
+        )
+        while name not in answered:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                version = str(json.loads(answer.read())["predictions"][0]["model_version"])
+            if version == result.first_champion:
+                answered[name] = time.monotonic() - moved
+            elif time.monotonic() - moved > 60:
+                raise RuntimeError(f"{name} answers with v{version}, not the champion v{result.first_champion}")
+            else:
+                time.sleep(0.5)
+    records = "flywheel_ingestion_records_total"
+    validated = {
+        name: metric_sum(get(url(name, "/metrics", compose.ports))[1], records, outcome="validated")
+        for name in ("ingestion", "ingestion-2")
+    }
+    print(
+        f"  {config.model_name} v{result.first_champion} champion {moved - started:.0f} s after the first record; "
+        f"answered by {', '.join(f'{name} within {seconds:.1f} s' for name, seconds in answered.items())} "
+        f"of models.champion; records validated by {validated}",
+        flush=True,
+    )
+    if not all(validated.values()):
+        raise RuntimeError(f"an ingestion replica validated no record: {validated}")
+
+
+def check_scraped(timeout_s: float = 120.0) -> None:
+    """Prometheus (the observability profile's) has an up target for both replicas of every service."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status, body = get(f"http://{HOST}:{PROMETHEUS_PORT}/api/v1/targets?state=active")
+        targets = json.loads(body)["data"]["activeTargets"] if status == 200 else []
+        up: dict[str, list[str]] = {service: [] for service in SERVICES}
+        for target in targets:
+            if target["health"] == "up" and target["labels"].get("service") in up:
+                up[target["labels"]["service"]].append(target["labels"]["instance"])
+        if all(len(instances) == 2 for instances in up.values()):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Prometheus' up targets after {timeout_s:.0f} s: {up}")
+        time.sleep(3)
+    for service, instances in up.items():
+        print(f"  {service:<11} up: {', '.join(sorted(instances))}")
 
 
 # -- the run ------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def deployed(compose: Compose, phases: Phases, down: str, profiles: tuple[str, ...] = ()) -> Iterator[None]:
+    """The block's phases on a deployment; its containers' logs when one fails; `down -v` after, whatever happened
+    (``profiles``: those whose services the block started by name, which `down` leaves alone unless told)."""
+    try:
+        yield
+    except BaseException:
+        compose.logs()
+        raise
+    finally:
+        with phases.phase(down):
+            compose(
+                *(f"--profile={profile}" for profile in profiles), "down", "-v", "--remove-orphans", "--timeout", "20"
+            )
+
+
+def single(compose: Compose, phases: Phases) -> None:
+    """docker-compose.yml: one broker, one container of each service, and the closed loop in it."""
+    compose_config = yaml.safe_load(compose("config", capture=True))
+    with deployed(compose, phases, "down"):
+        with phases.phase("up"):
+            compose("up", "-d", "--wait", "--wait-timeout", "600")
+        with phases.phase("health"):
+            check_health()
+        with phases.phase("metrics"):
+            check_metrics(compose_config)
+        with phases.phase("auth"):
+            check_auth(compose.tokens)
+            check_store_access(compose.secrets)
+            check_tracking_access(compose.secrets)
+        with phases.phase("demo"):
+            run_demo(compose.tokens["operator"])
+        with phases.phase("kafka"):
+            for topic in TOPICS_READ_OUTSIDE:
+                read_outside(topic)
+        with phases.phase("browser"):
+            check_pages()
+        with phases.phase("restart"):
+            check_restart(compose)
+
+
+def cluster(compose: Compose, phases: Phases) -> None:
+    """docker-compose.cluster.yml over it: three Kafka nodes, two replicas of each service, Prometheus."""
+    compose.env["FLYWHEEL_PROMETHEUS_PORT"] = str(PROMETHEUS_PORT)
+    with deployed(compose, phases, "cluster-down", profiles=("observability",)):
+        with phases.phase("cluster-up"):
+            compose("up", "-d", "--wait", "--wait-timeout", "600")
+            compose("up", "-d", "--wait", "--wait-timeout", "120", "prometheus")  # named, without Grafana
+        with phases.phase("quorum"):
+            check_quorum(compose.ports)
+            check_topic_copies(compose.ports)
+        with phases.phase("replicas"):
+            check_replicas(compose)
+            check_webhook(compose)
+        with phases.phase("champion"):
+            check_champion(compose)
+        with phases.phase("scrape"):
+            check_scraped()
+
+
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["single", "cluster"], help="run one deployment's phases, not both")
+    only = parser.parse_args().only
     phases = Phases()
-    compose: Compose | None = None
     failed = False
     try:
         with phases.phase("engine"):
@@ -485,36 +838,16 @@ def main() -> int:
                 variables = images.build_all()
                 command = building_compose.result()
                 print("  " + subprocess.run([*command, "version"], capture_output=True, text=True).stdout.strip())
-            compose = Compose(command, variables)
-            compose_config = yaml.safe_load(compose("config", capture=True))
             try:
-                with phases.phase("up"):
-                    compose("up", "-d", "--wait", "--wait-timeout", "600")
-                with phases.phase("health"):
-                    check_health()
-                with phases.phase("metrics"):
-                    check_metrics(compose_config)
-                with phases.phase("auth"):
-                    check_auth(compose.tokens)
-                    check_store_access(compose.secrets)
-                    check_tracking_access(compose.secrets)
-                with phases.phase("demo"):
-                    run_demo(compose.tokens["operator"])
-                with phases.phase("kafka"):
-                    for topic in TOPICS_READ_OUTSIDE:
-                        read_outside(topic)
-                with phases.phase("browser"):
-                    check_pages()
-                with phases.phase("restart"):
-                    check_restart(compose)
-            except BaseException:
-                failed = True
-                compose.logs()
-                raise
+                if only != "cluster":
+                    single(Compose(command, variables), phases)
+                if only != "single":
+                    cluster(
+                        Compose(command, variables, CLUSTER_PROJECT, (COMPOSE_FILE, CLUSTER_FILE), CLUSTER_PORTS),
+                        phases,
+                    )
             finally:
-                with phases.phase("down"):
-                    compose("down", "-v", "--remove-orphans", "--timeout", "20")
-                    subprocess.run(["docker", "image", "prune", "-f"], capture_output=True)
+                subprocess.run(["docker", "image", "prune", "-f"], capture_output=True)
                 print("\n== compose-test: images")
                 image_sizes(variables)
         finally:
