@@ -178,9 +178,10 @@ def test_the_cluster_makes_its_topics_once_all_three_brokers_are_up(cluster):
     assert all(bootstrap["depends_on"][n]["condition"] == "service_healthy" for n in ("kafka-2", "kafka-3"))
 
 
-def test_the_registry_replicas_share_one_required_webhook_secret(compose):
+def test_the_registry_replicas_share_one_required_webhook_secret_and_command_secret(compose):
     registry = compose["services"]["registry"]["environment"]
     assert registry["REGISTRY_WEBHOOK_SECRET"].startswith("${REGISTRY_WEBHOOK_SECRET:?")
+    assert registry["REGISTRY_COMMAND_SECRET"].startswith("${REGISTRY_COMMAND_SECRET:?")
     assert registry["REGISTRY_WEBHOOK_URL"] == "http://registry:8004/mlflow/webhook"  # the name both answer to
 
 
