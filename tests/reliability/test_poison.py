@@ -186,6 +186,30 @@ def good_and_absurd(topic: str, tag: str, model: str, champion: str) -> tuple[di
                 ("unknown model", {"model_name": "no-such-model", "dataset": "no-such-dataset"}),
             ],
         ),
+        "predictions.labelled": (  # read by monitoring (its group) and by every serving replica
+            {
+                "dataset": "loans",
+                "model_name": model,
+                "label": 1,
+                "label_event_id": str(uuid.uuid4()),
+                "entity_id": applicant,
+                "answers": [
+                    {
+                        "prediction_id": f"{tag}-p",
+                        "variant": "champion",
+                        "model_version": champion,
+                        "prediction": 1,
+                        "predicted_at": datetime.now(UTC).isoformat(),
+                    }
+                ],
+            },
+            [
+                ("NaN label", {"label": NAN}),
+                ("1e308 label", {"label": HUGE}),
+                ("10k-char model", {"model_name": LONG}),
+                ("unknown dataset", {"dataset": "no-such-dataset"}),
+            ],
+        ),
         "predictions.requests": (
             {
                 "dataset": "loans",

@@ -22,6 +22,7 @@ from flywheel.schemas import (
     MODELS_REJECTED,
     MODELS_ROLLOUT,
     PREDICTIONS,
+    PREDICTIONS_LABELLED,
     RECORDS_VALIDATED,
     TRAINING_COMPLETED,
     LabelObserved,
@@ -147,7 +148,13 @@ async def test_monitoring_killed_mid_stream_joins_every_label_to_its_prediction_
         for i in range(total)
     ]
     labels = [
-        LabelObserved(producer="reliability", dataset="loans", label=(i * 7) % 2, prediction_id=p.prediction_id)
+        LabelObserved(
+            producer="reliability",
+            dataset="loans",
+            label=(i * 7) % 2,
+            prediction_id=p.prediction_id,
+            entity_id=p.entity_id,  # the key: labels and predictions of an entity share a partition number
+        )
         for i, p in enumerate(predictions)
     ]
     monitoring = stack.service_url("monitoring")
@@ -176,19 +183,24 @@ async def test_monitoring_killed_mid_stream_joins_every_label_to_its_prediction_
         await stream.send(1)
         took = await restart("monitoring")
         await caught_up(kafka, timeout=60)
-        await publish(labels)
-        lines, behind = await counted(stream, store_settings, kafka)
+        async with TopicReader(kafka.bootstrap_servers, PREDICTIONS_LABELLED.name) as labelled:
+            await publish(labels)
+            lines, behind = await counted(stream, store_settings, kafka)
+            ours = await labelled.collect(lambda seen: len(seen) >= total, where=lambda b: b.get("model_name") == name)
         state = await seen()
+    # each label joined once, even to a prediction made before the kill (the join rebuilt what it remembered)
+    published = tally("predictions.labelled", total, ours, key=lambda b: b["label_event_id"])
     joined = Tally("monitoring labels joined", total, distinct=state.get("labels_joined", 0))
     predicted = Tally("monitoring predictions counted", total, distinct=state.get("predictions_seen", 0))
     text = report(
         f"SIGKILL monitoring (pid {pid}) mid-stream, back in {took:.0f} s",
         *lines,
         predicted,
+        published,
         joined,
         f"consumer lag left: {behind or 'none'}",
     )
-    assert_exact([*[t for t in lines if isinstance(t, Tally)], predicted, joined], behind, text)
+    assert_exact([*[t for t in lines if isinstance(t, Tally)], predicted, published, joined], behind, text)
 
 
 @pytest.mark.timeout(480)  # a training run on two busy cores, and a restart

@@ -34,6 +34,7 @@ from flywheel.schemas import (
     MODELS_APPROVED,
     MODELS_CHAMPION,
     PREDICTIONS,
+    PREDICTIONS_LABELLED,
     PREDICTIONS_REQUESTS,
     RECORDS_RAW,
     RECORDS_REJECTED,
@@ -290,7 +291,14 @@ class Stream:
 
     async def __aenter__(self) -> Stream:
         bootstrap = self.kafka.bootstrap_servers
-        for topic in (RECORDS_VALIDATED, RECORDS_REJECTED, FEATURES_ONLINE, PREDICTIONS, DEADLETTERS):
+        for topic in (
+            RECORDS_VALIDATED,
+            RECORDS_REJECTED,
+            FEATURES_ONLINE,
+            PREDICTIONS,
+            PREDICTIONS_LABELLED,
+            DEADLETTERS,
+        ):
             self.readers[topic.name] = await self._stack.enter_async_context(TopicReader(bootstrap, topic.name))
         return self
 
@@ -372,12 +380,19 @@ class Stream:
             ),
         )
         await self.label()
+        await drain(  # each label joined to its answer by monitoring
+            readers[PREDICTIONS_LABELLED.name],
+            lambda seen: len({b["request_id"] for b in seen}) >= len(self.labelled),
+            timeout,
+            self.mine("request_id"),
+        )
         await asyncio.sleep(3)  # anything counted twice would arrive now
         for name, key in (
             (RECORDS_VALIDATED.name, "record_id"),
             (RECORDS_REJECTED.name, "record_id"),
             (FEATURES_ONLINE.name, "entity_id"),
             (PREDICTIONS.name, "request_id"),
+            (PREDICTIONS_LABELLED.name, "request_id"),
         ):
             await drain(readers[name], lambda _: False, 0.5, self.mine(key))
 
@@ -421,7 +436,10 @@ class Stream:
             answers = tally("predictions (request id)", len(self.requests), served, lambda b: b["request_id"])
             answers.dead_lettered = len(dead)
             out.append(answers)
-            out.append(f"labels sent for answers: {len(self.labelled)}")
+            labelled = seen[PREDICTIONS_LABELLED.name]
+            out.append(
+                tally("predictions.labelled (request id)", len(self.labelled), labelled, lambda b: b["request_id"])
+            )
         return out
 
 

@@ -15,7 +15,8 @@ import pytest
 
 from flywheel.monitoring.alerts import AlertBook, Band
 from flywheel.monitoring.monitor import ModelMonitor, MonitorConfig, Reference
-from flywheel.schemas import AlertRaised, LabelObserved, PredictionMade
+from flywheel.schemas import AlertRaised, PredictionMade
+from tests.support.labelled import labelled
 
 SEVENTEEN_MINUTES = 17 * 60
 
@@ -89,22 +90,19 @@ def label_stream(monitor: ModelMonitor, accuracy: float, start: int, n: int, rng
     published = []
     for i in range(start, start + n):
         now = i / 10
-        published += monitor.on_prediction(
-            PredictionMade(
-                producer="serving",
-                dataset="loans",
-                prediction_id=f"p{i}",
-                model_name="m",
-                model_version="1",
-                variant="champion",
-                prediction=1,
-                features={},
-                latency_ms=1.0,
-            ),
-            now=now,
+        prediction = PredictionMade(
+            producer="serving",
+            dataset="loans",
+            prediction_id=f"p{i}",
+            model_name="m",
+            model_version="1",
+            variant="champion",
+            prediction=1,
+            features={},
+            latency_ms=1.0,
         )
-        label = LabelObserved(producer="t", dataset="loans", label=int(rng.random() < accuracy), prediction_id=f"p{i}")
-        published += monitor.on_label(label, now=now)
+        published += monitor.on_prediction(prediction, now=now)
+        published += monitor.on_labelled(labelled([prediction], int(rng.random() < accuracy)), now=now)
     return [e for e in published if isinstance(e, AlertRaised) and e.kind == "accuracy"]
 
 

@@ -14,7 +14,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from flywheel.common.featuresets import load_feature_set
 from flywheel.monitoring.monitor import ModelMonitor, MonitorConfig, Reference
 from flywheel.monitoring.reference import categorical_features
-from flywheel.schemas import AlertRaised, DriftDetected, LabelObserved, PredictionMade
+from flywheel.schemas import AlertRaised, DriftDetected, PredictionMade
+from tests.support.labelled import labelled
 
 DATASETS = Path(__file__).resolve().parents[2] / "datasets"
 FEATURES = load_feature_set(DATASETS, "loans")
@@ -63,10 +64,7 @@ def serve_and_label(monitor: ModelMonitor, model, rows, start: datetime, mutate=
             occurred_at=start + timedelta(seconds=i),
         )
         published += monitor.on_prediction(prediction, now=clock + i)
-        published += monitor.on_label(
-            LabelObserved(producer="demo", dataset="loans", label=label, prediction_id=prediction.prediction_id),
-            now=clock + i,
-        )
+        published += monitor.on_labelled(labelled([prediction], label), now=clock + i)
     return published
 
 

@@ -18,7 +18,8 @@ from flywheel.monitoring.reference import judged_by
 from flywheel.monitoring.report import render_report
 from flywheel.monitoring.settings import MonitoringSettings
 from flywheel.monitoring.watch import Watch
-from flywheel.schemas import AlertRaised, DriftDetected, Event, LabelObserved, PredictionMade
+from flywheel.schemas import AlertRaised, DriftDetected, Event, PredictionMade
+from tests.support.labelled import labelled
 
 MAE_OF_UNIT_NOISE = float(np.sqrt(2 / np.pi))  # the mean of |N(0, 1)|
 
@@ -35,8 +36,11 @@ def regressor(scale: float = 1.0, **config) -> ModelMonitor:
     return monitor
 
 
+SERVED: dict[tuple[int, int], PredictionMade] = {}  # (monitor, i) -> the answer a label is for
+
+
 def serve(monitor: ModelMonitor, i: int, value: object, now: float) -> list[Event]:
-    prediction = PredictionMade(
+    prediction = SERVED[(id(monitor), i)] = PredictionMade(
         producer="serving",
         dataset="energy",
         prediction_id=f"p{i}",
@@ -51,8 +55,7 @@ def serve(monitor: ModelMonitor, i: int, value: object, now: float) -> list[Even
 
 
 def label(monitor: ModelMonitor, i: int, value: object, now: float) -> list[Event]:
-    observed = LabelObserved(producer="t", dataset="energy", label=value, prediction_id=f"p{i}")  # type: ignore[arg-type]
-    return monitor.on_label(observed, now=now)
+    return monitor.on_labelled(labelled([SERVED.pop((id(monitor), i))], value), now=now)
 
 
 def stream(monitor: ModelMonitor, rng: np.random.Generator, n: int, noise: float, start: int, scale: float) -> list:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
+from datetime import UTC, datetime
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -15,15 +17,16 @@ from flywheel.common.kafka import create_broker
 from flywheel.common.settings import KafkaSettings
 from flywheel.schemas import (
     DEADLETTERS,
-    LABELS,
     MODELS_APPROVED,
     MODELS_CHAMPION,
     PREDICTIONS,
+    PREDICTIONS_LABELLED,
     PREDICTIONS_REQUESTS,
     ChampionChanged,
-    LabelObserved,
+    LabelledAnswer,
     MessageDeadLettered,
     ModelApproved,
+    PredictionLabelled,
     PredictionMade,
     PredictionRequested,
 )
@@ -260,25 +263,32 @@ async def test_one_poison_in_a_batch_of_requests_is_dead_lettered_with_its_bytes
     assert "no champion serves model 'no-such-model'" in reasons["unknown model"]
 
 
-async def test_a_label_no_dataset_could_have_is_dead_lettered_and_the_good_ones_credited() -> None:
+async def test_labelled_predictions_are_credited_once_and_a_malformed_one_dead_lettered() -> None:
     broker, built, out = kafka_serving()
     credited = []
-    built.on_label = credited.append  # type: ignore[method-assign]
-    bad = {
-        "1e308": LabelObserved(producer="t", dataset="loans", label=1e308, prediction_id="p"),
-        "10k chars": LabelObserved(producer="t", dataset="loans", label="x" * 10_000, prediction_id="p"),
-        "unknown dataset": LabelObserved(producer="t", dataset="no-such-dataset", label=1, prediction_id="p"),
-        "no value": LabelObserved(producer="t", dataset="loans", label=None, prediction_id="p"),
-    }
-    good = [LabelObserved(producer="t", dataset="loans", label=i % 2, prediction_id=f"p{i}") for i in range(2)]
+    built.on_labelled = credited.append  # type: ignore[method-assign]
+    answer = LabelledAnswer(
+        prediction_id="p", variant="champion", model_version="1", prediction=1, predicted_at=datetime.now(UTC)
+    )
+    good = [
+        PredictionLabelled(
+            producer="t",
+            dataset="loans",
+            model_name="loans-approval",
+            label=i % 2,
+            label_event_id=uuid.uuid4(),
+            answers=[answer.model_copy(update={"prediction_id": f"p{i}"})],
+        )
+        for i in range(2)
+    ]
+    no_answer = json.dumps({**good[0].model_dump(mode="json"), "event_id": str(uuid.uuid4()), "answers": []}).encode()
     async with TestKafkaBroker(broker) as test_broker:
-        for event in [good[0], *bad.values(), good[0], good[1]]:
-            await test_broker.publish(event.to_bytes(), LABELS.name)
-    assert [label.prediction_id for label in credited] == ["p0", "p1"]
+        for body in [good[0].to_bytes(), no_answer, good[0].to_bytes(), good[1].to_bytes()]:  # the 3rd: a redelivery
+            await test_broker.publish(body, PREDICTIONS_LABELLED.name)
+    assert [labelled.answers[0].prediction_id for labelled in credited] == ["p0", "p1"]
     letters = [MessageDeadLettered.model_validate(d) for d in out[DEADLETTERS.name]]
-    assert [base64.b64decode(letter.original_value) for letter in letters] == [e.to_bytes() for e in bad.values()]
-    assert all(letter.reason and letter.error_type == "InvalidMessage" for letter in letters)
-    assert "no data contract for dataset 'no-such-dataset'" in letters[2].reason
+    assert [base64.b64decode(letter.original_value) for letter in letters] == [no_answer]
+    assert "answers" in letters[0].reason
 
 
 async def test_an_approval_or_champion_of_a_model_the_registry_does_not_know_is_dead_lettered() -> None:

@@ -13,7 +13,6 @@ from flywheel.schemas import (
     AlertRaised,
     ChampionChanged,
     Event,
-    LabelObserved,
     ModelApproved,
     PredictionMade,
     RolloutStepped,
@@ -23,6 +22,7 @@ from flywheel.serving.models import ServedModel
 from flywheel.serving.predictlog import PredictionLog
 from flywheel.serving.rollouts import RolloutLog
 from flywheel.serving.settings import ServingSettings
+from tests.support.labelled import labelled
 from tests.unit.test_ingestion_kafka import loan
 
 DATASETS = Path(__file__).resolve().parents[2] / "datasets"
@@ -151,9 +151,7 @@ class Harness:
             [answer], logged = self.engine.score("loans-approval", [record])
             self.log.extend(logged)
             answers.append(answer)
-            self.engine.on_label(
-                LabelObserved(producer="test", dataset="loans", label=truth(record), prediction_id=answer.prediction_id)
-            )
+            self.engine.on_labelled(labelled(logged, truth(record)))
             await asyncio.sleep(0)  # let decisions the engine scheduled run
         return answers
 
@@ -393,14 +391,14 @@ async def test_labels_that_arrive_after_a_promotion_credit_the_version_that_answ
     unlabelled = []
     for i in range(80, 120):
         record = application(i)
-        [answer], _ = h.engine.score("loans-approval", [record])
-        unlabelled.append((answer, truth(record)))
+        _, logged = h.engine.score("loans-approval", [record])
+        unlabelled.append((logged, truth(record)))
     h.candidate = served("2", RichApproved())
     await h.engine.use_champion(
         ChampionChanged(model_name="loans-approval", version="2", action="promote", actor="ops", previous_version="1")
     )
-    for answer, label in unlabelled:  # the old champion's answers, labelled only now
-        h.engine.on_label(LabelObserved(producer="t", dataset="loans", label=label, prediction_id=answer.prediction_id))
+    for logged, label in unlabelled:  # the old champion's answers, labelled only now
+        h.engine.on_labelled(labelled(logged, label))
     await h.traffic(40, start=40)
     for _ in range(3):
         await asyncio.sleep(0)

@@ -20,11 +20,12 @@ from sklearn.dummy import DummyRegressor
 from sklearn.linear_model import LinearRegression
 from structlog.testing import LogCapture
 
-from flywheel.schemas import PREDICTIONS, PREDICTIONS_REQUESTS, ChampionChanged, LabelObserved, PredictionRequested
+from flywheel.schemas import PREDICTIONS, PREDICTIONS_REQUESTS, ChampionChanged, PredictionRequested
 from flywheel.serving import engine as engine_module
 from flywheel.serving.rollout import Policy, VariantFigures, decide, judge
 from flywheel.serving.rollouts import RolloutLog, figures_from
 from flywheel.serving.sequential import Sample, compare_means
+from tests.support.labelled import labelled
 from tests.unit.test_serving_api import client, kafka_serving
 from tests.unit.test_serving_engine import FEATURES, Harness, RichApproved, application, served, stepped
 from tests.unit.test_serving_rollout_statistics import LOOK_EVERY, STEPS
@@ -55,9 +56,7 @@ async def labelled_traffic(h: Harness, n: int, start: int = 0, label=loan_size) 
         [answer], logged = h.engine.score(NAME, [application(i)])
         h.log.extend(logged)
         answers.append(answer)
-        h.engine.on_label(
-            LabelObserved(producer="t", dataset="loans", label=label(i), prediction_id=answer.prediction_id)
-        )
+        h.engine.on_labelled(labelled(logged, label(i)))
         await asyncio.sleep(0)  # let decisions the engine scheduled run
     return answers
 

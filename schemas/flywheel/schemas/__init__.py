@@ -14,6 +14,7 @@ from flywheel.schemas.catalogue import (
     MODELS_ROLLOUT,
     MONITORING_DRIFT,
     PREDICTIONS,
+    PREDICTIONS_LABELLED,
     PREDICTIONS_REQUESTS,
     RECORDS_RAW,
     RECORDS_REJECTED,
@@ -40,7 +41,7 @@ from flywheel.schemas.models import (
     RolloutStepped,
 )
 from flywheel.schemas.monitoring import AlertRaised, DriftDetected, FeatureDrift
-from flywheel.schemas.predictions import PredictionMade, PredictionRequested
+from flywheel.schemas.predictions import LabelledAnswer, PredictionLabelled, PredictionMade, PredictionRequested
 from flywheel.schemas.records import (
     LabelObserved,
     MessageDeadLettered,
@@ -66,6 +67,7 @@ __all__ = [
     "MONITORING_DRIFT",
     "NAME_MAX",
     "PREDICTIONS",
+    "PREDICTIONS_LABELLED",
     "PREDICTIONS_REQUESTS",
     "RECORDS_RAW",
     "RECORDS_REJECTED",
@@ -87,12 +89,14 @@ __all__ = [
     "FeaturesComputed",
     "GateResult",
     "LabelObserved",
+    "LabelledAnswer",
     "Lineage",
     "MessageDeadLettered",
     "ModelApproved",
     "ModelRejected",
     "ModelTrained",
     "Name",
+    "PredictionLabelled",
     "PredictionMade",
     "PredictionRequested",
     "Rebuild",

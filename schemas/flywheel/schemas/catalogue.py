@@ -17,7 +17,7 @@ from flywheel.schemas.models import (
     RolloutStepped,
 )
 from flywheel.schemas.monitoring import AlertRaised, DriftDetected
-from flywheel.schemas.predictions import PredictionMade, PredictionRequested
+from flywheel.schemas.predictions import PredictionLabelled, PredictionMade, PredictionRequested
 from flywheel.schemas.records import (
     LabelObserved,
     MessageDeadLettered,
@@ -135,6 +135,16 @@ PREDICTIONS_REQUESTS = Topic(
     "predictions.requests", PredictionRequested, "entity_id", "Records to score over Kafka.", clients_write=True
 )
 PREDICTIONS = Topic("predictions", PredictionMade, "entity_id", "The prediction log.")
+# The one join of predictions and labels (both keyed by entity, so co-partitioned), keyed by model: a model's
+# labelled answers keep their order, and one monitoring replica holds its error stream. Every serving replica
+# reads it in full: whichever runs a model's rollout judges it on every replica's answers.
+PREDICTIONS_LABELLED = Topic(
+    "predictions.labelled",
+    PredictionLabelled,
+    "model_name",
+    "Late labels joined to the answers given for them.",
+    every_replica_of=frozenset({"serving"}),
+)
 MONITORING_DRIFT = Topic("monitoring.drift", DriftDetected, "model_name", "Data and concept drift findings.")
 ALERTS = Topic("alerts", AlertRaised, "dedup_key", "Alerts for operators.", operators_read=True)
 # A dead letter carries a whole message base64-encoded (4/3 of its size) plus why: the topic takes
@@ -169,6 +179,7 @@ TOPICS: dict[str, Topic] = {
         REGISTRY_ANSWERS,
         PREDICTIONS_REQUESTS,
         PREDICTIONS,
+        PREDICTIONS_LABELLED,
         MONITORING_DRIFT,
         ALERTS,
         DEADLETTERS,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, JsonValue
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, Field, JsonValue
 
 from flywheel.schemas.envelope import Event, Name
 
@@ -35,3 +37,33 @@ class PredictionMade(Event):
     feature_set_version: Name | None = Field(
         default=None, description="The feature-set version ``features`` were computed with: the answering model's."
     )
+
+
+class LabelledAnswer(BaseModel):
+    """One answer given to a labelled request: the one served, or a shadow candidate's beside it."""
+
+    prediction_id: str
+    variant: Name = Field(description="The variant that gave it: champion, candidate or shadow.")
+    served: bool = True
+    model_version: Name
+    prediction: JsonValue
+    probability: float | None = Field(default=None, ge=0, le=1)
+    predicted_at: AwareDatetime
+
+
+class PredictionLabelled(Event):
+    """A late label joined to the answers given for it (``predictions.labelled``): the one join of
+    ``predictions`` and ``labels``, which serving's rollout judge and guard and monitoring all read."""
+
+    dataset: Name
+    model_name: Name
+    label: JsonValue
+    label_event_id: UUID = Field(description="The ``labels`` event joined; this event's id derives from it.")
+    request_id: str | None = None
+    entity_id: str | None = None
+    observed_at: AwareDatetime | None = None
+    answers: list[LabelledAnswer] = Field(min_length=1)
+
+    def served(self) -> LabelledAnswer:
+        """The answer the client was given."""
+        return next((a for a in self.answers if a.served), self.answers[0])

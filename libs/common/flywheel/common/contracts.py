@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, JsonValue, model_validator
 
-from flywheel.schemas import LabelObserved, Violation
+from flywheel.schemas import LabelObserved, PredictionLabelled, Violation
 
 ColumnType = Literal["int", "float", "str", "bool", "datetime"]
 
@@ -244,8 +244,8 @@ def _jsonable(value: Any) -> JsonValue:
     return value if isinstance(value, str | int | float | bool) or value is None else repr(value)
 
 
-def label_refusal(contracts: dict[str, DataContract], label: LabelObserved) -> str | None:
-    """Why a label event names no outcome of a known dataset; None when it does."""
+def label_refusal(contracts: dict[str, DataContract], label: LabelObserved | PredictionLabelled) -> str | None:
+    """Why a label (as observed, or joined to its answers) names no outcome of a known dataset; None when it does."""
     contract = contracts.get(label.dataset)
     if contract is None:
         return f"no data contract for dataset {label.dataset!r}; known: {sorted(contracts)}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -102,6 +103,19 @@ def answer_error(task: str, predicted: Any, label: Any) -> float | None:
         return error if math.isfinite(error) else None
     same = str(predicted) == str(label) or (number(predicted) is not None and number(predicted) == number(label))
     return 0.0 if same else 1.0
+
+
+def p99(latencies_ms: Iterable[float]) -> float:
+    """The 99th percentile of answer latencies (nearest rank), 0 for none: serving's rollout figures and
+    monitoring's latency alert take it the same way.
+
+    >>> p99(range(1, 101)), p99([5.0]), p99([])
+    (100, 5.0, 0.0)
+    """
+    ordered = sorted(latencies_ms)
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
 def regression_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:

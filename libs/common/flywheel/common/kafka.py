@@ -27,6 +27,8 @@ from uuid import UUID, uuid5
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from faststream import AckPolicy, BaseMiddleware
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
@@ -274,12 +276,20 @@ def create_broker(
     return broker
 
 
+# The range assignor gives a member that reads several topics the same partition numbers of each, so one
+# replica holds all of a key's messages of topics keyed alike (the registry's decisions, monitoring's join of
+# predictions and labels). Every member of a group lists it first, or the group agrees on another; round
+# robin, second, is what a group of an older version still agrees on during an upgrade.
+ASSIGNORS = (RangePartitionAssignor, RoundRobinPartitionAssignor)
+
+
 def consumer_options(service: str, **overrides: Any) -> dict[str, Any]:
     """Subscriber options: one consumer group per service, commit only after the handler finishes."""
     options: dict[str, Any] = {
         "group_id": f"flywheel-{service}",
         "auto_offset_reset": "earliest",
         "ack_policy": AckPolicy.NACK_ON_ERROR,
+        "partition_assignment_strategy": ASSIGNORS,
     }
     options.update(overrides)
     return options

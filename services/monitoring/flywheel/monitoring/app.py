@@ -17,13 +17,15 @@ from flywheel.common.kafka import consumer_options
 from flywheel.common.service import create_service_app
 from flywheel.common.tracking import champion_version, version_registered
 from flywheel.monitoring.http import create_router
+from flywheel.monitoring.join import LabelJoin
+from flywheel.monitoring.joining import Remembering
 from flywheel.monitoring.perdataset import monitor_configs
 from flywheel.monitoring.rebuild import rebuild
 from flywheel.monitoring.reference import load_reference
 from flywheel.monitoring.settings import MonitoringSettings
 from flywheel.monitoring.subscribers import register_subscribers
 from flywheel.monitoring.watch import Watch
-from flywheel.schemas import ALERTS, LABELS, MONITORING_DRIFT, PREDICTIONS
+from flywheel.schemas import ALERTS, MONITORING_DRIFT, PREDICTIONS, PREDICTIONS_LABELLED
 
 
 def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
@@ -41,14 +43,18 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
 
     contracts = load_contracts(settings.datasets_dir)
     moves = ChampionMoves(champion_of, registered)
-    register_subscribers(parts.broker, watch, contracts=contracts, registered=registered, moves=moves)
+    group = consumer_options("monitoring")["group_id"]
+    join = LabelJoin(wait_s=settings.label_wait_s)
+    remembering = Remembering(join, settings.kafka.bootstrap_servers, group, settings.replay_last, contracts)
+    register_subscribers(
+        parts.broker, watch, contracts=contracts, registered=registered, moves=moves, join=join, listener=remembering
+    )
 
     @contextlib.asynccontextmanager
     async def refold(app: FastAPI) -> AsyncIterator[None]:
         """Before the subscribers start: the monitors as they were when the group last committed."""
         # references load the registry's champion of this moment or later: the moves before it are in them
         await moves.mark_start(settings.kafka.bootstrap_servers)
-        group = consumer_options("monitoring")["group_id"]
         done = await rebuild(settings.kafka.bootstrap_servers, group, watch, settings.replay_last, contracts)
         parts.log.info("monitors rebuilt", predictions=done.predictions, labels=done.labels, seconds=done.seconds)
         yield
@@ -61,11 +67,13 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
         routers=[create_router(watch)],
         lifespans=[refold],
         description="Detects data and concept drift and raises alerts.",
-        publishes=[MONITORING_DRIFT, ALERTS],
+        publishes=[MONITORING_DRIFT, ALERTS, PREDICTIONS_LABELLED],
         reads={
-            PREDICTIONS: "Refolded on start up to the group's committed offsets (the monitors' windows).",
-            LABELS: "Refolded on start up to the group's committed offsets (the label joins).",
+            PREDICTIONS: "Refolded on start up to the group's committed offsets (the monitors' windows), and "
+            "whenever the group gives this replica partitions (the join's answers waiting for their labels).",
+            PREDICTIONS_LABELLED: "Refolded on start up to the group's committed offsets (the error streams).",
         },
     )
     app.state.watch = watch
+    app.state.join = join
     return app

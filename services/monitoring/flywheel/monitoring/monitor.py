@@ -1,6 +1,6 @@
 """One model's monitor: data drift, concept drift and service health, as events.
 
-Pure state: predictions and labels go in, ``DriftDetected`` and ``AlertRaised``
+Pure state: predictions and labelled predictions go in, ``DriftDetected`` and ``AlertRaised``
 events come out; the subscribers do the I/O. The label side (error stream, concept
 drift, accuracy or MAE alert) is ``flywheel.monitoring.performance``.
 """
@@ -8,7 +8,7 @@ drift, accuracy or MAE alert) is ``flywheel.monitoring.performance``.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -16,13 +16,14 @@ from typing import Any, Literal
 
 import numpy as np
 
+from flywheel.common.evaluation import p99 as latency_p99
 from flywheel.monitoring.alerts import AlertBook, Band
 from flywheel.monitoring.concept import Detector, ErrorStream
 from flywheel.monitoring.performance import PRODUCER, PerformanceWatch, clock
 from flywheel.monitoring.residuals import ResidualStream
 from flywheel.monitoring.retrain import RetrainBook
 from flywheel.monitoring.statistics import FeatureVerdict, ReferenceProfile, Thresholds
-from flywheel.schemas import AlertRaised, DriftDetected, Event, FeatureDrift, LabelObserved, PredictionMade
+from flywheel.schemas import AlertRaised, DriftDetected, Event, FeatureDrift, PredictionLabelled, PredictionMade
 
 
 @dataclass(frozen=True)
@@ -125,8 +126,6 @@ class ModelMonitor:
         # champion before this monitor loaded its reference): judged once that version's reference is set.
         # A canary's answers are not: they are the rollout's to judge, not the data-drift window's.
         self.unjudged: deque[PredictionMade] = deque(maxlen=self.config.window_size)
-        self.pending: OrderedDict[str, tuple[Any, str]] = OrderedDict()
-        self.latest_by_entity: dict[str, str] = {}
         self.since_check = 0
         self.predictions_seen = 0
         self.labels_joined = 0
@@ -163,12 +162,7 @@ class ModelMonitor:
     # -- predictions ------------------------------------------------------------------
 
     def on_prediction(self, prediction: PredictionMade, now: float | None = None) -> list[Event]:
-        """Remember a prediction for its label; every ``check_every`` served ones, check data drift."""
-        self.pending[prediction.prediction_id] = (prediction.prediction, prediction.model_version)
-        if len(self.pending) > 200_000:
-            self.pending.popitem(last=False)
-        if prediction.entity_id and prediction.served:
-            self.latest_by_entity[prediction.entity_id] = prediction.prediction_id
+        """Every ``check_every`` served predictions, check data drift."""
         if not prediction.served:
             return []
         if self.reference is not None and not self.reference.judges(prediction):
@@ -248,7 +242,7 @@ class ModelMonitor:
     def _check_health(self, cause: PredictionMade, now: float | None = None) -> list[Event]:
         events: list[Event] = []
         bands = self.config.bands()
-        p99 = float(np.percentile(list(self.latencies), 99)) if self.latencies else 0.0
+        p99 = float(latency_p99(self.latencies))
         missing = _missing_rate(self.window)
         checks = [
             ("latency", p99, f"prediction latency p99 {p99:.0f} ms", {"p99_ms": p99}),
@@ -274,16 +268,13 @@ class ModelMonitor:
 
     # -- labels -----------------------------------------------------------------------
 
-    def on_label(self, label: LabelObserved, now: float | None = None) -> list[Event]:
-        """Join a late label to its prediction; judge the champion's answer by it (``PerformanceWatch``)."""
-        prediction_id = label.prediction_id or self.latest_by_entity.get(label.entity_id or "")
-        if prediction_id is None or prediction_id not in self.pending:
-            return []
-        predicted, version = self.pending.pop(prediction_id)
-        if self.reference and self.reference.model_version and version != self.reference.model_version:
+    def on_labelled(self, labelled: PredictionLabelled, now: float | None = None) -> list[Event]:
+        """Judge the champion's answer by its late label (``PerformanceWatch``)."""
+        served = labelled.served()
+        if self.reference and self.reference.model_version and served.model_version != self.reference.model_version:
             return []  # a canary's or old champion's answer: not the champion's error stream
         self.labels_joined += 1
-        return self.performance.judge(label, predicted, now)
+        return self.performance.judge(labelled, served.prediction, now)
 
     @property
     def errors(self) -> ErrorStream | ResidualStream:

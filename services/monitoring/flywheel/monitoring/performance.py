@@ -23,7 +23,8 @@ from flywheel.monitoring.alerts import AlertBook, Band
 from flywheel.monitoring.concept import ErrorStream
 from flywheel.monitoring.residuals import ResidualStream
 from flywheel.monitoring.retrain import RetrainBook
-from flywheel.schemas import DriftDetected, Event, FeatureDrift, LabelObserved
+from flywheel.schemas import DriftDetected, Event, FeatureDrift
+from flywheel.schemas import PredictionLabelled as Labelled
 
 if TYPE_CHECKING:
     from flywheel.monitoring.monitor import MonitorConfig, Reference
@@ -110,7 +111,7 @@ class PerformanceWatch:
             return None
         return self.config.bands(reference.train_accuracy, reference.train_mae).get(self.stream.figure)
 
-    def judge(self, label: LabelObserved, predicted: Any, now: float | None = None) -> list[Event]:
+    def judge(self, label: Labelled, predicted: Any, now: float | None = None) -> list[Event]:
         """One label joined to the champion's answer: feed the error stream; raise concept drift and alerts."""
         error = answer_error(self.reference.task if self.reference else "classification", predicted, label.label)
         if error is None:
@@ -130,7 +131,7 @@ class PerformanceWatch:
         events = self._concept_drift(label, value, now) if drifted else []
         return events + self._check_performance(label, value, now)
 
-    def _concept_drift(self, label: LabelObserved, value: float | None, now: float | None) -> list[Event]:
+    def _concept_drift(self, label: Labelled, value: float | None, now: float | None) -> list[Event]:
         retrain = "concept" in self.config.retrain_on and self.retrain.may_ask(clock(now))
         drift = self._concept_event(label, self._detector_evidence(value or 0.0), retrain)
         self.mark("concept_drift", value, "error stream changed")
@@ -167,7 +168,7 @@ class PerformanceWatch:
         training = f", training {shown('mae', trained)}" if trained is not None else ""
         return f"{self.model_name}: absolute errors rose (rolling MAE {shown('mae', value)}{training})"
 
-    def _concept_event(self, label: LabelObserved, evidence: FeatureDrift, retrain: bool) -> DriftDetected:
+    def _concept_event(self, label: Labelled, evidence: FeatureDrift, retrain: bool) -> DriftDetected:
         """A concept drift of this champion, remembered for ``/drift``."""
         reference = self.reference
         drift = DriftDetected(
@@ -185,7 +186,7 @@ class PerformanceWatch:
         self.drift_events.append(drift)
         return drift
 
-    def _check_performance(self, label: LabelObserved, value: float | None, now: float | None) -> list[Event]:
+    def _check_performance(self, label: Labelled, value: float | None, now: float | None) -> list[Event]:
         """The performance alert: raised past the band's raise threshold, resolved back past its resolve one."""
         band, trained = self.band(), self.trained
         if value is None or band is None or trained is None or self.stream.window_size < self.config.min_labels:
@@ -214,7 +215,7 @@ class PerformanceWatch:
             events.append(self._still_past(label, value, band.raise_at, now))
         return events
 
-    def _still_past(self, label: LabelObserved, value: float, threshold: float, now: float | None) -> DriftDetected:
+    def _still_past(self, label: Labelled, value: float, threshold: float, now: float | None) -> DriftDetected:
         """Ask again (``RetrainBook.ask_again``): the champion is still past its threshold, and its errors
         change no more, so the drift detector will not fire again."""
         self.retrain.asked(clock(now))  # a request of its own, cooldown or not

@@ -1,7 +1,7 @@
 """Rebuilding the monitors after a restart from the topics they fold.
 
-A monitor's windows, pending predictions and label joins live in memory. Its inputs,
-``predictions`` and ``labels``, are retained topics, and the ``flywheel-monitoring`` group
+A monitor's windows and error stream live in memory. Its inputs, ``predictions`` and
+``predictions.labelled`` (the one join's output), are retained topics, and the ``flywheel-monitoring`` group
 commits an offset only after its handler applied the message and published what it caused.
 So before the subscribers start, the messages up to the committed offsets are folded in again,
 in the order they were written (by timestamp across the two topics), and what they cause is
@@ -10,7 +10,7 @@ offsets, and a message handled but not committed before the crash is handled aga
 events re-published with the same derived ids. Nothing is counted twice or lost.
 
 ``last`` bounds the replay per partition: counters then start from that much history, the
-windows (at most ``window_size``) and recent label joins are whole.
+windows (at most ``window_size``) and recent labelled answers are whole.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from flywheel.common.contracts import DataContract
 from flywheel.common.history import committed_offsets, read_history
 from flywheel.monitoring.validation import refusal
 from flywheel.monitoring.watch import Watch
-from flywheel.schemas import LABELS, PREDICTIONS, LabelObserved, PredictionMade
+from flywheel.schemas import PREDICTIONS, PREDICTIONS_LABELLED, PredictionLabelled, PredictionMade
 
 log = structlog.get_logger(__name__)
 
@@ -42,15 +42,16 @@ async def rebuild(
 ) -> Rebuilt:
     """Fold what ``group_id`` had acknowledged on both topics back into ``watch`` (not what it dead-lettered)."""
     started = time.monotonic()
-    history: list[tuple[int, int, PredictionMade | LabelObserved]] = []
-    for order, (topic, schema) in enumerate(((PREDICTIONS.name, PredictionMade), (LABELS.name, LabelObserved))):
+    history: list[tuple[int, int, PredictionMade | PredictionLabelled]] = []
+    sources = ((PREDICTIONS.name, PredictionMade), (PREDICTIONS_LABELLED.name, PredictionLabelled))
+    for order, (topic, schema) in enumerate(sources):
         upto = await committed_offsets(bootstrap_servers, group_id, topic)
         async for message in read_history(bootstrap_servers, topic, upto=upto, last=last):
             try:
                 event = schema.model_validate_json(message.value)
             except ValidationError:
                 continue  # dead-lettered when it was first consumed
-            if refusal(event, contracts) is None:  # else dead-lettered when it was first consumed
+            if isinstance(event, PredictionLabelled) or refusal(event, contracts) is None:  # else dead-lettered
                 history.append((message.timestamp, order, event))
     history.sort(key=lambda item: item[:2])  # a prediction before a label written in the same millisecond
     done = Rebuilt()
@@ -59,7 +60,7 @@ async def rebuild(
             await watch.on_prediction(event)
             done.predictions += 1
         else:
-            await watch.on_label(event)
+            await watch.on_labelled(event)
             done.labels += 1
     done.seconds = round(time.monotonic() - started, 3)
     return done

@@ -66,6 +66,11 @@ class MonitoringSettings(ServiceSettings):
     replay_last: int = Field(
         default=100_000, ge=0, description="On start, refold at most this many acknowledged messages per partition."
     )
+    label_wait_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A label that names a prediction the join has not read yet waits this long for it.",
+    )
 
     @model_validator(mode="after")
     def _resolve_on_the_safe_side(self) -> MonitoringSettings:

@@ -1,4 +1,8 @@
-"""Monitoring's Kafka side: predictions, labels and champion changes in; drift and alerts out."""
+"""Monitoring's Kafka side: predictions, labels, labelled predictions and champion changes in; drift, alerts
+and the one join of predictions and labels (``predictions.labelled``) out.
+
+The join's state is ``join.py``; its rebuild when the group gives a replica partitions, ``joining.py``.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +17,13 @@ from flywheel.common.kafka import (
     exactly_once,
     publish_event,
     subscription,
+    undecoded,
     with_derived_ids,
 )
 from flywheel.common.tracking import Registered
-from flywheel.monitoring.validation import label_refusal, prediction_refusal
+from flywheel.monitoring.join import LabelJoin
+from flywheel.monitoring.joining import Remembering
+from flywheel.monitoring.validation import refusal
 from flywheel.monitoring.watch import Watch
 from flywheel.schemas import (
     LABELS,
@@ -24,14 +31,17 @@ from flywheel.schemas import (
     MODELS_REJECTED,
     MODELS_ROLLOUT,
     PREDICTIONS,
+    PREDICTIONS_LABELLED,
     ChampionChanged,
     Event,
     LabelObserved,
     ModelRejected,
+    PredictionLabelled,
     PredictionMade,
     RolloutStepped,
 )
 
+JOINED = {topic.name: topic for topic in (PREDICTIONS, LABELS)}
 IN_VAIN = frozenset({"rolled_back", "inconclusive", "aborted"})  # a rollout's ends that keep the champion
 
 
@@ -43,24 +53,53 @@ def register_subscribers(
     contracts: dict[str, DataContract],
     registered: Registered,
     moves: ChampionMoves,
+    join: LabelJoin | None = None,
+    listener: Remembering | None = None,
 ) -> None:
     once = once or ExactlyOnce()
+    join = join or LabelJoin()
 
-    @broker.subscriber(PREDICTIONS.name, **subscription(PREDICTIONS, "monitoring"))
-    @exactly_once(broker, once)
-    async def on_prediction_made(prediction: PredictionMade) -> list[Event]:
-        """Add a served prediction to its model's window; publish drift and alerts it reveals."""
-        if (refusal := prediction_refusal(prediction, contracts)) is not None:
-            raise InvalidMessage(refusal)
-        return await watch.on_prediction(prediction)
+    async def publish(event: Event) -> None:
+        await publish_event(broker, event)
 
-    @broker.subscriber(LABELS.name, **subscription(LABELS, "monitoring"))
+    async def on_prediction(prediction: PredictionMade) -> list[Event]:
+        """Drift and alerts the prediction reveals (ids derived from it), and the join of a label that waited."""
+        found = with_derived_ids(prediction, await watch.on_prediction(prediction))
+        return [*found, *join.remember(prediction)]
+
+    @broker.subscriber(
+        *JOINED, **subscription(LABELS, "monitoring"), listener=listener, decoder=undecoded, title="predictions-labels"
+    )
+    async def on_prediction_or_label(body: bytes, message: KafkaMessage) -> None:
+        """A prediction: add it to its model's window, and remember it for its label. A label: join it to the
+        answers given for it (``predictions.labelled``). What either causes is published before the commit.
+
+        Both topics are keyed by entity and read by this one consumer with the range assignor, so a label
+        and its answers reach the same replica. An invalid one is dead-lettered with the reason.
+        """
+        topic = JOINED.get(getattr(message.raw_message, "topic", ""))
+        if topic is None:
+            raise InvalidMessage(f"monitoring reads no messages of {message.raw_message!r}")
+        event = topic.parse(body)
+        assert isinstance(event, PredictionMade | LabelObserved)
+        if (why := refusal(event, contracts)) is not None:
+            raise InvalidMessage(why)
+        if listener is not None:  # labels that waited for an answer the rebuild found
+            while listener.owed:
+                await publish(listener.owed[0])
+                listener.owed.pop(0)
+        if isinstance(event, PredictionMade):
+            await once.run(event, lambda: on_prediction(event), publish, derive_ids=False)
+        else:
+            await once.run(event, lambda: join.join(event), publish, derive_ids=False)  # its id derives from it
+
+    @broker.subscriber(PREDICTIONS_LABELLED.name, **subscription(PREDICTIONS_LABELLED, "monitoring"))
     @exactly_once(broker, once)
-    async def on_label_observed(label: LabelObserved) -> list[Event]:
-        """Join a late label to its prediction; publish concept drift and accuracy alerts."""
-        if (refusal := label_refusal(contracts, label)) is not None:
-            raise InvalidMessage(refusal)
-        return await watch.on_label(label)
+    async def on_prediction_labelled(labelled: PredictionLabelled) -> list[Event]:
+        """Judge the champion's answer by its late label; publish concept drift and accuracy alerts."""
+        if (why := refusal(labelled, contracts)) is not None:
+            raise InvalidMessage(why)
+        return await watch.on_labelled(labelled)
 
     owed: list[Event] = []  # verdicts a move caused, not yet published: the next try publishes them first
 

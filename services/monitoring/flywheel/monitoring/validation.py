@@ -8,7 +8,7 @@ champion the registry does not hold has no training data. Each is dead-lettered 
 from __future__ import annotations
 
 from flywheel.common.contracts import DataContract, label_refusal
-from flywheel.schemas import LabelObserved, PredictionMade
+from flywheel.schemas import LabelObserved, PredictionLabelled, PredictionMade
 
 __all__ = ["label_refusal", "prediction_refusal", "refusal"]
 
@@ -20,8 +20,10 @@ def prediction_refusal(prediction: PredictionMade, contracts: dict[str, DataCont
     return None
 
 
-def refusal(event: PredictionMade | LabelObserved, contracts: dict[str, DataContract]) -> str | None:
-    """Why the subscribers dead-letter a prediction or label; None when they fold it in."""
+def refusal(
+    event: PredictionMade | LabelObserved | PredictionLabelled, contracts: dict[str, DataContract]
+) -> str | None:
+    """Why the subscribers dead-letter a prediction or a label (as observed or joined); None when they fold it in."""
     if isinstance(event, PredictionMade):
         return prediction_refusal(event, contracts)
     return label_refusal(contracts, event)

@@ -9,7 +9,7 @@ import structlog
 
 from flywheel.monitoring.metrics import observe
 from flywheel.monitoring.monitor import ModelMonitor, MonitorConfig, Reference
-from flywheel.schemas import ChampionChanged, Event, LabelObserved, PredictionMade
+from flywheel.schemas import ChampionChanged, Event, PredictionLabelled, PredictionMade
 
 log = structlog.get_logger(__name__)
 
@@ -17,7 +17,7 @@ ReferenceLoader = Callable[[str], Reference | None]
 
 
 class Watch:
-    """Routes predictions and labels to the monitor of their model; swaps references on new champions.
+    """Routes predictions and labelled predictions to the monitor of their model; swaps references on new champions.
 
     Loading a reference reads MLflow and MinIO (blocking), so it runs in a thread.
     """
@@ -71,20 +71,9 @@ class Watch:
         observe(monitor)
         return events
 
-    def model_of(self, label: LabelObserved) -> str | None:
-        """The model whose prediction the label names; else the model serving its dataset."""
-        if label.prediction_id is not None:
-            for name, monitor in self.monitors.items():
-                if label.prediction_id in monitor.pending:
-                    return name
-        return self.model_of_dataset.get(label.dataset)
-
-    async def on_label(self, label: LabelObserved) -> list[Event]:
-        model_name = self.model_of(label)
-        if model_name is None:
-            return []
-        monitor = await self.monitor(model_name)
-        events = monitor.on_label(label)
+    async def on_labelled(self, labelled: PredictionLabelled) -> list[Event]:
+        monitor = await self.monitor(labelled.model_name)
+        events = monitor.on_labelled(labelled)
         observe(monitor)
         return events
 

@@ -1,17 +1,15 @@
 """Registry's Kafka side: one consumer decides every model's candidates, rollout ends and commands in turn.
 
 ``training.completed``, ``models.rollout`` and ``registry.commands`` are all keyed by model, so a model's
-messages of the three are on one partition number of each. The range assignor gives each replica the same
-partition numbers of every topic it reads, so one replica owns a model's decisions, and its one consumer
-handles them one at a time. Between rebalances, that is: while partitions move, the old owner may still
-finish a message the new one reads again, and idempotence by event id keeps the effect once. (Round robin,
-second, is what a group of an older registry still agrees on during an upgrade.)
+messages of the three are on one partition number of each. The range assignor (every group's first,
+``flywheel.common.kafka.ASSIGNORS``) gives each replica the same partition numbers of every topic it reads,
+so one replica owns a model's decisions, and its one consumer handles them one at a time. Between
+rebalances, that is: while partitions move, the old owner may still finish a message the new one reads
+again, and idempotence by event id keeps the effect once.
 """
 
 from __future__ import annotations
 
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from faststream.kafka import KafkaBroker, KafkaMessage
 
 from flywheel.common.kafka import ExactlyOnce, InvalidMessage, publish_event, subscription, undecoded
@@ -31,7 +29,6 @@ from flywheel.schemas import (
 )
 
 DECIDED = (TRAINING_COMPLETED, MODELS_ROLLOUT, REGISTRY_COMMANDS)
-ASSIGNORS = (RangePartitionAssignor, RoundRobinPartitionAssignor)
 
 
 async def decide(registrar: Registrar, commands: CommandHandler, event: Event) -> list[Event]:
@@ -57,7 +54,7 @@ def register_subscribers(
 
     @broker.subscriber(
         *topics,
-        **subscription(REGISTRY_COMMANDS, group, partition_assignment_strategy=ASSIGNORS),
+        **subscription(REGISTRY_COMMANDS, group),
         decoder=undecoded,
         title="registry-decisions",
     )

@@ -1,14 +1,13 @@
-"""Answers and the label join: which variant answered what, credited when the label arrives."""
+"""Answers, and how each fared when its label arrives (joined once, on ``predictions.labelled``)."""
 
 from __future__ import annotations
 
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from flywheel.common.evaluation import answer_error, number
-from flywheel.schemas import LabelObserved
+from flywheel.schemas import PredictionLabelled
 
 # Prediction ids derive from the request id, so a request scored again after a redelivery
 # logs the same prediction ids and every reader of ``predictions`` counts it once.
@@ -56,47 +55,36 @@ class Answer:
     variant: str
 
 
-class PendingAnswers:
-    """Answers waiting for their label: prediction id → model, its task, each variant's prediction and version.
+def outcomes(labelled: PredictionLabelled, task: str) -> dict[str, tuple[Outcome, str]]:
+    """Per variant, how its answer to a labelled request fared (``outcome``) and which version gave it.
 
     The version travels with the answer: a label that arrives after a promotion credits the version
-    that answered, not whichever model holds the variant's name by then.
+    that answered, not whichever model holds the variant's name by then. A shadow answer is the
+    candidate's. A variant whose answer cannot be measured (a regressor's missing value) is left out.
+    Raises ``UnusableLabel`` for a regression model's label that is not a number.
 
-    >>> pending = PendingAnswers(capacity=2)
-    >>> pending.remember("p1", "m", {"champion": (1, "3"), "candidate": (0, "4")})
-    >>> pending.take(LabelObserved(dataset="d", label=1, prediction_id="p1"))
-    ('m', {'champion': (True, '3'), 'candidate': (False, '4')})
-    >>> pending.take(LabelObserved(dataset="d", label=1, prediction_id="p1")) is None
-    True
-    >>> pending.remember("p2", "price", {"champion": (12.5, "1"), "candidate": (9.0, "2")}, task="regression")
-    >>> pending.take(LabelObserved(dataset="d", label="10", prediction_id="p2"))
-    ('price', {'champion': (2.5, '1'), 'candidate': (1.0, '2')})
+    >>> from datetime import UTC, datetime
+    >>> from flywheel.schemas import LabelledAnswer
+    >>> def given(variant, version, prediction, served=True):
+    ...     return LabelledAnswer(prediction_id=variant, variant=variant, served=served, model_version=version,
+    ...         prediction=prediction, predicted_at=datetime(2026, 1, 1, tzinfo=UTC))
+    >>> labelled = PredictionLabelled(producer="t", dataset="d", model_name="m", label=1, label_event_id=uuid.uuid4(),
+    ...     answers=[given("champion", "3", 1), given("shadow", "4", 0, served=False)])
+    >>> outcomes(labelled, "classification")
+    {'champion': (True, '3'), 'candidate': (False, '4')}
+    >>> priced = labelled.model_copy(update={"label": "10", "answers": [given("champion", "1", 12.5)]})
+    >>> outcomes(priced, "regression")
+    {'champion': (2.5, '1')}
     """
-
-    def __init__(self, capacity: int = 200_000) -> None:
-        self._answers: OrderedDict[str, tuple[str, str, dict[str, tuple[Any, str]]]] = OrderedDict()
-        self._capacity = capacity
-
-    def remember(
-        self, prediction_id: str, model_name: str, variants: dict[str, tuple[Any, str]], task: str = "classification"
-    ) -> None:
-        self._answers[prediction_id] = (model_name, task, variants)
-        if len(self._answers) > self._capacity:
-            self._answers.popitem(last=False)
-
-    def take(self, label: LabelObserved) -> tuple[str, dict[str, tuple[Outcome, str]]] | None:
-        """The model a label is for, and per variant how its answer fared (``outcome``) and which version gave it.
-
-        A variant whose answer cannot be measured (a regressor's missing value) is left out. Raises
-        ``UnusableLabel`` for a regression model's label that is not a number; its answer is forgotten.
-        """
-        if label.prediction_id is None or label.prediction_id not in self._answers:
-            return None
-        name, task, variants = self._answers.pop(label.prediction_id)
-        if task == "regression" and number(label.label) is None:
-            raise UnusableLabel(f"label {str(label.label)[:80]!r} of regression model {name!r} is not a number")
-        outcomes = {
-            variant: (outcome(task, predicted, label.label), version)
-            for variant, (predicted, version) in variants.items()
-        }
-        return name, {variant: fared for variant, fared in outcomes.items() if fared[0] is not None}
+    if task == "regression" and number(labelled.label) is None:
+        raise UnusableLabel(
+            f"label {str(labelled.label)[:80]!r} of regression model {labelled.model_name!r} is not a number"
+        )
+    fared = {
+        "candidate" if answer.variant == "shadow" else answer.variant: (
+            outcome(task, answer.prediction, labelled.label),
+            answer.model_version,
+        )
+        for answer in labelled.answers
+    }
+    return {variant: (result, version) for variant, (result, version) in fared.items() if result is not None}

@@ -3,7 +3,7 @@
 Requests read ``champions`` and ``rollouts`` once and keep their references, so a model
 switch never touches a request in flight; switching is one dict assignment. The pure
 decisions live in ``rollout.py`` and ``guard.py``, the rollout state and its rebuild in
-``rollouts.py``, the label join in ``answers.py`` and the prediction log in ``predictlog.py``.
+``rollouts.py``, how answers fare by their labels in ``answers.py`` and the prediction log in ``predictlog.py``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 import structlog
 
 from flywheel.common.modelspec import RolloutSpec
-from flywheel.schemas import ChampionChanged, LabelObserved, ModelApproved, PredictionMade, RolloutStepped, utc_now
-from flywheel.serving.answers import Answer, PendingAnswers, UnusableLabel, prediction_id
+from flywheel.schemas import ChampionChanged, ModelApproved, PredictionLabelled, PredictionMade, RolloutStepped, utc_now
+from flywheel.serving.answers import Answer, UnusableLabel, outcomes, prediction_id
 from flywheel.serving.driver import Loader, Promote, Publish, RolloutDriver
 from flywheel.serving.guard import Guard, Rollback
 from flywheel.serving.metrics import PREDICT_LATENCY, PREDICTIONS_SERVED
@@ -54,7 +54,6 @@ class Engine:
         self.driver = RolloutDriver(settings, self.policy, self.champions, self.guard, publish, promote, load, specs)
         self.rollouts = self.driver.active
         self.history = self.driver.history
-        self.pending = PendingAnswers()
         self._rng = random.Random()
         self._load = load
         self._misses: dict[str, float] = {}
@@ -132,7 +131,6 @@ class Engine:
         logged: list[PredictionMade] = []
         live = self._live(name)
         for index, answer in enumerate(done):
-            self._remember(answer, champion.task, shadow.get(index), self.rollouts.get(name))
             if answer.variant == "champion":
                 live.requests += 1
                 live.record_latency(elapsed_ms, self.policy.slow_ms)
@@ -175,14 +173,6 @@ class Engine:
         _count(rollout, "candidate", len(rows), latency_ms=(time.perf_counter() - started) * 1000)
         return {i: (predictions[i], probabilities[i]) for i in range(len(rows))}
 
-    def _remember(
-        self, answer: Answer, task: str, shadow: tuple[Any, float | None] | None, rollout: Rollout | None
-    ) -> None:
-        variants = {answer.variant: (answer.prediction, answer.model_version)}
-        if shadow is not None and rollout is not None:
-            variants["candidate"] = (shadow[0], rollout.candidate.version)
-        self.pending.remember(answer.prediction_id, answer.model_name, variants, task)
-
     def _entry(
         self,
         model: ServedModel,
@@ -212,33 +202,34 @@ class Engine:
 
     # -- labels -----------------------------------------------------------------------
 
-    def on_label(self, label: LabelObserved) -> None:
-        """Credit each variant's answer to a labelled prediction (right or wrong, or its absolute error);
-        rollouts and the guard judge on it. A regression model's label that is not a number is ignored."""
+    def on_labelled(self, labelled: PredictionLabelled) -> None:
+        """Credit each variant's answer to a labelled request (right or wrong, or its absolute error), whichever
+        replica gave it; rollouts and the guard judge on it. A regression model's label that is not a number
+        is ignored, as is a model not served here."""
+        name = labelled.model_name
+        if name not in self.champions:
+            return
         try:
-            joined = self.pending.take(label)
+            fared = outcomes(labelled, self.champions[name].task)
         except UnusableLabel as exc:  # the labeller's mistake: no figure changes, nothing crashes
-            log.warning("label ignored", prediction_id=label.prediction_id, dataset=label.dataset, reason=str(exc))
+            log.warning("label ignored", request_id=labelled.request_id, dataset=labelled.dataset, reason=str(exc))
             return
-        if joined is None:
-            return
-        name, outcomes = joined
         champion = self.champions.get(name)
-        if "champion" in outcomes and champion is not None and outcomes["champion"][1] == champion.version:
+        if "champion" in fared and champion is not None and fared["champion"][1] == champion.version:
             # the figures of the version serving now: a promotion started them anew
-            self._live(name).credit(outcomes["champion"][0])
+            self._live(name).credit(fared["champion"][0])
         rollout = self.rollouts.get(name)
         if rollout is None:
             self.guard.check(name)
             return
         versions = {"champion": rollout.champion_version, "candidate": rollout.candidate.version}
-        for variant, (fared, version) in outcomes.items():
+        for variant, (result, version) in fared.items():
             figures = rollout.figures.get(variant)
             if figures is None or version != versions.get(variant):
                 continue
-            figures.credit(fared)
+            figures.credit(result)
             if variant == "candidate":
-                rollout.step_figures.credit(fared)
+                rollout.step_figures.credit(result)
         self.driver.consider(rollout)
 
     # -- rollouts ---------------------------------------------------------------------

@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
-from flywheel.common.evaluation import LOWER_IS_BETTER, quality_metric
+from flywheel.common.evaluation import LOWER_IS_BETTER, p99, quality_metric
 from flywheel.serving.sequential import Comparison, Sample, compare_means, compare_proportions
 
 Action = Literal["hold", "step", "promote", "rollback", "inconclusive"]
@@ -98,10 +98,7 @@ class VariantFigures:
 
     @property
     def p99_ms(self) -> float:
-        if not self.latencies_ms:
-            return 0.0
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+        return p99(self.latencies_ms)
 
     def as_dict(self) -> dict[str, float]:
         """The figures a rollout event carries; -1 for a metric without labels (a regressor has no accuracy).

@@ -26,17 +26,17 @@ from flywheel.common.kafka import (
 from flywheel.common.tracking import Registered
 from flywheel.schemas import (
     FEATURES_ONLINE,
-    LABELS,
     MODELS_APPROVED,
     MODELS_CHAMPION,
     MODELS_ROLLOUT,
+    PREDICTIONS_LABELLED,
     PREDICTIONS_REQUESTS,
     ChampionChanged,
     Event,
     FeaturesComputed,
-    LabelObserved,
     MessageDeadLettered,
     ModelApproved,
+    PredictionLabelled,
     PredictionRequested,
     RolloutStepped,
 )
@@ -97,13 +97,16 @@ def register_subscribers(
         reaches all of them as fast as the one that ran it."""
         await engine.prefetch(step)
 
-    @broker.subscriber(LABELS.name, **subscription(LABELS, "serving"))
+    # from the end: a replica judges the rollouts it runs, and its champion's guard, from the labels after it starts
+    @broker.subscriber(
+        PREDICTIONS_LABELLED.name, **subscription(PREDICTIONS_LABELLED, "serving", auto_offset_reset="latest")
+    )
     @exactly_once(broker, once)
-    async def on_label_observed(label: LabelObserved) -> None:
-        """Credit a late label to the variant that answered."""
-        if (refusal := label_refusal(contracts, label)) is not None:
+    async def on_prediction_labelled(labelled: PredictionLabelled) -> None:
+        """Credit a late label to the variants that answered, on whichever replica they did."""
+        if (refusal := label_refusal(contracts, labelled)) is not None:
             raise InvalidMessage(refusal)
-        engine.on_label(label)
+        engine.on_labelled(labelled)
 
     @broker.subscriber(
         PREDICTIONS_REQUESTS.name,

@@ -1,0 +1,139 @@
+"""The one join of ``predictions`` and ``labels``: a late label meets the answers given for it.
+
+Both topics are keyed by entity, so a label and the answers it is for lie on one partition number of
+each, and the join's consumer (``joining.py``) gets the same partition numbers of both. A label names
+its prediction, or only its entity (then the entity's latest served answer is the one it judges). The
+joined event carries every answer given to that request: the served one and a shadow candidate's.
+Serving's rollout judge and guard and monitoring's error stream all read it, so none joins again.
+
+Pure state: the subscriber does the I/O and rebuilds this from ``predictions`` after a restart.
+
+>>> from datetime import UTC, datetime
+>>> join = LabelJoin()
+>>> at = datetime(2026, 1, 1, tzinfo=UTC)
+>>> def answer(pid, variant="champion", served=True):
+...     return PredictionMade(producer="s", dataset="d", prediction_id=pid, request_id="r1", entity_id="e1",
+...         model_name="m", model_version="2" if served else "3", variant=variant, served=served,
+...         prediction=1, latency_ms=1.0, occurred_at=at)
+>>> join.remember(answer("p1")), join.remember(answer("p1s", "shadow", served=False))
+([], [])
+>>> joined = join.join(LabelObserved(dataset="d", label=1, prediction_id="p1"))
+>>> [(a.variant, a.model_version) for a in joined.answers], joined.model_name
+([('champion', '2'), ('shadow', '3')], 'm')
+>>> join.join(LabelObserved(dataset="d", label=1, prediction_id="p1")) is None  # joined once
+True
+>>> early = LabelObserved(dataset="d", label=0, prediction_id="p2")  # before its prediction was read
+>>> join.join(early) is None, [j.label for j in join.remember(answer("p2"))]
+(True, [0])
+>>> _ = join.remember(answer("p3"))
+>>> join.join(LabelObserved(dataset="d", label=1, entity_id="e1")).answers[0].prediction_id  # by entity
+'p3'
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+from flywheel.common.kafka import derived_id
+from flywheel.schemas import LabelledAnswer, LabelObserved, PredictionLabelled, PredictionMade
+
+
+class LabelJoin:
+    """Answers waiting for their label, and labels that came before their answer (for ``wait_s``)."""
+
+    def __init__(self, capacity: int = 200_000, wait_s: float = 60.0) -> None:
+        self.capacity, self.wait_s = capacity, wait_s
+        self._answers: OrderedDict[str, PredictionMade] = OrderedDict()  # by prediction id
+        self._shadows: dict[str, list[str]] = {}  # request id -> the shadow answers' prediction ids
+        self._latest: dict[tuple[str, str], str] = {}  # (dataset, entity) -> its latest served answer
+        self._early: OrderedDict[str, tuple[LabelObserved, float]] = OrderedDict()  # by the prediction id named
+        self.joined = 0
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def remember(self, prediction: PredictionMade, now: float | None = None) -> list[PredictionLabelled]:
+        """Keep an answer for its label; the join of a label that came before it, if one did."""
+        self._answers[prediction.prediction_id] = prediction
+        if not prediction.served and prediction.request_id is not None:
+            self._shadows.setdefault(prediction.request_id, []).append(prediction.prediction_id)
+        elif prediction.entity_id is not None:
+            self._latest[(prediction.dataset, prediction.entity_id)] = prediction.prediction_id
+        while len(self._answers) > self.capacity:
+            self._forget(next(iter(self._answers)))
+        self._expire(now)
+        early = self._early.pop(prediction.prediction_id, None)
+        if early is None:
+            return []
+        joined = self.join(early[0], now)
+        return [joined] if joined is not None else []
+
+    def join(self, label: LabelObserved, now: float | None = None) -> PredictionLabelled | None:
+        """The label joined to the answers for it; None when none is known (one named is awaited ``wait_s``)."""
+        named = label.prediction_id
+        if named is None and label.entity_id is not None:
+            named = self._latest.get((label.dataset, label.entity_id))
+        if named is None:
+            return None
+        served = self._answers.get(named)
+        if served is None:
+            if label.prediction_id is not None:
+                self._early[label.prediction_id] = (label, _clock(now))
+            return None
+        shadows = self._shadows.get(served.request_id or "", [])
+        answers = [served, *(self._answers[p] for p in shadows if p in self._answers)]
+        for answer in answers:
+            self._forget(answer.prediction_id)
+        self.joined += 1
+        joined = PredictionLabelled(
+            producer="monitoring",
+            dataset=served.dataset,
+            model_name=served.model_name,
+            label=label.label,
+            label_event_id=label.event_id,
+            request_id=served.request_id,
+            entity_id=served.entity_id or label.entity_id,
+            observed_at=label.observed_at,
+            answers=[_answer(a) for a in answers],
+            **label.caused(),
+        )
+        return joined.model_copy(update={"event_id": derived_id(label, 0, joined)})
+
+    def _forget(self, prediction_id: str) -> None:
+        answer = self._answers.pop(prediction_id, None)
+        if answer is None:
+            return
+        if not answer.served and answer.request_id is not None:
+            shadows = self._shadows.get(answer.request_id, [])
+            if prediction_id in shadows:
+                shadows.remove(prediction_id)
+            if not shadows:
+                self._shadows.pop(answer.request_id, None)
+        elif answer.entity_id is not None and self._latest.get((answer.dataset, answer.entity_id)) == prediction_id:
+            del self._latest[(answer.dataset, answer.entity_id)]
+
+    def _expire(self, now: float | None) -> None:
+        """Labels that waited ``wait_s`` for an answer that never came: their answer was not logged, or is
+        older than this join remembers."""
+        deadline = _clock(now) - self.wait_s
+        while self._early and next(iter(self._early.values()))[1] < deadline:
+            self._early.popitem(last=False)
+        while len(self._early) > self.capacity:
+            self._early.popitem(last=False)
+
+
+def _answer(prediction: PredictionMade) -> LabelledAnswer:
+    return LabelledAnswer(
+        prediction_id=prediction.prediction_id,
+        variant=prediction.variant,
+        served=prediction.served,
+        model_version=prediction.model_version,
+        prediction=prediction.prediction,
+        probability=prediction.probability,
+        predicted_at=prediction.occurred_at,
+    )
+
+
+def _clock(now: float | None) -> float:
+    return time.monotonic() if now is None else now
