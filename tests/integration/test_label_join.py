@@ -49,7 +49,8 @@ async def test_each_label_is_joined_once_to_the_served_answer_and_its_shadow(kaf
     named = [label(tag, i) for i in range(10)]
     by_entity = [label(tag, i, by_prediction=False) for i in range(10, 20)]
     unknown = LabelObserved(producer="integration", dataset="loans", label=1, prediction_id=f"{tag}-never")
-    answers = [answer(tag, i) for i in range(30)] + [answer(tag, i, shadow=True) for i in range(0, 30, 2)]
+    # as serving logs them: a request's shadow answer before its served one
+    answers = [a for i in range(30) for a in ([answer(tag, i, shadow=True)] if i % 2 == 0 else []) + [answer(tag, i)]]
     async with TopicReader(kafka.bootstrap_servers, PREDICTIONS_LABELLED.name) as reader:
         send = await producer(kafka.bootstrap_servers)
         try:

@@ -47,7 +47,8 @@ class LabelJoin:
         self._answers: OrderedDict[str, PredictionMade] = OrderedDict()  # by prediction id
         self._shadows: dict[str, list[str]] = {}  # request id -> the shadow answers' prediction ids
         self._latest: dict[tuple[str, str], str] = {}  # (dataset, entity) -> its latest served answer
-        self._early: OrderedDict[str, tuple[LabelObserved, float]] = OrderedDict()  # by the prediction id named
+        # labels read before their answer, by the prediction id they name or else by (dataset, entity)
+        self._early: OrderedDict[str | tuple[str, str], tuple[LabelObserved, float]] = OrderedDict()
         self.joined = 0
 
     def __len__(self) -> int:
@@ -64,22 +65,25 @@ class LabelJoin:
             self._forget(next(iter(self._answers)))
         self._expire(now)
         early = self._early.pop(prediction.prediction_id, None)
+        if early is None and prediction.served and prediction.entity_id is not None:
+            early = self._early.pop((prediction.dataset, prediction.entity_id), None)
+            if early is not None and (early[0].observed_at or prediction.occurred_at) < prediction.occurred_at:
+                early = None  # the outcome was observed before this answer: it judges an older one, not known here
         if early is None:
             return []
         joined = self.join(early[0], now)
         return [joined] if joined is not None else []
 
     def join(self, label: LabelObserved, now: float | None = None) -> PredictionLabelled | None:
-        """The label joined to the answers for it; None when none is known (one named is awaited ``wait_s``)."""
-        named = label.prediction_id
-        if named is None and label.entity_id is not None:
-            named = self._latest.get((label.dataset, label.entity_id))
-        if named is None:
-            return None
-        served = self._answers.get(named)
+        """The label joined to the answers for it; None when none is known yet (the label then waits ``wait_s``
+        for the answer it names or, naming none, for its entity's next served answer)."""
+        entity = (label.dataset, label.entity_id) if label.entity_id is not None else None
+        named = label.prediction_id or (self._latest.get(entity) if entity else None)
+        served = self._answers.get(named) if named else None
         if served is None:
-            if label.prediction_id is not None:
-                self._early[label.prediction_id] = (label, _clock(now))
+            waits_for = label.prediction_id or entity
+            if waits_for is not None:
+                self._early[waits_for] = (label, _clock(now))
             return None
         shadows = self._shadows.get(served.request_id or "", [])
         answers = [served, *(self._answers[p] for p in shadows if p in self._answers)]

@@ -138,6 +138,7 @@ class Engine:
                 _count(rollout, answer.variant, 1, latency_ms=elapsed_ms)
             fed = (candidate, candidate_rows) if candidate and answer.variant == "candidate" else (champion, rows)
             logged.append(self._entry(fed[0], records[index], fed[1][index], answer, elapsed_ms))
+        shadows: list[PredictionMade] = []
         for index, (prediction, probability) in shadow.items():
             request_id = request_ids[index] if request_ids else None
             shadow_answer = Answer(
@@ -149,9 +150,12 @@ class Engine:
                 rollout.candidate.version,
                 "shadow",
             )
-            logged.append(
+            shadows.append(
                 self._entry(rollout.candidate, records[index], candidate_rows[index], shadow_answer, elapsed_ms, False)
             )
+        # a request's shadow answer is logged before its served one: a label the join read before both is joined
+        # when the served answer arrives, and finds the shadow there already
+        logged = [*shadows, *logged]
         PREDICT_LATENCY.labels(name).observe(elapsed_ms / 1000)
         if rollout is not None:
             self.driver.consider(rollout)
