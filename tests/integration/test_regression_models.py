@@ -123,9 +123,13 @@ async def drive_until_promoted(
                 assert response.status_code == 200, response.text
                 for answer, row in zip(response.json()["predictions"], chunk, strict=True):
                     label = LabelObserved(
-                        producer="it", dataset=DATASET, label=row.label, prediction_id=answer["prediction_id"]
+                        producer="it",
+                        dataset=DATASET,
+                        label=row.label,
+                        prediction_id=answer["prediction_id"],
+                        entity_id=str(row.record["hour_id"]),  # the key: it meets its answer on the same partition
                     )
-                    await labels.send(LABELS.name, label.to_bytes(), key=answer["prediction_id"].encode())
+                    await labels.send(LABELS.name, label.to_bytes(), key=LABELS.key_of(label))
                 await labels.flush()
                 events = await rollout_actions(rollouts, name, "promoted", timeout=0.05, must=False)
                 if any(e["action"] == "promoted" for e in events):

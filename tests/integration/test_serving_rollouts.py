@@ -128,12 +128,16 @@ async def drive_until(
                 replica = replicas[start // 25 % len(replicas)]
                 response = await http.post(f"{replica}/models/{name}/predict", json={"records": [r for r, _ in chunk]})
                 assert response.status_code == 200, response.text
-                for answer, (_, truth) in zip(response.json()["predictions"], chunk, strict=True):
+                for answer, (record, truth) in zip(response.json()["predictions"], chunk, strict=True):
                     answers.append(answer)
                     label = LabelObserved(
-                        producer="it", dataset="loans", label=truth, prediction_id=answer["prediction_id"]
+                        producer="it",
+                        dataset="loans",
+                        label=truth,
+                        prediction_id=answer["prediction_id"],
+                        entity_id=record["applicant_id"],  # the key: it meets its answer on the same partition
                     )
-                    await labels.send(LABELS.name, label.to_bytes(), key=answer["prediction_id"].encode())
+                    await labels.send(LABELS.name, label.to_bytes(), key=LABELS.key_of(label))
                 await labels.flush()
                 events = await rollout_actions(rollouts, name, action, timeout=0.05, must=False)
                 if any(e["action"] == action for e in events):
