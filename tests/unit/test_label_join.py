@@ -67,6 +67,7 @@ def test_waiting_labels_expire_and_memory_is_bounded() -> None:
     join = LabelJoin(capacity=2, wait_s=10)
     assert join.join(label(prediction_id="p9"), now=0.0) is None
     join.remember(answer(1, entity="a"), now=11.0)  # the wait of p9's label is over
+    assert (join.waiting, join.given_up) == (0, 1)
     assert join.remember(answer(9, entity="b"), now=12.0) == []
     join.remember(answer(2, entity="c"), now=12.0)
     assert len(join) == 2 and join.join(label(prediction_id="p1")) is None  # the oldest answer was let go

@@ -35,8 +35,12 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
+import structlog
+
 from flywheel.common.kafka import derived_id
 from flywheel.schemas import LabelledAnswer, LabelObserved, PredictionLabelled, PredictionMade
+
+log = structlog.get_logger(__name__)
 
 
 class LabelJoin:
@@ -50,9 +54,14 @@ class LabelJoin:
         # labels read before their answer, by the prediction id they name or else by (dataset, entity)
         self._early: OrderedDict[str | tuple[str, str], tuple[LabelObserved, float]] = OrderedDict()
         self.joined = 0
+        self.given_up = 0  # labels whose answer never came within ``wait_s`` (or that memory let go)
 
     def __len__(self) -> int:
         return len(self._answers)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._early)
 
     def remember(self, prediction: PredictionMade, now: float | None = None) -> list[PredictionLabelled]:
         """Keep an answer for its label; the join of a label that came before it, if one did."""
@@ -83,6 +92,9 @@ class LabelJoin:
         if served is None:
             waits_for = label.prediction_id or entity
             if waits_for is not None:
+                before = self._early.pop(waits_for, None)
+                if before is not None and before[0].event_id != label.event_id:
+                    self._give_up(before[0], "a later label of the same answer came")
                 self._early[waits_for] = (label, _clock(now))
             return None
         shadows = self._shadows.get(served.request_id or "", [])
@@ -121,10 +133,13 @@ class LabelJoin:
         """Labels that waited ``wait_s`` for an answer that never came: their answer was not logged, or is
         older than this join remembers."""
         deadline = _clock(now) - self.wait_s
-        while self._early and next(iter(self._early.values()))[1] < deadline:
-            self._early.popitem(last=False)
-        while len(self._early) > self.capacity:
-            self._early.popitem(last=False)
+        while self._early and (next(iter(self._early.values()))[1] < deadline or len(self._early) > self.capacity):
+            label = self._early.popitem(last=False)[1][0]
+            self._give_up(label, "its answer never came")
+
+    def _give_up(self, label: LabelObserved, why: str) -> None:
+        self.given_up += 1
+        log.info("label not joined", why=why, label_event_id=str(label.event_id), waited_s=self.wait_s)
 
 
 def _answer(prediction: PredictionMade) -> LabelledAnswer:

@@ -2,6 +2,7 @@
 
 from prometheus_client import Gauge
 
+from flywheel.monitoring.join import LabelJoin
 from flywheel.monitoring.monitor import ModelMonitor
 
 FEATURE_PSI = Gauge("flywheel_monitoring_feature_psi", "PSI of a feature in the current window.", ["model", "feature"])
@@ -10,7 +11,16 @@ ROLLING_MAE = Gauge("flywheel_monitoring_rolling_mae", "A regressor's MAE on del
 ROLLING = {"accuracy": ROLLING_ACCURACY, "mae": ROLLING_MAE}
 DRIFT_EVENTS = Gauge("flywheel_monitoring_drift_events", "Drift events published so far.", ["model", "kind"])
 LABELS_JOINED = Gauge("flywheel_monitoring_labels_joined", "Labels joined to predictions.", ["model"])
+JOIN_REMEMBERED = Gauge("flywheel_monitoring_join_answers", "Answers the join holds for their labels.")
+JOIN_WAITING = Gauge("flywheel_monitoring_join_labels_waiting", "Labels the join read before their answer.")
+JOIN_GAVE_UP = Gauge("flywheel_monitoring_join_labels_given_up", "Labels whose answer never came within the wait.")
 CHAMPION_VERSION = Gauge("flywheel_monitoring_reference_model_version", "Champion version monitored.", ["model"])
+
+
+def observe_join(join: LabelJoin) -> None:
+    JOIN_REMEMBERED.set(len(join))
+    JOIN_WAITING.set(join.waiting)
+    JOIN_GAVE_UP.set(join.given_up)
 
 
 def observe(monitor: ModelMonitor) -> None:

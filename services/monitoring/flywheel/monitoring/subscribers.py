@@ -23,6 +23,7 @@ from flywheel.common.kafka import (
 from flywheel.common.tracking import Registered
 from flywheel.monitoring.join import LabelJoin
 from flywheel.monitoring.joining import Remembering
+from flywheel.monitoring.metrics import observe_join
 from flywheel.monitoring.validation import refusal
 from flywheel.monitoring.watch import Watch
 from flywheel.schemas import (
@@ -92,6 +93,7 @@ def register_subscribers(
             await once.run(event, lambda: on_prediction(event), publish, derive_ids=False)
         else:
             await once.run(event, lambda: join.join(event), publish, derive_ids=False)  # its id derives from it
+        observe_join(join)
 
     @broker.subscriber(PREDICTIONS_LABELLED.name, **subscription(PREDICTIONS_LABELLED, "monitoring"))
     @exactly_once(broker, once)
