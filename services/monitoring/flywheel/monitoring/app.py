@@ -45,7 +45,7 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
     moves = ChampionMoves(champion_of, registered)
     group = consumer_options("monitoring")["group_id"]
     join = LabelJoin(wait_s=settings.label_wait_s)
-    remembering = Remembering(join, settings.kafka.bootstrap_servers, group, settings.replay_last, contracts)
+    remembering = Remembering(join, settings.kafka.bootstrap_servers, group, settings.join_rebuild_last, contracts)
     register_subscribers(
         parts.broker, watch, contracts=contracts, registered=registered, moves=moves, join=join, listener=remembering
     )

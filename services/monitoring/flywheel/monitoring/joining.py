@@ -1,10 +1,11 @@
 """What the join remembers, rebuilt from ``predictions`` whenever a replica is given partitions.
 
 Monitoring's one consumer of ``predictions`` and ``labels`` (``subscribers.py``) joins them; its
-remembered answers live in memory. When the group gives a replica partitions (at start, after a crash,
-in a rebalance), the newest ``last`` answers of each given ``predictions`` partition up to the offsets
-the group committed — those the consumer had remembered before — are remembered again. A label that came
-before its answer and waits for it is lost with the process (it was committed when it was parked).
+remembered answers live in memory. When the group gives a replica a ``predictions`` partition (at start,
+after a crash, in a rebalance), the answers of that partition up to the offset the group committed are
+remembered again: the newest ``last`` of them, or only those after what this replica read of it itself
+(a rebalance that gives a replica back a partition it held costs nothing). A label that came before its
+answer and waits for it is lost with the process (it was committed when it was parked).
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ class Remembering(ConsumerRebalanceListener):
         self.join, self.bootstrap_servers, self.group_id = join, bootstrap_servers, group_id
         self.last, self.contracts = last, contracts
         self.owed: list[PredictionLabelled] = []  # labels that waited for an answer the rebuild found
+        self.read_upto: dict[int, int] = {}  # partition -> the offset after the last answer remembered
         self.rebuilt = 0
+
+    def remembered(self, partition: int, offset: int) -> None:
+        """The consumer remembered the answer at ``offset``: a later rebuild of the partition starts after it."""
+        self.read_upto[partition] = max(self.read_upto.get(partition, 0), offset + 1)
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         return None  # what it remembers of them ages out (the join's capacity)
@@ -37,8 +43,16 @@ class Remembering(ConsumerRebalanceListener):
         if not given:
             return
         committed = await committed_offsets(self.bootstrap_servers, self.group_id, PREDICTIONS.name)
-        upto = {p: committed.get(p, 0) for p in given}
-        async for prediction in read_events(self.bootstrap_servers, PREDICTIONS, upto=upto, last=self.last):
+        for partition in sorted(given):
+            upto = committed.get(partition, 0)
+            last = min(self.last, max(0, upto - self.read_upto.get(partition, 0)))
+            if last:
+                await self._read(partition, upto, last)
+
+    async def _read(self, partition: int, upto: int, last: int) -> None:
+        events = read_events(self.bootstrap_servers, PREDICTIONS, upto={partition: upto}, last=last)
+        async for prediction in events:
             if isinstance(prediction, PredictionMade) and refusal(prediction, self.contracts) is None:
                 self.owed.extend(self.join.remember(prediction))
                 self.rebuilt += 1
+        self.remembered(partition, upto - 1)

@@ -66,6 +66,12 @@ class MonitoringSettings(ServiceSettings):
     replay_last: int = Field(
         default=100_000, ge=0, description="On start, refold at most this many acknowledged messages per partition."
     )
+    join_rebuild_last: int = Field(
+        default=20_000,
+        ge=0,
+        description="When given a predictions partition, the join remembers at most this many of its newest answers "
+        "(labels for older ones are not joined after a restart or rebalance).",
+    )
     label_wait_s: float = Field(
         default=60.0,
         gt=0,

@@ -91,6 +91,8 @@ def register_subscribers(
                 listener.owed.pop(0)
         if isinstance(event, PredictionMade):
             await once.run(event, lambda: on_prediction(event), publish, derive_ids=False)
+            if listener is not None:
+                listener.remembered(message.raw_message.partition, message.raw_message.offset)
         else:
             await once.run(event, lambda: join.join(event), publish, derive_ids=False)  # its id derives from it
         observe_join(join)
