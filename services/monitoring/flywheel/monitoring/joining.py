@@ -10,6 +10,9 @@ answer and waits for it is lost with the process (it was committed when it was p
 
 from __future__ import annotations
 
+import time
+
+import structlog
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
 from flywheel.common.contracts import DataContract
@@ -17,6 +20,8 @@ from flywheel.common.history import committed_offsets, read_events
 from flywheel.monitoring.join import LabelJoin
 from flywheel.monitoring.validation import refusal
 from flywheel.schemas import PREDICTIONS, PredictionLabelled, PredictionMade
+
+log = structlog.get_logger(__name__)
 
 
 class Remembering(ConsumerRebalanceListener):
@@ -42,12 +47,23 @@ class Remembering(ConsumerRebalanceListener):
         given = {tp.partition for tp in assigned if tp.topic == PREDICTIONS.name}
         if not given:
             return
+        # what this replica had read of each before now: the consumer goes on reading while the rebuild runs
+        known, started, before = dict(self.read_upto), time.monotonic(), self.rebuilt
         committed = await committed_offsets(self.bootstrap_servers, self.group_id, PREDICTIONS.name)
+        ranges = {}
         for partition in sorted(given):
             upto = committed.get(partition, 0)
-            last = min(self.last, max(0, upto - self.read_upto.get(partition, 0)))
+            last = min(self.last, max(0, upto - known.get(partition, 0)))
+            ranges[partition] = (upto - last, upto)
             if last:
                 await self._read(partition, upto, last)
+        log.info(
+            "join rebuilt",
+            partitions=ranges,
+            answers=self.rebuilt - before,
+            waiting=self.join.waiting,
+            seconds=round(time.monotonic() - started, 3),
+        )
 
     async def _read(self, partition: int, upto: int, last: int) -> None:
         events = read_events(self.bootstrap_servers, PREDICTIONS, upto={partition: upto}, last=last)

@@ -58,7 +58,7 @@ def register_subscribers(
     listener: Remembering | None = None,
 ) -> None:
     once = once or ExactlyOnce()
-    join = join or LabelJoin()
+    join = join if join is not None else LabelJoin()  # an empty join is falsy (it has a length)
 
     async def publish(event: Event) -> None:
         await publish_event(broker, event)
