@@ -15,7 +15,9 @@ from flywheel.common.settings import MlflowSettings, ObjectStoreSettings
 from flywheel.common.tracking import configure_mlflow
 from flywheel.registry.modelstore import ModelStore
 
-PER_REPLICA = 12
+# 12 at once: within the MLflow server's database pool (5 + 10 overflow), which 24 exhausted on a busy machine
+# (QueuePool timeout after 30 s) while every registration waited on SQLite's one writer
+PER_REPLICA = 6
 
 
 def replica(name: str, run_id: str, barrier: multiprocessing.synchronize.Barrier, out: multiprocessing.Queue) -> None:

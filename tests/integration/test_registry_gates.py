@@ -28,7 +28,7 @@ TOKEN = OPERATOR
 async def first_champion(kafka: KafkaSettings, services: dict, version: str, name: str, **extra: Any) -> None:
     async with TopicReader(kafka.bootstrap_servers, MODELS_CHAMPION.name) as champion:
         await request_training(services["training"], name, version, **extra)
-        [changed] = await wait_for(champion, name, timeout=60)
+        [changed] = await wait_for(champion, name, timeout=120)  # a training run on two busy cores
     assert changed["version"] == "1" and changed["reason"] == "first model" and changed["action"] == "promote"
 
 
