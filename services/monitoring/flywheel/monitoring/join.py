@@ -1,7 +1,7 @@
 """The one join of ``predictions`` and ``labels``: a late label meets the answers given for it.
 
 Both topics are keyed by entity, so a label and the answers it is for lie on one partition number of
-each, and the join's consumer (``joining.py``) gets the same partition numbers of both. A label names
+each, and the join's consumer (``subscribers.py``) gets the same partition numbers of both. A label names
 its prediction, or only its entity (then the entity's latest served answer is the one it judges). The
 joined event carries every answer given to that request: the served one and a shadow candidate's.
 Serving's rollout judge and guard and monitoring's error stream all read it, so none joins again.
