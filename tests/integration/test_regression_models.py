@@ -122,14 +122,13 @@ async def drive_until_promoted(
                 response = await http.post(f"/models/{name}/predict", json={"records": [r.record for r in chunk]})
                 assert response.status_code == 200, response.text
                 for answer, row in zip(response.json()["predictions"], chunk, strict=True):
+                    # named by its prediction alone: it judges the rollout and is no training data (the retrain
+                    # after the drift waits for the labelled hours announced at the end), so keyed by the hour
+                    # it is for, where the join meets it with its answer
                     label = LabelObserved(
-                        producer="it",
-                        dataset=DATASET,
-                        label=row.label,
-                        prediction_id=answer["prediction_id"],
-                        entity_id=str(row.record["hour_id"]),  # the key: it meets its answer on the same partition
+                        producer="it", dataset=DATASET, label=row.label, prediction_id=answer["prediction_id"]
                     )
-                    await labels.send(LABELS.name, label.to_bytes(), key=LABELS.key_of(label))
+                    await labels.send(LABELS.name, label.to_bytes(), key=str(row.record["hour_id"]).encode())
                 await labels.flush()
                 events = await rollout_actions(rollouts, name, "promoted", timeout=0.05, must=False)
                 if any(e["action"] == "promoted" for e in events):
