@@ -9,6 +9,7 @@ nothing is counted twice, and every consumer has caught up with everything sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import httpx
@@ -17,6 +18,7 @@ import pytest
 from flywheel.common.settings import KafkaSettings, MlflowSettings
 from flywheel.schemas import (
     FEATURES_ONLINE,
+    LABELS,
     MODELS_APPROVED,
     MODELS_CHAMPION,
     MODELS_REJECTED,
@@ -46,6 +48,7 @@ from tests.reliability.traffic import (
     answered,
     caught_up,
     drain,
+    lags,
     report,
     tally,
 )
@@ -96,8 +99,14 @@ async def test_serving_killed_mid_stream_and_mid_canary_answers_every_request_on
         await first_output(stream, PREDICTIONS.name, "request_id")
         pid = sigkill("serving")
         killed_at = time.time()
+        # labels of the answers given before the kill, joined while serving is down: the resumed canary's judge
+        # must still have them (read again from predictions.labelled), beside the figures of its last event
+        while_down = await stream.label()
+        joins = stream.readers[PREDICTIONS_LABELLED.name]
+        await drain(joins, lambda seen: len(seen) >= while_down, 30, stream.mine("request_id"))
         await stream.send(1)
         took = await restart("serving")
+        judged = await labels_judged(active["candidate_version"], model.name, at_least=labelled(active) + while_down)
         tallies, behind, text = await outcome(
             stream,
             store_settings,
@@ -119,23 +128,41 @@ async def test_serving_killed_mid_stream_and_mid_canary_answers_every_request_on
         "  rollout",
         f"canary of v{active['candidate_version']} at step {active['step']} before the kill; after: "
         f"{'resumed at step ' + str(resumed[0]['step']) if resumed else 'not active'}; "
-        f"ending events: {[e['action'] for e in ended]}",
+        f"ending events: {[e['action'] for e in ended]}; labels judged before the kill {labelled(active)}, "
+        f"{while_down} more joined while serving was down, judged after the restart: {judged}",
     )
     assert_exact(tallies, behind, text)
     assert resumed or ended, f"the canary of v{active['candidate_version']} vanished at the restart ({killed_at=})"
+    assert judged is None or judged >= labelled(active) + while_down, "the resumed canary lost labels it had"
 
 
-async def test_monitoring_killed_mid_stream_joins_every_label_to_its_prediction_once(
-    kafka: KafkaSettings, store_settings, model: SharedModel
-):
-    """Monitoring's inputs are the prediction log and labels: a model of this test alone, whose labels
-    find it by the predictions they name."""
-    name = tag("monitoring")
-    total = 300
-    predictions = [
+def labelled(rollout: dict) -> int:
+    """The labels a rollout's judge has credited to its two variants (as serving's ``/rollout`` shows it)."""
+    return sum(int(rollout["figures"][variant].get("labelled", 0)) for variant in ("champion", "candidate"))
+
+
+async def labels_judged(version: str, name: str, at_least: int, timeout: float = 30) -> int | None:
+    """The labels the canary of ``version`` judges on after serving's restart, once it has ``at_least`` (or at
+    the timeout); None when it is no longer running."""
+    deadline, found = time.monotonic() + timeout, None
+    async with httpx.AsyncClient(base_url=stack.service_url("serving"), timeout=30) as http:
+        while time.monotonic() < deadline:
+            active = [r for r in (await http.get("/rollout")).json()["active"] if r["model_name"] == name]
+            if not active or active[0]["candidate_version"] != version:
+                return None
+            found = labelled(active[0])
+            if found >= at_least:
+                return found
+            await asyncio.sleep(0.2)
+    return found
+
+
+def answers_of(name: str, total: int) -> list[PredictionMade]:
+    """Answers of a model of one test alone, on a dataset with a contract."""
+    return [
         PredictionMade(
             producer="reliability",
-            dataset="loans",  # a dataset with a contract; the model is this test's alone
+            dataset="loans",
             prediction_id=f"{name}-{i}",
             entity_id=f"{name}-e{i}",
             model_name=name,
@@ -147,16 +174,41 @@ async def test_monitoring_killed_mid_stream_joins_every_label_to_its_prediction_
         )
         for i in range(total)
     ]
-    labels = [
+
+
+def labels_of(predictions: list[PredictionMade]) -> list[LabelObserved]:
+    """A label for each answer, naming it, keyed by its entity (labels and answers of an entity share a
+    partition number)."""
+    return [
         LabelObserved(
             producer="reliability",
             dataset="loans",
             label=(i * 7) % 2,
             prediction_id=p.prediction_id,
-            entity_id=p.entity_id,  # the key: labels and predictions of an entity share a partition number
+            entity_id=p.entity_id,
         )
         for i, p in enumerate(predictions)
     ]
+
+
+async def publish(kafka: KafkaSettings, events: list) -> None:
+    send = await producer(kafka.bootstrap_servers)
+    try:
+        for event in events:
+            await send_event(send, event)
+    finally:
+        await send.stop()
+
+
+async def test_monitoring_killed_mid_stream_joins_every_label_to_its_prediction_once(
+    kafka: KafkaSettings, store_settings, model: SharedModel
+):
+    """Monitoring's inputs are the prediction log and labels: a model of this test alone, whose labels
+    find it by the predictions they name."""
+    name = tag("monitoring")
+    total = 300
+    predictions = answers_of(name, total)
+    labels = labels_of(predictions)
     monitoring = stack.service_url("monitoring")
 
     async def seen() -> dict:
@@ -164,27 +216,19 @@ async def test_monitoring_killed_mid_stream_joins_every_label_to_its_prediction_
             response = await http.get(f"{monitoring}/drift", params={"model": name})
         return response.json()["models"][0] if response.status_code == 200 else {}
 
-    async def publish(events) -> None:
-        send = await producer(kafka.bootstrap_servers)
-        try:
-            for event in events:
-                await send_event(send, event)
-        finally:
-            await send.stop()
-
     async with Stream(kafka, name, model.name) as stream:
         await stream.send(0)
-        await publish(predictions[: total // 2])
+        await publish(kafka, predictions[: total // 2])
         deadline = time.monotonic() + 60
         while not (await seen()).get("predictions_seen") and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         pid = sigkill("monitoring")
-        await publish(predictions[total // 2 :])
+        await publish(kafka, predictions[total // 2 :])
         await stream.send(1)
         took = await restart("monitoring")
         await caught_up(kafka, timeout=60)
         async with TopicReader(kafka.bootstrap_servers, PREDICTIONS_LABELLED.name) as labelled:
-            await publish(labels)
+            await publish(kafka, labels)
             lines, behind = await counted(stream, store_settings, kafka)
             ours = await labelled.collect(lambda seen: len(seen) >= total, where=lambda b: b.get("model_name") == name)
         state = await seen()
@@ -201,6 +245,36 @@ async def test_monitoring_killed_mid_stream_joins_every_label_to_its_prediction_
         f"consumer lag left: {behind or 'none'}",
     )
     assert_exact([*[t for t in lines if isinstance(t, Tally)], predicted, published, joined], behind, text)
+
+
+async def test_labels_waiting_for_their_answer_are_joined_after_monitoring_is_killed(kafka: KafkaSettings):
+    """A label read before its answer waits for it in memory, and was committed when it was parked. Half the
+    labels here are joined before the kill, half still wait when monitoring is SIGKILLed; their answers come
+    after the restart. Each label is joined exactly once: the waiting ones parked again from ``labels``,
+    the joined ones not again."""
+    name = tag("parked")
+    total = 40
+    predictions = answers_of(name, total)
+    labels = labels_of(predictions)
+    ours = lambda body: body.get("model_name") == name  # noqa: E731
+    async with TopicReader(kafka.bootstrap_servers, PREDICTIONS_LABELLED.name) as labelled:
+        await publish(kafka, [*predictions[: total // 2], *labels])
+        await labelled.collect(lambda seen: len(seen) >= total // 2, where=ours)
+        read = {"flywheel-monitoring": [PREDICTIONS.name, LABELS.name]}
+        deadline = time.monotonic() + 60
+        while (behind := await lags(kafka.bootstrap_servers, read)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert not behind, f"monitoring had not read every label before the kill: {behind}"
+        pid = sigkill("monitoring")
+        took = await restart("monitoring")
+        await publish(kafka, predictions[total // 2 :])
+        with contextlib.suppress(AssertionError):  # all of them, and anything joined twice right behind
+            await labelled.collect(lambda seen: len(seen) > total, timeout=20, where=ours)
+        joined = [b for b in labelled.seen if ours(b)]
+    published = tally("predictions.labelled", total, joined, key=lambda b: b["label_event_id"])
+    text = report(f"SIGKILL monitoring (pid {pid}) with {total // 2} labels waiting, back in {took:.0f} s", published)
+    assert_exact([published], {}, text)
+    assert len(joined) == total, f"{len(joined)} joins published for {total} labels:\n{text}"
 
 
 @pytest.mark.timeout(480)  # a training run on two busy cores, and a restart

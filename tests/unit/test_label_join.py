@@ -70,4 +70,4 @@ def test_waiting_labels_expire_and_memory_is_bounded() -> None:
     assert (join.waiting, join.given_up) == (0, 1)
     assert join.remember(answer(9, entity="b"), now=12.0) == []
     join.remember(answer(2, entity="c"), now=12.0)
-    assert len(join) == 2 and join.join(label(prediction_id="p1")) is None  # the oldest answer was let go
+    assert join.held == 2 and join.join(label(prediction_id="p1")) is None  # the oldest answer was let go

@@ -343,6 +343,33 @@ async def test_a_restarted_engine_resumes_a_canary_at_its_step_from_the_rollout_
     assert await h.engine.start_rollout(h.approve().model_copy(update={"producer": "registry"})) is None
 
 
+async def test_a_resumed_rollout_starts_from_its_last_events_figures_and_takes_the_labels_it_missed() -> None:
+    h = Harness(served("2", RichApproved()), champion=MostlyRight())
+    logged = {
+        "candidate": {"requests": 60, "errors": 0, "labelled": 40, "correct": 38},
+        "champion": {"requests": 140, "errors": 1, "labelled": 90, "correct": 70},
+    }
+    await h.engine.resume(RolloutLog.fold([stepped("started"), stepped("stepped", step=1, figures=logged)]))
+    rollout = h.engine.rollouts["loans-approval"]
+    assert rollout.figures["candidate"].as_dict() | logged["candidate"] == rollout.figures["candidate"].as_dict()
+    assert (rollout.figures["champion"].labelled, rollout.figures["champion"].correct) == (90, 70)
+    assert rollout.step_figures.requests == 0, "this step's answers are counted afresh"
+    answer = PredictionMade(
+        producer="serving",
+        dataset="loans",
+        prediction_id="p1",
+        request_id="r1",
+        model_name="loans-approval",
+        model_version="2",
+        variant="candidate",
+        prediction=1,
+        latency_ms=1.0,
+    )
+    h.engine.credit_missed(labelled([answer], 1))  # joined while this replica was down
+    assert (rollout.figures["candidate"].labelled, rollout.figures["candidate"].correct) == (41, 39)
+    assert rollout.step_figures.labelled == 1
+
+
 async def test_a_rollout_whose_champion_changed_while_serving_was_down_ends_with_the_reason() -> None:
     h = Harness(served("2", RichApproved()))
     [aborted] = await h.engine.resume(RolloutLog.fold([stepped("started", champion="0")]))

@@ -68,11 +68,13 @@ async def read_history(
     *,
     upto: dict[int, int] | None = None,
     last: int | None = None,
+    since_ms: int | None = None,
 ) -> AsyncIterator[ConsumerRecord]:
     """Every record of ``topic`` written before the call, partition by partition in offset order.
 
     ``upto`` stops each partition at that offset instead (a partition it lacks is not read);
-    ``last`` reads at most that many records per partition, the newest.
+    ``last`` reads at most that many records per partition, the newest; ``since_ms`` only those
+    whose timestamp (ms since the epoch) is not before it.
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
@@ -87,9 +89,13 @@ async def read_history(
         ends = await consumer.end_offsets(partitions)
         if upto is not None:
             ends = {tp: min(end, upto.get(tp.partition, 0)) for tp, end in ends.items()}
+        starts = {tp: max(beginnings[tp], ends[tp] - last) if last is not None else beginnings[tp] for tp in partitions}
+        if since_ms is not None:
+            found_at = await consumer.offsets_for_times({tp: since_ms for tp in partitions})
+            starts = {tp: max(start, found_at[tp].offset if found_at[tp] else ends[tp]) for tp, start in starts.items()}
         for tp in partitions:
-            consumer.seek(tp, max(beginnings[tp], ends[tp] - last) if last is not None else beginnings[tp])
-        left = {tp for tp in partitions if ends[tp] > beginnings[tp] and ends[tp] > 0}
+            consumer.seek(tp, starts[tp])
+        left = {tp for tp in partitions if ends[tp] > starts[tp]}
         while left:
             batches = await consumer.getmany(*left, timeout_ms=1000, max_records=batch)
             for tp, messages in batches.items():

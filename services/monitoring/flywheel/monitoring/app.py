@@ -25,7 +25,7 @@ from flywheel.monitoring.reference import load_reference
 from flywheel.monitoring.settings import MonitoringSettings
 from flywheel.monitoring.subscribers import register_subscribers
 from flywheel.monitoring.watch import Watch
-from flywheel.schemas import ALERTS, MONITORING_DRIFT, PREDICTIONS, PREDICTIONS_LABELLED
+from flywheel.schemas import ALERTS, LABELS, MONITORING_DRIFT, PREDICTIONS, PREDICTIONS_LABELLED
 
 
 def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
@@ -71,7 +71,10 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
         reads={
             PREDICTIONS: "Refolded on start up to the group's committed offsets (the monitors' windows), and "
             "whenever the group gives this replica partitions (the join's answers waiting for their labels).",
-            PREDICTIONS_LABELLED: "Refolded on start up to the group's committed offsets (the error streams).",
+            LABELS: "Whenever the group gives this replica partitions: the labels of the last wait before the "
+            "committed offset that no join names, parked again for their answers.",
+            PREDICTIONS_LABELLED: "Refolded on start up to the group's committed offsets (the error streams), and "
+            "read back over the last wait when labels are parked again (the labels already joined).",
         },
     )
     app.state.watch = watch

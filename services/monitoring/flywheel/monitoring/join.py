@@ -56,7 +56,9 @@ class LabelJoin:
         self.joined = 0
         self.given_up = 0  # labels whose answer never came within ``wait_s`` (or that memory let go)
 
-    def __len__(self) -> int:
+    @property
+    def held(self) -> int:
+        """Answers remembered for their label (not ``__len__``: an empty join must not be falsy)."""
         return len(self._answers)
 
     @property

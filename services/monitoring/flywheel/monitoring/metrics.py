@@ -18,7 +18,7 @@ CHAMPION_VERSION = Gauge("flywheel_monitoring_reference_model_version", "Champio
 
 
 def observe_join(join: LabelJoin) -> None:
-    JOIN_REMEMBERED.set(len(join))
+    JOIN_REMEMBERED.set(join.held)
     JOIN_WAITING.set(join.waiting)
     JOIN_GAVE_UP.set(join.given_up)
 

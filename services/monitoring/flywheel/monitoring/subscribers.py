@@ -58,7 +58,7 @@ def register_subscribers(
     listener: Remembering | None = None,
 ) -> None:
     once = once or ExactlyOnce()
-    join = join if join is not None else LabelJoin()  # an empty join is falsy (it has a length)
+    join = join if join is not None else LabelJoin()
 
     async def publish(event: Event) -> None:
         await publish_event(broker, event)
@@ -91,10 +91,10 @@ def register_subscribers(
                 listener.owed.pop(0)
         if isinstance(event, PredictionMade):
             await once.run(event, lambda: on_prediction(event), publish, derive_ids=False)
-            if listener is not None:
-                listener.remembered(message.raw_message.partition, message.raw_message.offset)
         else:
             await once.run(event, lambda: join.join(event), publish, derive_ids=False)  # its id derives from it
+        if listener is not None:
+            listener.remembered(topic.name, message.raw_message.partition, message.raw_message.offset)
         observe_join(join)
 
     @broker.subscriber(PREDICTIONS_LABELLED.name, **subscription(PREDICTIONS_LABELLED, "monitoring"))

@@ -16,10 +16,11 @@ from flywheel.common.championmoves import ChampionMoves
 from flywheel.common.components import Components
 from flywheel.common.contracts import load_contracts
 from flywheel.common.history import read_events
-from flywheel.common.kafka import publish_event
+from flywheel.common.kafka import ExactlyOnce, publish_event
 from flywheel.common.service import create_service_app
 from flywheel.common.tracking import champion_version, version_registered
-from flywheel.schemas import ALERTS, FEATURES_ONLINE, MODELS_ROLLOUT, PREDICTIONS, Event
+from flywheel.schemas import ALERTS, FEATURES_ONLINE, MODELS_ROLLOUT, PREDICTIONS, PREDICTIONS_LABELLED, Event
+from flywheel.serving.catchup import credit_missed_labels
 from flywheel.serving.engine import Engine
 from flywheel.serving.http import create_router
 from flywheel.serving.models import ServedModel, load_version, served_models
@@ -72,17 +73,22 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     prediction_log = PredictionLog(publish, settings.log_queue_size, settings.log_wait_s)
     contracts = load_contracts(settings.datasets_dir)
     moves = ChampionMoves(champion_of, registered)
-    register_subscribers(
-        parts.broker, engine, model_of_dataset, contracts=contracts, registered=registered, moves=moves
+    once = ExactlyOnce()  # one for the subscribers and the catch-up of labels missed while down
+    labelled = register_subscribers(
+        parts.broker, engine, model_of_dataset, once, contracts=contracts, registered=registered, moves=moves
     )
     view = OnlineView()
     register_view_subscriber(parts.broker, view, contracts)
 
-    async def resume_rollouts() -> None:
-        """Continue (or end, with the reason) the rollouts ``models.rollout`` says were running."""
+    async def resume_rollouts() -> dict[str, float]:
+        """Continue (or end, with the reason) the rollouts ``models.rollout`` says were running; the time of the
+        last event of each one resumed (its figures are as of then)."""
         history = [e async for e in read_events(settings.kafka.bootstrap_servers, MODELS_ROLLOUT)]
-        for event in await engine.resume(RolloutLog.fold(history)):
+        folded = RolloutLog.fold(history)
+        for event in await engine.resume(folded):
             parts.log.info("rollout after restart", model=event.model_name, action=event.action, reason=event.reason)
+        resumed = {last.model_name: last.occurred_at.timestamp() for last in folded.running()}
+        return {name: at for name, at in resumed.items() if name in engine.rollouts}
 
     async def rebuild_view() -> None:
         """Fold ``features.online`` (compacted: each entity's latest vector) before the first request.
@@ -111,13 +117,17 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 parts.log.info("champion loaded", model=name, version=champion.version)
             else:
                 parts.log.warning("no champion yet; /predict answers 503", model=name)
-        await resume_rollouts()
+        resumed = await resume_rollouts()
         await rebuild_view()
         drain = asyncio.create_task(prediction_log.drain())
         expire = asyncio.create_task(engine.driver.watch())  # a rollout without traffic still ends in time
+        # once the subscribers run (after this lifespan's start): labels they began after
+        missed = asyncio.create_task(
+            credit_missed_labels(settings.kafka.bootstrap_servers, labelled, engine, once, resumed, contracts)
+        )
         yield
-        expire.cancel()
-        drain.cancel()
+        for task in (missed, expire, drain):
+            task.cancel()
         await registry.close()
 
     def status() -> dict[str, Any]:
@@ -153,6 +163,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         reads={
             MODELS_ROLLOUT: "Folded on start to resume the rollouts that were running.",
             FEATURES_ONLINE: "Folded on start into the view of the online store, before the first request.",
+            PREDICTIONS_LABELLED: "Read on start from the last event of each rollout resumed up to where the "
+            "subscriber began: the labels its judge missed while serving was down.",
         },
         status=status,
     )

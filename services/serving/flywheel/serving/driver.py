@@ -188,13 +188,14 @@ class RolloutDriver:
         step = resume_step(steps, last.step, last.candidate_traffic)
         rollout = Rollout(name, last.strategy, candidate, champion.version, steps, cause=last, step=step)
         rollout.slow_ms = self.policy.slow_ms
+        rollout.carry_over(last.figures)
         self.active[name] = rollout
         ROLLOUT_TRAFFIC.labels(name).set(rollout.traffic)
         return await self._emit(
             rollout,
             "started",
-            f"resumed after a serving restart at step {last.step} ({rollout.traffic:.0%} of traffic); "
-            "live figures start afresh",
+            f"resumed after a serving restart at step {last.step} ({rollout.traffic:.0%} of traffic), with the "
+            "figures of its last event and the labels joined since (this step's answers are counted afresh)",
         )
 
     def consider(self, rollout: Rollout) -> None:

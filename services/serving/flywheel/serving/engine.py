@@ -211,12 +211,8 @@ class Engine:
         replica gave it; rollouts and the guard judge on it. A regression model's label that is not a number
         is ignored, as is a model not served here."""
         name = labelled.model_name
-        if name not in self.champions:
-            return
-        try:
-            fared = outcomes(labelled, self.champions[name].task)
-        except UnusableLabel as exc:  # the labeller's mistake: no figure changes, nothing crashes
-            log.warning("label ignored", request_id=labelled.request_id, dataset=labelled.dataset, reason=str(exc))
+        fared = self._fared(labelled)
+        if fared is None:
             return
         champion = self.champions.get(name)
         if "champion" in fared and champion is not None and fared["champion"][1] == champion.version:
@@ -226,6 +222,24 @@ class Engine:
         if rollout is None:
             self.guard.check(name)
             return
+        self._credit(rollout, fared)
+
+    def credit_missed(self, labelled: PredictionLabelled) -> None:
+        """A label a resumed rollout's judge missed while this replica was down (read again after a restart)."""
+        rollout = self.rollouts.get(labelled.model_name)
+        if rollout is not None and (fared := self._fared(labelled)) is not None:
+            self._credit(rollout, fared)
+
+    def _fared(self, labelled: PredictionLabelled) -> dict[str, tuple[Any, str]] | None:
+        if labelled.model_name not in self.champions:
+            return None
+        try:
+            return outcomes(labelled, self.champions[labelled.model_name].task)
+        except UnusableLabel as exc:  # the labeller's mistake: no figure changes, nothing crashes
+            log.warning("label ignored", request_id=labelled.request_id, dataset=labelled.dataset, reason=str(exc))
+            return None
+
+    def _credit(self, rollout: Rollout, fared: dict[str, tuple[Any, str]]) -> None:
         versions = {"champion": rollout.champion_version, "candidate": rollout.candidate.version}
         for variant, (result, version) in fared.items():
             figures = rollout.figures.get(variant)

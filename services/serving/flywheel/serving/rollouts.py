@@ -3,9 +3,10 @@
 Every step of a rollout is an event on ``models.rollout``, so the log is the durable state:
 the last event per model says whether a rollout is still running (``started``, ``stepped``)
 and at which step, or ended (``promoted``, ``rolled_back``, ``aborted``, ``inconclusive``). A restarted serving
-folds the log and resumes each running rollout at its step with fresh live figures (the
-counts of the dead process are gone; judging a step on new evidence is the safe choice),
-and rebuilds the bake period of recent promotions.
+folds the log and resumes each running rollout at its step from the figures its last event
+carried; the labels joined since that event are read again from ``predictions.labelled``
+(``catchup.py``), and a canary's step counts its answers afresh. It also rebuilds the bake
+period of recent promotions.
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ class Rollout:
     def __post_init__(self) -> None:
         self.figures = {"champion": self.new_figures(), "candidate": self.new_figures()}
         self.step_figures = self.new_figures()
+
+    def carry_over(self, logged: dict[str, dict[str, float]]) -> None:
+        """Start from the figures a ``models.rollout`` event carried (a rollout resumed after a restart)."""
+        for variant in self.figures:
+            figures = figures_from(logged.get(variant, {}))
+            figures.task = self.candidate.task
+            self.figures[variant] = figures
 
     def new_figures(self) -> VariantFigures:
         """Empty figures that keep what the candidate's answers are judged on (right answers, or errors)."""

@@ -60,7 +60,9 @@ def register_subscribers(
     contracts: dict[str, DataContract] | None = None,
     registered: Registered = _anything_registered,
     moves: ChampionMoves,
-) -> None:
+) -> Any:
+    """Wire serving's subscribers; returns the one of ``predictions.labelled`` (where it began reading is
+    where a restart's catch-up of missed labels stops)."""
     once = once or ExactlyOnce()
     contracts = contracts or {}
 
@@ -97,10 +99,13 @@ def register_subscribers(
         reaches all of them as fast as the one that ran it."""
         await engine.prefetch(step)
 
-    # from the end: a replica judges the rollouts it runs, and its champion's guard, from the labels after it starts
-    @broker.subscriber(
+    # from the end: a replica judges the rollouts it runs, and its champion's guard, from the labels after it
+    # starts; a rollout resumed after a restart is given those it missed up to there (catchup.py)
+    labelled = broker.subscriber(
         PREDICTIONS_LABELLED.name, **subscription(PREDICTIONS_LABELLED, "serving", auto_offset_reset="latest")
     )
+
+    @labelled
     @exactly_once(broker, once)
     async def on_prediction_labelled(labelled: PredictionLabelled) -> None:
         """Credit a late label to the variants that answered, on whichever replica they did."""
@@ -161,6 +166,8 @@ def register_subscribers(
             await publish_letter(broker, event)
         else:
             await publish_event(broker, event)
+
+    return labelled
 
 
 def register_view_subscriber(broker: KafkaBroker, view: OnlineView, contracts: dict[str, DataContract]) -> None:
