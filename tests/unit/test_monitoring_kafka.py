@@ -19,6 +19,7 @@ from flywheel.schemas import (
     ALERTS,
     LABELS,
     MODELS_CHAMPION,
+    MODELS_ROLLOUT,
     MONITORING_DRIFT,
     PREDICTIONS,
     AlertRaised,
@@ -26,6 +27,7 @@ from flywheel.schemas import (
     DriftDetected,
     LabelObserved,
     PredictionMade,
+    RolloutStepped,
 )
 
 CONTRACTS = load_contracts(Path(__file__).resolve().parents[2] / "datasets")
@@ -213,3 +215,30 @@ async def test_poison_on_every_topic_monitoring_reads_is_dead_lettered_and_the_g
 
 def champion(version: str) -> ChampionChanged:
     return ChampionChanged(model_name="m", version=version, action="promote", actor="t")
+
+
+async def test_a_rollout_aborted_for_a_newer_candidate_is_no_retrain_in_vain():
+    """Only a candidate that ended for good lets the monitor ask again at once: one superseded by a newer
+    candidate carries on in it (asking again then made every candidate abort the canary before it)."""
+    ended: list[tuple[str | None, str]] = []
+
+    class Recording(Watch):
+        def on_candidate_ended(self, model_name: str, version: str | None, why: str) -> None:
+            ended.append((version, why))
+
+    broker = create_broker(KafkaSettings(retry_backoff_s=0), service="monitoring-test")
+    register_subscribers(broker, Recording(MonitorConfig(), lambda name: reference()), **KNOWN)
+    async with TestKafkaBroker(broker) as test_broker:
+        for version, superseded_by in (("2", "3"), ("3", None)):
+            aborted = RolloutStepped(
+                producer="serving",
+                model_name="m",
+                candidate_version=version,
+                champion_version="1",
+                strategy="canary",
+                action="aborted",
+                reason=f"superseded by version {superseded_by}" if superseded_by else "candidate failed to load",
+                superseded_by=superseded_by,
+            )
+            await test_broker.publish(aborted.model_dump(mode="json"), topic=MODELS_ROLLOUT.name)
+    assert ended == [("3", "rollout aborted")]

@@ -102,6 +102,11 @@ class RolloutStepped(Event):
     )
     alpha: float | None = Field(default=None, description="The rollout's significance level (all rates together).")
     elapsed_s: float | None = Field(default=None, description="Seconds since the rollout started (or resumed).")
+    superseded_by: Name | None = Field(
+        default=None,
+        description="The version whose approval ended this rollout (``aborted``): the retrain it came from goes on "
+        "in that newer candidate, so the candidate did not end in vain.",
+    )
 
 
 class RegistryCommand(Event):

@@ -135,8 +135,10 @@ def register_subscribers(
 
     @broker.subscriber(MODELS_ROLLOUT.name, **subscription(MODELS_ROLLOUT, "monitoring"))
     async def on_rollout(step: RolloutStepped) -> None:
-        """A rollout that ended without promoting its candidate: a retrain asked for its model was in vain."""
-        if step.action not in IN_VAIN:
+        """A rollout that ended without promoting its candidate: a retrain asked for its model was in vain (not when
+        a newer candidate superseded it: the retrain goes on in that one, and asking again then made each new
+        candidate abort the canary before it, for ever, on a cluster whose two monitors both asked)."""
+        if step.action not in IN_VAIN or step.superseded_by is not None:
             return
         # an aborted candidate may never have loaded, nor be registered; a rolled-back one was served
         if step.action != "aborted" and not await registered(step.model_name, step.candidate_version):

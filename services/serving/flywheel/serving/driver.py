@@ -88,7 +88,8 @@ class RolloutDriver:
         strategy = strategy or self.strategy_of(name)
         previous = self.active.pop(name, None)
         if previous is not None:
-            await self._emit(previous, "aborted", f"superseded by version {approved.version}")
+            superseded = previous.event("aborted", f"superseded by version {approved.version}", self.policy.alpha)
+            await self._publish_step(previous, superseded.model_copy(update={"superseded_by": approved.version}))
         try:
             candidate = await self._candidate(name, approved.version)
         except Exception as exc:
