@@ -13,7 +13,7 @@ from flywheel.common.championmoves import ChampionMoves
 from flywheel.common.components import Components
 from flywheel.common.contracts import load_contracts
 from flywheel.common.datasets import DatasetCatalog
-from flywheel.common.kafka import consumer_options
+from flywheel.common.kafka import consumer_options, publish_event
 from flywheel.common.service import create_service_app
 from flywheel.common.tracking import champion_version, version_registered
 from flywheel.monitoring.http import create_router
@@ -25,7 +25,7 @@ from flywheel.monitoring.reference import load_reference
 from flywheel.monitoring.settings import MonitoringSettings
 from flywheel.monitoring.subscribers import register_subscribers
 from flywheel.monitoring.watch import Watch
-from flywheel.schemas import ALERTS, LABELS, MONITORING_DRIFT, PREDICTIONS, PREDICTIONS_LABELLED
+from flywheel.schemas import ALERTS, LABELS, MONITORING_DRIFT, PREDICTIONS, PREDICTIONS_LABELLED, Event
 
 
 def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
@@ -45,7 +45,13 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
     moves = ChampionMoves(champion_of, registered)
     group = consumer_options("monitoring")["group_id"]
     join = LabelJoin(wait_s=settings.label_wait_s)
-    remembering = Remembering(join, settings.kafka.bootstrap_servers, group, settings.join_rebuild_last, contracts)
+
+    async def publish(event: Event) -> None:
+        await publish_event(parts.broker, event)
+
+    remembering = Remembering(
+        join, settings.kafka.bootstrap_servers, group, settings.join_rebuild_last, contracts, publish
+    )
     register_subscribers(
         parts.broker, watch, contracts=contracts, registered=registered, moves=moves, join=join, listener=remembering
     )

@@ -15,6 +15,7 @@ lives in memory. When the group gives a replica partitions (at start, after a cr
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 import structlog
 from aiokafka import ConsumerRebalanceListener, TopicPartition
@@ -27,6 +28,7 @@ from flywheel.schemas import (
     LABELS,
     PREDICTIONS,
     PREDICTIONS_LABELLED,
+    Event,
     LabelObserved,
     PredictionLabelled,
     PredictionMade,
@@ -39,11 +41,17 @@ class Remembering(ConsumerRebalanceListener):
     """Rebuilds the join's answers and waiting labels of the partitions a replica is given."""
 
     def __init__(
-        self, join: LabelJoin, bootstrap_servers: str, group_id: str, last: int, contracts: dict[str, DataContract]
+        self,
+        join: LabelJoin,
+        bootstrap_servers: str,
+        group_id: str,
+        last: int,
+        contracts: dict[str, DataContract],
+        publish: Callable[[Event], Awaitable[None]],
     ) -> None:
         self.join, self.bootstrap_servers, self.group_id = join, bootstrap_servers, group_id
-        self.last, self.contracts = last, contracts
-        self.owed: list[PredictionLabelled] = []  # joins the rebuild made, published with the next message
+        self.last, self.contracts, self.publish = last, contracts, publish
+        self.owed: list[PredictionLabelled] = []  # joins the rebuild made, not yet published
         self.read_upto: dict[tuple[str, int], int] = {}  # (topic, partition) -> the offset after the last one read
         self.rebuilt = 0
         self.reparked = 0
@@ -52,6 +60,12 @@ class Remembering(ConsumerRebalanceListener):
         """The consumer handled the message at ``offset``: a later rebuild of the partition starts after it."""
         key = (topic, partition)
         self.read_upto[key] = max(self.read_upto.get(key, 0), offset + 1)
+
+    async def pay(self) -> None:
+        """Publish the joins the rebuild made (at its end, and before each message: a failed publish is retried)."""
+        while self.owed:
+            await self.publish(self.owed[0])
+            self.owed.pop(0)
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         return None  # what it holds of them ages out (the join's capacity and wait)
@@ -66,6 +80,10 @@ class Remembering(ConsumerRebalanceListener):
                 await self._remember(partition, upto, upto - start)
         if labels:
             await self._repark(labels)
+        try:
+            await self.pay()  # not only with the next message: none may come for a while
+        except Exception as exc:  # the broker away for a moment: the next message publishes them
+            log.warning("joins of the rebuild not yet published", owed=len(self.owed), error=repr(exc))
         if answers or labels:
             log.info(
                 "join rebuilt",

@@ -86,9 +86,7 @@ def register_subscribers(
         if (why := refusal(event, contracts)) is not None:
             raise InvalidMessage(why)
         if listener is not None:  # labels that waited for an answer the rebuild found
-            while listener.owed:
-                await publish(listener.owed[0])
-                listener.owed.pop(0)
+            await listener.pay()
         if isinstance(event, PredictionMade):
             await once.run(event, lambda: on_prediction(event), publish, derive_ids=False)
         else:
