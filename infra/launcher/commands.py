@@ -12,7 +12,7 @@ from .mlflow import mlflow_component
 from .paths import STACK
 from .plan import KAFKA_NODES, keep_plan
 from .processes import running_pid, start, stop, wait_healthy
-from .services import service_components
+from .services import replica_waves, service_components
 
 
 def components() -> list[Component]:
@@ -69,14 +69,14 @@ def start_and_wait(wanted: list[Component], waves: list[list[str]]) -> list[Comp
 
 def up(only_infra: bool) -> None:
     """Start Kafka, MinIO and MLflow together (MLflow reaches MinIO only when artifacts move),
-    then, once all three are healthy, the six services together."""
+    then, once all three are healthy, the six services together, replica after replica."""
     started_at = time.monotonic()
     install()
     keep_plan()
     wanted = [c for c in components() if c.infra or not only_infra]
     waves = [["minio", *(node.name for node in KAFKA_NODES), "mlflow"]]
     if not only_infra:
-        waves.append([c.name for c in wanted if not c.infra])
+        waves.extend(replica_waves())
     start_and_wait(wanted, waves)
     elapsed = time.monotonic() - started_at
     print()

@@ -21,6 +21,17 @@ def service_components() -> list[Component]:
     ]
 
 
+def replica_waves() -> list[list[str]]:
+    """The services' names, one list per replica: the launcher starts a replica once the one before it is
+    healthy. Twelve processes starting at once on two cores kept a second member out of its group for
+    minutes (each rebalance ended without it), past the 180 s health wait; one replica at a time joins
+    groups whose first member is already settled."""
+    return [
+        [name if replica == 1 else f"{name}-{replica}" for name in replica_ports(replica)]
+        for replica in range(1, REPLICAS + 1)
+    ]
+
+
 def service_component(component_name: str, name: str, port: int) -> Component:
     return Component(
         component_name,
