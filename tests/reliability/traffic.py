@@ -221,11 +221,16 @@ FAST = {"max_iter": 20}  # a small model: a run takes seconds, not minutes, on t
 
 
 async def champion_served(model: str, version: str, timeout: float) -> None:
-    """Wait until serving holds ``version`` as the model's champion (it loads it from MLflow)."""
+    """Wait until a serving replica holds ``version`` as the model's champion (it loads it from MLflow). A model
+    of no served spec is loaded where its approval or a request for it lands: on a cluster, on either replica."""
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(timeout=30) as http:
-        while (state := await answered(http, model)).get("champion_version") != version:
-            assert time.monotonic() < deadline, f"serving holds {state} for {model}, not champion v{version}"
+        while True:
+            replicas = stack.replica_urls("serving")
+            held = {url: (await http.get(f"{url}/models")).json().get(model, {}) for url in replicas}
+            if any(state.get("champion_version") == version for state in held.values()):
+                return
+            assert time.monotonic() < deadline, f"serving holds {held} for {model}, not champion v{version}"
             await asyncio.sleep(1)
 
 

@@ -20,6 +20,7 @@ from infra.launcher.commands import components
 from infra.launcher.component import Component, http_ok
 from infra.launcher.credentials import tracking_passwords
 from infra.launcher.paths import ROOT
+from infra.launcher.plan import REPLICAS
 from infra.launcher.ports import HOST
 from infra.launcher.processes import group_members, running_pid, start, wait_healthy
 
@@ -40,6 +41,11 @@ def log_in_to_mlflow() -> None:
 
 def service_url(name: str) -> str:
     return f"http://{HOST}:{SERVICE_PORTS[name]}"
+
+
+def replica_urls(name: str) -> list[str]:
+    """Every replica of a service on this stack (``make up REPLICAS=2``: the second 100 ports up)."""
+    return [f"http://{HOST}:{ports.replica_ports(r)[name]}" for r in range(1, REPLICAS + 1)]
 
 
 def component(name: str) -> Component:
