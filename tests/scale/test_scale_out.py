@@ -22,7 +22,6 @@ from flywheel.demo.scenario import Scenario
 from flywheel.schemas import MODELS_CHAMPION, MODELS_ROLLOUT, RECORDS_VALIDATED
 from infra.launcher.commands import components
 from infra.launcher.plan import MIN_INSYNC, REPLICATION
-from infra.launcher.ports import HOST, replica_ports
 from tests.e2e.conftest import on_this_stack
 from tests.integration.test_registry_gates import TOKEN
 from tests.integration.test_replicas import until_held
@@ -68,29 +67,22 @@ async def test_a_broker_and_a_replica_of_each_service_killed_mid_stream_lose_not
     assert_exact(tallies, behind, text)
 
 
-def serving_replicas(services: dict[str, str]) -> dict[str, str]:
-    return {
-        "serving": services["serving"],
-        "serving-2": f"http://{HOST}:{replica_ports(2)['serving']}",
-    }
-
-
 async def test_a_champion_change_reaches_both_serving_replicas_within_a_second(
     kafka: KafkaSettings, store_settings, services: dict[str, str]
 ):
     name = unique("scale-move")
-    replicas = serving_replicas(services)
+    replicas = stack.replica_urls("serving")
     async with TopicReader(kafka.bootstrap_servers, MODELS_ROLLOUT.name) as rollouts:
         await champion_and_challenger(kafka, store_settings, services, name, candidate_function=0)
         await rollout_actions(rollouts, name, "started")
-    for url in replicas.values():
+    for url in replicas:
         await served(url, name, "1")
     async with TopicReader(kafka.bootstrap_servers, MODELS_CHAMPION.name) as moves:
         async with httpx.AsyncClient(base_url=services["registry"], timeout=30) as http:
             promoted = await http.post(f"/models/{name}/promote", json={"version": "2", "actor": "it"}, headers=TOKEN)
             since = time.monotonic()
             assert promoted.status_code == 200, promoted.text
-        reached = await asyncio.gather(*(until_held(url, name, "2", since) for url in replicas.values()))
+        reached = await asyncio.gather(*(until_held(url, name, "2", since) for url in replicas))
         await moves.collect(lambda found: any(m["model_name"] == name for m in found), timeout=10)
     report("champion move on a cluster", f"reached both serving replicas in {max(reached):.3f} s ({reached})")
     assert max(reached) < 1.0, f"a champion move took {reached} s to reach the replicas"
@@ -100,24 +92,31 @@ async def test_a_canary_completes_while_both_serving_replicas_take_the_traffic(
     kafka: KafkaSettings, store_settings, services: dict[str, str]
 ):
     name = unique("scale-canary")
-    replicas = serving_replicas(services)
+    replicas = stack.replica_urls("serving")
     async with TopicReader(kafka.bootstrap_servers, MODELS_ROLLOUT.name) as rollouts:
         # v1 learnt partly on another concept: v2 is about 15 points better on the traffic
         await champion_and_challenger(
             kafka, store_settings, services, name, candidate_function=0, champion_confusion=0.3
         )
         await rollout_actions(rollouts, name, "started")
-        answers, events = await drive_until(list(replicas.values()), kafka, name, rollouts, "promoted")
+        answers, events = await drive_until(replicas, kafka, name, rollouts, "promoted")
     actions = [e["action"] for e in events]
     assert actions[0] == "started" and actions[-1] == "promoted", actions
-    assert {a["variant"] for a in answers} == {"champion", "candidate"}
-    for url in replicas.values():  # both answer with the new champion
+    # drive_until sends batches of 25 to each replica in turn: the one that does not run the rollout follows its
+    # steps and gives the candidate the same share of its traffic
+    shares = []
+    for index in range(len(replicas)):
+        own = [a for i, a in enumerate(answers) if i // 25 % len(replicas) == index]
+        shares.append(sum(a["variant"] == "candidate" for a in own) / len(own))
+    assert all(share > 0.05 for share in shares), f"the candidate's share of each replica's answers: {shares}"
+    for url in replicas:  # both answer with the new champion
         await served(url, name, "2", timeout=10)
     accuracy = events[-1]["tests"]["accuracy"]
     report(
         "canary on a cluster",
-        f"promoted after {len(answers)} requests over both replicas, on {accuracy['candidate_n']} + "
-        f"{accuracy['champion_n']} labels: {events[-1]['reason']}",
+        f"promoted after {len(answers)} requests over both replicas (the candidate's share of each one's answers: "
+        f"{', '.join(f'{s:.0%}' for s in shares)}), on {accuracy['candidate_n']} + {accuracy['champion_n']} labels: "
+        f"{events[-1]['reason']}",
     )
 
 
@@ -130,7 +129,7 @@ async def test_the_drift_retrain_rollout_loop_closes_on_the_cluster(services: di
     assert result.drift is not None, "the concept change was never detected on the cluster"
     assert result.retrain_request is not None and result.approval is not None
     assert result.new_champion is not None and result.new_champion != result.first_champion
-    for url in serving_replicas(services).values():  # the replica the scenario did not talk to follows too
+    for url in stack.replica_urls("serving"):  # the replica the scenario did not talk to follows too
         await served(url, config.model_name, str(result.new_champion), timeout=10)
     report(
         "closed loop on a cluster",

@@ -436,7 +436,7 @@ async def test_the_bake_period_is_rebuilt_from_a_recent_promotion_in_the_log() -
     h = Harness(None, bake_s=600)
     h.engine.champions["loans-approval"] = served("2", Constant(0))
     baseline = {"requests": 50, "labelled": 40, "correct": 40}
-    await h.engine.resume(RolloutLog.fold([stepped("promoted", champion="1", figures={"champion": baseline})]))
+    h.engine.rearm(RolloutLog.fold([stepped("promoted", champion="1", figures={"champion": baseline})]))
     await h.traffic(40)
     for _ in range(3):
         await asyncio.sleep(0)
@@ -522,3 +522,107 @@ async def test_a_replica_that_serves_no_model_yet_fetches_a_rollouts_candidate_a
     assert h.engine.prefetched_version("loans-approval") == "2"
     h.engine.forget_miss("loans-approval")  # the champion moved, and this replica still does not serve it
     assert h.engine.prefetched_version("loans-approval") is None
+
+
+async def test_a_canary_run_by_one_replica_answers_its_share_of_every_replicas_traffic_and_is_judged_on_both() -> None:
+    running = Harness(served("2", RichApproved()), champion=MostlyRight())
+    other = Harness(served("2", RichApproved()), champion=MostlyRight())
+    await running.engine.start_rollout(running.approve())
+    heard = 0
+
+    async def hear_steps() -> None:  # the other replica reads models.rollout as it is published
+        nonlocal heard
+        for step in running.rollout_events()[heard:]:
+            await other.engine.prefetch(step)
+            await running.engine.prefetch(step)  # the running replica hears its own steps too: no change
+        heard = len(running.rollout_events())
+
+    await hear_steps()
+    assert running.engine.elsewhere.version("loans-approval") is None
+    shares = []
+    for batch in range(40):
+        records = [application(i) for i in range(batch * 20, batch * 20 + 20)]
+        ids = [f"other-{batch}-{i}" for i in range(20)]
+        answers, logged = other.engine.score("loans-approval", records, ids)
+        other.log.extend(logged)
+        shares.append(sum(a.variant == "candidate" for a in answers) / len(answers))
+        for entry, record in zip(logged, records, strict=True):  # the join sends the other's answers to the judge
+            running.engine.on_labelled(labelled([entry], truth(record)))
+        await running.traffic(5, start=batch * 5)
+        await asyncio.sleep(0)
+        await hear_steps()
+        if running.promoted:
+            break
+    assert running.promoted == [("loans-approval", "2")], [e.reason for e in running.rollout_events()]
+    assert {e.model_version for e in other.log} <= {"1", "2"}
+    assert 0.1 < sum(shares[:3]) / 3 < 0.5, "the first step's quarter of the other replica's traffic"
+    candidate = running.engine.driver.history[-1].figures["candidate"]
+    assert candidate["labelled"] > candidate["requests"], "labels of both replicas' candidate answers judged"
+    await other.engine.use_champion(
+        ChampionChanged(model_name="loans-approval", version="2", action="promote", actor="ops", previous_version="1")
+    )
+    answers, _ = other.engine.score("loans-approval", [application(1)])
+    assert answers[0].model_version == "2" and answers[0].variant == "champion"
+
+
+async def test_a_followed_rollout_stops_routing_when_it_ends_or_the_champion_differs() -> None:
+    h = Harness(served("2", RichApproved()))
+    await h.engine.prefetch(stepped("stepped", step=2))  # heard of first at its last step: 100% candidate
+    answers, _ = h.engine.score("loans-approval", [application(i) for i in range(20)])
+    assert {a.variant for a in answers} == {"candidate"}
+    await h.engine.prefetch(stepped("stepped", step=2, champion="0"))  # run against a champion not served here
+    answers, _ = h.engine.score("loans-approval", [application(i) for i in range(20)])
+    assert {a.variant for a in answers} == {"champion"}
+    await h.engine.prefetch(stepped("stepped", step=2))
+    await h.engine.prefetch(stepped("rolled_back", step=2))
+    answers, _ = h.engine.score("loans-approval", [application(i) for i in range(20)])
+    assert {a.variant for a in answers} == {"champion"} and h.engine.prefetched_version("loans-approval") is None
+
+
+async def test_a_rollout_goes_to_the_replica_given_its_models_approvals_and_the_former_owner_follows_it() -> None:
+    first, second = Harness(served("2", RichApproved())), Harness(served("2", RichApproved()))
+    await first.engine.start_rollout(first.approve())
+    [started] = first.rollout_events()
+    await second.engine.prefetch(started)
+    log = RolloutLog.fold([started])
+    # a restarted replica that is not given the model's partition leaves the rollout to its owner
+    assert await second.engine.resume(log, owns=lambda name: False) == []
+    assert not second.engine.rollouts and second.engine.prefetched_version("loans-approval") == "2"
+    # the group hands the model's approvals to the second replica: it resumes the rollout, the first follows it
+    [resumed] = await second.engine.resume(log, owns=lambda name: True)
+    assert resumed.action == "started" and "resumed" in resumed.reason
+    assert await first.engine.resume(log, owns=lambda name: False) == []
+    assert not first.engine.rollouts and first.engine.elsewhere.routing("loans-approval", "1") is not None
+    assert "loans-approval" in second.engine.rollouts and second.engine.prefetched_version("loans-approval") is None
+    answers, _ = first.engine.score("loans-approval", [application(i) for i in range(200)])
+    assert 20 < sum(a.variant == "candidate" for a in answers) < 90, "the former owner still gives it its 25%"
+
+
+async def test_a_label_read_by_the_subscriber_and_the_catch_up_is_credited_once() -> None:
+    h = Harness(served("2", RichApproved()))
+    await h.engine.start_rollout(h.approve())
+    [answer], logged = h.engine.score("loans-approval", [application(1)], ["r-1"])
+    joined = labelled(logged, truth(application(1)))
+    h.engine.on_labelled(joined)
+    assert h.engine.credit_missed(joined) is False
+    figures = h.engine.rollouts["loans-approval"].figures[answer.variant]
+    assert figures.labelled == 1
+
+
+async def test_a_canary_steps_up_on_the_answers_other_replicas_gave_when_none_reach_the_replica_running_it() -> None:
+    running = Harness(served("2", RichApproved()), champion=MostlyRight())
+    other = Harness(served("2", RichApproved()), champion=MostlyRight())
+    await running.engine.start_rollout(running.approve())
+    heard = 0
+    for batch in range(60):  # every request goes to the other replica, as behind a sticky load balancer
+        for step in running.rollout_events()[heard:]:
+            await other.engine.prefetch(step)
+        heard = len(running.rollout_events())
+        records = [application(i) for i in range(batch * 20, batch * 20 + 20)]
+        _, logged = other.engine.score("loans-approval", records, [f"r-{batch}-{i}" for i in range(20)])
+        for entry, record in zip(logged, records, strict=True):
+            running.engine.on_labelled(labelled([entry], truth(record)))
+        await asyncio.sleep(0)
+        if running.promoted:
+            break
+    assert [e.action for e in running.rollout_events()][:4] == ["started", "stepped", "stepped", "promoted"]

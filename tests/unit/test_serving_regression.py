@@ -163,7 +163,7 @@ async def test_the_bake_period_of_a_regressor_is_rebuilt_from_the_log_on_its_mae
     )
     h = Harness(None, bake_s=600)
     h.engine.champions[NAME] = served("2", MEAN)  # promoted before serving restarted
-    await h.engine.resume(RolloutLog.fold([stepped("promoted", figures={"champion": baseline.as_dict()})]))
+    h.engine.rearm(RolloutLog.fold([stepped("promoted", figures={"champion": baseline.as_dict()})]))
     await labelled_traffic(h, 40)
     for _ in range(3):
         await asyncio.sleep(0)

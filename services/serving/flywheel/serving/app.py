@@ -16,16 +16,25 @@ from flywheel.common.championmoves import ChampionMoves
 from flywheel.common.components import Components
 from flywheel.common.contracts import load_contracts
 from flywheel.common.history import read_events
-from flywheel.common.kafka import ExactlyOnce, publish_event
+from flywheel.common.kafka import publish_event
 from flywheel.common.service import create_service_app
 from flywheel.common.tracking import champion_version, version_registered
-from flywheel.schemas import ALERTS, FEATURES_ONLINE, MODELS_ROLLOUT, PREDICTIONS, PREDICTIONS_LABELLED, Event
+from flywheel.schemas import (
+    ALERTS,
+    FEATURES_ONLINE,
+    MODELS_APPROVED,
+    MODELS_ROLLOUT,
+    PREDICTIONS,
+    PREDICTIONS_LABELLED,
+    Event,
+)
 from flywheel.serving.catchup import credit_missed_labels
 from flywheel.serving.engine import Engine
 from flywheel.serving.http import create_router
 from flywheel.serving.models import ServedModel, load_version, served_models
 from flywheel.serving.onlineview import OnlineView
 from flywheel.serving.onlineview import refusal as view_refusal
+from flywheel.serving.ownership import Owns, RolloutOwnership
 from flywheel.serving.predictlog import PredictionLog
 from flywheel.serving.registry import RegistryClient
 from flywheel.serving.rollouts import RolloutLog
@@ -73,22 +82,42 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     prediction_log = PredictionLog(publish, settings.log_queue_size, settings.log_wait_s)
     contracts = load_contracts(settings.datasets_dir)
     moves = ChampionMoves(champion_of, registered)
-    once = ExactlyOnce()  # one for the subscribers and the catch-up of labels missed while down
+    catchups: set[asyncio.Task[int]] = set()
+
+    async def take(owns: Owns) -> None:
+        """Resume the running rollouts of the models this replica owns now, and follow those it no longer
+        owns; the labels a resumed rollout's judge missed are credited in the background."""
+        folded = RolloutLog.fold([e async for e in read_events(settings.kafka.bootstrap_servers, MODELS_ROLLOUT)])
+        resumed = set()
+        for event in await engine.resume(folded, owns):
+            parts.log.info("rollout taken over", model=event.model_name, action=event.action, reason=event.reason)
+            if event.action == "started":
+                resumed.add(event.model_name)
+        since = {last.model_name: last.occurred_at.timestamp() for last in folded.running()}
+        since = {name: at for name, at in since.items() if name in resumed}
+        catchup = asyncio.create_task(
+            credit_missed_labels(settings.kafka.bootstrap_servers, labelled, engine, since, contracts)
+        )
+        catchups.add(catchup)
+        catchup.add_done_callback(catchups.discard)
+
+    ownership = RolloutOwnership(settings.kafka.bootstrap_servers, MODELS_APPROVED.name, take)
     labelled = register_subscribers(
-        parts.broker, engine, model_of_dataset, once, contracts=contracts, registered=registered, moves=moves
+        parts.broker,
+        engine,
+        model_of_dataset,
+        contracts=contracts,
+        registered=registered,
+        moves=moves,
+        ownership=ownership,
     )
     view = OnlineView()
     register_view_subscriber(parts.broker, view, contracts)
 
-    async def resume_rollouts() -> dict[str, float]:
-        """Continue (or end, with the reason) the rollouts ``models.rollout`` says were running; the time of the
-        last event of each one resumed (its figures are as of then)."""
-        history = [e async for e in read_events(settings.kafka.bootstrap_servers, MODELS_ROLLOUT)]
-        folded = RolloutLog.fold(history)
-        for event in await engine.resume(folded):
-            parts.log.info("rollout after restart", model=event.model_name, action=event.action, reason=event.reason)
-        resumed = {last.model_name: last.occurred_at.timestamp() for last in folded.running()}
-        return {name: at for name, at in resumed.items() if name in engine.rollouts}
+    async def rearm_bakes() -> None:
+        """Guard again the promotions still in their bake period (the rollouts resume as their models'
+        approvals are assigned to this replica: ``ownership.py``)."""
+        engine.rearm(RolloutLog.fold([e async for e in read_events(settings.kafka.bootstrap_servers, MODELS_ROLLOUT)]))
 
     async def rebuild_view() -> None:
         """Fold ``features.online`` (compacted: each entity's latest vector) before the first request.
@@ -117,16 +146,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 parts.log.info("champion loaded", model=name, version=champion.version)
             else:
                 parts.log.warning("no champion yet; /predict answers 503", model=name)
-        resumed = await resume_rollouts()
+        await rearm_bakes()
         await rebuild_view()
         drain = asyncio.create_task(prediction_log.drain())
         expire = asyncio.create_task(engine.driver.watch())  # a rollout without traffic still ends in time
-        # once the subscribers run (after this lifespan's start): labels they began after
-        missed = asyncio.create_task(
-            credit_missed_labels(settings.kafka.bootstrap_servers, labelled, engine, once, resumed, contracts)
-        )
         yield
-        for task in (missed, expire, drain):
+        for task in (*catchups, expire, drain):
             task.cancel()
         await registry.close()
 
@@ -161,10 +186,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         description="Serves predictions over HTTP and Kafka and rolls out new models safely.",
         publishes=[PREDICTIONS, MODELS_ROLLOUT, ALERTS],
         reads={
-            MODELS_ROLLOUT: "Folded on start to resume the rollouts that were running.",
+            MODELS_ROLLOUT: "Folded on start, and when the group gives this replica a model's approvals: the "
+            "rollouts that were running resume.",
             FEATURES_ONLINE: "Folded on start into the view of the online store, before the first request.",
-            PREDICTIONS_LABELLED: "Read on start from the last event of each rollout resumed up to where the "
-            "subscriber began: the labels its judge missed while serving was down.",
+            PREDICTIONS_LABELLED: "Read from the last event of each rollout resumed up to where the subscriber "
+            "has got to: the labels no judge of it read.",
         },
         status=status,
     )

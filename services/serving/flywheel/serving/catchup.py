@@ -1,9 +1,11 @@
-"""After a restart: the labels a resumed rollout's judge missed, read again from ``predictions.labelled``.
+"""The labels a resumed rollout's judge missed, read again from ``predictions.labelled``.
 
-A resumed rollout starts from the figures its last ``models.rollout`` event carried (``rollouts.py``). Its
-subscriber of ``predictions.labelled`` reads from the end, from the moment this replica started; the labels
-joined between that event and then are read here, up to where the subscriber has got to, so none is missed.
-Both go through one ``ExactlyOnce``: a label read by both is credited once.
+A replica resumes a rollout after a restart, or when the group gives it the model's partition of
+``models.approved`` (``ownership.py``). The rollout starts from the figures its last ``models.rollout``
+event carried (``rollouts.py``); the labels joined since then were read by no judge of it (or by one
+that is gone). They are read here, from that event's time up to where the subscriber of
+``predictions.labelled`` has got to once the rollout runs here: the subscriber credits every label
+after that. The rollout credits each label once, so one read by both counts once.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import structlog
 
 from flywheel.common.contracts import DataContract, label_refusal
 from flywheel.common.history import read_history
-from flywheel.common.kafka import ExactlyOnce
 from flywheel.schemas import PREDICTIONS_LABELLED, PredictionLabelled
 from flywheel.serving.engine import Engine
 
@@ -38,7 +39,6 @@ async def credit_missed_labels(
     bootstrap_servers: str,
     subscriber: Any,
     engine: Engine,
-    once: ExactlyOnce,
     since: dict[str, float],
     contracts: dict[str, DataContract],
 ) -> int:
@@ -59,8 +59,7 @@ async def credit_missed_labels(
             continue
         if message.timestamp < after_ms.get(labelled.model_name, 2**62):
             continue  # in the figures of the rollout's last event already, or of a model not resumed
-        if await once.run(labelled, lambda labelled=labelled: engine.credit_missed(labelled), None) is not None:
-            credited += 1
+        credited += engine.credit_missed(labelled)
     log.info(
         "missed labels credited", models=sorted(since), labels=credited, seconds=round(time.monotonic() - started, 3)
     )

@@ -141,15 +141,14 @@ class RolloutDriver:
         self.remember(aborted)
         return aborted
 
-    async def resume(self, folded: RolloutLog) -> list[RolloutStepped]:
-        """After a restart: continue each rollout the log says is running, or end it with the reason.
+    async def resume(self, running: list[RolloutStepped]) -> list[RolloutStepped]:
+        """Continue each rollout whose last event is given (its log says it is running), or end it with the
+        reason; the events it published."""
+        return [await self._resume_one(last) for last in running]
 
-        Also re-arms the guard of promotions still in their bake period. Returns the events it published.
-        """
+    def rearm(self, folded: RolloutLog) -> None:
+        """After a restart: remember the decided rollouts, and guard the promotions still in their bake period."""
         self.decided |= folded.decided
-        published = []
-        for last in folded.running():
-            published.append(await self._resume_one(last))
         now = time.time()
         for promoted in folded.promotions():
             until = promoted.occurred_at.timestamp() + self.settings.bake_s
@@ -158,7 +157,6 @@ class RolloutDriver:
                 self.guard.bakes[promoted.model_name] = Bake(
                     promoted.model_name, promoted.candidate_version, promoted.champion_version, baseline, until
                 )
-        return published
 
     async def _resume_one(self, last: RolloutStepped) -> RolloutStepped:
         name = last.model_name
@@ -195,7 +193,8 @@ class RolloutDriver:
         return await self._emit(
             rollout,
             "started",
-            f"resumed after a serving restart at step {last.step} ({rollout.traffic:.0%} of traffic), with the "
+            f"resumed by this replica (a restart, or the model's approvals handed to it) at step {last.step} "
+            f"({rollout.traffic:.0%} of traffic), with the "
             "figures of its last event and the labels joined since (this step's answers are counted afresh)",
         )
 
@@ -203,12 +202,15 @@ class RolloutDriver:
         """Decide on the rollout's latest figures; a step, promotion, rollback or end is applied in the background.
 
         The sequential test is over the whole rollout (every look is valid); a canary's step also
-        needs ``min_requests`` candidate answers at its own traffic share.
+        needs ``min_requests`` candidate answers at its own traffic share, on any replica.
         """
         if rollout.deciding or self.active.get(rollout.model_name) is not rollout:
             return
         candidate, champion = rollout.figures["candidate"], rollout.figures["champion"]
-        step_requests = rollout.step_figures.requests if rollout.strategy == "canary" else candidate.requests
+        at_step = rollout.step_figures if rollout.strategy == "canary" else candidate
+        # answers at the step: those given here, or those labelled from every replica (other replicas route
+        # the candidate its share too, and only their labels reach this judge)
+        step_requests = max(at_step.requests, at_step.labelled)
         verdict = judge(candidate, champion, self.policy)
         decision = decide(
             rollout.strategy, rollout.step, rollout.steps, verdict, step_requests, rollout.elapsed_s, self.policy

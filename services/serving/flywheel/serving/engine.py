@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -19,6 +20,7 @@ from flywheel.common.modelspec import RolloutSpec
 from flywheel.schemas import ChampionChanged, ModelApproved, PredictionLabelled, PredictionMade, RolloutStepped, utc_now
 from flywheel.serving.answers import Answer, UnusableLabel, outcomes, prediction_id
 from flywheel.serving.driver import Loader, Promote, Publish, RolloutDriver
+from flywheel.serving.elsewhere import Followed, RolloutsElsewhere
 from flywheel.serving.guard import Guard, Rollback
 from flywheel.serving.metrics import PREDICT_LATENCY, PREDICTIONS_SERVED
 from flywheel.serving.models import ServedModel
@@ -57,7 +59,7 @@ class Engine:
         self._rng = random.Random()
         self._load = load
         self._misses: dict[str, float] = {}
-        self._prefetched: dict[str, ServedModel] = {}  # a candidate another replica rolls out, by model
+        self.elsewhere = RolloutsElsewhere(lambda name, version: self._load(name, version))  # run by other replicas
 
     # -- scoring ----------------------------------------------------------------------
 
@@ -76,11 +78,13 @@ class Engine:
         """
         keys = keys or request_ids
         champion = self.champions[name]
-        rollout = self.rollouts.get(name)
+        rollout = self.rollouts.get(name)  # run here: its answers are counted, and it decides
+        # a rollout run by another replica routes this replica's answers alike; its judge counts them by their labels
+        routing: Rollout | Followed | None = rollout or self.elsewhere.routing(name, champion.version)
         started = time.perf_counter()
         rows = champion.rows(records)
         # each model is fed its own pinned feature-set version: the candidate's rows only when it differs
-        candidate = rollout.candidate if rollout is not None else None
+        candidate = routing.candidate if routing is not None else None
         candidate_rows = (
             rows
             if candidate is None or candidate.features.version == champion.features.version
@@ -88,17 +92,17 @@ class Engine:
         )
         entity_key = champion.features.entity_key
         variants = ["champion"] * len(records)
-        if rollout is not None:
-            variants = [route(rollout.strategy, rollout.traffic, _entity(r, entity_key), self._rng) for r in records]
+        if routing is not None:
+            variants = [route(routing.strategy, routing.traffic, _entity(r, entity_key), self._rng) for r in records]
         by_variant: dict[str, list[int]] = {}
         for i, variant in enumerate(variants):
             by_variant.setdefault(variant, []).append(i)
         shadow: dict[int, tuple[Any, float | None]] = {}
-        if rollout is not None and rollout.strategy == "shadow":
-            shadow = self._shadow(rollout, candidate_rows)
+        if routing is not None and routing.strategy == "shadow":
+            shadow = self._shadow(routing.candidate, rollout, candidate_rows)
         answers: list[Answer | None] = [None] * len(records)
         for variant, indexes in by_variant.items():
-            model = rollout.candidate if (variant == "candidate" and rollout) else champion
+            model = candidate if (variant == "candidate" and candidate) else champion
             try:
                 predictions, probabilities = model.score(
                     [(rows if model is champion else candidate_rows)[i] for i in indexes]
@@ -147,11 +151,11 @@ class Engine:
                 prediction,
                 probability,
                 name,
-                rollout.candidate.version,
+                candidate.version,
                 "shadow",
             )
             shadows.append(
-                self._entry(rollout.candidate, records[index], candidate_rows[index], shadow_answer, elapsed_ms, False)
+                self._entry(candidate, records[index], candidate_rows[index], shadow_answer, elapsed_ms, False)
             )
         # a request's shadow answer is logged before its served one: a label the join read before both is joined
         # when the served answer arrives, and finds the shadow there already
@@ -166,10 +170,12 @@ class Engine:
             self.live[name] = VariantFigures(task=self.champions[name].task)
         return self.live[name]
 
-    def _shadow(self, rollout: Rollout, rows: list[list[float]]) -> dict[int, tuple[Any, float | None]]:
+    def _shadow(
+        self, candidate: ServedModel, rollout: Rollout | None, rows: list[list[float]]
+    ) -> dict[int, tuple[Any, float | None]]:
         started = time.perf_counter()
         try:
-            predictions, probabilities = rollout.candidate.score(rows)
+            predictions, probabilities = candidate.score(rows)
         except Exception as exc:
             _count(rollout, "candidate", len(rows), errors=len(rows))
             log.warning("shadow candidate failed", error=repr(exc))
@@ -222,13 +228,15 @@ class Engine:
         if rollout is None:
             self.guard.check(name)
             return
-        self._credit(rollout, fared)
+        self._credit(rollout, fared, str(labelled.label_event_id))
 
-    def credit_missed(self, labelled: PredictionLabelled) -> None:
-        """A label a resumed rollout's judge missed while this replica was down (read again after a restart)."""
+    def credit_missed(self, labelled: PredictionLabelled) -> bool:
+        """A label a resumed rollout's judge missed (joined before this replica resumed it); the rollout
+        credits each label once, whether read here, by the subscriber, or both. Whether it was credited."""
         rollout = self.rollouts.get(labelled.model_name)
-        if rollout is not None and (fared := self._fared(labelled)) is not None:
-            self._credit(rollout, fared)
+        if rollout is None or (fared := self._fared(labelled)) is None:
+            return False
+        return self._credit(rollout, fared, str(labelled.label_event_id))
 
     def _fared(self, labelled: PredictionLabelled) -> dict[str, tuple[Any, str]] | None:
         if labelled.model_name not in self.champions:
@@ -239,7 +247,10 @@ class Engine:
             log.warning("label ignored", request_id=labelled.request_id, dataset=labelled.dataset, reason=str(exc))
             return None
 
-    def _credit(self, rollout: Rollout, fared: dict[str, tuple[Any, str]]) -> None:
+    def _credit(self, rollout: Rollout, fared: dict[str, tuple[Any, str]], label_id: str) -> bool:
+        if label_id in rollout.credited:
+            return False
+        rollout.credited.add(label_id)
         versions = {"champion": rollout.champion_version, "candidate": rollout.candidate.version}
         for variant, (result, version) in fared.items():
             figures = rollout.figures.get(variant)
@@ -249,6 +260,7 @@ class Engine:
             if variant == "candidate":
                 rollout.step_figures.credit(result)
         self.driver.consider(rollout)
+        return True
 
     # -- rollouts ---------------------------------------------------------------------
 
@@ -261,11 +273,21 @@ class Engine:
         await self.find_champion(approved.model_name)
         return await self.driver.start_rollout(approved, strategy)
 
-    async def resume(self, folded: RolloutLog) -> list[RolloutStepped]:
-        """After a restart: continue the rollouts the log says were running, re-arm recent bake periods."""
-        for running in folded.running():  # a model served on demand is loaded before its rollout resumes
-            await self.find_champion(running.model_name)
-        return await self.driver.resume(folded)
+    def rearm(self, folded: RolloutLog) -> None:
+        """After a restart: remember the decided rollouts, and guard the promotions still in their bake period."""
+        self.driver.rearm(folded)
+
+    async def resume(self, folded: RolloutLog, owns: Callable[[str], bool] = lambda name: True) -> list[RolloutStepped]:
+        """Continue the rollouts the log says are running of the models this replica ``owns`` (``ownership.py``)
+        and does not run yet; those it runs and no longer owns it follows from now on."""
+        self.driver.decided |= folded.decided
+        for name in [name for name in self.rollouts if not owns(name)]:
+            self.elsewhere.adopt(self.rollouts.pop(name))
+        taken = [last for last in folded.running() if owns(last.model_name) and last.model_name not in self.rollouts]
+        for last in taken:  # a model served on demand is loaded before its rollout resumes
+            self.elsewhere.forget(last.model_name)
+            await self.find_champion(last.model_name)
+        return await self.driver.resume(taken)
 
     # -- champions and the guard after promotion ------------------------------------------------
 
@@ -288,40 +310,21 @@ class Engine:
         return True
 
     async def prefetch(self, step: RolloutStepped) -> None:
-        """Hold the candidate of a rollout another replica runs, loaded and warm, so that its promotion
-        is a swap here too rather than a load from MLflow; let it go when its rollout ends without it."""
-        name, version = step.model_name, step.candidate_version
-        held = self._prefetched.get(name)
-        if step.action in ("rolled_back", "aborted", "inconclusive"):
-            if held is not None and held.version == version:
-                del self._prefetched[name]
-            return
-        running = self.rollouts.get(name)
-        # a model not answered here yet is fetched too: the next request may be for it (behind a load
-        # balancer, every replica serves every model); a move of a model it still does not serve lets it go
-        if step.action != "started" or (held and held.version == version):
-            return
-        if running is not None and running.candidate.version == version:  # this replica runs it
-            return
-        try:
-            model = await self._load(name, version)
-        except Exception as exc:  # the promotion loads it again, and says so if it still fails
-            log.warning("candidate failed to prefetch", model=name, version=version, error=repr(exc))
-            return
-        if model is not None:
-            self._prefetched[name] = model
-            log.info("candidate prefetched", model=name, version=version)
+        """Follow a rollout another replica runs (``elsewhere.py``): its candidate held warm, and its share of
+        this replica's traffic; the replica running it hears its own steps and ignores them."""
+        running = self.rollouts.get(step.model_name)
+        if running is None or running.candidate.version != step.candidate_version:
+            await self.elsewhere.follow(step)
 
     def prefetched_version(self, name: str) -> str | None:
         """The version of ``name`` this replica holds warm for a rollout run elsewhere, if any."""
-        held = self._prefetched.get(name)
-        return held.version if held is not None else None
+        return self.elsewhere.version(name)
 
     def forget_miss(self, name: str) -> None:
         """The registry has a champion of ``name`` now, which this replica does not serve: the next
         request asks for it again at once, and a candidate fetched for its rollout is let go."""
         self._misses.pop(name, None)
-        self._prefetched.pop(name, None)
+        self.elsewhere.forget(name)
 
     async def use_champion(self, change: ChampionChanged) -> None:
         """Serve the registry's new champion (a promotion, a rollback, or the first model)."""
@@ -331,10 +334,10 @@ class Engine:
             return
         rollout = self.rollouts.get(name)
         started = time.monotonic()
-        prefetched = self._prefetched.pop(name, None)
+        prefetched = self.elsewhere.take(name, version)
         if rollout is not None and rollout.candidate.version == version:  # loaded here already, and warm
             model = rollout.candidate
-        elif prefetched is not None and prefetched.version == version:  # loaded when its rollout started
+        elif prefetched is not None:  # loaded when its rollout started on another replica
             model = prefetched
         else:
             model = await self._load(name, version)

@@ -40,6 +40,8 @@ class Rollout:
     figures: dict[str, VariantFigures] = field(init=False)
     step_figures: VariantFigures = field(init=False)
     deciding: bool = False
+    # the labels credited, by their ``labels`` event: the subscriber and a catch-up after a takeover may read one
+    credited: set[str] = field(default_factory=set)
     slow_ms: float = 100.0
     started_at: float = field(default_factory=time.monotonic)  # a resumed rollout's clock starts afresh
 

@@ -7,6 +7,7 @@ from collections import defaultdict
 from typing import Any
 from uuid import UUID
 
+from aiokafka import ConsumerRebalanceListener
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
@@ -60,13 +61,15 @@ def register_subscribers(
     contracts: dict[str, DataContract] | None = None,
     registered: Registered = _anything_registered,
     moves: ChampionMoves,
+    ownership: ConsumerRebalanceListener | None = None,
 ) -> Any:
     """Wire serving's subscribers; returns the one of ``predictions.labelled`` (where it began reading is
     where a restart's catch-up of missed labels stops)."""
     once = once or ExactlyOnce()
     contracts = contracts or {}
 
-    @broker.subscriber(MODELS_APPROVED.name, **subscription(MODELS_APPROVED, "serving"))
+    # the replica given a model's partition runs its rollouts: ``ownership`` resumes them on each assignment
+    @broker.subscriber(MODELS_APPROVED.name, **subscription(MODELS_APPROVED, "serving"), listener=ownership)
     @exactly_once(broker, once)
     async def on_model_approved(approved: ModelApproved) -> None:
         """Roll an approved challenger out against the champion (its steps are published as they happen)."""
