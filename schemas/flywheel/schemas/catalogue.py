@@ -106,8 +106,15 @@ TRAINING_REQUESTED = Topic("training.requested", TrainModel, "model_name", "Comm
 TRAINING_COMPLETED = Topic("training.completed", ModelTrained, "model_name", "Finished training runs.")
 TRAINING_FAILED = Topic("training.failed", TrainingFailed, "model_name", "Failed training runs.")
 MODELS_APPROVED = Topic("models.approved", ModelApproved, "model_name", "Candidates that passed the quality gates.")
+# A retrain in vain (a candidate rejected or not promoted) is news to the monitoring replica that judges the model's
+# error stream (the one given its partition of predictions.labelled): every monitoring replica hears it.
 MODELS_REJECTED = Topic(
-    "models.rejected", ModelRejected, "model_name", "Candidates that failed a quality gate.", operators_read=True
+    "models.rejected",
+    ModelRejected,
+    "model_name",
+    "Candidates that failed a quality gate.",
+    operators_read=True,
+    every_replica_of=frozenset({"monitoring"}),
 )
 # Every serving replica answers with the champion and every monitoring replica judges against it: each hears
 # every move (and, reading from the start, checks each against the registry rather than trusting old ones).
@@ -119,8 +126,9 @@ MODELS_ROLLOUT = Topic(
     RolloutStepped,
     "model_name",
     "Rollout steps, promotions and rollbacks.",
-    # every serving replica loads a started rollout's candidate, so that its promotion is a swap everywhere
-    every_replica_of=frozenset({"serving"}),
+    # every serving replica follows a rollout (its candidate warm, its share of traffic), and every monitoring
+    # replica hears a rollout that ended in vain
+    every_replica_of=frozenset({"serving", "monitoring"}),
 )
 # Keyed by model like training.completed and models.rollout, so one model's decisions of all three land on one
 # partition number, which one registry replica owns: that replica decides them one at a time.

@@ -9,7 +9,7 @@ lives in memory. When the group gives a replica partitions (at start, after a cr
 - of a ``labels`` partition, the labels that may still wait for their answer are parked again: those of
   the last ``wait_s`` before the committed offset whose join is not on ``predictions.labelled``. A label is
   committed when it is parked, so without this a crash would lose it. One whose answer the rebuild found
-  is joined at once (``owed``: published before the consumer's next message).
+  is joined at once (``owed``: published when the rebuild ends, and before each message).
 """
 
 from __future__ import annotations

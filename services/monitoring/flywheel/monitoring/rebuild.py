@@ -55,12 +55,14 @@ async def rebuild(
                 history.append((message.timestamp, order, event))
     history.sort(key=lambda item: item[:2])  # a prediction before a label written in the same millisecond
     done = Rebuilt()
-    for _, _, event in history:
+    # each at the time it was written: a drift replayed asked for its retrain then, not at this restart (a
+    # request marked now would hold back the next real drift's for the cooldown)
+    for timestamp, _, event in history:
         if isinstance(event, PredictionMade):
-            await watch.on_prediction(event)
+            await watch.on_prediction(event, timestamp / 1000)
             done.predictions += 1
         else:
-            await watch.on_labelled(event)
+            await watch.on_labelled(event, timestamp / 1000)
             done.labels += 1
     done.seconds = round(time.monotonic() - started, 3)
     return done

@@ -124,14 +124,16 @@ def register_subscribers(
             await publish_event(broker, owed[0])
             owed.pop(0)
 
-    @broker.subscriber(MODELS_REJECTED.name, **subscription(MODELS_REJECTED, "monitoring"))
+    # from the end, on every replica: the one judging the model's error stream hears it (a restart forgets the
+    # retrain requests it had asked too)
+    @broker.subscriber(MODELS_REJECTED.name, **subscription(MODELS_REJECTED, "monitoring", auto_offset_reset="latest"))
     async def on_model_rejected(rejection: ModelRejected) -> None:
         """A rejected candidate: a retrain asked for its model was in vain."""
         if rejection.version is not None and not await registered(rejection.model_name, rejection.version):
             raise InvalidMessage(f"version {rejection.version!r} of {rejection.model_name!r} is not in the registry")
         watch.on_candidate_ended(rejection.model_name, rejection.version, f"rejected: {rejection.failed_gates}")
 
-    @broker.subscriber(MODELS_ROLLOUT.name, **subscription(MODELS_ROLLOUT, "monitoring"))
+    @broker.subscriber(MODELS_ROLLOUT.name, **subscription(MODELS_ROLLOUT, "monitoring", auto_offset_reset="latest"))
     async def on_rollout(step: RolloutStepped) -> None:
         """A rollout that ended without promoting its candidate: a retrain asked for its model was in vain (not when
         a newer candidate superseded it: the retrain goes on in that one, and asking again then made each new

@@ -64,16 +64,17 @@ class Watch:
         )
         return events
 
-    async def on_prediction(self, prediction: PredictionMade) -> list[Event]:
+    async def on_prediction(self, prediction: PredictionMade, now: float | None = None) -> list[Event]:
+        """``now``: when it happened, if not now (a rebuild replays the past at its own times)."""
         self.model_of_dataset.setdefault(prediction.dataset, prediction.model_name)
         monitor = await self.monitor(prediction.model_name)
-        events = monitor.on_prediction(prediction)
+        events = monitor.on_prediction(prediction, now)
         observe(monitor)
         return events
 
-    async def on_labelled(self, labelled: PredictionLabelled) -> list[Event]:
+    async def on_labelled(self, labelled: PredictionLabelled, now: float | None = None) -> list[Event]:
         monitor = await self.monitor(labelled.model_name)
-        events = monitor.on_labelled(labelled)
+        events = monitor.on_labelled(labelled, now)
         observe(monitor)
         return events
 
