@@ -146,15 +146,17 @@ def labelled(rollout: dict) -> int:
     return sum(int(rollout["figures"][variant].get("labelled", 0)) for variant in ("champion", "candidate"))
 
 
-async def labels_judged(version: str, name: str, at_least: int, timeout: float = 30) -> int | None:
+async def labels_judged(version: str, name: str, at_least: int, timeout: float = 60) -> int | None:
     """The labels the canary of ``version`` judges on after serving's restart, once it has ``at_least`` (or at
-    the timeout); None when it is no longer running."""
+    the timeout); None when it does not run (again) by then. A restarted replica resumes the rollout when the
+    group gives it the model's approvals, after the killed member's session has expired."""
     deadline, found = time.monotonic() + timeout, None
     async with httpx.AsyncClient(base_url=stack.service_url("serving"), timeout=30) as http:
         while time.monotonic() < deadline:
             active = [r for r in (await http.get("/rollout")).json()["active"] if r["model_name"] == name]
             if not active or active[0]["candidate_version"] != version:
-                return None
+                await asyncio.sleep(0.2)
+                continue
             found = labelled(active[0])
             if found >= at_least:
                 return found

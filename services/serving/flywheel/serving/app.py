@@ -114,10 +114,14 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     view = OnlineView()
     register_view_subscriber(parts.broker, view, contracts)
 
-    async def rearm_bakes() -> None:
-        """Guard again the promotions still in their bake period (the rollouts resume as their models'
-        approvals are assigned to this replica: ``ownership.py``)."""
-        engine.rearm(RolloutLog.fold([e async for e in read_events(settings.kafka.bootstrap_servers, MODELS_ROLLOUT)]))
+    async def rebuild_rollouts() -> None:
+        """Guard again the promotions still in their bake period, and follow the rollouts that are running until
+        the group says which this replica runs (it resumes those as their models' approvals are assigned to it:
+        ``ownership.py``), so their candidates keep their share of its traffic from its first request."""
+        folded = RolloutLog.fold([e async for e in read_events(settings.kafka.bootstrap_servers, MODELS_ROLLOUT)])
+        engine.rearm(folded)
+        for last in folded.running():
+            await engine.prefetch(last)
 
     async def rebuild_view() -> None:
         """Fold ``features.online`` (compacted: each entity's latest vector) before the first request.
@@ -146,7 +150,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 parts.log.info("champion loaded", model=name, version=champion.version)
             else:
                 parts.log.warning("no champion yet; /predict answers 503", model=name)
-        await rearm_bakes()
+        await rebuild_rollouts()
         await rebuild_view()
         drain = asyncio.create_task(prediction_log.drain())
         expire = asyncio.create_task(engine.driver.watch())  # a rollout without traffic still ends in time

@@ -3,6 +3,7 @@ labels judge rollouts, and prediction requests are scored in micro-batches."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from typing import Any
 from uuid import UUID
@@ -156,8 +157,11 @@ def register_subscribers(
             for entry in logged:
                 request = owner[entry.prediction_id]
                 caused[request.event_id].append(entry.model_copy(update=request.caused()))
-            for request in batch:
-                await once.run(request, lambda answers=caused[request.event_id]: answers, send)
+            # published together (one request's answers in order): one at a time, each waited for its acks=all
+            # before the next, held the stream at one broker round trip per request
+            await asyncio.gather(
+                *(once.run(request, lambda answers=caused[request.event_id]: answers, send) for request in batch)
+            )
 
     async def refuse(record: Any, request: PredictionRequested, reason: str) -> None:
         """Dead-letter one request with its bytes as received, once (a retried batch does not repeat it)."""
