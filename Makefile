@@ -5,7 +5,7 @@ UV ?= python3 -m uv
 PY := .venv/bin/python
 STACK := $(PY) infra/stack.py
 
-.PHONY: help install up down status test test-unit scale-test bench demo schemas lint docs topic-graph compose-secrets compose-images compose-test
+.PHONY: help install up down status test test-unit scale-test bench profile demo schemas lint docs topic-graph compose-secrets compose-images compose-test
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ test: install ## unit + integration tests against the real Kafka, MinIO and MLfl
 
 bench: up ## benchmarks, printed as ratios measured side by side
 	$(PY) -m tests.bench
+
+profile: up ## where ingestion and serving spend their time under the bench's load (py-spy; .bench/profile-*.txt)
+	$(PY) -m tests.bench.profile $(SERVICES)
 
 demo: install ## the whole stack and the closed loop, with a readable report
 	@$(MAKE) --no-print-directory up
