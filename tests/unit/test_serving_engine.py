@@ -626,3 +626,32 @@ async def test_a_canary_steps_up_on_the_answers_other_replicas_gave_when_none_re
         if running.promoted:
             break
     assert [e.action for e in running.rollout_events()][:4] == ["started", "stepped", "stepped", "promoted"]
+
+
+async def test_a_rollout_decided_by_its_former_owner_during_a_handover_ends_on_the_new_one_too() -> None:
+    h = Harness(served("2", RichApproved()))
+    await h.engine.resume(RolloutLog.fold([stepped("started")]))  # taken over from another replica
+    assert "loans-approval" in h.engine.rollouts
+    await h.engine.prefetch(h.rollout_events()[-1])  # its own step: nothing changes
+    assert "loans-approval" in h.engine.rollouts
+    await h.engine.prefetch(stepped("rolled_back"))  # the former owner decided before it handed the model over
+    assert not h.engine.rollouts and h.engine.elsewhere.routing("loans-approval", "1") is None
+    redelivered = h.approve().model_copy(update={"producer": "registry"})
+    assert await h.engine.start_rollout(redelivered) is None, "the redelivered approval starts nothing"
+
+
+async def test_a_followed_rollout_not_heard_of_for_its_time_limit_is_let_go() -> None:
+    h = Harness(served("2", RichApproved()))
+    await h.engine.prefetch(stepped("stepped", step=2))
+    assert h.engine.elsewhere.routing("loans-approval", "1") is not None
+    h.engine.elsewhere.expire_s = 0.0  # its end was written while this replica was not reading
+    assert h.engine.elsewhere.routing("loans-approval", "1") is None
+    answers, _ = h.engine.score("loans-approval", [application(i) for i in range(20)])
+    assert {a.variant for a in answers} == {"champion"}
+
+
+async def test_a_resumed_rollouts_clock_runs_on_from_its_last_event() -> None:
+    h = Harness(served("2", RichApproved()))
+    last = stepped("stepped", step=1).model_copy(update={"elapsed_s": 500.0})
+    await h.engine.resume(RolloutLog.fold([stepped("started"), last]))
+    assert h.engine.rollouts["loans-approval"].elapsed_s >= 500.0

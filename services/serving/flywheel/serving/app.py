@@ -99,7 +99,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             credit_missed_labels(settings.kafka.bootstrap_servers, labelled, engine, since, contracts)
         )
         catchups.add(catchup)
-        catchup.add_done_callback(catchups.discard)
+        catchup.add_done_callback(caught_up)
+
+    def caught_up(task: asyncio.Task[int]) -> None:
+        catchups.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:  # the judge lacks those labels
+            parts.log.error("missed labels not credited", error=repr(error))
 
     ownership = RolloutOwnership(settings.kafka.bootstrap_servers, MODELS_APPROVED.name, take)
     labelled = register_subscribers(

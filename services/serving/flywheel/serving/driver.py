@@ -141,10 +141,12 @@ class RolloutDriver:
         self.remember(aborted)
         return aborted
 
-    async def resume(self, running: list[RolloutStepped]) -> list[RolloutStepped]:
+    async def resume(
+        self, running: list[RolloutStepped], warm: dict[str, ServedModel] | None = None
+    ) -> list[RolloutStepped]:
         """Continue each rollout whose last event is given (its log says it is running), or end it with the
         reason; the events it published."""
-        return [await self._resume_one(last) for last in running]
+        return [await self._resume_one(last, (warm or {}).get(last.model_name)) for last in running]
 
     def rearm(self, folded: RolloutLog) -> None:
         """After a restart: remember the decided rollouts, and guard the promotions still in their bake period."""
@@ -158,7 +160,7 @@ class RolloutDriver:
                     promoted.model_name, promoted.candidate_version, promoted.champion_version, baseline, until
                 )
 
-    async def _resume_one(self, last: RolloutStepped) -> RolloutStepped:
+    async def _resume_one(self, last: RolloutStepped, warm: ServedModel | None = None) -> RolloutStepped:
         name = last.model_name
         champion = self.champions.get(name)
         if champion is None or champion.version != last.champion_version:
@@ -173,7 +175,7 @@ class RolloutDriver:
                 step=last.step,
             )
         try:
-            candidate = await self._candidate(name, last.candidate_version)
+            candidate = warm or await self._candidate(name, last.candidate_version)
         except Exception as exc:
             reason = f"serving restarted and the candidate failed to load: {exc}"
             return await self._abort_unloaded(
@@ -187,6 +189,8 @@ class RolloutDriver:
         step = resume_step(steps, last.step, last.candidate_traffic)
         rollout = Rollout(name, last.strategy, candidate, champion.version, steps, cause=last, step=step)
         rollout.slow_ms = self.policy.slow_ms
+        # its clock runs on from its last event: a rollout handed from replica to replica still ends in time
+        rollout.started_at -= (last.elapsed_s or 0.0) + max(0.0, time.time() - last.occurred_at.timestamp())
         rollout.carry_over(last.figures)
         self.active[name] = rollout
         ROLLOUT_TRAFFIC.labels(name).set(rollout.traffic)
@@ -282,6 +286,10 @@ class RolloutDriver:
         log.info("rollout", **event.model_dump(include={"action", "model_name", "candidate_version", "step", "reason"}))
         await self._publish(event)
         return event
+
+    def published(self, event: RolloutStepped) -> bool:
+        """Whether this replica published ``event`` (among the steps it remembers)."""
+        return any(mine.event_id == event.event_id for mine in self.history)
 
     def remember(self, event: RolloutStepped) -> None:
         self.history.append(event)

@@ -9,18 +9,18 @@ like its own. A promotion is then a swap on every replica rather than a load fro
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
 from flywheel.schemas import RolloutStepped
 from flywheel.serving.models import ServedModel
-from flywheel.serving.rollouts import Rollout
+from flywheel.serving.rollouts import ENDED, RUNNING, Rollout
 
 log = structlog.get_logger(__name__)
-FOLLOWED = {"started", "stepped"}
-LET_GO = {"rolled_back", "aborted", "inconclusive"}
+LET_GO = ENDED - {"promoted"}
 
 
 @dataclass
@@ -31,13 +31,16 @@ class Followed:
     strategy: str
     champion_version: str | None
     traffic: float = 0.0
+    heard_at: float = field(default_factory=time.monotonic)  # its last step, as this replica heard it
 
 
 class RolloutsElsewhere:
     """The rollouts other replicas run, by model: their candidates held warm and their traffic shares."""
 
-    def __init__(self, load: Callable[[str, str], Awaitable[ServedModel | None]]) -> None:
-        self._load = load
+    def __init__(self, load: Callable[[str, str], Awaitable[ServedModel | None]], expire_s: float) -> None:
+        """``expire_s``: a rollout not heard of for that long ended unheard (its end written while this replica
+        was not reading, or its owner gone): its owner publishes a step at least once per rollout time limit."""
+        self._load, self.expire_s = load, expire_s
         self._followed: dict[str, Followed] = {}
 
     async def follow(self, step: RolloutStepped) -> None:
@@ -50,7 +53,7 @@ class RolloutsElsewhere:
             if held is not None and held.candidate.version == version:
                 del self._followed[name]
             return
-        if step.action not in FOLLOWED:  # promoted: held as it is until the champion's move swaps it in
+        if step.action not in RUNNING:  # promoted: held as it is until the champion's move swaps it in
             return
         if held is None or held.candidate.version != version:
             try:
@@ -64,6 +67,7 @@ class RolloutsElsewhere:
             log.info("candidate prefetched", model=name, version=version)
         held.strategy, held.champion_version = step.strategy, step.champion_version
         held.traffic = 0.0 if step.strategy == "shadow" else step.candidate_traffic
+        held.heard_at = time.monotonic()
 
     def adopt(self, rollout: Rollout) -> None:
         """Follow a rollout this replica ran until now (its model's approvals were handed to another replica)."""
@@ -75,6 +79,10 @@ class RolloutsElsewhere:
         """The rollout this replica's answers for ``name`` follow, if one runs elsewhere against the champion
         served here (a replica still on an older champion answers with that alone)."""
         held = self._followed.get(name)
+        if held is not None and time.monotonic() - held.heard_at > self.expire_s:
+            log.warning("followed rollout let go: no step heard", model=name, version=held.candidate.version)
+            del self._followed[name]
+            return None
         return held if held is not None and held.champion_version == champion_version else None
 
     def version(self, name: str) -> str | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -24,8 +23,9 @@ from flywheel.serving.elsewhere import Followed, RolloutsElsewhere
 from flywheel.serving.guard import Guard, Rollback
 from flywheel.serving.metrics import PREDICT_LATENCY, PREDICTIONS_SERVED
 from flywheel.serving.models import ServedModel
+from flywheel.serving.ownership import Owns
 from flywheel.serving.rollout import VariantFigures, route
-from flywheel.serving.rollouts import Rollout, RolloutLog
+from flywheel.serving.rollouts import ENDED, Rollout, RolloutLog
 from flywheel.serving.settings import ServingSettings
 
 log = structlog.get_logger(__name__)
@@ -59,7 +59,8 @@ class Engine:
         self._rng = random.Random()
         self._load = load
         self._misses: dict[str, float] = {}
-        self.elsewhere = RolloutsElsewhere(lambda name, version: self._load(name, version))  # run by other replicas
+        # the rollouts other replicas run, followed here
+        self.elsewhere = RolloutsElsewhere(lambda name, version: self._load(name, version), self.policy.max_s + 60)
 
     # -- scoring ----------------------------------------------------------------------
 
@@ -277,17 +278,19 @@ class Engine:
         """After a restart: remember the decided rollouts, and guard the promotions still in their bake period."""
         self.driver.rearm(folded)
 
-    async def resume(self, folded: RolloutLog, owns: Callable[[str], bool] = lambda name: True) -> list[RolloutStepped]:
+    async def resume(self, folded: RolloutLog, owns: Owns = lambda name: True) -> list[RolloutStepped]:
         """Continue the rollouts the log says are running of the models this replica ``owns`` (``ownership.py``)
         and does not run yet; those it runs and no longer owns it follows from now on."""
         self.driver.decided |= folded.decided
         for name in [name for name in self.rollouts if not owns(name)]:
             self.elsewhere.adopt(self.rollouts.pop(name))
         taken = [last for last in folded.running() if owns(last.model_name) and last.model_name not in self.rollouts]
+        warm = {}  # the candidates followed here until now: resumed without a load from MLflow
         for last in taken:  # a model served on demand is loaded before its rollout resumes
-            self.elsewhere.forget(last.model_name)
+            if (held := self.elsewhere.take(last.model_name, last.candidate_version)) is not None:
+                warm[last.model_name] = held
             await self.find_champion(last.model_name)
-        return await self.driver.resume(taken)
+        return await self.driver.resume(taken, warm)
 
     # -- champions and the guard after promotion ------------------------------------------------
 
@@ -311,10 +314,19 @@ class Engine:
 
     async def prefetch(self, step: RolloutStepped) -> None:
         """Follow a rollout another replica runs (``elsewhere.py``): its candidate held warm, and its share of
-        this replica's traffic; the replica running it hears its own steps and ignores them."""
+        this replica's traffic. The replica running it hears its own steps and ignores them; the end of its
+        rollout published by another replica (the owner before a handover, deciding before it handed over)
+        ends it here too."""
         running = self.rollouts.get(step.model_name)
         if running is None or running.candidate.version != step.candidate_version:
             await self.elsewhere.follow(step)
+            return
+        if step.action in ENDED and not self.driver.published(step):
+            log.info("rollout decided by another replica", model=step.model_name, action=step.action)
+            self.rollouts.pop(step.model_name, None)
+            self.driver.remember(step)
+            if step.action == "promoted":  # warm for the champion's move
+                self.elsewhere.adopt(running)
 
     def prefetched_version(self, name: str) -> str | None:
         """The version of ``name`` this replica holds warm for a rollout run elsewhere, if any."""

@@ -49,16 +49,18 @@ class RolloutOwnership(ConsumerRebalanceListener):
     def owns(self, model_name: str) -> bool:
         return self.partitions > 0 and partition_of(model_name, self.partitions) in self.owned
 
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         return None  # the rollouts run on until the next assignment says which stay here
 
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        if not self.partitions:
-            self.partitions = len(await end_offsets(self.bootstrap_servers, self.topic))
-        self.owned = frozenset(tp.partition for tp in assigned if tp.topic == self.topic)
-        log.info("rollouts owned", topic=self.topic, partitions=sorted(self.owned), of=self.partitions)
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         for attempt in range(1, 4):
             try:
+                # counted again each time: partitions added to the topic move models
+                self.partitions = len(await end_offsets(self.bootstrap_servers, self.topic))
+                if not self.partitions:
+                    raise LookupError(f"{self.topic} has no partitions yet")
+                self.owned = frozenset(tp.partition for tp in assigned if tp.topic == self.topic)
+                log.info("rollouts owned", topic=self.topic, partitions=sorted(self.owned), of=self.partitions)
                 await self.take(self.owns)
                 return
             except Exception as exc:  # the broker or MLflow away for a moment

@@ -43,7 +43,7 @@ class Rollout:
     # the labels credited, by their ``labels`` event: the subscriber and a catch-up after a takeover may read one
     credited: set[str] = field(default_factory=set)
     slow_ms: float = 100.0
-    started_at: float = field(default_factory=time.monotonic)  # a resumed rollout's clock starts afresh
+    started_at: float = field(default_factory=time.monotonic)  # a resumed rollout's clock runs on (driver.py)
 
     def __post_init__(self) -> None:
         self.figures = {"champion": self.new_figures(), "candidate": self.new_figures()}

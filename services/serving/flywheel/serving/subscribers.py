@@ -157,11 +157,18 @@ def register_subscribers(
             for entry in logged:
                 request = owner[entry.prediction_id]
                 caused[request.event_id].append(entry.model_copy(update=request.caused()))
-            # published together (one request's answers in order): one at a time, each waited for its acks=all
-            # before the next, held the stream at one broker round trip per request
-            await asyncio.gather(
-                *(once.run(request, lambda answers=caused[request.event_id]: answers, send) for request in batch)
-            )
+            # published together: one at a time, each waited for its acks=all before the next, held the stream at
+            # one broker round trip per request; one entity's answers (its key's) stay in their order
+            by_entity: dict[str | None, list[tuple[PredictionRequested, list[Event]]]] = defaultdict(list)
+            for request in batch:
+                answers = caused[request.event_id]
+                by_entity[answers[-1].entity_id].append((request, answers))
+            await asyncio.gather(*(answer_in_order(answered) for answered in by_entity.values()))
+
+    async def answer_in_order(answered: list[tuple[PredictionRequested, list[Event]]]) -> None:
+        """Publish requests' answers one request after another, each marked done once its answers are."""
+        for request, answers in answered:
+            await once.run(request, lambda answers=answers: answers, send)
 
     async def refuse(record: Any, request: PredictionRequested, reason: str) -> None:
         """Dead-letter one request with its bytes as received, once (a retried batch does not repeat it)."""
