@@ -28,18 +28,17 @@ from flywheel.schemas import (
     PREDICTIONS_LABELLED,
     Event,
 )
-from flywheel.serving.catchup import credit_missed_labels
 from flywheel.serving.engine import Engine
 from flywheel.serving.http import create_router
 from flywheel.serving.models import ServedModel, load_version, served_models
 from flywheel.serving.onlineview import OnlineView
 from flywheel.serving.onlineview import refusal as view_refusal
-from flywheel.serving.ownership import Owns, RolloutOwnership
+from flywheel.serving.ownership import RolloutOwnership
 from flywheel.serving.predictlog import PredictionLog
 from flywheel.serving.registry import RegistryClient
-from flywheel.serving.rollouts import RolloutLog
 from flywheel.serving.settings import ServingSettings
 from flywheel.serving.subscribers import register_subscribers, register_view_subscriber
+from flywheel.serving.takeover import Takeover
 
 
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
@@ -82,32 +81,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     prediction_log = PredictionLog(publish, settings.log_queue_size, settings.log_wait_s)
     contracts = load_contracts(settings.datasets_dir)
     moves = ChampionMoves(champion_of, registered)
-    catchups: set[asyncio.Task[int]] = set()
-
-    async def take(owns: Owns) -> None:
-        """Resume the running rollouts of the models this replica owns now, and follow those it no longer
-        owns; the labels a resumed rollout's judge missed are credited in the background."""
-        folded = RolloutLog.fold([e async for e in read_events(settings.kafka.bootstrap_servers, MODELS_ROLLOUT)])
-        resumed = set()
-        for event in await engine.resume(folded, owns):
-            parts.log.info("rollout taken over", model=event.model_name, action=event.action, reason=event.reason)
-            if event.action == "started":
-                resumed.add(event.model_name)
-        since = {last.model_name: last.occurred_at.timestamp() for last in folded.running()}
-        since = {name: at for name, at in since.items() if name in resumed}
-        catchup = asyncio.create_task(
-            credit_missed_labels(settings.kafka.bootstrap_servers, labelled, engine, since, contracts)
-        )
-        catchups.add(catchup)
-        catchup.add_done_callback(caught_up)
-
-    def caught_up(task: asyncio.Task[int]) -> None:
-        catchups.discard(task)
-        if not task.cancelled() and (error := task.exception()) is not None:  # the judge lacks those labels
-            parts.log.error("missed labels not credited", error=repr(error))
-
-    ownership = RolloutOwnership(settings.kafka.bootstrap_servers, MODELS_APPROVED.name, take)
-    labelled = register_subscribers(
+    takeover = Takeover(settings.kafka.bootstrap_servers, engine, contracts)
+    ownership = RolloutOwnership(settings.kafka.bootstrap_servers, MODELS_APPROVED.name, takeover.take)
+    takeover.labelled = register_subscribers(
         parts.broker,
         engine,
         model_of_dataset,
@@ -118,15 +94,6 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     )
     view = OnlineView()
     register_view_subscriber(parts.broker, view, contracts)
-
-    async def rebuild_rollouts() -> None:
-        """Guard again the promotions still in their bake period, and follow the rollouts that are running until
-        the group says which this replica runs (it resumes those as their models' approvals are assigned to it:
-        ``ownership.py``), so their candidates keep their share of its traffic from its first request."""
-        folded = RolloutLog.fold([e async for e in read_events(settings.kafka.bootstrap_servers, MODELS_ROLLOUT)])
-        engine.rearm(folded)
-        for last in folded.running():
-            await engine.prefetch(last)
 
     async def rebuild_view() -> None:
         """Fold ``features.online`` (compacted: each entity's latest vector) before the first request.
@@ -155,12 +122,13 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 parts.log.info("champion loaded", model=name, version=champion.version)
             else:
                 parts.log.warning("no champion yet; /predict answers 503", model=name)
-        await rebuild_rollouts()
+        await takeover.rebuild()
         await rebuild_view()
         drain = asyncio.create_task(prediction_log.drain())
         expire = asyncio.create_task(engine.driver.watch())  # a rollout without traffic still ends in time
         yield
-        for task in (*catchups, expire, drain):
+        takeover.stop()
+        for task in (expire, drain):
             task.cancel()
         await registry.close()
 
