@@ -47,7 +47,7 @@ profile: up ## where ingestion and serving spend their time under the bench's lo
 
 demo: install ## the whole stack and the closed loop, with a readable report
 	@$(MAKE) --no-print-directory up
-	$(PY) -m flywheel.demo.closed_loop
+	$(STACK) run -- $(PY) -m flywheel.demo.closed_loop
 	@echo "The stack keeps running for you to explore; 'make down' stops it."
 
 schemas: .venv/.synced ## re-export the events' JSON Schema into schemas/jsonschema
@@ -62,7 +62,7 @@ docs: .venv/.synced ## build docs/generated (AsyncAPI, OpenAPI, topics, configur
 topic-graph: .venv/.synced ## redraw docs/architecture.md's topic graph from the services' AsyncAPI documents
 	$(PY) -m docs.topicgraph
 
-compose-secrets: .venv/.synced ## the compose deployment's secrets, once: .secrets/credentials.json and .secrets/compose.env
+compose-secrets: .venv/.synced ## the compose deployment's secrets, once: .secrets/credentials.json, compose.env, kafka-access.plan
 	$(PY) infra/docker/credentials.py
 
 compose-images: install ## every docker-compose image without a registry (Debian + what `make install` fetched)

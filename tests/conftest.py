@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.stack import log_in_to_mlflow
+from tests.support.stack import log_in_as_admin
 
 # Tests build services as a development stack does (`make up` sets it too): the dev credentials are
 # accepted. Tests that check what a deployment refuses set their own settings.
 os.environ.setdefault("FLYWHEEL_DEV_MODE", "true")
-log_in_to_mlflow()  # as its admin, with the stack's own password
+log_in_as_admin()  # as its admin, with the stack's own password
 
 FOLDER_MARKS = {"integration": "integration", "e2e": "e2e", "reliability": "reliability", "scale": "scale"}
 

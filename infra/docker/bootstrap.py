@@ -17,7 +17,7 @@ import time
 from aiokafka.admin import AIOKafkaAdminClient
 from minio import Minio
 
-from flywheel.common.kafka import ensure_topics
+from flywheel.common.kafka import client_security, ensure_topics
 from flywheel.common.settings import KafkaSettings, MlflowSettings, ObjectStoreSettings
 from flywheel.common.storeaccess import USERS, provision, service_access
 from flywheel.common.trackingaccess import ADMIN, password_variable
@@ -40,7 +40,7 @@ async def wait_for_brokers(bootstrap_servers: str, expected: int, timeout_s: flo
     """How many brokers the cluster's metadata lists, once that is ``expected`` (a healthy node may not
     yet be in the others' metadata)."""
     deadline = time.monotonic() + timeout_s
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_security(), bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:
         while (brokers := len((await admin.describe_cluster())["brokers"])) < expected:

@@ -9,7 +9,10 @@ Phases (each timed; the table is printed at the end, also on failure):
     health    every service's /health and MLflow's, from the host
     metrics   Prometheus' scrape targets are the compose services, and each serves /metrics
     demo      the closed-loop demo from the host against the published ports; its report
-    kafka     an outside client (kcat) reads `alerts` and `predictions`: every message plain JSON
+    kafka     outside clients (kcat) log in: the operators read `alerts`, the admin `predictions`, every
+              message plain JSON; a client without a login is refused, and so are the operators writing
+              to `alerts` and reading `predictions` (the ACLs of flywheel.common.kafkaaccess); on a
+              librdkafka that logs in to Kafka 4 (see RDKAFKA_FIXED)
     browser   headless Chromium renders each service's /docs (Swagger UI, from assets the service
               serves itself: no CDN is reachable) and monitoring's /report; screenshots kept
     restart   `docker compose restart kafka minio` keeps the topics' messages and the objects
@@ -45,12 +48,16 @@ import contextlib
 import io
 import json
 import os
+import platform
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -61,6 +68,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import credentials
 import images
 from engine import Engine, apt_install
+
+from flywheel.common.kafka import client_security
+from flywheel.common.kafkaaccess import ADMIN, OPERATORS
 
 ROOT = images.ROOT
 WORK = images.WORK
@@ -98,7 +108,8 @@ CLUSTER_PORTS = {
     **{f"{name.upper()}_2": 28101 + i for i, name in enumerate(SERVICES)},
 }
 PROMETHEUS_PORT = 29090
-TOPICS_READ_OUTSIDE = ["alerts", "predictions"]
+# Each topic read from outside, by whom: the operators may read `alerts` and not `predictions`.
+TOPICS_READ_OUTSIDE = {"alerts": OPERATORS, "predictions": ADMIN}
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -112,6 +123,12 @@ CHROMIUM_FLAGS = [
     "--virtual-time-budget=15000",  # let the page's scripts fetch and render before the capture
 ]
 SHOTS = WORK / "screenshots"
+# Debian bookworm's librdkafka (2.0.2) cannot log in with SCRAM to Kafka 4, which refuses its proof (it repeats
+# the client's nonce; fixed in 2.6.1, confluentinc/librdkafka#4895). Debian's kcat then runs on the librdkafka
+# that confluent-kafka's manylinux wheel carries (self-contained), fetched once with pip into .stack/kcat.
+RDKAFKA_FIXED = (2, 6, 1)
+RDKAFKA_WHEEL = "confluent-kafka==2.16.1"
+KCAT_LIB = images.STACK / "kcat"
 SECRETS = WORK / "secrets"  # the deployment's credentials (make compose-secrets writes .secrets/)
 
 
@@ -217,6 +234,9 @@ class Compose:
         self.tokens = {p: self.secrets[credentials.token_variable(p)] for p in credentials.PRINCIPALS}
         self.env.update(self.secrets)
         self.env["FLYWHEEL_SECRETS_DIR"] = str(SECRETS)
+        # This process's Kafka clients (client_security(), the demo's, DescribeQuorum.java) log in as the admin.
+        os.environ["FLYWHEEL_KAFKA_USERNAME"] = ADMIN
+        os.environ["FLYWHEEL_KAFKA_PASSWORD"] = self.secrets[credentials.kafka_password_variable(ADMIN)]
         # The canary's latency test compares the variants' shares of answers slower than this; with
         # nine containers and the demo on a CI machine's few shared cores, 100 ms is often passed by
         # scheduling alone (a warmed candidate once measured 257 ms against the champion's 61 ms).
@@ -399,16 +419,60 @@ def run_demo(operator_token: str) -> None:
         raise RuntimeError("the loop did not close: no new champion after the concept change")
 
 
-def read_outside(topic: str) -> int:
-    """kcat (Debian's) reads the topic from the host; every message must be a JSON object."""
-    result = subprocess.run(
-        ["kcat", "-C", "-b", f"{HOST}:{PORTS['KAFKA']}", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%s\\n"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def kcat_env() -> dict[str, str]:
+    """The environment kcat needs for a librdkafka that logs in to Kafka 4 (none when Debian's does)."""
+    info = subprocess.run(["kcat", "-V"], capture_output=True, text=True).stdout
+    found = re.search(r"librdkafka (\d+)\.(\d+)\.(\d+)", info)
+    if found and tuple(map(int, found.groups())) >= RDKAFKA_FIXED:
+        return {}
+    library = KCAT_LIB / "librdkafka.so.1"
+    if not library.exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            fetched = subprocess.run(
+                [
+                    *("python3", "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", tmp),
+                    *("--python-version", "3.11", "--platform", f"manylinux_2_28_{platform.machine()}"),
+                    RDKAFKA_WHEEL,
+                ],
+                capture_output=True,
+                text=True,
+            )
+            if fetched.returncode != 0:
+                raise RuntimeError(f"pip could not fetch {RDKAFKA_WHEEL} for its librdkafka: {fetched.stderr[-1000:]}")
+            with zipfile.ZipFile(next(Path(tmp).glob("*.whl"))) as wheel:
+                [member] = [n for n in wheel.namelist() if n.startswith("confluent_kafka.libs/librdkafka")]
+                KCAT_LIB.mkdir(parents=True, exist_ok=True)
+                library.with_suffix(".partial").write_bytes(wheel.read(member))
+                library.with_suffix(".partial").rename(library)
+    return {"LD_LIBRARY_PATH": str(KCAT_LIB)}
+
+
+def kcat(user: str | None, secrets: dict[str, str], *args: str, stdin: str = "", timeout: float = 120):
+    """kcat (Debian's) against the published broker, logged in as ``user`` (None: no login). The login goes in
+    an owner-only config file (-F), not on the command line."""
+    with tempfile.NamedTemporaryFile("w", prefix="kcat-", suffix=".conf") as config:  # mode 0600
+        if user is not None:
+            password = secrets[credentials.kafka_password_variable(user)]
+            config.write(
+                "security.protocol=SASL_PLAINTEXT\nsasl.mechanisms=SCRAM-SHA-256\n"
+                f"sasl.username={user}\nsasl.password={password}\n"
+            )
+        config.flush()
+        return subprocess.run(
+            ["kcat", "-F", config.name, "-b", f"{HOST}:{PORTS['KAFKA']}", *args],
+            env={**os.environ, **kcat_env()},
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+def read_outside(topic: str, user: str, secrets: dict[str, str]) -> int:
+    """``user`` reads the topic from the host with kcat; every message must be a JSON object."""
+    result = kcat(user, secrets, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%s\\n")
     if result.returncode != 0:
-        raise RuntimeError(f"kcat could not read {topic}: {result.stderr}")
+        raise RuntimeError(f"kcat could not read {topic} as {user}: {result.stderr}")
     messages = [line for line in result.stdout.splitlines() if line.strip()]
     if not messages:
         raise RuntimeError(f"kcat read no message from {topic}")
@@ -416,8 +480,24 @@ def read_outside(topic: str) -> int:
         event = json.loads(line)
         if not isinstance(event, dict) or "event_type" not in event:
             raise RuntimeError(f"{topic}: not an event: {line[:200]}")
-    print(f"  {topic:<12} {len(messages)} messages, all JSON events, e.g. {messages[-1][:100]}...", flush=True)
+    print(f"  {topic:<12} as {user:<9} {len(messages)} messages, all JSON events, e.g. {messages[-1][:80]}...")
     return len(messages)
+
+
+def check_kafka_refusals(secrets: dict[str, str]) -> None:
+    """Kafka answers only a login, and a login only what its ACLs allow."""
+    answers = {
+        "no login lists the topics": kcat(None, secrets, "-L", "-m", "10", timeout=60),
+        "the operators write alerts": kcat(OPERATORS, secrets, "-P", "-t", "alerts", stdin="{}\n", timeout=60),
+        "the operators read predictions": kcat(
+            OPERATORS, secrets, "-C", "-t", "predictions", "-o", "beginning", "-e", "-q", timeout=60
+        ),
+    }
+    allowed = {what: result.stderr.strip()[-200:] for what, result in answers.items() if result.returncode == 0}
+    for what, result in answers.items():
+        print(f"  refused: {what} (kcat {result.returncode}: {result.stderr.strip().splitlines()[-1:]})")
+    if allowed:
+        raise RuntimeError(f"Kafka allowed what it must refuse: {allowed}")
 
 
 def render(address: str, shot: Path) -> tuple[str, float]:
@@ -463,7 +543,7 @@ def durable_state(compose: Compose) -> dict[str, object]:
     bootstrap = kafka_address(PORTS)
 
     async def offsets() -> dict[str, int]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        admin = AIOKafkaAdminClient(**client_security(), bootstrap_servers=bootstrap)
         await admin.start()
         try:
             topics = [topic for topic in await admin.list_topics() if not topic.startswith("__")]
@@ -471,7 +551,7 @@ def durable_state(compose: Compose) -> dict[str, object]:
         finally:
             await admin.close()
         partitions = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        consumer = AIOKafkaConsumer(**client_security(), bootstrap_servers=bootstrap)
         await consumer.start()
         try:
             ends = await consumer.end_offsets(partitions)
@@ -529,7 +609,7 @@ def kafka_admin(bootstrap: str, ask: Callable) -> object:
     from aiokafka.admin import AIOKafkaAdminClient
 
     async def run() -> object:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        admin = AIOKafkaAdminClient(**client_security(), bootstrap_servers=bootstrap)
         await admin.start()
         try:
             return await ask(admin)
@@ -790,8 +870,9 @@ def single(compose: Compose, phases: Phases) -> None:
         with phases.phase("demo"):
             run_demo(compose.tokens["operator"])
         with phases.phase("kafka"):
-            for topic in TOPICS_READ_OUTSIDE:
-                read_outside(topic)
+            for topic, user in TOPICS_READ_OUTSIDE.items():
+                read_outside(topic, user, compose.secrets)
+            check_kafka_refusals(compose.secrets)
         with phases.phase("browser"):
             check_pages()
         with phases.phase("restart"):

@@ -13,7 +13,11 @@
   ``flywheel.common.trackingaccess``), MLflow's CSRF and webhook encryption keys, and the secret MLflow
   signs its webhook deliveries to the registry with (``REGISTRY_WEBHOOK_SECRET``: one for every registry
   replica, since any of them may receive a delivery), and the one registry replicas sign their commands with
-  (``REGISTRY_COMMAND_SECRET``: any replica carries out another's).
+  (``REGISTRY_COMMAND_SECRET``: any replica carries out another's), and each Kafka principal's password
+  (``FLYWHEEL_KAFKA_<USER>_PASSWORD``: the admin's, a principal per service, the outside clients' and the
+  operators', ``flywheel.common.kafkaaccess``);
+- ``kafka-access.plan`` (owner-only): the Kafka logins and ACLs compose's one-shot ``kafka-access`` makes
+  (``infra/kafka/Access.java``), written again on each run from the passwords and the topic graph.
 
 Existing secrets are kept and missing ones added (rotating is deleting them and running this
 again, then restarting).
@@ -28,7 +32,9 @@ import secrets
 import sys
 from pathlib import Path
 
+from flywheel.common import kafkaaccess
 from flywheel.common.storeaccess import USERS
+from flywheel.common.topicroles import ROLES
 from flywheel.common.trackingaccess import ADMIN, password_variable
 from flywheel.common.trackingaccess import USERS as TRACKING_USERS
 
@@ -44,6 +50,10 @@ def token_variable(principal: str) -> str:
 
 def store_variable(user: str) -> str:
     return f"FLYWHEEL_S3_{user.upper()}_SECRET"
+
+
+def kafka_password_variable(user: str) -> str:
+    return f"FLYWHEEL_KAFKA_{user.upper()}_PASSWORD"
 
 
 def ensure(directory: Path) -> dict[str, str]:
@@ -69,12 +79,26 @@ def ensure(directory: Path) -> dict[str, str]:
     variables.setdefault("MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY", base64.urlsafe_b64encode(os.urandom(32)).decode())
     variables.setdefault("REGISTRY_WEBHOOK_SECRET", secrets.token_urlsafe(32))
     variables.setdefault("REGISTRY_COMMAND_SECRET", secrets.token_urlsafe(32))
+    for user in [kafkaaccess.ADMIN, *kafkaaccess.USERS]:
+        variables.setdefault(kafka_password_variable(user), secrets.token_urlsafe(30))
     env.write_text("".join(f"{name}={value}\n" for name, value in variables.items()))
     os.chmod(env, 0o600)
+    write_access_plan(directory / "kafka-access.plan", variables)
     return variables
+
+
+def write_access_plan(path: Path, variables: dict[str, str]) -> None:
+    """The plan of Kafka's logins and ACLs (every time: the topic graph may have changed since), owner-only."""
+    passwords = {user: variables[kafka_password_variable(user)] for user in [kafkaaccess.ADMIN, *kafkaaccess.USERS]}
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(kafkaaccess.plan(passwords[kafkaaccess.ADMIN], passwords, ROLES))
 
 
 if __name__ == "__main__":
     where = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / ".secrets"
     ensure(where)
-    print(f"secrets in {where}: credentials.json (the services'), compose.env (tokens, MinIO keys, MLflow passwords)")
+    print(
+        f"secrets in {where}: credentials.json (the services'), compose.env (tokens, MinIO keys, MLflow and Kafka "
+        "passwords), kafka-access.plan (Kafka's logins and ACLs)"
+    )

@@ -8,7 +8,9 @@ From the bottom up, all from Debian's packages and from what `make install` alre
     flywheel-base/debian:bookworm     debootstrap --variant=minbase bookworm + docker import
                                       (the root filesystem is cached in .stack/docker/)
     flywheel-base/python:3.11         Debian's Python on it     (infra/docker/python/Dockerfile)
-    flywheel-standin/kafka:<version>  the Maven Central jars of .stack/kafka/libs on Debian's JRE
+    flywheel-standin/kafka:<version>-<digest>  the Maven Central jars of .stack/kafka/libs on Debian's JRE,
+                                      and infra/kafka/Access.java compiled here (compose's `kafka-access`);
+                                      the digest of its files names the build, so a change rebuilds it
     flywheel-standin/minio:<version>  the go-built .stack/bin/minio
     flywheel-standin/prometheus:bookworm  Debian's prometheus package (the `observability` profile's
                                       Prometheus; Grafana has no stand-in)
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import hashlib
 import json
 import os
 import shutil
@@ -41,6 +44,7 @@ WORK = STACK / "docker"
 ENV_FILE = WORK / "compose.env"
 ROOTFS_TAR = WORK / "debian-bookworm-minbase.tar"
 KAFKA_LIBS = STACK / "kafka" / "libs"
+KAFKA_ACCESS = ROOT / "infra" / "kafka" / "Access.java"
 MINIO_BIN = STACK / "bin" / "minio"
 DEBIAN_MIRROR = os.environ.get("FLYWHEEL_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 DEFAULT_CA_DIR = Path("/usr/local/share/ca-certificates")
@@ -56,6 +60,13 @@ def kafka_version() -> str:
     if jar is None:
         sys.exit(f"images: no Kafka jars in {KAFKA_LIBS}; run `make install` first")
     return jar.stem.removeprefix("kafka_2.13-")
+
+
+def kafka_tag() -> str:
+    """The stand-in's tag: Kafka's version and the digest of what the image is made of besides the jars."""
+    files = [*sorted((HERE / "kafka").iterdir()), KAFKA_ACCESS, ROOT / "infra/kafka/log4j2.properties"]
+    digest = hashlib.sha256(b"".join(path.name.encode() + path.read_bytes() for path in files)).hexdigest()
+    return f"flywheel-standin/kafka:{kafka_version()}-{digest[:12]}"
 
 
 def minio_version() -> str:
@@ -177,6 +188,14 @@ class Image:
 
 def kafka(tag: str) -> float:
     context = assemble("kafka", {"libs": KAFKA_LIBS, "log4j2.properties": ROOT / "infra/kafka/log4j2.properties"})
+    # Access.java compiled here, on the host's JDK, rather than the image on a JDK: Java runs a source file
+    # only with its compiler (jdk.compiler), which Debian's JRE lacks, and a JDK adds ~80 MB for one class.
+    if shutil.which("javac") is None:
+        sys.exit("images: no javac to compile infra/kafka/Access.java (apt-get install openjdk-17-jdk-headless)")
+    subprocess.run(
+        ["javac", "--release", "17", "-cp", f"{KAFKA_LIBS}/*", "-d", str(context / "access"), str(KAFKA_ACCESS)],
+        check=True,
+    )
     return build(tag, context, context / "Dockerfile", {"BASE_IMAGE": DEBIAN}, WORK / "logs" / "kafka.log")
 
 
@@ -206,7 +225,7 @@ def flywheel(tag: str) -> float:
 
 def images() -> list[Image]:
     return [
-        Image("FLYWHEEL_KAFKA_IMAGE", f"flywheel-standin/kafka:{kafka_version()}", kafka),
+        Image("FLYWHEEL_KAFKA_IMAGE", kafka_tag(), kafka),
         Image("FLYWHEEL_MINIO_IMAGE", f"flywheel-standin/minio:{minio_version()}", minio),
         Image("FLYWHEEL_PROMETHEUS_IMAGE", "flywheel-standin/prometheus:bookworm", prometheus),
         Image("FLYWHEEL_PYTHON_IMAGE", PYTHON, python),

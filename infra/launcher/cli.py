@@ -11,6 +11,8 @@ lives under `.stack/`: the jars, the MinIO binary, data, logs and pid files.
     python infra/stack.py restart training   # after changing a service's code
     python infra/stack.py down               # stop exactly what `up` started
     python infra/stack.py env                # where the stack is: FLYWHEEL_* lines a shell or test can take
+    python infra/stack.py run -- CMD ...     # CMD with that environment and the stack's admin logins
+                                             # (Kafka's and MLflow's): `make demo` runs the demo so
 
 A cluster: FLYWHEEL_STACK_BROKERS=3 (`make up BROKERS=3`) runs three KRaft nodes, each broker and
 controller, one quorum of three voters; topics get replication factor 3 and min.insync.replicas 2.
@@ -27,16 +29,18 @@ directory than the checkout's (a deployment whose features.yaml was edited, say)
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .commands import down, install, restart, status, up
+from .credentials import admin_logins
 from .plan import SHARED_ENV
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["install", "up", "down", "status", "restart", "env"])
-    parser.add_argument("names", nargs="*", help="with restart: the components to restart")
+    parser.add_argument("command", choices=["install", "up", "down", "status", "restart", "env", "run"])
+    parser.add_argument("names", nargs="*", help="with restart: the components to restart; with run: the command")
     parser.add_argument("--only", choices=["infra"], help="up/status: only Kafka, MinIO and MLflow")
     args = parser.parse_args()
     if args.command == "install":
@@ -47,6 +51,8 @@ def main() -> None:
         restart(args.names)
     elif args.command == "down":
         down()
+    elif args.command == "run":
+        os.execvpe(args.names[0], args.names, {**os.environ, **SHARED_ENV, **admin_logins()})
     elif args.command == "env":
         print("\n".join(f"{name}={value}" for name, value in SHARED_ENV.items()))
     else:

@@ -37,9 +37,37 @@ def tracking_passwords() -> dict[str, str]:
     return stack_secrets("mlflow-users.json", [ADMIN, *USERS])
 
 
+def kafka_passwords() -> dict[str, str]:
+    """Each Kafka principal's password: the admin's, one per service, the outside clients' and the operators'."""
+    from flywheel.common.kafkaaccess import ADMIN, USERS
+
+    return stack_secrets("kafka-users.json", [ADMIN, *USERS])
+
+
+def kafka_env(user: str) -> dict[str, str]:
+    """A principal's Kafka login, as every Flywheel client reads it (flywheel.common.kafka.client_security)."""
+    return {"FLYWHEEL_KAFKA_USERNAME": user, "FLYWHEEL_KAFKA_PASSWORD": kafka_passwords()[user]}
+
+
+def admin_logins() -> dict[str, str]:
+    """The stack's admin logins to Kafka and MLflow, as the environment Flywheel's clients and MLflow's read:
+    for the demo, the tests and an operator's commands (``python infra/stack.py run -- ...``)."""
+    from flywheel.common.kafkaaccess import ADMIN as KAFKA_ADMIN
+    from flywheel.common.trackingaccess import ADMIN as TRACKING_ADMIN
+
+    password = tracking_passwords()[TRACKING_ADMIN]
+    return {
+        **kafka_env(KAFKA_ADMIN),
+        **{f"{p}_USERNAME": TRACKING_ADMIN for p in ("FLYWHEEL_MLFLOW", "MLFLOW_TRACKING")},
+        **{f"{p}_PASSWORD": password for p in ("FLYWHEEL_MLFLOW", "MLFLOW_TRACKING")},
+    }
+
+
 # A login in the caller's environment (a test runs as MLflow's admin) is never passed on: each service
 # gets its own from tracking_env, and one that uses no MLflow gets none.
-LOGIN_VARIABLES = {f"{p}_{v}" for p in ("FLYWHEEL_MLFLOW", "MLFLOW_TRACKING") for v in ("USERNAME", "PASSWORD")}
+LOGIN_VARIABLES = {
+    f"{p}_{v}" for p in ("FLYWHEEL_MLFLOW", "MLFLOW_TRACKING", "FLYWHEEL_KAFKA") for v in ("USERNAME", "PASSWORD")
+}
 
 
 def inherited_env() -> dict[str, str]:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 from .component import Component, run_build_step, step
+from .credentials import kafka_env, kafka_passwords
 from .paths import ROOT, STACK
 from .plan import BROKERS, KAFKA_BOOTSTRAP, KAFKA_NODES, MIN_INSYNC, REPLICATION, KafkaNode
 from .ports import HOST, KAFKA_PORT
@@ -77,6 +78,8 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
 
 def prepare_kafka_config(node: KafkaNode) -> None:
     """The node's server.properties, from the template."""
+    from flywheel.common.kafkaaccess import ADMIN
+
     node.config.parent.mkdir(parents=True, exist_ok=True)
     quorum = (
         f"controller.quorum.voters=1@{HOST}:{node.controller_port}"
@@ -93,8 +96,11 @@ def prepare_kafka_config(node: KafkaNode) -> None:
         "@QUORUM@": quorum,
         "@REPLICATION@": str(REPLICATION),
         "@MIN_INSYNC@": str(MIN_INSYNC),
+        "@ADMIN_PASSWORD@": kafka_passwords()[ADMIN],
     }.items():
         template = template.replace(key, value)
+    node.config.touch(mode=0o600)  # it holds the admin's password
+    node.config.chmod(0o600)
     node.config.write_text(template)
 
 
@@ -105,8 +111,17 @@ def prepare_kafka(node: KafkaNode) -> None:
     (each node's id, controller address and directory id, kept in ``.stack/kafka/cluster.json``), so
     the quorum is the three of them from the start and survives the loss of any one.
     """
+    from flywheel.common.kafkaaccess import ADMIN
+
     prepare_kafka_config(node)
+    formatted_with_login = node.data.parent / f"{node.data.name}.admin-login"  # beside it: Kafka owns the inside
     if (node.data / "meta.properties").exists():
+        if not formatted_with_login.exists():
+            raise SystemExit(
+                f"stack: {node.data} holds a Kafka made before its logins (SASL/SCRAM), which cannot be added to it. "
+                f"Stop the stack (make down) and remove {STACK / 'data'} (Kafka's offsets are in the datasets' "
+                "manifests, so the whole of it goes), then start it again"
+            )
         return
     cluster = kafka_cluster()
     voters = (
@@ -128,12 +143,16 @@ def prepare_kafka(node: KafkaNode) -> None:
             "--cluster-id",
             cluster["cluster_id"],
             *voters,
+            # the admin's login, the one the brokers and Access.java start from (the others are made as the admin)
+            "--add-scram",
+            f"SCRAM-SHA-256=[name={ADMIN},password={kafka_passwords()[ADMIN]}]",
             "--config",
             str(node.config),
         ],
         check=True,
         stdout=subprocess.DEVNULL,
     )
+    formatted_with_login.touch()
 
 
 def kafka_uuid() -> str:
@@ -165,6 +184,22 @@ def kafka_jvm_flags() -> list[str]:
     ]
 
 
+def provision_access() -> None:
+    """Each principal's SCRAM login and the ACLs of the topic graph (flywheel.common.kafkaaccess), made as the
+    admin (infra/kafka/Access.java, on the broker's jars); then the topics."""
+    from flywheel.common.kafkaaccess import ADMIN, plan
+    from flywheel.common.topicroles import ROLES
+
+    passwords = kafka_passwords()
+    path = STACK / "kafka" / "access.plan"
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(plan(passwords[ADMIN], passwords, ROLES))
+    access = ROOT / "infra/kafka/Access.java"
+    subprocess.run(["java", "-cp", f"{KAFKA_LIBS}/*", str(access), KAFKA_BOOTSTRAP, str(path)], check=True)
+    create_topics()
+
+
 def create_topics() -> None:
     """Create every catalogue topic up front with its partitions and config, so no consumer races
     auto-creation (and the dead-letter topic takes letters bigger than the broker's default)."""
@@ -173,7 +208,9 @@ def create_topics() -> None:
         "from flywheel.common.kafka import ensure_topics\n"
         f"asyncio.run(ensure_topics('{KAFKA_BOOTSTRAP}'))\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+    from flywheel.common.kafkaaccess import ADMIN
+
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={**os.environ, **kafka_env(ADMIN)})
 
 
 def kafka_components() -> list[Component]:
@@ -188,7 +225,7 @@ def kafka_components() -> list[Component]:
             f"{HOST}:{node.port}",
             prepare=(lambda node=node: prepare_kafka(node)),
             # the topics once every broker is up: the last node is waited for last
-            after_start=create_topics if node == KAFKA_NODES[-1] else None,
+            after_start=provision_access if node == KAFKA_NODES[-1] else None,
             infra=True,
         )
         for node in KAFKA_NODES

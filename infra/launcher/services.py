@@ -6,7 +6,7 @@ import os
 import sys
 
 from .component import Component, http_ok
-from .credentials import registry_command_secret, registry_webhook_secret, store_env, tracking_env
+from .credentials import kafka_env, registry_command_secret, registry_webhook_secret, store_env, tracking_env
 from .paths import ROOT
 from .plan import REPLICAS, SHARED_ENV
 from .ports import HOST, SERVICE_PORTS, replica_ports
@@ -46,6 +46,7 @@ def service_component(component_name: str, name: str, port: int) -> Component:
             **SHARED_ENV,
             **store_env(name),
             **tracking_env(name),
+            **kafka_env(name),
             f"{name.upper()}_PORT": str(port),
             f"{name.upper()}_LOG_FORMAT": "json",
             f"{name.upper()}_DATASETS_DIR": os.environ.get("FLYWHEEL_STACK_DATASETS_DIR", str(ROOT / "datasets")),

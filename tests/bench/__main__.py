@@ -17,7 +17,7 @@ import structlog
 
 import tests.bench as package
 from tests.bench.support import machine_load
-from tests.support.stack import log_in_to_mlflow
+from tests.support.stack import log_in_as_admin
 
 
 def quiet() -> None:
@@ -28,7 +28,7 @@ def quiet() -> None:
 
 def main(selected: list[str]) -> None:
     quiet()
-    log_in_to_mlflow()
+    log_in_as_admin()
     names = sorted(m.name for m in pkgutil.iter_modules(package.__path__) if m.name.startswith("bench_"))
     for name in names:
         if selected and not any(s in name for s in selected):

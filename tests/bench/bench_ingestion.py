@@ -15,6 +15,7 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from flywheel.common.kafka import client_security
 from flywheel.common.settings import KafkaSettings
 from flywheel.schemas import RECORDS_RAW, RECORDS_VALIDATED, RecordSubmitted
 from tests.bench.support import REPEATS, fresh_topic, ratios, side_by_side, spread, table
@@ -37,7 +38,9 @@ def submissions(tag: str, records: int = RECORDS) -> list[RecordSubmitted]:
 
 
 async def send_all(bootstrap: str, topic: str, events: list[RecordSubmitted]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    producer = AIOKafkaProducer(
+        **client_security(), bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+    )
     await producer.start()
     try:
         for event in events:
@@ -50,7 +53,11 @@ async def send_all(bootstrap: str, topic: str, events: list[RecordSubmitted]) ->
 async def raw(bootstrap: str) -> float:
     topic = await fresh_topic(bootstrap, "bench.raw", partitions=3)
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=f"bench-{uuid.uuid4().hex[:6]}"
+        topic,
+        **client_security(),
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"bench-{uuid.uuid4().hex[:6]}",
     )
     await consumer.start()
     try:

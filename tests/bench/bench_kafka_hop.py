@@ -14,7 +14,7 @@ import uuid
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from flywheel.common.kafka import consumer_options, create_broker
+from flywheel.common.kafka import client_security, consumer_options, create_broker
 from flywheel.common.settings import KafkaSettings
 from flywheel.schemas import RecordSubmitted, RecordValidated
 from tests.bench.support import REPEATS, ratios, side_by_side, spread, table
@@ -38,7 +38,7 @@ def validated_from(submitted: RecordSubmitted) -> RecordValidated:
 
 async def fresh_topics(bootstrap: str, tag: str) -> tuple[str, str]:
     names = (f"bench.{tag}.in.{uuid.uuid4().hex[:8]}", f"bench.{tag}.out.{uuid.uuid4().hex[:8]}")
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_security(), bootstrap_servers=bootstrap)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(n, 1, 1) for n in names])
@@ -49,9 +49,11 @@ async def fresh_topics(bootstrap: str, tag: str) -> tuple[str, str]:
 
 async def drive(bootstrap: str, topic_in: str, topic_out: str) -> float:
     """Send one event, wait for the hop's answer, repeat; return round trips per second."""
-    client = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0)
+    client = AIOKafkaProducer(
+        **client_security(), bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0
+    )
     answers = AIOKafkaConsumer(
-        topic_out, bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=5
+        topic_out, **client_security(), bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=5
     )
     await client.start()
     await answers.start()
@@ -91,13 +93,16 @@ async def plain_hop(bootstrap: str) -> float:
     topic_in, topic_out = await fresh_topics(bootstrap, "plain")
     consumer = AIOKafkaConsumer(
         topic_in,
+        **client_security(),
         bootstrap_servers=bootstrap,
         group_id=f"bench-{uuid.uuid4().hex[:6]}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=5,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0)
+    producer = AIOKafkaProducer(
+        **client_security(), bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0
+    )
     await consumer.start()
     await producer.start()
 

@@ -25,6 +25,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from flywheel.common.featuresets import load_feature_set
+from flywheel.common.kafka import client_security
 from flywheel.common.settings import KafkaSettings, MlflowSettings, ObjectStoreSettings
 from flywheel.common.tracking import configure_mlflow
 from flywheel.schemas import PREDICTIONS, PREDICTIONS_REQUESTS, PredictionRequested
@@ -203,7 +204,7 @@ async def raw_kafka(n: int = 5000) -> float:
         )
         for i in range(n)
     ]
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(topic, **client_security(), bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
     try:
         began = time.perf_counter()
@@ -218,7 +219,9 @@ async def raw_kafka(n: int = 5000) -> float:
 
 
 async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    producer = AIOKafkaProducer(
+        **client_security(), bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+    )
     await producer.start()
     try:
         for key, value in messages:

@@ -143,7 +143,9 @@ async def main(selected: list[str]) -> None:
 
 if __name__ == "__main__":
     from tests.bench.__main__ import quiet
+    from tests.support.stack import log_in_as_admin
 
     quiet()
+    log_in_as_admin()
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     asyncio.run(main(sys.argv[1:]))

@@ -7,6 +7,8 @@ import statistics
 import uuid
 from collections.abc import Awaitable, Callable
 
+from flywheel.common.kafka import client_security
+
 
 def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
@@ -65,7 +67,7 @@ async def fresh_topic(bootstrap: str, prefix: str, partitions: int = 1) -> str:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     topic = f"{prefix}.{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_security(), bootstrap_servers=bootstrap)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, partitions, 1)])

@@ -2,8 +2,8 @@
 AsyncAPI documents, any log the stack wrote so far in this run (every component's, every test's
 extra replica's), or any event on any topic (every error a dead letter carries among them).
 
-The secrets are the stack's own: MinIO's root key and each service's, each MLflow user's password, MLflow's webhook
-encryption key, and the tokens
+The secrets are the stack's own: MinIO's root key and each service's, each MLflow user's and each Kafka principal's
+password, MLflow's webhook encryption key, and the tokens
 the services accept (the dev ones, in a dev stack). A secret is looked for as it is and
 base64-encoded.
 """
@@ -17,9 +17,11 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from flywheel.common.auth import DEV_PRODUCER_TOKEN, DEV_SERVING_TOKEN, DEV_TOKEN
+from flywheel.common.kafka import client_security
 from flywheel.common.settings import KafkaSettings
 from flywheel.schemas import TOPICS
 from infra.launcher.credentials import (
+    kafka_passwords,
     mlflow_flask_key,
     registry_command_secret,
     registry_webhook_secret,
@@ -42,6 +44,7 @@ def configured_secrets() -> dict[str, str]:
         "the registry's webhook secret": registry_webhook_secret(),
         "the registry's command secret": registry_command_secret(),
         **{f"{user}'s MLflow password": password for user, password in tracking_passwords().items()},
+        **{f"Kafka principal {user}'s password": password for user, password in kafka_passwords().items()},
         "dev operator token": DEV_TOKEN,
         "dev producer token": DEV_PRODUCER_TOKEN,
         "dev serving token": DEV_SERVING_TOKEN,
@@ -50,7 +53,7 @@ def configured_secrets() -> dict[str, str]:
 
 async def every_event(bootstrap: str, budget_s: float = 120.0) -> dict[str, bytes]:
     """Every message on every catalogue topic so far, by topic (values and headers, as bytes)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_security(), bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
         await consumer._client.force_metadata_update()  # every topic's partitions (as TopicReader does)

@@ -35,6 +35,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
+from flywheel.common.kafka import client_security
 from flywheel.common.settings import KafkaSettings
 from flywheel.registry.commands import signature
 from flywheel.schemas import (
@@ -404,7 +405,7 @@ def messages(topic: str, tag: str, model: str, champion: str) -> list[Sent]:
 
 
 async def committed_past(bootstrap: str, group: str, tp: TopicPartition, offset: int) -> bool:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_security(), bootstrap_servers=bootstrap)
     await admin.start()
     try:
         done = (await admin.list_consumer_group_offsets(group, partitions=[tp])).get(tp)

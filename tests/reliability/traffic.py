@@ -26,6 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
 from flywheel.common.datasets import DatasetCatalog
+from flywheel.common.kafka import client_security
 from flywheel.common.objectstore import ObjectStore
 from flywheel.common.settings import KafkaSettings, ObjectStoreSettings
 from flywheel.schemas import (
@@ -131,11 +132,11 @@ async def consumed_topics(http: httpx.AsyncClient, grouped_only: bool = True) ->
 
 async def lags(bootstrap: str, groups: dict[str, list[str]]) -> dict[str, int]:
     """Messages not yet committed, per ``group topic``: 0 everywhere means every consumer caught up."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_security(), bootstrap_servers=bootstrap)
     await admin.start()
     reader = None
     try:
-        reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        reader = AIOKafkaConsumer(**client_security(), bootstrap_servers=bootstrap, enable_auto_commit=False)
         await reader.start()
         described = await admin.describe_topics(sorted({t for topics in groups.values() for t in topics}))
         partitions_of = {d["topic"]: sorted(p["partition"] for p in d["partitions"]) for d in described}
@@ -180,7 +181,10 @@ async def skip_past(bootstrap: str, stuck: dict[str, list[TopicPartition]]) -> N
     for service, partitions in stuck.items():
         for attempt in range(10):  # the stopped member may take a moment to leave the group
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=bootstrap, group_id=f"flywheel-{service}", enable_auto_commit=False
+                **client_security(),
+                bootstrap_servers=bootstrap,
+                group_id=f"flywheel-{service}",
+                enable_auto_commit=False,
             )
             await consumer.start()
             try:

@@ -10,7 +10,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from flywheel.common.kafka import ensure_topics  # noqa: F401  (the catalogue's topics, for the fixtures)
+from flywheel.common.kafka import (
+    client_security,
+    ensure_topics,  # noqa: F401  (the catalogue's topics, for the fixtures)
+)
 from flywheel.schemas import Event, topic_for
 
 
@@ -19,7 +22,7 @@ class TopicReader:
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.topic = topic
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self.consumer = AIOKafkaConsumer(**client_security(), bootstrap_servers=bootstrap, enable_auto_commit=False)
         self.seen: list[dict[str, Any]] = []
         self.unparseable = 0  # messages that are no JSON object (a test may have poisoned the topic)
 
@@ -70,7 +73,7 @@ class TopicReader:
 
 
 async def producer(bootstrap: str) -> AIOKafkaProducer:
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    p = AIOKafkaProducer(**client_security(), bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await p.start()
     return p
 

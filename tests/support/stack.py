@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from infra.launcher import ports
 from infra.launcher.commands import components
 from infra.launcher.component import Component, http_ok
-from infra.launcher.credentials import tracking_passwords
+from infra.launcher.credentials import admin_logins
 from infra.launcher.paths import ROOT
 from infra.launcher.plan import REPLICAS
 from infra.launcher.ports import HOST
@@ -28,15 +28,12 @@ LAUNCHER = ROOT / "infra" / "stack.py"
 SERVICE_PORTS: dict[str, int] = dict(ports.SERVICE_PORTS)
 
 
-def log_in_to_mlflow() -> None:
-    """Tests and benches read and write MLflow as its admin, with the password the launcher made for this
-    stack (``.stack/mlflow-users.json``): MLflow and ``MlflowSettings`` read the login from the environment."""
-    from flywheel.common.trackingaccess import ADMIN
-
-    password = tracking_passwords()[ADMIN]
-    for variable, value in {"USERNAME": ADMIN, "PASSWORD": password}.items():
-        os.environ.setdefault(f"FLYWHEEL_MLFLOW_{variable}", value)
-        os.environ.setdefault(f"MLFLOW_TRACKING_{variable}", value)
+def log_in_as_admin() -> None:
+    """Tests and benches read and write Kafka and MLflow as their admins, with the passwords the launcher made for
+    this stack (``.stack/kafka-users.json``, ``.stack/mlflow-users.json``): Flywheel's clients, ``MlflowSettings``
+    and MLflow read the logins from the environment."""
+    for variable, value in admin_logins().items():
+        os.environ.setdefault(variable, value)
 
 
 def service_url(name: str) -> str:

@@ -324,3 +324,34 @@ def test_the_runtime_stage_has_the_datasets_the_scripts_compose_runs_and_a_non_r
 )
 def test_dockerignore_reading_follows_dockers_rules(path, expected):
     assert in_context(path, dockerignore()) is expected
+
+
+# -- Kafka's logins ---------------------------------------------------------------------------
+
+
+def test_kafka_takes_only_logins_and_its_acls_are_made_before_bootstrap(compose, cluster):
+    """Every listener SASL; the authorizer refuses what no ACL allows; `kafka-access` (the plan's logins and ACLs)
+    runs after the brokers are healthy and before bootstrap, which logs in as the admin."""
+    kafka = compose["services"]["kafka"]["environment"]
+    protocols = dict(pair.split(":") for pair in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert set(protocols.values()) == {"SASL_PLAINTEXT"}
+    assert kafka["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false" and kafka["KAFKA_SUPER_USERS"] == "User:admin"
+    assert kafka["KAFKA_AUTHORIZER_CLASS_NAME"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    for listener in ("PLAINTEXT", "HOST"):
+        assert "ScramLoginModule" in kafka[f"KAFKA_LISTENER_NAME_{listener}_SCRAM___SHA___256_SASL_JAAS_CONFIG"]
+    assert "FLYWHEEL_KAFKA_ADMIN_PASSWORD" in kafka
+    access = compose["services"]["kafka-access"]
+    assert access["depends_on"]["kafka"]["condition"] == "service_healthy" and access["secrets"] == ["kafka-access"]
+    bootstrap = compose["services"]["bootstrap"]
+    assert bootstrap["depends_on"]["kafka-access"]["condition"] == "service_completed_successfully"
+    assert bootstrap["environment"]["FLYWHEEL_KAFKA_USERNAME"] == "admin"
+    clustered = cluster["services"]["kafka-access"]
+    assert clustered["command"][0] == BROKERS
+    assert all(clustered["depends_on"][n]["condition"] == "service_healthy" for n in ("kafka-2", "kafka-3"))
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_logs_in_to_kafka_as_its_own_principal(compose, service):
+    environment = compose["services"][service]["environment"]
+    assert environment["FLYWHEEL_KAFKA_USERNAME"] == service
+    assert environment["FLYWHEEL_KAFKA_PASSWORD"].startswith(f"${{FLYWHEEL_KAFKA_{service.upper()}_PASSWORD:?")

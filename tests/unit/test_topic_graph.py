@@ -13,7 +13,16 @@ from faststream.kafka import TestKafkaBroker
 
 import docs.topicgraph
 from docs.generate import service_documents
-from docs.topicgraph import ARCHITECTURE, OPERATORS, current, topic_graph
+from docs.topicgraph import (
+    ARCHITECTURE,
+    OPERATORS,
+    ROLES_MODULE,
+    SECURITY,
+    current,
+    roles_module,
+    security_page,
+    topic_graph,
+)
 from flywheel import schemas
 from flywheel.common.kafka import UndeclaredTopic, create_broker, declare_publishers, publish_event
 from flywheel.common.settings import KafkaSettings
@@ -37,6 +46,12 @@ def asyncapi() -> dict[str, dict[str, Any]]:
 
 def test_the_architecture_pages_topic_graph_is_the_one_the_code_declares(asyncapi):
     assert ARCHITECTURE.read_text() == current(asyncapi), "docs/architecture.md differs: run `make topic-graph`"
+
+
+def test_the_kafka_acls_and_their_page_are_made_of_the_graph_the_code_declares(asyncapi):
+    graph = topic_graph(asyncapi)
+    assert ROLES_MODULE.read_text() == roles_module(graph), "topicroles.py differs: run `make topic-graph`"
+    assert SECURITY.read_text() == security_page(graph), "docs/security.md differs: run `make topic-graph`"
 
 
 def test_every_topic_has_a_reader_and_is_in_the_catalogue(asyncapi):

@@ -11,6 +11,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from flywheel.common.kafka import client_security
 from flywheel.common.settings import KafkaSettings
 from flywheel.schemas import Event, Topic
 
@@ -73,6 +74,7 @@ async def send(
 ) -> list[Sent]:
     """Send events keyed as the catalogue says, acks=all with idempotence, ``window`` in flight."""
     producer = AIOKafkaProducer(
+        **client_security(),
         bootstrap_servers=settings.bootstrap_servers,
         client_id=CLIENT_ID,
         acks="all",
@@ -131,6 +133,7 @@ async def tail(
     """Read a topic with no consumer group: its last ``last`` messages per partition (or all of it),
     then, with ``follow``, whatever arrives. ``handle`` returns False to stop."""
     consumer = AIOKafkaConsumer(
+        **client_security(),
         bootstrap_servers=settings.bootstrap_servers,
         client_id=CLIENT_ID,
         enable_auto_commit=False,
@@ -194,7 +197,9 @@ class TopicStats:
 
 async def topic_stats(settings: KafkaSettings, names: Sequence[str]) -> dict[str, TopicStats]:
     """Partitions and message counts of the named topics that exist."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, client_id=CLIENT_ID, **TIMEOUTS)
+    consumer = AIOKafkaConsumer(
+        **client_security(), bootstrap_servers=settings.bootstrap_servers, client_id=CLIENT_ID, **TIMEOUTS
+    )
     await started(consumer)
     try:
         stats: dict[str, TopicStats] = {}
@@ -210,7 +215,9 @@ async def topic_stats(settings: KafkaSettings, names: Sequence[str]) -> dict[str
 
 async def cluster(settings: KafkaSettings) -> dict[str, Any]:
     """The cluster's id and brokers (Kafka's protocol does not tell a client the server's version)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id=CLIENT_ID, **TIMEOUTS)
+    admin = AIOKafkaAdminClient(
+        **client_security(), bootstrap_servers=settings.bootstrap_servers, client_id=CLIENT_ID, **TIMEOUTS
+    )
     await started(admin)
     try:
         described = await admin.describe_cluster()

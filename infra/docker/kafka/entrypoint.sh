@@ -2,7 +2,11 @@
 # server.properties from the KAFKA_* environment, as the official image does
 # (KAFKA_LOG_DIRS=/x -> log.dirs=/x; "__" stands for "_", "___" for "-"), then the storage is
 # formatted once with CLUSTER_ID and the broker runs in the foreground.
+# With FLYWHEEL_KAFKA_ADMIN_PASSWORD (not a KAFKA_* variable, so no config key) the storage is formatted
+# with the admin's SCRAM-SHA-256 login: the one the brokers log in to each other with and Access.java
+# makes the others with (Kafka's Admin API sets no SCRAM login through the controllers' listener).
 set -euo pipefail
+umask 077  # server.properties holds the admin's password
 config=/opt/kafka/config/server.properties
 : > "$config"
 while IFS='=' read -r name value; do
@@ -28,6 +32,10 @@ run_java() {
     -Dlog4j2.configurationFile=/opt/kafka/config/log4j2.properties -cp "/opt/kafka/libs/*" "$@"
 }
 if [ ! -f "$log_dir/meta.properties" ]; then
-  run_java command kafka.tools.StorageTool format --cluster-id "$CLUSTER_ID" --config "$config" >/dev/null
+  scram=()
+  if [ -n "${FLYWHEEL_KAFKA_ADMIN_PASSWORD:-}" ]; then
+    scram=(--add-scram "SCRAM-SHA-256=[name=admin,password=${FLYWHEEL_KAFKA_ADMIN_PASSWORD}]")
+  fi
+  run_java command kafka.tools.StorageTool format --cluster-id "$CLUSTER_ID" "${scram[@]}" --config "$config" >/dev/null
 fi
 run_java exec kafka.Kafka "$config"

@@ -15,12 +15,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
+from flywheel.common.kafka import client_security
 from flywheel.schemas import Event, Topic
 
 
 async def committed_offsets(bootstrap_servers: str, group_id: str, topic: str) -> dict[int, int]:
     """The offsets ``group_id`` has committed on ``topic``, by partition (absent: nothing committed)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_security(), bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group_id)
@@ -31,7 +32,7 @@ async def committed_offsets(bootstrap_servers: str, group_id: str, topic: str) -
 
 async def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
     """Each partition's end offset of ``topic`` at this moment (the offset its next message will get)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_security(), bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
         await consumer._client.force_metadata_update()
@@ -76,7 +77,7 @@ async def read_history(
     ``last`` reads at most that many records per partition, the newest; ``since_ms`` only those
     whose timestamp (ms since the epoch) is not before it.
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_security(), bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
         await consumer._client.force_metadata_update()

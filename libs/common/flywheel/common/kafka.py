@@ -33,6 +33,7 @@ from faststream import AckPolicy, BaseMiddleware
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.message import StreamMessage
+from faststream.security import SASLScram256
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from pydantic import ValidationError
 
@@ -240,6 +241,27 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"[:4000]
 
 
+def client_security(settings: KafkaSettings | None = None) -> dict[str, Any]:
+    """The login every Kafka client of Flywheel passes (aiokafka's keyword arguments): SASL/SCRAM-SHA-256 as
+    the principal of ``settings`` (by default ``FLYWHEEL_KAFKA_USERNAME``/``_PASSWORD``), or nothing when no
+    principal is set (a PLAINTEXT broker, such as a unit test's).
+
+    >>> client_security(KafkaSettings(username=""))
+    {}
+    >>> sorted(client_security(KafkaSettings(username="ingestion", password="p")))
+    ['sasl_mechanism', 'sasl_plain_password', 'sasl_plain_username', 'security_protocol']
+    """
+    settings = settings if settings is not None else KafkaSettings()
+    if not settings.username:
+        return {}
+    return {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-256",
+        "sasl_plain_username": settings.username,
+        "sasl_plain_password": settings.password.get_secret_value(),
+    }
+
+
 def create_broker(
     settings: KafkaSettings,
     *,
@@ -259,6 +281,10 @@ def create_broker(
         # a list: FastStream takes a string for one address, and a cluster's "a:1,b:2" would be one host
         settings.bootstrap_servers.split(","),
         client_id=f"flywheel-{service}",
+        security=(SASLScram256(settings.username, settings.password.get_secret_value()) if settings.username else None),
+        # the launcher and compose's bootstrap make every topic up front; a service may not (its ACLs allow no
+        # CREATE), so its subscribers do not try
+        allow_auto_create_topics=False,
         # aiokafka and FastStream default to acks=1 without idempotence: a leader
         # crash could lose an acknowledged event or a retry could write it twice.
         acks="all",
@@ -301,7 +327,7 @@ async def ensure_topics(bootstrap_servers: str, names: Iterable[str] | None = No
     stack made before the config was). Returns those created.
     """
     wanted = [TOPICS[n] for n in names] if names is not None else list(TOPICS.values())
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **client_security())
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -15,6 +15,12 @@ class KafkaSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLYWHEEL_KAFKA_")
 
     bootstrap_servers: str = "127.0.0.1:9092"
+    username: str = Field(
+        default="",
+        description="This client's Kafka principal, logged in with SASL/SCRAM-SHA-256 (flywheel.common.kafkaaccess); "
+        "empty: no login (a PLAINTEXT broker).",
+    )
+    password: SecretStr = Field(default=SecretStr(""), description="Its password.")
     dead_letter_attempts: int = Field(
         default=3, ge=1, description="Tries of a failing handler before its message is dead-lettered."
     )

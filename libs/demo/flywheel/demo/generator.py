@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from river.datasets import synth
 
+from flywheel.common.kafka import client_security
 from flywheel.schemas import LABELS, RECORDS_RAW, LabelObserved, RecordSubmitted
 
 FLOATS = {"salary", "commission", "hvalue", "loan"}
@@ -71,7 +72,9 @@ async def send_label(producer: AIOKafkaProducer, label: LabelObserved) -> None:
 
 async def publish(args: argparse.Namespace) -> None:
     run_id = args.run_id or uuid.uuid4().hex[:8]
-    producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    producer = AIOKafkaProducer(
+        **client_security(), bootstrap_servers=args.bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+    )
     await producer.start()
     pending: deque[tuple[float, LabelObserved]] = deque()
     stream = loan_stream(

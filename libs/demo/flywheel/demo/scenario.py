@@ -38,6 +38,7 @@ from rich.console import Console
 from river.datasets import synth
 
 from flywheel.common.auth import DEV_TOKEN, bearer
+from flywheel.common.kafka import client_security
 from flywheel.demo.measure import ACCURACY, Measure
 from flywheel.demo.replay import Row
 from flywheel.schemas import (
@@ -279,7 +280,7 @@ class Scenario:
     async def run(self) -> ScenarioResult:
         c = self.config
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=c.bootstrap_servers, acks="all", enable_idempotence=True, linger_ms=5
+            **client_security(), bootstrap_servers=c.bootstrap_servers, acks="all", enable_idempotence=True, linger_ms=5
         )
         self.http = httpx.AsyncClient(timeout=30, headers=bearer(c.operator_token))
         await self.producer.start()
@@ -459,6 +460,7 @@ class Scenario:
     async def _watch(self) -> None:
         consumer = AIOKafkaConsumer(
             *WATCHED,
+            **client_security(),
             bootstrap_servers=self.config.bootstrap_servers,
             auto_offset_reset="latest",
             group_id=f"demo-watch-{self.config.run_id}",

@@ -43,7 +43,7 @@ from pydantic import ValidationError
 
 from flywheel.common.contracts import DataContract
 from flywheel.common.datasets import DatasetCatalog
-from flywheel.common.kafka import SeenEvents
+from flywheel.common.kafka import SeenEvents, client_security
 from flywheel.ingestion.metrics import BUFFERED, RECOVERIES, VERSIONS
 from flywheel.ingestion.sources import RECORDS_SOURCE, Source, versioned_event
 from flywheel.ingestion.versions import Buffered, Held, Waiting, merge_offsets
@@ -191,6 +191,7 @@ class Roller:
 
     async def _consume(self) -> None:
         consumer = AIOKafkaConsumer(
+            **client_security(),
             bootstrap_servers=self.bootstrap_servers,
             group_id=self.group_id,
             enable_auto_commit=False,

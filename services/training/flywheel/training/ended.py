@@ -12,7 +12,7 @@ from __future__ import annotations
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
-from flywheel.common.kafka import SeenEvents
+from flywheel.common.kafka import SeenEvents, client_security
 from flywheel.schemas import TRAINING_COMPLETED, TRAINING_FAILED, ModelTrained, TrainingFailed
 
 ENDING_TOPICS = (TRAINING_COMPLETED, TRAINING_FAILED)
@@ -63,7 +63,9 @@ class EndedLog(EndedRequests):
         self._consumer: AIOKafkaConsumer | None = None
 
     async def _start(self) -> AIOKafkaConsumer:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            **client_security(), bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False
+        )
         await consumer.start()
         try:
             await consumer._client.force_metadata_update()
