@@ -8,13 +8,11 @@ its bytes and reason, not a failed batch.
 
 from __future__ import annotations
 
-import asyncio
-
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
 from flywheel.common.contracts import DataContract
-from flywheel.common.kafka import SeenEvents, parse_each, publish_event, subscription, undecoded
+from flywheel.common.kafka import SeenEvents, parse_each, publish_events, subscription, undecoded
 from flywheel.ingestion.metrics import count_outcome
 from flywheel.ingestion.validation import validate
 from flywheel.schemas import RECORDS_RAW
@@ -34,6 +32,6 @@ def register_subscribers(broker: KafkaBroker, contracts: dict[str, DataContract]
         """Validate each raw record against its data contract and publish the outcomes."""
         submitted = await parse_each(broker, RECORDS_RAW, bodies, message, service="ingestion")
         outcomes = [validate(event, contracts, seen_records) for _, event in submitted]
-        await asyncio.gather(*(publish_event(broker, outcome) for outcome in outcomes))
+        await publish_events(broker, outcomes)
         for outcome in outcomes:
             count_outcome(outcome, source="kafka")
