@@ -37,6 +37,11 @@ class Component:
         return STACK / "logs" / f"{self.name}.log"
 
 
+class SetUpFailed(Exception):
+    """A component's preparation or set-up after start failed; the message says why and what to do (and holds no
+    secret: never a command line)."""
+
+
 class StartFailed(Exception):
     def __init__(self, component: Component, why: str, show_log: bool = True) -> None:
         super().__init__(f"{component.name} {why}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+from pathlib import Path
 
 from .paths import STACK
 from .ports import HOST, MINIO_PORT
@@ -18,9 +19,14 @@ def stack_secrets(file: str, users: list[str]) -> dict[str, str]:
     path = STACK / file
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(new_secrets(users)))
-        path.chmod(0o600)
+        write_owner_only(path, json.dumps(new_secrets(users)))
     return json.loads(path.read_text())
+
+
+def write_owner_only(path: Path, text: str) -> None:
+    """Write a secret to a new file that is owner-only from its first byte (not chmod-ed after the write)."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+        file.write(text)
 
 
 def store_keys() -> dict[str, str]:
@@ -97,8 +103,7 @@ def stack_key(file: str) -> str:
     path = STACK / file
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(base64.urlsafe_b64encode(os.urandom(32)).decode())
-        path.chmod(0o600)
+        write_owner_only(path, base64.urlsafe_b64encode(os.urandom(32)).decode())
     return path.read_text().strip()
 
 

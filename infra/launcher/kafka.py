@@ -12,7 +12,7 @@ import struct
 import subprocess
 import sys
 
-from .component import Component, run_build_step, step
+from .component import Component, SetUpFailed, run_build_step, step
 from .credentials import kafka_env, kafka_passwords
 from .paths import ROOT, STACK
 from .plan import BROKERS, KAFKA_BOOTSTRAP, KAFKA_NODES, MIN_INSYNC, REPLICATION, KafkaNode
@@ -117,9 +117,9 @@ def prepare_kafka(node: KafkaNode) -> None:
     formatted_with_login = node.data.parent / f"{node.data.name}.admin-login"  # beside it: Kafka owns the inside
     if (node.data / "meta.properties").exists():
         if not formatted_with_login.exists():
-            raise SystemExit(
-                f"stack: {node.data} holds a Kafka made before its logins (SASL/SCRAM), which cannot be added to it. "
-                f"Stop the stack (make down) and remove {STACK / 'data'} (Kafka's offsets are in the datasets' "
+            raise SetUpFailed(
+                f"cannot start: {node.data} holds a Kafka made before its logins (SASL/SCRAM), which cannot be added "
+                f"to it. Stop the stack (make down) and remove {STACK / 'data'} (Kafka's offsets are in the datasets' "
                 "manifests, so the whole of it goes), then start it again"
             )
         return
@@ -132,26 +132,27 @@ def prepare_kafka(node: KafkaNode) -> None:
             ",".join(f"{n.id}@{HOST}:{n.controller_port}:{cluster['directories'][str(n.id)]}" for n in KAFKA_NODES),
         ]
     )
-    subprocess.run(
+    # the admin's login, the one the brokers and Access.java start from (the others are made as the admin), is
+    # added by FormatStorage.java from the environment: on a command line any local user could read it
+    formatted = subprocess.run(
         [
             "java",
             *kafka_jvm_flags(),
             "-cp",
             f"{KAFKA_LIBS}/*",
-            "kafka.tools.StorageTool",
+            str(ROOT / "infra/kafka/FormatStorage.java"),
             "format",
             "--cluster-id",
             cluster["cluster_id"],
             *voters,
-            # the admin's login, the one the brokers and Access.java start from (the others are made as the admin)
-            "--add-scram",
-            f"SCRAM-SHA-256=[name={ADMIN},password={kafka_passwords()[ADMIN]}]",
             "--config",
             str(node.config),
         ],
-        check=True,
+        env={**os.environ, "FLYWHEEL_KAFKA_ADMIN_PASSWORD": kafka_passwords()[ADMIN]},
         stdout=subprocess.DEVNULL,
     )
+    if formatted.returncode != 0:
+        raise SetUpFailed(f"could not format its storage {node.data} (exit {formatted.returncode})")
     formatted_with_login.touch()
 
 
@@ -196,7 +197,12 @@ def provision_access() -> None:
     path.chmod(0o600)
     path.write_text(plan(passwords[ADMIN], passwords, ROLES))
     access = ROOT / "infra/kafka/Access.java"
-    subprocess.run(["java", "-cp", f"{KAFKA_LIBS}/*", str(access), KAFKA_BOOTSTRAP, str(path)], check=True)
+    made = subprocess.run(["java", "-cp", f"{KAFKA_LIBS}/*", str(access), KAFKA_BOOTSTRAP, str(path)])
+    if made.returncode != 0:
+        raise SetUpFailed(
+            f"could not set its logins and ACLs (Access.java, exit {made.returncode}). A Kafka started before its "
+            f"logins (SASL/SCRAM) existed? Stop the stack (make down), remove {STACK / 'data'} and start it again"
+        )
     create_topics()
 
 

@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .component import Component, StartFailed
+from .component import Component, SetUpFailed, StartFailed
 from .credentials import inherited_env
 from .paths import ROOT
 from .ports import HOST
@@ -93,7 +93,10 @@ def start(component: Component) -> subprocess.Popen | None:
             show_log=False,
         )
     if component.prepare:
-        component.prepare()
+        try:
+            component.prepare()
+        except SetUpFailed as failure:
+            raise StartFailed(component, str(failure), show_log=False) from None
     component.log_file.parent.mkdir(parents=True, exist_ok=True)
     component.pid_file.parent.mkdir(parents=True, exist_ok=True)
     with component.log_file.open("ab") as log:
@@ -129,7 +132,10 @@ def wait_healthy(component: Component, process: subprocess.Popen | None) -> None
             raise StartFailed(component, f"not healthy after {component.timeout_s:.0f} s")
         time.sleep(0.25)
     if component.after_start:
-        component.after_start()
+        try:
+            component.after_start()
+        except SetUpFailed as failure:
+            raise StartFailed(component, str(failure), show_log=False) from None
 
 
 def stop(component: Component, grace_s: float = 15.0) -> bool:

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import GroupAuthorizationFailedError, KafkaConnectionError, TopicAuthorizationFailedError
 
 from flywheel.common.kafka import client_security
-from flywheel.common.kafkaaccess import CLIENTS, OPERATORS, SERVICES, USERS, group_prefix
+from flywheel.common.kafkaaccess import CLIENTS, OPERATORS, SERVICES, USERS
 from flywheel.common.settings import KafkaSettings
 from flywheel.common.topicroles import ROLES
 from flywheel.schemas import RECORDS_RAW, RecordSubmitted
@@ -30,13 +30,17 @@ def login(kafka: KafkaSettings, user: str, password: str | None = None) -> dict:
 
 
 async def test_a_client_without_a_login_or_with_a_wrong_password_is_refused(kafka: KafkaSettings):
-    for options in ({}, login(kafka, "ingestion", "not-its-password")):
+    async def start(options: dict) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=5000, **options)
         try:
-            with pytest.raises(KafkaConnectionError):
-                await asyncio.wait_for(producer.start(), 30)
+            await asyncio.wait_for(producer.start(), 30)
         finally:
             await producer.stop()
+
+    await start(login(kafka, "ingestion"))  # the broker is up and takes its login
+    for options in ({}, login(kafka, "ingestion", "not-its-password")):
+        with pytest.raises(KafkaConnectionError):
+            await start(options)
 
 
 @pytest.mark.parametrize("user", USERS)
@@ -84,17 +88,19 @@ async def consume_one_batch(kafka: KafkaSettings, user: str, topic: str, group: 
 
 
 async def test_operators_read_alerts_in_their_own_groups_and_nothing_else(kafka: KafkaSettings):
-    own_group = f"{group_prefix(OPERATORS)}it-{uuid.uuid4().hex[:6]}"
+    own_group = f"operators-it-{uuid.uuid4().hex[:6]}"
     await consume_one_batch(kafka, OPERATORS, "alerts", own_group)
     with pytest.raises(TopicAuthorizationFailedError):
         await consume_one_batch(kafka, OPERATORS, "predictions", own_group)
     with pytest.raises(GroupAuthorizationFailedError):  # no joining a service's group to take its partitions
-        await consume_one_batch(kafka, OPERATORS, "alerts", group_prefix("serving"))
+        await consume_one_batch(kafka, OPERATORS, "alerts", "flywheel-serving")
 
 
 @pytest.mark.parametrize("user", SERVICES)
 async def test_a_service_cannot_join_another_services_consumer_group(kafka: KafkaSettings, user: str):
     other = SERVICES[(SERVICES.index(user) + 1) % len(SERVICES)]
     readable = next(t for t, r in ROLES.items() if user in r["readers"])
-    with pytest.raises(GroupAuthorizationFailedError):
-        await consume_one_batch(kafka, user, readable, f"{group_prefix(other)}-it")
+    await consume_one_batch(kafka, user, readable, f"flywheel-{user}-it")  # its own groups: yes
+    for group in (f"flywheel-{other}", f"flywheel-{other}-it", f"flywheel-{user}x"):  # no one else's
+        with pytest.raises(GroupAuthorizationFailedError):
+            await consume_one_batch(kafka, user, readable, group)

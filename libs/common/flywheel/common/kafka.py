@@ -403,16 +403,31 @@ async def publish_event(broker: KafkaBroker, event: Event) -> None:
 async def publish_events(broker: KafkaBroker, events: Iterable[Event]) -> None:
     """Publish many events, in order: each is handed to the producer without waiting for its acks, then every
     ack is awaited (acks=all), so a batch costs one round of waiting rather than one per event. Raises if any
-    was not written, like ``publish_event``."""
-    pending = [await _publish(broker, event, no_confirm=True) for event in events]
-    await asyncio.gather(*(p for p in pending if asyncio.isfuture(p)))
+    was not written, like ``publish_event``, and only once every ack of those handed over has come."""
+    events = list(events)
+    for event in events:  # an undeclared topic fails the batch before any of it is sent
+        _check_declared(broker, topic_for(event))
+    pending: list[Any] = []
+    try:
+        for event in events:
+            pending.append(await _publish(broker, event, no_confirm=True))
+    finally:
+        # the in-memory test broker confirms at once (no future); a real one hands back each send's future
+        outcomes = await asyncio.gather(*(p for p in pending if asyncio.isfuture(p)), return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+def _check_declared(broker: KafkaBroker, topic: Topic) -> None:
+    declared = _DECLARED.get(broker)
+    if declared is not None and topic.name not in declared:
+        raise UndeclaredTopic(f"{topic.name} is not among the topics this service declared: {sorted(declared)}")
 
 
 async def _publish(broker: KafkaBroker, event: Event, **options: Any) -> Any:
     topic = topic_for(event)
-    declared = _DECLARED.get(broker)
-    if declared is not None and topic.name not in declared:
-        raise UndeclaredTopic(f"{topic.name} is not among the topics this service declared: {sorted(declared)}")
+    _check_declared(broker, topic)
     return await broker.publish(
         event.to_bytes(),
         topic=topic.name,

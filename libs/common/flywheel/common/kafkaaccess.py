@@ -3,8 +3,8 @@
 Every client logs in with SASL/SCRAM-SHA-256 (``flywheel.common.kafka.client_security``); the brokers'
 authorizer refuses anything no ACL allows. The ACLs come from the topic graph, which the services' own
 AsyncAPI documents declare (``docs/topicgraph.py`` writes it to ``topicroles.py``): a service may write
-the topics it publishes and read the topics it subscribes to or reads directly, and use consumer groups
-named ``flywheel-<service>...``. Outside Flywheel, the ``clients`` principal may only write the topics
+the topics it publishes and read the topics it subscribes to or reads directly, and use the consumer
+groups ``flywheel-<service>`` and ``flywheel-<service>-...``. Outside Flywheel, ``clients`` may only write the topics
 the catalogue opens to clients (``records.raw``, ``labels``, ``predictions.requests``), and the
 ``operators`` principal may only read the topics meant for people (``alerts``, ``records.rejected``,
 ``models.rejected``, ``deadletters``) with groups named ``operators-...``. The ``admin`` is the brokers'
@@ -40,9 +40,14 @@ class Allow:
         return f"allow {self.principal} {self.resource} {self.pattern} {self.name} {self.operation}"
 
 
-def group_prefix(principal: str) -> str:
-    """The consumer groups a principal may use start with this (``flywheel.common.kafka.consumer_options``)."""
-    return f"{principal}-" if principal == OPERATORS else f"flywheel-{principal}"
+def groups(principal: str) -> list[tuple[str, str]]:
+    """The consumer groups a principal may use, as (pattern, name): a service its own group
+    (``flywheel.common.kafka.consumer_options``) and those named ``flywheel-<service>-...``, operators those
+    named ``operators-...``. The prefix ends with its dash, so no service's groups are another's."""
+    if principal == OPERATORS:
+        return [("prefixed", f"{OPERATORS}-")]
+    own = f"flywheel-{principal}"
+    return [("literal", own), ("prefixed", f"{own}-")]
 
 
 def acls(roles: Mapping[str, Mapping[str, tuple[str, ...]]]) -> list[Allow]:
@@ -51,8 +56,8 @@ def acls(roles: Mapping[str, Mapping[str, tuple[str, ...]]]) -> list[Allow]:
     >>> for allow in acls({"labels": {"producers": ("clients",), "readers": ("ingestion",)}})[:3]:
     ...     print(allow.line())
     allow clients topic literal labels write
-    allow features group prefixed flywheel-features read
-    allow ingestion group prefixed flywheel-ingestion read
+    allow features group literal flywheel-features read
+    allow features group prefixed flywheel-features- read
     """
     allowed = {
         Allow(principal, "topic", "literal", topic, operation)
@@ -61,7 +66,7 @@ def acls(roles: Mapping[str, Mapping[str, tuple[str, ...]]]) -> list[Allow]:
         for principal in principals
         if principal in USERS
     }
-    allowed |= {Allow(p, "group", "prefixed", group_prefix(p), "read") for p in (*SERVICES, OPERATORS)}
+    allowed |= {Allow(p, "group", pattern, name, "read") for p in (*SERVICES, OPERATORS) for pattern, name in groups(p)}
     return sorted(allowed)
 
 
@@ -81,6 +86,11 @@ def matrix(roles: Mapping[str, Mapping[str, tuple[str, ...]]]) -> str:
             for p in principals
         ]
         rows.append(f"| `{topic}` | " + " | ".join(cells) + " |")
-    groups = " | ".join(f"`{group_prefix(p)}*`" if p != CLIENTS else "·" for p in principals)
-    rows.append(f"| consumer groups | {groups} |")
+
+    def group_cell(principal: str) -> str:
+        if principal == CLIENTS:  # a producer only
+            return "·"
+        return " ".join(f"`{name}{'*' if pattern == 'prefixed' else ''}`" for pattern, name in groups(principal))
+
+    rows.append("| consumer groups | " + " | ".join(group_cell(p) for p in principals) + " |")
     return "\n".join(rows)
