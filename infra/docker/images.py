@@ -45,6 +45,7 @@ ENV_FILE = WORK / "compose.env"
 ROOTFS_TAR = WORK / "debian-bookworm-minbase.tar"
 KAFKA_LIBS = STACK / "kafka" / "libs"
 KAFKA_ACCESS = ROOT / "infra" / "kafka" / "Access.java"
+KAFKA_FORMAT = ROOT / "infra" / "kafka" / "FormatStorage.java"  # the admin's login from the environment
 MINIO_BIN = STACK / "bin" / "minio"
 DEBIAN_MIRROR = os.environ.get("FLYWHEEL_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 DEFAULT_CA_DIR = Path("/usr/local/share/ca-certificates")
@@ -64,7 +65,7 @@ def kafka_version() -> str:
 
 def kafka_tag() -> str:
     """The stand-in's tag: Kafka's version and the digest of what the image is made of besides the jars."""
-    files = [*sorted((HERE / "kafka").iterdir()), KAFKA_ACCESS, ROOT / "infra/kafka/log4j2.properties"]
+    files = [*sorted((HERE / "kafka").iterdir()), KAFKA_ACCESS, KAFKA_FORMAT, ROOT / "infra/kafka/log4j2.properties"]
     digest = hashlib.sha256(b"".join(path.name.encode() + path.read_bytes() for path in files)).hexdigest()
     return f"flywheel-standin/kafka:{kafka_version()}-{digest[:12]}"
 
@@ -188,12 +189,22 @@ class Image:
 
 def kafka(tag: str) -> float:
     context = assemble("kafka", {"libs": KAFKA_LIBS, "log4j2.properties": ROOT / "infra/kafka/log4j2.properties"})
-    # Access.java compiled here, on the host's JDK, rather than the image on a JDK: Java runs a source file
-    # only with its compiler (jdk.compiler), which Debian's JRE lacks, and a JDK adds ~80 MB for one class.
+    # Access.java and FormatStorage.java compiled here, on the host's JDK, rather than the image on a JDK: Java
+    # runs a source file only with its compiler (jdk.compiler), which Debian's JRE lacks, and a JDK adds ~80 MB.
     if shutil.which("javac") is None:
         sys.exit("images: no javac to compile infra/kafka/Access.java (apt-get install openjdk-17-jdk-headless)")
     subprocess.run(
-        ["javac", "--release", "17", "-cp", f"{KAFKA_LIBS}/*", "-d", str(context / "access"), str(KAFKA_ACCESS)],
+        [
+            "javac",
+            "--release",
+            "17",
+            "-cp",
+            f"{KAFKA_LIBS}/*",
+            "-d",
+            str(context / "access"),
+            str(KAFKA_ACCESS),
+            str(KAFKA_FORMAT),
+        ],
         check=True,
     )
     return build(tag, context, context / "Dockerfile", {"BASE_IMAGE": DEBIAN}, WORK / "logs" / "kafka.log")

@@ -29,13 +29,13 @@ run_java() {
   # shellcheck disable=SC2086  # the options are words
   exec_or_run=${1}; shift
   $exec_or_run java ${KAFKA_HEAP_OPTS} ${KAFKA_OPTS:-} -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile=/opt/kafka/config/log4j2.properties -cp "/opt/kafka/libs/*" "$@"
+    -Dlog4j2.configurationFile=/opt/kafka/config/log4j2.properties -cp "/opt/kafka/libs/*:/opt/kafka/access" "$@"
 }
 if [ ! -f "$log_dir/meta.properties" ]; then
-  scram=()
-  if [ -n "${FLYWHEEL_KAFKA_ADMIN_PASSWORD:-}" ]; then
-    scram=(--add-scram "SCRAM-SHA-256=[name=admin,password=${FLYWHEEL_KAFKA_ADMIN_PASSWORD}]")
-  fi
-  run_java command kafka.tools.StorageTool format --cluster-id "$CLUSTER_ID" "${scram[@]}" --config "$config" >/dev/null
+  # FormatStorage (infra/kafka/FormatStorage.java) adds the admin's login from the environment: on the
+  # command line, any process of the host could read the password
+  formatter=kafka.tools.StorageTool
+  if [ -n "${FLYWHEEL_KAFKA_ADMIN_PASSWORD:-}" ]; then formatter=FormatStorage; fi
+  run_java command "$formatter" format --cluster-id "$CLUSTER_ID" --config "$config" >/dev/null
 fi
 run_java exec kafka.Kafka "$config"
