@@ -12,7 +12,7 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "records.rejected": {
         "producers": ("ingestion",),
-        "readers": ("operators",),
+        "readers": ("operators", "registry"),
     },
     "labels": {
         "producers": ("clients",),
@@ -28,7 +28,7 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "training.requested": {
         "producers": ("training",),
-        "readers": ("training",),
+        "readers": ("registry", "training"),
     },
     "training.completed": {
         "producers": ("training",),
@@ -36,19 +36,19 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "training.failed": {
         "producers": ("training",),
-        "readers": ("training",),
+        "readers": ("registry", "training"),
     },
     "models.approved": {
         "producers": ("registry",),
-        "readers": ("serving",),
+        "readers": ("registry", "serving"),
     },
     "models.rejected": {
         "producers": ("registry",),
-        "readers": ("monitoring", "operators"),
+        "readers": ("monitoring", "operators", "registry"),
     },
     "models.champion": {
         "producers": ("registry",),
-        "readers": ("monitoring", "serving"),
+        "readers": ("monitoring", "registry", "serving"),
     },
     "models.rollout": {
         "producers": ("serving",),
@@ -68,7 +68,7 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "predictions": {
         "producers": ("serving",),
-        "readers": ("monitoring",),
+        "readers": ("monitoring", "registry"),
     },
     "predictions.labelled": {
         "producers": ("monitoring",),
@@ -76,11 +76,11 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "monitoring.drift": {
         "producers": ("monitoring",),
-        "readers": ("training",),
+        "readers": ("registry", "training"),
     },
     "alerts": {
         "producers": ("monitoring", "registry", "serving"),
-        "readers": ("operators",),
+        "readers": ("operators", "registry"),
     },
     "deadletters": {
         "producers": ("features", "ingestion", "monitoring", "registry", "serving", "training"),

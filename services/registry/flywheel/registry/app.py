@@ -20,23 +20,39 @@ from flywheel.common.service import create_service_app
 from flywheel.registry.commanded import CommandHandler
 from flywheel.registry.commands import CommandDesk, reconcile
 from flywheel.registry.http import create_router
+from flywheel.registry.maturity.gather import FULL_TOPICS
 from flywheel.registry.maturity.http import create_maturity_router
 from flywheel.registry.modelstore import ModelStore
 from flywheel.registry.registrar import Registrar
 from flywheel.registry.settings import RegistrySettings
 from flywheel.registry.subscribers import register_subscribers
 from flywheel.registry.webhooks import create_webhook_router, register_webhook
-from flywheel.registry.why_http import create_why_router, loop_events_reader
+from flywheel.registry.why_http import LOOP_TOPICS, create_why_router, loop_events_reader
 from flywheel.schemas import (
     ALERTS,
     MODELS_APPROVED,
     MODELS_CHAMPION,
     MODELS_REJECTED,
+    PREDICTIONS,
+    RECORDS_REJECTED,
     REGISTRY_ANSWERS,
     REGISTRY_COMMANDS,
+    Topic,
 )
 
 log = structlog.get_logger(__name__)
+
+
+def direct_reads() -> dict[Topic, str]:
+    """The topics the registry reads without a subscriber: for a model's story (`/why`) and its maturity report."""
+    uses: dict[Topic, list[str]] = {}
+    for topic in LOOP_TOPICS:
+        uses.setdefault(topic, []).append("a model's story (`/why`), read whole")
+    for topic in FULL_TOPICS:
+        uses.setdefault(topic, []).append("the maturity report, read whole")
+    for topic in (PREDICTIONS, RECORDS_REJECTED):
+        uses.setdefault(topic, []).append("the maturity report's examples, its newest messages")
+    return {topic: "For " + "; for ".join(why) + "." for topic, why in uses.items()}
 
 
 async def reconcile_forever(commands: CommandHandler, desk: CommandDesk, every_s: float) -> None:
@@ -101,6 +117,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         lifespans=[reconcile_aliases, mlflow_webhook],
         description="Gates candidates against thresholds and the champion; owns the MLflow Model Registry.",
         publishes=[MODELS_APPROVED, MODELS_REJECTED, MODELS_CHAMPION, ALERTS, REGISTRY_COMMANDS, REGISTRY_ANSWERS],
+        reads=direct_reads(),
     )
     app.state.registrar = registrar
     return app
