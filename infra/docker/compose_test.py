@@ -792,11 +792,17 @@ def check_champion(compose: Compose) -> None:
             url(name, "/predict", compose.ports), data=probe, headers={"Content-Type": "application/json"}
         )
         while name not in answered:
-            with urllib.request.urlopen(request, timeout=30) as answer:
-                version = str(json.loads(answer.read())["predictions"][0]["model_version"])
+            try:
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    version = str(json.loads(answer.read())["predictions"][0]["model_version"])
+            except urllib.error.HTTPError as refused:
+                # 503 "no champion yet": the replica is still loading the model the move named (about 2.5 s)
+                if refused.code != 503 or time.monotonic() - moved > 60:
+                    raise
+                version = None
             if version == result.first_champion:
                 answered[name] = time.monotonic() - moved
-            elif time.monotonic() - moved > 60:
+            elif version is not None and time.monotonic() - moved > 60:
                 raise RuntimeError(f"{name} answers with v{version}, not the champion v{result.first_champion}")
             else:
                 time.sleep(0.5)
