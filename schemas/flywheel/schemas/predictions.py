@@ -37,6 +37,11 @@ class PredictionMade(Event):
     feature_set_version: Name | None = Field(
         default=None, description="The feature-set version ``features`` were computed with: the answering model's."
     )
+    inputs: dict[str, JsonValue] = Field(
+        default={},
+        description="The request's raw inputs the model reads: logged for a served answer of a model whose spec "
+        "keeps an online challenger learning beside it (empty for any other).",
+    )
 
 
 class LabelledAnswer(BaseModel):
@@ -63,6 +68,11 @@ class PredictionLabelled(Event):
     entity_id: str | None = None
     observed_at: AwareDatetime | None = None
     answers: list[LabelledAnswer] = Field(min_length=1)
+    inputs: dict[str, JsonValue] = Field(
+        default={},
+        description="The served answer's logged raw inputs (``PredictionMade.inputs``): what an online "
+        "challenger learns from.",
+    )
 
     def served(self) -> LabelledAnswer:
         """The answer the client was given."""

@@ -82,6 +82,16 @@ class Lineage(BaseModel):
     drift_cut: list[str] | None = Field(
         default=None, description="On a drift retrain, the versions counted as ingested after the drift."
     )
+    learning: Literal["batch", "online"] = Field(
+        default="batch",
+        description="batch: fit on dataset versions; online: a snapshot of the online challenger, learnt from "
+        "labelled answers (``predictions.labelled``) one at a time since a drift.",
+    )
+    online: dict[str, JsonValue] = Field(
+        default={},
+        description="An online snapshot's learning: the drift it answers, the labels it learnt, the window it was "
+        "judged on (label event ids and times).",
+    )
 
 
 class ModelTrained(Event):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -171,3 +171,50 @@ def score_model(model: Any, features: Any, y_true: Any) -> dict[str, float]:
     if task_of(model) == "regression":
         return regression_metrics(y_true, model.predict(features))
     return classification_metrics(y_true, model.predict(features), model.predict_proba(features))
+
+
+def chance_allowance(metric: str, rows: int, baseline: Mapping[str, float], z: float = 2.326) -> float:
+    """How far beyond the trivial baseline a model no better than it reaches by chance on the slice's rows, one
+    in a hundred times: ``z`` standard errors of accuracy at the majority share, or of balanced accuracy at
+    the classes' counts (its error is larger when one class is rare); other classification metrics none.
+
+    A regressor that knows nothing correlates with the labels by chance, below ``z / sqrt(rows)`` ninety-nine
+    times in a hundred, and at correlation r it can cut the mean's squared error by at most the share r²: so
+    ``z² / rows`` of the baseline's unexplained share on ``r2``, and the matching fraction of its root,
+    ``1 - sqrt(1 - z² / rows)``, on ``rmse`` (on ``mae`` alike, exactly so for normal errors).
+
+    The registry's baseline gate allows it; training's online challenger, which predicts that gate, too.
+    ``baseline``: the trivial baseline's figures on the slice (its ``accuracy`` is the majority share).
+
+    >>> baseline = {"accuracy": 0.75, "balanced_accuracy": 0.5, "r2": 0.0}
+    >>> [round(chance_allowance(metric, 300, baseline), 3) for metric in ("accuracy", "balanced_accuracy")]
+    [0.058, 0.078]
+    >>> round(chance_allowance("r2", 300, baseline), 4), round(chance_allowance("rmse", 300, baseline), 4)
+    (0.018, 0.0091)
+    """
+    if metric in REGRESSION_METRICS:
+        return chance_fit(metric, rows, baseline, z)
+    majority = baseline.get("accuracy")
+    if rows <= 0 or not _known(majority) or not 0.0 < majority < 1.0:
+        return 0.0
+    if metric == "accuracy":
+        return z * math.sqrt(majority * (1 - majority) / rows)
+    if metric == "balanced_accuracy":  # recalls of uncorrelated answers vary at most as 1/4 over each class
+        minority = max(1.0, (1 - majority) * rows)
+        return z * 0.25 * math.sqrt(1 / (majority * rows) + 1 / minority)
+    return 0.0
+
+
+def chance_fit(metric: str, rows: int, baseline: Mapping[str, float], z: float = 2.326) -> float:
+    """``chance_allowance`` of a regression metric: the share of the baseline's squared error chance explains."""
+    if rows <= 0:
+        return 0.0
+    share = min(1.0, z * z / rows)  # r² one in a hundred times; a handful of rows can show anything
+    if metric == "r2":
+        unexplained = baseline.get("r2")
+        return share * (1 - unexplained if _known(unexplained) else 1.0)  # r2 = 1 - error / variance of the labels
+    return 1 - math.sqrt(1 - share)
+
+
+def _known(value: float | None) -> bool:
+    return value is not None and not math.isnan(value)

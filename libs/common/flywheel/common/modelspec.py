@@ -179,6 +179,50 @@ class RolloutSpec(BaseModel):
         return steps
 
 
+class OnlineChallengerSpec(BaseModel):
+    """An online model that learns beside the batch champion from labelled answers, one at a time, and is
+    proposed as a candidate when a concept drift leaves the champion behind (training's ``challenger``).
+
+    On a concept drift of the model, a fresh learner starts from the last ``backfill_rows`` labelled rows and
+    learns every label that follows. From ``min_rows`` on, every ``held_out`` rows a frozen copy is taken and
+    judged on the next ``held_out`` rows, which it never learnt. A copy that beats, by the registry's primary
+    metric, both the answers the champion served for them by ``margin`` and the trivial baseline by what the
+    registry's gate asks is logged as a candidate: the registry gates it and serving rolls it out like any
+    candidate. The learner learns on; once a snapshot's rollout ended, a better one may follow. The episode
+    ends when the drift's batch retrain arrives (which takes over from a snapshot champion: ``batch_takes_over``),
+    after ``max_candidates`` or after ``max_s``: without a concept drift a healthy champion is never churned.
+
+    >>> OnlineChallengerSpec(estimator={"path": "river.tree.HoeffdingTreeClassifier"}).held_out
+    100
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    estimator: EstimatorSpec = Field(description="A river estimator: river.tree.HoeffdingTreeClassifier…")
+    pipeline: list[EstimatorSpec] = Field(default=[], description="River transformers before the estimator.")
+    backfill_rows: int = Field(default=100, ge=0, description="Labelled rows from before the drift learnt first.")
+    min_rows: int = Field(default=150, ge=1, description="Rows a candidate must have learnt.")
+    held_out: int = Field(default=100, ge=10, description="Rows a frozen copy is judged on, never learnt by it.")
+    margin: float = Field(
+        default=0.02, ge=0, description="Must beat the served answers by this (accuracy; MAE: a fraction)."
+    )
+    max_candidates: int = Field(default=5, ge=1, description="Candidates proposed per drift at most.")
+    max_s: float = Field(default=300.0, gt=0, description="An episode ends this long after its drift.")
+    batch_takes_over: bool = Field(
+        default=True,
+        description="A batch retrain the registry gated not worse than an online snapshot champion replaces it "
+        "blue-green (serving's bake guard rolls it back if it does worse); False: it must prove itself better "
+        "in the model's rollout, like any candidate.",
+    )
+
+    @field_validator("estimator")
+    @classmethod
+    def _river(cls, estimator: EstimatorSpec) -> EstimatorSpec:
+        if not is_river(estimator.path):
+            raise ValueError(f"an online challenger learns one row at a time: a river estimator, not {estimator.path}")
+        return estimator
+
+
 class ModelSpec(BaseModel):
     """How to train a model on a dataset.
 
@@ -212,6 +256,9 @@ class ModelSpec(BaseModel):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, description="The out-of-time evaluation.")
     gates: GateSpec = Field(default_factory=GateSpec, description="How the registry gates this model's candidates.")
     rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="How serving rolls its candidates out.")
+    online_challenger: OnlineChallengerSpec | None = Field(
+        default=None, description="An online model learning beside the champion, proposed after a concept drift."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -261,6 +308,22 @@ class ModelSpec(BaseModel):
 
         steps = [(s.name or f"step{i}", s.build(self.seed)) for i, s in enumerate(self.pipeline)]
         return Pipeline([*steps, (self.estimator.name or "estimator", final)])
+
+    def challenger(self) -> ModelSpec:
+        """The online challenger's own spec: this one with its estimator and pipeline (no challenger of its own).
+
+        >>> spec = ModelSpec(model_name="m", dataset="d", label="y",
+        ...     estimator={"path": "sklearn.tree.DecisionTreeClassifier"},
+        ...     online_challenger={"estimator": {"path": "river.tree.HoeffdingTreeClassifier"}})
+        >>> type(spec.challenger().build()).__name__, spec.challenger().online_challenger
+        ('OnlineClassifier', None)
+        """
+        if self.online_challenger is None:
+            raise ValueError(f"model spec {self.spec_name!r} keeps no online challenger")
+        online = self.online_challenger
+        return self.model_copy(
+            update={"estimator": online.estimator, "pipeline": online.pipeline, "online_challenger": None}
+        )
 
     def with_overrides(self, params: dict[str, JsonValue]) -> ModelSpec:
         """A copy with a request's params: spec fields by name, anything else an estimator param."""

@@ -30,6 +30,13 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 
+def _tree(model: Any) -> Any:
+    """The river Hoeffding tree at the end of ``model`` (a pipeline's last step), else None."""
+    steps = getattr(model, "steps", None)
+    final = list(steps.values())[-1] if steps else model
+    return final if hasattr(final, "_deactivate_all_leaves") else None
+
+
 def is_river(path: str) -> bool:
     """Whether a spec's import path names a river class."""
     return path.split(".", 1)[0] == "river"
@@ -53,6 +60,32 @@ class _Online(BaseEstimator):
         self.feature_names_in_ = np.array([str(c) for c in columns] if columns is not None else range(width), str)
         self.n_features_in_ = width
 
+    def frozen(self) -> _Online:
+        """A copy that answers as this one does and learns no more: a river tree's learning state (each leaf's
+        and each branch's split statistics) is dropped. Saved, a tree that learnt a thousand rows shrinks from
+        ~200 MB of skops state (13 s to write) to ~0.3 MB; its leaves answer with their majority class.
+
+        >>> import pandas as pd
+        >>> from river import tree
+        >>> x = pd.DataFrame({"a": [0.0, 1.0, 0.1, 0.9] * 50})
+        >>> learner = OnlineClassifier(tree.HoeffdingTreeClassifier(grace_period=20))
+        >>> snapshot = learner.fit(x, np.array([0, 1, 0, 1] * 50)).frozen()
+        >>> snapshot.predict(x[:4]).tolist(), learner.model_.n_active_leaves > 0, snapshot.model_.n_active_leaves
+        ([0, 1, 0, 1], True, 0)
+        """
+        # the split statistics are most of a tree: copied as nothing (deepcopy's memo), not copied then dropped
+        tree = _tree(self.model_)
+        memo: dict[int, Any] = {}
+        for node in tree._root.iter_dfs() if tree is not None and tree._root is not None else []:
+            if isinstance(getattr(node, "splitters", None), dict):
+                # a leaf deactivated has none; a branch of an extremely fast tree keeps them to revisit its split
+                memo[id(node.splitters)] = None if hasattr(node, "deactivate") else {}
+        snapshot = copy.deepcopy(self, memo)
+        copied = _tree(snapshot.model_)
+        if copied is not None and copied._root is not None:
+            copied._deactivate_all_leaves()  # its counts of active leaves follow
+        return snapshot
+
     def partial_fit(self, x: Any, y: Any, sample_weight: Any = None) -> _Online:
         """Learn each row once, in order; with weights, as river's ``w`` where the model takes one."""
         if sample_weight is not None and "w" not in inspect.signature(self.model_.learn_one).parameters:
@@ -70,6 +103,12 @@ class OnlineClassifier(ClassifierMixin, _Online):
         self._start(x)
         self.classes_ = np.unique(np.asarray(y))
         return self.partial_fit(x, y, sample_weight)
+
+    def partial_fit(self, x: Any, y: Any, sample_weight: Any = None) -> OnlineClassifier:
+        """Learn on; a class first seen now joins ``classes_`` (an online learner may start from one)."""
+        self.classes_ = np.union1d(self.classes_, np.unique(np.asarray(y)))
+        super().partial_fit(x, y, sample_weight)
+        return self
 
     def predict_proba(self, x: Any) -> np.ndarray:
         """One row per record, one column per class in ``classes_``; uniform before any learning."""

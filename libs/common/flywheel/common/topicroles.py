@@ -40,11 +40,11 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "models.approved": {
         "producers": ("registry",),
-        "readers": ("registry", "serving"),
+        "readers": ("registry", "serving", "training"),
     },
     "models.rejected": {
         "producers": ("registry",),
-        "readers": ("monitoring", "operators", "registry"),
+        "readers": ("monitoring", "operators", "registry", "training"),
     },
     "models.champion": {
         "producers": ("registry",),
@@ -52,7 +52,7 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "models.rollout": {
         "producers": ("serving",),
-        "readers": ("monitoring", "registry", "serving"),
+        "readers": ("monitoring", "registry", "serving", "training"),
     },
     "registry.commands": {
         "producers": ("registry",),
@@ -72,7 +72,7 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "predictions.labelled": {
         "producers": ("monitoring",),
-        "readers": ("monitoring", "serving"),
+        "readers": ("monitoring", "serving", "training"),
     },
     "monitoring.drift": {
         "producers": ("monitoring",),

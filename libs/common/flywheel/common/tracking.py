@@ -91,6 +91,10 @@ class Tags:
     FEATURE_SET = "flywheel.feature_set"
     FEATURE_SET_VERSION = "flywheel.feature_set_version"
     MODEL_SPEC = "flywheel.model_spec"
+    LEARNS_ONLINE = (
+        "flywheel.learns_online"  # "true": serving logs the answers' inputs, an online challenger learns them
+    )
+    LEARNING = "flywheel.learning"  # batch, or online (a snapshot of the online challenger)
     TRIGGER_EVENT_ID = "flywheel.trigger_event_id"
     CORRELATION_ID = "flywheel.correlation_id"
     CAUSATION_CHAIN = "flywheel.causation_chain"

@@ -8,6 +8,8 @@ the rows the model was fit on, not "the newest version" nor a comma list in a ta
 - ``training_data/rows.parquet``: the training rows as ``(version, row)`` pairs, ``row``
   being the row's position in that version's ``data.parquet`` (versions are immutable, so
   a position names one row for ever; no record id is needed);
+- ``training_data/learned.parquet``: an online snapshot's learnt rows themselves (raw inputs and label):
+  it learnt labelled answers, which lie in no dataset version;
 - the tag ``flywheel.dataset_versions``: the same versions as a JSON list, for searches
   (left out when it would not fit an MLflow tag); ``flywheel.dataset_version`` stays the
   newest version alone.
@@ -32,6 +34,7 @@ from flywheel.common.tracking import Tags
 
 VERSIONS_ARTIFACT = "training_data/versions.json"
 ROWS_ARTIFACT = "training_data/rows.parquet"
+LEARNED_ARTIFACT = "training_data/learned.parquet"
 VERSIONS_TAG = "flywheel.dataset_versions"
 TAG_LIMIT = 5000
 VERSION, ROW = "version", "row"
@@ -53,6 +56,12 @@ class TrainingData:
     versions: tuple[str, ...]
     rows: pd.DataFrame | None = None  # columns version, row; None: every row of the versions
     label_batches: tuple[str, ...] | None = None  # None: not recorded (a run logged before they were)
+    learned: pd.DataFrame | None = None  # an online snapshot's learnt rows (in no version)
+
+    @property
+    def known(self) -> bool:
+        """Whether any rows are named: versions, or learnt rows."""
+        return bool(self.versions) or self.learned is not None
 
     def select(self, frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         """The training rows out of the versions' frames (by version), in the order of ``versions``."""
@@ -76,12 +85,18 @@ def record_training_data(data: TrainingData) -> None:
     if data.label_batches is not None:
         recorded["label_batches"] = list(data.label_batches)
     mlflow.log_dict(recorded, VERSIONS_ARTIFACT)
+    frames = {}
     if data.rows is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / Path(ROWS_ARTIFACT).name
-            rows = pd.DataFrame({VERSION: data.rows[VERSION].astype(str), ROW: data.rows[ROW].astype("int64")})
-            rows.to_parquet(path, index=False)
-            mlflow.log_artifact(str(path), str(Path(ROWS_ARTIFACT).parent))
+        frames[ROWS_ARTIFACT] = pd.DataFrame(
+            {VERSION: data.rows[VERSION].astype(str), ROW: data.rows[ROW].astype("int64")}
+        )
+    if data.learned is not None:
+        frames[LEARNED_ARTIFACT] = data.learned
+    with tempfile.TemporaryDirectory() as tmp:
+        for artifact, frame in frames.items():
+            path = Path(tmp) / Path(artifact).name
+            frame.to_parquet(path, index=False)
+            mlflow.log_artifact(str(path), str(Path(artifact).parent))
     listed = json.dumps(list(data.versions))
     tags = {Tags.DATASET: data.dataset, Tags.DATASET_VERSION: data.versions[-1] if data.versions else ""}
     if len(listed) <= TAG_LIMIT:
@@ -115,15 +130,23 @@ def training_data_of_run(client: Any, run: Any) -> TrainingData | None:
         return TrainingData(dataset, versions) if versions else None
     with tempfile.TemporaryDirectory() as tmp:
         recorded = json.loads(Path(client.download_artifacts(run_id, VERSIONS_ARTIFACT, tmp)).read_text())
-        rows = None
+        rows = learned = None
         if ROWS_ARTIFACT in listed:
             rows = pd.read_parquet(client.download_artifacts(run_id, ROWS_ARTIFACT, tmp))
+        if LEARNED_ARTIFACT in listed:
+            learned = pd.read_parquet(client.download_artifacts(run_id, LEARNED_ARTIFACT, tmp))
     batches = recorded.get("label_batches")
     return TrainingData(
-        recorded["dataset"], tuple(recorded["versions"]), rows, tuple(batches) if batches is not None else None
+        recorded["dataset"],
+        tuple(recorded["versions"]),
+        rows,
+        tuple(batches) if batches is not None else None,
+        learned,
     )
 
 
 def load_training_data(load: Callable[[str, str], pd.DataFrame], data: TrainingData) -> pd.DataFrame:
     """The training rows themselves; ``load(dataset, version)`` reads a version (``DatasetCatalog.load``)."""
+    if data.learned is not None:
+        return data.learned
     return data.select({v: load(data.dataset, v) for v in data.versions})

@@ -1,4 +1,9 @@
-"""`make demo`: run the closed-loop scenario on the running stack and print its report."""
+"""`make demo`: run the closed-loop scenario on the running stack and print its report.
+
+The same concept change runs twice, side by side: once for ``loans-approval`` (``model.yaml``: the
+batch retrain alone recovers), once for ``loans-approval-challenged`` (``challenged.yaml``: an online
+challenger learns the labelled answers, is promoted first, and the batch retrain replaces it).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,49 @@ from rich.table import Table
 from rich.tree import Tree
 
 from flywheel.demo.scenario import Scenario, ScenarioConfig, ScenarioResult
+
+PHASES = ("before", "during", "first 60 s", "after")
+CHALLENGED = {"model_name": "loans-approval-challenged", "model_spec": "challenged", "until_batch": True}
+
+
+def figures(result: ScenarioResult) -> dict[str, float | None]:
+    """The scenario's figures by name: what the demo's comparison and `make bench` print."""
+    delay, measure = result.detection_delay, result.measure
+    percent = measure.name == "accuracy"
+
+    def shown(value: float | None) -> float | None:
+        return None if value is None else (100 * value if percent else value)
+
+    return {
+        "detection delay (records sent)": None if delay is None else float(delay[0]),
+        "detection delay (s)": None if delay is None else delay[1],
+        "time to recovery (s)": result.time_to_recovery,
+        "time to the batch retrain as champion (s)": result.time_to_batch_champion,
+        **{
+            f"served {measure.name} {phase}{' (%)' if percent else ''}": shown(result.served.get(phase))
+            for phase in PHASES
+        },
+    }
+
+
+def compare(results: dict[str, ScenarioResult], console: Console) -> None:
+    """The scenarios' figures side by side, one column each."""
+    table = Table(title="The same concept change: batch retrain alone, and with the online challenger")
+    table.add_column("measure")
+    for name in results:
+        table.add_column(name, justify="right")
+    named = {name: figures(result) for name, result in results.items()}
+    for measure in next(iter(named.values())):
+        table.add_row(measure, *("-" if f[measure] is None else f"{f[measure]:.1f}" for f in named.values()))
+    recovered_by = [_recovered_by(result) for result in results.values()]
+    table.add_row("recovered first by", *recovered_by)
+    console.print(table)
+
+
+def _recovered_by(result: ScenarioResult) -> str:
+    if result.promotion is None:
+        return "none"
+    return "online snapshot" if result.online_promotion is result.promotion else "batch retrain"
 
 
 def report(result: ScenarioResult, config: ScenarioConfig, console: Console) -> None:
@@ -33,7 +81,11 @@ def report(result: ScenarioResult, config: ScenarioConfig, console: Console) -> 
     table.add_row("new champion", f"v{result.new_champion}" if result.new_champion else "none")
     table.add_row("rollout steps seen", str(len(result.rollout_steps)))
     measure = result.measure
-    for phase in ("before", "during", "after"):
+    if result.online_promotion is not None:
+        table.add_row("first promoted: an online snapshot", f"{result.online_promotion.at - result.change_at:.1f} s")
+    if result.batch_promotion is not None and result.time_to_batch_champion is not None:
+        table.add_row("the batch retrain champion after", f"{result.time_to_batch_champion:.1f} s")
+    for phase in PHASES:
         table.add_row(f"served {measure.name} {phase}", measure.show(result.served.get(phase)))
     console.print(table)
 
@@ -80,13 +132,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rate", type=float, default=ScenarioConfig.rate_per_s, help="applications per second")
     parser.add_argument("--stable", type=int, default=ScenarioConfig.stable_records, help="records before the change")
+    parser.add_argument("--batch-only", action="store_true", help="skip the run with the online challenger")
     args = parser.parse_args()
-    config = ScenarioConfig(rate_per_s=args.rate, stable_records=args.stable)
     console = Console()
-    console.rule("[bold]Flywheel: the closed loop")
-    result = asyncio.run(Scenario(config, console).run())
-    report(result, config, console)
-    sys.exit(0 if result.closed else 1)
+    runs = {"batch retrain alone": ScenarioConfig(rate_per_s=args.rate, stable_records=args.stable)}
+    if not args.batch_only:
+        runs["with the online challenger"] = ScenarioConfig(
+            rate_per_s=args.rate, stable_records=args.stable, **CHALLENGED
+        )
+    results = {}
+    for name, config in runs.items():
+        console.rule(f"[bold]Flywheel: the closed loop, {name} ({config.model_name})")
+        results[name] = asyncio.run(Scenario(config, console).run())
+        report(results[name], config, console)
+    if len(results) > 1:
+        compare(results, console)
+    sys.exit(0 if all(result.closed for result in results.values()) else 1)
 
 
 if __name__ == "__main__":

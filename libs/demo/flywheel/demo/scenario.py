@@ -76,6 +76,8 @@ class ScenarioConfig:
 
     dataset: str = "loans"
     model_name: str = "loans-approval"
+    model_spec: str | None = None  # the spec the first model is trained with; None: the dataset's model.yaml
+    until_batch: bool = False  # with an online challenger: stream on until a batch retrain is champion
     function_before: int = 0
     function_after: int = 2
     seed: int = 42
@@ -121,7 +123,11 @@ class ScenarioResult:
     training_run: Moment | None = None
     approval: Moment | None = None
     rollout_steps: list[Moment] = field(default_factory=list)
-    promotion: Moment | None = None
+    promotion: Moment | None = None  # the first promotion after the change, whichever kind of model
+    online_promotion: Moment | None = None  # the first promotion of an online challenger's snapshot
+    batch_promotion: Moment | None = None  # the first promotion of a batch retrain
+    learning: dict[str, str] = field(default_factory=dict)  # run id -> batch or online
+    run_of_version: dict[str, str] = field(default_factory=dict)  # approved version -> its run id
     measure: Measure = ACCURACY
     served: dict[str, float | None] = field(default_factory=dict)  # the measure by phase: before, during, after
     lineage: dict[str, Any] | None = None
@@ -150,9 +156,20 @@ class ScenarioResult:
 
     @property
     def time_to_recovery(self) -> float | None:
-        if self.promotion is None or self.change_at is None:
+        return self._since_change(self.promotion)
+
+    @property
+    def time_to_batch_champion(self) -> float | None:
+        return self._since_change(self.batch_promotion)
+
+    def _since_change(self, moment: Moment | None) -> float | None:
+        if moment is None or self.change_at is None:
             return None
-        return self.promotion.at - self.change_at
+        return moment.at - self.change_at
+
+    def learning_of(self, version: str) -> str | None:
+        """batch or online: how the version was made, as training.completed said; None: not seen."""
+        return self.learning.get(self.run_of_version.get(version, ""))
 
 
 def applications(config: ScenarioConfig, function: int, seed_offset: int) -> Iterator[dict[str, Any]]:
@@ -269,6 +286,11 @@ class Scenario:
         self._rng = random.Random(config.seed)
         self._labels_sent = 0
 
+    @property
+    def predict_url(self) -> str:
+        """Where the scenario's model answers (serving's ``/models/{name}/predict``)."""
+        return f"{self.config.serving_url}/models/{self.config.model_name}/predict"
+
     # -- output -----------------------------------------------------------------------
 
     def say(self, message: str, style: str = "") -> None:
@@ -314,10 +336,7 @@ class Scenario:
         """The served champion's figure on the concept before the change, from scoring alone (no
         record, no label is sent, so monitoring learns nothing from the probe)."""
         rows = self.source.probe()
-        response = await self.http.post(
-            f"{self.config.serving_url}/predict",
-            json={"dataset": self.config.dataset, "records": [r.record for r in rows]},
-        )
+        response = await self.http.post(self.predict_url, json={"records": [r.record for r in rows]})
         if response.status_code != 200:
             return None
         answers = response.json()["predictions"]
@@ -370,6 +389,7 @@ class Scenario:
                 "model_name": c.model_name,
                 "dataset": c.dataset,
                 "dataset_version": history,
+                **({"model_spec": c.model_spec} if c.model_spec else {}),
                 "reason": "demo: first model",
             },
         )
@@ -400,7 +420,8 @@ class Scenario:
             await self._score(row)
             self.record_index += 1
             await self._deliver_due_labels()
-            if recovered_at is None and self.result.promotion is not None:
+            recovered = self.result.batch_promotion if c.until_batch else self.result.promotion
+            if recovered_at is None and recovered is not None:
                 recovered_at = self.record_index
             if recovered_at is not None and self.record_index - recovered_at >= c.after_recovery_records:
                 break
@@ -412,9 +433,7 @@ class Scenario:
 
     async def _score(self, row: Row) -> None:
         await self._submit(row)
-        response = await self.http.post(
-            f"{self.config.serving_url}/predict", json={"dataset": self.config.dataset, "records": [row.record]}
-        )
+        response = await self.http.post(self.predict_url, json={"records": [row.record]})
         if response.status_code != 200:
             self.say(f"predict answered {response.status_code}: {response.text[:200]}", "red")
             return
@@ -498,14 +517,21 @@ class Scenario:
                 # training took a drift's request itself (none on training.requested); any drift since the
                 # change counts, not only the first (a data drift may not ask for a retrain, a later one does)
                 r.retrain_request = moment
-            metrics, measure = body.get("metrics", {}), self.source.measure.name
+            metrics, measure, lineage = body.get("metrics", {}), self.source.measure.name, body.get("lineage", {})
+            r.learning[body["run_id"]] = lineage.get("learning", "batch")
+            learnt = lineage.get("online", {})
+            source = (
+                f"{learnt.get('labels_learned')} labelled answers learnt online since the drift"
+                if lineage.get("learning") == "online"
+                else lineage.get("dataset_version")
+            )
             self.say(
-                f"training.completed: run {body['run_id'][:8]} {measure}={metrics.get(measure, 0):.3f} "
-                f"on {body.get('lineage', {}).get('dataset_version')}"
+                f"training.completed: run {body['run_id'][:8]} {measure}={metrics.get(measure, 0):.3f} on {source}"
             )
         elif topic == TRAINING_FAILED.name:
             self.say(f"training.failed: {body.get('reason')}", "red")
         elif topic == MODELS_APPROVED.name:
+            r.run_of_version[str(body["version"])] = body["run_id"]
             if after_change and r.approval is None:
                 r.approval = moment
             self.say(f"models.approved: v{body['version']} (champion v{body.get('champion_version')})", "green")
@@ -520,8 +546,15 @@ class Scenario:
             )
         elif topic == MODELS_CHAMPION.name:
             self.say(f"models.champion: v{body['version']} ({body['action']} by {body.get('actor')})", "bold green")
-            if after_change and body["action"] == "promote" and r.promotion is None:
-                r.promotion, r.new_champion = moment, str(body["version"])
+            if after_change and body["action"] == "promote":
+                version = str(body["version"])
+                if r.promotion is None:
+                    r.promotion, r.new_champion = moment, version
+                if r.learning_of(version) == "online" and r.online_promotion is None:
+                    r.online_promotion = moment
+                elif r.learning_of(version) != "online" and r.batch_promotion is None:
+                    r.batch_promotion = moment
+                    r.new_champion = version  # the batch retrain, which an online snapshot only bridged to
         elif topic == DATASETS_VERSIONED.name:
             manifest = body.get("manifest", {})
             what = "labels" if manifest.get("kind") == "labels" else "rows"
@@ -573,9 +606,7 @@ class Scenario:
         if await self._champion() is None:
             return False
         probe = self.source.probe()[0].record
-        response = await self.http.post(
-            f"{self.config.serving_url}/predict", json={"dataset": self.config.dataset, "records": [probe]}
-        )
+        response = await self.http.post(self.predict_url, json={"records": [probe]})
         return response.status_code == 200
 
     async def _lineage(self) -> dict[str, Any] | None:
@@ -609,8 +640,10 @@ class Scenario:
         def share(rows: list[tuple[int, float, str]]) -> float | None:
             return self.source.measure.of([outcome for _, outcome, _ in rows])
 
+        first_minute = change + int(60 * self.config.rate_per_s)  # the same span for every kind of recovery
         return {
             "before": share([o for o in self.outcomes if o[0] < change]),
             "during": share([o for o in self.outcomes if change <= o[0] < (recovered or 10**9)]),
             "after": share([o for o in self.outcomes if recovered is not None and o[0] >= recovered]),
+            "first 60 s": share([o for o in self.outcomes if change <= o[0] < first_minute]),
         }

@@ -114,6 +114,7 @@ class LabelJoin:
             entity_id=served.entity_id or label.entity_id,
             observed_at=label.observed_at,
             answers=[_answer(a) for a in answers],
+            inputs=served.inputs,  # what an online challenger learns from (empty unless the model keeps one)
             **label.caused(),
         )
         return joined.model_copy(update={"event_id": derived_id(label, 0, joined)})

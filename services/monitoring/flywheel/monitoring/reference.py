@@ -63,7 +63,7 @@ def load_reference(
         return None
     run = client.get_run(version.run_id)
     data = training_data_of_run(client, run)
-    if data is None or not data.versions:
+    if data is None or not data.known:
         return None
     feature_set = feature_set_of_run(client, run, lambda: load_feature_set(datasets_dir, data.dataset))
     features = feature_set.frame(load_training_data(catalog.load, data))
@@ -71,7 +71,7 @@ def load_reference(
         model_name=model_name,
         model_version=str(version.version),
         dataset=data.dataset,
-        dataset_version=",".join(data.versions),
+        dataset_version=",".join(data.versions) or "learnt online",
         features={name: features[name].to_numpy(dtype=float) for name in feature_set.names},
         categorical=categorical_features(feature_set, datasets_dir),
         feature_set_version=feature_set.version,

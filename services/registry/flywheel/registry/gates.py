@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flywheel.common import evaluation
 from flywheel.common.evaluation import IN_LABEL_UNITS, LOWER_IS_BETTER, REGRESSION_METRICS
 from flywheel.common.modelspec import GateSpec
 from flywheel.schemas import GateResult
@@ -218,42 +219,14 @@ def baseline_gate(metric: str, at: SliceFigures, margin: float) -> GateResult:
 
 def chance_allowance(metric: str, at: SliceFigures, z: float = 2.326) -> float:
     """How far beyond the trivial baseline a model no better than it reaches by chance on the slice's rows, one
-    in a hundred times: ``z`` standard errors of accuracy at the majority share, or of balanced accuracy at
-    the classes' counts (its error is larger when one class is rare); other classification metrics none.
-
-    A regressor that knows nothing correlates with the labels by chance, below ``z / sqrt(rows)`` ninety-nine
-    times in a hundred, and at correlation r it can cut the mean's squared error by at most the share r²: so
-    ``z² / rows`` of the baseline's unexplained share on ``r2``, and the matching fraction of its root,
-    ``1 - sqrt(1 - z² / rows)``, on ``rmse`` (on ``mae`` alike, exactly so for normal errors).
+    in a hundred times (``flywheel.common.evaluation.chance_allowance``, which training's online challenger
+    applies too before it proposes a snapshot).
 
     >>> recent = SliceFigures("recent", 300, {}, baseline={"accuracy": 0.75, "balanced_accuracy": 0.5, "r2": 0.0})
     >>> round(chance_allowance("accuracy", recent), 3), round(chance_allowance("balanced_accuracy", recent), 3)
     (0.058, 0.078)
-    >>> round(chance_allowance("r2", recent), 4), round(chance_allowance("rmse", recent), 4)
-    (0.018, 0.0091)
     """
-    if metric in REGRESSION_METRICS:
-        return chance_fit(metric, at, z)
-    majority, rows = at.baseline.get("accuracy"), at.rows
-    if rows <= 0 or not _known(majority) or not 0.0 < majority < 1.0:
-        return 0.0
-    if metric == "accuracy":
-        return z * math.sqrt(majority * (1 - majority) / rows)
-    if metric == "balanced_accuracy":  # recalls of uncorrelated answers vary at most as 1/4 over each class
-        minority = max(1.0, (1 - majority) * rows)
-        return z * 0.25 * math.sqrt(1 / (majority * rows) + 1 / minority)
-    return 0.0
-
-
-def chance_fit(metric: str, at: SliceFigures, z: float = 2.326) -> float:
-    """``chance_allowance`` of a regression metric: the share of the baseline's squared error chance explains."""
-    if at.rows <= 0:
-        return 0.0
-    share = min(1.0, z * z / at.rows)  # r² one in a hundred times; a handful of rows can show anything
-    if metric == "r2":
-        baseline = at.baseline.get("r2")
-        return share * (1 - baseline if _known(baseline) else 1.0)  # r2 = 1 - error / variance of the labels
-    return 1 - math.sqrt(1 - share)
+    return evaluation.chance_allowance(metric, at.rows, at.baseline, z)
 
 
 def champion_gate(metric: str, at: SliceFigures, min_improvement: float, champion: str | None) -> GateResult:

@@ -21,8 +21,10 @@ def lineage(store: ModelStore, catalog: DatasetCatalog, name: str, version: str)
     tags, params = run.data.tags, run.data.params
     dataset, dataset_version = tags.get(Tags.DATASET), tags.get(Tags.DATASET_VERSION)
     manifest, manifest_error = None, None
+    learning = tags.get(Tags.LEARNING, "batch")
     try:
-        manifest = catalog.manifest(dataset, dataset_version).model_dump(mode="json")
+        if dataset_version or learning != "online":  # a snapshot learnt labelled answers, in no version
+            manifest = catalog.manifest(dataset, dataset_version).model_dump(mode="json")
     except Exception as exc:
         manifest_error = f"{type(exc).__name__}: {exc}"
     chain = json.loads(tags.get(Tags.CAUSATION_CHAIN, "[]"))
@@ -53,6 +55,7 @@ def lineage(store: ModelStore, catalog: DatasetCatalog, name: str, version: str)
         },
         "gates": described["gates"],
         "trigger": tags.get("flywheel.trigger"),
+        "learning": learning,  # batch, or online: a snapshot of the online challenger, learnt since a drift
         "trigger_event_id": tags.get(Tags.TRIGGER_EVENT_ID),
         "correlation_id": tags.get(Tags.CORRELATION_ID),
         "causation_chain": [e for e in events if e],

@@ -145,9 +145,11 @@ def missing_stages(chain: list[Event], lineage: dict[str, Any]) -> list[str]:
     found = {t: [e for e in chain if isinstance(e, t)] for t in STAGES}
     request = next(iter(found[TrainModel]), None)
     trigger = request.trigger if request else lineage.get("trigger")
+    run = next((e for e in found[ModelTrained] if e.run_id == lineage.get("run_id")), None)
+    online = run is not None and run.lineage.learning == "online"  # a snapshot answers the drift itself
     expected = [
-        (trigger == "drift", found[DriftDetected], "no DriftDetected, though the training request says drift"),
-        (True, found[TrainModel], "no TrainModel (the training request) in the loop"),
+        (trigger == "drift" or online, found[DriftDetected], "no DriftDetected, though the run says drift"),
+        (not online, found[TrainModel], "no TrainModel (the training request) in the loop"),
         (True, found[ModelTrained], f"no ModelTrained for run {lineage.get('run_id')}"),
     ]
     decision = next((e for e in chain if isinstance(e, ModelApproved | ModelRejected)), None)
@@ -229,6 +231,14 @@ def run_step(e: ModelTrained, lineage: dict[str, Any]) -> tuple[str, dict[str, A
         "merged_requests": e.merged_requests,
         "repeat": e.repeat,
     }
+    if e.lineage.learning == "online":
+        learnt = e.lineage.online
+        figures |= {"learning": "online", "online": learnt}
+        summary = (
+            f"online snapshot {learnt.get('snapshot')} (run {e.run_id}): learnt {learnt.get('labels_learned')} "
+            f"labelled answers one at a time since the drift, judged on the {learnt.get('held_out')} that followed"
+        )
+        return summary, figures
     summary = f"run {e.run_id} trained on {len(versions)} data version(s) in {e.duration_s:.1f} s"
     return summary + (f", {e.merged_requests} requests merged" if e.merged_requests > 1 else ""), figures
 

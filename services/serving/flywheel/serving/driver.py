@@ -66,13 +66,20 @@ class RolloutDriver:
         self.decided: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task] = set()
 
-    def strategy_of(self, name: str) -> str:
-        """The model's own rollout strategy (its ``model.yaml``), else serving's."""
-        return self.specs.get(name, RolloutSpec()).strategy or self.settings.strategy
+    def rollout_spec(self, name: str, candidate: ServedModel | None = None) -> RolloutSpec:
+        """How to roll the candidate out: the spec it was trained with says, else the model's ``model.yaml``."""
+        if candidate is not None and candidate.rollout is not None:
+            return candidate.rollout
+        return self.specs.get(name, RolloutSpec())
 
-    def steps_of(self, name: str, strategy: str) -> list[float]:
-        """The candidate's traffic per step: the model's own (its ``model.yaml``), else serving's."""
-        spec = self.specs.get(name, RolloutSpec())
+    def strategy_of(self, name: str, candidate: ServedModel | None = None) -> str:
+        """The model's own rollout strategy (the candidate's spec, or its ``model.yaml``), else serving's."""
+        return self.rollout_spec(name, candidate).strategy or self.settings.strategy
+
+    def steps_of(self, name: str, strategy: str, candidate: ServedModel | None = None) -> list[float]:
+        """The candidate's traffic per step: the model's own (the candidate's spec, or ``model.yaml``), else
+        serving's."""
+        spec = self.rollout_spec(name, candidate)
         if strategy == "canary":
             return list(spec.canary_steps or self.settings.canary_steps)
         return [spec.ab_split or self.settings.ab_split] if strategy == "ab" else [1.0]
@@ -85,7 +92,8 @@ class RolloutDriver:
             return None
         if approved.producer == "registry" and self._seen_before(name, approved.version):
             return None  # a redelivered approval: its rollout runs (or resumed) or has ended
-        strategy = strategy or self.strategy_of(name)
+        chosen = strategy
+        strategy = chosen or self.strategy_of(name)
         previous = self.active.pop(name, None)
         if previous is not None:
             superseded = previous.event("aborted", f"superseded by version {approved.version}", self.policy.alpha)
@@ -97,10 +105,19 @@ class RolloutDriver:
             return await self._abort_unloaded(approved, name, approved.version, champion.version, strategy, reason)
         if (why := incomparable(candidate.task, champion.task)) is not None:
             return await self._abort_unloaded(approved, name, approved.version, champion.version, strategy, why)
-        rollout = Rollout(name, strategy, candidate, champion.version, self.steps_of(name, strategy), cause=approved)
+        strategy = chosen or self.strategy_of(name, candidate)
+        why = f"{strategy} rollout of version {candidate.version}"
+        if chosen is None and candidate.takes_over_from(champion):
+            strategy = "blue_green"
+            why = (
+                f"blue-green: the batch retrain v{candidate.version}, gated not worse than online snapshot "
+                f"v{champion.version}, takes over from it (the bake guard rolls it back if it does worse)"
+            )
+        steps = self.steps_of(name, strategy, candidate)
+        rollout = Rollout(name, strategy, candidate, champion.version, steps, cause=approved)
         rollout.slow_ms = self.policy.slow_ms
         self.active[name] = rollout
-        started = await self._emit(rollout, "started", f"{strategy} rollout of version {candidate.version}")
+        started = await self._emit(rollout, "started", why)
         self.consider(rollout)
         return started
 
@@ -185,7 +202,7 @@ class RolloutDriver:
             return await self._abort_unloaded(
                 last, name, last.candidate_version, last.champion_version, last.strategy, why, last.step
             )
-        steps = self.steps_of(name, last.strategy)
+        steps = self.steps_of(name, last.strategy, candidate)
         step = resume_step(steps, last.step, last.candidate_traffic)
         rollout = Rollout(name, last.strategy, candidate, champion.version, steps, cause=last, step=step)
         rollout.slow_ms = self.policy.slow_ms

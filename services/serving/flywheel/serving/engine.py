@@ -209,6 +209,7 @@ class Engine:
             features=dict(zip(model.features.names, (None if v != v else v for v in row), strict=True)),
             feature_set_version=model.features.version,
             latency_ms=latency_ms,
+            inputs=model.inputs(record) if served else {},
         )
 
     # -- labels -----------------------------------------------------------------------

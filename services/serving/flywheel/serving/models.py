@@ -22,8 +22,9 @@ from flywheel.common.contracts import DataContract
 from flywheel.common.evaluation import task_of
 from flywheel.common.featuresets import FeatureSet, load_feature_set
 from flywheel.common.featureversions import feature_set_of_run
-from flywheel.common.modelspec import ModelSpec, load_model_spec
+from flywheel.common.modelspec import ModelSpec, RolloutSpec, load_model_spec
 from flywheel.common.safemodels import TRUSTED_MODULES, load_estimator
+from flywheel.common.tracking import Tags
 from flywheel.schemas import Violation
 
 # Serving scores plain rows in the feature set's order (no per-request pandas), which is the order
@@ -40,6 +41,24 @@ class ServedModel:
     dataset: str
     estimator: Any
     features: FeatureSet
+    learns_online: bool = False  # an online challenger learns from its answers: log their inputs
+    spec: ModelSpec | None = None  # the spec it was trained with (None: unknown, or its file is gone)
+    learning: str = "batch"  # or online: a snapshot of an online challenger
+
+    @property
+    def rollout(self) -> RolloutSpec | None:
+        """How the spec it was trained with rolls it out."""
+        return self.spec.rollout if self.spec is not None else None
+
+    def takes_over_from(self, champion: ServedModel) -> bool:
+        """Whether this batch model replaces the online snapshot serving blue-green, as its spec's online challenger
+        says (``batch_takes_over``): the snapshot only bridged the drift until the batch recipe was retrained."""
+        online = self.spec.online_challenger if self.spec is not None else None
+        return self.learning == "batch" and champion.learning == "online" and bool(online and online.batch_takes_over)
+
+    def inputs(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The raw inputs of ``record`` this model reads, for the prediction log of a model learnt online beside."""
+        return {name: record.get(name) for name in self.features.inputs} if self.learns_online else {}
 
     def rows(self, records: list[dict[str, Any]]) -> list[list[float]]:
         """Feature rows of raw records, computed with this model's own feature-set version."""
@@ -95,6 +114,16 @@ def served_models(datasets_dir: Path) -> dict[str, ModelSpec]:
     return found
 
 
+def spec_of_run(datasets_dir: Path, dataset: str, spec: str | None) -> ModelSpec | None:
+    """The spec a run names; None when it names none or its file is gone or unreadable."""
+    if not spec:
+        return None
+    try:
+        return load_model_spec(datasets_dir, dataset, spec)
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 def load_version(
     client: MlflowClient,
     datasets_dir: Path,
@@ -115,6 +144,9 @@ def load_version(
     dataset = run.data.tags.get("flywheel.dataset") or name
     features = feature_set_of_run(client, run, lambda: load_feature_set(datasets_dir, dataset))
     estimator = load_estimator(f"models:/{name}/{found.version}", trusted)
-    model = ServedModel(name, str(found.version), dataset, estimator, features)
+    tags = run.data.tags
+    spec = spec_of_run(datasets_dir, dataset, tags.get(Tags.MODEL_SPEC))
+    learns_online, learning = tags.get(Tags.LEARNS_ONLINE) == "true", tags.get(Tags.LEARNING, "batch")
+    model = ServedModel(name, str(found.version), dataset, estimator, features, learns_online, spec, learning)
     model.score([[0.0] * len(model.features.names)])  # warm up before it takes traffic
     return model

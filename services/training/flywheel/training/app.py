@@ -20,6 +20,7 @@ from flywheel.common.modelspec import load_model_spec
 from flywheel.common.service import create_service_app
 from flywheel.schemas import TRAINING_COMPLETED, TRAINING_FAILED, TRAINING_REQUESTED, Event
 from flywheel.training.arrivals import Arrivals
+from flywheel.training.challenging import FOLLOWED, Challengers, follow
 from flywheel.training.coalesce import Coalescer
 from flywheel.training.codeversion import code_version
 from flywheel.training.ended import EndedLog
@@ -30,7 +31,7 @@ from flywheel.training.orchestrator import Orchestrator
 from flywheel.training.runner import RunContext
 from flywheel.training.runs import RunBook
 from flywheel.training.settings import TrainingSettings
-from flywheel.training.subscribers import register_subscribers
+from flywheel.training.subscribers import register_challenger, register_subscribers
 
 
 def create_app(settings: TrainingSettings | None = None) -> FastAPI:
@@ -63,9 +64,11 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
     coalescer = Coalescer(settings.debounce_s, orchestrator, runs.add)
     intake = Intake(coalescer, ended, handover_timeout_s=settings.handover_timeout_s)
     orchestrator.claims = intake  # the intake took the requests; only it may settle them
-    register_subscribers(
-        parts.broker, intake, settings.consumer_group, arrivals, set(load_contracts(settings.datasets_dir))
-    )
+    contracts = load_contracts(settings.datasets_dir)
+    register_subscribers(parts.broker, intake, settings.consumer_group, arrivals, set(contracts))
+
+    challengers = Challengers(ctx, publish)
+    register_challenger(parts.broker, challengers, settings.consumer_group, contracts)
 
     async def schedule() -> None:
         while True:
@@ -81,13 +84,15 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifecycle(app: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(schedule()) if settings.schedule_interval_s > 0 else None
+        following = asyncio.create_task(follow(settings.kafka.bootstrap_servers, challengers))
         try:
             yield
         finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            for running in (task, following):
+                if running is not None:
+                    running.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await running
             await intake.close(settings.shutdown_grace_s)
             await ended.close()
             pool.shutdown(wait=False, cancel_futures=True)
@@ -105,7 +110,9 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
         description="Trains models on dataset versions, reproducibly, tracked in MLflow.",
         publishes=[TRAINING_REQUESTED, TRAINING_COMPLETED, TRAINING_FAILED],
         reads={
-            TRAINING_COMPLETED: "Which requests have ended, read back after a restart or a handover.",
+            **FOLLOWED,
+            TRAINING_COMPLETED: "Which requests have ended, read back after a restart or a handover; the drift's "
+            "batch retrain ends the online challenger's episode.",
             TRAINING_FAILED: "Which requests have ended, read back after a restart or a handover.",
         },
     )

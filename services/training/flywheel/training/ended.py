@@ -19,7 +19,8 @@ ENDING_TOPICS = (TRAINING_COMPLETED, TRAINING_FAILED)
 
 
 def ended_request_ids(outcome: ModelTrained | TrainingFailed) -> list[str]:
-    """The requests an outcome ends: its ``request_ids``, or (events from before that field) its cause.
+    """The requests an outcome ends: its ``request_ids``, or (events from before that field) its cause; an
+    online challenger's snapshot ends none.
 
     >>> from uuid import uuid4
     >>> cause = uuid4()
@@ -30,6 +31,8 @@ def ended_request_ids(outcome: ModelTrained | TrainingFailed) -> list[str]:
     """
     if outcome.request_ids:
         return list(outcome.request_ids)
+    if isinstance(outcome, ModelTrained) and outcome.lineage.learning == "online":
+        return []  # an online snapshot answers a drift, no training request
     return [str(outcome.causation_id)] if outcome.causation_id else []
 
 

@@ -9,6 +9,11 @@ from flywheel.schemas import DriftDetected, TrainModel
 PRODUCER = "training"
 
 
+def retrain_request_id(drift_id: uuid.UUID) -> uuid.UUID:
+    """The id of the training request a drift causes: derived, so a redelivered drift asks once."""
+    return uuid.uuid5(drift_id, "training.requested")
+
+
 def request_from_drift(drift: DriftDetected) -> TrainModel | None:
     """A retrain command caused by a drift finding that asks for one, else None.
 
@@ -31,7 +36,7 @@ def request_from_drift(drift: DriftDetected) -> TrainModel | None:
     drifted = [f.feature for f in drift.features if f.drifted]
     detail = f" in {', '.join(sorted(set(drifted))[:5])}" if drifted else ""
     return TrainModel(
-        event_id=uuid.uuid5(drift.event_id, "training.requested"),
+        event_id=retrain_request_id(drift.event_id),
         occurred_at=drift.occurred_at,
         producer=PRODUCER,
         model_name=drift.model_name,

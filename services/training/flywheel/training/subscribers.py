@@ -8,16 +8,26 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
-from flywheel.common.kafka import InvalidMessage, exactly_once, parse_each, subscription, undecoded
+from flywheel.common.contracts import DataContract, label_refusal
+from flywheel.common.kafka import (
+    InvalidMessage,
+    exactly_once,
+    parse_each,
+    subscription,
+    undecoded,
+)
 from flywheel.schemas import (
     DATASETS_VERSIONED,
     MONITORING_DRIFT,
+    PREDICTIONS_LABELLED,
     TRAINING_REQUESTED,
     DatasetVersioned,
     DriftDetected,
+    PredictionLabelled,
     TrainModel,
 )
 from flywheel.training.arrivals import Arrivals
+from flywheel.training.challenging import Challengers
 from flywheel.training.handlers import PRODUCER, request_from_drift
 from flywheel.training.intake import Handover, Intake
 
@@ -77,3 +87,22 @@ def register_subscribers(
             await consumer.commit({TopicPartition(TRAINING_REQUESTED.name, p): o for p, o in points.items()})
 
     intake.commit = commit
+
+
+def register_challenger(
+    broker: KafkaBroker, challengers: Challengers, group: str, contracts: dict[str, DataContract]
+) -> None:
+    """The online challengers' labelled answers, in the service's group (keyed by model: one replica learns a
+    model, in order), from the moment training first joins it. Committed in the background, not message by
+    message: the learner lives in memory (a restart forgets it) and must keep up with the stream it learns.
+    The drifts and outcomes that open and end its episodes reach every replica (``challenging.follow``)."""
+
+    @broker.subscriber(
+        PREDICTIONS_LABELLED.name,
+        **subscription(PREDICTIONS_LABELLED, group, auto_offset_reset="latest", ack_policy=AckPolicy.ACK_FIRST),
+    )
+    async def on_labelled(labelled: PredictionLabelled) -> None:
+        """Learn a labelled answer (its snapshots are logged and published by the challengers, in the background)."""
+        if (refusal := label_refusal(contracts, labelled)) is not None:
+            raise InvalidMessage(refusal)
+        await challengers.learn(labelled)

@@ -97,7 +97,7 @@ def fit_and_evaluate(
     check_task(model, spec)
     progress("evaluating", 0.7)
     baseline = trivial_baseline(spec).fit(x_train, y)
-    scored = {name: _score(model, baseline, rows, spec, features) for name, rows in split.slices().items()}
+    scored = {name: score_slice(model, baseline, rows, spec, features) for name, rows in split.slices().items()}
     x_eval, y_eval, metrics = scored["recent"]
     importance, kind = feature_importance(model, x_eval, y_eval, spec, importance_repeats)
     progress("evaluated", 0.8)
@@ -129,7 +129,7 @@ def fit(spec: ModelSpec, x: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarr
     return model.fit(x, y, **{key: sample_weight})
 
 
-def _score(
+def score_slice(
     model: Any, baseline: Any, rows: pd.DataFrame, spec: ModelSpec, features: FeatureSet
 ) -> tuple[pd.DataFrame, np.ndarray, dict[str, float]]:
     """A slice's features, labels, the model's metrics and the baseline's (``baseline_<metric>``)."""
