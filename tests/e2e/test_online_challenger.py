@@ -11,9 +11,11 @@ takes over from it blue-green (``batch_takes_over``).
 from datetime import UTC, datetime
 
 import httpx
+import mlflow
 import pytest
 from rich.console import Console
 
+from flywheel.common.tracking import Tags
 from flywheel.demo.closed_loop import CHALLENGED, report
 from flywheel.demo.scenario import Scenario
 from flywheel.schemas import MODELS_CHAMPION, MODELS_ROLLOUT, TRAINING_COMPLETED
@@ -23,7 +25,7 @@ pytestmark = pytest.mark.timeout(1200)
 
 
 async def test_after_a_concept_change_the_online_model_is_promoted_safely_then_replaced_by_the_batch_retrain(
-    services, topics
+    services, topics, mlflow_settings
 ):
     config = on_this_stack(label_delay_s=(1.0, 1.0), rate_per_s=80.0, timeout_s=1000, **CHALLENGED)
     started = datetime.now(UTC)
@@ -60,6 +62,20 @@ async def test_after_a_concept_change_the_online_model_is_promoted_safely_then_r
     assert drift_id in batch_run["lineage"]["causation_chain"] or result.drift_ids & set(
         batch_run["lineage"]["causation_chain"]
     ), batch_run["lineage"]["causation_chain"]
+
+    # the snapshot: learnt online since the drift, judged on labels it never learnt, saved with skops (no
+    # pickle), tagged with the batch recipe any later retrain uses
+    snapshot = trained[result.run_of_version[online_version]]
+    learnt = snapshot["lineage"]["online"]
+    assert learnt["drift_event_id"] in result.drift_ids and learnt["labels_learned"] >= 100, learnt
+    scores = learnt["scores"]
+    assert learnt["judged_on"] == "balanced_accuracy" and scores["copy"] > max(scores["served"], scores["baseline"])
+    mlflow.set_tracking_uri(mlflow_settings.tracking_uri)
+    info = mlflow.models.get_model_info(f"models:/{config.model_name}/{online_version}")
+    assert info.flavors["sklearn"]["serialization_format"] == "skops"
+    run = mlflow.get_run(info.run_id)
+    assert run.data.params["estimator"] == "river.tree.ExtremelyFastDecisionTreeClassifier"
+    assert run.data.tags[Tags.MODEL_SPEC] == "challenged" and run.data.tags[Tags.LEARNING] == "online"
 
     # the lineage and the why of both versions: no hole
     async with httpx.AsyncClient(base_url=config.registry_url, timeout=60) as http:
