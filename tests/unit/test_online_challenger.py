@@ -161,3 +161,33 @@ def test_a_regressor_is_judged_on_its_error():
         stream.append(Row({"x": x, "z": 0.0}, 10 * x, served=10 * x + 3.0, label_id=str(i)))
     [proposal, *_] = learn_all(challenger, stream)
     assert proposal.metric == "rmse" and proposal.scores["copy"] > proposal.scores["served"]
+
+
+def test_a_snapshot_logged_after_its_episode_ended_is_not_proposed():
+    challenger = OnlineChallenger(spec(), FEATURES)
+    challenger.on_drift(DRIFT, now=0.0)
+    [proposal, *_] = learn_all(challenger, rows(500, served_right=0.5, seed=11))
+    assert challenger.awaits(proposal)
+    challenger.batch_arrived({DRIFT})  # while it was logged
+    assert not challenger.awaits(proposal)
+
+
+def test_a_drift_after_an_episode_that_outlived_its_time_opens_a_new_one():
+    challenger = OnlineChallenger(spec(max_s=60), FEATURES)
+    challenger.on_drift(DRIFT, now=0.0)
+    [proposal, *_] = learn_all(challenger, rows(500, served_right=0.5, seed=12))
+    challenger.logged(proposal, "run-1")  # its verdict never comes (a manual approval, say), nor any label
+    later = str(uuid.uuid4())
+    challenger.on_drift(later, now=100.0)
+    assert challenger.ended[DRIFT] == "timed out" and challenger.episode.drift_id == later
+
+
+def test_a_rollout_that_ended_before_its_verdict_was_read_does_not_hold_the_episode():
+    challenger = OnlineChallenger(spec(margin=0.0), FEATURES)
+    challenger.on_drift(DRIFT, now=0.0)
+    stream = rows(2000, served_right=0.5, seed=13)
+    first = next(p for r in stream[:500] if (p := challenger.learn(r, 1.0)))
+    challenger.logged(first, "run-1")
+    challenger.rollout_ended("2", promoted=False)  # aborted at once, its event read first
+    challenger.verdict("run-1", "2", approved=True)
+    assert challenger.episode.rolling is None and learn_all(challenger, stream[500:])

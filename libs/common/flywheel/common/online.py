@@ -61,9 +61,10 @@ class _Online(BaseEstimator):
         self.n_features_in_ = width
 
     def frozen(self) -> _Online:
-        """A copy that answers as this one does and learns no more: a river tree's learning state (each leaf's
-        and each branch's split statistics) is dropped. Saved, a tree that learnt a thousand rows shrinks from
-        ~200 MB of skops state (13 s to write) to ~0.3 MB; its leaves answer with their majority class.
+        """A copy that learns no more: a river tree's learning state (each leaf's and each branch's split
+        statistics) is dropped. Saved, a tree that learnt a thousand rows shrinks from ~200 MB of skops state
+        (13 s to write) to ~0.3 MB. Its leaves answer with their majority class (where the learner's may use
+        naive Bayes), so the copy, not the learner, is what is judged and served.
 
         >>> import pandas as pd
         >>> from river import tree

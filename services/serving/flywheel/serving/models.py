@@ -120,7 +120,7 @@ def spec_of_run(datasets_dir: Path, dataset: str, spec: str | None) -> ModelSpec
         return None
     try:
         return load_model_spec(datasets_dir, dataset, spec)
-    except (FileNotFoundError, ValueError):
+    except Exception:  # missing, unreadable or invalid: the model serves as any other, by serving's settings
         return None
 
 

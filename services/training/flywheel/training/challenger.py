@@ -5,8 +5,9 @@ proposals it returns (``snapshots.py``). Between drifts it only keeps the latest
 concept drift opens an *episode*: a fresh learner learns the last ``backfill_rows`` of them, then
 every label that follows. From ``min_rows`` on, every ``held_out`` rows a frozen copy is taken; the next
 ``held_out`` rows, which the copy never learnt, are its window. A copy that beats, on its window and
-by the registry's primary metric, both the answers the champion served for those very labels and the
-trivial baseline by ``margin`` is proposed: the registry gates it against the champion on that window
+by the registry's primary metric, the answers the champion served for those very labels by ``margin``
+and the trivial baseline by what the registry's gate asks (its margin and allowance for chance) is
+proposed: the registry gates it against the champion on that window
 and serving rolls it out. One proposal waits for its verdict, and an approved one for the end of its
 rollout, at a time; the drift's batch retrain, ``max_candidates`` or ``max_s`` end the episode. No
 drift, no episode: a healthy champion is never churned.
@@ -106,6 +107,7 @@ class Episode:
     proposals: int = 0
     waiting: str | None = None  # the run id of the proposal awaiting its verdict
     rolling: str | None = None  # the approved version whose rollout is running
+    rolled: set[str] = field(default_factory=set)  # versions whose rollout ended (its end may come before its verdict)
     promoted: list[str] = field(default_factory=list)  # the versions promoted in this episode
 
 
@@ -119,9 +121,11 @@ class OnlineChallenger:
         self.recent: deque[Row] = deque(maxlen=max(keep, self.settings.backfill_rows))
         self._seen: OrderedDict[str, None] = OrderedDict()  # label ids learnt, so a redelivery is learnt once
         self.keep = keep
-        # what the registry gates on: the spec's primary metric, else the registry's default for the task
+        # what the registry gates on: the spec's primary metric, else the registry's default for the task (and
+        # that default for a metric a window of labels alone does not give: roc_auc and log_loss want scores)
         default = "rmse" if spec.task == "regression" else "balanced_accuracy"
-        self.metric = spec.gates.primary_metric or default
+        primary = spec.gates.primary_metric
+        self.metric = primary if primary in FIGURES[spec.task] else default
         self.episode: Episode | None = None
         self.ended: OrderedDict[str, str] = OrderedDict()  # drift id -> why its episode ended
 
@@ -129,6 +133,8 @@ class OnlineChallenger:
 
     def on_drift(self, drift_id: str, now: float, cause: Any = None) -> None:
         """A concept drift of the model: open an episode (one at a time; a drift already answered, never again)."""
+        if self.episode is not None and now - self.episode.opened > self.settings.max_s:
+            self.end("timed out")  # no label came since to end it, nor a verdict or rollout it waited for
         if self.episode is not None or drift_id in self.ended:
             return
         self.episode = Episode(drift_id, now, cause)
@@ -158,9 +164,16 @@ class OnlineChallenger:
             return None  # too young to be judged: its first copy is frozen once it learnt min_rows
         if len(episode.window) < self.settings.held_out and episode.frozen is not None:
             return None
-        proposal = self._judge(episode)
-        self._freeze(episode)
-        return proposal
+        try:
+            return self._judge(episode)
+        finally:
+            self._freeze(episode)  # whatever the judging did: the next window starts here
+
+    def awaits(self, proposal: Proposal) -> bool:
+        """Whether the episode that made the proposal still waits for it to be logged: once its episode ended
+        (the batch retrain came, or it timed out), a late snapshot is not proposed."""
+        episode = self.episode
+        return episode is not None and episode.drift_id == proposal.drift_id and episode.waiting == _logging(proposal)
 
     def logged(self, proposal: Proposal, run_id: str | None) -> None:
         """The proposal is a run now, whose verdict is awaited before the next is made; None: logging it failed,
@@ -176,14 +189,17 @@ class OnlineChallenger:
         if episode is None or episode.waiting != run_id:
             return
         episode.waiting = None
-        episode.rolling = version if approved else None
+        episode.rolling = version if approved and version not in episode.rolled else None
         if not approved and episode.proposals >= self.settings.max_candidates:
             self.end("no snapshot approved")
 
     def rollout_ended(self, version: str, promoted: bool) -> None:
         """The rollout of an approved snapshot ended: the learner, which kept learning, may propose a better one."""
         episode = self.episode
-        if episode is None or episode.rolling != version:
+        if episode is None:
+            return
+        episode.rolled.add(version)
+        if episode.rolling != version:
             return
         episode.rolling = None
         if promoted:
@@ -270,7 +286,7 @@ class OnlineChallenger:
         if scores["copy"] < self._needed(scores, trivial, labels):
             return None
         episode.proposals += 1
-        episode.waiting = f"logging snapshot {episode.proposals}"
+        episode.waiting = _logging_number(episode.proposals)
         return Proposal(
             episode.drift_id,
             episode.proposals,
@@ -281,6 +297,9 @@ class OnlineChallenger:
             scores,
             episode.cause,
         )
+
+
+FIGURES = {"classification": ("accuracy", "balanced_accuracy"), "regression": ("mae", "rmse")}
 
 
 def figure(metric: str, answers: list[Any], labels: list[Any]) -> float:
@@ -298,7 +317,7 @@ def figure(metric: str, answers: list[Any], labels: list[Any]) -> float:
         return -float(np.sqrt(np.mean((said - truth) ** 2)))
     if metric == "accuracy":
         return float(np.mean(said == truth))
-    return float(balanced_accuracy_score(truth, said))  # balanced_accuracy, and the registry's default for others
+    return float(balanced_accuracy_score(truth, said))
 
 
 def _trivial(learned: list[Any], task: str) -> Any:
@@ -307,6 +326,14 @@ def _trivial(learned: list[Any], task: str) -> Any:
         return float(np.mean(learned))
     values, counts = np.unique(np.asarray(learned), return_counts=True)
     return _plain(values[counts.argmax()])
+
+
+def _logging_number(number: int) -> str:
+    return f"logging snapshot {number}"
+
+
+def _logging(proposal: Proposal) -> str:
+    return _logging_number(proposal.number)
 
 
 def _retrain_of(drift_id: str) -> str | None:

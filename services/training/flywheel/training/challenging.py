@@ -130,7 +130,11 @@ class Challengers:
         challenger = await self.of(labelled.model_name)
         if challenger is None:
             return
-        proposal = challenger.learn(row_of(labelled), self.clock())
+        try:
+            proposal = challenger.learn(row_of(labelled), self.clock())
+        except Exception as exc:  # the learner's failure, not the message's: no dead letter, learning goes on
+            log.error("online challenger could not learn", model=labelled.model_name, error=repr(exc))
+            return
         if proposal is not None:
             task = asyncio.create_task(self.log(challenger, proposal))
             self._logging.add(task)
@@ -152,6 +156,9 @@ class Challengers:
         )
         try:
             trained = await asyncio.to_thread(log_snapshot, self.ctx, challenger.spec, challenger.features, proposal)
+            if not challenger.awaits(proposal):  # its episode ended while it was logged: the batch retrain took over
+                log.info("online snapshot not proposed: its episode ended", model=model, run_id=trained.run_id)
+                return None
             challenger.logged(proposal, trained.run_id)
             await self.publish(trained)
         except Exception as exc:
@@ -244,7 +251,10 @@ async def follow(bootstrap_servers: str, challengers: Challengers, backoff_s: fl
                     event = TOPICS[message.topic].parse(message.value)
                 except ValidationError:
                     continue
-                challengers.on_event(event)
+                try:
+                    challengers.on_event(event)
+                except Exception as exc:  # one event the challengers cannot take: the others still count
+                    log.error("online challenger event not taken", topic=message.topic, error=repr(exc))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # Kafka away for a moment: read on from the end when it is back
