@@ -1,23 +1,39 @@
-"""Features' Kafka side: validated records in, the entity's latest vector out on ``features.online``."""
+"""Features' Kafka side: validated records in, the entity's latest vector out on ``features.online``.
+
+Records are consumed in batches, as ingestion consumes its raw records: each is folded in on its
+own, the batch's vectors are published together (one wait for all their acks), and the batch is
+committed once after that. The bodies arrive undecoded, so that one unparseable or refused record
+becomes one dead letter with its reason, never a failed batch.
+"""
 
 from __future__ import annotations
 
 from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
 
 from flywheel.common.contracts import DataContract
-from flywheel.common.kafka import InvalidMessage, SeenEvents, publish_event, subscription
+from flywheel.common.kafka import (
+    InvalidMessage,
+    SeenEvents,
+    batch_subscription,
+    parse_each,
+    publish_dead_letter,
+    publish_events,
+)
 from flywheel.features.metrics import UPDATES
 from flywheel.features.store import OnlineStore
 from flywheel.features.validation import refusal
-from flywheel.schemas import RECORDS_VALIDATED, RecordValidated
+from flywheel.schemas import RECORDS_VALIDATED, FeaturesComputed
+
+BATCH = 500
 
 
 def register_subscribers(
     broker: KafkaBroker, store: OnlineStore, seen: SeenEvents, contracts: dict[str, DataContract]
 ) -> None:
-    @broker.subscriber(RECORDS_VALIDATED.name, **subscription(RECORDS_VALIDATED, "features"))
-    async def on_record_validated(record: RecordValidated) -> None:
-        """Update the entity's vector and the feature statistics (each record once); publish the vector.
+    @broker.subscriber(RECORDS_VALIDATED.name, **batch_subscription(RECORDS_VALIDATED, "features", BATCH))
+    async def on_records_validated(bodies: list[bytes], message: KafkaMessage) -> None:
+        """Update each record's entity vector and the feature statistics (each record once); publish the vectors.
 
         Dedup guards the statistics only. A record seen before (a redelivery after a failed
         publish, or one the start-up replay folded in before this consumer reached it) is
@@ -25,10 +41,14 @@ def register_subscribers(
         ``features.online``, where the same vector twice is harmless and a lost one is not.
         A record its dataset's contract does not hold is dead-lettered, never folded in.
         """
-        if (why := refusal(record, contracts)) is not None:
-            raise InvalidMessage(why)
-        first = seen.first_time(record.event_id)
-        vector = store.apply(record, count=first)
-        UPDATES.labels(record.dataset, ("updated" if first else "repeated") if vector else "stale").inc()
-        if vector is not None:
-            await publish_event(broker, vector)
+        vectors: list[FeaturesComputed] = []
+        for raw, record in await parse_each(broker, RECORDS_VALIDATED, bodies, message, service="features"):
+            if (why := refusal(record, contracts)) is not None:
+                await publish_dead_letter(broker, raw, InvalidMessage(why), service="features", attempts=1)
+                continue
+            first = seen.first_time(record.event_id)
+            vector = store.apply(record, count=first)
+            UPDATES.labels(record.dataset, ("updated" if first else "repeated") if vector else "stale").inc()
+            if vector is not None:
+                vectors.append(vector)
+        await publish_events(broker, vectors)

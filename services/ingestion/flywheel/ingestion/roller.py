@@ -209,8 +209,7 @@ class Roller:
                     raise failed
                 generation = self.generation
                 for tp, messages in batches.items():
-                    for message in messages:
-                        await self._take(generation, tp.partition, message.offset, message.value, message)
+                    await self._take_batch(generation, tp.partition, [(m.offset, m.value, m) for m in messages])
         finally:
             await self.release()
             with contextlib.suppress(Exception):
@@ -256,32 +255,45 @@ class Roller:
             log.info("roller released its partitions; buffered rows will be read again", dropped=dropped)
 
     async def _take(self, generation: int, partition: int, offset: int, value: bytes, raw: Any = None) -> None:
-        try:
-            record = self.source.parse(value)
-        except ValidationError:
-            return  # not ours to judge: the topic's subscribers dead-letter what does not parse
-        dataset = record.dataset
-        if dataset not in self.contracts:
+        await self._take_batch(generation, partition, [(offset, value, raw)])
+
+    async def _take_batch(self, generation: int, partition: int, messages: list[tuple[int, bytes, Any]]) -> None:
+        """Take a partition's fetched messages, in order: parsed first, then under one hold of the lock."""
+        parsed = []
+        for offset, value, raw in messages:
+            try:
+                record = self.source.parse(value)
+            except ValidationError:
+                continue  # not ours to judge: the topic's subscribers dead-letter what does not parse
+            if record.dataset in self.contracts:
+                parsed.append((offset, record, raw))
+        if not parsed:
             return
         async with self._lock:
             if generation != self.generation or partition not in self.owned:
                 return  # fetched before a rebalance: the partition was re-seeked, or is someone else's
-            if offset < self.checkpoints[dataset].get(str(partition), 0):
-                return  # already in a sealed version
-            self.read[dataset] = merge_offsets(self.read[dataset], {str(partition): offset + 1})
-            key = self.source.key(record)
-            if key in self.sealed[dataset]:
-                return  # seen twice (a redelivered submission); sealed once already
-            invalid = self.source.invalid(record, self.contracts[dataset])
-            if invalid is not None:
-                await self._reject(raw, invalid)
-                return
-            if self.ready is not None and not self.ready(record):
-                self.waiting[dataset].hold(key, Held(record, partition, offset, time.monotonic(), raw))
-                return
-            self._buffer(dataset, record, partition, offset)
-            if self.buffers[dataset].due(time.monotonic(), self.max_rows, self.max_age_s):
-                await self._seal(dataset)
+            for offset, record, raw in parsed:
+                await self._take_one(partition, offset, record, raw)
+
+    async def _take_one(self, partition: int, offset: int, record: Any, raw: Any) -> None:
+        dataset = record.dataset
+        if offset < self.checkpoints[dataset].get(str(partition), 0):
+            return  # already in a sealed version
+        read = self.read[dataset]
+        read[str(partition)] = max(read.get(str(partition), 0), offset + 1)
+        key = self.source.key(record)
+        if key in self.sealed[dataset]:
+            return  # seen twice (a redelivered submission); sealed once already
+        invalid = self.source.invalid(record, self.contracts[dataset])
+        if invalid is not None:
+            await self._reject(raw, invalid)
+            return
+        if self.ready is not None and not self.ready(record):
+            self.waiting[dataset].hold(key, Held(record, partition, offset, time.monotonic(), raw))
+            return
+        self._buffer(dataset, record, partition, offset)
+        if self.buffers[dataset].due(time.monotonic(), self.max_rows, self.max_age_s):
+            await self._seal(dataset)
 
     def _buffer(self, dataset: str, record: Any, partition: int, offset: int) -> None:
         buffer = self.buffers[dataset]

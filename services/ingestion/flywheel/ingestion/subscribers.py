@@ -12,7 +12,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
 from flywheel.common.contracts import DataContract
-from flywheel.common.kafka import SeenEvents, parse_each, publish_events, subscription, undecoded
+from flywheel.common.kafka import SeenEvents, batch_subscription, parse_each, publish_events
 from flywheel.ingestion.metrics import count_outcome
 from flywheel.ingestion.validation import validate
 from flywheel.schemas import RECORDS_RAW
@@ -21,13 +21,7 @@ BATCH = 500
 
 
 def register_subscribers(broker: KafkaBroker, contracts: dict[str, DataContract], seen_records: SeenEvents) -> None:
-    @broker.subscriber(
-        RECORDS_RAW.name,
-        batch=True,
-        max_records=BATCH,
-        decoder=undecoded,
-        **subscription(RECORDS_RAW, "ingestion", batch_timeout_ms=20),
-    )
+    @broker.subscriber(RECORDS_RAW.name, **batch_subscription(RECORDS_RAW, "ingestion", BATCH))
     async def on_records_submitted(bodies: list[bytes], message: KafkaMessage) -> None:
         """Validate each raw record against its data contract and publish the outcomes."""
         submitted = await parse_each(broker, RECORDS_RAW, bodies, message, service="ingestion")

@@ -16,7 +16,7 @@ from flywheel.common.championmoves import ChampionMoves
 from flywheel.common.components import Components
 from flywheel.common.contracts import load_contracts
 from flywheel.common.history import read_events
-from flywheel.common.kafka import publish_event
+from flywheel.common.kafka import publish_event, publish_events
 from flywheel.common.service import create_service_app
 from flywheel.common.tracking import champion_version, version_registered
 from flywheel.schemas import (
@@ -78,7 +78,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     engine = Engine(
         settings, publish, registry.promote, load, registry.rollback, {n: s.rollout for n, s in specs.items()}
     )
-    prediction_log = PredictionLog(publish, settings.log_queue_size, settings.log_wait_s)
+    prediction_log = PredictionLog(
+        publish,
+        settings.log_queue_size,
+        settings.log_wait_s,
+        publish_many=lambda events: publish_events(parts.broker, events),
+    )
     contracts = load_contracts(settings.datasets_dir)
     moves = ChampionMoves(champion_of, registered)
     takeover = Takeover(settings.kafka.bootstrap_servers, engine, contracts)

@@ -5,7 +5,8 @@ log is off the request's critical path. When the queue is full the request waits
 room (back-pressure) up to ``wait_s``; only what still finds no room is dropped, and
 then it is counted (``flywheel_serving_prediction_log_dropped_total``) and raised on
 ``alerts``. A batch whose publication fails is retried with backoff before it counts
-as dropped.
+as dropped. A batch is published with one wait for all its acks (``publish_many``); a retried batch may
+write an answer twice, under the same event id.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from flywheel.serving.metrics import LOG_DROPPED, LOG_QUEUED
 
 log = structlog.get_logger(__name__)
 Publish = Callable[[Event], Awaitable[None]]
+PublishMany = Callable[[list[Event]], Awaitable[None]]
 
 
 class PredictionLog:
@@ -31,8 +33,10 @@ class PredictionLog:
         wait_s: float,
         publish_attempts: int = 5,
         alert_every_s: float = 60.0,
+        publish_many: PublishMany | None = None,
     ) -> None:
         self._publish = publish
+        self._publish_many = publish_many or self._each
         self.queue: asyncio.Queue[PredictionMade] = asyncio.Queue(capacity)
         self.wait_s = wait_s
         self.publish_attempts = publish_attempts
@@ -62,15 +66,26 @@ class PredictionLog:
             while not self.queue.empty() and len(batch) < 500:
                 batch.append(self.queue.get_nowait())
             for attempt in range(1, self.publish_attempts + 1):
-                results = await asyncio.gather(*(self._publish(e) for e in batch), return_exceptions=True)
-                batch = [e for e, r in zip(batch, results, strict=True) if isinstance(r, Exception)]
-                if not batch:
+                try:
+                    await self._publish_many(batch)
+                except Exception as exc:
+                    log.warning(
+                        "prediction log publish failed; retrying", batch=len(batch), attempt=attempt, error=repr(exc)
+                    )
+                    await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+                else:
+                    batch = []
                     break
-                log.warning("prediction log publish failed; retrying", failed=len(batch), attempt=attempt)
-                await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
             if batch:
                 await self._drop(len(batch), "publishing to predictions failed")
             LOG_QUEUED.set(self.queue.qsize())
+
+    async def _each(self, events: list[Event]) -> None:
+        """Publish one at a time, all at once; raise the first failure once every one has been tried."""
+        results = await asyncio.gather(*(self._publish(e) for e in events), return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
 
     async def _drop(self, n: int, why: str) -> None:
         """Count and log what was dropped; raise the alert in the background, off the request's path."""

@@ -3,7 +3,6 @@ labels judge rollouts, and prediction requests are scored in micro-batches."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from typing import Any
 from uuid import UUID
@@ -17,13 +16,15 @@ from flywheel.common.contracts import DataContract, label_refusal
 from flywheel.common.kafka import (
     ExactlyOnce,
     InvalidMessage,
+    batch_subscription,
     dead_letter,
     exactly_once,
     parse_each,
     publish_event,
+    publish_events,
     publish_letter,
     subscription,
-    undecoded,
+    with_derived_ids,
 )
 from flywheel.common.tracking import Registered
 from flywheel.schemas import (
@@ -35,7 +36,6 @@ from flywheel.schemas import (
     PREDICTIONS_REQUESTS,
     ChampionChanged,
     Event,
-    FeaturesComputed,
     MessageDeadLettered,
     ModelApproved,
     PredictionLabelled,
@@ -118,11 +118,7 @@ def register_subscribers(
         engine.on_labelled(labelled)
 
     @broker.subscriber(
-        PREDICTIONS_REQUESTS.name,
-        batch=True,
-        max_records=500,
-        decoder=undecoded,
-        **subscription(PREDICTIONS_REQUESTS, "serving", batch_timeout_ms=5),
+        PREDICTIONS_REQUESTS.name, **batch_subscription(PREDICTIONS_REQUESTS, "serving", batch_timeout_ms=5)
     )
     async def on_prediction_requested(bodies: list[bytes], message: KafkaMessage) -> None:
         """Score a micro-batch of requests; each answer (or dead letter) is published before the commit.
@@ -157,18 +153,12 @@ def register_subscribers(
             for entry in logged:
                 request = owner[entry.prediction_id]
                 caused[request.event_id].append(entry.model_copy(update=request.caused()))
-            # published together: one at a time, each waited for its acks=all before the next, held the stream at
-            # one broker round trip per request; one entity's answers (its key's) stay in their order
-            by_entity: dict[str | None, list[tuple[PredictionRequested, list[Event]]]] = defaultdict(list)
-            for request in batch:
-                answers = caused[request.event_id]
-                by_entity[answers[-1].entity_id].append((request, answers))
-            await asyncio.gather(*(answer_in_order(answered) for answered in by_entity.values()))
-
-    async def answer_in_order(answered: list[tuple[PredictionRequested, list[Event]]]) -> None:
-        """Publish requests' answers one request after another, each marked done once its answers are."""
-        for request, answers in answered:
-            await once.run(request, lambda answers=answers: answers, send)
+            # published together, with one wait for all their acks: one at a time held the stream at one broker
+            # round trip per request; sent in order, so one entity's answers (its key's) stay in their order
+            answered = [(request, with_derived_ids(request, caused[request.event_id])) for request in batch]
+            await publish_events(broker, [answer for _, answers in answered for answer in answers])
+            for request, _ in answered:
+                once.mark_done(request)
 
     async def refuse(record: Any, request: PredictionRequested, reason: str) -> None:
         """Dead-letter one request with its bytes as received, once (a retried batch does not repeat it)."""
@@ -185,12 +175,14 @@ def register_subscribers(
 
 
 def register_view_subscriber(broker: KafkaBroker, view: OnlineView, contracts: dict[str, DataContract]) -> None:
-    """Every replica folds all of ``features.online`` into its own view of the online store."""
+    """Every replica folds all of ``features.online`` into its own view of the online store, a batch at a time."""
 
-    @broker.subscriber(FEATURES_ONLINE.name, **subscription(FEATURES_ONLINE, "serving"))
-    async def on_features_computed(vector: FeaturesComputed) -> None:
-        """Keep the entity's latest vector (an older one never replaces a newer one); an absurd
-        vector is dead-lettered, never answered from."""
-        if (why := view_refusal(vector, contracts)) is not None:
-            raise InvalidMessage(why)
-        view.apply(vector)
+    @broker.subscriber(FEATURES_ONLINE.name, **batch_subscription(FEATURES_ONLINE, "serving"))
+    async def on_features_computed(bodies: list[bytes], message: KafkaMessage) -> None:
+        """Keep each entity's latest vector (an older one never replaces a newer one); an absurd
+        vector is dead-lettered with its reason, never answered from."""
+        for raw, vector in await parse_each(broker, FEATURES_ONLINE, bodies, message, service="serving"):
+            if (why := view_refusal(vector, contracts)) is not None:
+                await publish_letter(broker, dead_letter(raw, InvalidMessage(why), "serving"))
+            else:
+                view.apply(vector)
