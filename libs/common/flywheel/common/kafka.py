@@ -590,22 +590,31 @@ class ExactlyOnce:
         """Apply ``effect`` once for ``event`` and publish what it caused; None when already done.
 
         ``derive_ids=False``: the effect stamps its events' ids itself (from a cause of its choosing)."""
-        key = str(event.event_id)
-        if key in self.done:
+        caused = await self.apply(event, effect, derive_ids)
+        if caused is None:
             return None
-        if key in self._applied:  # the effect happened; only its publication failed
-            caused = self._applied[key]
-        else:
-            result = effect()
-            caused = _as_list(await result if inspect.isawaitable(result) else result)
-            caused = with_derived_ids(event, caused) if derive_ids else caused
-            self._applied[key] = caused
-            if len(self._applied) > self._capacity:
-                self._applied.popitem(last=False)
         if publish is not None:
             for out in caused:
                 await publish(out)
         self.mark_done(event)
+        return caused
+
+    async def apply(
+        self, event: Event, effect: Callable[[], Awaitable[Caused] | Caused], derive_ids: bool = True
+    ) -> list[Event] | None:
+        """Apply ``effect`` once for ``event`` and return what it caused, kept until ``mark_done`` (a retry gets
+        the same events back without applying it again); None when already done."""
+        key = str(event.event_id)
+        if key in self.done:
+            return None
+        if key in self._applied:  # the effect happened; only its publication failed
+            return self._applied[key]
+        result = effect()
+        caused = _as_list(await result if inspect.isawaitable(result) else result)
+        caused = with_derived_ids(event, caused) if derive_ids else caused
+        self._applied[key] = caused
+        if len(self._applied) > self._capacity:
+            self._applied.popitem(last=False)
         return caused
 
     def mark_done(self, event: Event) -> None:

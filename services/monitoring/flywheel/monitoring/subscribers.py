@@ -6,18 +6,23 @@ The join's state is ``join.py``; its rebuild when the group gives a replica part
 
 from __future__ import annotations
 
+from typing import Any
+
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from pydantic import ValidationError
 
 from flywheel.common.championmoves import ChampionMoves
 from flywheel.common.contracts import DataContract
 from flywheel.common.kafka import (
     ExactlyOnce,
     InvalidMessage,
+    batch_subscription,
     exactly_once,
+    publish_dead_letter,
     publish_event,
+    publish_events,
     subscription,
-    undecoded,
     with_derived_ids,
 )
 from flywheel.common.tracking import Registered
@@ -69,30 +74,38 @@ def register_subscribers(
         return [*found, *join.remember(prediction)]
 
     @broker.subscriber(
-        *JOINED, **subscription(LABELS, "monitoring"), listener=listener, decoder=undecoded, title="predictions-labels"
+        *JOINED, **batch_subscription(LABELS, "monitoring"), listener=listener, title="predictions-labels"
     )
-    async def on_prediction_or_label(body: bytes, message: KafkaMessage) -> None:
-        """A prediction: add it to its model's window, and remember it for its label. A label: join it to the
-        answers given for it (``predictions.labelled``). What either causes is published before the commit.
+    async def on_predictions_or_labels(bodies: list[bytes], message: KafkaMessage) -> None:
+        """Predictions: add each to its model's window, and remember it for its label. Labels: join each to the
+        answers given for it (``predictions.labelled``). What a batch causes is published, with one wait for all
+        the acks, before its commit; each message's effect is applied once even when the batch is retried.
 
         Both topics are keyed by entity and read by this one consumer with the range assignor, so a label
         and its answers reach the same replica. An invalid one is dead-lettered with the reason.
         """
-        topic = JOINED.get(getattr(message.raw_message, "topic", ""))
-        if topic is None:
-            raise InvalidMessage(f"monitoring reads no messages of {message.raw_message!r}")
-        event = topic.parse(body)
-        assert isinstance(event, PredictionMade | LabelObserved)
-        if (why := refusal(event, contracts)) is not None:
-            raise InvalidMessage(why)
         if listener is not None:  # labels that waited for an answer the rebuild found
             await listener.pay()
-        if isinstance(event, PredictionMade):
-            await once.run(event, lambda: on_prediction(event), publish, derive_ids=False)
-        else:
-            await once.run(event, lambda: join.join(event), publish, derive_ids=False)  # its id derives from it
+        raws = message.raw_message if isinstance(message.raw_message, tuple | list) else (message.raw_message,)
+        handled: dict[str, tuple[Event, list[Event]]] = {}
+        for raw, body in zip(raws, bodies, strict=True):
+            try:
+                event = _joined(raw, body, contracts)
+            except (ValidationError, InvalidMessage) as exc:
+                await publish_dead_letter(broker, raw, exc, service="monitoring", attempts=1)
+                continue
+            if isinstance(event, PredictionMade):
+                caused = await once.apply(event, lambda event=event: on_prediction(event), derive_ids=False)
+            else:  # its id derives from the label
+                caused = await once.apply(event, lambda event=event: join.join(event), derive_ids=False)
+            if caused is not None:
+                handled.setdefault(str(event.event_id), (event, caused))  # a redelivery in the batch: once
+        await publish_events(broker, [out for _, caused in handled.values() for out in caused])
+        for event, _ in handled.values():
+            once.mark_done(event)
         if listener is not None:
-            listener.remembered(topic.name, message.raw_message.partition, message.raw_message.offset)
+            for raw in raws:
+                listener.remembered(raw.topic, raw.partition, raw.offset)
         observe_join(join)
 
     @broker.subscriber(PREDICTIONS_LABELLED.name, **subscription(PREDICTIONS_LABELLED, "monitoring"))
@@ -144,3 +157,14 @@ def register_subscribers(
         if step.action != "aborted" and not await registered(step.model_name, step.candidate_version):
             raise InvalidMessage(f"version {step.candidate_version!r} of {step.model_name!r} is not in the registry")
         watch.on_candidate_ended(step.model_name, step.candidate_version, f"rollout {step.action}")
+
+
+def _joined(raw: Any, body: bytes, contracts: dict[str, DataContract]) -> PredictionMade | LabelObserved:
+    """The prediction or label a consumed message holds; raises why when it is neither, or is refused."""
+    topic = JOINED.get(getattr(raw, "topic", ""))
+    if topic is None:
+        raise InvalidMessage(f"monitoring reads no messages of {raw!r}")
+    event = topic.parse(body)
+    if (why := refusal(event, contracts)) is not None:
+        raise InvalidMessage(why)
+    return event
