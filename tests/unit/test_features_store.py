@@ -146,3 +146,25 @@ def _append_to(bodies: list[dict]):
         bodies.append(body)
 
     return collect
+
+
+async def test_a_record_that_fails_in_its_batch_costs_one_dead_letter_and_the_others_are_published() -> None:
+    class Failing(OnlineStore):
+        def apply(self, record: RecordValidated, count: bool = True) -> FeaturesComputed | None:
+            if record.record_id == "boom":
+                raise RuntimeError("the store broke on this one")
+            return super().apply(record, count=count)
+
+    broker = create_broker(KafkaSettings(retry_backoff_s=0, dead_letter_attempts=2), service="features-test")
+    store = Failing({"loans": FEATURES})
+    register_subscribers(broker, store, SeenEvents(), CONTRACTS)
+    letters: list[dict] = []
+    vectors: list[dict] = []
+    broker.subscriber(DEADLETTERS.name)(_append_to(letters))
+    broker.subscriber(FEATURES_ONLINE.name)(_append_to(vectors))
+    boom = validated("boom", 2, 20.0).model_copy(update={"record_id": "boom"})
+    batch = [validated("a", 1, 10.0).to_bytes(), boom.to_bytes(), validated("b", 3, 30.0).to_bytes()]
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish_batch(*batch, topic=RECORDS_VALIDATED.name)
+    assert [v["entity_id"] for v in vectors] == ["a", "b"]
+    assert len(letters) == 1 and "the store broke on this one" in letters[0]["reason"] and letters[0]["attempts"] == 2

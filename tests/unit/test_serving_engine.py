@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 from flywheel.common.featuresets import load_feature_set
+from flywheel.common.kafka import PublishFailed
 from flywheel.common.modelspec import RolloutSpec
 from flywheel.schemas import (
     AlertRaised,
@@ -483,6 +484,28 @@ async def test_back_pressure_lets_every_prediction_through_when_the_log_catches_
     await asyncio.sleep(0.2)
     drain.cancel()
     assert log.dropped == 0 and len(published) == 30
+
+
+async def test_a_partly_written_log_batch_is_retried_for_what_was_not_written_alone() -> None:
+    calls: list[list[Event]] = []
+
+    async def publish_many(events: list[Event]) -> None:
+        calls.append(list(events))
+        if len(calls) == 1:  # the first try writes all but the last two
+            raise PublishFailed(events[-2:], RuntimeError("a partition's leader moved"))
+
+    async def single(event: Event) -> None:
+        raise AssertionError("a batch goes through publish_many")
+
+    log = PredictionLog(single, capacity=100, wait_s=1.0, publish_many=publish_many)
+    h = Harness(None)
+    await h.traffic(6)
+    await log.record(h.log)
+    drain = asyncio.create_task(log.drain())
+    await asyncio.sleep(0.6)  # the retry backs off 0.4 s
+    drain.cancel()
+    assert [len(c) for c in calls] == [6, 2] and calls[1] == h.log[-2:]
+    assert log.dropped == 0
 
 
 async def test_a_replica_holds_the_candidate_of_a_rollout_run_elsewhere_and_promotes_it_without_a_load() -> None:

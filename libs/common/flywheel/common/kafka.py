@@ -22,8 +22,8 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from types import SimpleNamespace
-from typing import Any, NamedTuple
-from uuid import UUID, uuid5
+from typing import Any, NamedTuple, TypeVar
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -44,6 +44,7 @@ from flywheel.common.settings import KafkaSettings
 from flywheel.schemas import DEADLETTER_MAX_BYTES, DEADLETTERS, TOPICS, Event, MessageDeadLettered, Topic, topic_for
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 DEAD_LETTERS = Counter(
     "flywheel_dead_letters_total",
@@ -167,11 +168,14 @@ def dead_letter(record: Any, exc: Exception, service: str, attempts: int = 1) ->
     envelope: dict[str, Any] = {}
     with contextlib.suppress(ValueError):
         envelope["correlation_id"] = UUID(correlation) if correlation else None
+    partition, offset = getattr(record, "partition", None), getattr(record, "offset", None)
+    if partition is not None and offset is not None:  # the same message lettered again (a retried batch): same id
+        envelope["event_id"] = uuid5(NAMESPACE_URL, f"flywheel:deadletter:{service}:{topic}:{partition}:{offset}")
     return MessageDeadLettered(
         producer=service,
         source_topic=topic,
-        source_partition=getattr(record, "partition", None),
-        source_offset=getattr(record, "offset", None),
+        source_partition=partition,
+        source_offset=offset,
         consumer_group=service,
         reason=reason,
         error_type=type(exc).__name__,
@@ -212,6 +216,30 @@ async def parse_each(
         except ValidationError as exc:
             await publish_dead_letter(broker, raw, exc, service=service, attempts=1)
     return parsed
+
+
+async def handle_each(broker: KafkaBroker, record: Any, effect: Callable[[], Awaitable[T]], service: str) -> T | None:
+    """One message's effect inside a batch, under the policy the dead-letter middleware applies to a whole message:
+    retried with backoff, then dead-lettered alone with the reason (an invalid one at once); None when lettered.
+
+    So one message that fails costs one dead letter, never its batch, and the messages before it in the batch
+    keep their effects (the batch's handler publishes what they caused).
+    """
+    attempts, backoff_s = _RETRIES.get(broker, (1, 0.0))
+    for attempt in range(1, attempts + 1):
+        try:
+            return await effect()
+        except NOT_RETRIED as exc:
+            await publish_dead_letter(broker, record, exc, service=service, attempts=1)
+            return None
+        except Exception as exc:
+            if attempt == attempts:
+                exc.add_note(f"failed {attempts} attempts")
+                await publish_dead_letter(broker, record, exc, service=service, attempts=attempts)
+                return None
+            log.warning("message failed in its batch, retrying", attempt=attempt, error=repr(exc))
+            await asyncio.sleep(backoff_s * attempt)
+    return None
 
 
 class Parsed(NamedTuple):
@@ -301,6 +329,7 @@ def create_broker(
     )
     holder.append(broker)
     _METRICS[broker] = prometheus._metrics_manager  # publish_events counts as FastStream would
+    _RETRIES[broker] = (settings.dead_letter_attempts, settings.retry_backoff_s)
     return broker
 
 
@@ -389,6 +418,8 @@ def every_replica_options(**overrides: Any) -> dict[str, Any]:
 
 # Each service broker's Prometheus metrics, which ``publish_events`` counts in as FastStream's publish path would.
 _METRICS: weakref.WeakKeyDictionary[KafkaBroker, Any] = weakref.WeakKeyDictionary()
+# Each service broker's dead-letter policy (attempts, backoff), which ``handle_each`` applies to one message.
+_RETRIES: weakref.WeakKeyDictionary[KafkaBroker, tuple[int, float]] = weakref.WeakKeyDictionary()
 # The topics each service's broker declared it publishes (its AsyncAPI "send" operations).
 _DECLARED: weakref.WeakKeyDictionary[KafkaBroker, frozenset[str]] = weakref.WeakKeyDictionary()
 
@@ -416,35 +447,48 @@ async def publish_event(broker: KafkaBroker, event: Event) -> None:
     await _publish(broker, event)
 
 
+class PublishFailed(Exception):
+    """Some events of a batch were not written: ``failed`` lists them, in order (the others were written)."""
+
+    def __init__(self, failed: list[Event], cause: BaseException) -> None:
+        super().__init__(f"{len(failed)} event(s) not written: {cause!r}")
+        self.failed = failed
+
+
 async def publish_events(broker: KafkaBroker, events: Iterable[Event]) -> None:
     """Publish many events, in order, and wait once for all their acks (acks=all).
 
     Each is handed straight to the broker's aiokafka producer, which batches them per partition: the per-message
     path of ``broker.publish`` (its middlewares, command objects and correlation ids) costs more than the send
     itself on a busy event path. Same bytes, key and headers as ``publish_event``, and counted in the same
-    ``flywheel_published_messages_total``. Raises if any was not written, only once every ack has come.
+    ``flywheel_published_messages_total``. Raises ``PublishFailed`` naming those not written (a send refused, an
+    ack that failed, and every one after a refused send), only once every ack of those handed over has come.
     """
     events = list(events)
     for event in events:  # an undeclared topic fails the batch before any of it is sent
         _check_declared(broker, topic_for(event))
     producer = _producer_of(broker)
-    if producer is None:  # the in-memory test broker: FastStream's own path
-        for event in events:
-            await _publish(broker, event)
-        return
-    pending: list[tuple[str, asyncio.Future]] = []
+    pending: list[asyncio.Future | None] = []
+    refused: BaseException | None = None
     try:
         for event in events:
+            if producer is None:  # the in-memory test broker: FastStream's own path, at once
+                await _publish(broker, event)
+                pending.append(None)
+                continue
             topic = topic_for(event)
             headers = [(name, value.encode()) for name, value in _headers_of(event).items()]
-            sent = await producer.send(topic.name, event.to_bytes(), key=topic.key_of(event), headers=headers)
-            pending.append((topic.name, sent))
+            pending.append(await producer.send(topic.name, event.to_bytes(), key=topic.key_of(event), headers=headers))
+    except Exception as exc:  # this one and those after it were not handed over
+        refused = exc
     finally:
-        outcomes = await asyncio.gather(*(sent for _, sent in pending), return_exceptions=True)
-        _count_published(broker, [(name, outcome) for (name, _), outcome in zip(pending, outcomes, strict=True)])
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
+        outcomes: list[Any] = await asyncio.gather(*(p for p in pending if p is not None), return_exceptions=True)
+    outcomes = [None] * pending.count(None) + outcomes if producer is None else outcomes
+    outcomes += [refused] * (len(events) - len(outcomes))
+    _count_published(broker, [(topic_for(e).name, o) for e, o in zip(events, outcomes, strict=True)])
+    failed = [(e, o) for e, o in zip(events, outcomes, strict=True) if isinstance(o, BaseException)]
+    if failed:
+        raise PublishFailed([e for e, _ in failed], failed[0][1]) from failed[0][1]
 
 
 def _producer_of(broker: KafkaBroker) -> Any:
@@ -616,6 +660,25 @@ class ExactlyOnce:
         if len(self._applied) > self._capacity:
             self._applied.popitem(last=False)
         return caused
+
+    async def publish_caused(self, broker: KafkaBroker, applied: Iterable[tuple[Event, list[Event]]]) -> None:
+        """Publish what events applied with ``apply`` caused, with one wait for all the acks (``publish_events``),
+        and mark each done whose caused events were all written; raises ``PublishFailed`` for the rest."""
+        applied = list(applied)
+        try:
+            await publish_events(broker, [out for _, caused in applied for out in caused])
+        except PublishFailed as failed:
+            unwritten = {id(event) for event in failed.failed}
+            for event, caused in applied:
+                if not any(id(out) in unwritten for out in caused):
+                    self.mark_done(event)
+            raise
+        for event, _ in applied:
+            self.mark_done(event)
+
+    def applied(self, event: Event) -> bool:
+        """Whether ``event``'s effect happened and what it caused still waits to be published."""
+        return str(event.event_id) in self._applied
 
     def mark_done(self, event: Event) -> None:
         """``event``'s effect happened and what it caused is durable (published by the caller, in bulk)."""

@@ -2,8 +2,8 @@
 
 Records are consumed in batches, as ingestion consumes its raw records: each is folded in on its
 own, the batch's vectors are published together (one wait for all their acks), and the batch is
-committed once after that. The bodies arrive undecoded, so that one unparseable or refused record
-becomes one dead letter with its reason, never a failed batch.
+committed once after that. The bodies arrive undecoded, so that one unparseable, refused or failing record
+becomes one dead letter with its reason (``handle_each``), never a failed batch.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from flywheel.common.kafka import (
     InvalidMessage,
     SeenEvents,
     batch_subscription,
+    handle_each,
     parse_each,
-    publish_dead_letter,
     publish_events,
 )
 from flywheel.features.metrics import UPDATES
 from flywheel.features.store import OnlineStore
 from flywheel.features.validation import refusal
-from flywheel.schemas import RECORDS_VALIDATED, FeaturesComputed
+from flywheel.schemas import RECORDS_VALIDATED, FeaturesComputed, RecordValidated
 
 BATCH = 500
 
@@ -43,12 +43,13 @@ def register_subscribers(
         """
         vectors: list[FeaturesComputed] = []
         for raw, record in await parse_each(broker, RECORDS_VALIDATED, bodies, message, service="features"):
-            if (why := refusal(record, contracts)) is not None:
-                await publish_dead_letter(broker, raw, InvalidMessage(why), service="features", attempts=1)
-                continue
-            first = seen.first_time(record.event_id)
-            vector = store.apply(record, count=first)
-            UPDATES.labels(record.dataset, ("updated" if first else "repeated") if vector else "stale").inc()
-            if vector is not None:
-                vectors.append(vector)
+            vectors += await handle_each(broker, raw, lambda record=record: fold(record), service="features") or []
         await publish_events(broker, vectors)
+
+    async def fold(record: RecordValidated) -> list[FeaturesComputed]:
+        if (why := refusal(record, contracts)) is not None:
+            raise InvalidMessage(why)
+        first = seen.first_time(record.event_id)
+        vector = store.apply(record, count=first)
+        UPDATES.labels(record.dataset, ("updated" if first else "repeated") if vector else "stale").inc()
+        return [vector] if vector is not None else []

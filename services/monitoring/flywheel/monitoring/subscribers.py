@@ -10,7 +10,6 @@ from typing import Any
 
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from pydantic import ValidationError
 
 from flywheel.common.championmoves import ChampionMoves
 from flywheel.common.contracts import DataContract
@@ -19,9 +18,8 @@ from flywheel.common.kafka import (
     InvalidMessage,
     batch_subscription,
     exactly_once,
-    publish_dead_letter,
+    handle_each,
     publish_event,
-    publish_events,
     subscription,
     with_derived_ids,
 )
@@ -89,24 +87,21 @@ def register_subscribers(
         raws = message.raw_message if isinstance(message.raw_message, tuple | list) else (message.raw_message,)
         handled: dict[str, tuple[Event, list[Event]]] = {}
         for raw, body in zip(raws, bodies, strict=True):
-            try:
-                event = _joined(raw, body, contracts)
-            except (ValidationError, InvalidMessage) as exc:
-                await publish_dead_letter(broker, raw, exc, service="monitoring", attempts=1)
-                continue
-            if isinstance(event, PredictionMade):
-                caused = await once.apply(event, lambda event=event: on_prediction(event), derive_ids=False)
-            else:  # its id derives from the label
-                caused = await once.apply(event, lambda event=event: join.join(event), derive_ids=False)
-            if caused is not None:
-                handled.setdefault(str(event.event_id), (event, caused))  # a redelivery in the batch: once
-        await publish_events(broker, [out for _, caused in handled.values() for out in caused])
-        for event, _ in handled.values():
-            once.mark_done(event)
+            done = await handle_each(broker, raw, lambda raw=raw, body=body: take(raw, body), service="monitoring")
+            if done is not None and done[1] is not None:
+                handled.setdefault(str(done[0].event_id), done)  # a redelivery in the same batch: once
+        await once.publish_caused(broker, handled.values())  # what fails is tried again with the batch
         if listener is not None:
             for raw in raws:
                 listener.remembered(raw.topic, raw.partition, raw.offset)
         observe_join(join)
+
+    async def take(raw: Any, body: bytes) -> tuple[Event, list[Event] | None]:
+        """What one prediction or label causes, applied once (None: done before); raises why it is refused."""
+        event = _joined(raw, body, contracts)
+        if isinstance(event, PredictionMade):
+            return event, await once.apply(event, lambda: on_prediction(event), derive_ids=False)
+        return event, await once.apply(event, lambda: join.join(event), derive_ids=False)  # its id derives from it
 
     @broker.subscriber(PREDICTIONS_LABELLED.name, **subscription(PREDICTIONS_LABELLED, "monitoring"))
     @exactly_once(broker, once)

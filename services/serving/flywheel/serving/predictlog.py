@@ -5,8 +5,8 @@ log is off the request's critical path. When the queue is full the request waits
 room (back-pressure) up to ``wait_s``; only what still finds no room is dropped, and
 then it is counted (``flywheel_serving_prediction_log_dropped_total``) and raised on
 ``alerts``. A batch whose publication fails is retried with backoff before it counts
-as dropped. A batch is published with one wait for all its acks (``publish_many``); a retried batch may
-write an answer twice, under the same event id.
+as dropped. A batch is published with one wait for all its acks (``publish_many``); only what was not
+written is tried again.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from flywheel.common.kafka import PublishFailed
 from flywheel.schemas import AlertRaised, Event, PredictionMade
 from flywheel.serving.metrics import LOG_DROPPED, LOG_QUEUED
 
@@ -69,8 +70,10 @@ class PredictionLog:
                 try:
                     await self._publish_many(batch)
                 except Exception as exc:
+                    # only what was not written is tried again (all of it when the failure does not say)
+                    batch = exc.failed if isinstance(exc, PublishFailed) else batch  # type: ignore[assignment]
                     log.warning(
-                        "prediction log publish failed; retrying", batch=len(batch), attempt=attempt, error=repr(exc)
+                        "prediction log publish failed; retrying", failed=len(batch), attempt=attempt, error=repr(exc)
                     )
                     await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
                 else:
@@ -81,11 +84,11 @@ class PredictionLog:
             LOG_QUEUED.set(self.queue.qsize())
 
     async def _each(self, events: list[Event]) -> None:
-        """Publish one at a time, all at once; raise the first failure once every one has been tried."""
+        """Publish one at a time, all at once; once every one has been tried, raise naming those not written."""
         results = await asyncio.gather(*(self._publish(e) for e in events), return_exceptions=True)
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
+        failed = [(e, r) for e, r in zip(events, results, strict=True) if isinstance(r, Exception)]
+        if failed:
+            raise PublishFailed([e for e, _ in failed], failed[0][1])
 
     async def _drop(self, n: int, why: str) -> None:
         """Count and log what was dropped; raise the alert in the background, off the request's path."""

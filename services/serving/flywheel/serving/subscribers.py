@@ -19,12 +19,11 @@ from flywheel.common.kafka import (
     batch_subscription,
     dead_letter,
     exactly_once,
+    handle_each,
     parse_each,
     publish_event,
-    publish_events,
     publish_letter,
     subscription,
-    with_derived_ids,
 )
 from flywheel.common.tracking import Registered
 from flywheel.schemas import (
@@ -36,6 +35,7 @@ from flywheel.schemas import (
     PREDICTIONS_REQUESTS,
     ChampionChanged,
     Event,
+    FeaturesComputed,
     MessageDeadLettered,
     ModelApproved,
     PredictionLabelled,
@@ -146,19 +146,24 @@ def register_subscribers(
                 continue
             by_model[name].append(request)
         for name, batch in by_model.items():
-            keys = [str(r.event_id) for r in batch]
-            _, logged = engine.score(name, [r.data for r in batch], [r.request_id for r in batch], keys=keys)
-            owner = {prediction_id(k, role): r for k, r in zip(keys, batch, strict=True) for role in ROLES}
-            caused: dict[UUID, list[Event]] = defaultdict(list)
-            for entry in logged:
-                request = owner[entry.prediction_id]
-                caused[request.event_id].append(entry.model_copy(update=request.caused()))
+            # a retried batch publishes the answers its first try gave (kept by ``once``), never new ones
+            fresh = [r for r in batch if not once.applied(r)]
+            caused = score(name, fresh) if fresh else {}
+            answered = [(r, await once.apply(r, lambda r=r, caused=caused: caused[r.event_id]) or []) for r in batch]
             # published together, with one wait for all their acks: one at a time held the stream at one broker
             # round trip per request; sent in order, so one entity's answers (its key's) stay in their order
-            answered = [(request, with_derived_ids(request, caused[request.event_id])) for request in batch]
-            await publish_events(broker, [answer for _, answers in answered for answer in answers])
-            for request, _ in answered:
-                once.mark_done(request)
+            await once.publish_caused(broker, answered)
+
+    def score(name: str, batch: list[PredictionRequested]) -> dict[UUID, list[Event]]:
+        """Each request's answers (served, and a shadow's), enveloped as caused by it."""
+        keys = [str(r.event_id) for r in batch]
+        _, logged = engine.score(name, [r.data for r in batch], [r.request_id for r in batch], keys=keys)
+        owner = {prediction_id(k, role): r for k, r in zip(keys, batch, strict=True) for role in ROLES}
+        caused: dict[UUID, list[Event]] = defaultdict(list)
+        for entry in logged:
+            request = owner[entry.prediction_id]
+            caused[request.event_id].append(entry.model_copy(update=request.caused()))
+        return caused
 
     async def refuse(record: Any, request: PredictionRequested, reason: str) -> None:
         """Dead-letter one request with its bytes as received, once (a retried batch does not repeat it)."""
@@ -182,7 +187,9 @@ def register_view_subscriber(broker: KafkaBroker, view: OnlineView, contracts: d
         """Keep each entity's latest vector (an older one never replaces a newer one); an absurd
         vector is dead-lettered with its reason, never answered from."""
         for raw, vector in await parse_each(broker, FEATURES_ONLINE, bodies, message, service="serving"):
-            if (why := view_refusal(vector, contracts)) is not None:
-                await publish_letter(broker, dead_letter(raw, InvalidMessage(why), "serving"))
-            else:
-                view.apply(vector)
+            await handle_each(broker, raw, lambda vector=vector: fold(vector), service="serving")
+
+    async def fold(vector: FeaturesComputed) -> None:
+        if (why := view_refusal(vector, contracts)) is not None:
+            raise InvalidMessage(why)
+        view.apply(vector)
