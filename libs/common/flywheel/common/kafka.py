@@ -663,15 +663,19 @@ class ExactlyOnce:
 
     async def publish_caused(self, broker: KafkaBroker, applied: Iterable[tuple[Event, list[Event]]]) -> None:
         """Publish what events applied with ``apply`` caused, with one wait for all the acks (``publish_events``),
-        and mark each done whose caused events were all written; raises ``PublishFailed`` for the rest."""
+        and mark each done whose caused events were all written, up to the first that was not; raises
+        ``PublishFailed`` for the rest."""
         applied = list(applied)
         try:
             await publish_events(broker, [out for _, caused in applied for out in caused])
         except PublishFailed as failed:
+            # done: those before the first with an unwritten event. Not those after it: a key's later event written
+            # before its earlier one was retried would be out of order; they are published again (same ids)
             unwritten = {id(event) for event in failed.failed}
             for event, caused in applied:
-                if not any(id(out) in unwritten for out in caused):
-                    self.mark_done(event)
+                if any(id(out) in unwritten for out in caused):
+                    break
+                self.mark_done(event)
             raise
         for event, _ in applied:
             self.mark_done(event)

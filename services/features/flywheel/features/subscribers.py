@@ -49,7 +49,8 @@ def register_subscribers(
     async def fold(record: RecordValidated) -> list[FeaturesComputed]:
         if (why := refusal(record, contracts)) is not None:
             raise InvalidMessage(why)
-        first = seen.first_time(record.event_id)
+        first = record.event_id not in seen
         vector = store.apply(record, count=first)
+        seen.first_time(record.event_id)  # claimed once folded in: a failed try that is retried still counts it
         UPDATES.labels(record.dataset, ("updated" if first else "repeated") if vector else "stale").inc()
         return [vector] if vector is not None else []

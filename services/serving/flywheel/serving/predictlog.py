@@ -6,7 +6,7 @@ room (back-pressure) up to ``wait_s``; only what still finds no room is dropped,
 then it is counted (``flywheel_serving_prediction_log_dropped_total``) and raised on
 ``alerts``. A batch whose publication fails is retried with backoff before it counts
 as dropped. A batch is published with one wait for all its acks (``publish_many``); only what was not
-written is tried again.
+written is tried again (from the first such answer on, so an entity's answers keep their order).
 """
 
 from __future__ import annotations
@@ -70,8 +70,7 @@ class PredictionLog:
                 try:
                     await self._publish_many(batch)
                 except Exception as exc:
-                    # only what was not written is tried again (all of it when the failure does not say)
-                    batch = exc.failed if isinstance(exc, PublishFailed) else batch  # type: ignore[assignment]
+                    batch = _from_first_unwritten(batch, exc)
                     log.warning(
                         "prediction log publish failed; retrying", failed=len(batch), attempt=attempt, error=repr(exc)
                     )
@@ -116,3 +115,16 @@ class PredictionLog:
             await self._publish(alert)
         except Exception as exc:  # the counter and the log line still say it
             log.error("alert about dropped predictions not published", error=repr(exc))
+
+
+def _from_first_unwritten(batch: list[PredictionMade], exc: Exception) -> list[PredictionMade]:
+    """What to try again: from the first event not written on (all of it when the failure does not say which).
+
+    Not the unwritten alone: an entity's later answer written before its earlier one would put them out of
+    order; what is written again carries the same event id.
+    """
+    if not isinstance(exc, PublishFailed) or not exc.failed:
+        return batch
+    unwritten = {id(event) for event in exc.failed}
+    first = next((i for i, event in enumerate(batch) if id(event) in unwritten), 0)
+    return batch[first:]
