@@ -148,7 +148,7 @@ async def claimed(roller: Roller) -> FakeConsumer:
 
 async def feed(roller: Roller, stream: list[tuple[int, int, RecordValidated]]) -> None:
     for partition, offset, record in stream:
-        await roller._take(roller.generation, partition, offset, record.to_bytes())
+        await roller._take_batch(roller.generation, partition, [(offset, record.to_bytes(), None)])
 
 
 def sealed_ids(store: MemoryStore) -> list[str]:
@@ -185,10 +185,10 @@ async def test_a_rebalance_drops_the_buffer_and_ignores_batches_fetched_before_i
     stale = roller.generation
     await roller.release()  # partitions revoked: another replica re-reads them from the checkpoint
     assert roller.buffers["loans"].records == {} and await roller.seal_now("loans") is None
-    await roller._take(stale, 0, 1, validated(2).to_bytes())
+    await roller._take_batch(stale, 0, [(1, validated(2).to_bytes(), None)])
     assert roller.buffers["loans"].records == {}
     await claimed(roller)
-    await roller._take(stale, 0, 1, validated(2).to_bytes())  # fetched before the new assignment
+    await roller._take_batch(stale, 0, [(1, validated(2).to_bytes(), None)])  # fetched before the new assignment
     assert roller.buffers["loans"].records == {}
 
 

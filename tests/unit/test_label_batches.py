@@ -46,7 +46,9 @@ def label_roller(
 
 async def take(roller: Roller, stream: list[tuple[int, int, LabelObserved]]) -> None:
     for partition, offset, event in stream:
-        await roller._take(roller.generation, partition, offset, event.to_bytes(), raw=f"raw@{partition}:{offset}")
+        await roller._take_batch(
+            roller.generation, partition, [(offset, event.to_bytes(), f"raw@{partition}:{offset}")]
+        )
 
 
 async def test_labels_of_known_records_are_sealed_into_a_label_batch_beside_the_versions() -> None:

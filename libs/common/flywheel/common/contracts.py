@@ -8,6 +8,7 @@ categories. ``DataContract.check`` returns the cleaned record or every violation
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -89,6 +90,23 @@ class DataContract(BaseModel):
             if not broken or broken[0].rule == "nullable" or coerced is not None:
                 clean[column] = coerced
         return clean, problems
+
+    def violations_in(self, data: dict[str, Any], columns: Iterable[str]) -> list[Violation]:
+        """The rules ``data`` breaks in ``columns`` alone (an unknown column is no violation here): what
+        ``check`` finds in them, without checking the rest of the record.
+
+        >>> contract = DataContract(dataset="d", version="1", entity_key="id", timestamp="ts",
+        ...     columns={"id": {"type": "str"}, "ts": {"type": "datetime"},
+        ...              "age": {"type": "int", "min": 18, "max": 99}})
+        >>> [(p.column, p.rule) for p in contract.violations_in({"age": 7.5, "extra": 1}, ["age", "nope"])]
+        [('age', 'type')]
+        """
+        found: list[Violation] = []
+        for column in columns:
+            rule = self.columns.get(column)
+            if rule is not None:
+                found += _check_value(column, rule, data.get(column))[1]
+        return found
 
     def check_label(self, value: Any) -> tuple[Any, list[Violation]]:
         """Coerce an outcome to the label column's type; a missing outcome is a violation too.

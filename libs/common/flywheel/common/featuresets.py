@@ -106,12 +106,14 @@ class FeatureSet(BaseModel):
         """The whole definition with its version: what is stored beside a model and in the archive."""
         return self.model_dump(mode="json")
 
-    @property
+    @cached_property
     def names(self) -> list[str]:
+        """The features' names in the set's order (read on every request: computed once; callers must not change it)."""
         return [f.name for f in self.features]
 
-    @property
+    @cached_property
     def inputs(self) -> list[str]:
+        """The raw columns the features read, sorted (computed once, as ``names``)."""
         return sorted({i for f in self.features for i in f.inputs})
 
     def compute(self, record: Mapping[str, Any]) -> dict[str, float]:

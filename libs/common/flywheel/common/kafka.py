@@ -21,6 +21,7 @@ import logging
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, NamedTuple, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -225,7 +226,8 @@ async def handle_each(broker: KafkaBroker, record: Any, effect: Callable[[], Awa
     So one message that fails costs one dead letter, never its batch, and the messages before it in the batch
     keep their effects (the batch's handler publishes what they caused).
     """
-    attempts, backoff_s = _RETRIES.get(broker, (1, 0.0))
+    wiring = _wiring(broker)
+    attempts, backoff_s = wiring.attempts, wiring.backoff_s
     for attempt in range(1, attempts + 1):
         try:
             return await effect()
@@ -328,8 +330,7 @@ def create_broker(
         log_level=logging.DEBUG,
     )
     holder.append(broker)
-    _METRICS[broker] = prometheus._metrics_manager  # publish_events counts as FastStream would
-    _RETRIES[broker] = (settings.dead_letter_attempts, settings.retry_backoff_s)
+    _WIRING[broker] = _Wiring(prometheus._metrics_manager, settings.dead_letter_attempts, settings.retry_backoff_s)
     return broker
 
 
@@ -416,12 +417,21 @@ def every_replica_options(**overrides: Any) -> dict[str, Any]:
     return options
 
 
-# Each service broker's Prometheus metrics, which ``publish_events`` counts in as FastStream's publish path would.
-_METRICS: weakref.WeakKeyDictionary[KafkaBroker, Any] = weakref.WeakKeyDictionary()
-# Each service broker's dead-letter policy (attempts, backoff), which ``handle_each`` applies to one message.
-_RETRIES: weakref.WeakKeyDictionary[KafkaBroker, tuple[int, float]] = weakref.WeakKeyDictionary()
-# The topics each service's broker declared it publishes (its AsyncAPI "send" operations).
-_DECLARED: weakref.WeakKeyDictionary[KafkaBroker, frozenset[str]] = weakref.WeakKeyDictionary()
+@dataclass
+class _Wiring:
+    """What this module keeps beside a service's broker, set when the broker is made and its publishers declared."""
+
+    metrics: Any = None  # FastStream's Prometheus metrics, which ``publish_events`` counts in as its publish path would
+    attempts: int = 1  # the dead-letter policy, which ``handle_each`` applies to one message of a batch
+    backoff_s: float = 0.0
+    declared: frozenset[str] | None = None  # the topics the service publishes (its AsyncAPI "send" operations)
+
+
+_WIRING: weakref.WeakKeyDictionary[KafkaBroker, _Wiring] = weakref.WeakKeyDictionary()
+
+
+def _wiring(broker: KafkaBroker) -> _Wiring:
+    return _WIRING.get(broker) or _Wiring()
 
 
 class UndeclaredTopic(RuntimeError):
@@ -435,7 +445,7 @@ def declare_publishers(broker: KafkaBroker, service: str, topics: Iterable[Topic
     FastStream publishers, which the caller keeps (the broker holds them only weakly).
     """
     declared = {t.name: t for t in (*topics, DEADLETTERS)}
-    _DECLARED[broker] = frozenset(declared)
+    _WIRING.setdefault(broker, _Wiring()).declared = frozenset(declared)
     return [
         broker.publisher(topic.name, title=f"{topic.name}:{service}", schema=topic.event, description=topic.description)
         for topic in declared.values()
@@ -468,27 +478,39 @@ async def publish_events(broker: KafkaBroker, events: Iterable[Event]) -> None:
     for event in events:  # an undeclared topic fails the batch before any of it is sent
         _check_declared(broker, topic_for(event))
     producer = _producer_of(broker)
-    pending: list[asyncio.Future | None] = []
-    refused: BaseException | None = None
-    try:
-        for event in events:
-            if producer is None:  # the in-memory test broker: FastStream's own path, at once
-                await _publish(broker, event)
-                pending.append(None)
-                continue
-            topic = topic_for(event)
-            headers = [(name, value.encode()) for name, value in _headers_of(event).items()]
-            pending.append(await producer.send(topic.name, event.to_bytes(), key=topic.key_of(event), headers=headers))
-    except Exception as exc:  # this one and those after it were not handed over
-        refused = exc
-    finally:
-        outcomes: list[Any] = await asyncio.gather(*(p for p in pending if p is not None), return_exceptions=True)
-    outcomes = [None] * pending.count(None) + outcomes if producer is None else outcomes
-    outcomes += [refused] * (len(events) - len(outcomes))
+    outcomes = await (_publish_one_by_one(broker, events) if producer is None else _send_all(producer, events))
     _count_published(broker, [(topic_for(e).name, o) for e, o in zip(events, outcomes, strict=True)])
     failed = [(e, o) for e, o in zip(events, outcomes, strict=True) if isinstance(o, BaseException)]
     if failed:
         raise PublishFailed([e for e, _ in failed], failed[0][1]) from failed[0][1]
+
+
+async def _send_all(producer: Any, events: list[Event]) -> list[Any]:
+    """Hand the events to aiokafka's producer in order, then wait for every ack: each one's outcome (its record's
+    metadata, or the exception). A refused send fails it and every one after it, which were never handed over."""
+    pending: list[asyncio.Future] = []
+    refused: BaseException | None = None
+    try:
+        for event in events:
+            topic = topic_for(event)
+            headers = [(name, value.encode()) for name, value in _headers_of(event).items()]
+            pending.append(await producer.send(topic.name, event.to_bytes(), key=topic.key_of(event), headers=headers))
+    except Exception as exc:
+        refused = exc
+    finally:  # even when cancelled: what was handed over is waited for
+        acked: list[Any] = await asyncio.gather(*pending, return_exceptions=True)
+    return [*acked, *[refused] * (len(events) - len(acked))]
+
+
+async def _publish_one_by_one(broker: KafkaBroker, events: list[Event]) -> list[Any]:
+    """The in-memory test broker's path (FastStream's own), one event at a time; the first failure fails the rest."""
+    outcomes: list[Any] = []
+    for event in events:
+        try:
+            outcomes.append(await _publish(broker, event))
+        except Exception as exc:
+            return [*outcomes, *[exc] * (len(events) - len(outcomes))]
+    return outcomes
 
 
 def _producer_of(broker: KafkaBroker) -> Any:
@@ -498,7 +520,7 @@ def _producer_of(broker: KafkaBroker) -> Any:
 
 
 def _count_published(broker: KafkaBroker, outcomes: list[tuple[str, Any]]) -> None:
-    metrics = _METRICS.get(broker)
+    metrics = _wiring(broker).metrics
     if metrics is None:
         return
     counted = collections.Counter((name, isinstance(outcome, BaseException)) for name, outcome in outcomes)
@@ -508,7 +530,7 @@ def _count_published(broker: KafkaBroker, outcomes: list[tuple[str, Any]]) -> No
 
 
 def _check_declared(broker: KafkaBroker, topic: Topic) -> None:
-    declared = _DECLARED.get(broker)
+    declared = _wiring(broker).declared
     if declared is not None and topic.name not in declared:
         raise UndeclaredTopic(f"{topic.name} is not among the topics this service declared: {sorted(declared)}")
 

@@ -25,13 +25,11 @@ from flywheel.features.store import OnlineStore
 from flywheel.features.validation import refusal
 from flywheel.schemas import RECORDS_VALIDATED, FeaturesComputed, RecordValidated
 
-BATCH = 500
-
 
 def register_subscribers(
     broker: KafkaBroker, store: OnlineStore, seen: SeenEvents, contracts: dict[str, DataContract]
 ) -> None:
-    @broker.subscriber(RECORDS_VALIDATED.name, **batch_subscription(RECORDS_VALIDATED, "features", BATCH))
+    @broker.subscriber(RECORDS_VALIDATED.name, **batch_subscription(RECORDS_VALIDATED, "features"))
     async def on_records_validated(bodies: list[bytes], message: KafkaMessage) -> None:
         """Update each record's entity vector and the feature statistics (each record once); publish the vectors.
 

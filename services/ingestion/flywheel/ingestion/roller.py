@@ -254,9 +254,6 @@ class Roller:
         if dropped:
             log.info("roller released its partitions; buffered rows will be read again", dropped=dropped)
 
-    async def _take(self, generation: int, partition: int, offset: int, value: bytes, raw: Any = None) -> None:
-        await self._take_batch(generation, partition, [(offset, value, raw)])
-
     async def _take_batch(self, generation: int, partition: int, messages: list[tuple[int, bytes, Any]]) -> None:
         """Take a partition's fetched messages, in order: parsed first, then under one hold of the lock."""
         parsed = []

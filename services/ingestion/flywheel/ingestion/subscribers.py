@@ -17,11 +17,9 @@ from flywheel.ingestion.metrics import count_outcome
 from flywheel.ingestion.validation import validate
 from flywheel.schemas import RECORDS_RAW
 
-BATCH = 500
-
 
 def register_subscribers(broker: KafkaBroker, contracts: dict[str, DataContract], seen_records: SeenEvents) -> None:
-    @broker.subscriber(RECORDS_RAW.name, **batch_subscription(RECORDS_RAW, "ingestion", BATCH))
+    @broker.subscriber(RECORDS_RAW.name, **batch_subscription(RECORDS_RAW, "ingestion"))
     async def on_records_submitted(bodies: list[bytes], message: KafkaMessage) -> None:
         """Validate each raw record against its data contract and publish the outcomes."""
         submitted = await parse_each(broker, RECORDS_RAW, bodies, message, service="ingestion")

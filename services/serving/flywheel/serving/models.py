@@ -87,16 +87,11 @@ class ServedModel:
         return [_plain(p) for p in self.estimator.predict(matrix)], [None] * len(rows)
 
 
-INPUT_RULES = {"type", "nullable", "range", "category"}
-
-
 def input_violations(model: ServedModel, contract: DataContract | None, record: dict[str, Any]) -> list[Violation]:
     """The contract rules a record breaks in the columns the model reads: no answer can be made from it."""
     if contract is None:
         return []
-    inputs = set(model.features.inputs)
-    _, violations = contract.check(record)
-    return [v for v in violations if v.column in inputs and v.rule in INPUT_RULES]
+    return contract.violations_in(record, model.features.inputs)
 
 
 def _plain(value: Any) -> Any:
