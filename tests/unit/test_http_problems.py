@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi import APIRouter, FastAPI, HTTPException
 from faststream.kafka import KafkaBroker, TestKafkaBroker
+from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
 from docs.generate import service_documents
@@ -167,3 +168,34 @@ async def test_training_refuses_what_it_could_not_run_before_publishing_anything
         response = await http.post("/train", content=raw(body), headers=JSON)
     assert response.status_code == status and says in problem(response).detail, response.text
     assert published == []
+
+
+async def test_every_request_is_timed_by_its_route_method_and_status_even_one_that_crashes() -> None:
+    def routes(broker: KafkaBroker) -> APIRouter:
+        router = APIRouter()
+
+        @router.get("/items/{item}")
+        async def item(item: int) -> dict:
+            if item == 0:
+                raise RuntimeError("a bug")
+            return {"item": item}
+
+        return router
+
+    _, app = app_of(routes)
+
+    def count(route: str, status: str) -> float:
+        labels = {"service": "t", "route": route, "method": "GET", "status": status}
+        return REGISTRY.get_sample_value("flywheel_http_request_duration_seconds_count", labels) or 0.0
+
+    before = {key: count(*key) for key in [("/items/{item}", "200"), ("/items/{item}", "500"), ("unmatched", "404")]}
+    transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        assert (await http.get("/items/7")).json() == {"item": 7}
+        assert (await http.get("/items/0")).status_code == 500
+        assert (await http.get("/nothing/here")).status_code == 404
+    assert {key: count(*key) - n for key, n in before.items()} == {
+        ("/items/{item}", "200"): 1,
+        ("/items/{item}", "500"): 1,
+        ("unmatched", "404"): 1,
+    }

@@ -16,6 +16,7 @@ from flywheel.common.contracts import DataContract
 from flywheel.common.problems import problems
 from flywheel.schemas import ModelApproved
 from flywheel.serving.engine import Engine
+from flywheel.serving.microbatch import MicroBatches
 from flywheel.serving.models import input_violations
 from flywheel.serving.onlineview import Assembled, FeaturesUnavailable, OnlineView, assemble
 from flywheel.serving.predictlog import PredictionLog
@@ -118,6 +119,7 @@ def create_router(
 ) -> APIRouter:
     router = APIRouter(tags=["predictions"])
     view = view if view is not None else OnlineView()
+    batches = MicroBatches(engine.score, batch_max)  # concurrent requests share a model call
 
     def model_for(dataset: str | None) -> str:
         if dataset is None:
@@ -176,7 +178,7 @@ def create_router(
             records = request.records or []
             check_inputs(name, records)
         # one id per record ties its served answer to a shadow's in the prediction log
-        answers, logged = engine.score(name, records, [uuid.uuid4().hex for _ in records])
+        answers, logged = await batches.score(name, records, [uuid.uuid4().hex for _ in records])
         await prediction_log.record(logged)  # waits while the log is behind: back-pressure, not loss
         predictions = [Prediction(**a.__dict__) for a in answers]
         for prediction, entity, found in zip(predictions, request.entities or [], assembled or [], strict=False):

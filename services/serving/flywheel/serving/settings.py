@@ -73,7 +73,9 @@ class ServingSettings(ServiceSettings):
     model_threads: int = Field(
         default=1, ge=1, description="OpenMP/BLAS threads per model call; 1 avoids thread start-up on small batches."
     )
-    batch_max: int = Field(default=1000, description="Most records one /predict call may carry.")
+    batch_max: int = Field(
+        default=1000, description="Most records one /predict call may carry, and one model call scores."
+    )
     feature_max_age_s: float | None = Field(
         default=86_400.0,
         gt=0,
