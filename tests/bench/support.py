@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import statistics
+import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from flywheel.common.kafka import client_security
 
@@ -74,3 +76,37 @@ async def fresh_topic(bootstrap: str, prefix: str, partitions: int = 1) -> str:
     finally:
         await admin.close()
     return topic
+
+
+STACK_RUN = Path(__file__).resolve().parents[2] / ".stack" / "run"
+
+
+async def cpu_by_process(run: Callable[[], Awaitable[object]]) -> list[tuple[str, float]]:
+    """CPU seconds each process of the launcher's stack (``.stack/run/*.pid``, with its children) and this
+    client spent while ``run`` ran, most first: where a path's cost lies, beside its throughput."""
+    before, client = _stack_cpu(), time.process_time()
+    await run()
+    after = _stack_cpu()
+    spent = [(name, after[name] - before[name]) for name in after if name in before]
+    return sorted([*spent, ("bench client", time.process_time() - client)], key=lambda item: -item[1])
+
+
+def _stack_cpu() -> dict[str, float]:
+    used = {}
+    for pidfile in sorted(STACK_RUN.glob("*.pid")):
+        try:
+            used[pidfile.stem] = sum(_cpu_seconds(pid) for pid in _tree(int(pidfile.read_text().split()[0])))
+        except (OSError, ValueError, IndexError):  # not running
+            continue
+    return used
+
+
+def _tree(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *(p for child in children for p in _tree(int(child)))]
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime + cutime + cstime of /proc/<pid>/stat (fields 14 to 17), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
