@@ -12,9 +12,19 @@ from flywheel.common.contracts import load_contracts
 from flywheel.serving.engine import Engine
 from flywheel.serving.http import create_router
 from flywheel.serving.microbatch import MicroBatches
+from flywheel.serving.models import ServedModel
 from flywheel.serving.predictlog import PredictionLog
 from tests.unit.test_serving_api import MODELS, engine
-from tests.unit.test_serving_engine import DATASETS, application, truth
+from tests.unit.test_serving_engine import (
+    DATASETS,
+    SALARY,
+    Constant,
+    Harness,
+    RichApproved,
+    application,
+    served,
+    truth,
+)
 
 NAME = "loans-approval"
 
@@ -26,20 +36,24 @@ class Counted:
         self.score = built.score
         self.calls: list[int] = []
 
-    def __call__(self, name, records, request_ids):
+    def __call__(self, name, records, request_ids, **pinned):
         self.calls.append(len(records))
-        return self.score(name, records, request_ids)
+        return self.score(name, records, request_ids, **pinned)
 
 
 def request(start: int, n: int) -> tuple[list[dict], list[str]]:
     return [application(i) for i in range(start, start + n)], [f"r-{i}" for i in range(start, start + n)]
 
 
+def batches_of(built: Engine, most: int = 1000) -> tuple[MicroBatches, Counted, ServedModel]:
+    score = Counted(built)
+    return MicroBatches(score, most), score, built.champions[NAME]
+
+
 async def test_concurrent_requests_share_one_call_and_each_gets_its_own_answers_in_order() -> None:
-    score = Counted(engine())
-    batches = MicroBatches(score, most=1000)
+    batches, score, champion = batches_of(engine())
     asked = [request(10 * k, k + 1) for k in range(5)]  # 1 to 5 records each
-    scored = await asyncio.gather(*(batches.score(NAME, records, ids) for records, ids in asked))
+    scored = await asyncio.gather(*(batches.score(champion, records, ids) for records, ids in asked))
     assert score.calls == [15]
     for (records, ids), (answers, logged) in zip(asked, scored, strict=True):
         assert [a.request_id for a in answers] == ids and [e.request_id for e in logged] == ids
@@ -47,45 +61,82 @@ async def test_concurrent_requests_share_one_call_and_each_gets_its_own_answers_
 
 
 async def test_a_lone_request_is_scored_at_once_and_the_next_in_its_own_call() -> None:
-    score = Counted(engine())
-    batches = MicroBatches(score, most=1000)
-    first = asyncio.ensure_future(batches.score(NAME, *request(0, 2)))
+    batches, score, champion = batches_of(engine())
+    first = asyncio.ensure_future(batches.score(champion, *request(0, 2)))
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert score.calls == [2]  # within a turn of the loop: no timer to wait out
     assert len((await first)[0]) == 2
-    await batches.score(NAME, *request(2, 3))
+    await batches.score(champion, *request(2, 3))
     assert score.calls == [2, 3]
 
 
 async def test_a_batch_holds_at_most_its_limit_and_the_rest_follows_in_the_next_call() -> None:
-    score = Counted(engine())
-    batches = MicroBatches(score, most=5)
+    batches, score, champion = batches_of(engine(), most=5)
     asked = [request(10 * k, 3) for k in range(4)]
-    scored = await asyncio.gather(*(batches.score(NAME, records, ids) for records, ids in asked))
+    scored = await asyncio.gather(*(batches.score(champion, records, ids) for records, ids in asked))
     assert score.calls == [3, 3, 3, 3]  # 3 + 3 would pass the limit of 5
     assert [len(answers) for answers, _ in scored] == [3, 3, 3, 3]
-    big = await batches.score(NAME, *request(100, 8))  # a request over the limit alone is still answered whole
+    big = await batches.score(champion, *request(100, 8))  # a request over the limit alone is still answered whole
     assert len(big[0]) == 8 and score.calls[-1] == 8
 
 
-async def test_a_failing_model_fails_every_request_of_its_batch_and_a_cancelled_one_is_not_scored() -> None:
-    def broken(name, records, request_ids):
-        raise RuntimeError("the model broke")
+async def test_a_request_the_model_cannot_score_fails_alone_and_its_errors_count_once() -> None:
+    class FailsOnSalaryZero(RichApproved):
+        def predict_proba(self, matrix):
+            if any(row[SALARY] == 0 for row in matrix):
+                raise ValueError("salary 0 cannot be scored")
+            return super().predict_proba(matrix)
 
-    batches = MicroBatches(broken, most=1000)
-    outcomes = await asyncio.gather(*(batches.score(NAME, *request(k, 1)) for k in range(3)), return_exceptions=True)
-    assert [str(o) for o in outcomes] == ["the model broke"] * 3
+    built = engine()
+    built.champions[NAME] = served("1", FailsOnSalaryZero())
+    batches, score, champion = batches_of(built)
+    asked = [request(10 * k, 2) for k in range(3)]
+    asked[1][0][1]["salary"] = 0.0
+    outcomes = await asyncio.gather(
+        *(batches.score(champion, records, ids) for records, ids in asked), return_exceptions=True
+    )
+    assert isinstance(outcomes[1], ValueError) and "salary 0" in str(outcomes[1])
+    assert [len(o[0]) for o in (outcomes[0], outcomes[2])] == [2, 2]
+    assert score.calls == [6, 2, 2, 2]  # the batch, then each request alone
+    assert built.live[NAME].errors == 2  # the failing request's records, not the batch's
 
-    score = Counted(engine())
-    batches = MicroBatches(score, most=1000)
-    gone = asyncio.ensure_future(batches.score(NAME, *request(0, 4)))
-    await asyncio.sleep(0)  # it has joined the batch
-    stays = asyncio.ensure_future(batches.score(NAME, *request(4, 1)))
-    gone.cancel()
-    assert len((await stays)[0]) == 1 and score.calls == [1]
+
+async def test_a_cancelled_request_is_not_scored_and_the_others_of_its_batch_are() -> None:
+    batches, score, champion = batches_of(engine())
+    tasks = [asyncio.ensure_future(batches.score(champion, *request(10 * k, k + 1))) for k in range(3)]
+    await asyncio.sleep(0)  # all three have joined one batch, not yet scored
+    tasks[1].cancel()
+    first, third = await tasks[0], await tasks[2]
+    assert score.calls == [1 + 3] and (len(first[0]), len(third[0])) == (1, 3)
     with pytest.raises(asyncio.CancelledError):
-        await gone
+        await tasks[1]
+
+
+async def test_the_champion_that_checked_a_request_answers_it_though_another_serves_by_then() -> None:
+    built = engine()
+    batches, _, checked = batches_of(built)
+    waiting = asyncio.ensure_future(batches.score(checked, *request(0, 2)))
+    await asyncio.sleep(0)
+    built.champions[NAME] = served("2", RichApproved())  # a promotion lands before the batch is scored
+    answers, logged = await waiting
+    assert {a.model_version for a in answers} == {"1"} == {e.model_version for e in logged}
+    answers, _ = await batches.score(built.champions[NAME], *request(2, 1))
+    assert answers[0].model_version == "2"
+
+
+async def test_each_request_gets_back_its_own_shadow_entries_beside_its_served_ones() -> None:
+    h = Harness(served("2", Constant(1)), strategy="shadow")
+    await h.engine.start_rollout(h.approve())
+    batches, score, champion = batches_of(h.engine)
+    asked = [request(10 * k, 2) for k in range(3)]
+    scored = await asyncio.gather(*(batches.score(champion, records, ids) for records, ids in asked))
+    assert score.calls == [6]
+    for (_, ids), (answers, logged) in zip(asked, scored, strict=True):
+        assert [a.variant for a in answers] == ["champion", "champion"]
+        assert sorted((e.request_id, e.variant) for e in logged) == sorted(
+            (rid, variant) for rid in ids for variant in ("champion", "shadow")
+        )
 
 
 async def test_concurrent_http_requests_are_answered_alike_with_fewer_model_calls() -> None:

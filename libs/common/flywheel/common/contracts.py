@@ -101,10 +101,10 @@ class DataContract(BaseModel):
         >>> [(p.column, p.rule) for p in contract.violations_in({"age": 7.5, "extra": 1}, ["age", "nope"])]
         [('age', 'type')]
         """
+        wanted = set(columns)
         found: list[Violation] = []
-        for column in columns:
-            rule = self.columns.get(column)
-            if rule is not None:
+        for column, rule in self.columns.items():  # in the contract's order, as ``check`` lists them
+            if column in wanted:
                 found += _check_value(column, rule, data.get(column))[1]
         return found
 

@@ -13,6 +13,7 @@ to the version it was trained with (``flywheel.common.featureversions``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -222,12 +223,24 @@ def _bucket(f: FeatureDefinition, xs: list[Any]) -> float:
 
 
 def _compiled(f: FeatureDefinition) -> Callable[[Mapping[str, Any]], float]:
-    """``f`` as a function of a record; an identity, most features, reads its input without building a list."""
+    """``f`` as a function of a record; an identity, most features, reads its input without building a list.
+    Partials of module functions, not closures: a feature set stays picklable."""
     if f.transform == "identity":
-        column = f.inputs[0]
-        return lambda record: _number(record.get(column))
-    transform, inputs = _TRANSFORMS[f.transform], tuple(f.inputs)
-    return lambda record: transform(f, [record.get(i) for i in inputs])
+        return functools.partial(_identity_of, f.inputs[0])
+    return functools.partial(_transformed, _TRANSFORMS[f.transform], f, tuple(f.inputs))
+
+
+def _identity_of(column: str, record: Mapping[str, Any]) -> float:
+    return _number(record.get(column))
+
+
+def _transformed(
+    transform: Callable[[FeatureDefinition, list[Any]], float],
+    f: FeatureDefinition,
+    inputs: tuple[str, ...],
+    record: Mapping[str, Any],
+) -> float:
+    return transform(f, [record.get(i) for i in inputs])
 
 
 _TRANSFORMS: dict[str, Callable[[FeatureDefinition, list[Any]], float]] = {

@@ -70,15 +70,20 @@ class Engine:
         records: list[dict[str, Any]],
         request_ids: list[str] | None = None,
         keys: list[str] | None = None,
+        champion: ServedModel | None = None,
+        count_failure: bool = True,
     ) -> tuple[list[Answer], list[PredictionMade]]:
         """Answer records with the champion or, by the rollout's routing, the candidate.
 
         Returns the answers and their entries for the prediction log (shadow answers too);
         the caller logs every one of them. Prediction ids derive from ``keys`` (by default
-        the request ids), so scoring the same request again gives the same ids.
+        the request ids), so scoring the same request again gives the same ids. ``champion``:
+        the version that checked the records (by default, the one serving now). A champion that
+        fails counts its errors unless ``count_failure`` is False (a batch that is scored again
+        request by request, each counted then).
         """
         keys = keys or request_ids
-        champion = self.champions[name]
+        champion = champion or self.champions[name]
         rollout = self.rollouts.get(name)  # run here: its answers are counted, and it decides
         # a rollout run by another replica routes this replica's answers alike; its judge counts them by their labels
         routing: Rollout | Followed | None = rollout or self.elsewhere.routing(name, champion.version)
@@ -110,7 +115,8 @@ class Engine:
                 )
             except Exception as exc:  # a failing candidate never fails the request: the champion answers
                 if model is champion:
-                    self._live(name).errors += len(indexes)
+                    if count_failure:
+                        self._live(name).errors += len(indexes)
                     raise
                 _count(rollout, "candidate", len(indexes), errors=len(indexes))
                 log.warning("candidate failed, champion answers", error=repr(exc))

@@ -17,7 +17,7 @@ from flywheel.common.problems import problems
 from flywheel.schemas import ModelApproved
 from flywheel.serving.engine import Engine
 from flywheel.serving.microbatch import MicroBatches
-from flywheel.serving.models import input_violations
+from flywheel.serving.models import ServedModel, input_violations
 from flywheel.serving.onlineview import Assembled, FeaturesUnavailable, OnlineView, assemble
 from flywheel.serving.predictlog import PredictionLog
 from flywheel.serving.registry import RegistryClient
@@ -130,9 +130,10 @@ def create_router(
             raise HTTPException(404, f"no model serves dataset {dataset[:80]!r}; served: {sorted(model_of_dataset)}")
         return model_of_dataset[dataset]
 
-    def check_inputs(name: str, records: list[dict[str, Any]], where: str = "records", partial: bool = False) -> None:
+    def check_inputs(
+        model: ServedModel, records: list[dict[str, Any]], where: str = "records", partial: bool = False
+    ) -> None:
         """422 naming each invalid input field; ``partial``: only the fields present are checked."""
-        model = engine.champions[name]
         contract = contracts.get(model.dataset)
         invalid = [
             {"field": f"{where}.{index}.{v.column}", "rule": v.rule, "message": v.message}
@@ -144,10 +145,11 @@ def create_router(
             fields = ", ".join(p["field"] for p in invalid[:5])
             raise HTTPException(422, {"detail": f"invalid {fields}", "errors": invalid})
 
-    def from_online_store(name: str, entities: list[EntityRequest]) -> tuple[list[dict[str, Any]], list[Assembled]]:
+    def from_online_store(
+        model: ServedModel, entities: list[EntityRequest]
+    ) -> tuple[list[dict[str, Any]], list[Assembled]]:
         """Each entity's record from the view (request-time fields first); 404 unknown, 409 stale or incomplete."""
-        model = engine.champions[name]
-        check_inputs(name, [e.fields for e in entities], where="entities", partial=True)
+        check_inputs(model, [e.fields for e in entities], where="entities", partial=True)
         now = datetime.now(UTC)
         assembled, refused = [], []
         for index, entity in enumerate(entities):
@@ -171,14 +173,15 @@ def create_router(
             raise HTTPException(413, f"{len(batch)} records exceed the limit of {batch_max}")
         if name not in engine.champions:
             raise HTTPException(503, f"model {name!r} has no champion yet: train and approve one first")
+        champion = engine.champions[name]  # the one that checks the request answers it, even if replaced meanwhile
         assembled = None
         if request.entities is not None:
-            records, assembled = from_online_store(name, request.entities)
+            records, assembled = from_online_store(champion, request.entities)
         else:
             records = request.records or []
-            check_inputs(name, records)
+            check_inputs(champion, records)
         # one id per record ties its served answer to a shadow's in the prediction log
-        answers, logged = await batches.score(name, records, [uuid.uuid4().hex for _ in records])
+        answers, logged = await batches.score(champion, records, [uuid.uuid4().hex for _ in records])
         await prediction_log.record(logged)  # waits while the log is behind: back-pressure, not loss
         predictions = [Prediction(**a.__dict__) for a in answers]
         for prediction, entity, found in zip(predictions, request.entities or [], assembled or [], strict=False):

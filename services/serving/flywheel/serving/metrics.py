@@ -9,7 +9,7 @@ PREDICTIONS_SERVED = Counter(
 )
 PREDICT_LATENCY = Histogram(
     "flywheel_serving_predict_seconds",
-    "Time to score one request (features + model).",
+    "Time of one scoring call (features + model): a request, or concurrent requests scored together.",
     ["model"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
 )
