@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -29,6 +30,12 @@ log = structlog.get_logger(__name__)
 
 HealthCheck = Callable[[], Awaitable[bool]]
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+# A young collection every 10,000 allocations, not CPython's 700: the event path allocates a few objects per field of
+# every message, and with 700 (a full collection every 70,000 allocations: a few hundred records) the collector
+# walked the whole heap the service keeps (its view, its join, its dedup ids) again and again. Measured on
+# ingestion's validation of 5,000 records in process: 68 µs a record at 700, 30 at 10,000.
+GC_YOUNG_THRESHOLD = 10_000
 
 HTTP_LATENCY = Histogram(
     "flywheel_http_request_duration_seconds",
@@ -166,6 +173,7 @@ def create_service_app(
             for extra in lifespans:
                 await stack.enter_async_context(extra(app))
             await broker.start()
+            gc.freeze()  # what start-up built (modules, models, folded state) is never scanned again
             log.info("service started", port=settings.port, kafka=settings.kafka.bootstrap_servers)
             yield
             log.info("service stopping")
@@ -261,6 +269,7 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
     """Run a service's app with uvicorn: the entry point of ``python -m flywheel.<service>``."""
     import uvicorn
 
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     # asyncio's own loop, not uvloop: uvloop raises RuntimeError on a write to a socket the broker closed,
     # which aiokafka does not catch (aio-libs/aiokafka#1038), so a consumer's group coordination died for
     # good when a broker restarted, and the service read nothing more while its /health said ok.
