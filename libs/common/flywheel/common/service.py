@@ -173,7 +173,6 @@ def create_service_app(
             for extra in lifespans:
                 await stack.enter_async_context(extra(app))
             await broker.start()
-            gc.freeze()  # what start-up built (modules, models, folded state) is never scanned again
             log.info("service started", port=settings.port, kafka=settings.kafka.bootstrap_servers)
             yield
             log.info("service stopping")
@@ -270,6 +269,7 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
     import uvicorn
 
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    gc.freeze()  # what importing built (modules, classes, the app) is never scanned again
     # asyncio's own loop, not uvloop: uvloop raises RuntimeError on a write to a socket the broker closed,
     # which aiokafka does not catch (aio-libs/aiokafka#1038), so a consumer's group coordination died for
     # good when a broker restarted, and the service read nothing more while its /health said ok.
