@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from flywheel.common.kafka import client_security
+from infra.launcher.commands import components
+from infra.launcher.processes import group_members, running_pid
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -78,12 +80,9 @@ async def fresh_topic(bootstrap: str, prefix: str, partitions: int = 1) -> str:
     return topic
 
 
-STACK_RUN = Path(__file__).resolve().parents[2] / ".stack" / "run"
-
-
 async def cpu_by_process(run: Callable[[], Awaitable[object]]) -> list[tuple[str, float]]:
-    """CPU seconds each process of the launcher's stack (``.stack/run/*.pid``, with its children) and this
-    client spent while ``run`` ran, most first: where a path's cost lies, beside its throughput."""
+    """CPU seconds each component of the launcher's stack (its whole process group) and this client spent while
+    ``run`` ran, most first: where a path's cost lies, beside its throughput."""
     before, client = _stack_cpu(), time.process_time()
     await run()
     after = _stack_cpu()
@@ -93,20 +92,16 @@ async def cpu_by_process(run: Callable[[], Awaitable[object]]) -> list[tuple[str
 
 def _stack_cpu() -> dict[str, float]:
     used = {}
-    for pidfile in sorted(STACK_RUN.glob("*.pid")):
-        try:
-            used[pidfile.stem] = sum(_cpu_seconds(pid) for pid in _tree(int(pidfile.read_text().split()[0])))
-        except (OSError, ValueError, IndexError):  # not running
-            continue
+    for component in components():
+        if (pgid := running_pid(component)) is not None:
+            used[component.name] = sum(_cpu_seconds(pid) for pid in group_members(pgid))
     return used
 
 
-def _tree(pid: int) -> list[int]:
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [pid, *(p for child in children for p in _tree(int(child)))]
-
-
 def _cpu_seconds(pid: int) -> float:
-    """utime + stime + cutime + cstime of /proc/<pid>/stat (fields 14 to 17), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    """utime + stime + cutime + cstime of /proc/<pid>/stat (fields 14 to 17), in seconds; 0 once it has ended."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
     return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")

@@ -128,7 +128,7 @@ class FeatureSet(BaseModel):
         >>> fs.compute({"salary": 10.0})["income"]
         nan
         """
-        return {f.name: _TRANSFORMS[f.transform](f, [record.get(i) for i in f.inputs]) for f in self.features}
+        return dict(zip(self.names, self.vector(record), strict=True))
 
     def vector(self, record: Mapping[str, Any]) -> list[float]:
         """The feature values of one record in the set's order (as ``compute``): the hot path of serving."""
@@ -172,10 +172,6 @@ def _total(xs: Iterable[float]) -> float:
         return math.fsum(xs)
     except OverflowError:
         return math.nan
-
-
-def _identity(f: FeatureDefinition, xs: list[Any]) -> float:
-    return _number(xs[0])
 
 
 def _log1p(f: FeatureDefinition, xs: list[Any]) -> float:
@@ -243,8 +239,8 @@ def _transformed(
     return transform(f, [record.get(i) for i in inputs])
 
 
+# every transform but ``identity``, which ``_compiled`` reads straight from the record
 _TRANSFORMS: dict[str, Callable[[FeatureDefinition, list[Any]], float]] = {
-    "identity": _identity,
     "log1p": _log1p,
     "sum": _sum,
     "ratio": _ratio,

@@ -107,7 +107,7 @@ def blocking_check(probe: Callable[[], Any], timeout: float = 3.0) -> HealthChec
 
 
 class ObserveLatency:
-    """Each HTTP request's latency, by route, method and status (``flywheel_http_request_seconds``).
+    """Each HTTP request's latency, by route, method and status (``flywheel_http_request_duration_seconds``).
 
     A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` (``@app.middleware("http")``) runs every
     request's app in a task of its own and streams its response through memory, which costs a
