@@ -110,3 +110,83 @@ def test_without_a_declared_range_values_are_still_bounded_by_what_can_be_stored
 def test_nan_is_a_null():
     _, problems = load_contracts(DATASETS)["loans"].check({**good_record(), "salary": float("nan")})
     assert [(p.column, p.rule) for p in problems] == [("salary", "nullable")]
+
+
+# -- a batch, a column at a time ------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from flywheel.common.contracts import _check_value  # noqa: E402
+
+EVERY_KIND = DataContract(
+    dataset="d",
+    version="1",
+    entity_key="id",
+    timestamp="ts",
+    label="y",
+    columns={
+        "id": {"type": "str"},
+        "ts": {"type": "datetime"},
+        "x": {"type": "float", "min": -5, "max": 1e6},
+        "n": {"type": "int", "nullable": True, "min": 0},
+        "free": {"type": "float", "nullable": True},
+        "big": {"type": "int"},
+        "grade": {"type": "str", "categories": ["a", "b"]},
+        "flag": {"type": "bool", "nullable": True},
+        "y": {"type": "int", "nullable": True, "categories": [0, 1]},
+    },
+)
+ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.sampled_from([10**400, 0, 1, -1, 7]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["a", "b", "c", "2026-01-01T00:00:00Z", "not a time", ""]),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+def value_by_value(contract: DataContract, data: dict) -> tuple[dict, list]:
+    """``check`` as it was before batches: every value on its own."""
+    clean, problems = {}, []
+    for column in sorted(set(data) - set(contract.columns)):
+        problems.append(("unknown", column))
+    for column, rule in contract.columns.items():
+        coerced, broken = _check_value(column, rule, data.get(column))
+        problems += [(v.rule, v.column, v.message) for v in broken]
+        if not broken or broken[0].rule == "nullable" or coerced is not None:
+            clean[column] = coerced
+    return clean, problems
+
+
+def plain(outcome: tuple[dict, list]) -> tuple[dict, list]:
+    clean, problems = outcome
+    return clean, [("unknown", v.column) if v.rule == "unknown" else (v.rule, v.column, v.message) for v in problems]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from([*EVERY_KIND.columns, "extra"]), ANY_VALUE, min_size=0, max_size=len(EVERY_KIND.columns)
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_a_batch_checked_a_column_at_a_time_finds_what_each_record_checked_alone_finds(records):
+    batch = EVERY_KIND.check_many(records)
+    assert [plain(o) for o in batch] == [value_by_value(EVERY_KIND, r) for r in records]
+    columns = ["x", "n", "grade", "nope"]
+    assert EVERY_KIND.violations_in_many(records, columns) == [EVERY_KIND.violations_in(r, columns) for r in records]
+
+
+def test_a_plain_batch_passes_whole_and_coerces_its_ints_to_floats(loans):
+    records = [{**good_record(), "applicant_id": f"a-{i}", "salary": 40_000 + i} for i in range(50)]
+    checked = loans.check_many(records)
+    assert all(problems == [] for _, problems in checked)
+    assert [clean["salary"] for clean, _ in checked] == [40_000.0 + i for i in range(50)]
+    assert all(type(clean["salary"]) is float for clean, _ in checked)
+    assert [list(clean) for clean, _ in checked] == [list(loans.columns)] * 50

@@ -204,3 +204,48 @@ def test_an_absurd_input_is_a_missing_feature_never_an_infinity_or_an_exception(
     assert all(same(online[name], offline[name]) for name in EVERY_TRANSFORM.names), (online, offline)
     assert math.isnan(online["x"]) == (not isinstance(absurd, float) or math.isinf(absurd))
     assert online["is_two"] == 1.0
+
+
+# -- a batch, a column at a time ------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+EVERY_SHAPE = FeatureSet(
+    feature_set="shapes",
+    dataset="shapes",
+    entity_key="id",
+    timestamp="ts",
+    features=[
+        *EVERY_TRANSFORM.features,
+        {"name": "total3", "inputs": ["x", "y", "z"], "transform": "sum"},
+        {"name": "alone", "inputs": ["y"], "transform": "sum"},
+        {"name": "over", "inputs": ["x", "y"], "transform": "ratio"},
+        {"name": "unsorted", "input": "x", "transform": "bucket", "edges": [5, -1, 3]},
+        {"name": "free", "input": "y", "transform": "clip"},
+    ],
+)
+AN_INPUT = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.sampled_from([10**400, 0, 1, 2, 3, -1]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["b", "c", "7"]),
+)
+
+
+def same_numbers(a: list[float], b: list[float]) -> bool:
+    return len(a) == len(b) and all(
+        (x != x and y != y) or (x == y and math.copysign(1, x) == math.copysign(1, y)) for x, y in zip(a, b, strict=True)
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(["x", "y", "z", "grade", "n"]), AN_INPUT), min_size=1, max_size=8))
+def test_a_batch_computed_a_column_at_a_time_gives_each_record_the_vector_it_has_alone(records):
+    """A plain column converts at once, any other value by value: the outcome must not depend on the company
+    a record keeps in its batch (serving's micro-batches, the feature service's batches, a training frame)."""
+    batch = EVERY_SHAPE.matrix(records)
+    for record, row in zip(records, batch, strict=True):
+        assert same_numbers(row, EVERY_SHAPE.vector(record)), record

@@ -150,10 +150,10 @@ def _append_to(bodies: list[dict]):
 
 async def test_a_record_that_fails_in_its_batch_costs_one_dead_letter_and_the_others_are_published() -> None:
     class Failing(OnlineStore):
-        def apply(self, record: RecordValidated, count: bool = True) -> FeaturesComputed | None:
+        def apply(self, record: RecordValidated, count: bool = True, values=None) -> FeaturesComputed | None:
             if record.record_id == "boom":
                 raise RuntimeError("the store broke on this one")
-            return super().apply(record, count=count)
+            return super().apply(record, count=count, values=values)
 
     broker = create_broker(KafkaSettings(retry_backoff_s=0, dead_letter_attempts=2), service="features-test")
     store = Failing({"loans": FEATURES})

@@ -32,7 +32,7 @@ class PredictionMade(Event):
     served: bool = Field(default=True, description="False for a shadow answer never returned.")
     prediction: JsonValue
     probability: float | None = Field(default=None, ge=0, le=1, description="Of the positive class.")
-    features: dict[str, JsonValue] = {}
+    features: dict[str, float | None] = Field(default={}, description="The features the model was fed (null: NaN).")
     latency_ms: float = Field(ge=0, allow_inf_nan=False)
     feature_set_version: Name | None = Field(
         default=None, description="The feature-set version ``features`` were computed with: the answering model's."

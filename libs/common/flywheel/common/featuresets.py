@@ -3,8 +3,9 @@
 A feature set (``datasets/<name>/features.yaml``) names its entity key, timestamp
 and, per feature, its inputs and a transform. Three callers use it: the feature
 service online, training offline on a dataset version, and serving on a request.
-``FeatureSet.compute`` is the only implementation of the transforms; the frame
-form maps it over rows, so training and serving cannot disagree (no skew).
+``FeatureSet.array`` is the only implementation of the transforms, over a batch's
+columns at once; one record is a batch of one and a frame a batch of its rows, so
+training and serving cannot disagree (no skew).
 
 A feature set is immutable and its ``version`` is the hash of its canonical content:
 editing ``features.yaml`` makes a new version, never a changed old one. A model is pinned
@@ -13,7 +14,6 @@ to the version it was trained with (``flywheel.common.featureversions``).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -22,6 +22,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
@@ -54,7 +55,7 @@ class FeatureDefinition(BaseModel):
     @classmethod
     def _single_input(cls, data: Any) -> Any:
         if isinstance(data, dict) and "input" in data:
-            data = {**data, "inputs": [data.pop("input")]}
+            data = {**{k: v for k, v in data.items() if k != "input"}, "inputs": [data["input"]]}  # the caller's stays
         return data
 
 
@@ -131,24 +132,30 @@ class FeatureSet(BaseModel):
         return dict(zip(self.names, self.vector(record), strict=True))
 
     def vector(self, record: Mapping[str, Any]) -> list[float]:
-        """The feature values of one record in the set's order (as ``compute``): the hot path of serving."""
-        return [feature(record) for feature in self.compiled]
-
-    @cached_property
-    def compiled(self) -> list[Callable[[Mapping[str, Any]], float]]:
-        """Each feature as one function of a record, built once: ``vector``'s plan."""
-        return [_compiled(f) for f in self.features]
+        """The feature values of one record in the set's order (as ``compute``)."""
+        return self.matrix([record])[0]
 
     def matrix(self, records: Iterable[Mapping[str, Any]]) -> list[list[float]]:
-        """Feature rows of many records, by the very same code as ``vector``."""
-        return [self.vector(r) for r in records]
+        """Feature rows of many records (``array`` as plain floats)."""
+        return self.array(records).tolist()
+
+    def array(self, records: Iterable[Mapping[str, Any]]) -> np.ndarray:
+        """The features of many records as one float array, a row per record: each feature is computed over
+        the batch's column of its inputs at once (the only implementation of the transforms, every caller's)."""
+        records = records if isinstance(records, list | tuple) else list(records)
+        columns: dict[str, np.ndarray] = {}  # an input read by several features is converted once
+        out = np.empty((len(records), len(self.features)), dtype=float)
+        with np.errstate(all="ignore"):  # an overflow or a 0/0 is NaN by the transforms' own rules
+            for j, feature in enumerate(self.features):
+                out[:, j] = _TRANSFORMS[feature.transform](feature, records, columns)
+        return out
 
     def frame(self, data: Any) -> Any:
         """A pandas frame of features for a pandas frame of records (offline: training)."""
         import pandas as pd
 
         records = data.to_dict(orient="records")
-        return pd.DataFrame(self.matrix(records), columns=self.names, index=data.index)
+        return pd.DataFrame(self.array(records), columns=self.names, index=data.index)
 
 
 def _number(value: Any) -> float:
@@ -166,28 +173,77 @@ def _number(value: Any) -> float:
     return number if math.isfinite(number) else math.nan
 
 
-def _total(xs: Iterable[float]) -> float:
-    """The exact sum, or NaN where even finite values add up past the float range."""
+# what converts to a float array as ``_number`` converts each (a frame's values are numpy's)
+_PLAIN_NUMBERS = {float, int, np.float64, np.float32, np.int64, np.int32}
+
+
+def _raw(records: list[Mapping[str, Any]], column: str) -> list[Any]:
+    return [record.get(column) for record in records]
+
+
+def _numbers(records: list[Mapping[str, Any]], columns: dict[str, np.ndarray], column: str) -> np.ndarray:
+    """A column of inputs as ``_number``s (read-only: shared by the features that read it). Plain ints and floats,
+    the usual batch, convert at once; any other value is converted on its own."""
+    if column not in columns:
+        values = _raw(records, column)
+        try:
+            if not set(map(type, values)) <= _PLAIN_NUMBERS:
+                raise TypeError
+            numbers = np.array(values, dtype=float)
+            numbers[~np.isfinite(numbers)] = np.nan
+        except (TypeError, OverflowError):  # text, nulls, booleans, an int past the float range
+            numbers = np.fromiter(map(_number, values), dtype=float, count=len(values))
+        numbers.flags.writeable = False
+        columns[column] = numbers
+    return columns[column]
+
+
+def _total(parts: list[np.ndarray]) -> np.ndarray:
+    """The exact sum of each row's parts (``math.fsum``), NaN where even finite values add up past the float range.
+    One or two parts add exactly in floating point (a single rounding); more are summed row by row."""
+    if len(parts) <= 2:
+        summed = sum(parts, start=np.zeros(len(parts[0])))  # from +0.0, as fsum: -0.0 + -0.0 is 0.0 then
+    else:
+        summed = np.fromiter(map(_fsum, zip(*parts, strict=True)), dtype=float, count=len(parts[0]))
+    summed[np.isinf(summed)] = np.nan
+    return summed
+
+
+def _fsum(xs: Iterable[float]) -> float:
     try:
         return math.fsum(xs)
     except OverflowError:
         return math.nan
 
 
-def _log1p(f: FeatureDefinition, xs: list[Any]) -> float:
-    x = _number(xs[0])
-    return math.log1p(x) if x > -1 else math.nan
+Columns = dict[str, np.ndarray]
+ColumnTransform = Callable[[FeatureDefinition, list[Mapping[str, Any]], Columns], np.ndarray]
 
 
-def _sum(f: FeatureDefinition, xs: list[Any]) -> float:
-    return _total(_number(x) for x in xs)
+def _identity(f: FeatureDefinition, records: list[Mapping[str, Any]], columns: Columns) -> np.ndarray:
+    return _numbers(records, columns, f.inputs[0])
 
 
-def _ratio(f: FeatureDefinition, xs: list[Any]) -> float:
-    numerator, denominator = _number(xs[0]), _total(_number(x) for x in xs[1:])
-    if math.isnan(numerator) or math.isnan(denominator):
-        return math.nan
-    return _number(numerator / denominator) if denominator else 0.0  # a tiny denominator may overflow
+def _log1p(f: FeatureDefinition, records: list[Mapping[str, Any]], columns: Columns) -> np.ndarray:
+    """libm's log1p, as ``math.log1p`` (numpy's own differs in the last digit: a model's features must not)."""
+    x = _numbers(records, columns, f.inputs[0])
+    found = np.full(len(x), np.nan)
+    defined = x > -1
+    found[defined] = np.fromiter(map(math.log1p, x[defined].tolist()), dtype=float, count=int(defined.sum()))
+    return found
+
+
+def _sum(f: FeatureDefinition, records: list[Mapping[str, Any]], columns: Columns) -> np.ndarray:
+    return _total([_numbers(records, columns, i) for i in f.inputs])
+
+
+def _ratio(f: FeatureDefinition, records: list[Mapping[str, Any]], columns: Columns) -> np.ndarray:
+    """The first input over the sum of the others; 0 where that sum is 0; NaN where either is, or it overflows."""
+    numerator = _numbers(records, columns, f.inputs[0])
+    denominator = _total([_numbers(records, columns, i) for i in f.inputs[1:]])
+    ratio = np.where(denominator == 0, 0.0, numerator / np.where(denominator == 0, 1.0, denominator))
+    ratio[~np.isfinite(ratio) | np.isnan(numerator)] = np.nan
+    return ratio
 
 
 def _missing(value: Any) -> bool:
@@ -195,52 +251,37 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or type(value).__name__ == "NAType"
 
 
-def _one_hot(f: FeatureDefinition, xs: list[Any]) -> float:
-    if _missing(xs[0]):  # a null is unknown, not "another category": NaN, whichever caller
-        return math.nan
-    return 1.0 if xs[0] == f.value else 0.0
+def _one_hot(f: FeatureDefinition, records: list[Mapping[str, Any]], columns: Columns) -> np.ndarray:
+    """1.0 where the input equals the value, else 0.0; a null is unknown, not "another category": NaN."""
+    values = _raw(records, f.inputs[0])
+    return np.fromiter(
+        (math.nan if _missing(v) else (1.0 if v == f.value else 0.0) for v in values), dtype=float, count=len(values)
+    )
 
 
-def _clip(f: FeatureDefinition, xs: list[Any]) -> float:
-    x = _number(xs[0])
-    if f.min is not None:
-        x = max(x, f.min)
-    if f.max is not None:
-        x = min(x, f.max)
-    return x
+def _clip(f: FeatureDefinition, records: list[Mapping[str, Any]], columns: Columns) -> np.ndarray:
+    x = _numbers(records, columns, f.inputs[0])
+    return x if f.min is None and f.max is None else np.clip(x, f.min, f.max)
 
 
-def _bucket(f: FeatureDefinition, xs: list[Any]) -> float:
-    x = _number(xs[0])
-    if math.isnan(x):
-        return math.nan
+def _bucket(f: FeatureDefinition, records: list[Mapping[str, Any]], columns: Columns) -> np.ndarray:
+    """The index of the first edge the input is below (``len(edges)`` if none); NaN for NaN."""
+    x = _numbers(records, columns, f.inputs[0])
     edges = f.edges or []
-    return float(next((i for i, edge in enumerate(edges) if x < edge), len(edges)))
+    if edges == sorted(edges):  # then the first edge above x is the count of edges at or below it
+        found = np.searchsorted(np.asarray(edges, dtype=float), x, side="right").astype(float)
+    else:
+        found = np.fromiter(
+            (next((i for i, edge in enumerate(edges) if v < edge), len(edges)) for v in x.tolist()),
+            dtype=float,
+            count=len(x),
+        )
+    found[np.isnan(x)] = np.nan
+    return found
 
 
-def _compiled(f: FeatureDefinition) -> Callable[[Mapping[str, Any]], float]:
-    """``f`` as a function of a record; an identity, most features, reads its input without building a list.
-    Partials of module functions, not closures: a feature set stays picklable."""
-    if f.transform == "identity":
-        return functools.partial(_identity_of, f.inputs[0])
-    return functools.partial(_transformed, _TRANSFORMS[f.transform], f, tuple(f.inputs))
-
-
-def _identity_of(column: str, record: Mapping[str, Any]) -> float:
-    return _number(record.get(column))
-
-
-def _transformed(
-    transform: Callable[[FeatureDefinition, list[Any]], float],
-    f: FeatureDefinition,
-    inputs: tuple[str, ...],
-    record: Mapping[str, Any],
-) -> float:
-    return transform(f, [record.get(i) for i in inputs])
-
-
-# every transform but ``identity``, which ``_compiled`` reads straight from the record
-_TRANSFORMS: dict[str, Callable[[FeatureDefinition, list[Any]], float]] = {
+_TRANSFORMS: dict[str, ColumnTransform] = {
+    "identity": _identity,
     "log1p": _log1p,
     "sum": _sum,
     "ratio": _ratio,

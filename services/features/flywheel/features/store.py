@@ -19,6 +19,7 @@ from uuid import NAMESPACE_URL, uuid5
 
 from river import stats
 
+from flywheel.common.contracts import by_dataset
 from flywheel.common.featuresets import FeatureSet
 from flywheel.schemas import FeaturesComputed, RecordValidated
 
@@ -76,16 +77,30 @@ class OnlineStore:
             name: {f: FeatureStatistics() for f in fs.names} for name, fs in feature_sets.items()
         }
 
-    def apply(self, record: RecordValidated, *, count: bool = True) -> FeaturesComputed | None:
+    def vectors(self, records: list[RecordValidated]) -> list[dict[str, float] | None]:
+        """Each record's feature vector (None: no feature set for its dataset), each dataset's computed together."""
+        found: list[dict[str, float] | None] = [None] * len(records)
+        for dataset, indexes in by_dataset(records).items():
+            feature_set = self.feature_sets.get(dataset)
+            if feature_set is not None:
+                rows = feature_set.matrix([records[i].data for i in indexes])
+                for i, row in zip(indexes, rows, strict=True):
+                    found[i] = dict(zip(feature_set.names, row, strict=True))
+        return found
+
+    def apply(
+        self, record: RecordValidated, *, count: bool = True, values: dict[str, float] | None = None
+    ) -> FeaturesComputed | None:
         """Fold one validated record in; the entity's new vector, or None when it is older than the stored one.
 
         ``count=False`` (a record seen before: a redelivery, or one the start-up replay
         already folded in) leaves the statistics alone; the latest vector is idempotent anyway.
+        ``values``: its vector, computed with its batch's (``vectors``).
         """
         feature_set = self.feature_sets.get(record.dataset)
         if feature_set is None:
             return None
-        values = feature_set.compute(record.data)
+        values = values if values is not None else feature_set.compute(record.data)
         if count:
             for name, value in values.items():
                 self.statistics[record.dataset][name].update(value)

@@ -22,7 +22,7 @@ from flywheel.common.kafka import (
 )
 from flywheel.features.metrics import UPDATES
 from flywheel.features.store import OnlineStore
-from flywheel.features.validation import refusal
+from flywheel.features.validation import refusals
 from flywheel.schemas import RECORDS_VALIDATED, FeaturesComputed, RecordValidated
 
 
@@ -39,16 +39,21 @@ def register_subscribers(
         ``features.online``, where the same vector twice is harmless and a lost one is not.
         A record its dataset's contract does not hold is dead-lettered, never folded in.
         """
+        parsed = await parse_each(broker, RECORDS_VALIDATED, bodies, message, service="features")
+        records = [record for _, record in parsed]
+        # checked and computed a batch at a time, a column at a time; folded in one by one
+        refused, computed = refusals(records, contracts), store.vectors(records)
         vectors: list[FeaturesComputed] = []
-        for raw, record in await parse_each(broker, RECORDS_VALIDATED, bodies, message, service="features"):
-            vectors += await handle_each(broker, raw, lambda record=record: fold(record), service="features") or []
+        for (raw, record), why, values in zip(parsed, refused, computed, strict=True):
+            folded = await handle_each(broker, raw, lambda r=record, w=why, v=values: fold(r, w, v), service="features")
+            vectors += folded or []
         await publish_events(broker, vectors)
 
-    async def fold(record: RecordValidated) -> list[FeaturesComputed]:
-        if (why := refusal(record, contracts)) is not None:
+    async def fold(record: RecordValidated, why: str | None, values: dict[str, float] | None) -> list[FeaturesComputed]:
+        if why is not None:
             raise InvalidMessage(why)
         first = record.event_id not in seen
-        vector = store.apply(record, count=first)
+        vector = store.apply(record, count=first, values=values)
         seen.first_time(record.event_id)  # claimed once folded in: a failed try that is retried still counts it
         UPDATES.labels(record.dataset, ("updated" if first else "repeated") if vector else "stale").inc()
         return [vector] if vector is not None else []

@@ -6,7 +6,7 @@ an absurd value (NaN, 1e308, a 10,000-character category) must not reach the sta
 
 from __future__ import annotations
 
-from flywheel.common.contracts import DataContract
+from flywheel.common.contracts import DataContract, by_dataset
 from flywheel.schemas import RecordValidated
 
 
@@ -22,8 +22,19 @@ def refusal(record: RecordValidated, contracts: dict[str, DataContract]) -> str 
     >>> refusal(record.model_copy(update={"dataset": "nope"}), contracts)
     "no data contract for dataset 'nope'; known: ['d']"
     """
-    contract = contracts.get(record.dataset)
-    if contract is None:
-        return f"no data contract for dataset {record.dataset!r}; known: {sorted(contracts)}"
-    problem = contract.record_problem(record.data)
-    return f"record {record.record_id} breaks the contract of {record.dataset}: {problem}" if problem else None
+    return refusals([record], contracts)[0]
+
+
+def refusals(records: list[RecordValidated], contracts: dict[str, DataContract]) -> list[str | None]:
+    """``refusal`` of each record of a batch, each dataset's records checked together (a column at a time)."""
+    found: list[str | None] = [None] * len(records)
+    for dataset, indexes in by_dataset(records).items():
+        contract = contracts.get(dataset)
+        if contract is None:
+            for i in indexes:
+                found[i] = f"no data contract for dataset {dataset!r}; known: {sorted(contracts)}"
+            continue
+        for i, problem in zip(indexes, contract.record_problems([records[i].data for i in indexes]), strict=True):
+            if problem:
+                found[i] = f"record {records[i].record_id} breaks the contract of {dataset}: {problem}"
+    return found

@@ -13,8 +13,8 @@ from faststream.kafka.annotations import KafkaMessage
 
 from flywheel.common.contracts import DataContract
 from flywheel.common.kafka import SeenEvents, batch_subscription, parse_each, publish_events
-from flywheel.ingestion.metrics import count_outcome
-from flywheel.ingestion.validation import validate
+from flywheel.ingestion.metrics import count_outcomes
+from flywheel.ingestion.validation import validate_all
 from flywheel.schemas import RECORDS_RAW
 
 
@@ -23,7 +23,6 @@ def register_subscribers(broker: KafkaBroker, contracts: dict[str, DataContract]
     async def on_records_submitted(bodies: list[bytes], message: KafkaMessage) -> None:
         """Validate each raw record against its data contract and publish the outcomes."""
         submitted = await parse_each(broker, RECORDS_RAW, bodies, message, service="ingestion")
-        outcomes = [validate(event, contracts, seen_records) for _, event in submitted]
+        outcomes = validate_all([event for _, event in submitted], contracts, seen_records)
         await publish_events(broker, outcomes)
-        for outcome in outcomes:
-            count_outcome(outcome, source="kafka")
+        count_outcomes(outcomes, source="kafka")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import NAMESPACE_URL, uuid5
 
-from flywheel.common.contracts import DataContract
+from flywheel.common.contracts import DataContract, by_dataset
 from flywheel.common.kafka import SeenEvents
 from flywheel.schemas import RecordRejected, RecordSubmitted, RecordValidated, Violation
 
@@ -14,15 +15,37 @@ PRODUCER = "ingestion"
 def validate(
     submitted: RecordSubmitted, contracts: dict[str, DataContract], seen_records: SeenEvents
 ) -> RecordValidated | RecordRejected:
-    """Check one record against its contract: a validated record, or a rejection with every reason.
+    """Check one record against its contract: a validated record, or a rejection with every reason."""
+    return validate_all([submitted], contracts, seen_records)[0]
 
-    The outcome's event id is derived from the submission's, so a redelivered
+
+def validate_all(
+    batch: list[RecordSubmitted], contracts: dict[str, DataContract], seen_records: SeenEvents
+) -> list[RecordValidated | RecordRejected]:
+    """Check each record of a batch against its contract (each dataset's records together, a column at a
+    time), then decide each in order: a validated record, or a rejection with every reason.
+
+    An outcome's event id is derived from its submission's, so a redelivered
     submission yields the same event and downstream dedup by ``event_id`` holds.
     """
+    checked: list[tuple[dict[str, Any], list[Violation]] | None] = [None] * len(batch)
+    for dataset, indexes in by_dataset(batch).items():
+        if (contract := contracts.get(dataset)) is not None:
+            for i, outcome in zip(indexes, contract.check_many([batch[i].data for i in indexes]), strict=True):
+                checked[i] = outcome
+    return [_decided(s, contracts, c, seen_records) for s, c in zip(batch, checked, strict=True)]
+
+
+def _decided(
+    submitted: RecordSubmitted,
+    contracts: dict[str, DataContract],
+    checked: tuple[dict[str, Any], list[Violation]] | None,
+    seen_records: SeenEvents,
+) -> RecordValidated | RecordRejected:
     outcome_id = uuid5(NAMESPACE_URL, f"flywheel:ingestion:{submitted.event_id}")
     envelope = {"event_id": outcome_id, "producer": PRODUCER, **submitted.caused()}
     contract = contracts.get(submitted.dataset)
-    if contract is None:
+    if contract is None or checked is None:
         return RecordRejected(
             **envelope,
             dataset=submitted.dataset,
@@ -37,7 +60,7 @@ def validate(
                 )
             ],
         )
-    clean, violations = contract.check(submitted.data)
+    clean, violations = checked
     if not violations and not seen_records.first_time(
         f"{submitted.dataset}/{submitted.record_id}", owner=submitted.event_id
     ):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flywheel.common.evaluation import answer_error, number
-from flywheel.schemas import PredictionLabelled
+from flywheel.schemas import PredictionLabelled, new_id
 
 # Prediction ids derive from the request id, so a request scored again after a redelivery
 # logs the same prediction ids and every reader of ``predictions`` counts it once.
@@ -27,7 +27,7 @@ def prediction_id(key: str | None, role: str) -> str:
     True
     """
     if key is None:
-        return uuid.uuid4().hex
+        return new_id().hex
     return uuid.uuid5(PREDICTION_IDS, f"{key}/{role}").hex
 
 

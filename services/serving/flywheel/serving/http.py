@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,10 +13,10 @@ from pydantic import AwareDatetime, BaseModel, Field, JsonValue, model_validator
 from flywheel.common.auth import Credentials, Principal
 from flywheel.common.contracts import DataContract
 from flywheel.common.problems import problems
-from flywheel.schemas import ModelApproved
+from flywheel.schemas import ModelApproved, new_id
 from flywheel.serving.engine import Engine
 from flywheel.serving.microbatch import MicroBatches
-from flywheel.serving.models import ServedModel, input_violations
+from flywheel.serving.models import ServedModel, inputs_violations
 from flywheel.serving.onlineview import Assembled, FeaturesUnavailable, OnlineView, assemble
 from flywheel.serving.predictlog import PredictionLog
 from flywheel.serving.registry import RegistryClient
@@ -39,7 +38,8 @@ class PredictRequest(BaseModel):
     """Either whole records (raw fields as the dataset's contract names them) or entities (by id)."""
 
     dataset: str | None = Field(default=None, description="Which dataset's model; optional with one model.")
-    records: list[dict[str, JsonValue]] | None = Field(default=None, min_length=1)
+    # Any, not JsonValue: a JSON body holds JSON values only, and JsonValue's check is a Python call per value
+    records: list[dict[str, Any]] | None = Field(default=None, min_length=1)
     entities: list[EntityRequest] | None = Field(
         default=None, min_length=1, description="Entities answered from serving's view of the online store."
     )
@@ -137,8 +137,10 @@ def create_router(
         contract = contracts.get(model.dataset)
         invalid = [
             {"field": f"{where}.{index}.{v.column}", "rule": v.rule, "message": v.message}
-            for index, record in enumerate(records)
-            for v in input_violations(model, contract, record)
+            for index, (record, violations) in enumerate(
+                zip(records, inputs_violations(model, contract, records), strict=True)
+            )
+            for v in violations
             if not partial or v.column in record
         ]
         if invalid:
@@ -181,7 +183,7 @@ def create_router(
             records = request.records or []
             check_inputs(champion, records)
         # one id per record ties its served answer to a shadow's in the prediction log
-        answers, logged = await batches.score(champion, records, [uuid.uuid4().hex for _ in records])
+        answers, logged = await batches.score(champion, records, [new_id().hex for _ in records])
         await prediction_log.record(logged)  # waits while the log is behind: back-pressure, not loss
         predictions = [Prediction(**a.__dict__) for a in answers]
         for prediction, entity, found in zip(predictions, request.entities or [], assembled or [], strict=False):

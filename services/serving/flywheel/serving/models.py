@@ -89,9 +89,16 @@ class ServedModel:
 
 def input_violations(model: ServedModel, contract: DataContract | None, record: dict[str, Any]) -> list[Violation]:
     """The contract rules a record breaks in the columns the model reads: no answer can be made from it."""
+    return inputs_violations(model, contract, [record])[0]
+
+
+def inputs_violations(
+    model: ServedModel, contract: DataContract | None, records: list[dict[str, Any]]
+) -> list[list[Violation]]:
+    """``input_violations`` of each record of a batch, checked a column at a time."""
     if contract is None:
-        return []
-    return contract.violations_in(record, model.features.inputs)
+        return [[] for _ in records]
+    return contract.violations_in_many(records, model.features.inputs)
 
 
 def _plain(value: Any) -> Any:
