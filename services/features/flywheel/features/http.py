@@ -103,14 +103,14 @@ def create_router(
             inputs = set(fs.inputs)
             problems = [
                 f"records.{i}.{v.column}: {v.message}"
-                for i, record in enumerate(request.records)
-                for v in contract.check(record)[1]
+                for i, (_, violations) in enumerate(contract.check_many(request.records))
+                for v in violations
                 if v.column in inputs and v.rule != "unknown"
             ]
             if problems:
                 raise HTTPException(422, "; ".join(problems[:10]))
         try:
-            vectors = [fs.compute(r) for r in request.records]
+            vectors = [dict(zip(fs.names, row, strict=True)) for row in fs.matrix(request.records)]
         except (TypeError, ValueError, OverflowError) as exc:  # a dataset without a contract: nothing checked it
             raise HTTPException(422, f"cannot compute features of these records: {exc}"[:300]) from exc
         return {

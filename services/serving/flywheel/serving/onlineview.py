@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import JsonValue
 
-from flywheel.common.contracts import DataContract
+from flywheel.common.contracts import DataContract, by_dataset
 from flywheel.common.featuresets import FeatureSet
 from flywheel.schemas import FeaturesComputed
 
@@ -105,8 +105,27 @@ def refusal(vector: FeaturesComputed, contracts: Mapping[str, DataContract]) -> 
     >>> refusal(vector(inputs={"id": "a", "ts": "2026-01-01T00:00:00Z", "x": 1e308}), contracts)
     'vector of entity a: its record breaks the contract of d: x=1e+308 outside [None, 10.0]'
     """
-    contract = contracts.get(vector.dataset)
-    if contract is None:
+    return refusals([vector], contracts)[0]
+
+
+def refusals(vectors: list[FeaturesComputed], contracts: Mapping[str, DataContract]) -> list[str | None]:
+    """``refusal`` of each vector of a batch; the records of each dataset's vectors are checked together."""
+    found = [_shape_refusal(vector, contracts) for vector in vectors]
+    for dataset, indexes in by_dataset(vectors).items():
+        checked = [i for i in indexes if found[i] is None and vectors[i].inputs]
+        if not checked:
+            continue
+        problems = contracts[dataset].record_problems([vectors[i].inputs for i in checked])
+        for i, problem in zip(checked, problems, strict=True):
+            if problem:
+                entity = vectors[i].entity_id[:80]
+                found[i] = f"vector of entity {entity}: its record breaks the contract of {dataset}: {problem}"
+    return found
+
+
+def _shape_refusal(vector: FeaturesComputed, contracts: Mapping[str, DataContract]) -> str | None:
+    """Why a vector is refused before its record is checked: its dataset, its entity id, its values."""
+    if vector.dataset not in contracts:
         return f"vector of dataset {vector.dataset!r}, which has no data contract here; known: {sorted(contracts)}"
     entity = vector.entity_id[:80]
     if len(vector.entity_id) > MAX_ENTITY_ID:
@@ -116,9 +135,6 @@ def refusal(vector: FeaturesComputed, contracts: Mapping[str, DataContract]) -> 
             return f"vector of entity {entity}: feature {name[:80]} is {value}, not a finite number"
         if isinstance(value, str) and len(value) > MAX_ENTITY_ID:
             return f"vector of entity {entity}: feature {name[:80]} is a string of {len(value)} characters"
-    problem = contract.record_problem(vector.inputs) if vector.inputs else None
-    if problem:
-        return f"vector of entity {entity}: its record breaks the contract of {vector.dataset}: {problem}"
     return None
 
 

@@ -46,7 +46,7 @@ from flywheel.serving.answers import ROLES, prediction_id
 from flywheel.serving.engine import Engine
 from flywheel.serving.models import input_violations
 from flywheel.serving.onlineview import OnlineView
-from flywheel.serving.onlineview import refusal as view_refusal
+from flywheel.serving.onlineview import refusals as view_refusals
 
 
 async def _anything_registered(name: str, version: str) -> bool:
@@ -186,10 +186,12 @@ def register_view_subscriber(broker: KafkaBroker, view: OnlineView, contracts: d
     async def on_features_computed(bodies: list[bytes], message: KafkaMessage) -> None:
         """Keep each entity's latest vector (an older one never replaces a newer one); an absurd
         vector is dead-lettered with its reason, never answered from."""
-        for raw, vector in await parse_each(broker, FEATURES_ONLINE, bodies, message, service="serving"):
-            await handle_each(broker, raw, lambda vector=vector: fold(vector), service="serving")
+        parsed = await parse_each(broker, FEATURES_ONLINE, bodies, message, service="serving")
+        refused = view_refusals([vector for _, vector in parsed], contracts)  # checked a batch at a time
+        for (raw, vector), why in zip(parsed, refused, strict=True):
+            await handle_each(broker, raw, lambda vector=vector, why=why: fold(vector, why), service="serving")
 
-    async def fold(vector: FeaturesComputed) -> None:
-        if (why := view_refusal(vector, contracts)) is not None:
+    async def fold(vector: FeaturesComputed, why: str | None) -> None:
+        if why is not None:
             raise InvalidMessage(why)
         view.apply(vector)
