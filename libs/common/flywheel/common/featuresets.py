@@ -173,6 +173,8 @@ def _number(value: Any) -> float:
     return number if math.isfinite(number) else math.nan
 
 
+# a column shorter than this converts value by value: numpy's conversion costs more than it saves on a few
+_AT_ONCE = 8
 # what converts to a float array as ``_number`` converts each (a frame's values are numpy's)
 _PLAIN_NUMBERS = {float, int, np.float64, np.float32, np.int64, np.int32}
 
@@ -187,7 +189,7 @@ def _numbers(records: list[Mapping[str, Any]], columns: dict[str, np.ndarray], c
     if column not in columns:
         values = _raw(records, column)
         try:
-            if not set(map(type, values)) <= _PLAIN_NUMBERS:
+            if len(values) < _AT_ONCE or not set(map(type, values)) <= _PLAIN_NUMBERS:
                 raise TypeError
             numbers = np.array(values, dtype=float)
             numbers[~np.isfinite(numbers)] = np.nan

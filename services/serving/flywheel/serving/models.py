@@ -87,15 +87,11 @@ class ServedModel:
         return [_plain(p) for p in self.estimator.predict(matrix)], [None] * len(rows)
 
 
-def input_violations(model: ServedModel, contract: DataContract | None, record: dict[str, Any]) -> list[Violation]:
-    """The contract rules a record breaks in the columns the model reads: no answer can be made from it."""
-    return inputs_violations(model, contract, [record])[0]
-
-
 def inputs_violations(
     model: ServedModel, contract: DataContract | None, records: list[dict[str, Any]]
 ) -> list[list[Violation]]:
-    """``input_violations`` of each record of a batch, checked a column at a time."""
+    """The contract rules each record breaks in the columns the model reads (no answer can be made from one that
+    breaks any), the batch checked a column at a time."""
     if contract is None:
         return [[] for _ in records]
     return contract.violations_in_many(records, model.features.inputs)

@@ -44,7 +44,7 @@ from flywheel.schemas import (
 )
 from flywheel.serving.answers import ROLES, prediction_id
 from flywheel.serving.engine import Engine
-from flywheel.serving.models import input_violations
+from flywheel.serving.models import inputs_violations
 from flywheel.serving.onlineview import OnlineView
 from flywheel.serving.onlineview import refusals as view_refusals
 
@@ -129,7 +129,7 @@ def register_subscribers(
         scores only what was not answered, and its prediction ids (derived from the request) are
         the same again.
         """
-        by_model: dict[str, list[PredictionRequested]] = defaultdict(list)
+        asked: dict[str, list[tuple[Any, PredictionRequested]]] = defaultdict(list)
         in_batch: set[UUID] = set()
         for record, request in await parse_each(broker, PREDICTIONS_REQUESTS, bodies, message, service="serving"):
             if once.is_done(request) or request.event_id in in_batch:  # a redelivery: answered once
@@ -139,12 +139,16 @@ def register_subscribers(
             if name is None or not await engine.find_champion(name):  # nothing can answer it: never a silent drop
                 await refuse(record, request, f"no champion serves model {name!r} of dataset {request.dataset!r}")
                 continue
+            asked[name].append((record, request))
+        by_model: dict[str, list[PredictionRequested]] = defaultdict(list)
+        for name, requests in asked.items():  # each model's requests checked together, a column at a time
             champion = engine.champions[name]
-            invalid = input_violations(champion, contracts.get(champion.dataset), request.data)
-            if invalid:
-                await refuse(record, request, f"invalid inputs: {'; '.join(v.message for v in invalid[:5])}")
-                continue
-            by_model[name].append(request)
+            checked = inputs_violations(champion, contracts.get(champion.dataset), [r.data for _, r in requests])
+            for (record, request), invalid in zip(requests, checked, strict=True):
+                if invalid:
+                    await refuse(record, request, f"invalid inputs: {'; '.join(v.message for v in invalid[:5])}")
+                else:
+                    by_model[name].append(request)
         for name, batch in by_model.items():
             # a retried batch publishes the answers its first try gave (kept by ``once``), never new ones
             fresh = [r for r in batch if not once.applied(r)]
