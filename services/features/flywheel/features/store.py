@@ -78,14 +78,19 @@ class OnlineStore:
         }
 
     def vectors(self, records: list[RecordValidated]) -> list[dict[str, float] | None]:
-        """Each record's feature vector (None: no feature set for its dataset), each dataset's computed together."""
+        """Each record's feature vector, each dataset's computed together (None: no feature set for its dataset, or
+        its batch failed to compute: ``apply`` computes it alone)."""
         found: list[dict[str, float] | None] = [None] * len(records)
         for dataset, indexes in by_dataset(records).items():
             feature_set = self.feature_sets.get(dataset)
-            if feature_set is not None:
+            if feature_set is None:
+                continue
+            try:
                 rows = feature_set.matrix([records[i].data for i in indexes])
-                for i, row in zip(indexes, rows, strict=True):
-                    found[i] = dict(zip(feature_set.names, row, strict=True))
+            except Exception:
+                continue
+            for i, row in zip(indexes, rows, strict=True):
+                found[i] = dict(zip(feature_set.names, row, strict=True))
         return found
 
     def apply(
