@@ -9,25 +9,43 @@ acknowledged; the group resumes from there.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 
+import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from flywheel.common.kafka import client_security
 from flywheel.schemas import Event, Topic
 
+log = structlog.get_logger(__name__)
 
-async def committed_offsets(bootstrap_servers: str, group_id: str, topic: str) -> dict[int, int]:
-    """The offsets ``group_id`` has committed on ``topic``, by partition (absent: nothing committed)."""
-    admin = AIOKafkaAdminClient(**client_security(), bootstrap_servers=bootstrap_servers)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group_id)
-    finally:
-        await admin.close()
-    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
+
+async def committed_offsets(bootstrap_servers: str, group_id: str, topic: str, wait_s: float = 60.0) -> dict[int, int]:
+    """The offsets ``group_id`` has committed on ``topic``, by partition (absent: nothing committed).
+
+    A retriable refusal (a cluster just started has no group coordinator until its offsets topic is
+    created) is asked again for up to ``wait_s``: a service starting beside its brokers waits, it does not fail.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        admin = AIOKafkaAdminClient(**client_security(), bootstrap_servers=bootstrap_servers)
+        try:
+            await admin.start()
+            offsets = await admin.list_consumer_group_offsets(group_id)
+        except KafkaError as exc:
+            if not exc.retriable or time.monotonic() >= deadline:
+                raise
+            log.info("committed offsets not readable yet; asking again", group=group_id, error=repr(exc))
+            await asyncio.sleep(1.0)
+            continue
+        finally:
+            await admin.close()
+        return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
 
 
 async def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
