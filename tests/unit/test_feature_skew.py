@@ -237,7 +237,8 @@ AN_INPUT = st.one_of(
 
 def same_numbers(a: list[float], b: list[float]) -> bool:
     return len(a) == len(b) and all(
-        (x != x and y != y) or (x == y and math.copysign(1, x) == math.copysign(1, y)) for x, y in zip(a, b, strict=True)
+        (x != x and y != y) or (x == y and math.copysign(1, x) == math.copysign(1, y))
+        for x, y in zip(a, b, strict=True)
     )
 
 

@@ -245,3 +245,18 @@ def test_a_new_champions_answers_that_come_before_its_reference_are_judged_once_
     [(filled, verdicts)] = caused  # the fifth held answer filled the one check
     assert filled.prediction_id == "2-champion-74"
     assert {type(e).__name__ for e in verdicts} >= {"DriftDetected"}, verdicts
+
+
+def test_the_windows_columns_read_every_value_as_a_number_or_nan_at_once_or_value_by_value():
+    from collections import deque
+
+    from flywheel.monitoring.monitor import _as_float, _columns
+
+    for rows in (
+        deque([{"a": 1.5, "b": None}, {"a": 2, "c": 7.0}, {"b": float("inf")}]),
+        deque([{"a": "1.5", "b": "text"}, {"a": True, "b": 3.0}]),  # numpy would refuse "text": read one by one
+    ):
+        columns = _columns(rows, ["a", "b"])
+        for name in ("a", "b"):
+            expected = np.array([_as_float(row.get(name)) for row in rows])
+            assert np.array_equal(columns[name], expected, equal_nan=True)

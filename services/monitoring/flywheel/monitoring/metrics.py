@@ -26,7 +26,7 @@ def observe_join(join: LabelJoin) -> None:
 
 
 def observe(monitor: ModelMonitor) -> None:
-    """The monitor's figures to its gauges: on every prediction and label, so each gauge's child is looked up once."""
+    """The monitor's figures to its gauges, when they change: after a drift check and on every label."""
     name = monitor.model_name
     for verdict in monitor.last_verdicts:
         _child(FEATURE_PSI, name, verdict.feature).set(verdict.psi)

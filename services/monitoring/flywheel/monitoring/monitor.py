@@ -189,9 +189,7 @@ class ModelMonitor:
     def _check_data_drift(self, cause: PredictionMade, now: float | None) -> list[Event]:
         if self.reference is None:
             return []
-        current = {
-            name: np.array([_as_float(row.get(name)) for row in self.window]) for name in self.reference.features
-        }
+        current = _columns(self.window, list(self.reference.features))
         verdicts = self.reference.profile.detect(current, self.config.thresholds)
         self.last_verdicts = verdicts
         worst = max((v.psi for v in verdicts), default=0.0)
@@ -302,6 +300,18 @@ def _as_float(value: Any) -> float:
         return float(value) if value is not None else math.nan
     except (TypeError, ValueError):
         return math.nan
+
+
+def _columns(rows: deque[dict[str, Any]], names: list[str]) -> dict[str, np.ndarray]:
+    """Each named feature's column of the window, a value that is no number as NaN (``_as_float``): one
+    conversion of the whole window, not one Python call per value (13,000 of them each check)."""
+    cells = [[row.get(name) for name in names] for row in rows]
+    try:
+        matrix = np.array(cells, dtype=float)
+    except (TypeError, ValueError):  # a value that is no number
+        matrix = np.array([[_as_float(v) for v in row] for row in cells], dtype=float)
+    matrix = matrix.reshape(len(rows), len(names))
+    return {name: matrix[:, j] for j, name in enumerate(names)}
 
 
 def _missing_rate(rows: deque[dict[str, Any]]) -> float:

@@ -69,7 +69,8 @@ class Watch:
         self.model_of_dataset.setdefault(prediction.dataset, prediction.model_name)
         monitor = await self.monitor(prediction.model_name)
         events = monitor.on_prediction(prediction, now)
-        observe(monitor)
+        if monitor.since_check == 0:  # its gauges change when it checks (or joins a label), not on every prediction
+            observe(monitor)
         return events
 
     async def on_labelled(self, labelled: PredictionLabelled, now: float | None = None) -> list[Event]:
