@@ -223,13 +223,15 @@ EVERY_SHAPE = FeatureSet(
         {"name": "over", "inputs": ["x", "y"], "transform": "ratio"},
         {"name": "unsorted", "input": "x", "transform": "bucket", "edges": [5, -1, 3]},
         {"name": "free", "input": "y", "transform": "clip"},
+        {"name": "floor", "input": "x", "transform": "clip", "min": 0.0},
+        {"name": "none_over", "input": "x", "transform": "ratio"},
     ],
 )
 AN_INPUT = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
-    st.sampled_from([10**400, 0, 1, 2, 3, -1]),
+    st.sampled_from([10**400, 0, 1, 2, 3, -1, -0.0]),
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from(["b", "c", "7"]),
 )
@@ -242,11 +244,37 @@ def same_numbers(a: list[float], b: list[float]) -> bool:
     )
 
 
+A_PLAIN_NUMBER = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(10**6), 10**6))
+ANY_BATCH = st.lists(st.dictionaries(st.sampled_from(["x", "y", "z", "grade", "n"]), AN_INPUT), min_size=1, max_size=20)
+# columns of plain numbers, long enough to be converted at once
+PLAIN_BATCH = st.lists(
+    st.fixed_dictionaries({k: A_PLAIN_NUMBER for k in ("x", "y", "z", "n")}), min_size=8, max_size=20
+)
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.dictionaries(st.sampled_from(["x", "y", "z", "grade", "n"]), AN_INPUT), min_size=1, max_size=8))
+@given(st.one_of(ANY_BATCH, PLAIN_BATCH))
 def test_a_batch_computed_a_column_at_a_time_gives_each_record_the_vector_it_has_alone(records):
     """A plain column converts at once, any other value by value: the outcome must not depend on the company
     a record keeps in its batch (serving's micro-batches, the feature service's batches, a training frame)."""
     batch = EVERY_SHAPE.matrix(records)
     for record, row in zip(records, batch, strict=True):
         assert same_numbers(row, EVERY_SHAPE.vector(record)), record
+
+
+def test_a_bound_keeps_the_inputs_own_zero_and_a_ratio_of_one_input_is_zero_as_fsum_of_nothing_is():
+    edges = FeatureSet(
+        feature_set="e",
+        dataset="e",
+        entity_key="id",
+        timestamp="ts",
+        features=[
+            {"name": "floor", "input": "x", "transform": "clip", "min": 0.0},
+            {"name": "ceiling", "input": "x", "transform": "clip", "max": 0.0},
+            {"name": "alone", "input": "x", "transform": "ratio"},
+        ],
+    )
+    floor, ceiling, alone = edges.vector({"x": -0.0})
+    assert math.copysign(1, floor) == -1 and math.copysign(1, ceiling) == -1  # as max(-0.0, 0.0), min(-0.0, 0.0)
+    assert alone == 0.0 and math.isnan(edges.vector({"x": None})[2])
+    assert edges.matrix([{"x": -3.0}, {"x": 5.0}]) == [[0.0, -3.0, 0.0], [5.0, 0.0, 0.0]]

@@ -200,13 +200,13 @@ def _numbers(records: list[Mapping[str, Any]], columns: dict[str, np.ndarray], c
     return columns[column]
 
 
-def _total(parts: list[np.ndarray]) -> np.ndarray:
-    """The exact sum of each row's parts (``math.fsum``), NaN where even finite values add up past the float range.
-    One or two parts add exactly in floating point (a single rounding); more are summed row by row."""
+def _total(parts: list[np.ndarray], rows: int) -> np.ndarray:
+    """The exact sum of each row's parts (``math.fsum``; 0 for none), NaN where even finite values add up past the
+    float range. Up to two parts add exactly in floating point (a single rounding); more are summed row by row."""
     if len(parts) <= 2:
-        summed = sum(parts, start=np.zeros(len(parts[0])))  # from +0.0, as fsum: -0.0 + -0.0 is 0.0 then
+        summed = sum(parts, start=np.zeros(rows))  # from +0.0, as fsum: -0.0 + -0.0 is 0.0 then
     else:
-        summed = np.fromiter(map(_fsum, zip(*parts, strict=True)), dtype=float, count=len(parts[0]))
+        summed = np.fromiter(map(_fsum, zip(*parts, strict=True)), dtype=float, count=rows)
     summed[np.isinf(summed)] = np.nan
     return summed
 
@@ -236,13 +236,13 @@ def _log1p(f: FeatureDefinition, records: list[Mapping[str, Any]], columns: Colu
 
 
 def _sum(f: FeatureDefinition, records: list[Mapping[str, Any]], columns: Columns) -> np.ndarray:
-    return _total([_numbers(records, columns, i) for i in f.inputs])
+    return _total([_numbers(records, columns, i) for i in f.inputs], len(records))
 
 
 def _ratio(f: FeatureDefinition, records: list[Mapping[str, Any]], columns: Columns) -> np.ndarray:
     """The first input over the sum of the others; 0 where that sum is 0; NaN where either is, or it overflows."""
     numerator = _numbers(records, columns, f.inputs[0])
-    denominator = _total([_numbers(records, columns, i) for i in f.inputs[1:]])
+    denominator = _total([_numbers(records, columns, i) for i in f.inputs[1:]], len(records))
     ratio = np.where(denominator == 0, 0.0, numerator / np.where(denominator == 0, 1.0, denominator))
     ratio[~np.isfinite(ratio) | np.isnan(numerator)] = np.nan
     return ratio
@@ -262,8 +262,14 @@ def _one_hot(f: FeatureDefinition, records: list[Mapping[str, Any]], columns: Co
 
 
 def _clip(f: FeatureDefinition, records: list[Mapping[str, Any]], columns: Columns) -> np.ndarray:
+    """The input bounded to ``[min, max]`` as Python's ``max`` then ``min`` bound it: the input stays unless a bound
+    is beyond it (so -0.0 stays -0.0 at a bound of 0.0, and NaN stays NaN)."""
     x = _numbers(records, columns, f.inputs[0])
-    return x if f.min is None and f.max is None else np.clip(x, f.min, f.max)
+    if f.min is not None:
+        x = np.where(f.min > x, f.min, x)
+    if f.max is not None:
+        x = np.where(f.max < x, f.max, x)
+    return x
 
 
 def _bucket(f: FeatureDefinition, records: list[Mapping[str, Any]], columns: Columns) -> np.ndarray:

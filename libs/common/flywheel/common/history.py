@@ -37,8 +37,8 @@ async def committed_offsets(bootstrap_servers: str, group_id: str, topic: str, w
         try:
             await admin.start()
             offsets = await admin.list_consumer_group_offsets(group_id)
-        except KafkaError as exc:
-            if not exc.retriable or time.monotonic() >= deadline:
+        except (KafkaError, TimeoutError) as exc:  # a node not ready yet times out
+            if not getattr(exc, "retriable", True) or time.monotonic() >= deadline:
                 raise
             log.info("committed offsets not readable yet; asking again", group=group_id, error=repr(exc))
             await asyncio.sleep(1.0)

@@ -53,6 +53,7 @@ class Watch:
         if monitor.reference is not None and monitor.reference.model_version == reference.model_version:
             return []
         events = monitor.set_reference(reference)
+        observe(monitor)  # the new champion's version (and what its waiting answers showed) at once
         self.model_of_dataset[reference.dataset] = model_name
         log.info(
             "reference loaded",
