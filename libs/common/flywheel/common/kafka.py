@@ -18,10 +18,11 @@ import hashlib
 import inspect
 import json
 import logging
+import random
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, NamedTuple, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -31,6 +32,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from aiokafka.partitioner import murmur2
 from faststream import AckPolicy, BaseMiddleware
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
@@ -486,20 +488,75 @@ async def publish_events(broker: KafkaBroker, events: Iterable[Event]) -> None:
 
 
 async def _send_all(producer: Any, events: list[Event]) -> list[Any]:
-    """Hand the events to aiokafka's producer in order, then wait for every ack: each one's outcome (its record's
-    metadata, or the exception). A refused send fails it and every one after it, which were never handed over."""
-    pending: list[asyncio.Future] = []
+    """Hand the events to aiokafka's producer a partition batch at a time, in order, then wait for every ack:
+    each one's outcome (its batch's metadata, or the exception). A refused hand-over fails its batch's events
+    and every one not yet handed over.
+
+    A batch is built with aiokafka's batch API (``create_batch``, ``send_batch``): ``send`` costs a coroutine,
+    a future and a metadata wait per message. Each event goes to the partition ``send`` would pick (the default
+    partitioner's, by key), after the events of this call before it on that partition.
+    """
+    partitions: dict[str, list[int]] = {}
+    open_batches: dict[tuple[str, int], _Batch] = {}
+    handed: list[_Batch] = []
     refused: BaseException | None = None
     try:
-        for event in events:
+        for index, event in enumerate(events):
             topic = topic_for(event)
+            key = topic.key_of(event)
+            if topic.name not in partitions:
+                partitions[topic.name] = sorted(await producer.partitions_for(topic.name))
+            partition = _partition_for(partitions[topic.name], key)
             headers = [(name, value.encode()) for name, value in _headers_of(event).items()]
-            pending.append(await producer.send(topic.name, event.to_bytes(), key=topic.key_of(event), headers=headers))
+            value = event.to_bytes()
+            batch = open_batches.get((topic.name, partition))
+            if batch is None or batch.builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                if batch is not None:  # full: handed over, and a new one started
+                    handed.append(await batch.hand_over(producer))
+                batch = open_batches[topic.name, partition] = _Batch(topic.name, partition, producer.create_batch())
+                batch.builder.append(timestamp=None, key=key, value=value, headers=headers)  # a first one always fits
+            batch.members.append(index)
+        for batch in open_batches.values():
+            if batch.members and batch.future is None:
+                handed.append(await batch.hand_over(producer))
     except Exception as exc:
         refused = exc
     finally:  # even when cancelled: what was handed over is waited for
-        acked: list[Any] = await asyncio.gather(*pending, return_exceptions=True)
-    return [*acked, *[refused] * (len(events) - len(acked))]
+        acked: list[Any] = await asyncio.gather(*(b.future for b in handed), return_exceptions=True)
+    outcomes: list[Any] = [refused] * len(events)
+    for batch, outcome in zip(handed, acked, strict=True):
+        for index in batch.members:
+            outcomes[index] = outcome
+    return outcomes
+
+
+@dataclass
+class _Batch:
+    """One partition's batch of a ``_send_all`` call: its builder, and the indexes of the events in it."""
+
+    topic: str
+    partition: int
+    builder: Any
+    members: list[int] = field(default_factory=list)
+    future: asyncio.Future | None = None
+
+    async def hand_over(self, producer: Any) -> _Batch:
+        self.builder.close()
+        self.future = await producer.send_batch(self.builder, self.topic, partition=self.partition)
+        return self
+
+
+def _partition_for(partitions: list[int], key: bytes | None) -> int:
+    """The partition aiokafka's default partitioner gives ``key`` among a topic's sorted ``partitions`` (a random
+    one for no key). Its murmur2 is pure Python, so a key's hash is kept (``_key_hash``)."""
+    if key is None:
+        return random.choice(partitions)
+    return partitions[_key_hash(key) % len(partitions)]
+
+
+@functools.lru_cache(maxsize=65_536)
+def _key_hash(key: bytes) -> int:
+    return murmur2(key) & 0x7FFFFFFF
 
 
 async def _publish_one_by_one(broker: KafkaBroker, events: list[Event]) -> list[Any]:
