@@ -247,16 +247,24 @@ def test_a_new_champions_answers_that_come_before_its_reference_are_judged_once_
     assert {type(e).__name__ for e in verdicts} >= {"DriftDetected"}, verdicts
 
 
-def test_the_windows_columns_read_every_value_as_a_number_or_nan_at_once_or_value_by_value():
-    from collections import deque
+def test_the_window_keeps_its_last_rows_columns_and_missing_cells_as_answers_come():
+    import random
+    from datetime import datetime
 
-    from flywheel.monitoring.monitor import _as_float, _columns
+    from flywheel.monitoring.window import Window
 
-    for rows in (
-        deque([{"a": 1.5, "b": None}, {"a": 2, "c": 7.0}, {"b": float("inf")}]),
-        deque([{"a": "1.5", "b": "text"}, {"a": True, "b": 3.0}]),  # numpy would refuse "text": read one by one
-    ):
-        columns = _columns(rows, ["a", "b"])
-        for name in ("a", "b"):
-            expected = np.array([_as_float(row.get(name)) for row in rows])
-            assert np.array_equal(columns[name], expected, equal_nan=True)
+    rng = random.Random(7)
+    window, rows = Window(50), []
+    window.watch(["a", "b"])
+    for i in range(180):
+        row = {name: rng.choice([None, float("nan"), rng.gauss(0, 1)]) for name in rng.sample("abc", rng.randint(0, 3))}
+        window.add(row, datetime(2026, 1, 1), float(i))
+        rows.append(row)
+        last = rows[-50:]
+        cells = [v for r in last for v in r.values()]
+        missing = sum(1 for v in cells if v is None or v != v)
+        assert window.missing_rate() == (missing / len(cells) if cells else 0.0)
+        for name in ("a", "b"):  # a missing or null feature is NaN
+            expected = np.sort(np.array([r.get(name) for r in last], dtype=float))
+            assert np.array_equal(np.sort(window.columns()[name]), expected, equal_nan=True)
+    assert list(window) == rows[-50:] and list(window.latencies) == [float(i) for i in range(130, 180)]

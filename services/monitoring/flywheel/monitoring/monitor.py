@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from flywheel.monitoring.performance import PRODUCER, PerformanceWatch, clock
 from flywheel.monitoring.residuals import ResidualStream
 from flywheel.monitoring.retrain import RetrainBook
 from flywheel.monitoring.statistics import FeatureVerdict, ReferenceProfile, Thresholds
+from flywheel.monitoring.window import Window
 from flywheel.schemas import AlertRaised, DriftDetected, Event, FeatureDrift, PredictionLabelled, PredictionMade
 
 
@@ -119,9 +120,9 @@ class ModelMonitor:
 
     def __post_init__(self) -> None:
         self.alerts = AlertBook(renotify_s=self.config.renotify_s, producer=PRODUCER, hold_s=self.config.alert_hold_s)
-        self.window: deque[dict[str, Any]] = deque(maxlen=self.config.window_size)
-        self.window_times: deque[datetime] = deque(maxlen=self.config.window_size)
-        self.latencies: deque[float] = deque(maxlen=self.config.window_size)
+        self.window = Window(self.config.window_size)
+        if self.reference is not None:
+            self.window.watch(list(self.reference.features))
         # answers served as champion by another version than the reference's (serving switched to a new
         # champion before this monitor loaded its reference): judged once that version's reference is set.
         # A canary's answers are not: they are the rollout's to judge, not the data-drift window's.
@@ -147,8 +148,7 @@ class ModelMonitor:
         answer may come to trigger them.
         """
         self.reference = reference
-        self.window.clear()
-        self.window_times.clear()
+        self.window.watch(list(reference.features))
         self.performance.start(reference)
         self.since_check = 0
         self.retrain.reset()
@@ -182,15 +182,12 @@ class ModelMonitor:
 
     def _add(self, prediction: PredictionMade) -> None:
         self.predictions_seen += 1
-        self.window.append(prediction.features)
-        self.window_times.append(prediction.occurred_at)
-        self.latencies.append(prediction.latency_ms)
+        self.window.add(prediction.features, prediction.occurred_at, prediction.latency_ms)
 
     def _check_data_drift(self, cause: PredictionMade, now: float | None) -> list[Event]:
         if self.reference is None:
             return []
-        current = _columns(self.window, list(self.reference.features))
-        verdicts = self.reference.profile.detect(current, self.config.thresholds)
+        verdicts = self.reference.profile.detect(self.window.columns(), self.config.thresholds)
         self.last_verdicts = verdicts
         worst = max((v.psi for v in verdicts), default=0.0)
         self._mark("data_drift", worst, "max PSI")
@@ -212,8 +209,8 @@ class ModelMonitor:
             model_name=self.model_name,
             kind="data",
             features=[_feature_drift(v, self.config.thresholds) for v in drifted],
-            window_start=self.window_times[0],
-            window_end=self.window_times[-1],
+            window_start=self.window.times[0],
+            window_end=self.window.times[-1],
             window_size=len(self.window),
             reference_version=self.reference.dataset_version,
             model_version=self.reference.model_version,
@@ -240,8 +237,8 @@ class ModelMonitor:
     def _check_health(self, cause: PredictionMade, now: float | None = None) -> list[Event]:
         events: list[Event] = []
         bands = self.config.bands()
-        p99 = float(latency_p99(self.latencies))
-        missing = _missing_rate(self.window)
+        p99 = float(latency_p99(self.window.latencies))
+        missing = self.window.missing_rate()
         checks = [
             ("latency", p99, f"prediction latency p99 {p99:.0f} ms", {"p99_ms": p99}),
             ("missing_features", missing, f"missing-feature rate {missing:.1%}", {"rate": missing}),
@@ -293,31 +290,6 @@ class ModelMonitor:
             TimelinePoint(utc_now(), kind, self.reference.model_version if self.reference else None, value, detail)
         )
         del self.timeline[:-5000]
-
-
-def _as_float(value: Any) -> float:
-    try:
-        return float(value) if value is not None else math.nan
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _columns(rows: deque[dict[str, Any]], names: list[str]) -> dict[str, np.ndarray]:
-    """Each named feature's column of the window, a value that is no number as NaN (``_as_float``): one
-    conversion of the whole window, not one Python call per value (13,000 of them each check)."""
-    cells = [[row.get(name) for name in names] for row in rows]
-    try:
-        matrix = np.array(cells, dtype=float)
-    except (TypeError, ValueError):  # a value that is no number
-        matrix = np.array([[_as_float(v) for v in row] for row in cells], dtype=float)
-    matrix = matrix.reshape(len(rows), len(names))
-    return {name: matrix[:, j] for j, name in enumerate(names)}
-
-
-def _missing_rate(rows: deque[dict[str, Any]]) -> float:
-    cells = sum(len(r) for r in rows)
-    missing = sum(1 for r in rows for v in r.values() if v is None or (isinstance(v, float) and math.isnan(v)))
-    return missing / cells if cells else 0.0
 
 
 def _feature_drift(verdict: FeatureVerdict, thresholds: Thresholds) -> FeatureDrift:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import math
 
 import numpy as np
 
@@ -115,7 +114,7 @@ def _model_section(monitor: ModelMonitor) -> str:
         if rows
         else "<p>No data-drift check yet (needs a full window of served predictions).</p>"
     )
-    current = {name: np.array([_num(r.get(name)) for r in monitor.window]) for name in reference.features}
+    current = monitor.window.columns()
     plots = "".join(
         f"<div class='feature'>{_histogram_svg(reference.features[name], current[name])}<br>{html.escape(name)}</div>"
         for name in reference.features
@@ -143,13 +142,6 @@ def _model_section(monitor: ModelMonitor) -> str:
         + _timeline_svg(monitor)
         + drifts
     )
-
-
-def _num(value: object) -> float:
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def render_report(watch: Watch) -> str:
