@@ -41,7 +41,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from pydantic import ValidationError
 
-from flywheel.common.contracts import DataContract
+from flywheel.common.contracts import DataContract, by_dataset
 from flywheel.common.datasets import DatasetCatalog
 from flywheel.common.kafka import SeenEvents, client_security
 from flywheel.ingestion.metrics import BUFFERED, RECOVERIES, VERSIONS
@@ -269,10 +269,20 @@ class Roller:
         async with self._lock:
             if generation != self.generation or partition not in self.owned:
                 return  # fetched before a rebalance: the partition was re-seeked, or is someone else's
-            for offset, record, raw in parsed:
-                await self._take_one(partition, offset, record, raw)
+            problems = self._problems([record for _, record, _ in parsed])
+            for (offset, record, raw), problem in zip(parsed, problems, strict=True):
+                await self._take_one(partition, offset, record, raw, problem)
 
-    async def _take_one(self, partition: int, offset: int, record: Any, raw: Any) -> None:
+    def _problems(self, records: list[Any]) -> list[str | None]:
+        """Why each record may not be sealed (None where it may): each dataset's records checked together."""
+        found: list[str | None] = [None] * len(records)
+        for dataset, indexes in by_dataset(records).items():
+            problems = self.source.invalid([records[i] for i in indexes], self.contracts[dataset])
+            for index, problem in zip(indexes, problems, strict=True):
+                found[index] = problem
+        return found
+
+    async def _take_one(self, partition: int, offset: int, record: Any, raw: Any, invalid: str | None) -> None:
         dataset = record.dataset
         if offset < self.checkpoints[dataset].get(str(partition), 0):
             return  # already in a sealed version
@@ -281,7 +291,6 @@ class Roller:
         key = self.source.key(record)
         if key in self.sealed[dataset]:
             return  # seen twice (a redelivered submission); sealed once already
-        invalid = self.source.invalid(record, self.contracts[dataset])
         if invalid is not None:
             await self._reject(raw, invalid)
             return

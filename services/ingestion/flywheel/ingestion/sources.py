@@ -30,7 +30,12 @@ class Source:
     key: Callable[[Any], str]
     id_column: str
     seal: Callable[..., tuple[DatasetManifest, bytes]]
-    invalid: Callable[[Any, DataContract], str | None] = lambda item, contract: None
+    # why each of a dataset's items may not be sealed (None where it may)
+    invalid: Callable[[list[Any], DataContract], list[str | None]] = lambda items, contract: [None] * len(items)
+
+
+def _invalid_labels(labels: list[LabelObserved], contract: DataContract) -> list[str | None]:
+    return [_invalid_label(label, contract) for label in labels]
 
 
 def _invalid_label(label: LabelObserved, contract: DataContract) -> str | None:
@@ -42,18 +47,26 @@ def _invalid_label(label: LabelObserved, contract: DataContract) -> str | None:
     return None
 
 
-def _invalid_record(record: RecordValidated, contract: DataContract) -> str | None:
-    """A record on records.validated its contract does not hold (not ingestion's own): never sealed, or the
-    version could not be written and the roller would stop on it."""
-    problem = contract.record_problem(record.data)
-    return f"record {record.record_id[:80]!r}: {problem}" if problem else None
+def _invalid_records(records: list[RecordValidated], contract: DataContract) -> list[str | None]:
+    """Records on records.validated their contract does not hold (not ingestion's own): never sealed, or the
+    version could not be written and the roller would stop on it. Checked together, a column at a time."""
+    problems = contract.record_problems([record.data for record in records])
+    return [
+        f"record {record.record_id[:80]!r}: {problem}" if problem else None
+        for record, problem in zip(records, problems, strict=True)
+    ]
 
 
 RECORDS_SOURCE = Source(
-    RECORDS_VALIDATED.name, RecordValidated.model_validate_json, lambda r: r.record_id, RECORD_ID, seal, _invalid_record
+    RECORDS_VALIDATED.name,
+    RecordValidated.model_validate_json,
+    lambda r: r.record_id,
+    RECORD_ID,
+    seal,
+    _invalid_records,
 )
 LABELS_SOURCE = Source(
-    LABELS.name, LabelObserved.model_validate_json, lambda e: str(e.event_id), LABEL_ID, seal_labels, _invalid_label
+    LABELS.name, LabelObserved.model_validate_json, lambda e: str(e.event_id), LABEL_ID, seal_labels, _invalid_labels
 )
 
 
