@@ -44,7 +44,16 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from pydantic import ValidationError
 
 from flywheel.common.settings import KafkaSettings
-from flywheel.schemas import DEADLETTER_MAX_BYTES, DEADLETTERS, TOPICS, Event, MessageDeadLettered, Topic, topic_for
+from flywheel.schemas import (
+    DEADLETTER_MAX_BYTES,
+    DEADLETTERS,
+    TOPICS,
+    Event,
+    MessageDeadLettered,
+    Topic,
+    name_id,
+    topic_for,
+)
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -470,11 +479,12 @@ class PublishFailed(Exception):
 async def publish_events(broker: KafkaBroker, events: Iterable[Event]) -> None:
     """Publish many events, in order, and wait once for all their acks (acks=all).
 
-    Each is handed straight to the broker's aiokafka producer, which batches them per partition: the per-message
-    path of ``broker.publish`` (its middlewares, command objects and correlation ids) costs more than the send
-    itself on a busy event path. Same bytes, key and headers as ``publish_event``, and counted in the same
-    ``flywheel_published_messages_total``. Raises ``PublishFailed`` naming those not written (a send refused, an
-    ack that failed, and every one after a refused send), only once every ack of those handed over has come.
+    They are handed straight to the broker's aiokafka producer, a partition batch at a time (``_send_all``): the
+    per-message path of ``broker.publish`` (its middlewares, command objects and correlation ids) costs more than
+    the send itself on a busy event path. Same bytes, key, headers and partition as ``publish_event``, and counted
+    in the same ``flywheel_published_messages_total``. Raises ``PublishFailed`` naming those not written, in order
+    (one refused and every one after it; a batch whose hand-over or ack failed), only once every ack of those
+    handed over has come. One key's events are written in their order.
     """
     events = list(events)
     for event in events:  # an undeclared topic fails the batch before any of it is sent
@@ -489,45 +499,60 @@ async def publish_events(broker: KafkaBroker, events: Iterable[Event]) -> None:
 
 async def _send_all(producer: Any, events: list[Event]) -> list[Any]:
     """Hand the events to aiokafka's producer a partition batch at a time, in order, then wait for every ack:
-    each one's outcome (its batch's metadata, or the exception). A refused hand-over fails its batch's events
-    and every one not yet handed over.
+    each one's outcome (its batch's metadata, or the exception).
 
-    A batch is built with aiokafka's batch API (``create_batch``, ``send_batch``): ``send`` costs a coroutine,
-    a future and a metadata wait per message. Each event goes to the partition ``send`` would pick (the default
-    partitioner's, by key), after the events of this call before it on that partition.
+    Each event is placed first, as ``send`` would place it (its partition, its size under the producer's
+    limit): one that cannot be is refused, with every one after it, and none of those is handed over. A
+    refused hand-over (the producer closed, no room in time) fails its batch's events and every one not yet
+    handed over. A batch is built with aiokafka's batch API (``create_batch``, ``send_batch``): ``send``
+    costs a coroutine, a future and a metadata wait per message.
     """
-    partitions: dict[str, list[int]] = {}
+    placed, refused = await _placements(producer, events)
     open_batches: dict[tuple[str, int], _Batch] = {}
     handed: list[_Batch] = []
-    refused: BaseException | None = None
+    not_handed: BaseException | None = None
     try:
-        for index, event in enumerate(events):
-            topic = topic_for(event)
-            key = topic.key_of(event)
-            if topic.name not in partitions:
-                partitions[topic.name] = sorted(await producer.partitions_for(topic.name))
-            partition = _partition_for(partitions[topic.name], key)
-            headers = [(name, value.encode()) for name, value in _headers_of(event).items()]
-            value = event.to_bytes()
-            batch = open_batches.get((topic.name, partition))
+        for index, (topic, partition, key, value, headers) in enumerate(placed):
+            batch = open_batches.get((topic, partition))
             if batch is None or batch.builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
                 if batch is not None:  # full: handed over, and a new one started
                     handed.append(await batch.hand_over(producer))
-                batch = open_batches[topic.name, partition] = _Batch(topic.name, partition, producer.create_batch())
+                batch = open_batches[topic, partition] = _Batch(topic, partition, producer.create_batch())
                 batch.builder.append(timestamp=None, key=key, value=value, headers=headers)  # a first one always fits
             batch.members.append(index)
         for batch in open_batches.values():
-            if batch.members and batch.future is None:
+            if batch.future is None:
                 handed.append(await batch.hand_over(producer))
     except Exception as exc:
-        refused = exc
+        not_handed = exc
     finally:  # even when cancelled: what was handed over is waited for
         acked: list[Any] = await asyncio.gather(*(b.future for b in handed), return_exceptions=True)
-    outcomes: list[Any] = [refused] * len(events)
+    outcomes: list[Any] = [not_handed] * len(placed) + [refused] * (len(events) - len(placed))
     for batch, outcome in zip(handed, acked, strict=True):
         for index in batch.members:
             outcomes[index] = outcome
     return outcomes
+
+
+async def _placements(producer: Any, events: list[Event]) -> tuple[list[tuple], BaseException | None]:
+    """Each event's topic, partition, key, value and headers, up to the first that ``send`` would refuse (its
+    topic unknown, or too big for the producer's request size), and why that one is refused."""
+    placed: list[tuple] = []
+    partitions: dict[str, list[int]] = {}
+    try:
+        for event in events:
+            topic = topic_for(event)
+            key = topic.key_of(event)
+            if topic.name not in partitions:
+                partitions[topic.name] = sorted(await producer.partitions_for(topic.name))
+            headers = [(name, value.encode()) for name, value in _headers_of(event).items()]
+            value = event.to_bytes()
+            producer._serialize(key, value, headers)  # aiokafka's own size check of ``send`` (no serializers here)
+            partition = _partition_for(partitions[topic.name], key, producer.client.cluster, topic.name)
+            placed.append((topic.name, partition, key, value, headers))
+    except Exception as exc:
+        return placed, exc
+    return placed, None
 
 
 @dataclass
@@ -546,11 +571,12 @@ class _Batch:
         return self
 
 
-def _partition_for(partitions: list[int], key: bytes | None) -> int:
-    """The partition aiokafka's default partitioner gives ``key`` among a topic's sorted ``partitions`` (a random
-    one for no key). Its murmur2 is pure Python, so a key's hash is kept (``_key_hash``)."""
+def _partition_for(partitions: list[int], key: bytes | None, cluster: Any, topic: str) -> int:
+    """The partition aiokafka's default partitioner gives ``key`` among a topic's sorted ``partitions``; for no
+    key, a random one of those with a leader (any, when none has). Its murmur2 is pure Python, so a key's hash
+    is kept (``_key_hash``)."""
     if key is None:
-        return random.choice(partitions)
+        return random.choice(list(cluster.available_partitions_for_topic(topic)) or partitions)
     return partitions[_key_hash(key) % len(partitions)]
 
 
@@ -664,12 +690,13 @@ def derived_id(cause: Event, index: int, event: Event) -> UUID:
     >>> derived_id(cause, 0, cause) == derived_id(cause, 0, cause) != derived_id(cause, 1, cause)
     True
     """
-    return uuid5(cause.event_id, f"{index}/{event.event_type}")
+    return name_id(cause.event_id, f"{index}/{event.event_type}")
 
 
-def with_derived_ids(cause: Event, events: Iterable[Event]) -> list[Event]:
-    """Stamp the events a handler of ``cause`` returned with ids derived from it, by position."""
-    return [e.model_copy(update={"event_id": derived_id(cause, i, e)}) for i, e in enumerate(events)]
+def with_derived_ids(cause: Event, events: Iterable[Event], **update: Any) -> list[Event]:
+    """Stamp the events a handler of ``cause`` returned with ids derived from it, by position (and ``update``'s
+    other fields, in the same copy)."""
+    return [e.model_copy(update={**update, "event_id": derived_id(cause, i, e)}) for i, e in enumerate(events)]
 
 
 class ExactlyOnce:
