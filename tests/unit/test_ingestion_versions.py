@@ -267,3 +267,22 @@ async def test_a_cancellation_from_inside_the_consumer_restarts_it_and_only_the_
     task.cancel()  # the service stopping: the roller stops with it
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_fetched_batch_is_checked_together_and_each_broken_record_is_dead_lettered_with_its_own_reason():
+    store, published, letters = MemoryStore(), [], []
+
+    async def dead_letter(raw, reason: str) -> None:
+        letters.append((raw, reason))
+
+    roller = roller_on(store, published)
+    roller.dead_letter = dead_letter
+    await claimed(roller)
+    records = [validated(i) for i in range(6)]
+    records[2].data["age"], records[4].data["salary"] = -5, "lots"  # not as ingestion would have passed them
+    await roller._take_batch(roller.generation, 0, [(i, r.to_bytes(), f"raw-{i}") for i, r in enumerate(records)])
+    assert [raw for raw, _ in letters] == ["raw-2", "raw-4"]
+    assert (
+        "'r-2'" in letters[0][1] and "age" in letters[0][1] and "'r-4'" in letters[1][1] and "salary" in letters[1][1]
+    )
+    assert sorted(roller.buffers["loans"].records) == ["r-0", "r-1", "r-3", "r-5"]

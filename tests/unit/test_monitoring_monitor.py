@@ -268,3 +268,34 @@ def test_the_window_keeps_its_last_rows_columns_and_missing_cells_as_answers_com
             expected = np.sort(np.array([r.get(name) for r in last], dtype=float))
             assert np.array_equal(np.sort(window.columns()[name]), expected, equal_nan=True)
     assert list(window) == rows[-50:] and list(window.latencies) == [float(i) for i in range(130, 180)]
+
+
+def test_a_new_champion_with_other_features_is_judged_on_its_own_columns_and_latencies_go_on():
+    rng = np.random.default_rng(5)
+
+    def answer(version: str, i: int, features: dict[str, float]) -> PredictionMade:
+        return PredictionMade(
+            producer="t",
+            dataset="d",
+            prediction_id=f"{version}-{i}",
+            model_name="m",
+            model_version=version,
+            variant="champion",
+            prediction=1,
+            features=features,
+            latency_ms=float(i),
+        )
+
+    def reference(version: str, names: list[str]) -> Reference:
+        return Reference("m", version, "d", version, {n: rng.normal(size=2000) for n in names}, set())
+
+    monitor = ModelMonitor("m", MonitorConfig(window_size=100, check_every=50, min_window=50))
+    monitor.set_reference(reference("1", ["x", "y"]))
+    for i in range(100):
+        monitor.on_prediction(answer("1", i, {"x": rng.normal(), "y": rng.normal()}))
+    assert [v.feature for v in monitor.last_verdicts] == ["x", "y"] and not any(v.alert for v in monitor.last_verdicts)
+    monitor.set_reference(reference("2", ["y", "z"]))
+    assert len(monitor.window) == 0 and list(monitor.window.latencies)[-1] == 99.0
+    for i in range(100):
+        monitor.on_prediction(answer("2", i, {"y": rng.normal(), "z": rng.normal(3.0)}))
+    assert [(v.feature, v.alert) for v in monitor.last_verdicts] == [("y", False), ("z", True)]

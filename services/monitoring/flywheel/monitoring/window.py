@@ -38,15 +38,13 @@ class Window:
         self._added = 0
 
     def watch(self, names: list[str]) -> None:
-        """Keep a column of each of these features, from now on (the window starts empty)."""
-        self.clear()
-        self._names = list(names)
-        self._matrix = np.empty((self.size, len(self._names)))
-
-    def clear(self) -> None:
-        for kept in (self.rows, self.times, self.latencies, self._missing):
+        """Keep a column of each of these features, from now on: the window's features start anew (a new
+        champion's reference); its latencies, the service's, go on."""
+        for kept in (self.rows, self.times, self._missing):
             kept.clear()
         self._missing_cells = self._cells = self._added = 0
+        self._names = list(names)
+        self._matrix = np.empty((self.size, len(self._names)))
 
     def add(self, features: Mapping[str, float | None], at: datetime, latency_ms: float) -> None:
         if len(self._missing) == self.size:  # the oldest row leaves
