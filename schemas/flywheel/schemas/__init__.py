@@ -29,7 +29,7 @@ from flywheel.schemas.catalogue import (
     topic_for,
 )
 from flywheel.schemas.datasets import ColumnSummary, DatasetManifest, DatasetVersioned
-from flywheel.schemas.envelope import NAME_MAX, Event, Name, new_id, utc_now
+from flywheel.schemas.envelope import NAME_MAX, Event, Name, name_id, new_id, utc_now
 from flywheel.schemas.features import FeaturesComputed
 from flywheel.schemas.models import (
     ChampionChanged,
@@ -110,6 +110,7 @@ __all__ = [
     "TrainModel",
     "TrainingFailed",
     "Violation",
+    "name_id",
     "new_id",
     "topic_for",
     "utc_now",

@@ -15,13 +15,13 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from uuid import NAMESPACE_URL, uuid5
+from uuid import NAMESPACE_URL
 
 from river import stats
 
 from flywheel.common.contracts import by_dataset
 from flywheel.common.featuresets import FeatureSet
-from flywheel.schemas import FeaturesComputed, RecordValidated
+from flywheel.schemas import FeaturesComputed, RecordValidated, name_id
 
 PRODUCER = "features"
 
@@ -117,7 +117,7 @@ class OnlineStore:
         self.latest[key] = Stored(plain, record.event_time, record.record_id, record.data)
         return FeaturesComputed(
             # one record, one vector event: a republished vector (a redelivered record) dedups downstream
-            event_id=uuid5(NAMESPACE_URL, f"flywheel:features:{record.event_id}"),
+            event_id=name_id(NAMESPACE_URL, f"flywheel:features:{record.event_id}"),
             producer=PRODUCER,
             dataset=record.dataset,
             feature_set=feature_set.feature_set,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from typing import Any
-from uuid import NAMESPACE_URL, uuid5
+from uuid import NAMESPACE_URL
 
 from flywheel.common.contracts import DataContract, by_dataset
 from flywheel.common.kafka import SeenEvents
-from flywheel.schemas import RecordRejected, RecordSubmitted, RecordValidated, Violation
+from flywheel.schemas import RecordRejected, RecordSubmitted, RecordValidated, Violation, name_id
 
 PRODUCER = "ingestion"
 
@@ -42,7 +42,7 @@ def _decided(
     checked: tuple[dict[str, Any], list[Violation]] | None,
     seen_records: SeenEvents,
 ) -> RecordValidated | RecordRejected:
-    outcome_id = uuid5(NAMESPACE_URL, f"flywheel:ingestion:{submitted.event_id}")
+    outcome_id = name_id(NAMESPACE_URL, f"flywheel:ingestion:{submitted.event_id}")
     envelope = {"event_id": outcome_id, "producer": PRODUCER, **submitted.caused()}
     contract = contracts.get(submitted.dataset)
     if contract is None or checked is None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flywheel.common.evaluation import answer_error, number
-from flywheel.schemas import PredictionLabelled, new_id
+from flywheel.schemas import PredictionLabelled, name_id, new_id
 
 # Prediction ids derive from the request id, so a request scored again after a redelivery
 # logs the same prediction ids and every reader of ``predictions`` counts it once.
@@ -28,7 +28,7 @@ def prediction_id(key: str | None, role: str) -> str:
     """
     if key is None:
         return new_id().hex
-    return uuid.uuid5(PREDICTION_IDS, f"{key}/{role}").hex
+    return name_id(PREDICTION_IDS, f"{key}/{role}").hex
 
 
 def outcome(task: str, predicted: Any, label: Any) -> Outcome | None:

@@ -24,6 +24,7 @@ from flywheel.common.kafka import (
     publish_event,
     publish_letter,
     subscription,
+    with_derived_ids,
 )
 from flywheel.common.tracking import Registered
 from flywheel.schemas import (
@@ -153,21 +154,23 @@ def register_subscribers(
             # a retried batch publishes the answers its first try gave (kept by ``once``), never new ones
             fresh = [r for r in batch if not once.applied(r)]
             caused = score(name, fresh) if fresh else {}
-            answered = [(r, await once.apply(r, lambda r=r, caused=caused: caused[r.event_id]) or []) for r in batch]
+            answered = [
+                (r, await once.apply(r, lambda r=r, caused=caused: caused[r.event_id], derive_ids=False) or [])
+                for r in batch
+            ]
             # published together, with one wait for all their acks: one at a time held the stream at one broker
             # round trip per request; sent in order, so one entity's answers (its key's) stay in their order
             await once.publish_caused(broker, answered)
 
     def score(name: str, batch: list[PredictionRequested]) -> dict[UUID, list[Event]]:
-        """Each request's answers (served, and a shadow's), enveloped as caused by it."""
+        """Each request's answers (served, and a shadow's), enveloped as caused by it, with ids derived from it."""
         keys = [str(r.event_id) for r in batch]
         _, logged = engine.score(name, [r.data for r in batch], [r.request_id for r in batch], keys=keys)
         owner = {prediction_id(k, role): r for k, r in zip(keys, batch, strict=True) for role in ROLES}
-        caused: dict[UUID, list[Event]] = defaultdict(list)
+        answers: dict[UUID, list[Event]] = defaultdict(list)
         for entry in logged:
-            request = owner[entry.prediction_id]
-            caused[request.event_id].append(entry.model_copy(update=request.caused()))
-        return caused
+            answers[owner[entry.prediction_id].event_id].append(entry)
+        return {r.event_id: with_derived_ids(r, answers[r.event_id], **r.caused()) for r in batch}
 
     async def refuse(record: Any, request: PredictionRequested, reason: str) -> None:
         """Dead-letter one request with its bytes as received, once (a retried batch does not repeat it)."""
