@@ -6,6 +6,10 @@ ingestion with the ingestion bench's records, serving with the serving bench's b
 speedscope.app, or give it to flamegraph.pl for a flame graph), and the functions that cost the most
 are printed: by their own time (the leaf of the stack), and Flywheel's own functions by the time
 under them. The percentages are of the service's samples while the load ran, idle waits left out.
+
+Named loads, not run by default: ``streaming`` (serving under the streaming bench's requests on
+``predictions.requests``) and ``monitoring`` (monitoring under the predictions of the batches):
+``make profile SERVICES="streaming monitoring"``.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 
 from flywheel.common.settings import KafkaSettings
 from tests.bench.bench_ingestion import ingestion
-from tests.bench.bench_serving import MODEL, SERVING, closed_loop, ensure_model
+from tests.bench.bench_serving import MODEL, SERVING, closed_loop, ensure_model, streaming
 from tests.bench.support import table
 from tests.integration.test_serving_rollouts import live_applications
 from tests.support.stack import recorded_pid
@@ -111,9 +115,9 @@ def _short(frame: str) -> str:
     return f"{name} ({'/'.join(parts[-3:])})"
 
 
-async def profile(service: str, load: Callable[[], Awaitable[object]]) -> None:
+async def profile(service: str, load: Callable[[], Awaitable[object]], load_name: str = "") -> None:
     OUT.mkdir(exist_ok=True)
-    out = OUT / f"profile-{service}.txt"
+    out = OUT / f"profile-{service}{load_name and '-'}{load_name}.txt"
     sampler = record(recorded_pid(service), out)
     await asyncio.sleep(1.0)  # py-spy attached
     started = time.perf_counter()
@@ -122,7 +126,8 @@ async def profile(service: str, load: Callable[[], Awaitable[object]]) -> None:
     finally:
         stop(sampler)
     own, under, total = costs(collapsed(out))
-    print(f"\n== {service} under load for {time.perf_counter() - started:.1f} s: {total:,} busy samples -> {out}")
+    of = f" of {load_name}" if load_name else ""
+    print(f"\n== {service} under load{of} for {time.perf_counter() - started:.1f} s: {total:,} busy samples -> {out}")
     if not total:
         raise RuntimeError(f"py-spy sampled nothing busy in {service}")
     table([(f, f"{n / total:.1%}") for f, n in own.most_common(TOP)], ("own time: function (module)", "share"))
@@ -132,13 +137,23 @@ async def profile(service: str, load: Callable[[], Awaitable[object]]) -> None:
 
 async def main(selected: list[str]) -> None:
     bootstrap = KafkaSettings().bootstrap_servers
+    raw = [r for r, _ in live_applications(1000)]
+    bodies = [{"records": raw[i : i + 100]} for i in range(0, 1000, 100)]
+
+    async def batches() -> object:  # the serving bench's batches of 100 from 8 clients
+        return await closed_loop(f"{SERVING}/models/{MODEL}/predict", bodies)
+
     if not selected or "ingestion" in selected:
         await profile("ingestion", lambda: ingestion(bootstrap, 10_000))
     if not selected or "serving" in selected:
         await ensure_model()
-        raw = [r for r, _ in live_applications(1000)]
-        bodies = [{"records": raw[i : i + 100]} for i in range(0, 1000, 100)]
-        await profile("serving", lambda: closed_loop(f"{SERVING}/models/{MODEL}/predict", bodies))
+        await profile("serving", batches)
+    if "streaming" in selected:  # the streaming bench's requests through predictions.requests
+        await ensure_model()
+        await profile("serving", lambda: streaming(20_000), load_name="streaming")
+    if "monitoring" in selected:  # the predictions the batches make
+        await ensure_model()
+        await profile("monitoring", batches, load_name="batches")
 
 
 if __name__ == "__main__":
