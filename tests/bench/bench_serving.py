@@ -29,7 +29,7 @@ from flywheel.common.kafka import client_security
 from flywheel.common.settings import KafkaSettings, MlflowSettings, ObjectStoreSettings
 from flywheel.common.tracking import configure_mlflow
 from flywheel.schemas import PREDICTIONS, PREDICTIONS_REQUESTS, PredictionRequested
-from tests.bench.support import fresh_topic, percentile, ratios, side_by_side, spread, table
+from tests.bench.support import cpu_by_process, fresh_topic, percentile, ratios, side_by_side, spread, table
 from tests.integration.test_serving_rollouts import live_applications
 from tests.integration.test_training_runs import agrawal_rows, write_version
 from tests.support.auth import OPERATOR
@@ -253,6 +253,22 @@ async def paired(ours: Callable[[], Awaitable[tuple]], theirs: Callable[[], Awai
     return mine, others
 
 
+async def cpu_table(url: str, batches: list[dict]) -> None:
+    """Where the CPU of one more closed loop of batches goes, by process (the aim is a ratio of the whole
+    machine's work: serving shares the 2 cores with monitoring, Kafka and the clients)."""
+    done: list[tuple[float, list[float]]] = []
+
+    async def one_more() -> None:
+        done.append(await closed_loop(url, batches))
+
+    spent = await cpu_by_process(one_more)
+    records = len(done[0][1]) * len(batches[0]["records"])
+    table(
+        [(name, f"{seconds:.2f}", f"{seconds / records * 1e6:.0f}") for name, seconds in spent if seconds >= 0.05],
+        (f"one more closed loop of batches ({records:,} records): CPU by process", "CPU s", "µs per record"),
+    )
+
+
 async def main() -> None:
     version = await ensure_model()
     features = load_feature_set(ROOT / "datasets", "loans")
@@ -296,6 +312,7 @@ async def main() -> None:
         table(
             rows, ("load (min / median / max of 3)", "flywheel /predict", "mlflow models serve", "flywheel vs mlflow")
         )
+        await cpu_table(flywheel_url, flywheel_bodies(100))
     finally:
         server.terminate()
         server.wait(timeout=30)
