@@ -10,24 +10,15 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from flywheel.common.kafka import client_security, create_broker, declare_publishers, publish_events
 from flywheel.common.settings import KafkaSettings
-from flywheel.schemas import RECORDS_REJECTED, RecordRejected, Violation
-
-
-def rejected(run: str, key: int, n: int, size: int = 0) -> RecordRejected:
-    return RecordRejected(
-        producer="it-publish",
-        dataset="it-publish",
-        record_id=f"{run}-{key}",
-        data={"n": n, "padding": "x" * size},
-        violations=[Violation(column="n", rule="range", message="a test record")],
-    )
+from flywheel.schemas import RECORDS_REJECTED, RecordRejected
+from tests.unit.test_publish_batches import rejected
 
 
 async def test_a_batch_lands_once_each_on_its_keys_partition_in_order(kafka: KafkaSettings, topics):
-    run = uuid.uuid4().hex[:8]
+    run = f"it-publish-{uuid.uuid4().hex[:8]}"
     # 40 keys, 15 events each, interleaved; one event far bigger than a batch (16 KiB) in the middle
-    events = [rejected(run, i % 40, i // 40) for i in range(600)]
-    events.insert(300, rejected(run, 7, 999, size=100_000))
+    events = [rejected(i % 40, i // 40, run=run) for i in range(600)]
+    events.insert(300, rejected(7, 999, size=100_000, run=run))
     consumer = AIOKafkaConsumer(**client_security(), bootstrap_servers=kafka.bootstrap_servers)
     await consumer.start()
     broker = create_broker(kafka, service="it-publish")

@@ -12,11 +12,12 @@ from flywheel.schemas import RECORDS_REJECTED, RecordRejected, Violation
 PARTITIONS = [0, 1, 2]
 
 
-def rejected(key: int, n: int, size: int = 0) -> RecordRejected:
+def rejected(key: int, n: int, size: int = 0, run: str = "r") -> RecordRejected:
+    """The ``n``-th event of key ``key`` (record ``{run}-{key}``), padded by ``size`` characters."""
     return RecordRejected(
         producer="t",
         dataset="d",
-        record_id=f"r-{key}",
+        record_id=f"{run}-{key}",
         data={"n": n, "padding": "x" * size},
         violations=[Violation(column="n", rule="range", message="a test record")],
     )

@@ -149,8 +149,8 @@ class LabelJoin:
 
 class Held(NamedTuple):
     """What the join keeps of an answer until its label comes: not its features. Of the 200,000 answers it
-    holds, whole ones took ~1.6 GB, each a model, its dicts and sets, all containers the garbage collector
-    traverses at every full collection; a tuple of plain values is one small container."""
+    holds, whole ones took ~1 GB (~5 KB each), each a model, its dicts and sets, all containers the garbage
+    collector traverses at every full collection; a tuple of plain values is one small container."""
 
     prediction_id: str
     dataset: str
