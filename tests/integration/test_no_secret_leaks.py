@@ -6,11 +6,16 @@ The secrets are the stack's own: MinIO's root key and each service's, each MLflo
 password, MLflow's webhook encryption key, and the tokens
 the services accept (the dev ones, in a dev stack). A secret is looked for as it is and
 base64-encoded.
+
+An access log's request target is left out: it is what a client asked for, not what the stack disclosed. The
+API fuzzing (``test_api_fuzz``) sends strings Hypothesis draws from the project's own constants, the dev
+secrets among them, and a model named after one shows up in MLflow's access log as the registry looks it up.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 import time
 
 import httpx
@@ -33,6 +38,7 @@ from infra.launcher.minio import MINIO_PASSWORD
 from tests.support.stack import component
 
 DOCUMENTS = ("/health", "/metrics", "/openapi.json", "/asyncapi.json")
+REQUEST_LINE = re.compile(r'"([A-Z]+) \S+ (HTTP/[0-9.]+)"')  # uvicorn's and MLflow's access logs
 
 
 def configured_secrets() -> dict[str, str]:
@@ -76,6 +82,15 @@ async def every_event(bootstrap: str, budget_s: float = 120.0) -> dict[str, byte
         await consumer.stop()
 
 
+def without_request_targets(log: str) -> str:
+    """The log with each access line's request target left out (what a client sent).
+
+    >>> without_request_targets('127.0.0.1:1 - "GET /models/get?name=x HTTP/1.1" 404 Not Found')
+    '127.0.0.1:1 - "GET - HTTP/1.1" 404 Not Found'
+    """
+    return REQUEST_LINE.sub(r'"\1 - \2"', log)
+
+
 def forms(secret: str) -> list[str]:
     return [secret, base64.b64encode(secret.encode()).decode()]
 
@@ -89,7 +104,7 @@ async def test_no_configured_secret_is_in_any_health_metrics_document_log_or_eve
     logs = sorted(component("kafka").log_file.parent.glob("*.log"))
     assert len(logs) >= 9, f"the stack's logs are not where the launcher writes them: {logs}"
     for log in logs:
-        places[f"log {log.name}"] = log.read_text(errors="replace")
+        places[f"log {log.name}"] = without_request_targets(log.read_text(errors="replace"))
     events = await every_event(KafkaSettings().bootstrap_servers)
     assert sum(len(text) for text in events.values()) > 0, "no event was read"
     for topic, text in events.items():
