@@ -35,7 +35,7 @@ from flywheel.serving.http import create_router
 from flywheel.serving.predictlog import PredictionLog
 from flywheel.serving.settings import ServingSettings
 from flywheel.serving.subscribers import register_subscribers
-from tests.unit.test_serving_engine import DATASETS, RichApproved, application, served, truth
+from tests.unit.test_serving_engine import DATASETS, Constant, Harness, RichApproved, application, served, truth
 
 MODELS = {"loans": "loans-approval"}
 
@@ -205,6 +205,25 @@ async def announced_champion(name: str) -> str | None:
 
 async def anything_registered(name: str, version: str) -> bool:
     return True
+
+
+async def test_streamed_requests_in_a_shadow_rollout_publish_both_answers_each_caused_by_its_request() -> None:
+    h = Harness(served("2", Constant(1)), strategy="shadow")
+    await h.engine.start_rollout(h.approve())
+    broker, _, out = kafka_serving(engine=h.engine)
+    requests = [
+        PredictionRequested(producer="t", dataset="loans", request_id=f"r-{i}", data=application(i)) for i in range(6)
+    ]
+    async with TestKafkaBroker(broker) as test_broker:
+        for request in requests:
+            await test_broker.publish(request.to_bytes(), PREDICTIONS_REQUESTS.name)
+    answers = [PredictionMade.model_validate(body) for body in out[PREDICTIONS.name]]
+    by_cause = {r.event_id: r.request_id for r in requests}
+    assert sorted((a.request_id, a.served) for a in answers) == sorted(
+        (r.request_id, served) for r in requests for served in (True, False)
+    )
+    assert all(by_cause[a.causation_id] == a.request_id for a in answers)  # each under the request it answers
+    assert {a.model_version for a in answers if not a.served} == {"2"}
 
 
 MOVES = ChampionMoves(announced_champion, anything_registered)

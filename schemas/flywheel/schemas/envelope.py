@@ -49,6 +49,10 @@ def name_id(namespace: UUID, name: str) -> UUID:
 
 
 _VARIANT_AND_VERSION = ~((0xC000 << 48) | (0xF000 << 64))
+# looked up once, not per id: an enum member is reached through a descriptor, and UUID's slots are set through
+# their own descriptors (UUID.__setattr__ refuses every write)
+_UNKNOWN_SAFETY = SafeUUID.unknown
+_SET_INT, _SET_SAFETY = UUID.__dict__["int"].__set__, UUID.__dict__["is_safe"].__set__
 
 
 def _uuid(bits: int, version: int) -> UUID:
@@ -61,8 +65,8 @@ def _uuid(bits: int, version: int) -> UUID:
     ([True, True], <SafeUUID.unknown: None>)
     """
     made = object.__new__(UUID)
-    object.__setattr__(made, "int", (bits & _VARIANT_AND_VERSION) | (0x8000 << 48) | (version << 76))
-    object.__setattr__(made, "is_safe", SafeUUID.unknown)
+    _SET_INT(made, (bits & _VARIANT_AND_VERSION) | (0x8000 << 48) | (version << 76))
+    _SET_SAFETY(made, _UNKNOWN_SAFETY)
     return made
 
 

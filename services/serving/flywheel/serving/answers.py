@@ -12,7 +12,6 @@ from flywheel.schemas import PredictionLabelled, name_id, new_id
 # Prediction ids derive from the request id, so a request scored again after a redelivery
 # logs the same prediction ids and every reader of ``predictions`` counts it once.
 PREDICTION_IDS = uuid.UUID("5d8a4f53-8e5e-4bc5-9a55-2b3f4a8f0e61")
-ROLES = ("served", "shadow")
 Outcome = bool | float  # how an answer fared: a classifier's right or wrong, a regressor's absolute error
 
 

@@ -43,7 +43,7 @@ from flywheel.schemas import (
     PredictionRequested,
     RolloutStepped,
 )
-from flywheel.serving.answers import ROLES, prediction_id
+from flywheel.serving.answers import prediction_id
 from flywheel.serving.engine import Engine
 from flywheel.serving.models import inputs_violations
 from flywheel.serving.onlineview import OnlineView
@@ -165,8 +165,11 @@ def register_subscribers(
     def score(name: str, batch: list[PredictionRequested]) -> dict[UUID, list[Event]]:
         """Each request's answers (served, and a shadow's), enveloped as caused by it, with ids derived from it."""
         keys = [str(r.event_id) for r in batch]
-        _, logged = engine.score(name, [r.data for r in batch], [r.request_id for r in batch], keys=keys)
-        owner = {prediction_id(k, role): r for k, r in zip(keys, batch, strict=True) for role in ROLES}
+        served, logged = engine.score(name, [r.data for r in batch], [r.request_id for r in batch], keys=keys)
+        # the served answers come in the requests' order; a shadow's ids (each a hash) only when it answered too
+        owner = {answer.prediction_id: r for answer, r in zip(served, batch, strict=True)}
+        if any(not entry.served for entry in logged):
+            owner |= {prediction_id(k, "shadow"): r for k, r in zip(keys, batch, strict=True)}
         answers: dict[UUID, list[Event]] = defaultdict(list)
         for entry in logged:
             answers[owner[entry.prediction_id].event_id].append(entry)
