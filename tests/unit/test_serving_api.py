@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from faststream.kafka import TestKafkaBroker
+from faststream.kafka import KafkaBroker, TestKafkaBroker
 
 from flywheel.common.championmoves import ChampionMoves
 from flywheel.common.contracts import load_contracts
@@ -99,6 +99,20 @@ def test_rollout_status_shows_nothing_running() -> None:
     assert body == {"active": [], "recent": []}
 
 
+def streamed_requests(n: int) -> list[PredictionRequested]:
+    """``n`` loans requests (``r-0``, ``r-1``, ...) as a client puts them on ``predictions.requests``."""
+    return [
+        PredictionRequested(producer="t", dataset="loans", request_id=f"r-{i}", data=application(i)) for i in range(n)
+    ]
+
+
+async def stream(broker: KafkaBroker, requests: list[PredictionRequested]) -> None:
+    """Publish ``requests`` in order on the in-memory broker, where serving's subscribers answer them."""
+    async with TestKafkaBroker(broker) as test_broker:
+        for request in requests:
+            await test_broker.publish(request.to_bytes(), PREDICTIONS_REQUESTS.name)
+
+
 async def test_kafka_requests_are_scored_in_micro_batches_and_published_once_each() -> None:
     broker = create_broker(KafkaSettings(retry_backoff_s=0), service="serving-test")
     register_subscribers(broker, engine(), MODELS, moves=MOVES)
@@ -108,12 +122,8 @@ async def test_kafka_requests_are_scored_in_micro_batches_and_published_once_eac
     async def collect(body: dict) -> None:
         answers.append(PredictionMade.model_validate(body))
 
-    requests = [
-        PredictionRequested(producer="t", dataset="loans", request_id=f"r-{i}", data=application(i)) for i in range(20)
-    ]
-    async with TestKafkaBroker(broker) as test_broker:
-        for request in [*requests, requests[0]]:  # the last one is a redelivery
-            await test_broker.publish(request.to_bytes(), PREDICTIONS_REQUESTS.name)
+    requests = streamed_requests(20)
+    await stream(broker, [*requests, requests[0]])  # the last one is a redelivery
     assert sorted(a.request_id for a in answers) == sorted(r.request_id for r in requests)
     by_request = {a.request_id: a.prediction for a in answers}
     assert all(by_request[f"r-{i}"] == truth(application(i)) for i in range(20))
@@ -155,12 +165,8 @@ async def test_a_transient_scoring_failure_is_retried_and_each_request_answered_
     async def collect(body: dict) -> None:
         answers.append(PredictionMade.model_validate(body))
 
-    requests = [
-        PredictionRequested(producer="t", dataset="loans", request_id=f"r-{i}", data=application(i)) for i in range(5)
-    ]
-    async with TestKafkaBroker(broker) as test_broker:
-        for request in requests:
-            await test_broker.publish(request.to_bytes(), PREDICTIONS_REQUESTS.name)
+    requests = streamed_requests(5)
+    await stream(broker, requests)
     assert sorted(a.request_id for a in answers) == sorted(r.request_id for r in requests)
     # a new process scoring the same requests again logs the same prediction and event ids
     again: list[PredictionMade] = []
@@ -171,9 +177,7 @@ async def test_a_transient_scoring_failure_is_retried_and_each_request_answered_
     async def collect_again(body: dict) -> None:
         again.append(PredictionMade.model_validate(body))
 
-    async with TestKafkaBroker(broker2) as test_broker:
-        for request in requests:
-            await test_broker.publish(request.to_bytes(), PREDICTIONS_REQUESTS.name)
+    await stream(broker2, requests)
     assert {(a.event_id, a.prediction_id) for a in again} == {(a.event_id, a.prediction_id) for a in answers}
 
 
@@ -211,12 +215,8 @@ async def test_streamed_requests_in_a_shadow_rollout_publish_both_answers_each_c
     h = Harness(served("2", Constant(1)), strategy="shadow")
     await h.engine.start_rollout(h.approve())
     broker, _, out = kafka_serving(engine=h.engine)
-    requests = [
-        PredictionRequested(producer="t", dataset="loans", request_id=f"r-{i}", data=application(i)) for i in range(6)
-    ]
-    async with TestKafkaBroker(broker) as test_broker:
-        for request in requests:
-            await test_broker.publish(request.to_bytes(), PREDICTIONS_REQUESTS.name)
+    requests = streamed_requests(6)
+    await stream(broker, requests)
     answers = [PredictionMade.model_validate(body) for body in out[PREDICTIONS.name]]
     by_cause = {r.event_id: r.request_id for r in requests}
     assert sorted((a.request_id, a.served) for a in answers) == sorted(

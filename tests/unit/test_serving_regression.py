@@ -15,18 +15,17 @@ from collections import Counter
 import numpy as np
 import pytest
 import structlog
-from faststream.kafka import TestKafkaBroker
 from sklearn.dummy import DummyRegressor
 from sklearn.linear_model import LinearRegression
 from structlog.testing import LogCapture
 
-from flywheel.schemas import PREDICTIONS, PREDICTIONS_REQUESTS, ChampionChanged, PredictionRequested
+from flywheel.schemas import PREDICTIONS, ChampionChanged
 from flywheel.serving import engine as engine_module
 from flywheel.serving.rollout import Policy, VariantFigures, decide, judge
 from flywheel.serving.rollouts import RolloutLog, figures_from
 from flywheel.serving.sequential import Sample, compare_means
 from tests.support.labelled import labelled
-from tests.unit.test_serving_api import client, kafka_serving
+from tests.unit.test_serving_api import client, kafka_serving, stream, streamed_requests
 from tests.unit.test_serving_engine import FEATURES, Harness, RichApproved, application, served, stepped
 from tests.unit.test_serving_rollout_statistics import LOOK_EVERY, STEPS
 
@@ -86,12 +85,8 @@ def test_predict_over_http_returns_a_regressors_values_and_no_probability() -> N
 async def test_kafka_answers_of_a_regressor_are_published_as_values() -> None:
     h = Harness(None, champion=LINEAR)
     broker, _, out = kafka_serving(engine=h.engine)
-    requests = [
-        PredictionRequested(producer="t", dataset="loans", request_id=f"r-{i}", data=application(i)) for i in range(4)
-    ]
-    async with TestKafkaBroker(broker) as test_broker:
-        for request in requests:
-            await test_broker.publish(request.to_bytes(), PREDICTIONS_REQUESTS.name)
+    requests = streamed_requests(4)
+    await stream(broker, requests)
     answers = out[PREDICTIONS.name]
     assert sorted(a["request_id"] for a in answers) == [r.request_id for r in requests]
     assert all(isinstance(a["prediction"], float) and a["probability"] is None for a in answers)
