@@ -88,7 +88,14 @@ async def test_after_a_concept_change_the_online_model_is_promoted_safely_then_r
             assert stages[0] == "DriftDetected" and stages[-1] == "ChampionChanged", (version, stages)
 
     # recovery: the served accuracy after the online promotion, and the figures the bench compares
-    assert result.served["after"] > 0.85, result.served
+    story = [
+        *(
+            f"snapshot {t['lineage']['online']['labels_learned']} labels: {t['lineage']['online']['scores']}"
+            for t in snapshots
+        ),
+        *(f"v{s['candidate_version']} {s['strategy']} {s['action']}: {s['reason']}" for s in steps),
+    ]
+    assert result.served["after"] > 0.85, (result.served, story)
     assert result.served["before"] > 0.9, result.served
     assert result.time_to_recovery < result.time_to_batch_champion
     print(f"since {started.isoformat()}: online snapshot champion", result.time_to_recovery, "s after the change;")

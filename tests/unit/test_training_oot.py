@@ -3,6 +3,7 @@ the training data recorded for monitoring's reference, and an identical request 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -207,3 +208,29 @@ def test_a_run_logged_before_the_record_is_read_from_its_tags_every_row_counting
     data = training_data_of_run(client, client.get_run(run.info.run_id))
     assert data is not None and data.versions == ("v1", "v2") and data.rows is None
     assert len(load_training_data(DatasetCatalog(history).load, data)) == 600
+
+
+def test_a_run_fits_scores_and_logs_with_the_native_threads_it_is_given(history, tracking, monkeypatch):
+    """More OpenMP threads than free cores spin: beside a busy stack a 0.2 s fit took 9 s (``fit_threads``)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from flywheel.training import runner
+
+    def threads() -> set[int]:
+        return {pool["num_threads"] for pool in threadpool_info()}
+
+    seen = []
+
+    def spying(stage):
+        def within(*args, **kwargs):
+            seen.append(threads())
+            return stage(*args, **kwargs)
+
+        return within
+
+    for name in ("fit_and_evaluate", "log_run"):  # the fit and its scoring, then MLflow's signature and save
+        monkeypatch.setattr(runner, name, spying(getattr(runner, name)))
+    with threadpool_limits(limits=2):
+        run_once(replace(context(history, tracking), fit_threads=1), request("oot", params=FAST))
+        assert threads() == {2}  # the caller's limits, back
+    assert seen == [{1}, {1}], seen

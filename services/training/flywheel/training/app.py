@@ -49,6 +49,7 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
         code_version=code_version(),
         experiment_prefix=settings.experiment_prefix,
         importance_repeats=settings.importance_repeats,
+        fit_threads=settings.fit_threads,
         drift_fresh_rows=settings.drift_fresh_rows,
         drift_fresh_timeout_s=settings.drift_fresh_timeout_s,
     )

@@ -24,6 +24,7 @@ import structlog
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
+from threadpoolctl import threadpool_limits
 
 from flywheel.common.datasets import DatasetCatalog
 from flywheel.common.evaluation import task_of
@@ -66,6 +67,7 @@ class RunContext:
     code_version: str
     experiment_prefix: str = "flywheel"
     importance_repeats: int = 5
+    fit_threads: int = 1
     drift_fresh_rows: int = 0
     drift_fresh_timeout_s: float = 0.0
     labels: DatasetCatalog | None = None  # sealed label batches; None: the records' own labels only
@@ -335,21 +337,23 @@ def train(
     run = mlflow.start_run(experiment_id=experiment, run_name=f"{request.model_name}-{run_label[:8]}", tags=tags)
     status = "FAILED"
     try:
-        try:
-            trained = fit_and_evaluate(
-                prepared.frame,
-                prepared.spec,
-                prepared.features,
-                after=prepared.after,
-                importance_repeats=ctx.importance_repeats,
-                progress=progress,
-            )
-        except PERMANENT as exc:
-            mlflow.set_tag(FAILURE_TAG, reason_of(exc))
-            newest = prepared.versions[-1].version
-            return failure(request, merged, reason_of(exc), run_id=run.info.run_id, dataset_version=newest)
-        progress("logging to MLflow", 0.85)
-        lineage, model_uri = log_run(ctx, request, prepared, trained, fresh)
+        # in this thread, where the fit, its scoring and MLflow's signature run (threadpoolctl limits the caller's)
+        with threadpool_limits(limits=ctx.fit_threads):
+            try:
+                trained = fit_and_evaluate(
+                    prepared.frame,
+                    prepared.spec,
+                    prepared.features,
+                    after=prepared.after,
+                    importance_repeats=ctx.importance_repeats,
+                    progress=progress,
+                )
+            except PERMANENT as exc:
+                mlflow.set_tag(FAILURE_TAG, reason_of(exc))
+                newest = prepared.versions[-1].version
+                return failure(request, merged, reason_of(exc), run_id=run.info.run_id, dataset_version=newest)
+            progress("logging to MLflow", 0.85)
+            lineage, model_uri = log_run(ctx, request, prepared, trained, fresh)
         status = "FINISHED"
     finally:
         mlflow.end_run(status)
