@@ -21,7 +21,7 @@ from rich.tree import Tree
 
 from flywheel.demo.scenario import Scenario, ScenarioConfig, ScenarioResult
 
-PHASES = ("before", "during", "first 60 s", "after")
+PHASES = ("before", "during", "first 60 s", "after", "after the batch retrain")
 CHALLENGED = {"model_name": "loans-approval-challenged", "model_spec": "challenged", "until_batch": True}
 
 

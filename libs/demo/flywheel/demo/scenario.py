@@ -129,7 +129,7 @@ class ScenarioResult:
     learning: dict[str, str] = field(default_factory=dict)  # run id -> batch or online
     run_of_version: dict[str, str] = field(default_factory=dict)  # approved version -> its run id
     measure: Measure = ACCURACY
-    served: dict[str, float | None] = field(default_factory=dict)  # the measure by phase: before, during, after
+    served: dict[str, float | None] = field(default_factory=dict)  # the measure by phase (closed_loop.PHASES)
     lineage: dict[str, Any] | None = None
     why: dict[str, Any] | None = None  # the registry's story of the new champion, event by event
     moments: list[Moment] = field(default_factory=list)
@@ -636,6 +636,7 @@ class Scenario:
         r = self.result
         change = r.change_record if r.change_record is not None else len(self.outcomes)
         recovered = r.promotion.record if r.promotion else None
+        batch = r.batch_promotion.record if r.batch_promotion else None  # an online snapshot may come before it
 
         def share(rows: list[tuple[int, float, str]]) -> float | None:
             return self.source.measure.of([outcome for _, outcome, _ in rows])
@@ -646,4 +647,5 @@ class Scenario:
             "during": share([o for o in self.outcomes if change <= o[0] < (recovered or 10**9)]),
             "after": share([o for o in self.outcomes if recovered is not None and o[0] >= recovered]),
             "first 60 s": share([o for o in self.outcomes if change <= o[0] < first_minute]),
+            "after the batch retrain": share([o for o in self.outcomes if batch is not None and o[0] >= batch]),
         }
