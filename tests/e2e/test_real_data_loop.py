@@ -18,8 +18,8 @@ freshness are the stack's defaults.
 The loop must then, by itself: detect the change, retrain on labelled data from after it
 without waiting out training's fresh-data timeout, judge the candidate out of time, roll it out
 deciding with significance, and end with a champion that, on the held-out rows after the change
-(every 5th, never streamed, later than the champion's newest training row), is as good as the
-champion's run done again offline by training's own code (the same dataset versions, every label
+(every 5th, never streamed: no model learnt from them), is as good as the champion's run done
+again offline by training's own code (the same dataset versions, every label
 sealed by then, ``model.yaml``'s recipe): rain within 2 accuracy points, bikeshare within 10% of
 its MAE; and beats the trivial answer (the majority class; the mean) and the first champion.
 
@@ -95,7 +95,7 @@ async def test_the_loop_learns_real_data_after_their_change_as_well_as_an_offlin
         lineage = (await http.get(f"/models/{spec.model_name}/versions/{champion}/lineage")).json()
     assert str(lineage.get("version")) == champion, lineage
 
-    # The final champion, as serving loads it, and the offline retrains, on the held-out rows after its data.
+    # The final champion, as serving loads it, and the offline retrains, on the held-out rows after the change.
     ctx = runner.RunContext(catalog, tracking, DATASETS, "offline", labels=DatasetCatalog.labels(catalog.store))
     judged = judge_champion(replay, result, lineage, ctx, run_id)
     console.print(judged.lines(result))
