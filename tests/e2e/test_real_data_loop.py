@@ -132,6 +132,8 @@ async def test_the_loop_learns_real_data_after_their_change_as_well_as_an_offlin
     # As good as an offline retrain on the same data, better than the trivial answer and than the first champion
     # on the same held-out rows (the served figure before/during/after is printed, not asserted: those periods
     # hold different rows, and the rain's last years change again).
-    assert case.close_enough(judged.figure, judged.same.figure), (judged.figure, judged.same, case.tolerance)
-    assert measure.better(judged.figure, judged.trivial), (judged.figure, judged.trivial)
-    assert measure.better(judged.figure, judged.first), (judged.figure, judged.first)
+    # A failure says which champion, on which rows, and the hops that made it: a CI's tail is all there is of it.
+    why = f"{judged.lines(result)}\n{story(result, stopped)}"
+    assert case.close_enough(judged.figure, judged.same.figure), f"not within {case.tolerance} of offline:\n{why}"
+    assert measure.better(judged.figure, judged.trivial), f"no better than the trivial answer:\n{why}"
+    assert measure.better(judged.figure, judged.first), f"no better than the first champion:\n{why}"
