@@ -26,6 +26,7 @@ from flywheel.common.modelspec import ModelSpec, RolloutSpec, load_model_spec
 from flywheel.common.safemodels import TRUSTED_MODULES, load_estimator
 from flywheel.common.tracking import Tags
 from flywheel.schemas import Violation
+from flywheel.serving.treewalk import TreeWalk
 
 # Serving scores plain rows in the feature set's order (no per-request pandas), which is the order
 # the model was fitted in; scikit-learn would warn about the missing column names on every call.
@@ -69,6 +70,11 @@ class ServedModel:
         """``regression`` or ``classification``: what its answers are, read off the estimator as training does."""
         return task_of(self.estimator)
 
+    @cached_property
+    def predictor(self) -> Any:
+        """What scores its rows: the estimator, or its trees walked together for a few rows (``treewalk``)."""
+        return TreeWalk.of(self.estimator) or self.estimator
+
     def score(self, rows: list[list[float]]) -> tuple[list[Any], list[float | None]]:
         """Predictions for feature rows (no pandas), and a classifier's probability of the positive class.
 
@@ -76,15 +82,15 @@ class ServedModel:
         """
         matrix = np.asarray(rows, dtype=float)
         if self.task == "regression":
-            values = np.asarray(self.estimator.predict(matrix), dtype=float).reshape(len(rows))
+            values = np.asarray(self.predictor.predict(matrix), dtype=float).reshape(len(rows))
             return [float(v) if math.isfinite(v) else None for v in values], [None] * len(rows)
         if hasattr(self.estimator, "predict_proba"):
-            probabilities = self.estimator.predict_proba(matrix)
+            probabilities = self.predictor.predict_proba(matrix)
             classes = self.estimator.classes_
             picked = probabilities.argmax(axis=1)
             positive = probabilities[:, -1]
             return [_plain(classes[i]) for i in picked], [float(p) for p in positive]
-        return [_plain(p) for p in self.estimator.predict(matrix)], [None] * len(rows)
+        return [_plain(p) for p in self.predictor.predict(matrix)], [None] * len(rows)
 
 
 def inputs_violations(
