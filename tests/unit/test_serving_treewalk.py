@@ -67,10 +67,12 @@ def test_a_tree_that_is_one_leaf_answers_its_value():
     assert np.array_equal(walk.predict(unseen(3)), estimator.predict(unseen(3)))
 
 
-def test_rows_of_the_wrong_width_get_the_estimators_own_error():
+def test_rows_of_the_wrong_width_or_none_get_the_estimators_own_error():
     walk = TreeWalk.of(fitted(HistGradientBoostingClassifier(max_iter=10), "binary"))
     with pytest.raises(ValueError, match="features"):
         walk.predict_proba(np.zeros((1, 4)))
+    with pytest.raises(ValueError, match="0 sample"):
+        walk.predict(np.zeros((0, 5)))
 
 
 def test_models_the_walk_does_not_cover_are_scored_by_the_estimator():

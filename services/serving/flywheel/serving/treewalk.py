@@ -60,12 +60,12 @@ class TreeWalk:
         return cls(estimator, nodes, [len(tree) for tree in trees])
 
     def covers(self, matrix: np.ndarray) -> bool:
-        """Whether the walk scores these rows: few enough, and as many features as the model was fitted with (the
-        estimator says what is wrong with any other)."""
+        """Whether the walk scores these rows: some but few enough, with as many features as the model was fitted
+        with (the estimator says what is wrong with any other)."""
         return (
             matrix.ndim == 2
             and matrix.shape[1] == self.estimator.n_features_in_
-            and matrix.shape[0] * max(self.depth, 1) <= BUDGET
+            and 0 < matrix.shape[0] * max(self.depth, 1) <= BUDGET
         )
 
     def raw(self, matrix: np.ndarray) -> np.ndarray:
