@@ -268,8 +268,12 @@ def decide(
     Significantly worse on any metric rolls back at once. Significantly better on the quality
     metric (more accurate, or a lower mean absolute error) steps a canary up once the candidate
     answered ``min_requests`` requests at the current step (and promotes it from the last step,
-    or at once for A/B and shadow). Blue-green switches without evidence. Past ``max_s``
-    without a promotion, the rollout ends inconclusive and the champion stays.
+    or at once for A/B and shadow). Blue-green switches without evidence. A canary stepped up to
+    full traffic is promoted after ``min_requests`` answers there unless it is significantly worse:
+    the champion answers nothing at that step, so its figures stand still while the candidate's run
+    on into other hours, and asking for "better" again would hold a good candidate forever when
+    its errors grow with the season. Past ``max_s`` without a promotion, the rollout ends
+    inconclusive and the champion stays.
 
     >>> p = Policy(min_labels=50, min_requests=10, max_s=600)
     >>> better = judge(VariantFigures(labelled=200, correct=190), VariantFigures(labelled=200, correct=150), p)
@@ -279,6 +283,10 @@ def decide(
     'hold'
     >>> decide("canary", 2, [0.1, 0.5, 1.0], better, 10, 5.0, p).action
     'promote'
+    >>> [decide("canary", 2, [0.1, 0.5, 1.0], Verdict({}), n, 5.0, p).action for n in (9, 10)]
+    ['hold', 'promote']
+    >>> decide("canary", 0, [1.0], Verdict({}), 10, 5.0, p).action  # never stepped up on evidence
+    'hold'
     >>> worse = judge(VariantFigures(labelled=200, correct=150), VariantFigures(labelled=200, correct=190), p)
     >>> decide("canary", 0, [0.1, 1.0], worse, 0, 5.0, p).action
     'rollback'
@@ -295,9 +303,13 @@ def decide(
         return Decision("promote", "blue-green: candidate warmed, all traffic switched", verdict.comparisons)
     better = verdict.better()
     ramping = strategy == "canary" and step + 1 < len(steps)
-    held = better is not None and step_requests >= policy.min_requests
+    enough = step_requests >= policy.min_requests
+    held = better is not None and enough
     if held and not ramping:
         return Decision("promote", f"{strategy}: {_better(verdict)}", verdict.comparisons)
+    if strategy == "canary" and step > 0 and not ramping and steps[step] >= 1.0 and enough:
+        reason = f"canary: {step_requests} requests at full traffic, significantly worse on nothing"
+        return Decision("promote", reason, verdict.comparisons)
     if elapsed_s >= policy.max_s:
         return Decision("inconclusive", _inconclusive(verdict, elapsed_s, step, steps), verdict.comparisons)
     if held:
