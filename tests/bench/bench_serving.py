@@ -42,6 +42,7 @@ MLFLOW_PORT = 5055
 MODEL = "bench-serving"
 CONCURRENCY = 8
 DURATION_S = 8.0
+FIT_ROWS = 40_000  # a loans fit that outlasts one open loop on this machine
 
 
 async def ensure_model() -> str:
@@ -60,6 +61,34 @@ async def ensure_model() -> str:
             if response.status_code == 200:
                 return response.json()["predictions"][0]["model_version"]
     raise RuntimeError("serving never loaded the bench model")
+
+
+async def during_a_fit(url: str, bodies: list[dict], version: str) -> tuple[float, list[float], int]:
+    """The open loop while training fits a model beside it (on the same 2 cores), from the fit's start.
+
+    Raises when the fit ended before the open loop did: the figures would not be those of a retrain.
+    """
+    training = service_url("training")
+    body = {"dataset": "loans", "model_name": f"bench-fit-{uuid.uuid4().hex[:8]}", "dataset_version": version}
+    async with httpx.AsyncClient(base_url=training, timeout=30) as http:
+        (
+            await http.post("/train", json={**body, "reason": "bench: a fit beside serving"}, headers=OPERATOR)
+        ).raise_for_status()
+
+        async def status() -> str:
+            runs = (await http.get("/runs", params={"model_name": body["model_name"]})).json()
+            return runs[0]["status"] if runs else "requested"
+
+        for _ in range(600):
+            if (now := await status()) == "running":
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise RuntimeError(f"the bench's fit never started ({now})")
+        result = await open_loop(url, bodies)
+        if (now := await status()) != "running":
+            raise RuntimeError(f"the bench's fit ended ({now}) before the open loop did: give it more rows")
+    return result
 
 
 def start_mlflow_serve(version: str) -> subprocess.Popen:
@@ -253,6 +282,29 @@ async def paired(ours: Callable[[], Awaitable[tuple]], theirs: Callable[[], Awai
     return mine, others
 
 
+async def beside_a_fit(url: str, bodies: list[dict]) -> None:
+    """Serving's open loop alone and while training fits beside it (TRAINING_FIT_NICENESS), alternating."""
+    version = write_version(ObjectStoreSettings(), agrawal_rows(FIT_ROWS, 0, 11))
+    quiet, busy = await paired(lambda: open_loop(url, bodies), lambda: during_a_fit(url, bodies, version))
+    p99 = [percentile(b[1], 99) for b in busy]
+    table(
+        [
+            (
+                "single, open loop 300 req/s",
+                f"{figures([q[:2] for q in quiet], 1)}, {sum(q[2] for q in quiet)} failed",
+                f"{figures([b[:2] for b in busy], 1)}, {sum(b[2] for b in busy)} failed",
+                f"p99 {spread(ratios(p99, [percentile(q[1], 99) for q in quiet]), 'x', digits=2)}",
+            )
+        ],
+        (
+            "load (min / median / max of 3)",
+            "flywheel alone",
+            f"while training fits ({FIT_ROWS:,} rows)",
+            "busy / alone",
+        ),
+    )
+
+
 async def cpu_table(url: str, batches: list[dict]) -> None:
     """Where the CPU of one more closed loop of batches goes, by process (the aim is a ratio of the whole
     machine's work: serving shares the 2 cores with monitoring, Kafka and the clients)."""
@@ -312,6 +364,7 @@ async def main() -> None:
         table(
             rows, ("load (min / median / max of 3)", "flywheel /predict", "mlflow models serve", "flywheel vs mlflow")
         )
+        await beside_a_fit(flywheel_url, flywheel_bodies(1))
         await cpu_table(flywheel_url, flywheel_bodies(100))
     finally:
         server.terminate()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 import structlog
@@ -27,7 +26,7 @@ from flywheel.training.ended import EndedLog
 from flywheel.training.handlers import scheduled_request
 from flywheel.training.http import create_rebuild_router, create_router
 from flywheel.training.intake import Intake
-from flywheel.training.orchestrator import Orchestrator
+from flywheel.training.orchestrator import Orchestrator, fit_pool
 from flywheel.training.runner import RunContext
 from flywheel.training.runs import RunBook
 from flywheel.training.settings import TrainingSettings
@@ -55,7 +54,7 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
     )
     runs = RunBook(settings.max_runs_kept)
     # Fits run in threads: a long fit never blocks the loop that heartbeats the consumers.
-    pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="train")
+    pool = fit_pool(settings.workers, settings.fit_niceness)
 
     async def publish(event: Event) -> None:
         await publish_event(parts.broker, event)

@@ -11,8 +11,10 @@ the requests settled (their offsets committed).
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Protocol
 
 import structlog
@@ -28,6 +30,28 @@ log = structlog.get_logger("training")
 Outcome = ModelTrained | TrainingFailed
 Publish = Callable[[Event], Awaitable[None]]
 Train = Callable[..., Outcome]
+
+
+def fit_pool(workers: int, niceness: int) -> ThreadPoolExecutor:
+    """The threads runs fit in, each ``niceness`` below the service's CPU priority.
+
+    On a host it shares with serving (compose, one machine), a retrain then yields the cores to
+    requests instead of splitting them: a fit takes what the services leave. Linux keeps a nice
+    value per thread, so the service's own loop (heartbeats, HTTP) keeps its priority.
+    """
+    return ThreadPoolExecutor(
+        max_workers=workers, thread_name_prefix="train", initializer=_lower_priority, initargs=(niceness,)
+    )
+
+
+def _lower_priority(niceness: int) -> None:
+    if not niceness:
+        return
+    thread = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + niceness))
+    except (AttributeError, OSError) as exc:  # not Linux: fits run at the service's priority
+        log.warning("training threads keep the service's CPU priority", error=repr(exc))
 
 
 class Claims(Protocol):

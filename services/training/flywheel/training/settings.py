@@ -26,6 +26,13 @@ class TrainingSettings(ServiceSettings):
         description="OpenMP/BLAS threads a run fits, scores and logs with. More threads than free cores spin: "
         "beside a busy stack on 2 cores, a 0.2 s gradient-boosting fit took 9 s with 2.",
     )
+    fit_niceness: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="How far below the service's CPU priority runs fit (Linux nice, per thread): a retrain on a "
+        "host it shares with serving yields the cores to requests. 0: the same priority.",
+    )
     drift_fresh_rows: int = Field(
         default=1000, ge=0, description="A drift retrain waits for this many labelled rows recorded after the drift."
     )
