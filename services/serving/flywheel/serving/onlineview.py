@@ -20,6 +20,7 @@ How a request by entity becomes the record each model scores (``assemble``):
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,11 +35,15 @@ from flywheel.schemas import FeaturesComputed
 MAX_ENTITY_ID = 1_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoredVector:
-    """One entity's latest vector, with the feature-set version the features service computed it with."""
+    """One entity's latest record, with the feature-set version the features service computed its vector with.
 
-    values: dict[str, JsonValue]
+    The vector's values are not kept: every model computes its features from the record with its own
+    pinned feature set (``assemble``), so only the record answers a request, and a replica holds
+    every entity's, at half the memory.
+    """
+
     event_time: datetime
     feature_set: str
     feature_set_version: str
@@ -58,7 +63,7 @@ class OnlineView:
     ...         inputs={"salary": salary})
     >>> view.apply(vector(2, 10.0)), view.apply(vector(1, 5.0)), view.apply(vector(2, 10.0))
     (True, False, True)
-    >>> view.get("loans", "a-1").values, len(view)
+    >>> view.get("loans", "a-1").inputs, len(view)
     ({'salary': 10.0}, 1)
     """
 
@@ -71,9 +76,9 @@ class OnlineView:
         current = self._latest.get(key)
         if current is not None and current.event_time > vector.event_time:
             return False
-        self._latest[key] = StoredVector(
-            vector.values, vector.event_time, vector.feature_set, vector.feature_set_version, vector.inputs
-        )
+        # one copy of the names every entity shares
+        feature_set, version = sys.intern(vector.feature_set), sys.intern(vector.feature_set_version)
+        self._latest[key] = StoredVector(vector.event_time, feature_set, version, vector.inputs)
         return True
 
     def get(self, dataset: str, entity_id: str) -> StoredVector | None:
@@ -184,7 +189,7 @@ def assemble(
     >>> from datetime import UTC
     >>> fs = FeatureSet(feature_set="f", version="1", dataset="d", entity_key="id", timestamp="ts",
     ...     features=[{"name": "salary", "input": "salary"}, {"name": "age", "input": "age"}])
-    >>> stored = StoredVector({}, datetime(2026, 1, 1, tzinfo=UTC), "f", "1", {"salary": 10.0, "age": 30})
+    >>> stored = StoredVector(datetime(2026, 1, 1, tzinfo=UTC), "f", "1", {"salary": 10.0, "age": 30})
     >>> now = datetime(2026, 1, 1, 0, 1, tzinfo=UTC)
     >>> a = assemble(fs, "e", stored, {"age": 41}, now, max_age_s=300)
     >>> a.record, a.ages_s, a.from_request
