@@ -4,7 +4,9 @@ Both servers get the same client (httpx, keep-alive) on this machine, in the sam
 - fixed concurrency (8 clients), single records and batches of 100: throughput and p50/p99;
 - open loop at 300 requests/s of single records: p50/p99 (MLServer's CI gate: p99 < 10 ms);
 - streaming: ``predictions.requests`` in, ``predictions`` out, requests per second end to end, beside
-  the same messages through one plain topic (producer to consumer: the broker alone).
+  the same messages through one plain topic (producer to consumer: the broker alone);
+- the open loop and the batches alone and while training fits a loans model on 100,000 rows beside
+  serving (``bench-fit-*`` models, each a champion with its monitoring reference afterwards).
 Each is measured three times, alternating with its baseline: min / median / max.
 Flywheel's /predict takes raw records and computes the features itself; mlflow gets the
 ready feature rows, so it does strictly less work per request.
@@ -31,7 +33,7 @@ from flywheel.common.tracking import configure_mlflow
 from flywheel.schemas import PREDICTIONS, PREDICTIONS_REQUESTS, PredictionRequested
 from tests.bench.support import cpu_by_process, fresh_topic, percentile, ratios, side_by_side, spread, table
 from tests.integration.test_serving_rollouts import live_applications
-from tests.integration.test_training_runs import agrawal_rows, write_version
+from tests.integration.test_training_runs import agrawal_rows, monitored_reference, wait_for_model, write_version
 from tests.support.auth import OPERATOR
 from tests.support.kafka import TopicReader
 from tests.support.stack import service_url
@@ -42,7 +44,7 @@ MLFLOW_PORT = 5055
 MODEL = "bench-serving"
 CONCURRENCY = 8
 DURATION_S = 8.0
-FIT_ROWS = 40_000  # a loans fit that outlasts one open loop on this machine
+FIT_ROWS = 100_000  # a loans fit on all of them, without early stopping, outlasts one open loop here
 
 
 async def ensure_model() -> str:
@@ -63,20 +65,26 @@ async def ensure_model() -> str:
     raise RuntimeError("serving never loaded the bench model")
 
 
-async def during_a_fit(url: str, bodies: list[dict], version: str) -> tuple[float, list[float], int]:
-    """The open loop while training fits a model beside it (on the same 2 cores), from the fit's start.
+async def during_a_fit(load: Callable[[], Awaitable[tuple]], version: str) -> tuple:
+    """``load`` while training fits a model beside it (on the same 2 cores), from the fit's start; then waits
+    out the fit's aftermath (its gates, the first champion, monitoring's reference), which is no other side's.
 
-    Raises when the fit ended before the open loop did: the figures would not be those of a retrain.
+    Raises when the fit ended before the load did: the figures would not be those of a retrain.
     """
-    training = service_url("training")
-    body = {"dataset": "loans", "model_name": f"bench-fit-{uuid.uuid4().hex[:8]}", "dataset_version": version}
-    async with httpx.AsyncClient(base_url=training, timeout=30) as http:
-        (
-            await http.post("/train", json={**body, "reason": "bench: a fit beside serving"}, headers=OPERATOR)
-        ).raise_for_status()
+    name = f"bench-fit-{uuid.uuid4().hex[:8]}"
+    body = {
+        "dataset": "loans",
+        "model_name": name,
+        "dataset_version": version,
+        "reason": "bench: a fit beside serving",
+        # the spec's 1,000 newest rows fit in ~0.2 s, and early stopping ends a fit of this easy concept early
+        "params": {"window": {"max_rows": FIT_ROWS}, "early_stopping": False},
+    }
+    async with httpx.AsyncClient(base_url=service_url("training"), timeout=30) as http:
+        (await http.post("/train", json=body, headers=OPERATOR)).raise_for_status()
 
         async def status() -> str:
-            runs = (await http.get("/runs", params={"model_name": body["model_name"]})).json()
+            runs = (await http.get("/runs", params={"model_name": name})).json()
             return runs[0]["status"] if runs else "requested"
 
         for _ in range(600):
@@ -85,9 +93,11 @@ async def during_a_fit(url: str, bodies: list[dict], version: str) -> tuple[floa
             await asyncio.sleep(0.1)
         else:
             raise RuntimeError(f"the bench's fit never started ({now})")
-        result = await open_loop(url, bodies)
+        result = await load()
         if (now := await status()) != "running":
-            raise RuntimeError(f"the bench's fit ended ({now}) before the open loop did: give it more rows")
+            raise RuntimeError(f"the bench's fit ended ({now}) before the load did: give it more rows")
+    await wait_for_model(service_url("registry"), name, lambda b: "champion" in b["aliases"], 180)
+    await monitored_reference(service_url("monitoring"), name, 180)
     return result
 
 
@@ -282,26 +292,36 @@ async def paired(ours: Callable[[], Awaitable[tuple]], theirs: Callable[[], Awai
     return mine, others
 
 
-async def beside_a_fit(url: str, bodies: list[dict]) -> None:
-    """Serving's open loop alone and while training fits beside it (TRAINING_FIT_NICENESS), alternating."""
+async def beside_a_fit(url: str, singles: list[dict], batches: list[dict]) -> None:
+    """Serving alone and while training fits beside it (at TRAINING_FIT_NICENESS), alternating."""
     version = write_version(ObjectStoreSettings(), agrawal_rows(FIT_ROWS, 0, 11))
-    quiet, busy = await paired(lambda: open_loop(url, bodies), lambda: during_a_fit(url, bodies, version))
-    p99 = [percentile(b[1], 99) for b in busy]
-    table(
-        [
-            (
-                "single, open loop 300 req/s",
-                f"{figures([q[:2] for q in quiet], 1)}, {sum(q[2] for q in quiet)} failed",
-                f"{figures([b[:2] for b in busy], 1)}, {sum(b[2] for b in busy)} failed",
-                f"p99 {spread(ratios(p99, [percentile(q[1], 99) for q in quiet]), 'x', digits=2)}",
-            )
-        ],
+    quiet, busy = await paired(
+        lambda: open_loop(url, singles), lambda: during_a_fit(lambda: open_loop(url, singles), version)
+    )
+    p99 = ratios([percentile(b[1], 99) for b in busy], [percentile(q[1], 99) for q in quiet])
+    rows = [
         (
-            "load (min / median / max of 3)",
-            "flywheel alone",
-            f"while training fits ({FIT_ROWS:,} rows)",
-            "busy / alone",
-        ),
+            "single, open loop 300 req/s",
+            f"{figures([q[:2] for q in quiet], 1)}, {sum(q[2] for q in quiet)} failed",
+            f"{figures([b[:2] for b in busy], 1)}, {sum(b[2] for b in busy)} failed",
+            f"p99 {spread(p99, 'x', digits=2)}",
+        )
+    ]
+    size = len(batches[0]["records"])
+    quiet, busy = await paired(
+        lambda: closed_loop(url, batches), lambda: during_a_fit(lambda: closed_loop(url, batches), version)
+    )
+    rows.append(
+        (
+            f"batch {size}, {CONCURRENCY} clients",
+            figures(quiet, size),
+            figures(busy, size),
+            f"{spread(ratios([b[0] for b in busy], [q[0] for q in quiet]), 'x', digits=2)} the records/s",
+        )
+    )
+    table(
+        rows,
+        ("load (min / median / max of 3)", "flywheel alone", f"while training fits {FIT_ROWS:,} rows", "busy / alone"),
     )
 
 
@@ -364,7 +384,7 @@ async def main() -> None:
         table(
             rows, ("load (min / median / max of 3)", "flywheel /predict", "mlflow models serve", "flywheel vs mlflow")
         )
-        await beside_a_fit(flywheel_url, flywheel_bodies(1))
+        await beside_a_fit(flywheel_url, flywheel_bodies(1), flywheel_bodies(100))
         await cpu_table(flywheel_url, flywheel_bodies(100))
     finally:
         server.terminate()
