@@ -384,11 +384,11 @@ async def main() -> None:
         table(
             rows, ("load (min / median / max of 3)", "flywheel /predict", "mlflow models serve", "flywheel vs mlflow")
         )
-        await beside_a_fit(flywheel_url, flywheel_bodies(1), flywheel_bodies(100))
         await cpu_table(flywheel_url, flywheel_bodies(100))
     finally:
         server.terminate()
         server.wait(timeout=30)
+    await beside_a_fit(flywheel_url, flywheel_bodies(1), flywheel_bodies(100))  # no baseline: mlflow stopped
     ours_stream, raw_stream = await side_by_side(streaming, raw_kafka)
     print(
         f"   streaming inference (predictions.requests -> serving -> predictions): {spread(ours_stream, digits=0)} "
