@@ -18,7 +18,17 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from flywheel.common.kafka import client_security
 from flywheel.common.settings import KafkaSettings
 from flywheel.schemas import RECORDS_RAW, RECORDS_VALIDATED, RecordSubmitted
-from tests.bench.support import REPEATS, cpu_by_process, fresh_topic, ratios, side_by_side, spread, table
+from tests.bench.support import (
+    REPEATS,
+    cpu_by_process,
+    cpu_ceiling,
+    cpu_table,
+    fresh_topic,
+    ratios,
+    side_by_side,
+    spread,
+    table,
+)
 from tests.support.kafka import TopicReader
 from tests.unit.test_ingestion_kafka import loan
 
@@ -101,7 +111,6 @@ async def main() -> None:
         (f"{RECORDS:,} records, acks=all + idempotence, x{REPEATS}", "records/s min / median / max", "ratio"),
     )
     spent = await cpu_by_process(lambda: ingestion(bootstrap))  # one more run: where its CPU goes
-    table(
-        [(name, f"{seconds:.2f}", f"{seconds / RECORDS * 1e6:.0f}") for name, seconds in spent if seconds >= 0.05],
-        (f"one more run of {RECORDS:,} records: CPU by process", "CPU s", "µs per record"),
-    )
+    cost = cpu_table(f"one more run of {RECORDS:,} records: CPU by process", spent, RECORDS)
+    cpu_table("one more run of the plain topic", await cpu_by_process(lambda: raw(bootstrap)), RECORDS)
+    print(cpu_ceiling(cost, plain, aim=0.5, baseline_name="plain topic"))

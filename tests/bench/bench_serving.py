@@ -31,7 +31,17 @@ from flywheel.common.kafka import client_security
 from flywheel.common.settings import KafkaSettings, MlflowSettings, ObjectStoreSettings
 from flywheel.common.tracking import configure_mlflow
 from flywheel.schemas import PREDICTIONS, PREDICTIONS_REQUESTS, PredictionRequested
-from tests.bench.support import cpu_by_process, fresh_topic, percentile, ratios, side_by_side, spread, table
+from tests.bench.support import (
+    cpu_by_process,
+    cpu_ceiling,
+    cpu_table,
+    fresh_topic,
+    percentile,
+    ratios,
+    side_by_side,
+    spread,
+    table,
+)
 from tests.integration.test_serving_rollouts import live_applications
 from tests.integration.test_training_runs import agrawal_rows, monitored_reference, wait_for_model, write_version
 from tests.support.auth import OPERATOR
@@ -44,6 +54,7 @@ MLFLOW_PORT = 5055
 MODEL = "bench-serving"
 CONCURRENCY = 8
 DURATION_S = 8.0
+STREAMED = 5000  # requests of one streaming run
 FIT_ROWS = 100_000  # a loans fit on all of them, without early stopping, outlasts one open loop here
 
 
@@ -205,7 +216,7 @@ async def open_loop(url: str, bodies: list[dict], rate: float = 300.0) -> tuple[
     return achieved, latencies, failures
 
 
-async def streaming(n: int = 5000) -> float:
+async def streaming(n: int = STREAMED) -> float:
     """Requests per second through predictions.requests -> serving -> predictions."""
     bootstrap = KafkaSettings().bootstrap_servers
     run = uuid.uuid4().hex[:8]
@@ -225,7 +236,7 @@ async def streaming(n: int = 5000) -> float:
     return n / (time.perf_counter() - began)
 
 
-async def raw_kafka(n: int = 5000) -> float:
+async def raw_kafka(n: int = STREAMED) -> float:
     """The same requests through one plain topic, producer to consumer: what the broker alone allows."""
     bootstrap = KafkaSettings().bootstrap_servers
     topic = await fresh_topic(bootstrap, "bench.raw")
@@ -325,9 +336,9 @@ async def beside_a_fit(url: str, singles: list[dict], batches: list[dict]) -> No
     )
 
 
-async def cpu_table(url: str, batches: list[dict]) -> None:
+async def batches_cpu(url: str, batches: list[dict], mlflow_rates: list[float]) -> None:
     """Where the CPU of one more closed loop of batches goes, by process (the aim is a ratio of the whole
-    machine's work: serving shares the 2 cores with monitoring, Kafka and the clients)."""
+    machine's work: serving shares the 2 cores with monitoring, Kafka and the clients), and the rate it allows."""
     done: list[tuple[float, list[float]]] = []
 
     async def one_more() -> None:
@@ -335,10 +346,21 @@ async def cpu_table(url: str, batches: list[dict]) -> None:
 
     spent = await cpu_by_process(one_more)
     records = len(done[0][1]) * len(batches[0]["records"])
-    table(
-        [(name, f"{seconds:.2f}", f"{seconds / records * 1e6:.0f}") for name, seconds in spent if seconds >= 0.05],
-        (f"one more closed loop of batches ({records:,} records): CPU by process", "CPU s", "µs per record"),
+    cost = cpu_table(f"one more closed loop of batches ({records:,} records): CPU by process", spent, records)
+    print(cpu_ceiling(cost, mlflow_rates, aim=2.0, baseline_name="mlflow server"))
+
+
+async def streaming_cpu(mine: list[float], plain: list[float]) -> None:
+    """The streaming figures, where one more run's CPU goes (and the plain topic's), and the rate it allows."""
+    print(
+        f"   streaming inference (predictions.requests -> serving -> predictions): {spread(mine, digits=0)} "
+        f"requests/s; one plain topic: {spread(plain, digits=0)}/s; "
+        f"ratio {spread(ratios(mine, plain), 'x', digits=2)} (aim >= 0.3x)"
     )
+    spent = await cpu_by_process(streaming)
+    cost = cpu_table(f"one more run of {STREAMED:,} requests: CPU by process", spent, STREAMED)
+    cpu_table("one more run of the plain topic", await cpu_by_process(raw_kafka), STREAMED)
+    print(cpu_ceiling(cost, plain, aim=0.3, baseline_name="plain topic"))
 
 
 async def main() -> None:
@@ -369,6 +391,7 @@ async def main() -> None:
             )
             ratio = spread(ratios([o[0] for o in ours], [t[0] for t in theirs]), "x", digits=2)
             rows.append((f"batch {size}, {CONCURRENCY} clients", figures(ours, size), figures(theirs, size), ratio))
+        batch_rates_of_mlflow = [rate * size for rate, _ in theirs]  # records/s, the batches of 100
         ours, theirs = await paired(
             lambda: open_loop(flywheel_url, flywheel_bodies(1)), lambda: open_loop(mlflow_url, mlflow_bodies(1))
         )
@@ -384,14 +407,9 @@ async def main() -> None:
         table(
             rows, ("load (min / median / max of 3)", "flywheel /predict", "mlflow models serve", "flywheel vs mlflow")
         )
-        await cpu_table(flywheel_url, flywheel_bodies(100))
+        await batches_cpu(flywheel_url, flywheel_bodies(100), batch_rates_of_mlflow)
     finally:
         server.terminate()
         server.wait(timeout=30)
     await beside_a_fit(flywheel_url, flywheel_bodies(1), flywheel_bodies(100))  # no baseline: mlflow stopped
-    ours_stream, raw_stream = await side_by_side(streaming, raw_kafka)
-    print(
-        f"   streaming inference (predictions.requests -> serving -> predictions): {spread(ours_stream, digits=0)} "
-        f"requests/s; one plain topic: {spread(raw_stream, digits=0)}/s; "
-        f"ratio {spread(ratios(ours_stream, raw_stream), 'x', digits=2)} (aim >= 0.3x)"
-    )
+    await streaming_cpu(*await side_by_side(streaming, raw_kafka))

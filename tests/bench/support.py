@@ -108,6 +108,29 @@ async def cpu_by_process(run: Callable[[], Awaitable[object]]) -> list[tuple[str
     return sorted([*spent, ("bench client", time.process_time() - client)], key=lambda item: -item[1])
 
 
+def cpu_table(title: str, spent: list[tuple[str, float]], records: int) -> float:
+    """Print each process's CPU seconds (those over 0.05 s) and µs per record, then all of them together; return
+    the µs of CPU per record of all the processes (idle ones too: a short run's waits add up)."""
+    rows = [(name, f"{seconds:.2f}", f"{seconds / records * 1e6:.0f}") for name, seconds in spent if seconds >= 0.05]
+    total = sum(seconds for _, seconds in spent)
+    table([*rows, ("all of them", f"{total:.2f}", f"{total / records * 1e6:.0f}")], (title, "CPU s", "µs per record"))
+    return total / records * 1e6
+
+
+def cpu_ceiling(per_record_us: float, baseline: list[float], aim: float, baseline_name: str = "baseline") -> str:
+    """What the machine's cores allow a path whose records cost ``per_record_us`` of CPU in all: the rate with every
+    core busy on it alone, as a ratio of the baseline's median rate beside the aim. An aim above that ceiling needs
+    less CPU a record, not less waiting."""
+    cores = os.cpu_count() or 1
+    most = cores / per_record_us * 1e6
+    needed = cores / (aim * statistics.median(baseline)) * 1e6
+    return (
+        f"   ceiling: at {per_record_us:.0f} µs of CPU a record, {cores} cores allow at most {most:,.0f} records/s, "
+        f"{most / statistics.median(baseline):.2f}x of the {baseline_name}'s median; the aim of {aim:g}x needs at most "
+        f"{needed:.0f} µs a record"
+    )
+
+
 def _stack_cpu() -> dict[str, float]:
     used = {}
     for component in components():
