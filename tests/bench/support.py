@@ -110,7 +110,7 @@ async def cpu_by_process(run: Callable[[], Awaitable[object]]) -> list[tuple[str
 
 def cpu_table(title: str, spent: list[tuple[str, float]], records: int) -> float:
     """Print each process's CPU seconds (those over 0.05 s) and µs per record, then all of them together; return
-    the µs of CPU per record of all the processes (idle ones too: a short run's waits add up)."""
+    the µs of CPU per record of all the processes, those off the path too: their background work shares the cores."""
     rows = [(name, f"{seconds:.2f}", f"{seconds / records * 1e6:.0f}") for name, seconds in spent if seconds >= 0.05]
     total = sum(seconds for _, seconds in spent)
     table([*rows, ("all of them", f"{total:.2f}", f"{total / records * 1e6:.0f}")], (title, "CPU s", "µs per record"))
